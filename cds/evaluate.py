@@ -1,0 +1,95 @@
+"""The evaluation pipeline: profile -> derived facts -> engine -> ranking -> unknown facts.
+
+`Evaluator` loads and compiles the rule set once; `evaluate` runs one patient.
+The patient's own fact set and every counterfactual variant of the
+unknown-fact analysis go through the durable-rules engine in a single session.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .engine import Engine, durable_version
+from .facts import FactValue, derive, engine_facts
+from .profile import PatientProfile, load_profile, parse_profile
+from .ranking import Ranking, rank
+from .resources import rules_dir
+from .ruleset import RuleSet, load_ruleset
+from .unknowns import UnknownFact, VariantPlanner, summarize
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    profile: PatientProfile
+    input_hash: str
+    facts: dict[str, FactValue]
+    fired: frozenset[str]
+    ranking: Ranking
+    unknown_facts: tuple[UnknownFact, ...]
+    unknown_without_effect: tuple[str, ...]
+    ruleset: RuleSet
+
+    @property
+    def engine_version(self) -> str:
+        return f"cds {__version__} (durable-rules {durable_version()})"
+
+
+def input_hash(profile: PatientProfile) -> str:
+    """sha256 of the validated profile in canonical JSON (key order and whitespace do not matter)."""
+    canonical = json.dumps(profile.model_dump(mode="json", exclude_none=False), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Evaluator:
+    def __init__(self, directory: Path | None = None, analyze_unknowns: bool = True):
+        self.ruleset = load_ruleset(directory or rules_dir())
+        self.engine = Engine(self.ruleset)
+        self.planner = VariantPlanner(self.ruleset)
+        self.analyze_unknowns = analyze_unknowns
+
+    @property
+    def vocabulary(self):
+        return self.ruleset.vocabulary
+
+    def parse(self, data: object) -> PatientProfile:
+        return parse_profile(data, self.vocabulary)
+
+    def load(self, path: Path) -> PatientProfile:
+        return load_profile(path, self.vocabulary)
+
+    def fired_rules(self, profile: PatientProfile) -> frozenset[str]:
+        facts = derive(profile, self.vocabulary)
+        return self.engine.run([engine_facts(facts)])[0]
+
+    def evaluate(self, profile: PatientProfile) -> Evaluation:
+        facts = derive(profile, self.vocabulary)
+        base_facts = engine_facts(facts)
+        variants = self.planner.variants(facts) if self.analyze_unknowns else []
+        batch = [base_facts] + [{**base_facts, **dict(v.assignment)} for v in variants]
+        fired_all = self.engine.run(batch)
+        base = rank(self.ruleset, fired_all[0], facts)
+        unknown, without = [], []
+        if self.analyze_unknowns:
+            rankings = [rank(self.ruleset, f, facts) for f in fired_all[1:]]
+            unknown, without = summarize(variants, rankings, base, facts, self.planner)
+        return Evaluation(
+            profile=profile,
+            input_hash=input_hash(profile),
+            facts=facts,
+            fired=fired_all[0],
+            ranking=base,
+            unknown_facts=tuple(unknown),
+            unknown_without_effect=tuple(without),
+            ruleset=self.ruleset,
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def default_evaluator(directory: str | None = None) -> Evaluator:
+    """One compiled evaluator per rule folder per process (recompiling leaks in durable-rules)."""
+    return Evaluator(Path(directory) if directory else None)

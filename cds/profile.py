@@ -1,0 +1,227 @@
+"""The patient profile: the input contract, validated strictly.
+
+Strict types (no coercion of "40" to 40 or "true" to true), unknown keys are
+errors, and every optional fact that is absent (or null) means *unknown*, not
+false. `load_profile` turns every problem into a `ProfileError` that names the
+field (dotted path, e.g. ``prior_lines[1].refractory_to[0]``) and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ProfileError
+from .vocabulary import Vocabulary
+
+CYTOGENETIC_ABNORMALITIES: tuple[str, ...] = (
+    "del(17p)",
+    "t(4;14)",
+    "t(14;16)",
+    "t(11;14)",
+    "gain(1q)",
+    "amp(1q)",
+    "del(1p)",
+)
+
+Cytogenetic = Literal["del(17p)", "t(4;14)", "t(14;16)", "t(11;14)", "gain(1q)", "amp(1q)", "del(1p)"]
+Frailty = Literal["fit", "intermediate", "frail"]
+
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonEmptyName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Labs(_Strict):
+    soluble_bcma_ng_ml: NonNegative | None = None
+    ferritin_ng_ml: NonNegative | None = None
+    crp_mg_l: NonNegative | None = None
+
+
+class PriorLine(_Strict):
+    regimen: Annotated[str, Field(max_length=200)] | None = None
+    agents: list[NonEmptyName] = Field(min_length=1, max_length=30)
+    refractory_to: list[NonEmptyName] = Field(max_length=30)
+    autologous_transplant: bool
+
+
+class PatientProfile(_Strict):
+    patient_id: Annotated[str, Field(min_length=1, max_length=200)]
+    age: int = Field(ge=18, le=120)
+    ecog: int = Field(ge=0, le=4)
+    frailty: Frailty | None = None
+    creatinine_clearance_ml_min: NonNegative | None = None
+    dialysis: bool | None = None
+    extramedullary_disease: bool | None = None
+    cytogenetics: list[Cytogenetic] | None = None
+    rapidly_progressive: bool | None = None
+    car_t_center_access: bool | None = None
+    organ_function_adequate: bool | None = None
+    active_serious_infection: bool | None = None
+    prior_allogeneic_transplant: bool | None = None
+    labs: Labs | None = None
+    prior_lines: list[PriorLine] = Field(max_length=40)
+
+    @field_validator("cytogenetics")
+    @classmethod
+    def _no_duplicate_cytogenetics(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            dup = sorted({x for x in v if v.count(x) > 1})
+            raise ValueError(f"lists {', '.join(dup)} more than once")
+        return v
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(profile)"
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_TYPE_NAMES = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "model_type": "an object",
+    "dict_type": "an object",
+}
+
+
+def _error_message(err: dict[str, Any]) -> tuple[str, str]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"list[...]"}))
+    field = _path(loc)
+    etype = err["type"]
+    value = err.get("input")
+    if etype == "missing":
+        return field, "required field is missing"
+    if etype == "extra_forbidden":
+        return field, "unknown field (not part of the profile format)"
+    if etype in _TYPE_NAMES:
+        return field, f"expected {_TYPE_NAMES[etype]}, got {type(value).__name__} {_describe(value)}"
+    if etype == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return field, f"{_describe(value)} is not one of {expected}"
+    if etype in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
+        return field, f"{_describe(value)} is out of range ({err['msg'].lower()})"
+    if etype == "finite_number":
+        return field, "must be a finite number"
+    if etype in {"too_short", "too_long", "string_too_short", "string_too_long"}:
+        return field, err["msg"].replace("List", "list").replace("String", "string")
+    return field, err["msg"].removeprefix("Value error, ")
+
+
+def _reject_non_finite(value: Any, path: str = "") -> None:
+    """JSON allows NaN/Infinity in Python's parser: refuse them with a field name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProfileError(path or "(profile)", "must be a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _reject_non_finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _reject_non_finite(v, f"{path}[{i}]")
+
+
+def parse_profile(data: Any, vocabulary: Vocabulary) -> PatientProfile:
+    """Validate an already-decoded JSON value. Raises ProfileError."""
+    if not isinstance(data, dict):
+        raise ProfileError("(profile)", f"the profile must be a JSON object, got {type(data).__name__}")
+    try:
+        profile = PatientProfile.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first_field, first_problem = _error_message(errors[0])
+        if len(errors) > 1:
+            rest = "; ".join("{}: {}".format(*_error_message(e)) for e in errors[1:6])
+            more = f" (and {len(errors) - 6} more)" if len(errors) > 6 else ""
+            first_problem += f" [also: {rest}{more}]"
+        raise ProfileError(first_field, first_problem) from None
+    if not profile.prior_lines:
+        raise ProfileError(
+            "prior_lines",
+            "is empty: cds covers relapsed/refractory myeloma, so at least one prior line of therapy is required "
+            "(newly diagnosed disease is out of scope)",
+        )
+    check_agents(profile, vocabulary)
+    return profile
+
+
+def check_agents(profile: PatientProfile, vocabulary: Vocabulary) -> None:
+    for i, line in enumerate(profile.prior_lines):
+        canon: dict[str, str] = {}
+        for j, agent in enumerate(line.agents):
+            field = f"prior_lines[{i}].agents[{j}]"
+            drug = vocabulary.lookup(agent)
+            if drug is None:
+                reg = vocabulary.regimen(agent)
+                if reg is not None:
+                    raise ProfileError(
+                        field,
+                        f"{agent!r} is a regimen label, not an agent: put it in 'regimen' and list its agents "
+                        f"({', '.join(reg[1])})",
+                    )
+                sugg = vocabulary.suggestions(agent)
+                hint = f"; did you mean {', '.join(sugg)}?" if sugg else ""
+                raise ProfileError(field, f"unknown drug {agent!r}{hint}")
+            if drug.name in canon:
+                raise ProfileError(field, f"{agent!r} is listed twice in this line (same drug as {canon[drug.name]!r})")
+            canon[drug.name] = agent
+        seen: set[str] = set()
+        for j, agent in enumerate(line.refractory_to):
+            field = f"prior_lines[{i}].refractory_to[{j}]"
+            drug = vocabulary.lookup(agent)
+            if drug is None or drug.name not in canon:
+                listed = ", ".join(line.agents)
+                raise ProfileError(
+                    field, f"{agent!r} is not one of this line's agents ({listed}); refractory_to must name agents of the same line"
+                )
+            if drug.name in seen:
+                raise ProfileError(field, f"{agent!r} is listed twice")
+            seen.add(drug.name)
+
+
+def load_profile_text(text: str, vocabulary: Vocabulary) -> PatientProfile:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProfileError("(file)", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except RecursionError:
+        raise ProfileError("(file)", "not valid JSON: nested too deeply") from None
+    _reject_non_finite(data)
+    return parse_profile(data, vocabulary)
+
+
+def load_profile(path: Path, vocabulary: Vocabulary) -> PatientProfile:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError("(file)", f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ProfileError("(file)", f"{path}: is a directory, not a profile file") from None
+    except OSError as exc:
+        raise ProfileError("(file)", f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProfileError("(file)", f"not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise ProfileError("(file)", "the file is empty")
+    return load_profile_text(text, vocabulary)

@@ -1,0 +1,424 @@
+"""Rules as data: the rule-file schema, loading, validation and the rule-set hash.
+
+Layout of the rule folder::
+
+    rules/<family>.yaml            one file per rule family (eligibility, sequencing, ...)
+    rules/catalog/options.yaml     the treatment options the rules act on
+    rules/catalog/drugs.yaml       the drug vocabulary
+    rules/evidence/*.yaml          the evidence registry (see cds.evidence)
+
+A condition is written either as a string ``"<fact> <op> <value>"`` with op one
+of ``== != < <= > >= in`` or ``"<fact> is known"`` / ``"<fact> is unknown"``,
+or as a group ``{all: [...]}`` / ``{any: [...]}``. A comparison on an unknown
+fact is never true (unknown is not false); only ``is unknown`` matches it.
+
+Rule kinds:
+    require    the option is offered only if the condition holds (else excluded, with the reason)
+    exclude    the option is excluded when the condition holds
+    prefer     adds ``weight`` to the option's score when the condition holds
+    deprefer   subtracts ``weight`` from the option's score when the condition holds
+    caution    attaches a caution or monitoring note to the option
+    next_step  attaches a sequencing note: what comes next at relapse after this option
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import RuleSetError
+from .evidence import Registry, load_registry
+from .facts import FACTS, Value
+from .vocabulary import Vocabulary, load_vocabulary
+
+RULE_ID = r"^[A-Z]{2,6}-[A-Z0-9]{2,8}-\d{3}$"
+OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "known", "unknown")
+Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "known", "unknown"]
+Kind = Literal["require", "exclude", "prefer", "deprefer", "caution", "next_step"]
+
+_COND_RE = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(==|!=|<=|>=|<|>|\bin\b|\bis\s+known\b|\bis\s+unknown\b)\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Leaf:
+    fact: str
+    op: Op
+    value: Value | tuple[Value, ...] | None = None
+    setting: str | None = None  # the named setting the value came from, if any
+
+    def text(self) -> str:
+        if self.op in ("known", "unknown"):
+            return f"{self.fact} is {self.op}"
+        v = self.value
+        if isinstance(v, tuple):
+            shown = "[" + ", ".join(_show(x) for x in v) + "]"
+        else:
+            shown = _show(v)
+        if self.setting:
+            shown += f" (setting {self.setting})"
+        return f"{self.fact} {self.op} {shown}"
+
+
+@dataclass(frozen=True)
+class Group:
+    mode: Literal["all", "any"]
+    items: tuple["Condition", ...]
+
+    def text(self) -> str:
+        joiner = " and " if self.mode == "all" else " or "
+        return joiner.join(f"({i.text()})" if isinstance(i, Group) else i.text() for i in self.items)
+
+
+Condition = Union[Leaf, Group]
+
+
+def _show(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def leaves(cond: Condition | None) -> list[Leaf]:
+    if cond is None:
+        return []
+    if isinstance(cond, Leaf):
+        return [cond]
+    out: list[Leaf] = []
+    for item in cond.items:
+        out.extend(leaves(item))
+    return out
+
+
+def parse_condition(raw: object, where: str, settings: dict[str, "SettingSpec"] | None = None) -> Condition:
+    """Parse the YAML form into Leaf/Group; raise ValueError with a readable message.
+
+    A value written ``$name`` is the named setting ``name`` (rules/catalog/settings.yaml).
+    """
+    settings = settings or {}
+    if isinstance(raw, str):
+        m = _COND_RE.match(raw)
+        if not m:
+            raise ValueError(f"{where}: cannot read condition {raw!r} (expected '<fact> <op> <value>')")
+        fact, op, rest = m.group(1), m.group(2), m.group(3)
+        op = " ".join(op.split())
+        if op in ("is known", "is unknown"):
+            if rest:
+                raise ValueError(f"{where}: unexpected text after {op!r} in {raw!r}")
+            return Leaf(fact, "known" if op == "is known" else "unknown")
+        if not rest:
+            raise ValueError(f"{where}: condition {raw!r} has no value")
+        if rest.startswith("$"):
+            name = rest[1:]
+            if name not in settings:
+                raise ValueError(f"{where}: unknown setting {rest!r} in {raw!r}")
+            if op == "in":
+                raise ValueError(f"{where}: 'in' cannot take a setting")
+            return Leaf(fact, op, settings[name].value, setting=name)  # type: ignore[arg-type]
+        try:
+            value = yaml.safe_load(rest)
+        except yaml.YAMLError:
+            raise ValueError(f"{where}: cannot read the value in {raw!r}") from None
+        if op == "in":
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"{where}: 'in' needs a non-empty list, got {rest!r}")
+            return Leaf(fact, "in", tuple(value))
+        if isinstance(value, (list, dict)) or value is None:
+            raise ValueError(f"{where}: {op!r} needs a single value, got {rest!r}")
+        return Leaf(fact, op, value)  # type: ignore[arg-type]
+    if isinstance(raw, dict) and len(raw) == 1:
+        (mode, items), = raw.items()
+        if mode not in ("all", "any"):
+            raise ValueError(f"{where}: a condition group is 'all' or 'any', not {mode!r}")
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"{where}: '{mode}' needs a non-empty list of conditions")
+        return Group(mode, tuple(parse_condition(i, f"{where}.{mode}[{n}]", settings) for n, i in enumerate(items)))
+    raise ValueError(f"{where}: a condition is a string or a single-key mapping all/any, got {raw!r}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class FixtureSpec(_Strict):
+    """A profile on which a rule must (or must not) fire: a case file plus overrides."""
+
+    profile: str = Field(pattern=r"^[a-z0-9_]+$", description="stem of a patient_profiles/*.json case")
+    set: dict[str, object] = {}
+    note: str | None = None
+
+
+class Fixtures(_Strict):
+    fires: list[FixtureSpec] = []
+    silent: list[FixtureSpec] = []
+
+
+class RuleSpec(_Strict):
+    id: str = Field(pattern=RULE_ID)
+    title: str = Field(min_length=5, max_length=160)
+    kind: Kind
+    options: list[str] = Field(min_length=1)
+    weight: int | None = Field(default=None, ge=1, le=1000)
+    when: object = None
+    rationale: str = Field(min_length=10)
+    cites: list[str] = Field(min_length=1)
+    category: Literal["eligibility", "efficacy", "safety", "monitoring", "logistics", "regulatory", "sequencing", "access"] | None = None
+    status: Literal["active", "retired"] = "active"
+    fixtures: Fixtures = Fixtures()
+
+    @model_validator(mode="after")
+    def _weight_matches_kind(self) -> "RuleSpec":
+        if self.kind in ("prefer", "deprefer") and self.weight is None:
+            raise ValueError(f"a {self.kind} rule needs a weight")
+        if self.kind not in ("prefer", "deprefer") and self.weight is not None:
+            raise ValueError(f"a {self.kind} rule takes no weight")
+        return self
+
+
+class RuleFile(_Strict):
+    family: str = Field(pattern=r"^[a-z_]+$")
+    code: str = Field(pattern=r"^[A-Z]{2,6}$")
+    description: str
+    rules: list[RuleSpec]
+
+
+class OptionSpec(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str
+    summary: str
+    drug_classes: list[str] = []
+    targets: list[str] = []
+
+
+class OptionsFile(_Strict):
+    options: list[OptionSpec] = Field(min_length=1)
+
+
+class SettingSpec(_Strict):
+    value: int | float
+    unit: str
+    why: str = Field(min_length=20)
+
+
+class SettingsFile(_Strict):
+    settings: dict[str, SettingSpec]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    family: str
+    file: str
+    title: str
+    kind: str
+    options: tuple[str, ...]
+    weight: int
+    condition: Condition | None
+    rationale: str
+    cites: tuple[str, ...]
+    category: str | None
+    status: str
+    fixtures: Fixtures
+
+    @property
+    def signed_weight(self) -> int:
+        return self.weight if self.kind == "prefer" else -self.weight if self.kind == "deprefer" else 0
+
+    def condition_text(self) -> str:
+        return self.condition.text() if self.condition is not None else "always"
+
+    def facts_used(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(leaf.fact for leaf in leaves(self.condition)))
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]  # active rules, in file then definition order
+    retired: tuple[Rule, ...]
+    options: tuple[OptionSpec, ...]
+    vocabulary: Vocabulary
+    registry: Registry
+    settings: dict[str, SettingSpec]
+    digest: str
+    directory: Path
+
+    def option(self, option_id: str) -> OptionSpec:
+        for o in self.options:
+            if o.id == option_id:
+                return o
+        raise KeyError(option_id)
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in (*self.rules, *self.retired):
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    @property
+    def option_ids(self) -> tuple[str, ...]:
+        return tuple(o.id for o in self.options)
+
+
+def ruleset_digest(directory: Path) -> str:
+    """sha256 over every YAML file of the rule folder (relative path + bytes), sorted."""
+    h = hashlib.sha256()
+    for path in sorted(directory.rglob("*.yaml")):
+        rel = path.relative_to(directory).as_posix()
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _read_yaml(path: Path, label: str) -> object:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RuleSetError([f"{label}: cannot be read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise RuleSetError([f"{label}: not valid YAML: {exc}"]) from None
+
+
+def _validation_lines(label: str, exc: ValidationError, raw: object) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = label
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            try:
+                rid = raw["rules"][loc[1]].get("id")  # type: ignore[index,union-attr]
+            except Exception:  # noqa: BLE001 - best effort to name the rule
+                rid = None
+            where += f" [{rid or 'rule #' + str(loc[1] + 1)}]"
+            loc = loc[2:]
+        field = ".".join(str(p) for p in loc) or "(rule)"
+        out.append(f"{where} {field}: {err['msg'].removeprefix('Value error, ')}")
+    return out
+
+
+def check_leaf(leaf: Leaf) -> str | None:
+    """Type-check a leaf against the fact catalogue. Returns a problem or None."""
+    spec = FACTS.get(leaf.fact)
+    if spec is None:
+        return f"unknown fact {leaf.fact!r}"
+    if leaf.op in ("known", "unknown"):
+        if leaf.op == "unknown" and not spec.may_be_unknown:
+            return f"{leaf.fact} is always known: 'is unknown' can never hold"
+        return None
+    values = leaf.value if isinstance(leaf.value, tuple) else (leaf.value,)
+    for v in values:
+        if not spec.accepts(v):
+            return f"{leaf.fact} is {spec.type}: value {v!r} has the wrong type"
+    if leaf.op in ("<", "<=", ">", ">=") and spec.type not in ("int", "float"):
+        return f"{leaf.op!r} needs a numeric fact; {leaf.fact} is {spec.type}"
+    if spec.type == "bool" and leaf.op == "in":
+        return f"use == on the boolean {leaf.fact}"
+    return None
+
+
+def load_ruleset(directory: Path) -> RuleSet:
+    """Load and validate every file of the rule folder. Raises RuleSetError listing every problem."""
+    problems: list[str] = []
+    if not directory.is_dir():
+        raise RuleSetError([f"{directory}: rule folder not found"])
+    vocabulary = load_vocabulary(directory / "catalog" / "drugs.yaml")
+    registry = load_registry(directory / "evidence")
+
+    raw_opts = _read_yaml(directory / "catalog" / "options.yaml", "catalog/options.yaml")
+    try:
+        options = OptionsFile.model_validate(raw_opts).options
+    except ValidationError as exc:
+        raise RuleSetError(_validation_lines("catalog/options.yaml", exc, raw_opts)) from None
+    option_ids = [o.id for o in options]
+    for oid in sorted({o for o in option_ids if option_ids.count(o) > 1}):
+        problems.append(f"catalog/options.yaml: duplicate option ID {oid!r}")
+    for o in options:
+        for c in o.drug_classes:
+            if c not in vocabulary.classes:
+                problems.append(f"catalog/options.yaml [{o.id}] drug_classes: unknown class {c!r}")
+
+    raw_settings = _read_yaml(directory / "catalog" / "settings.yaml", "catalog/settings.yaml")
+    try:
+        settings = SettingsFile.model_validate(raw_settings).settings
+    except ValidationError as exc:
+        raise RuleSetError(_validation_lines("catalog/settings.yaml", exc, raw_settings)) from None
+    for name in settings:
+        if not re.match(r"^[a-z][a-z0-9_]*$", name):
+            problems.append(f"catalog/settings.yaml: setting name {name!r} must be lower_snake_case")
+
+    rules: list[Rule] = []
+    retired: list[Rule] = []
+    seen: dict[str, str] = {}
+    codes: dict[str, str] = {}
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        problems.append(f"{directory}: no rule files (rules/*.yaml)")
+    for path in files:
+        label = path.name
+        raw = _read_yaml(path, label)
+        try:
+            rf = RuleFile.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(_validation_lines(label, exc, raw))
+            continue
+        if rf.code in codes:
+            problems.append(f"{label}: family code {rf.code} is also used by {codes[rf.code]}")
+        codes[rf.code] = label
+        for spec in rf.rules:
+            where = f"{label} [{spec.id}]"
+            if not spec.id.startswith(rf.code + "-"):
+                problems.append(f"{where}: rule ID must start with the family code {rf.code}-")
+            if spec.id in seen:
+                problems.append(f"{where}: duplicate rule ID (also in {seen[spec.id]})")
+                continue
+            seen[spec.id] = label
+            for oid in spec.options:
+                if oid not in option_ids:
+                    problems.append(f"{where} options: unknown option {oid!r}")
+            if len(set(spec.options)) != len(spec.options):
+                problems.append(f"{where} options: an option is listed twice")
+            for cid in spec.cites:
+                if cid not in registry.entries:
+                    problems.append(f"{where} cites: unknown evidence ID {cid!r}")
+            condition = None
+            if spec.when is not None:
+                try:
+                    condition = parse_condition(spec.when, "when", settings)
+                except ValueError as exc:
+                    problems.append(f"{where} {exc}")
+                    continue
+                for leaf in leaves(condition):
+                    problem = check_leaf(leaf)
+                    if problem:
+                        problems.append(f"{where} when: {problem}")
+            rule = Rule(
+                id=spec.id,
+                family=rf.family,
+                file=label,
+                title=spec.title,
+                kind=spec.kind,
+                options=tuple(spec.options),
+                weight=spec.weight or 0,
+                condition=condition,
+                rationale=" ".join(spec.rationale.split()),
+                cites=tuple(spec.cites),
+                category=spec.category,
+                status=spec.status,
+                fixtures=spec.fixtures,
+            )
+            (rules if spec.status == "active" else retired).append(rule)
+    if problems:
+        raise RuleSetError(problems)
+    return RuleSet(
+        rules=tuple(rules),
+        retired=tuple(retired),
+        options=tuple(options),
+        vocabulary=vocabulary,
+        registry=registry,
+        settings=dict(settings),
+        digest=ruleset_digest(directory),
+        directory=directory,
+    )

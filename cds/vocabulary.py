@@ -1,0 +1,115 @@
+"""Drug vocabulary: names, brands and abbreviations -> generic drug, class and target.
+
+Loaded from ``rules/catalog/drugs.yaml``. Lookup is case-insensitive and
+ignores surrounding whitespace. Regimen labels ("KRd", "DPd") are known too,
+so that listing one as an agent gets an error naming its agents instead of
+"unknown drug".
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import RuleSetError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DrugSpec(_Strict):
+    name: str = Field(min_length=2)
+    drug_class: str = Field(alias="class")
+    target: str | list[str] | None = None
+    aliases: list[str] = []
+
+
+class VocabularyFile(_Strict):
+    classes: dict[str, str]
+    drugs: list[DrugSpec]
+    regimens: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class Drug:
+    name: str
+    drug_class: str
+    targets: tuple[str, ...]
+
+    @property
+    def is_bcma_directed(self) -> bool:
+        return "BCMA" in self.targets
+
+    @property
+    def is_gprc5d_directed(self) -> bool:
+        return "GPRC5D" in self.targets
+
+
+def _key(text: str) -> str:
+    return " ".join(text.strip().lower().split())
+
+
+class Vocabulary:
+    def __init__(self, spec: VocabularyFile):
+        self.classes = dict(spec.classes)
+        self._by_key: dict[str, Drug] = {}
+        self._regimens = {_key(k): (k, v) for k, v in spec.regimens.items()}
+        problems = []
+        for d in spec.drugs:
+            if d.drug_class not in self.classes:
+                problems.append(f"catalog/drugs.yaml [{d.name}] class: unknown class {d.drug_class!r}")
+            targets = tuple(d.target) if isinstance(d.target, list) else ((d.target,) if d.target else ())
+            drug = Drug(name=d.name, drug_class=d.drug_class, targets=targets)
+            for alias in [d.name, *d.aliases]:
+                k = _key(alias)
+                if k in self._by_key and self._by_key[k].name != d.name:
+                    problems.append(
+                        f"catalog/drugs.yaml [{d.name}] aliases: {alias!r} already names {self._by_key[k].name}"
+                    )
+                self._by_key[k] = drug
+        for label, (orig, agents) in self._regimens.items():
+            for a in agents:
+                if _key(a) not in self._by_key:
+                    problems.append(f"catalog/drugs.yaml regimens.{orig}: unknown agent {a!r}")
+            if label in self._by_key:
+                problems.append(f"catalog/drugs.yaml regimens.{orig}: label is also a drug name")
+        if problems:
+            raise RuleSetError(problems)
+        self.drugs: tuple[Drug, ...] = tuple(sorted({d.name: d for d in self._by_key.values()}.values(), key=lambda d: d.name))
+
+    def lookup(self, name: str) -> Drug | None:
+        return self._by_key.get(_key(name))
+
+    def regimen(self, name: str) -> tuple[str, list[str]] | None:
+        return self._regimens.get(_key(name))
+
+    def suggestions(self, name: str, n: int = 3) -> list[str]:
+        matches = difflib.get_close_matches(_key(name), list(self._by_key), n=n * 2, cutoff=0.6)
+        out: list[str] = []
+        for m in matches:
+            label = self._by_key[m].name if m == _key(self._by_key[m].name) else f"{m} ({self._by_key[m].name})"
+            if label not in out:
+                out.append(label)
+        return out[:n]
+
+    def names(self) -> list[str]:
+        return sorted(self._by_key)
+
+
+def load_vocabulary(path: Path) -> Vocabulary:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RuleSetError([f"catalog/drugs.yaml: cannot be read: {exc}"]) from None
+    try:
+        spec = VocabularyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise RuleSetError(
+            [f"catalog/drugs.yaml {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        ) from None
+    return Vocabulary(spec)

@@ -1,0 +1,109 @@
+"""Bad input ends with exit code 2, one clear message naming the field, no traceback, no report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cds.cli import app
+from conftest import RULES, load_case
+
+runner = CliRunner()
+
+
+def run(tmp_path, content: str | bytes, *extra):
+    path = tmp_path / "profile.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    out = tmp_path / "report.md"
+    result = runner.invoke(app, ["evaluate", str(path), "--rules", str(RULES), "--output", str(out), *extra])
+    return result, out
+
+
+def base() -> dict:
+    return load_case("fit_tcr_bcma_naive")
+
+
+def mutate(fn) -> str:
+    data = base()
+    fn(data)
+    return json.dumps(data)
+
+
+CASES = {
+    "malformed json": ("{not json", "(file)", "not valid JSON"),
+    "empty file": ("", "(file)", "empty"),
+    "top-level list": ("[1, 2]", "(profile)", "must be a JSON object"),
+    "top-level string": ('"hello"', "(profile)", "must be a JSON object"),
+    "missing patient_id": (mutate(lambda d: d.pop("patient_id")), "patient_id", "required field is missing"),
+    "missing prior_lines": (mutate(lambda d: d.pop("prior_lines")), "prior_lines", "required field is missing"),
+    "age as string": (mutate(lambda d: d.update(age="40")), "age", "expected an integer"),
+    "dialysis as string": (mutate(lambda d: d.update(dialysis="true")), "dialysis", "expected true or false"),
+    "dialysis as 1": (mutate(lambda d: d.update(dialysis=1)), "dialysis", "expected true or false"),
+    "ecog out of range": (mutate(lambda d: d.update(ecog=5)), "ecog", "out of range"),
+    "negative creatinine clearance": (
+        mutate(lambda d: d.update(creatinine_clearance_ml_min=-3)),
+        "creatinine_clearance_ml_min",
+        "out of range",
+    ),
+    "unknown frailty": (mutate(lambda d: d.update(frailty="robust")), "frailty", "is not one of"),
+    "unknown cytogenetics": (mutate(lambda d: d.update(cytogenetics=["t(8;14)"])), "cytogenetics[0]", "is not one of"),
+    "extra key": (mutate(lambda d: d.update(favourite_colour="blue")), "favourite_colour", "unknown field"),
+    "unknown lab": (mutate(lambda d: d["labs"].update(ldh=300)), "labs.ldh", "unknown field"),
+    "unknown drug": (
+        mutate(lambda d: d["prior_lines"][0]["agents"].__setitem__(1, "lenalidomid")),
+        "prior_lines[0].agents[1]",
+        "did you mean lenalidomide",
+    ),
+    "regimen label as agent": (
+        mutate(lambda d: d["prior_lines"][1].update(agents=["KRd"], refractory_to=[])),
+        "prior_lines[1].agents[0]",
+        "regimen label, not an agent",
+    ),
+    "refractory_to not in line": (
+        mutate(lambda d: d["prior_lines"][1]["refractory_to"].append("pomalidomide")),
+        "prior_lines[1].refractory_to[2]",
+        "not one of this line's agents",
+    ),
+    "empty prior_lines": (mutate(lambda d: d.update(prior_lines=[])), "prior_lines", "out of scope"),
+    "NaN lab": ('{"patient_id": "x", "age": 60, "ecog": 1, "labs": {"crp_mg_l": NaN}, "prior_lines": []}', "labs.crp_mg_l", "finite"),
+    "not utf-8": (b"\xff\xfe\x00{", "(file)", "UTF-8"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_bad_input(tmp_path, label):
+    content, field, problem = CASES[label]
+    result, out = run(tmp_path, content)
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert result.stdout == ""
+    assert not out.exists(), "no partial report may be written"
+    message = result.stderr.strip()
+    assert message.startswith("error: invalid patient profile: ")
+    assert len(message.splitlines()) == 1
+    assert field in message, message
+    assert problem in message, message
+
+
+def test_missing_file(tmp_path):
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "nope.json"), "--rules", str(RULES)])
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr
+
+
+def test_bad_format_is_usage_error(tmp_path):
+    result, _ = run(tmp_path, json.dumps(base()), "--format", "pdf")
+    assert result.exit_code == 2
+
+
+def test_output_into_missing_folder(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(base()))
+    result = runner.invoke(app, ["evaluate", str(path), "--rules", str(RULES), "-o", str(tmp_path / "no" / "r.md")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr

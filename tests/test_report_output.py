@@ -1,0 +1,83 @@
+"""JSON, Markdown and HTML outputs: contract, determinism, escaping, stamping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cds.cli import app
+from cds.report import build_report, render
+from conftest import PROFILES, RULES, load_case
+
+runner = CliRunner()
+FIXED = "2026-01-01T00:00:00Z"
+
+
+def cli(*args):
+    return runner.invoke(app, [*args, "--rules", str(RULES)])
+
+
+def test_json_contract():
+    result = cli("evaluate", str(PROFILES / "fit_tcr_bcma_naive.json"), "--format", "json", "--timestamp", FIXED)
+    assert result.exit_code == 0, result.stderr
+    r = json.loads(result.stdout)
+    assert [o["rank"] for o in r["options"]] == list(range(1, len(r["options"]) + 1))
+    for o in r["options"]:
+        assert {"id", "rank", "title", "rationale", "cautions"} <= set(o)
+        for item in o["rationale"] + o["cautions"]:
+            assert {"rule_id", "text", "evidence"} <= set(item) and item["evidence"]
+    for x in r["excluded"]:
+        assert x["reasons"] and all({"rule_id", "text", "evidence"} <= set(i) for i in x["reasons"])
+    assert r["engine_version"].startswith("cds ")
+    assert len(r["ruleset_hash"]) == 64 and len(r["input_hash"]) == 64
+    assert any(f["name"] == "triple_class_refractory" and f["value"] is True for f in r["derived_facts"])
+    assert "unknown_facts_that_matter" in r
+    cited = {e for o in r["options"] for i in o["rationale"] + o["cautions"] for e in i["evidence"]}
+    assert cited <= set(r["evidence"])
+
+
+@pytest.mark.parametrize("fmt", ["json", "markdown", "html"])
+def test_same_input_same_output(fmt):
+    args = ("evaluate", str(PROFILES / "rapidly_progressive.json"), "--format", fmt, "--timestamp", FIXED)
+    first, second = cli(*args), cli(*args)
+    assert first.exit_code == 0 and first.stdout == second.stdout
+
+
+def test_key_order_does_not_change_the_result(evaluator, tmp_path):
+    data = load_case("relapse_after_bcma_bispecific")
+    reordered = dict(reversed(list(data.items())))
+    a = build_report(evaluator.evaluate(evaluator.parse(data)), FIXED)
+    b = build_report(evaluator.evaluate(evaluator.parse(reordered)), FIXED)
+    assert a == b
+
+
+def test_output_file_is_written(tmp_path):
+    out = tmp_path / "r.html"
+    result = cli("evaluate", str(PROFILES / "frail_ecog3.json"), "--format", "html", "--output", str(out))
+    assert result.exit_code == 0 and result.stdout == ""
+    html = out.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "BCMA x CD3 bispecific antibody" in html
+
+
+def test_profile_text_cannot_inject_markup(evaluator):
+    data = load_case("frail_ecog3")
+    data["patient_id"] = "<script>alert(1)</script>**bold**"
+    data["prior_lines"][0]["regimen"] = "<img src=x onerror=alert(1)>"
+    report = build_report(evaluator.evaluate(evaluator.parse(data)), FIXED)
+    html = render(report, "html")
+    assert "<script>alert(1)" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;" in html
+    md = render(report, "markdown")
+    assert "<script>" not in md and "<img" not in md
+    assert "\\*\\*bold\\*\\*" in md
+
+
+def test_every_format_shows_every_option_and_exclusion(evaluator):
+    report = build_report(evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive"))), FIXED)
+    for fmt in ("markdown", "html"):
+        text = render(report, fmt)
+        for o in report["options"] + report["excluded"]:
+            assert o["title"].replace("'", "&#39;") in text or o["title"] in text
+        assert report["ruleset_hash"][:16] in text and report["input_hash"][:16] in text

@@ -1,0 +1,70 @@
+"""Rule files are validated before compiling; errors name the file, the rule and the problem."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from cds.errors import RuleSetError
+from cds.ruleset import load_ruleset, parse_condition
+from conftest import RULES
+
+
+@pytest.fixture
+def rules_copy(tmp_path):
+    dst = tmp_path / "rules"
+    shutil.copytree(RULES, dst)
+    return dst
+
+
+def edit(path, fn):
+    data = yaml.safe_load(path.read_text())
+    fn(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def problems_of(directory) -> list[str]:
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(directory)
+    return info.value.problems
+
+
+def test_the_shipped_rules_load(ruleset):
+    assert len(ruleset.rules) >= 40
+    assert {o.id for o in ruleset.options} >= {
+        "bcma_car_t", "bcma_bispecific", "gprc5d_bispecific", "anti_cd38_combination",
+        "bcma_adc_combination", "bcl2_inhibitor", "salvage_chemotherapy", "clinical_trial",
+    }
+
+
+@pytest.mark.parametrize(
+    "mutation, expected",
+    [
+        (lambda d: d["rules"][0].update(cites=[]), "eligibility.yaml [ELIG-CART-001] cites"),
+        (lambda d: d["rules"][0].update(cites=["NO-SUCH.S000.TEXT"]), "unknown evidence ID 'NO-SUCH.S000.TEXT'"),
+        (lambda d: d["rules"][1].update(options=["bcma_cart"]), "[ELIG-CART-002] options: unknown option 'bcma_cart'"),
+        (lambda d: d["rules"][1].update(id="ELIG-CART-001"), "[ELIG-CART-001]: duplicate rule ID"),
+        (lambda d: d["rules"][1].update(when="ecog >== 3"), "[ELIG-CART-002]"),
+        (lambda d: d["rules"][1].update(when="ecgo >= 3"), "unknown fact 'ecgo'"),
+        (lambda d: d["rules"][1].update(when="ecog >= 'three'"), "wrong type"),
+        (lambda d: d["rules"][1].update(colour="red"), "[ELIG-CART-002] colour: Extra inputs are not permitted"),
+        (lambda d: d["rules"][1].update(weight=5), "takes no weight"),
+        (lambda d: d["rules"][1].update(id="SEQ-CART-999"), "must start with the family code ELIG-"),
+    ],
+)
+def test_broken_rule_is_reported_with_file_rule_and_problem(rules_copy, mutation, expected):
+    edit(rules_copy / "eligibility.yaml", mutation)
+    problems = problems_of(rules_copy)
+    assert any(expected in p for p in problems), problems
+
+
+def test_broken_yaml_names_the_file(rules_copy):
+    (rules_copy / "cautions.yaml").write_text("rules: [unclosed\n")
+    assert any(p.startswith("cautions.yaml: not valid YAML") for p in problems_of(rules_copy))
+
+
+def test_unknown_is_not_false_in_conditions():
+    cond = parse_condition({"any": ["ecog >= 3", "frailty is unknown"]}, "when")
+    assert cond.text() == "ecog >= 3 or frailty is unknown"
