@@ -1,0 +1,84 @@
+"""Rule fixtures: profiles on which a rule must fire and must stay silent.
+
+A fixture names a case from ``patient_profiles/`` and optional overrides::
+
+    fixtures:
+      fires:
+        - {profile: fit_tcr_bcma_naive, set: {ecog: 3}}
+      silent:
+        - {profile: fit_tcr_bcma_naive, set: {ecog: 2}, note: "boundary"}
+
+``set`` keys are dotted paths into the profile JSON (``labs.crp_mg_l``,
+``prior_lines`` to replace the whole list, ``prior_lines.-1.refractory_to``
+for the last line); a value of ``null`` removes the key (the fact becomes
+unknown). The result is validated like any profile, so a fixture can never
+describe an impossible patient.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ruleset import FixtureSpec, Rule
+
+
+@dataclass(frozen=True)
+class FixtureResult:
+    rule_id: str
+    expectation: str  # "fires" | "silent"
+    index: int
+    ok: bool
+    problem: str | None
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = out
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = copy.deepcopy(value)
+        elif value is None:
+            node.pop(last, None)
+        else:
+            node[last] = copy.deepcopy(value)
+    return out
+
+
+def fixture_profile(spec: FixtureSpec, profiles_dir: Path) -> dict[str, Any]:
+    path = profiles_dir / f"{spec.profile}.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return apply_overrides(data, spec.set)
+
+
+def run_fixtures(rule: Rule, evaluator, profiles_dir: Path) -> list[FixtureResult]:
+    """Evaluate every fixture of `rule` through the real engine."""
+    from .errors import CdsError
+
+    results: list[FixtureResult] = []
+    for expectation, specs in (("fires", rule.fixtures.fires), ("silent", rule.fixtures.silent)):
+        for i, spec in enumerate(specs):
+            where = f"{expectation}[{i}] ({spec.profile}{' ' + json.dumps(spec.set) if spec.set else ''})"
+            try:
+                profile = evaluator.parse(fixture_profile(spec, profiles_dir))
+            except FileNotFoundError:
+                results.append(FixtureResult(rule.id, expectation, i, False, f"{where}: no such case file"))
+                continue
+            except (CdsError, ValueError, IndexError, KeyError) as exc:
+                results.append(FixtureResult(rule.id, expectation, i, False, f"{where}: not a valid profile: {exc}"))
+                continue
+            fired = rule.id in evaluator.fired_rules(profile)
+            ok = fired if expectation == "fires" else not fired
+            problem = None if ok else f"{where}: {'did not fire' if expectation == 'fires' else 'fired'}"
+            results.append(FixtureResult(rule.id, expectation, i, ok, problem))
+    return results
