@@ -20,7 +20,7 @@ from .profile import PatientProfile, load_profile, parse_profile
 from .ranking import Ranking, rank
 from .resources import rules_dir
 from .ruleset import RuleSet, load_ruleset
-from .unknowns import UnknownFact, VariantPlanner, summarize
+from .unknowns import Outcome, UnknownFact, VariantPlanner, summarize
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,15 @@ class Evaluation:
     input_hash: str
     facts: dict[str, FactValue]
     fired: frozenset[str]
-    ranking: Ranking
     unknown_facts: tuple[UnknownFact, ...]
     unknown_without_effect: tuple[str, ...]
     ruleset: RuleSet
+    outcome: Outcome  # top, order, scores and exclusions (the decision, without the report's texts)
+
+    @functools.cached_property
+    def ranking(self) -> Ranking:
+        """The full ranking with every reason's text, built on first use (the report needs it, a batch does not)."""
+        return rank(self.ruleset, self.fired, self.facts)
 
     @property
     def engine_version(self) -> str:
@@ -41,7 +46,9 @@ class Evaluation:
 
 def input_hash(profile: PatientProfile) -> str:
     """sha256 of the validated profile in canonical JSON (key order and whitespace do not matter)."""
-    canonical = json.dumps(profile.model_dump(mode="json", exclude_none=False), sort_keys=True, separators=(",", ":"))
+    # python-mode dump: every value of the profile model is already a JSON type (str, int, float,
+    # bool, None, list, dict), so this is the JSON-mode dump at a third of the cost
+    canonical = json.dumps(profile.model_dump(exclude_none=False), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -70,22 +77,26 @@ class Evaluator:
         facts = derive(profile, self.vocabulary)
         base_facts = engine_facts(facts)
         variants = self.planner.variants(facts) if self.analyze_unknowns else []
-        batch = [base_facts] + [{**base_facts, **dict(v.assignment)} for v in variants]
-        fired_all = self.engine.run(batch)
-        base = rank(self.ruleset, fired_all[0], facts)
+        # each variant is the patient's facts with one unknown field set (scoped: see cds.engine)
+        fired_all = self.engine.run_counterfactuals(base_facts, [(v.field, dict(v.assignment)) for v in variants])
+        # the decision (cds.unknowns.Outcome: same order and exclusions as cds.ranking.rank, which
+        # Evaluation.ranking runs when the report asks for the reasons' texts)
+        base = self.planner.outcome(fired_all[0], detail=True)
         unknown, without = [], []
         if self.analyze_unknowns:
-            rankings = [rank(self.ruleset, f, facts) for f in fired_all[1:]]
+            # the analysis compares top, order and exclusions only; many variants fire the same rules
+            outcomes: dict[frozenset[str], Outcome] = {fired_all[0]: base}
+            rankings = [outcomes.get(f) or outcomes.setdefault(f, self.planner.outcome(f, base=base)) for f in fired_all[1:]]
             unknown, without = summarize(variants, rankings, base, facts, self.planner)
         return Evaluation(
             profile=profile,
             input_hash=input_hash(profile),
             facts=facts,
             fired=fired_all[0],
-            ranking=base,
             unknown_facts=tuple(unknown),
             unknown_without_effect=tuple(without),
             ruleset=self.ruleset,
+            outcome=base,
         )
 
 

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import RuleSetError
+from .resources import load_yaml
 
 ID_PATTERN = r"^[A-Z0-9][A-Z0-9._-]*$"
 
@@ -157,7 +158,7 @@ class Registry:
 
 def _load_yaml(path: Path) -> object:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise RuleSetError([f"{path.name}: not valid YAML: {exc}"]) from None
 

@@ -62,7 +62,7 @@ _F: list[FactSpec] = [
     FactSpec("age", "int", "Age in years", minimum=18, maximum=120),
     FactSpec("ecog", "int", "ECOG performance status", minimum=0, maximum=4),
     FactSpec("frailty", "enum", "Frailty category", True, values=("fit", "intermediate", "frail"), input_field="frailty"),
-    FactSpec("creatinine_clearance_ml_min", "float", "Creatinine clearance (mL/min)", True, 0, 10000, input_field="creatinine_clearance_ml_min"),
+    FactSpec("creatinine_clearance_ml_min", "float", "Creatinine clearance (mL/min)", True, 0, 1000, input_field="creatinine_clearance_ml_min"),
     FactSpec("dialysis", "bool", "On dialysis", True, input_field="dialysis"),
     FactSpec("extramedullary_disease", "bool", "Extramedullary disease present", True, input_field="extramedullary_disease"),
     FactSpec("rapidly_progressive", "bool", "Rapidly progressive disease that cannot wait weeks for therapy", True, input_field="rapidly_progressive"),
@@ -70,9 +70,9 @@ _F: list[FactSpec] = [
     FactSpec("organ_function_adequate", "bool", "Cardiac, pulmonary and hepatic function adequate for lymphodepletion and CRS", True, input_field="organ_function_adequate"),
     FactSpec("active_serious_infection", "bool", "Active serious infection", True, input_field="active_serious_infection"),
     FactSpec("prior_allogeneic_transplant", "bool", "Prior allogeneic stem-cell transplant", True, input_field="prior_allogeneic_transplant"),
-    FactSpec("soluble_bcma_ng_ml", "float", "Serum soluble BCMA (ng/mL)", True, 0, 1e9, input_field="labs.soluble_bcma_ng_ml"),
-    FactSpec("ferritin_ng_ml", "float", "Serum ferritin (ng/mL)", True, 0, 1e9, input_field="labs.ferritin_ng_ml"),
-    FactSpec("crp_mg_l", "float", "C-reactive protein (mg/L)", True, 0, 1e9, input_field="labs.crp_mg_l"),
+    FactSpec("soluble_bcma_ng_ml", "float", "Serum soluble BCMA (ng/mL)", True, 0, 1_000_000, input_field="labs.soluble_bcma_ng_ml"),
+    FactSpec("ferritin_ng_ml", "float", "Serum ferritin (ng/mL)", True, 0, 1_000_000, input_field="labs.ferritin_ng_ml"),
+    FactSpec("crp_mg_l", "float", "C-reactive protein (mg/L)", True, 0, 1_000_000, input_field="labs.crp_mg_l"),
     *[
         FactSpec(fact, "bool", f"{abn} detected", True, group="cytogenetics", input_field="cytogenetics")
         for abn, fact in CYTO_FACT.items()

@@ -31,7 +31,10 @@ CYTOGENETIC_ABNORMALITIES: tuple[str, ...] = (
 Cytogenetic = Literal["del(17p)", "t(4;14)", "t(14;16)", "t(11;14)", "gain(1q)", "amp(1q)", "del(1p)"]
 Frailty = Literal["fit", "intermediate", "frail"]
 
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Upper bounds far above any physiological value: they catch unit mix-ups and
+# keep every number in the range the rules engine can represent.
+CreatinineClearance = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+LabValue = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
 NonEmptyName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -40,9 +43,9 @@ class _Strict(BaseModel):
 
 
 class Labs(_Strict):
-    soluble_bcma_ng_ml: NonNegative | None = None
-    ferritin_ng_ml: NonNegative | None = None
-    crp_mg_l: NonNegative | None = None
+    soluble_bcma_ng_ml: LabValue | None = None
+    ferritin_ng_ml: LabValue | None = None
+    crp_mg_l: LabValue | None = None
 
 
 class PriorLine(_Strict):
@@ -57,7 +60,7 @@ class PatientProfile(_Strict):
     age: int = Field(ge=18, le=120)
     ecog: int = Field(ge=0, le=4)
     frailty: Frailty | None = None
-    creatinine_clearance_ml_min: NonNegative | None = None
+    creatinine_clearance_ml_min: CreatinineClearance | None = None
     dialysis: bool | None = None
     extramedullary_disease: bool | None = None
     cytogenetics: list[Cytogenetic] | None = None
@@ -205,6 +208,8 @@ def load_profile_text(text: str, vocabulary: Vocabulary) -> PatientProfile:
         raise ProfileError("(file)", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
         raise ProfileError("(file)", "not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with thousands of digits
+        raise ProfileError("(file)", f"not valid JSON: {exc}") from None
     _reject_non_finite(data)
     return parse_profile(data, vocabulary)
 

@@ -41,3 +41,11 @@ def seeds_dir() -> Path:
     if env:
         return Path(env)
     return _CHECKOUT.parent / "shared" / "seeds"
+
+
+def load_yaml(text: str) -> object:
+    """Parse YAML safely, with libyaml's C loader when PyYAML has it (about 5x faster at start-up)."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a *safe* loader class

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import RuleSetError
 from .evidence import Registry, load_registry
 from .facts import FACTS, Value
+from .resources import load_yaml
 from .vocabulary import Vocabulary, load_vocabulary
 
 RULE_ID = r"^[A-Z]{2,6}-[A-Z0-9]{2,8}-\d{3}$"
@@ -275,7 +276,7 @@ def ruleset_digest(directory: Path) -> str:
 
 def _read_yaml(path: Path, label: str) -> object:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise RuleSetError([f"{label}: cannot be read: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import RuleSetError
+from .resources import load_yaml
 
 
 class _Strict(BaseModel):
@@ -103,7 +104,7 @@ class Vocabulary:
 
 def load_vocabulary(path: Path) -> Vocabulary:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise RuleSetError([f"catalog/drugs.yaml: cannot be read: {exc}"]) from None
     try:

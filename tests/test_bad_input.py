@@ -107,3 +107,20 @@ def test_output_into_missing_folder(tmp_path):
     result = runner.invoke(app, ["evaluate", str(path), "--rules", str(RULES), "-o", str(tmp_path / "no" / "r.md")])
     assert result.exit_code == 2
     assert "does not exist" in result.stderr
+
+
+def test_huge_integer_is_an_input_error(tmp_path):
+    result, out = run(tmp_path, '{"patient_id": "x", "age": ' + "9" * 5000 + ', "ecog": 1, "prior_lines": []}')
+    assert result.exit_code == 2 and "Traceback" not in result.stderr and not out.exists()
+    assert "not valid JSON" in result.stderr
+
+
+@pytest.mark.parametrize("field, value", [("creatinine_clearance_ml_min", 1e16), ("labs.crp_mg_l", 2e6)])
+def test_implausibly_large_numbers_are_out_of_range(tmp_path, field, value):
+    data = base()
+    if field.startswith("labs."):
+        data["labs"][field[5:]] = value
+    else:
+        data[field] = value
+    result, out = run(tmp_path, json.dumps(data))
+    assert result.exit_code == 2 and field in result.stderr and "out of range" in result.stderr
