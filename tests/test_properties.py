@@ -1,0 +1,455 @@
+"""Properties of the whole evaluation, on random valid profiles, through the real engine.
+
+Profiles come from tests/strategies.py. The default run is fast (hypothesis
+profile ``cds``); ``CDS_HYPOTHESIS_PROFILE=long`` runs many more examples.
+
+Tests that can crash the process (durable-rules segfaults on some numbers, see
+strategies.EXPONENT_NUMBERS) run the CLI in a worker subprocess, so that a crash
+is a failing test, not a dead test run.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import assume, given, note, settings
+from hypothesis import strategies as st
+
+from cds.errors import ProfileError
+from cds.facts import FACTS, derive, engine_facts
+from cds.profile import CYTOGENETIC_ABNORMALITIES
+from cds.ranking import rank
+from conftest import PROFILES, ROOT, RULES, load_case
+from strategies import (
+    BCMA_AGENTS,
+    EXPONENT_NUMBERS,
+    SETTINGS,
+    boundary_values,
+    json_values,
+    profiles,
+    shuffle_keys,
+)
+
+
+def evaluate(evaluator, data: dict):
+    return evaluator.evaluate(evaluator.parse(data))
+
+
+def signature(ev) -> tuple:
+    """Everything an evaluation decides (not the time stamp or the input hash)."""
+    return (ev.ranking, ev.facts, ev.fired, ev.unknown_facts, ev.unknown_without_effect)
+
+
+def relation(ranking, a: str, b: str) -> int:
+    """+1 if option a is ahead of b (ranked higher, or b excluded), -1 if behind, 0 if both excluded."""
+    pos = {o.id: o.rank for o in ranking.options}
+    pa, pb = pos.get(a, math.inf), pos.get(b, math.inf)
+    if pa == pb:
+        return 0
+    return 1 if pa < pb else -1
+
+
+# --------------------------------------------------------------------------- 1. determinism
+
+
+@SETTINGS
+@given(
+    profile=profiles(),
+    seed=st.integers(0, 2**32 - 1),
+    new_id=st.text(min_size=1, max_size=60),
+    new_labels=st.lists(st.one_of(st.none(), st.just("drop"), st.text(max_size=40)), min_size=12, max_size=12),
+)
+def test_1_evaluation_is_deterministic_and_ignores_key_order_and_labels(evaluator, profile, seed, new_id, new_labels):
+    first = evaluate(evaluator, profile)
+    base = signature(first)
+    assert signature(evaluate(evaluator, copy.deepcopy(profile))) == base, "evaluated twice: different result"
+
+    reordered = shuffle_keys(profile, random.Random(seed))
+    again = evaluate(evaluator, reordered)
+    assert signature(again) == base, "key order changed the result"
+    assert again.input_hash == first.input_hash
+
+    relabeled = copy.deepcopy(profile)
+    relabeled["patient_id"] = new_id
+    for line, label in zip(relabeled["prior_lines"], new_labels):
+        if label == "drop":
+            line.pop("regimen", None)
+        else:
+            line["regimen"] = label
+    assert signature(evaluate(evaluator, relabeled)) == base, "patient_id or regimen labels changed the result"
+
+
+# --------------------------------------------------------------------------- 2. and 3. well-formed result
+
+
+@SETTINGS
+@given(profile=profiles())
+def test_2_every_option_appears_exactly_once_and_ranks_have_no_gaps(evaluator, profile):
+    ev = evaluate(evaluator, profile)
+    ids = [o.id for o in ev.ranking.options] + [e.id for e in ev.ranking.excluded]
+    assert len(ids) == len(set(ids)), ids
+    assert sorted(ids) == sorted(evaluator.ruleset.option_ids)
+    assert [o.rank for o in ev.ranking.options] == list(range(1, len(ev.ranking.options) + 1))
+    scores = [o.score for o in ev.ranking.options]
+    assert scores == sorted(scores, reverse=True), "rank order must follow the score"
+
+
+@SETTINGS
+@given(profile=profiles())
+def test_3_every_reason_cites_existing_evidence(evaluator, profile):
+    ev = evaluate(evaluator, profile)
+    entries = evaluator.ruleset.registry.entries
+    reasons = [(o.id, r) for o in ev.ranking.options for r in (*o.rationale, *o.cautions, *o.next_steps)]
+    for e in ev.ranking.excluded:
+        assert e.reasons, f"{e.id} is excluded without a reason"
+        reasons += [(e.id, r) for r in e.reasons]
+    for option_id, r in reasons:
+        assert r.evidence, f"{option_id}: {r.rule_id} cites nothing"
+        missing = [x for x in r.evidence if x not in entries]
+        assert not missing, f"{option_id}: {r.rule_id} cites unknown evidence {missing}"
+
+
+# --------------------------------------------------------------------------- 4. monotonicity
+
+WORSENINGS = ["worse_ecog", "organ_function_inadequate", "no_car_t_centre", "rapidly_progressive"]
+
+
+@pytest.mark.parametrize("worsening", WORSENINGS)
+@SETTINGS
+@given(profile=profiles(), data=st.data())
+def test_4_worse_fitness_or_access_never_moves_car_t_up_against_the_bispecific(evaluator, profile, data, worsening):
+    worse = copy.deepcopy(profile)
+    if worsening == "worse_ecog":
+        assume(profile["ecog"] < 4)
+        worse["ecog"] = data.draw(st.integers(profile["ecog"] + 1, 4), label="worse ecog")
+    elif worsening == "organ_function_inadequate":
+        worse["organ_function_adequate"] = False
+    elif worsening == "no_car_t_centre":
+        worse["car_t_center_access"] = False
+    else:
+        worse["rapidly_progressive"] = True
+    before = relation(evaluate(evaluator, profile).ranking, "bcma_car_t", "bcma_bispecific")
+    after = relation(evaluate(evaluator, worse).ranking, "bcma_car_t", "bcma_bispecific")
+    assert after <= before, f"{worsening}: CAR-T moved up relative to the BCMA bispecific ({before} -> {after})"
+
+
+def _bcma_options(ruleset) -> tuple[list[str], list[str]]:
+    bcma = [o.id for o in ruleset.options if "BCMA" in o.targets]
+    return bcma, [o.id for o in ruleset.options if o.id not in bcma]
+
+
+@SETTINGS
+@given(
+    profile=profiles(),
+    agent=st.sampled_from(BCMA_AGENTS),
+    refractory=st.booleans(),
+    data=st.data(),
+)
+def test_4_a_bcma_directed_prior_line_never_moves_a_bcma_option_up(evaluator, profile, agent, refractory, data):
+    """Adding a BCMA-directed line vs adding the same line without the BCMA agent (a control
+    with the same line count and refractoriness): no BCMA option gains against a non-BCMA one."""
+    position = data.draw(st.integers(0, len(profile["prior_lines"])), label="insert at")
+    control_line = {"agents": ["dexamethasone"], "refractory_to": ["dexamethasone"] if refractory else [], "autologous_transplant": False}
+    bcma_line = {"agents": [agent, "dexamethasone"], "refractory_to": [agent] if refractory else [], "autologous_transplant": False}
+    control, with_bcma = copy.deepcopy(profile), copy.deepcopy(profile)
+    control["prior_lines"].insert(position, control_line)
+    with_bcma["prior_lines"].insert(position, bcma_line)
+    a = evaluate(evaluator, control).ranking
+    b = evaluate(evaluator, with_bcma).ranking
+    bcma, others = _bcma_options(evaluator.ruleset)
+    for x, y in itertools.product(bcma, others):
+        before, after = relation(a, x, y), relation(b, x, y)
+        assert after <= before, (
+            f"prior {agent} ({'refractory' if refractory else 'not refractory'}) moved {x} up relative to {y}: "
+            f"{before} -> {after}; order without BCMA line {a.order()}, with {b.order()}"
+        )
+
+
+# --------------------------------------------------------------------------- 5. CAR-T before the bispecific
+
+
+@SETTINGS
+@given(profile=st.one_of(profiles(tce_bcma_naive=True), profiles()))
+def test_5_bcma_naive_patient_offered_both_gets_car_t_first(evaluator, profile):
+    ev = evaluate(evaluator, profile)
+    pos = {o.id: o.rank for o in ev.ranking.options}
+    assume("bcma_car_t" in pos and "bcma_bispecific" in pos)
+    assume(ev.facts["bcma_exposed"].value is False)
+    assume(ev.facts["rapidly_progressive"].value is not True)
+    assert pos["bcma_car_t"] < pos["bcma_bispecific"], ev.ranking.order()
+
+
+# --------------------------------------------------------------------------- 6. eligibility invariants
+
+
+@SETTINGS
+@given(profile=st.one_of(profiles(), profiles(tce_bcma_naive=True)))
+def test_6_bispecific_and_bcl2_are_offered_only_inside_their_indication(evaluator, profile):
+    ev = evaluate(evaluator, profile)
+    offered = {o.id for o in ev.ranking.options}
+    vocab = evaluator.vocabulary
+    classes = {vocab.lookup(a).drug_class for line in profile["prior_lines"] for a in line["agents"]}
+    if "bcma_bispecific" in offered:
+        assert len(profile["prior_lines"]) >= 3, "BCMA bispecific offered with fewer than 3 prior lines"
+        assert {"imid", "pi", "anti_cd38"} <= classes, f"BCMA bispecific offered without triple-class exposure: {classes}"
+    if "bcl2_inhibitor" in offered:
+        assert "t(11;14)" in (profile.get("cytogenetics") or []), "BCL2 inhibitor offered without t(11;14)"
+
+
+# --------------------------------------------------------------------------- 7. unknown facts, by brute force
+
+
+def _set_field(profile: dict, field: str, value) -> dict:
+    out = copy.deepcopy(profile)
+    if field.startswith("labs."):
+        labs = out.get("labs") or {}
+        labs[field.split(".", 1)[1]] = value
+        out["labs"] = labs
+    else:
+        out[field] = value
+    return out
+
+
+def _field_values(field: str) -> list:
+    if field == "cytogenetics":
+        return [list(c) for k in range(len(CYTOGENETIC_ABNORMALITIES) + 1) for c in itertools.combinations(CYTOGENETIC_ABNORMALITIES, k)]
+    (spec,) = [s for s in FACTS.values() if s.input_field == field]
+    if spec.type == "bool":
+        return [True, False]
+    if spec.type == "enum":
+        return list(spec.values)
+    return sorted(set(boundary_values(spec.name, spec.minimum or 0.0)) | {spec.minimum or 0.0, 12.5, 100000.0})
+
+
+def brute_force_unknowns(evaluator, profile: dict, base) -> tuple[set[str], set[str]]:
+    """(fields some value of which changes the top option, fields some value of which changes anything)."""
+    base_facts = derive(evaluator.parse(profile), evaluator.vocabulary)
+    unknown_fields = sorted({s.input_field for s in FACTS.values() if s.input_field and base_facts[s.name].value is None})
+    changes_top, changes_any = set(), set()
+    for field in unknown_fields:
+        variants = []
+        for value in _field_values(field):
+            try:
+                parsed = evaluator.parse(_set_field(profile, field, value))
+            except ProfileError:
+                continue  # beyond the profile's valid range: not a possible value
+            variants.append(derive(parsed, evaluator.vocabulary))
+        fired = []
+        for start in range(0, len(variants), 64):
+            fired += evaluator.engine.run([engine_facts(f) for f in variants[start : start + 64]])
+        for facts, f in zip(variants, fired):
+            r = rank(evaluator.ruleset, f, facts)
+            if r.top != base.top:
+                changes_top.add(field)
+            if r.top != base.top or r.order() != base.order() or r.excluded_ids() != base.excluded_ids():
+                changes_any.add(field)
+    return changes_top, changes_any
+
+
+@settings(SETTINGS, max_examples=max(10, SETTINGS.max_examples // 2))
+@given(profile=profiles())
+def test_7_unknown_facts_that_matter_are_exactly_those_that_can_change_the_top_option(evaluator, profile):
+    ev = evaluate(evaluator, profile)
+    expected_top, expected_any = brute_force_unknowns(evaluator, profile, ev.ranking)
+    listed_top = {u.field for u in ev.unknown_facts if u.changes_top}
+    listed_any = {u.field for u in ev.unknown_facts}
+    note(f"top {ev.ranking.top}; brute force: top {sorted(expected_top)}, any {sorted(expected_any)}")
+    assert listed_top == expected_top, (
+        f"unknown facts that matter: listed {sorted(listed_top)}, brute force {sorted(expected_top)}"
+    )
+    assert listed_any == expected_any, (
+        f"unknown facts with any effect: listed {sorted(listed_any)}, brute force {sorted(expected_any)}"
+    )
+
+
+def test_7_brute_force_sees_a_known_effect(evaluator):
+    """The brute force itself works: unknown cytogenetics can make the BCL2 inhibitor available."""
+    data = load_case("fit_tcr_bcma_naive")
+    data.pop("cytogenetics")
+    ev = evaluate(evaluator, data)
+    _, changes_any = brute_force_unknowns(evaluator, data, ev.ranking)
+    assert "cytogenetics" in changes_any
+
+
+# --------------------------------------------------------------------------- 8. robustness of `cds evaluate`
+
+_WORKER = r"""
+import json, sys
+from typer.testing import CliRunner
+from cds.cli import app
+runner = CliRunner()
+for line in sys.stdin:
+    args = json.loads(line)
+    r = runner.invoke(app, args)
+    exc = r.exception
+    out = {
+        "exit_code": r.exit_code,
+        "traceback": "Traceback" in r.stdout or "Traceback" in r.stderr,
+        "stderr": r.stderr[-1500:],
+        "exception": None if exc is None or isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"[:500],
+    }
+    sys.stdout.write(json.dumps(out) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class CliWorker:
+    """`cds` run through typer's CliRunner in a subprocess: a crash fails one example, not the run."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k not in ("CDS_DEBUG", "CDS_RULES_DIR")}
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.Popen(
+            [sys.executable, "-c", _WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
+
+    def invoke(self, args: list[str]) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self._start()
+        assert self.proc.stdin and self.proc.stdout
+        try:
+            self.proc.stdin.write(json.dumps(args) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            code = self.proc.wait(timeout=30)
+            self.proc = None
+            return {"exit_code": None, "crashed": code, "traceback": False, "stderr": "", "exception": None}
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def cli_worker():
+    worker = CliWorker()
+    yield worker
+    worker.close()
+
+
+@pytest.fixture(scope="session")
+def scratch():
+    with tempfile.TemporaryDirectory(prefix="cds-robust-") as d:
+        yield Path(d)
+
+
+def check_cli(worker: CliWorker, scratch: Path, content: bytes, fmt: str = "json") -> dict:
+    path = scratch / "input.json"
+    path.write_bytes(content)
+    result = worker.invoke(["evaluate", str(path), "--rules", str(RULES), "--format", fmt])
+    shown = content[:300]
+    assert "crashed" not in result, f"the process died (exit {result['crashed']}) on input {shown!r}"
+    assert result["exception"] is None, f"{result['exception']} on input {shown!r}"
+    assert not result["traceback"], f"a traceback was printed on input {shown!r}: {result['stderr']}"
+    assert result["exit_code"] in (0, 2), f"exit {result['exit_code']} on input {shown!r}: {result['stderr']}"
+    if result["exit_code"] == 2:
+        assert result["stderr"].startswith("error: "), result["stderr"]
+    return result
+
+
+def _valid_text() -> bytes:
+    return (PROFILES / "fit_tcr_bcma_naive.json").read_bytes()
+
+
+def _mutated_profiles():
+    base = json.loads(_valid_text())
+    paths = [
+        ("age",), ("ecog",), ("frailty",), ("labs",), ("labs", "crp_mg_l"), ("cytogenetics",), ("prior_lines",),
+        ("prior_lines", 0), ("prior_lines", 0, "agents"), ("prior_lines", 0, "agents", 0), ("prior_lines", -1, "refractory_to"),
+        ("prior_lines", 1, "autologous_transplant"), ("patient_id",), ("creatinine_clearance_ml_min",), ("extra_key",),
+    ]
+
+    @st.composite
+    def mutate(draw):
+        data = copy.deepcopy(base)
+        for _ in range(draw(st.integers(1, 3))):
+            path = draw(st.sampled_from(paths))
+            remove = draw(st.booleans())
+            value = draw(json_values)
+            node = data
+            try:
+                for key in path[:-1]:
+                    node = node[key] if not isinstance(node, dict) or key in node else node.setdefault(key, {})
+                if remove and isinstance(node, dict):
+                    node.pop(path[-1], None)
+                else:
+                    node[path[-1]] = value
+            except (TypeError, IndexError, KeyError):
+                continue  # an earlier mutation replaced the container: nothing to mutate here
+        return data
+
+    return mutate()
+
+
+_RAW_TEMPLATES = [
+    b"",
+    b"   \n",
+    b"\xef\xbb\xbf" + _valid_text(),
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
+    b"[" * 900 + b"]" * 900,
+    _valid_text().replace(b'"age": 58', b'"age": ' + b"9" * 5000),
+    _valid_text().replace(b'"age": 58', b'"age": 1e400'),
+    _valid_text().replace(b'"age": 58', b'"age": -0'),
+    _valid_text().replace(b'"age": 58', b'"age": NaN'),
+    _valid_text().replace(b'"TB-001"', b'"\\ud800"'),
+    _valid_text().replace(b'"TB-001"', b'"\\u0000 \xe4\xb8\xad \\n"'),
+    _valid_text().replace(b'"frailty": "fit"', b'"frailty": "fit", "frailty": "frail"'),
+    _valid_text().replace(b'"ecog": 1', b'"ecog": 1, "a\\nb": 1'),
+    b"\xff\xfe{}",
+    b'{"patient_id": "x"}',
+    b"null",
+    b'"just a string"',
+]
+
+
+@pytest.mark.parametrize("index", range(len(_RAW_TEMPLATES)))
+def test_8_nasty_files_end_with_exit_0_or_2(cli_worker, scratch, index):
+    check_cli(cli_worker, scratch, _RAW_TEMPLATES[index])
+
+
+@settings(SETTINGS, max_examples=SETTINGS.max_examples * 3)
+@given(
+    content=st.one_of(
+        json_values.map(lambda v: json.dumps(v).encode()),
+        _mutated_profiles().map(lambda v: json.dumps(v, ensure_ascii=False).encode()),
+        st.binary(max_size=200),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    ),
+    fmt=st.sampled_from(["json", "markdown", "html"]),
+)
+def test_8_arbitrary_json_ends_with_exit_0_or_2_and_no_traceback(cli_worker, scratch, content, fmt):
+    check_cli(cli_worker, scratch, content, fmt)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("labs.crp_mg_l", v) for v in EXPONENT_NUMBERS] + [("creatinine_clearance_ml_min", 2e-07)], ids=repr
+)
+def test_1_valid_profiles_with_numbers_in_exponent_form_evaluate(cli_worker, scratch, field, value):
+    """Valid values such as a CRP of 1e-05 mg/L: exit 0 (or 2 if out of range), never a crash."""
+    data = _set_field(json.loads(_valid_text()), field, value)
+    check_cli(cli_worker, scratch, json.dumps(data).encode())
