@@ -23,6 +23,9 @@ from .evidence import MEASURE_LABELS, EvidenceEntry
 from .facts import FACTS
 from .ranking import Reason
 from .resources import templates_dir
+from .timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL, category
+from .timeline import layout as timeline_layout
+from .unknowns import _field_description
 
 FORMAT_VERSION = "cds-evaluation/1"
 DISCLAIMER = (
@@ -58,12 +61,30 @@ def _reason(r: Reason) -> dict[str, Any]:
     return out
 
 
+# The key-evidence table of an option: one column per measure a haematologist
+# compares first. Other figures of a study are listed under it.
+EVIDENCE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("orr", "ORR"),
+    ("cr", "CR"),
+    ("median_pfs", "Median PFS"),
+    ("median_os", "Median OS"),
+    ("crs_grade3plus", "Grade \u22653 CRS"),
+    ("neurotox_grade3plus", "Grade \u22653 ICANS / neurotox."),
+)
+
+
+def _qualifier(f) -> str | None:
+    parts = [p for p in (f.arm, f"at {f.timepoint}" if f.timepoint else None) if p]
+    return ", ".join(parts) or None
+
+
 def _evidence(entry: EvidenceEntry, ev: Evaluation) -> dict[str, Any]:
     src = ev.ruleset.registry.source_for(entry)
     out: dict[str, Any] = {
         "id": entry.id,
         "kind": entry.kind,
         "title": entry.title,
+        "source_id": src.id,
         "source_file": entry.source,
         "source_title": src.title,
         "source_citation": src.citation,
@@ -82,8 +103,205 @@ def _evidence(entry: EvidenceEntry, ev: Evaluation) -> dict[str, Any]:
         }
         for f in entry.figures
     ]
+    columns = {key for key, _ in EVIDENCE_COLUMNS}
+    out["table"] = {
+        key: [{"value": f.value, "qualifier": _qualifier(f)} for f in entry.figures if f.measure == key and not f.label]
+        for key, _ in EVIDENCE_COLUMNS
+    }
+    out["other_figures"] = [
+        {"label": f.display_measure(), "value": f.value}
+        for f in entry.figures
+        if f.measure not in columns or f.label
+    ]
     out["conflicts"] = [{"with": c.with_, "measure": c.measure, "note": c.note} for c in entry.conflicts]
     return out
+
+
+def _lines(ev: Evaluation) -> list[dict[str, Any]]:
+    """The prior lines with the class and target of every agent, from the vocabulary."""
+    vocabulary = ev.ruleset.vocabulary
+    out = []
+    for n, line in enumerate(ev.profile.prior_lines, 1):
+        refractory = set()
+        for a in line.refractory_to:
+            drug = vocabulary.lookup(a)
+            refractory.add(drug.name if drug else a)
+        agents = []
+        for a in line.agents:
+            drug = vocabulary.lookup(a)
+            assert drug is not None  # validated with the profile
+            cat = category(drug.drug_class, drug.targets)
+            agents.append(
+                {
+                    "name": a,
+                    "generic": drug.name,
+                    "drug_class": drug.drug_class,
+                    "class_label": vocabulary.classes.get(drug.drug_class, drug.drug_class),
+                    "targets": list(drug.targets),
+                    "category": cat,
+                    "category_label": CATEGORY_LABEL[cat],
+                    "colour": CATEGORY_COLOUR[cat],
+                    "refractory": drug.name in refractory,
+                }
+            )
+        summary = ", ".join(
+            f"{CATEGORY_LABEL[c]}{' (R)' if any(x['refractory'] for x in agents if x['category'] == c) else ''}"
+            for c in dict.fromkeys(x["category"] for x in agents)
+        )
+        out.append(
+            {
+                "index": n,
+                "regimen": line.regimen,
+                "agents": agents,
+                "refractory_to": [x["generic"] for x in agents if x["refractory"]],
+                "autologous_transplant": line.autologous_transplant,
+                "bcma_directed": any("BCMA" in x["targets"] for x in agents),
+                "class_summary": summary,
+            }
+        )
+    return out
+
+
+def _yes_no(value: bool | None) -> str:
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def _case_inputs(ev: Evaluation) -> list[dict[str, Any]]:
+    """The profile's clinical inputs (other than the prior lines) as label/value rows; unknown is said."""
+    p = ev.profile
+    labs = p.labs
+    rows: list[tuple[str, Any]] = [
+        ("Age", f"{p.age} years"),
+        ("ECOG performance status", str(p.ecog)),
+        ("Frailty", p.frailty),
+        ("Creatinine clearance", None if p.creatinine_clearance_ml_min is None else f"{_num(p.creatinine_clearance_ml_min)} mL/min"),
+        ("Dialysis", _yes_no(p.dialysis)),
+        (
+            "Cytogenetics (FISH)",
+            None if p.cytogenetics is None else (", ".join(p.cytogenetics) if p.cytogenetics else "tested, none of the listed abnormalities"),
+        ),
+        ("Extramedullary disease", _yes_no(p.extramedullary_disease)),
+        ("Rapidly progressive disease", _yes_no(p.rapidly_progressive)),
+        ("Access to a CAR-T centre", _yes_no(p.car_t_center_access)),
+        ("Organ function adequate for CAR-T", _yes_no(p.organ_function_adequate)),
+        ("Active serious infection", _yes_no(p.active_serious_infection)),
+        ("Prior allogeneic transplant", _yes_no(p.prior_allogeneic_transplant)),
+    ]
+    for field, label, unit in (
+        ("soluble_bcma_ng_ml", "Soluble BCMA", "ng/mL"),
+        ("ferritin_ng_ml", "Ferritin", "ng/mL"),
+        ("crp_mg_l", "CRP", "mg/L"),
+    ):
+        value = getattr(labs, field) if labs is not None else None
+        rows.append((label, None if value is None else f"{_num(value)} {unit}"))
+    return [
+        {"label": label, "value": "unknown" if v is None else v, "known": v is not None and v != "unknown"}
+        for label, v in rows
+    ]
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _synopsis(ev: Evaluation) -> list[str]:
+    """A few words a chairperson reads out first: fitness, lines, refractoriness, prior BCMA."""
+    f = {k: v.value for k, v in ev.facts.items()}
+    p = ev.profile
+    out = [f"{p.age} years", f"ECOG {p.ecog}"]
+    if p.frailty:
+        out.append(p.frailty)
+    n = f["prior_line_count"]
+    out.append(f"{n} prior line{'s' if n != 1 else ''}")
+    if f["penta_refractory"]:
+        out.append("penta-refractory")
+    elif f["triple_class_refractory"]:
+        out.append("triple-class refractory")
+    elif f["triple_class_exposed"]:
+        out.append("triple-class exposed")
+    elif f["refractory_lenalidomide"]:
+        out.append("lenalidomide-refractory")
+    if f["bcma_exposed"]:
+        out.append("BCMA-refractory" if f["bcma_refractory"] else "BCMA-exposed")
+    else:
+        out.append("BCMA-naive")
+    if f["gprc5d_exposed"]:
+        out.append("GPRC5D-exposed")
+    if f["high_risk_cytogenetics"]:
+        hr = [a for a in (p.cytogenetics or []) if a in ("del(17p)", "t(4;14)", "t(14;16)", "gain(1q)", "amp(1q)")]
+        out.append("high-risk cytogenetics: " + ", ".join(hr))
+    if p.extramedullary_disease:
+        out.append("extramedullary disease")
+    if p.rapidly_progressive:
+        out.append("rapidly progressive")
+    if p.dialysis:
+        out.append("on dialysis")
+    return out
+
+
+# Derived facts in the order a case is presented: disease status first, then detail.
+_CASE_FACT_ORDER = (
+    "prior_line_count",
+    "prior_autologous_transplant",
+    "triple_class_exposed",
+    "triple_class_refractory",
+    "penta_refractory",
+    "refractory_to_last_line",
+    "refractory_lenalidomide",
+    "partner_imid_available",
+    "partner_pi_available",
+    "bcma_exposed",
+    "bcma_refractory",
+    "bcma_adc_exposed",
+    "bcma_adc_refractory",
+    "bcma_bispecific_exposed",
+    "bcma_bispecific_refractory",
+    "bcma_car_t_exposed",
+    "bcma_car_t_refractory",
+    "gprc5d_exposed",
+    "gprc5d_refractory",
+    "t_cell_redirecting_exposed",
+    "high_risk_cytogenetics",
+)
+# Always shown with their derivation, even when false (the derivation says what is missing).
+_KEY_CASE_FACTS = frozenset(
+    {
+        "prior_line_count",
+        "prior_autologous_transplant",
+        "triple_class_exposed",
+        "triple_class_refractory",
+        "penta_refractory",
+        "refractory_to_last_line",
+        "partner_imid_available",
+        "partner_pi_available",
+        "bcma_exposed",
+        "gprc5d_exposed",
+        "high_risk_cytogenetics",
+    }
+)
+
+
+def _case_facts(ev: Evaluation) -> dict[str, list[dict[str, Any]]]:
+    """Derived facts for the case summary: the key ones and every one that holds (or is a count,
+    or unknown) with how it was derived; then the other ones that do not hold, by name only."""
+    names = [n for n in _CASE_FACT_ORDER if n in ev.facts]
+    names += [n for n in ev.facts if n not in names and _origin(n) == "derived"]
+    shown, absent = [], []
+    for name in names:
+        fv = ev.facts[name]
+        row = {"name": name, "description": FACTS[name].description, "value": fv.value, "explanation": fv.explanation}
+        (absent if fv.value is False and name not in _KEY_CASE_FACTS else shown).append(row)
+    return {"shown": shown, "absent": absent}
+
+
+def _origin(name: str) -> str:
+    """'profile' for a fact the profile states (one cytogenetic finding included), else 'derived'."""
+    spec = FACTS[name]
+    if name == "high_risk_cytogenetics":
+        return "derived"
+    if spec.input_field or name in ("age", "ecog"):
+        return "profile"
+    return "derived"
 
 
 def _effect_text(effect, ev: Evaluation, field: str) -> str:
@@ -105,7 +323,15 @@ def _effect_text(effect, ev: Evaluation, field: str) -> str:
     return f"If {field} were {effect.label}: " + "; ".join(parts) + "."
 
 
-def build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, Any]:
+def build_report(ev: Evaluation, evaluated_at: str | None = None, site=None) -> dict[str, Any]:
+    """The report dict, with availability at `site` (a cds.site.Site; None: the rule folder's default site)."""
+    from .site import apply_site, default_site
+
+    site = site if site is not None else default_site(ev.ruleset)
+    return apply_site(_build_report(ev, evaluated_at), site, ev.ruleset, ev.facts["car_t_center_access"].value)
+
+
+def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, Any]:
     rs = ev.ruleset
     cited: list[str] = []
 
@@ -119,6 +345,7 @@ def build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, A
         for group in (o.rationale, o.cautions, o.next_steps):
             for r in group:
                 cite(r.evidence)
+        key = list(dict.fromkeys(e for r in o.rationale for e in r.evidence))
         options.append(
             {
                 "id": o.id,
@@ -130,7 +357,9 @@ def build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, A
                 "rationale": [_reason(r) for r in o.rationale],
                 "cautions": [_reason(r) for r in o.cautions],
                 "next_steps": [_reason(r) for r in o.next_steps],
-                "key_evidence": list(dict.fromkeys(e for r in o.rationale for e in r.evidence)),
+                "key_evidence": key,
+                "key_studies": [e for e in key if rs.registry.get(e).kind != "statement"],
+                "key_statements": [e for e in key if rs.registry.get(e).kind == "statement"],
             }
         )
     excluded = []
@@ -172,9 +401,28 @@ def build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, A
                 evidence[c.with_] = _evidence(other, ev)
             sides = []
             for e in (entry, other):
-                vals = [f.value for f in e.figures if f.measure == c.measure]
-                sides.append({"evidence": e.id, "source_file": e.source, "location": e.location, "figures": vals})
-            conflicts.append({"measure": MEASURE_LABELS[c.measure], "note": c.note, "sides": sides})
+                figs = [f for f in e.figures if f.measure == c.measure]
+                shown = [
+                    (f"{f.label}: " if f.label else "") + f.value + (f" ({_qualifier(f)})" if _qualifier(f) else "")
+                    for f in figs
+                ]
+                if not figs and c.measure == "other" and entry.n != other.n and e.n is not None:
+                    shown = [f"n={e.n}"]
+                sides.append(
+                    {
+                        "evidence": e.id,
+                        "title": e.title,
+                        "source_id": rs.registry.source_for(e).id,
+                        "source_file": e.source,
+                        "location": e.location,
+                        "figures": [f.value for f in figs],
+                        "shown": shown,
+                    }
+                )
+            measure = MEASURE_LABELS[c.measure]
+            if c.measure == "other" and entry.n != other.n and not any(f.measure == "other" for f in entry.figures + other.figures):
+                measure = "number of patients"
+            conflicts.append({"measure": measure, "note": c.note, "sides": sides})
 
     settings_used = {}
     for rule in rs.rules:
@@ -196,6 +444,12 @@ def build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, A
         "ruleset_hash": rs.digest,
         "input_hash": ev.input_hash,
         "disclaimer": DISCLAIMER,
+        "synopsis": _synopsis(ev),
+        "case_inputs": _case_inputs(ev),
+        "case_facts": _case_facts(ev),
+        "lines": _lines(ev),
+        "drug_categories": [{"id": k, "label": label, "colour": colour} for k, label, colour in CATEGORIES],
+        "evidence_columns": [{"key": k, "label": label} for k, label in EVIDENCE_COLUMNS],
         "options": options,
         "excluded": excluded,
         "derived_facts": [
@@ -205,12 +459,16 @@ def build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, A
                 "value": fv.value,
                 "known": fv.known,
                 "explanation": fv.explanation,
+                "origin": _origin(name),
             }
             for name, fv in ev.facts.items()
         ],
         "unknown_facts_that_matter": [unknown(u) for u in ev.unknown_facts if u.changes_top],
         "unknown_facts_affecting_ranking": [unknown(u) for u in ev.unknown_facts if not u.changes_top],
         "unknown_facts_without_effect": list(ev.unknown_without_effect),
+        "unknown_facts_without_effect_described": [
+            {"field": f, "description": _field_description(f)} for f in ev.unknown_without_effect
+        ],
         "fired_rules": sorted(ev.fired),
         "settings_used": settings_used,
         "inputs": profile.model_dump(mode="json"),
@@ -232,9 +490,25 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 
 def _md(value: Any) -> Markup:
-    """Escape HTML, then Markdown syntax, in a value that comes from the profile."""
-    text = str(escape(str(value)))
+    """Escape HTML, then Markdown syntax, in a value that comes from the profile.
+
+    Whitespace (line breaks included) collapses to single spaces, so that a
+    value cannot start a new Markdown block or break a table row.
+    """
+    text = str(escape(" ".join(str(value).split())))
     return Markup(_MD_SPECIAL.sub(r"\\\1", text))
+
+
+def _cell(value: Any) -> Markup:
+    """Rule and registry text in Markdown: HTML-escaped, on one line, table pipes escaped."""
+    text = str(escape(" ".join(str(value).split())))
+    return Markup(text.replace("|", "\\|"))
+
+
+def _css_string(value: Any) -> Markup:
+    """A CSS string literal: every character but letters, digits and spaces as a CSS escape."""
+    out = "".join(c if c.isascii() and (c.isalnum() or c == " ") else f"\\{ord(c):06x}" for c in str(value))
+    return Markup(f'"{out}"')
 
 
 def _fmt(value: Any) -> str:
@@ -263,6 +537,8 @@ def environment() -> Environment:
         )
         env.filters["md"] = _md
         env.filters["fmt"] = _fmt
+        env.filters["css_string"] = _css_string
+        env.filters["cell"] = _cell
         _ENV = env
     return _ENV
 
@@ -271,4 +547,5 @@ def render(report: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
         return to_json(report)
     template = {"markdown": "report.md", "html": "report.html"}[fmt]
-    return environment().get_template(template).render(r=report)
+    timeline = timeline_layout(report["lines"]) if fmt == "html" else None
+    return environment().get_template(template).render(r=report, timeline=timeline)

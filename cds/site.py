@@ -1,0 +1,325 @@
+"""Site settings: which options a centre can actually give, without touching the clinical ranking.
+
+A site file (``cds evaluate PATH --site site.yaml``) states, for the centre the
+tumor board sits in, whether each option (IDs from ``rules/catalog/options.yaml``)
+is available and reimbursed, and whether the centre delivers CAR-T itself or
+can refer to a centre that does::
+
+    name: "University Hospital X"
+    description: "Haematology department; CAR-T by referral to Centre Y."
+    car_t_delivered_on_site: false
+    car_t_referral_possible: true
+    availability:
+      bcl2_inhibitor:
+        available: false
+        reimbursed: false
+        note: "Venetoclax is not licensed for myeloma here; off-label only."
+      bcma_bispecific:
+        available: true
+        reimbursed: true
+        products:                       # optional, per product (drug names from catalog/drugs.yaml)
+          teclistamab: {available: true, reimbursed: true}
+
+``available``/``reimbursed`` may be ``null`` (not stated); an option the file
+does not list is "not stated" too. An option that is not available or not
+reimbursed needs a ``note`` giving the reason. ``cites`` (optional) names
+evidence IDs from ``rules/evidence/``.
+
+Without ``--site`` the default site shipped with the rules is used
+(``rules/catalog/site_default.yaml``: the sources' own setting, stated plainly).
+
+How a site acts on the report (see ``apply_site``):
+
+* It never changes facts, fired rules, scores, ranks or exclusions. An option
+  that is clinically ranked but unavailable or not reimbursed here stays in
+  ``options`` with its rank, gets an ``availability`` field with the reason,
+  and is listed in the report's ``site.unavailable``; the templates show a
+  visible "Not available at this site: <reason>" marker.
+* CAR-T and ``car_t_center_access``: the profile is about the patient, the site
+  about the centre. When the profile states ``car_t_center_access`` (true or
+  false) it wins: false excludes CAR-T by rule ELIG-CART-005 whatever the site
+  says, true keeps it (a note flags a site that neither delivers nor refers).
+  When the profile leaves it unknown, the site's delivery decides the marker
+  only: delivered on site -> available; not delivered but referral possible ->
+  "refer to a certified CAR-T centre" (not excluded, not listed as
+  unavailable); neither -> listed as not available at this site. A product the
+  site marks unavailable (``availability.bcma_car_t.available: false``) is
+  always marked, whatever the profile says about centre access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import SiteError
+from .resources import load_yaml
+from .ruleset import RuleSet
+
+DEFAULT_SITE_FILE = Path("catalog") / "site_default.yaml"
+
+# availability status, most restrictive first
+STATUSES = ("unavailable", "not_reimbursed", "referral", "available", "unknown")
+MARKER_LABEL = {
+    "unavailable": "Not available at this site",
+    "not_reimbursed": "Not reimbursed at this site",
+    "referral": "Referral needed (not delivered at this site)",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Availability(_Strict):
+    available: bool | None = None
+    reimbursed: bool | None = None
+    note: str | None = Field(default=None, min_length=3, max_length=2000)
+    cites: list[str] = []
+
+    @model_validator(mode="after")
+    def _reason_given(self):
+        if (self.available is False or self.reimbursed is False) and not self.note:
+            raise ValueError("an option that is not available or not reimbursed needs a note giving the reason")
+        return self
+
+
+class ProductAvailability(_Availability):
+    pass
+
+
+class OptionAvailability(_Availability):
+    products: dict[str, ProductAvailability] = {}
+
+
+class SiteFile(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(min_length=1, max_length=4000)
+    car_t_delivered_on_site: bool
+    car_t_referral_possible: bool
+    availability: dict[str, OptionAvailability] = {}
+
+
+@dataclass(frozen=True)
+class Site:
+    spec: SiteFile
+    path: Path
+    digest: str  # sha256 of the file's bytes
+    default: bool
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def _fail(label: str, problems: list[str]) -> SiteError:
+    return SiteError(f"invalid site file {label}: " + "; ".join(problems))
+
+
+def load_site(path: Path, ruleset: RuleSet, default: bool = False) -> Site:
+    """Read and validate a site file against the rule set's options, drugs and evidence. Raises SiteError."""
+    label = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SiteError(f"site file {label}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        raw = load_yaml(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _fail(label, ["not UTF-8 text"]) from None
+    except yaml.YAMLError as exc:
+        raise _fail(label, [f"not valid YAML: {' '.join(str(exc).split())}"]) from None
+    if not isinstance(raw, dict):
+        raise _fail(label, [f"expected a mapping with name, description, car_t_delivered_on_site, ..., got {type(raw).__name__}"])
+    try:
+        spec = SiteFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(file)"
+            problem = err["msg"].removeprefix("Value error, ")
+            if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), (dict, list)):
+                problem += f" (got {err.get('input')!r})"
+            problems.append(f"{field}: {problem}")
+        raise _fail(label, problems) from None
+
+    problems: list[str] = []
+    options = {o.id: o for o in ruleset.options}
+    for oid, entry in spec.availability.items():
+        where = f"availability.{oid}"
+        if oid not in options:
+            problems.append(f"{where}: unknown option ID {oid!r} (options: {', '.join(options)})")
+            continue
+        for cid in entry.cites:
+            if cid not in ruleset.registry.entries:
+                problems.append(f"{where}.cites: unknown evidence ID {cid!r}")
+        for product, pa in entry.products.items():
+            drug = ruleset.vocabulary.lookup(product)
+            if drug is None:
+                problems.append(f"{where}.products.{product}: unknown drug {product!r}")
+                continue
+            classes = options[oid].drug_classes
+            if classes and drug.drug_class not in classes:
+                problems.append(
+                    f"{where}.products.{product}: {drug.name} is a {drug.drug_class}, not a product of option {oid} ({', '.join(classes)})"
+                )
+            for cid in pa.cites:
+                if cid not in ruleset.registry.entries:
+                    problems.append(f"{where}.products.{product}.cites: unknown evidence ID {cid!r}")
+    if problems:
+        raise _fail(label, problems)
+    return Site(spec=spec, path=path, digest=hashlib.sha256(data).hexdigest(), default=default)
+
+
+_DEFAULTS: dict[tuple[str, str], Site] = {}
+
+
+def default_site(ruleset: RuleSet) -> Site | None:
+    """The site shipped with the rule folder (catalog/site_default.yaml), or None if the folder has none."""
+    path = ruleset.directory / DEFAULT_SITE_FILE
+    if not path.is_file():
+        return None
+    key = (str(path), ruleset.digest)  # the rule-set digest covers the file's bytes
+    if key not in _DEFAULTS:
+        _DEFAULTS[key] = load_site(path, ruleset, default=True)
+    return _DEFAULTS[key]
+
+
+# --------------------------------------------------------------------- effect on the report
+
+
+def _is_car_t(ruleset: RuleSet, option_id: str) -> bool:
+    return any(c.endswith("_car_t") for c in ruleset.option(option_id).drug_classes)
+
+
+def _status(available: bool | None, reimbursed: bool | None) -> str:
+    if available is False:
+        return "unavailable"
+    if reimbursed is False:
+        return "not_reimbursed"
+    if available is True:
+        return "available"
+    return "unknown"
+
+
+def availability(site: Site, ruleset: RuleSet, option_id: str, car_t_center_access: bool | None) -> dict[str, Any]:
+    """The ``availability`` field of one option at this site (see the module docstring for the rules)."""
+    entry = site.spec.availability.get(option_id)
+    available = entry.available if entry else None
+    reimbursed = entry.reimbursed if entry else None
+    notes: list[str] = []
+    if entry and entry.note:
+        notes.append(" ".join(entry.note.split()))
+    elif not entry:
+        notes.append("The site file does not state this option's availability.")
+    status = _status(available, reimbursed)
+
+    if _is_car_t(ruleset, option_id) and status != "unavailable":
+        s = site.spec
+        if car_t_center_access is None:
+            if s.car_t_delivered_on_site:
+                notes.append("CAR-T is delivered at this centre.")
+            elif s.car_t_referral_possible:
+                notes.append("CAR-T is not delivered at this centre; referral to a certified CAR-T centre is possible.")
+                if status != "not_reimbursed":
+                    status = "referral"
+            else:
+                notes.append("CAR-T is not delivered at this centre and no referral route is stated.")
+                status = "unavailable"
+        elif car_t_center_access is True and not (s.car_t_delivered_on_site or s.car_t_referral_possible):
+            notes.append(
+                "The profile records access to a certified CAR-T centre, which is used (it is about this patient); "
+                "the site file says this centre neither delivers CAR-T nor refers for it: confirm the route."
+            )
+        elif car_t_center_access is False and s.car_t_delivered_on_site:
+            notes.append(
+                "The profile records no access to a certified CAR-T centre, which is used (it is about this patient), "
+                "although the site file says this centre delivers CAR-T: confirm."
+            )
+
+    note = " ".join(notes)
+    label = MARKER_LABEL.get(status)
+    products = []
+    for product, pa in (entry.products.items() if entry else ()):
+        products.append(
+            {
+                "product": product,
+                "available": pa.available,
+                "reimbursed": pa.reimbursed,
+                "status": _status(pa.available, pa.reimbursed),
+                "note": " ".join(pa.note.split()) if pa.note else None,
+                "cites": list(pa.cites),
+            }
+        )
+    return {
+        "site": site.name,
+        "available": False if status == "unavailable" else available,
+        "reimbursed": reimbursed,
+        "status": status,
+        "note": note,
+        "marker": f"{label}: {note}" if label else None,
+        "cites": list(entry.cites) if entry else [],
+        "products": products,
+    }
+
+
+def _insert_after(report: dict[str, Any], after: str, items: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in report.items():
+        if k not in items:
+            out[k] = v
+        if k == after:
+            out.update(items)
+    for k, v in items.items():  # `after` missing: append
+        out.setdefault(k, v)
+    return out
+
+
+def apply_site(report: dict[str, Any], site: Site | None, ruleset: RuleSet, car_t_center_access: bool | None) -> dict[str, Any]:
+    """Add availability to a built report (a new dict): per-option fields, the stamp and the ``site`` section.
+
+    Nothing that exists in the report is changed or removed: order, scores and exclusions stay as ranked.
+    """
+    if site is None:
+        section: dict[str, Any] = {
+            "name": None,
+            "description": "No site file: availability at the centre is not assessed.",
+            "file": None,
+            "hash": None,
+            "default": False,
+            "car_t_delivered_on_site": None,
+            "car_t_referral_possible": None,
+            "unavailable": [],
+        }
+        for o in report.get("options", []):
+            o["availability"] = None
+        for x in report.get("excluded", []):
+            x["availability"] = None
+        stamp = {"site_name": None, "site_hash": None}
+    else:
+        unavailable = []
+        for o in report.get("options", []):
+            a = availability(site, ruleset, o["id"], car_t_center_access)
+            o["availability"] = a
+            if a["status"] in ("unavailable", "not_reimbursed"):
+                unavailable.append({"id": o["id"], "title": o["title"], "rank": o["rank"], "status": a["status"], "reason": a["note"]})
+        for x in report.get("excluded", []):
+            x["availability"] = availability(site, ruleset, x["id"], car_t_center_access)
+        section = {
+            "name": site.name,
+            "description": " ".join(site.spec.description.split()),
+            "file": site.path.name if site.default else str(site.path),
+            "hash": site.digest,
+            "default": site.default,
+            "car_t_delivered_on_site": site.spec.car_t_delivered_on_site,
+            "car_t_referral_possible": site.spec.car_t_referral_possible,
+            "unavailable": unavailable,
+        }
+        stamp = {"site_name": site.name, "site_hash": site.digest}
+    out = _insert_after(report, "input_hash", stamp)
+    return _insert_after(out, "excluded", {"site": section})

@@ -1,0 +1,303 @@
+"""`cds rules list | show | check`: every kind of rule problem is caught, all at once, one line each.
+
+The check is proved on small synthetic rule folders (the real catalogues and
+evidence, with a tiny rule file written here), so these tests do not depend on
+the state of the shipped rules.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cds.cli import app
+from cds.evidence import load_registry
+from cds.rulecheck import check_rules, impossibility
+from cds.ruleset import parse_condition
+from conftest import PROFILES, RULES
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def evidence_ids() -> list[str]:
+    return list(load_registry(RULES / "evidence").entries)
+
+
+def tiny_rules(evidence_ids: list[str]) -> list[dict]:
+    return [
+        {
+            "id": "TINY-CART-001",
+            "title": "ECOG 3-4: not fit enough for CAR-T",
+            "kind": "exclude",
+            "options": ["bcma_car_t"],
+            "when": "ecog >= 3",
+            "rationale": "A test rule with a boundary pair of fixtures.",
+            "cites": [evidence_ids[0]],
+            "fixtures": {
+                "fires": [{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 3}}],
+                "silent": [{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 2}}],
+            },
+        },
+        {
+            "id": "TINY-TRIAL-001",
+            "title": "Clinical trials are always worth considering",
+            "kind": "prefer",
+            "weight": 10,
+            "options": ["clinical_trial"],
+            "rationale": "An unconditional test rule: it needs only fires fixtures.",
+            "cites": [evidence_ids[1]],
+            "fixtures": {"fires": [{"profile": "frail_ecog3"}]},
+        },
+    ]
+
+
+@pytest.fixture
+def folder(tmp_path, evidence_ids):
+    """A valid rule folder: real catalogues and evidence, one small rule file."""
+    dst = tmp_path / "rules"
+    shutil.copytree(RULES / "catalog", dst / "catalog")
+    shutil.copytree(RULES / "evidence", dst / "evidence")
+    write(dst / "tiny.yaml", tiny_rules(evidence_ids))
+    return dst
+
+
+def write(path, rules, family="tiny", code="TINY"):
+    path.write_text(
+        yaml.safe_dump({"family": family, "code": code, "description": "test rules", "rules": rules}, sort_keys=False),
+        encoding="utf-8",
+    )
+
+
+def edit(folder, fn):
+    path = folder / "tiny.yaml"
+    data = yaml.safe_load(path.read_text())
+    fn(data["rules"], "TINY")
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def check(folder, fixtures=False):
+    return check_rules(folder, PROFILES, run_fixtures=fixtures)
+
+
+def test_the_synthetic_folder_is_clean(folder):
+    report = check(folder, fixtures=True)
+    assert report.problems == []
+    assert report.fixtures_run == 3
+    assert report.warnings and all("cited by no rule" in w for w in report.warnings)
+
+
+def test_the_shipped_rules_pass_the_check():
+    report = check_rules(RULES, PROFILES)
+    assert report.problems == [], "\n".join(report.problems)
+
+
+def _set(i, **kw):
+    return lambda rules, code: rules[i].update(kw)
+
+
+def _fixtures(**kw):
+    return _set(0, fixtures=kw)
+
+
+# label -> (mutation of the tiny rules, expected start of a problem line; {f} = file, {c} = family code)
+MUTATIONS = {
+    "duplicate ID": (
+        lambda rules, code: rules[1].update(id=f"{code}-CART-001"),
+        "{f} [{c}-CART-001]: duplicate rule ID",
+    ),
+    "unknown option": (_set(0, options=["bcma_cart"]), "{f} [{c}-CART-001] options: unknown option 'bcma_cart'"),
+    "unknown field": (_set(0, when="ecgo >= 3"), "{f} [{c}-CART-001] when: unknown fact 'ecgo'"),
+    "unknown operator": (_set(0, when="ecog => 3"), "{f} [{c}-CART-001] when: unknown operator '=>'"),
+    "unknown operator (>==)": (_set(0, when="ecog >== 3"), "{f} [{c}-CART-001] when: unknown operator '>=='"),
+    "unknown word operator": (_set(0, when="ecog equals 3"), "{f} [{c}-CART-001] when: unknown operator 'equals'"),
+    "unknown evidence": (_set(0, cites=["NO-SUCH.S000.TEXT"]), "{f} [{c}-CART-001] cites: unknown evidence ID 'NO-SUCH.S000.TEXT'"),
+    "no citations": (_set(0, cites=[]), "{f} [{c}-CART-001] cites:"),
+    "citations missing": (lambda rules, code: rules[0].pop("cites"), "{f} [{c}-CART-001] cites: Field required"),
+    "contradiction": (
+        _set(0, when={"all": ["ecog >= 3", "ecog <= 1"]}),
+        "{f} [{c}-CART-001] when: can never hold: 'ecog >= 3' and 'ecog <= 1' contradict",
+    ),
+    "outside range": (_set(0, when="ecog >= 5"), "{f} [{c}-CART-001] when: can never hold: 'ecog >= 5' is outside"),
+    "enum outside values": (
+        _set(0, when={"all": ["frailty != fit", "frailty in [fit]"]}),
+        "{f} [{c}-CART-001] when: can never hold",
+    ),
+    "every any branch impossible": (
+        _set(0, when={"any": [{"all": ["ecog >= 3", "ecog <= 1"]}, "prior_line_count == 0"]}),
+        "{f} [{c}-CART-001] when: can never hold: no branch can hold",
+    ),
+    "unknown and compared": (
+        _set(0, when={"all": ["frailty is unknown", "frailty == frail"]}),
+        "{f} [{c}-CART-001] when: can never hold: 'frailty is unknown' and 'frailty == frail' contradict",
+    ),
+    "no silent fixture": (
+        lambda rules, code: rules[0]["fixtures"].pop("silent"),
+        "{f} [{c}-CART-001] fixtures: no 'silent' fixture",
+    ),
+    "no fixtures at all": (lambda rules, code: rules[0].pop("fixtures"), "{f} [{c}-CART-001] fixtures: no 'fires' fixture"),
+    "unconditional without fires": (
+        lambda rules, code: rules[1].pop("fixtures"),
+        "{f} [{c}-TRIAL-001] fixtures: no 'fires' fixture",
+    ),
+    "schema error": (_set(0, colour="red"), "{f} [{c}-CART-001] colour: Extra inputs are not permitted"),
+    "wrong family code": (_set(1, id="SEQ-TRIAL-001"), "{f} [SEQ-TRIAL-001]: rule ID must start with the family code {c}-"),
+    "fires fixture does not fire": (
+        _fixtures(fires=[{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 2}}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
+        "{f} [{c}-CART-001] fixtures: fires[0] (fit_tcr_bcma_naive {{\"ecog\": 2}}): did not fire",
+    ),
+    "silent fixture fires": (
+        _fixtures(fires=[{"profile": "frail_ecog3"}], silent=[{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 4}}]),
+        "{f} [{c}-CART-001] fixtures: silent[0] (fit_tcr_bcma_naive {{\"ecog\": 4}}): fired",
+    ),
+    "fixture case missing": (
+        _fixtures(fires=[{"profile": "no_such_case"}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
+        "{f} [{c}-CART-001] fixtures: fires[0] (no_such_case): no such case file",
+    ),
+    "fixture profile invalid": (
+        _fixtures(fires=[{"profile": "frail_ecog3", "set": {"ecog": 9}}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
+        "{f} [{c}-CART-001] fixtures: fires[0] (frail_ecog3 {{\"ecog\": 9}}): not a valid profile",
+    ),
+}
+POSSIBLE_ANY = _set(0, when={"any": [{"all": ["ecog >= 3", "ecog <= 1"]}, "ecog >= 3"]})
+
+
+def _code(n: int) -> str:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return "M" + letters[n // 26] + letters[n % 26]
+
+
+@pytest.fixture(scope="module")
+def mutated(tmp_path_factory, evidence_ids):
+    """One folder with every mutation in its own rule file (one check, one engine compilation)."""
+    dst = tmp_path_factory.mktemp("mutated") / "rules"
+    shutil.copytree(RULES / "catalog", dst / "catalog")
+    shutil.copytree(RULES / "evidence", dst / "evidence")
+    where = {}
+    for n, label in enumerate([*sorted(MUTATIONS), "possible any"]):
+        code = _code(n)
+        rules = tiny_rules(evidence_ids)
+        for r in rules:
+            r["id"] = r["id"].replace("TINY-", f"{code}-")
+        (POSSIBLE_ANY if label == "possible any" else MUTATIONS[label][0])(rules, code)
+        name = f"{code.lower()}.yaml"
+        write(dst / name, rules, family=code.lower(), code=code)
+        where[label] = (name, code)
+    return where, check(dst, fixtures=True).problems
+
+
+@pytest.mark.parametrize("label", sorted(MUTATIONS))
+def test_each_problem_is_reported_with_file_and_rule(mutated, label):
+    where, problems = mutated
+    name, code = where[label]
+    expected = MUTATIONS[label][1].format(f=name, c=code)
+    assert any(p.startswith(expected) for p in problems), [p for p in problems if p.startswith(name)]
+    assert len(problems) == len(set(problems)), "a problem is reported twice"
+
+
+def test_nothing_else_is_reported(mutated):
+    """Only the mutated rules have problems: the untouched rule of each file stays clean."""
+    where, problems = mutated
+    for label, (name, code) in where.items():
+        mine = [p for p in problems if p.startswith(name + " ")]
+        if label == "possible any":
+            assert mine == [], mine
+        else:
+            assert mine, label
+
+
+def test_every_problem_is_reported_at_once(folder, evidence_ids):
+    """load_ruleset stops at a file whose schema fails and at a duplicate; the check goes on."""
+
+    def many(rules, code):
+        rules[0]["colour"] = "red"  # schema error in rule 1 ...
+        rules[1]["options"] = ["nope"]  # ... must not hide rule 2's problems
+        rules[1]["cites"] = ["NO-SUCH.S000.TEXT"]
+        rules.append({**rules[1], "id": "TINY-TRIAL-001", "options": ["clinical_trial"], "cites": [evidence_ids[0]]})
+
+    edit(folder, many)
+    write(folder / "other.yaml", [{**tiny_rules(evidence_ids)[0], "id": "OTHR-CART-001", "when": "ecog >= 7"}], "other", "OTHR")
+    (folder / "broken.yaml").write_text("rules: [unclosed\n")
+    problems = check(folder, fixtures=True).problems
+    for expected in (
+        "tiny.yaml [TINY-CART-001] colour",
+        "tiny.yaml [TINY-TRIAL-001] options: unknown option 'nope'",
+        "tiny.yaml [TINY-TRIAL-001] cites: unknown evidence ID 'NO-SUCH.S000.TEXT'",
+        "tiny.yaml [TINY-TRIAL-001]: duplicate rule ID",
+        "other.yaml [OTHR-CART-001] when: can never hold",
+        "broken.yaml: not valid YAML",
+    ):
+        assert any(p.startswith(expected) for p in problems), (expected, problems)
+
+
+def test_impossibility_reasoning():
+    def imp(raw):
+        return impossibility(parse_condition(raw, "when"))
+
+    assert imp("ecog >= 3") is None
+    assert imp({"all": ["prior_line_count > 2", "prior_line_count < 3"]})  # integers: nothing between 2 and 3
+    assert imp({"all": ["creatinine_clearance_ml_min > 2", "creatinine_clearance_ml_min < 3"]}) is None  # a real number
+    assert imp({"all": ["crp_mg_l >= 3", "crp_mg_l <= 3", "crp_mg_l != 3"]})
+    assert imp({"all": ["dialysis == true", "dialysis == false"]})
+    assert imp({"all": ["cyto_t11_14 is unknown", "cyto_del17p == true"]})  # cytogenetics are unknown together
+    assert imp({"all": ["age is unknown"]})
+    assert imp({"all": ["ecog >= 3", {"any": ["ecog <= 1", "frailty == frail"]}]}) is None
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_check_fails_with_one_line_per_problem(folder):
+    edit(folder, lambda r, code: (r[0].update(options=["bcma_cart"]), r[1].update(cites=["NO-SUCH.S000.TEXT"])))
+    result = runner.invoke(app, ["rules", "check", "--rules", str(folder), "--profiles", str(PROFILES)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.stdout + result.stderr
+    problems = [line for line in result.stdout.splitlines() if not line.startswith("warning: ")]
+    assert problems == [
+        "tiny.yaml [TINY-CART-001] options: unknown option 'bcma_cart'",
+        "tiny.yaml [TINY-TRIAL-001] cites: unknown evidence ID 'NO-SUCH.S000.TEXT'",
+    ]
+    assert "2 problem(s)" in result.stderr
+
+
+def test_cli_check_passes_with_warnings_only(folder):
+    result = runner.invoke(app, ["rules", "check", "--rules", str(folder), "--profiles", str(PROFILES)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() and all(line.startswith("warning: ") for line in result.stdout.splitlines())
+    assert "0 problem(s)" in result.stderr
+
+
+def test_cli_check_on_a_missing_folder(tmp_path):
+    result = runner.invoke(app, ["rules", "check", "--rules", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "rule folder not found" in result.stdout
+
+
+def test_cli_list():
+    result = runner.invoke(app, ["rules", "list", "--rules", str(RULES)])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "FAMILY", "KIND", "OPTION", "TITLE"]
+    row = next(line for line in lines if line.startswith("ELIG-CART-002 "))
+    assert row.split()[1:4] == ["eligibility", "exclude", "bcma_car_t"]
+
+
+def test_cli_show(ruleset):
+    result = runner.invoke(app, ["rules", "show", "ELIG-CART-002", "--rules", str(RULES)])
+    assert result.exit_code == 0, result.stderr
+    rule = ruleset.rule("ELIG-CART-002")
+    assert rule.condition_text() in result.stdout
+    assert rule.rationale.split()[0] in result.stdout
+    first = ruleset.registry.get(rule.cites[0])
+    assert first.id in result.stdout and " ".join(first.quote.split()[:6]) in " ".join(result.stdout.split())
+    assert "Fixtures:" in result.stdout
+    for spec in rule.fixtures.fires:
+        assert spec.profile in result.stdout
+
+
+def test_cli_show_unknown_rule():
+    result = runner.invoke(app, ["rules", "show", "ELIG-CART-02", "--rules", str(RULES)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: unknown rule ID 'ELIG-CART-02'") and "ELIG-CART-002" in result.stderr
