@@ -1,0 +1,305 @@
+"""Performance benchmark of cds (see README, "Benchmark").
+
+    python bench/bench.py            # full run: 10,000 in-process, 100,000 in batch, cold start
+    python bench/bench.py --quick    # smaller counts, for a smoke test
+
+Prints, on this machine:
+
+1. in-process evaluation latency (validate + derive + engine + rank, with and
+   without the unknown-fact analysis), median and p99 over generated profiles,
+   beside the same pipeline with the durable-rules engine replaced by the
+   pure-Python reference interpreter (cds.reference) as the floor;
+2. `cds batch` throughput on a generated cohort and the peak memory of the
+   whole process tree (sampled from /proc, summed over processes);
+3. cold `cds evaluate --format json` wall time against `python -c pass`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from profiles import generate  # noqa: E402
+
+TARGETS = {"median_ms": 0.5, "batch_per_s": 4000, "peak_mb": 200, "cold_s": 0.35}
+
+
+# --------------------------------------------------------------------------- 1. in-process
+
+
+class ReferenceEngine:
+    """Same interface as cds.engine.Engine, backed by the pure-Python reference interpreter.
+
+    Counterfactual variants are scoped exactly as in the engine (only the rules reading
+    the varied field are evaluated again), so both sides do the same work.
+    """
+
+    def __init__(self, ruleset):
+        from cds.engine import fact_scope
+        from cds.reference import fired_rules, holds
+        from cds.ruleset import leaves
+
+        self.ruleset = ruleset
+        self._fired, self._holds = fired_rules, holds
+        self._in_scope: dict[str, list] = {}
+        for rule in ruleset.rules:
+            for scope in {fact_scope(leaf.fact) for leaf in leaves(rule.condition)} - {None}:
+                self._in_scope.setdefault(scope, []).append(rule)
+
+    def run(self, variants):
+        return [self._fired(self.ruleset, v) for v in variants]
+
+    def run_counterfactuals(self, base, variants):
+        fired = self._fired(self.ruleset, base)
+        out = [fired]
+        for scope, assignment in variants:
+            facts = {**base, **assignment}
+            rules = self._in_scope.get(scope, ())
+            again = {r.id for r in rules if self._holds(r.condition, facts)}
+            out.append(frozenset((fired - {r.id for r in rules}) | again))
+        return out
+
+
+def _evaluators():
+    from cds.evaluate import Evaluator
+
+    engine_full = Evaluator()
+    engine_base = Evaluator(analyze_unknowns=False)
+    ref_full = Evaluator()
+    ref_full.engine = ReferenceEngine(ref_full.ruleset)
+    ref_base = Evaluator(analyze_unknowns=False)
+    ref_base.engine = ReferenceEngine(ref_base.ruleset)
+    return engine_full, engine_base, ref_full, ref_base
+
+
+def _latencies(evaluator, profiles) -> list[float]:
+    out = []
+    clock = time.perf_counter
+    for p in profiles:
+        t = clock()
+        ev = evaluator.evaluate(evaluator.parse(p))
+        ev.ranking  # noqa: B018 - the ranking is part of the measured work
+        out.append(clock() - t)
+    return out
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    s = sorted(values)
+    return statistics.median(s) * 1e3, s[min(len(s) - 1, int(len(s) * 0.99))] * 1e3
+
+
+def in_process(n: int) -> dict:
+    import gc
+
+    engine_full, engine_base, ref_full, ref_base = _evaluators()
+    profiles = list(generate(n, seed=1))
+    warm = profiles[:200]
+    for e in (engine_full, engine_base, ref_full, ref_base):
+        _latencies(e, warm)
+    gc.collect()
+    rows = {}
+    for label, e in (
+        ("durable-rules, with unknown-fact analysis", engine_full),
+        ("reference,     with unknown-fact analysis", ref_full),
+        ("durable-rules, without unknown-fact analysis", engine_base),
+        ("reference,     without unknown-fact analysis", ref_base),
+    ):
+        rows[label] = _ms(_latencies(e, profiles))
+    # the engine step alone (facts already derived), one fact per patient
+    from cds.facts import derive, engine_facts
+    from cds.reference import fired_rules
+
+    facts = [engine_facts(derive(engine_base.parse(p), engine_base.vocabulary)) for p in profiles[:2000]]
+    t = time.perf_counter()
+    for f in facts:
+        engine_base.engine.run([f])
+    eng = (time.perf_counter() - t) / len(facts) * 1e6
+    t = time.perf_counter()
+    for f in facts:
+        fired_rules(engine_base.ruleset, f)
+    ref = (time.perf_counter() - t) / len(facts) * 1e6
+    return {"rows": rows, "engine_step_us": eng, "reference_step_us": ref, "rules": len(engine_base.ruleset.rules), "n": n}
+
+
+# --------------------------------------------------------------------------- 2. batch
+
+
+def _tree_rss_kb(root: int) -> tuple[int, int]:
+    """(sum of VmRSS over root and its descendants, number of processes) from /proc."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    total, count, stack = 0, 0, [root]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"VmRSS:"):
+                        total += int(line.split()[1])
+                        count += 1
+                        break
+        except OSError:
+            pass
+    return total, count
+
+
+def batch(n: int, workdir: Path) -> dict:
+    src = workdir / f"cohort_{n}.jsonl"
+    with src.open("w", encoding="utf-8") as fh:
+        for p in generate(n, seed=2):
+            fh.write(json.dumps(p, separators=(",", ":")) + "\n")
+    out = workdir / "results.jsonl"
+    cmd = [sys.executable, "-m", "cds.cli", "batch", str(src), "--output", str(out), "--quiet"]
+    peak = [0, 0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_before = os.getloadavg()[0]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env())
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            kb, procs = _tree_rss_kb(proc.pid)
+            if kb > peak[0]:
+                peak[:] = [kb, procs]
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    code = proc.wait()
+    wall = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    lines = sum(1 for _ in out.open("rb")) if out.exists() else 0
+    src.unlink()
+    if out.exists():
+        out.unlink()
+    return {
+        "n": n,
+        "exit": code,
+        "lines": lines,
+        "wall_s": wall,
+        "per_s": n / wall,
+        "peak_mb": peak[0] / 1024,
+        "processes": peak[1],
+        "largest_child_mb": after.ru_maxrss / 1024,
+        "cpu_s": cpu,
+        "load_before": load_before,
+    }
+
+
+# --------------------------------------------------------------------------- 3. cold start
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    # An installed package has its bytecode compiled; so does a checkout after the first run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _wall(cmd: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def cold_start(runs: int) -> dict:
+    case = ROOT / "patient_profiles" / "fit_tcr_bcma_naive.json"
+    cmd = [sys.executable, "-m", "cds.cli", "evaluate", str(case), "--format", "json"]
+    _wall(cmd, 1)  # writes the bytecode caches
+    return {"evaluate_s": _wall(cmd, runs), "python_pass_s": _wall([sys.executable, "-c", "pass"], runs), "runs": runs}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1,000 in-process, 10,000 in batch")
+    ap.add_argument("--profiles", type=int, help="in-process profiles (default 10,000)")
+    ap.add_argument("--batch", type=int, nargs="*", help="batch sizes (default 100,000)")
+    ap.add_argument("--skip", choices=("inprocess", "batch", "cold"), action="append", default=[])
+    args = ap.parse_args()
+    n = args.profiles or (1000 if args.quick else 10_000)
+    sizes = args.batch or ([10_000] if args.quick else [100_000])
+    print(f"cds benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPU core(s), load average {os.getloadavg()[0]:.2f}")
+
+    if "inprocess" not in args.skip:
+        r = in_process(n)
+        print(f"\n1. In-process evaluation (validate + derive + engine + rank), {r['n']:,} generated profiles, {r['rules']} rules")
+        print(f"   {'':46s} {'median':>9s} {'p99':>9s}")
+        rows = r["rows"]
+        for label, (med, p99) in rows.items():
+            print(f"   {label:46s} {med:7.3f}ms {p99:7.3f}ms")
+        labels = list(rows)
+        for eng, ref in ((labels[0], labels[1]), (labels[2], labels[3])):
+            print(f"   ratio durable-rules / reference ({eng.split(', ')[1]}): median {rows[eng][0] / rows[ref][0]:.2f}x, p99 {rows[eng][1] / rows[ref][1]:.2f}x")
+        print(
+            f"   engine step alone (one derived fact): durable-rules {r['engine_step_us']:.0f}us, "
+            f"reference {r['reference_step_us']:.0f}us ({r['engine_step_us'] / r['reference_step_us']:.1f}x)"
+        )
+        med_full, med_base = rows[labels[0]][0], rows[labels[2]][0]
+        print(
+            f"   target median <= {TARGETS['median_ms']}ms: with unknowns {_mark(med_full <= TARGETS['median_ms'])}, "
+            f"without {_mark(med_base <= TARGETS['median_ms'])}"
+        )
+
+    if "batch" not in args.skip:
+        with tempfile.TemporaryDirectory(prefix="cds-bench-") as tmp:
+            for size in sizes:
+                b = batch(size, Path(tmp))
+                print(f"\n2. cds batch, {b['n']:,} generated profiles (JSONL), {os.cpu_count()} worker process(es)")
+                print(f"   exit {b['exit']}, {b['lines']:,} output lines, wall {b['wall_s']:.1f}s (including start-up)")
+                print(f"   throughput {b['per_s']:,.0f} profiles/s   target >= {TARGETS['batch_per_s']:,}: {_mark(b['per_s'] >= TARGETS['batch_per_s'])}")
+                print(
+                    f"   CPU {b['cpu_s']:.1f}s over all processes = {b['cpu_s'] / b['n'] * 1e3:.3f}ms per profile "
+                    f"(load average before the run {b['load_before']:.2f}: other work on the machine slows the wall time)"
+                )
+                print(
+                    f"   peak memory {b['peak_mb']:.0f} MB summed over {b['processes']} processes "
+                    f"(largest single process {b['largest_child_mb']:.0f} MB)   target < {TARGETS['peak_mb']} MB: {_mark(b['peak_mb'] < TARGETS['peak_mb'])}"
+                )
+
+    if "cold" not in args.skip:
+        c = cold_start(7)
+        print(f"\n3. Cold start, median of {c['runs']} runs (bytecode cached)")
+        print(f"   cds evaluate --format json   {c['evaluate_s']:.3f}s   target <= {TARGETS['cold_s']}s: {_mark(c['evaluate_s'] <= TARGETS['cold_s'])}")
+        print(f"   python -c pass               {c['python_pass_s']:.3f}s")
+        print(f"   cds's own start-up           {c['evaluate_s'] - c['python_pass_s']:.3f}s")
+
+
+if __name__ == "__main__":
+    main()

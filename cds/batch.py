@@ -1,0 +1,400 @@
+"""Cohort mode: evaluate many profiles (`cds batch`) and compare two rule sets on them (`cds diff-rules`).
+
+Input is a JSONL file (one profile per line) or a folder of profile ``*.json``
+files (sorted by name). Records are read lazily, sent to worker processes in
+chunks with a bounded number of chunks in flight, and the results are written
+in input order as they come back: memory stays flat however large the input.
+Processes, not threads: the durable-rules C core never releases the GIL. Each
+worker uses one compiled rule set for its whole life (inherited from the
+parent when processes are forked, compiled once at start otherwise).
+
+Every record gives exactly one output line: the evaluation (compact form of the
+`cds evaluate --format json` report) or an error record carrying the same
+message `cds evaluate` prints for that profile. A blank line is an error record.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import CdsError, ProfileError
+
+FORMAT_VERSION = "cds-batch/1"
+CHUNK = 128  # records per task sent to a worker
+IN_FLIGHT_PER_JOB = 4  # chunks queued per worker: bounds memory, keeps workers busy
+MAX_LISTED_INVALID = 1000  # invalid records listed in the summary (all are in the output)
+
+# A record: (position, key, payload). key is ("line", n) or ("file", name);
+# payload is the raw line (bytes) or the file path (str).
+Record = tuple[int, tuple[str, Any], Any]
+
+
+# --------------------------------------------------------------------------- input
+
+
+def count_records(source: Path) -> int | None:
+    """Number of records (for the progress bar); reads a JSONL file once in 1 MiB blocks."""
+    if source.is_dir():
+        return sum(1 for _ in _profile_files(source))
+    n, last = 0, b"\n"
+    with source.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def _profile_files(folder: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.name.endswith(".json") and e.is_file())
+
+
+def read_records(source: Path) -> Iterator[Record]:
+    """Lazily yield the records of a JSONL file or a folder of JSON files, in order."""
+    if source.is_dir():
+        for i, name in enumerate(_profile_files(source)):
+            yield i, ("file", name), str(source / name)
+        return
+    with source.open("rb") as fh:
+        for i, raw in enumerate(fh):
+            yield i, ("line", i + 1), raw
+
+
+def check_input(source: Path) -> None:
+    """Usage errors before anything starts (exit 2)."""
+    if not source.exists():
+        raise UsageError(f"input {source}: no such file or folder")
+    if source.is_dir():
+        return
+    try:
+        with source.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"input {source}: cannot be read ({exc.strerror})") from None
+
+
+class UsageError(CdsError):
+    exit_code = 2
+
+
+# --------------------------------------------------------------------------- one record (in a worker)
+
+
+def _line_text(raw: bytes, line_no: int) -> str:
+    try:
+        text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError("(file)", f"not UTF-8 text (byte {exc.start})") from None
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        raise ProfileError("(line)", "blank line: every line must hold one profile (JSON object)")
+    return text
+
+
+def _load(evaluator, key: tuple[str, Any], payload: Any):
+    from .profile import load_profile, load_profile_text
+
+    if key[0] == "file":
+        return load_profile(Path(payload), evaluator.vocabulary)
+    return load_profile_text(_line_text(payload, key[1]), evaluator.vocabulary)
+
+
+def compact(ev, evaluated_at: str) -> dict[str, Any]:
+    """The compact batch form of an evaluation: what the `cds evaluate --format json` report decides."""
+    r = ev.outcome  # the same decision as ev.ranking, without building the reasons' texts
+    return {
+        "status": "evaluated",
+        "patient_id": ev.profile.patient_id,
+        "top_option": r.top,
+        "ranking": [{"id": o, "rank": n, "score": s} for n, (o, s) in enumerate(zip(r.order(), r.scores), 1)],
+        "excluded": [{"id": oid, "rules": list(rules)} for oid, rules in r.exclusions],
+        "fired_rules": sorted(ev.fired),
+        "unknown_facts_that_matter": [
+            {"field": u.field, "effects": [{"if_value": e.label, "top_option": e.top} for e in u.effects]}
+            for u in ev.unknown_facts
+            if u.changes_top
+        ],
+        "unknown_facts_affecting_ranking": [u.field for u in ev.unknown_facts if not u.changes_top],
+        "input_hash": ev.input_hash,
+        "ruleset_hash": ev.ruleset.digest,
+        "engine_version": ev.engine_version,
+        "evaluated_at": evaluated_at,
+    }
+
+
+def _error_record(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, ProfileError):
+        # exactly what `cds evaluate` prints after "error: "
+        return {"status": "invalid", "error": f"invalid patient profile: {exc}", "field": exc.field, "problem": exc.problem}
+    if isinstance(exc, CdsError):
+        return {"status": "error", "error": str(exc)}
+    return {"status": "error", "error": f"internal error ({type(exc).__name__}: {exc})"}
+
+
+@dataclass
+class ChunkStats:
+    evaluated: int = 0
+    invalid: int = 0
+    errors: int = 0
+    tops: Counter = field(default_factory=Counter)
+    problems: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (key, message), capped
+
+
+_EVALUATORS: dict[str, Any] = {}
+
+
+def evaluator_for(rules: str | None, analyze_unknowns: bool = True):
+    """One compiled evaluator per rule folder per process (recompiling leaks in durable-rules)."""
+    key = f"{rules}|{analyze_unknowns}"
+    if key not in _EVALUATORS:
+        from .evaluate import Evaluator, default_evaluator
+
+        if analyze_unknowns:
+            _EVALUATORS[key] = default_evaluator(rules)
+        else:
+            _EVALUATORS[key] = Evaluator(Path(rules) if rules else None, analyze_unknowns=False)
+    return _EVALUATORS[key]
+
+
+def evaluate_chunk(task: tuple[str | None, str, list[Record]]) -> tuple[str, ChunkStats]:
+    """Worker: evaluate a chunk of records; one JSON line per record, in order."""
+    rules, evaluated_at, records = task
+    evaluator = evaluator_for(rules)
+    stats = ChunkStats()
+    out = []
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    for _, key, payload in records:
+        where = {key[0]: key[1]}
+        try:
+            record = {**where, **compact(evaluator.evaluate(_load(evaluator, key, payload)), evaluated_at)}
+            stats.evaluated += 1
+            stats.tops[record["top_option"]] += 1
+        except Exception as exc:  # noqa: BLE001 - one bad record never stops the batch
+            if os.environ.get("CDS_DEBUG") and not isinstance(exc, CdsError):
+                raise
+            record = {**where, **_error_record(exc)}
+            if record["status"] == "invalid":
+                stats.invalid += 1
+            else:
+                stats.errors += 1
+            if len(stats.problems) < MAX_LISTED_INVALID:
+                stats.problems.append((where, record["error"]))
+        out.append(dumps(record))
+    out.append("")
+    return "\n".join(out), stats
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for r in records:
+        chunk.append(r)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def preload(rule_dirs: list[str | None], analyze_unknowns: bool) -> None:
+    for d in rule_dirs:
+        evaluator_for(d, analyze_unknowns)
+
+
+def run_ordered(
+    fn: Callable[[Any], Any],
+    tasks: Iterable[Any],
+    jobs: int,
+    init: tuple[list[str | None], bool],
+) -> Iterator[Any]:
+    """fn over tasks on `jobs` processes; results in task order, at most jobs*IN_FLIGHT_PER_JOB tasks queued."""
+    if jobs <= 1:
+        preload(*init)
+        for t in tasks:
+            yield fn(t)
+        return
+    # Build the evaluators here first: a bad rule folder fails once, in the parent,
+    # and forked workers inherit the compiled rule sets instead of recompiling them.
+    preload(*init)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    ctx = multiprocessing.get_context(method)
+    pool = ctx.Pool(jobs, initializer=preload, initargs=init)
+    try:
+        pending: deque = deque()
+        limit = jobs * IN_FLIGHT_PER_JOB
+        for t in tasks:
+            pending.append(pool.apply_async(fn, (t,)))
+            if len(pending) >= limit:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+@dataclass
+class Summary:
+    input: str
+    records: int = 0
+    evaluated: int = 0
+    invalid: int = 0
+    errors: int = 0
+    tops: Counter = field(default_factory=Counter)
+    problems: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+
+    def add(self, s: ChunkStats) -> None:
+        self.evaluated += s.evaluated
+        self.invalid += s.invalid
+        self.errors += s.errors
+        self.records += s.evaluated + s.invalid + s.errors
+        self.tops.update(s.tops)
+        room = MAX_LISTED_INVALID - len(self.problems)
+        self.problems.extend(s.problems[:room])
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.errors else 1 if self.invalid else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        dist = sorted(self.tops.items(), key=lambda kv: (-kv[1], str(kv[0])))
+        return {
+            "format": FORMAT_VERSION,
+            "input": self.input,
+            "records": self.records,
+            "evaluated": self.evaluated,
+            "invalid": self.invalid,
+            "errors": self.errors,
+            "top_option_distribution": [
+                {"option": k, "patients": v, "share": round(v / self.evaluated, 4) if self.evaluated else 0.0} for k, v in dist
+            ],
+            "invalid_records": [{**where, "error": msg} for where, msg in self.problems],
+            "invalid_records_listed": len(self.problems),
+        }
+
+    def text(self) -> str:
+        lines = [
+            f"{self.records} record(s): {self.evaluated} evaluated, {self.invalid} invalid"
+            + (f", {self.errors} internal error(s)" if self.errors else "")
+        ]
+        if self.tops:
+            lines.append("top-ranked option:")
+            width = max(len(str(k or "none")) for k in self.tops)
+            for d in self.as_dict()["top_option_distribution"]:
+                lines.append(f"  {str(d['option'] or 'none'):<{width}}  {d['patients']:>8}  {100 * d['share']:5.1f}%")
+        for where, msg in self.problems[:20]:
+            (k, v), = where.items()
+            lines.append(f"  {k} {v}: {msg}")
+        if self.invalid + self.errors > 20:
+            lines.append(f"  ... ({self.invalid + self.errors - 20} more in the output)")
+        return "\n".join(lines) + "\n"
+
+
+def run_batch(
+    source: Path,
+    out: TextIO,
+    rules: str | None,
+    evaluated_at: str,
+    jobs: int,
+    progress: Callable[[int], None] | None = None,
+) -> Summary:
+    summary = Summary(input=str(source))
+    tasks = ((rules, evaluated_at, chunk) for chunk in _chunks(read_records(source), CHUNK))
+    for text, stats in run_ordered(evaluate_chunk, tasks, jobs, ([rules], True)):
+        out.write(text)
+        summary.add(stats)
+        if progress is not None:
+            progress(stats.evaluated + stats.invalid + stats.errors)
+    return summary
+
+
+# --------------------------------------------------------------------------- diff-rules
+
+
+def _outcome(evaluator, key, payload) -> dict[str, Any]:
+    try:
+        ev = evaluator.evaluate(_load(evaluator, key, payload))
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("CDS_DEBUG") and not isinstance(exc, CdsError):
+            raise
+        return _error_record(exc)
+    return {"status": "evaluated", "patient_id": ev.profile.patient_id, "top_option": ev.outcome.top, "ranking": list(ev.outcome.order())}
+
+
+def diff_chunk(task: tuple[str, str, list[Record]]) -> list[dict[str, Any]]:
+    """Worker: each record under both rule sets; returns one small row per record."""
+    old_dir, new_dir, records = task
+    old, new = evaluator_for(old_dir, False), evaluator_for(new_dir, False)
+    rows = []
+    for _, key, payload in records:
+        a, b = _outcome(old, key, payload), _outcome(new, key, payload)
+        row: dict[str, Any] = {key[0]: key[1], "patient_id": a.get("patient_id") or b.get("patient_id")}
+        if a["status"] != "evaluated" or b["status"] != "evaluated":
+            row["status"] = "invalid"
+            row["old"] = a if a["status"] != "evaluated" else {"top_option": a["top_option"]}
+            row["new"] = b if b["status"] != "evaluated" else {"top_option": b["top_option"]}
+            row["changed"] = a["status"] != b["status"]
+        else:
+            row["status"] = "evaluated"
+            row["old"] = {"top_option": a["top_option"], "ranking": a["ranking"]}
+            row["new"] = {"top_option": b["top_option"], "ranking": b["ranking"]}
+            row["top_changed"] = a["top_option"] != b["top_option"]
+            row["ranking_changed"] = a["ranking"] != b["ranking"]
+            row["changed"] = row["ranking_changed"]
+        rows.append(row)
+    return rows
+
+
+def run_diff(
+    old_dir: str,
+    new_dir: str,
+    source: Path,
+    jobs: int,
+    on_change: Callable[[dict[str, Any]], None],
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Stream every record whose outcome differs to `on_change`; return the totals."""
+    totals = Counter()
+    tasks = ((old_dir, new_dir, chunk) for chunk in _chunks(read_records(source), CHUNK))
+    for rows in run_ordered(diff_chunk, tasks, jobs, ([old_dir, new_dir], False)):
+        for row in rows:
+            totals["records"] += 1
+            if row["status"] != "evaluated":
+                totals["invalid"] += 1
+            else:
+                totals["top_changed"] += row["top_changed"]
+                totals["ranking_changed"] += row["ranking_changed"]
+            if row["changed"]:
+                totals["changed"] += 1
+                on_change(row)
+        if progress is not None:
+            progress(len(rows))
+    return {k: totals[k] for k in ("records", "invalid", "changed", "top_changed", "ranking_changed")}
+
+
+def diff_row_text(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    where = f"line {row['line']}" if "line" in row else str(row.get("file"))
+    pid = str(row.get("patient_id") or "-")
+
+    def side(s: dict[str, Any]) -> str:
+        if s.get("status") in ("invalid", "error"):
+            return "invalid"
+        return str(s.get("top_option") or "none")
+
+    old, new = side(row["old"]), side(row["new"])
+    if row["status"] != "evaluated":
+        change = "validity"
+    elif row["top_changed"]:
+        change = "top option"
+    else:
+        change = "ranking"
+    return where, pid, old, new, change

@@ -1,0 +1,289 @@
+"""`cds batch` and `cds diff-rules` (cohort mode), and the engine's scoped counterfactual runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from cds.cli import app
+from cds.facts import derive, engine_facts
+from conftest import PROFILES, ROOT, RULES, case_names, load_case
+
+runner = CliRunner()
+
+
+def _bench_profiles():
+    spec = importlib.util.spec_from_file_location("bench_profiles", ROOT / "bench" / "profiles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def batch(*args: str):
+    return runner.invoke(app, ["batch", *args, "--rules", str(RULES), "--timestamp", "2026-01-01T00:00:00Z"])
+
+
+def evaluate_message(tmp_path, text: str) -> str:
+    """What `cds evaluate` prints for this profile text (without the leading 'error: ')."""
+    path = tmp_path / "one.json"
+    path.write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["evaluate", str(path), "--rules", str(RULES), "--format", "json"])
+    assert result.exit_code == 2, result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error: ")]
+    return line.removeprefix("error: ")
+
+
+def lines_of(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def mixed_input() -> list[str]:
+    good = [json.dumps(load_case(n)) for n in case_names()[:3]]
+    age_text = load_case(case_names()[0])
+    age_text["age"] = "40"
+    drug = load_case(case_names()[1])
+    drug["prior_lines"][0]["agents"].append("aspirinx")
+    return [
+        good[0],
+        "{not json",
+        good[1],
+        "",  # a blank line is a record too
+        json.dumps(age_text),
+        json.dumps(drug),
+        "[1, 2]",
+        good[2],
+    ]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_jsonl_one_line_per_record_in_order_with_evaluate_messages(tmp_path, jobs):
+    records = mixed_input()
+    src = tmp_path / "cohort.jsonl"
+    src.write_text("\n".join(records) + "\n", encoding="utf-8")
+    out = tmp_path / "results.jsonl"
+    result = batch(str(src), "--output", str(out), "--jobs", jobs)
+    assert result.exit_code == 1, result.output
+    rows = lines_of(out)
+    assert [r["line"] for r in rows] == list(range(1, len(records) + 1))
+    for text, row in zip(records, rows):
+        if row["status"] == "evaluated":
+            assert row["patient_id"] == json.loads(text)["patient_id"]
+            continue
+        assert row["status"] == "invalid"
+        if text.strip():
+            assert row["error"] == evaluate_message(tmp_path, text)
+        else:
+            assert "blank line" in row["error"]
+    assert [r["status"] for r in rows].count("evaluated") == 3
+    assert "8 record(s): 3 evaluated, 5 invalid" in result.output
+
+
+def test_compact_record_agrees_with_cds_evaluate_json(tmp_path):
+    name = case_names()[0]
+    src = tmp_path / "one.jsonl"
+    src.write_text(json.dumps(load_case(name)) + "\n", encoding="utf-8")
+    out = tmp_path / "r.jsonl"
+    assert batch(str(src), "-o", str(out), "-j", "1").exit_code == 0
+    (row,) = lines_of(out)
+    full = runner.invoke(
+        app, ["evaluate", str(PROFILES / f"{name}.json"), "--rules", str(RULES), "--format", "json", "--timestamp", "2026-01-01T00:00:00Z"]
+    )
+    assert full.exit_code == 0
+    report = json.loads(full.stdout)
+    assert row["top_option"] == report["options"][0]["id"]
+    assert [o["id"] for o in row["ranking"]] == [o["id"] for o in report["options"]]
+    assert [o["score"] for o in row["ranking"]] == [o["score"] for o in report["options"]]
+    assert [x["id"] for x in row["excluded"]] == [x["id"] for x in report["excluded"]]
+    assert row["fired_rules"] == report["fired_rules"]
+    assert [u["field"] for u in row["unknown_facts_that_matter"]] == [u["field"] for u in report["unknown_facts_that_matter"]]
+    for key in ("input_hash", "ruleset_hash", "engine_version", "evaluated_at"):
+        assert row[key] == report[key]
+
+
+def test_folder_input_in_name_order(tmp_path):
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    names = case_names()[:4]
+    for n in names:
+        shutil.copy(PROFILES / f"{n}.json", folder / f"{n}.json")
+    (folder / "zz_broken.json").write_text('{"patient_id": "X", "age": 200}', encoding="utf-8")
+    (folder / "notes.txt").write_text("not a profile", encoding="utf-8")
+    out = tmp_path / "r.jsonl"
+    result = batch(str(folder), "-o", str(out), "-j", "2")
+    assert result.exit_code == 1, result.output
+    rows = lines_of(out)
+    assert [r["file"] for r in rows] == sorted(f"{n}.json" for n in names) + ["zz_broken.json"]
+    assert [r["status"] for r in rows] == ["evaluated"] * 4 + ["invalid"]
+    broken = evaluate_message(tmp_path, (folder / "zz_broken.json").read_text(encoding="utf-8"))
+    assert rows[-1]["error"] == broken
+
+
+def test_summary_json_and_exit_0_when_all_valid(tmp_path):
+    src = tmp_path / "cohort.jsonl"
+    profiles = list(_bench_profiles().generate(300, seed=3))
+    src.write_text("".join(json.dumps(p) + "\n" for p in profiles), encoding="utf-8")
+    out, summary = tmp_path / "r.jsonl", tmp_path / "summary.json"
+    result = batch(str(src), "-o", str(out), "--summary", str(summary), "-j", "2")
+    assert result.exit_code == 0, result.output
+    rows = lines_of(out)
+    assert [r["patient_id"] for r in rows] == [p["patient_id"] for p in profiles]
+    s = json.loads(summary.read_text(encoding="utf-8"))
+    assert (s["records"], s["evaluated"], s["invalid"], s["errors"]) == (300, 300, 0, 0)
+    dist = {d["option"]: d["patients"] for d in s["top_option_distribution"]}
+    expected: dict = {}
+    for r in rows:
+        expected[r["top_option"]] = expected.get(r["top_option"], 0) + 1
+    assert dist == expected
+    assert s["invalid_records"] == []
+
+
+def test_summary_lists_invalid_records(tmp_path):
+    src = tmp_path / "c.jsonl"
+    src.write_text(json.dumps(load_case(case_names()[0])) + "\n\n", encoding="utf-8")
+    summary = tmp_path / "s.json"
+    result = batch(str(src), "-o", str(tmp_path / "r.jsonl"), "--summary", str(summary), "-j", "1")
+    assert result.exit_code == 1
+    s = json.loads(summary.read_text(encoding="utf-8"))
+    assert (s["records"], s["evaluated"], s["invalid"]) == (2, 1, 1)
+    assert s["invalid_records"][0]["line"] == 2
+
+
+def test_usage_errors_exit_2_and_write_nothing(tmp_path):
+    missing = batch(str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "r.jsonl"))
+    assert missing.exit_code == 2
+    assert "no such file" in missing.output
+    assert "Traceback" not in missing.output
+    src = tmp_path / "c.jsonl"
+    src.write_text(json.dumps(load_case(case_names()[0])) + "\n", encoding="utf-8")
+    unwritable = batch(str(src), "-o", str(tmp_path / "no_such_dir" / "r.jsonl"))
+    assert unwritable.exit_code == 2
+    assert "does not exist" in unwritable.output
+    is_dir = batch(str(src), "-o", str(tmp_path))
+    assert is_dir.exit_code == 2
+    assert not list(tmp_path.glob(".r.jsonl.*"))
+
+
+def _copy_rules_with_weight(tmp_path, rule_id: str, weight: int):
+    new = tmp_path / "new_rules"
+    shutil.copytree(RULES, new)
+    for path in new.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        m = re.search(rf"- id: {re.escape(rule_id)}\n(?:(?!\n  - id:).)*?\n(\s+)weight: (\d+)", text, re.S)
+        if m:
+            start, end = m.span(2)
+            path.write_text(text[:start] + str(weight) + text[end:], encoding="utf-8")
+            return new
+    raise AssertionError(f"rule {rule_id} with a weight not found")
+
+
+def test_diff_rules_detects_a_weight_change(tmp_path, evaluator):
+    # Lift the runner-up of a case above its top option by raising one of its fired prefer weights.
+    name, ev = None, None
+    for n in case_names():
+        e = evaluator.evaluate(evaluator.parse(load_case(n)))
+        if len(e.ranking.options) >= 2 and any(r.kind == "prefer" for r in e.ranking.options[1].rationale):
+            name, ev = n, e
+            break
+    assert ev is not None, "no case with a runner-up that has a prefer rule"
+    first, second = ev.ranking.options[0], ev.ranking.options[1]
+    rule = next(r for r in second.rationale if r.kind == "prefer")
+    new_rules = _copy_rules_with_weight(tmp_path, rule.rule_id, rule.weight + (first.score - second.score) + 50)
+    src = tmp_path / "c.jsonl"
+    others = [n for n in case_names() if n != name][:3]
+    src.write_text("".join(json.dumps(load_case(n)) + "\n" for n in [name, *others]), encoding="utf-8")
+    out = tmp_path / "diff.json"
+    result = runner.invoke(app, ["diff-rules", str(RULES), str(new_rules), str(src), "--output", str(out), "-j", "2"])
+    assert result.exit_code == 0, result.output
+    diff = json.loads(out.read_text(encoding="utf-8"))
+    changed = {c["line"]: c for c in diff["changes"]}
+    assert 1 in changed
+    assert changed[1]["old"]["top_option"] == first.id
+    assert changed[1]["new"]["top_option"] == second.id
+    assert changed[1]["top_changed"] is True
+    assert diff["totals"]["records"] == 4
+    assert diff["totals"]["top_changed"] >= 1
+    assert diff["old_ruleset_hash"] != diff["new_ruleset_hash"]
+    assert "top option" in result.output and first.id in result.output
+
+
+def test_diff_rules_same_rules_no_change(tmp_path):
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps(load_case(n)) + "\n" for n in case_names()[:3]) + "oops\n", encoding="utf-8")
+    result = runner.invoke(app, ["diff-rules", str(RULES), str(RULES), str(src), "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert "4 record(s): top option changed for 0, ranking changed for 0, 1 invalid" in result.output
+
+
+def test_scoped_counterfactuals_equal_full_engine_runs(evaluator):
+    """The engine's scoped variants fire exactly what a full run of every variant fires (and the reference)."""
+    from cds.reference import fired_rules
+
+    engine, planner = evaluator.engine, evaluator.planner
+    checked = 0
+    for p in _bench_profiles().generate(400, seed=17):
+        facts = derive(evaluator.parse(p), evaluator.vocabulary)
+        base = engine_facts(facts)
+        variants = planner.variants(facts)
+        scoped = engine.run_counterfactuals(base, [(v.field, dict(v.assignment)) for v in variants])
+        full_facts = [base] + [{**base, **dict(v.assignment)} for v in variants]
+        assert scoped == engine.run(full_facts)
+        assert scoped == [fired_rules(evaluator.ruleset, f) for f in full_facts]
+        checked += len(variants)
+    assert checked > 1000
+
+
+def test_light_outcome_equals_full_ranking(evaluator):
+    """Evaluation.outcome (what batch and the unknown-fact analysis use) decides exactly as cds.ranking.rank."""
+    profiles = [load_case(n) for n in case_names()] + list(_bench_profiles().generate(300, seed=5))
+    for p in profiles:
+        ev = evaluator.evaluate(evaluator.parse(p))
+        light, full = ev.outcome, ev.ranking
+        assert (light.top, light.order(), light.excluded_ids()) == (full.top, full.order(), full.excluded_ids())
+        assert light.scores == tuple(o.score for o in full.options)
+        assert light.exclusions == tuple((x.id, tuple(r.rule_id for r in x.reasons)) for x in full.excluded)
+        short = evaluator.planner.outcome(ev.fired)
+        assert (short.top, short.order(), short.excluded_ids()) == (full.top, full.order(), full.excluded_ids())
+        # a variant's outcome decided incrementally from the patient's equals one decided from scratch
+        facts = derive(ev.profile, evaluator.vocabulary)
+        variants = evaluator.planner.variants(facts)
+        fired = evaluator.engine.run_counterfactuals(engine_facts(facts), [(v.field, dict(v.assignment)) for v in variants])
+        for f in fired[1:]:
+            a, b = evaluator.planner.outcome(f, base=light), evaluator.planner.outcome(f)
+            assert (a.top, a.order(), a.excluded_ids()) == (b.top, b.order(), b.excluded_ids())
+
+
+def test_scoped_variant_outside_its_field_is_refused(evaluator):
+    from cds.errors import EngineError
+
+    facts = engine_facts(derive(evaluator.parse(load_case(case_names()[0])), evaluator.vocabulary))
+    with pytest.raises(EngineError):
+        evaluator.engine.run_counterfactuals(facts, [("dialysis", {"age": 99})])
+
+
+def test_input_hash_is_the_json_mode_canonical_form(evaluator):
+    import hashlib
+
+    from cds.evaluate import input_hash
+
+    for p in [load_case(n) for n in case_names()] + list(_bench_profiles().generate(200, seed=8)):
+        profile = evaluator.parse(p)
+        canonical = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        assert input_hash(profile) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("value", [1e-05, 2e-07, 1e16, 1e300, 123.5])
+def test_numbers_in_exponent_form_reach_the_engine_safely(evaluator, value):
+    """durable-rules' C reader crashes on '1e-05' (exponent without a decimal point): the engine writes '1.0e-05'."""
+    from cds.reference import fired_rules
+
+    facts = engine_facts(derive(evaluator.parse(load_case(case_names()[0])), evaluator.vocabulary))
+    for name in ("crp_mg_l", "ferritin_ng_ml", "soluble_bcma_ng_ml", "creatinine_clearance_ml_min"):
+        facts[name] = value  # past the profile's ranges on purpose: this is about the encoding
+    assert evaluator.engine.run([facts]) == [fired_rules(evaluator.ruleset, facts)]
+    scoped = evaluator.engine.run_counterfactuals({k: v for k, v in facts.items() if k != "crp_mg_l"}, [("labs.crp_mg_l", {"crp_mg_l": value})])
+    assert scoped[1] == fired_rules(evaluator.ruleset, facts)
