@@ -15,6 +15,8 @@ problem.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_FINDINGS = 1  # e.g. `cds rules check` found problems, batch had invalid records
 EXIT_INPUT = 2
@@ -54,3 +56,25 @@ class RuleSetError(CdsError):
 
 class EngineError(CdsError):
     exit_code = EXIT_INTERNAL
+
+
+def validation_problems(label: str, exc: Any, raw: object, list_key: str, noun: str) -> list[str]:
+    """One line per pydantic error of a data file: ``<label> [<item id>] <field>: <problem>``.
+
+    `exc` is a pydantic ValidationError raised on `raw`; errors inside the list
+    `raw[list_key]` are named by the item's ``id`` (or ``<noun> #n``).
+    """
+    out = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = label
+        if len(loc) >= 2 and loc[0] == list_key and isinstance(loc[1], int):
+            try:
+                item_id = raw[list_key][loc[1]].get("id")  # type: ignore[index,union-attr]
+            except Exception:  # noqa: BLE001 - best effort to name the item
+                item_id = None
+            where += f" [{item_id or f'{noun} #{loc[1] + 1}'}]"
+            loc = loc[2:]
+        field = ".".join(str(p) for p in loc) or f"({noun})"
+        out.append(f"{where} {field}: {err['msg'].removeprefix('Value error, ')}")
+    return out

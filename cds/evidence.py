@@ -22,7 +22,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import RuleSetError
+from .errors import RuleSetError, validation_problems
 from .resources import load_yaml
 
 ID_PATTERN = r"^[A-Z0-9][A-Z0-9._-]*$"
@@ -163,23 +163,6 @@ def _load_yaml(path: Path) -> object:
         raise RuleSetError([f"{path.name}: not valid YAML: {exc}"]) from None
 
 
-def _fmt_validation(prefix: str, exc: ValidationError, data: object, list_key: str) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        where = prefix
-        if len(loc) >= 2 and loc[0] == list_key and isinstance(loc[1], int):
-            try:
-                item_id = data[list_key][loc[1]].get("id")  # type: ignore[index,union-attr]
-            except Exception:  # noqa: BLE001 - best effort to name the entry
-                item_id = None
-            where += f" [{item_id or '#' + str(loc[1])}]"
-            loc = loc[2:]
-        field = ".".join(str(p) for p in loc) or "(entry)"
-        problems.append(f"{where} {field}: {err['msg']}")
-    return problems
-
-
 def load_registry(evidence_dir: Path) -> Registry:
     """Load and schema-validate the registry. Cross-checks live in rulecheck."""
     problems: list[str] = []
@@ -190,7 +173,7 @@ def load_registry(evidence_dir: Path) -> Registry:
     try:
         sources_file = _SourcesFile.model_validate(raw)
     except ValidationError as exc:
-        raise RuleSetError(_fmt_validation("evidence/sources.yaml", exc, raw, "sources")) from None
+        raise RuleSetError(validation_problems("evidence/sources.yaml", exc, raw, "sources", "source")) from None
     sources = {s.file: s for s in sources_file.sources}
 
     entries: dict[str, EvidenceEntry] = {}
@@ -202,7 +185,7 @@ def load_registry(evidence_dir: Path) -> Registry:
         try:
             ef = _EvidenceFile.model_validate(raw)
         except ValidationError as exc:
-            problems.extend(_fmt_validation(f"evidence/{path.name}", exc, raw, "entries"))
+            problems.extend(validation_problems(f"evidence/{path.name}", exc, raw, "entries", "entry"))
             continue
         for entry in ef.entries:
             if entry.id in entries:

@@ -492,23 +492,7 @@ def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures:
                 report.add(f"{where} fixtures: no 'silent' fixture (a profile on which the rule must not fire)")
             if duplicate or not condition_ok or (raw_when is not None and condition is None):
                 continue
-            runnable.append(
-                Rule(
-                    id=spec.id,
-                    family=family,
-                    file=label,
-                    title=spec.title,
-                    kind=spec.kind,
-                    options=tuple(spec.options),
-                    weight=spec.weight or 0,
-                    condition=condition,
-                    rationale=" ".join(spec.rationale.split()),
-                    cites=tuple(spec.cites),
-                    category=spec.category,
-                    status=spec.status,
-                    fixtures=spec.fixtures,
-                )
-            )
+            runnable.append(Rule.from_spec(spec, family, label, condition))
 
     # --- whatever load_ruleset finds that the lenient pass did not (a safety net, without repeats)
     try:

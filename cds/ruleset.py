@@ -32,7 +32,7 @@ from typing import Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import RuleSetError
+from .errors import RuleSetError, validation_problems
 from .evidence import Registry, load_registry
 from .facts import FACTS, Value
 from .resources import load_yaml
@@ -226,6 +226,24 @@ class Rule:
     status: str
     fixtures: Fixtures
 
+    @classmethod
+    def from_spec(cls, spec: "RuleSpec", family: str, file: str, condition: Condition | None) -> "Rule":
+        return cls(
+            id=spec.id,
+            family=family,
+            file=file,
+            title=spec.title,
+            kind=spec.kind,
+            options=tuple(spec.options),
+            weight=spec.weight or 0,
+            condition=condition,
+            rationale=" ".join(spec.rationale.split()),
+            cites=tuple(spec.cites),
+            category=spec.category,
+            status=spec.status,
+            fixtures=spec.fixtures,
+        )
+
     @property
     def signed_weight(self) -> int:
         return self.weight if self.kind == "prefer" else -self.weight if self.kind == "deprefer" else 0
@@ -284,21 +302,7 @@ def _read_yaml(path: Path, label: str) -> object:
 
 
 def _validation_lines(label: str, exc: ValidationError, raw: object) -> list[str]:
-    out = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        where = label
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-            try:
-                rid = raw["rules"][loc[1]].get("id")  # type: ignore[index,union-attr]
-            except Exception:  # noqa: BLE001 - best effort to name the rule
-                rid = None
-            where += f" [{rid or 'rule #' + str(loc[1] + 1)}]"
-            loc = loc[2:]
-        field = ".".join(str(p) for p in loc) or "(rule)"
-        out.append(f"{where} {field}: {err['msg'].removeprefix('Value error, ')}")
-    return out
-
+    return validation_problems(label, exc, raw, "rules", "rule")
 
 def check_leaf(leaf: Leaf) -> str | None:
     """Type-check a leaf against the fact catalogue. Returns a problem or None."""
@@ -395,21 +399,7 @@ def load_ruleset(directory: Path) -> RuleSet:
                     problem = check_leaf(leaf)
                     if problem:
                         problems.append(f"{where} when: {problem}")
-            rule = Rule(
-                id=spec.id,
-                family=rf.family,
-                file=label,
-                title=spec.title,
-                kind=spec.kind,
-                options=tuple(spec.options),
-                weight=spec.weight or 0,
-                condition=condition,
-                rationale=" ".join(spec.rationale.split()),
-                cites=tuple(spec.cites),
-                category=spec.category,
-                status=spec.status,
-                fixtures=spec.fixtures,
-            )
+            rule = Rule.from_spec(spec, rf.family, label, condition)
             (rules if spec.status == "active" else retired).append(rule)
     if problems:
         raise RuleSetError(problems)
