@@ -486,17 +486,19 @@ def to_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# Markdown syntax characters; '<', '>' and '&' are left to the HTML escape that follows.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
 
 
 def _md(value: Any) -> Markup:
-    """Escape HTML, then Markdown syntax, in a value that comes from the profile.
+    """Escape Markdown syntax, then HTML, in a value that comes from the profile.
 
     Whitespace (line breaks included) collapses to single spaces, so that a
     value cannot start a new Markdown block or break a table row.
     """
-    text = str(escape(" ".join(str(value).split())))
-    return Markup(_MD_SPECIAL.sub(r"\\\1", text))
+    text = _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    # HTML-escape last, so that the entities it writes (&#39;, &lt;) are not broken by a backslash
+    return Markup(str(escape(text)))
 
 
 def _cell(value: Any) -> Markup:

@@ -81,3 +81,11 @@ def test_every_format_shows_every_option_and_exclusion(evaluator):
         for o in report["options"] + report["excluded"]:
             assert o["title"].replace("'", "&#39;") in text or o["title"] in text
         assert report["ruleset_hash"][:16] in text and report["input_hash"][:16] in text
+
+
+def test_markdown_keeps_apostrophes_and_entities_intact(evaluator):
+    data = load_case("frail_ecog3")
+    data["patient_id"] = "O'Brien <b> & co #1"
+    md = render(build_report(evaluator.evaluate(evaluator.parse(data)), FIXED), "markdown")
+    assert "O&#39;Brien &lt;b&gt; &amp; co \\#1" in md
+    assert "&\\#" not in md
