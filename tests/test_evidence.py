@@ -51,3 +51,36 @@ def test_a_figure_not_in_its_quote_is_caught(ruleset):
     tampered = dataclasses.replace(reg, entries={**reg.entries, entry.id: entry.model_copy(update={"figures": figs})})
     problems = verify_against_sources(tampered, seeds_dir())
     assert any("MAJESTEC-1.S000.TABLE1" in p and "64" in p for p in problems)
+
+
+def figure_problems(rules, registry) -> list[str]:
+    """Figures ('ORR 60%', '9.1 months') in rule texts that none of the rule's cited entries contains."""
+    import re
+
+    from cds.evidence import normalize_text
+
+    figure = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent\b|months?\b|m\b|-month\b|years?\b|-year\b)")
+    problems = []
+    for rule in rules:
+        pool = set()
+        for cid in rule.cites:
+            entry = registry.get(cid)
+            text = normalize_text(entry.quote) + " " + " ".join(f.value for f in entry.figures)
+            pool |= set(re.findall(r"\d+(?:\.\d+)?", text))
+        for m in figure.finditer(rule.rationale):
+            if m.group(1) not in pool:
+                problems.append(f"{rule.id}: {m.group(0)!r} is in none of {', '.join(rule.cites)}")
+    return problems
+
+
+def test_every_figure_in_a_rule_text_is_in_its_cited_evidence(ruleset):
+    """A figure a report prints in a rule's text must come from the registry."""
+    assert figure_problems((*ruleset.rules, *ruleset.retired), ruleset.registry) == []
+
+
+def test_the_figure_check_catches_an_invented_figure(ruleset):
+    import dataclasses
+
+    rule = ruleset.rule("CAUT-CART-007")
+    fake = dataclasses.replace(rule, rationale=rule.rationale + " Median PFS 61.3 months.")
+    assert figure_problems([fake], ruleset.registry) == ["CAUT-CART-007: '61.3 months' is in none of " + ", ".join(rule.cites)]
