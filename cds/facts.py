@@ -12,8 +12,9 @@ facts derived from the prior lines are always known.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal, NamedTuple, Union
 
 from .profile import CYTOGENETIC_ABNORMALITIES, PatientProfile
 from .vocabulary import Vocabulary
@@ -115,8 +116,7 @@ _F: list[FactSpec] = [
 FACTS: dict[str, FactSpec] = {f.name: f for f in _F}
 
 
-@dataclass(frozen=True)
-class FactValue:
+class FactValue(NamedTuple):
     name: str
     value: Value | None  # None: unknown
     explanation: str
@@ -182,37 +182,41 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
         f"autologous transplant in line {', '.join(map(str, asct))}" if asct else "no line lists an autologous transplant",
     )
 
-    exposures: list[tuple[str, str, int, bool]] = []  # (generic name, class, line no, refractory)
-    targets: dict[str, tuple[str, ...]] = {}
+    # One pass over the lines: every exposure (generic name, line number, refractory),
+    # grouped by the keys the facts below ask about.
+    groups: dict[str, list[tuple[str, int, bool]]] = defaultdict(list)
     for n, line in enumerate(lines, 1):
         refractory = {vocabulary.lookup(a).name for a in line.refractory_to}  # type: ignore[union-attr]
         for agent in line.agents:
             drug = vocabulary.lookup(agent)
             assert drug is not None  # validated in profile.check_agents
-            exposures.append((drug.name, drug.drug_class, n, drug.name in refractory))
-            targets[drug.name] = drug.targets
+            hit = (drug.name, n, drug.name in refractory)
+            cls = drug.drug_class
+            groups["class:" + cls].append(hit)
+            groups["drug:" + drug.name].append(hit)
+            if "BCMA" in drug.targets:
+                groups["bcma"].append(hit)
+                groups["bcma:" + cls].append(hit)
+            if "GPRC5D" in drug.targets:
+                groups["gprc5d"].append(hit)
+            if cls.endswith("_car_t") or cls.endswith("_bispecific"):
+                groups["t_cell_redirecting"].append(hit)
 
-    def hits(pred, refractory_only: bool = False) -> list[tuple[str, int]]:
-        return [(name, n) for name, cls, n, refr in exposures if pred(name, cls) and (refr or not refractory_only)]
-
-    def flag(fact: str, pred, refractory_only: bool, what: str) -> list[tuple[str, int]]:
-        h = hits(pred, refractory_only)
+    def flag(fact: str, group: str, refractory_only: bool, what: str) -> list[tuple[str, int]]:
+        h = [(name, n) for name, n, refr in groups.get(group, ()) if refr or not refractory_only]
         verb = "refractory to" if refractory_only else "exposed to"
         put(fact, bool(h), f"{verb} {_fmt_lines(h)}" if h else f"no line shows the patient {verb} {what}")
         return h
 
-    by_class = lambda c: (lambda name, cls: cls == c)  # noqa: E731
-    by_name = lambda d: (lambda name, cls: name == d)  # noqa: E731
-
     cls_hits = {}
     for c, label in (("imid", "an IMiD"), ("pi", "a PI"), ("anti_cd38", "an anti-CD38 antibody"), ("anti_slamf7", "an anti-SLAMF7 antibody")):
-        cls_hits[("exposed", c)] = flag(f"exposed_{c}", by_class(c), False, label)
-        cls_hits[("refractory", c)] = flag(f"refractory_{c}", by_class(c), True, label)
+        cls_hits[("exposed", c)] = flag(f"exposed_{c}", "class:" + c, False, label)
+        cls_hits[("refractory", c)] = flag(f"refractory_{c}", "class:" + c, True, label)
     refr_drug = {}
     for d in ("lenalidomide", "pomalidomide", "bortezomib", "carfilzomib"):
-        refr_drug[d] = flag(f"refractory_{d}", by_name(d), True, d)
+        refr_drug[d] = flag(f"refractory_{d}", "drug:" + d, True, d)
     for d in ("lenalidomide", "pomalidomide"):
-        flag(f"exposed_{d}", by_name(d), False, d)
+        flag(f"exposed_{d}", "drug:" + d, False, d)
 
     free_imid = [d for d in ("lenalidomide", "pomalidomide") if not refr_drug[d]]
     put(
@@ -253,18 +257,14 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
     else:
         put("refractory_to_last_line", False, f"line {len(lines)} (most recent) lists no refractoriness")
 
-    is_bcma = lambda name, cls: "BCMA" in targets.get(name, ())  # noqa: E731
-    is_gprc5d = lambda name, cls: "GPRC5D" in targets.get(name, ())  # noqa: E731
-    flag("bcma_exposed", is_bcma, False, "a BCMA-directed therapy")
-    flag("bcma_refractory", is_bcma, True, "a BCMA-directed therapy")
+    flag("bcma_exposed", "bcma", False, "a BCMA-directed therapy")
+    flag("bcma_refractory", "bcma", True, "a BCMA-directed therapy")
     for modality, label in (("bcma_adc", "a BCMA ADC"), ("bcma_bispecific", "a BCMA bispecific"), ("bcma_car_t", "a BCMA CAR-T")):
-        pred = (lambda m: (lambda name, cls: cls == m and "BCMA" in targets.get(name, ())))(modality)
-        flag(f"{modality}_exposed", pred, False, label)
-        flag(f"{modality}_refractory", pred, True, label)
-    flag("gprc5d_exposed", is_gprc5d, False, "a GPRC5D-directed therapy")
-    flag("gprc5d_refractory", is_gprc5d, True, "a GPRC5D-directed therapy")
-    tcr = lambda name, cls: cls.endswith("_car_t") or cls.endswith("_bispecific")  # noqa: E731
-    flag("t_cell_redirecting_exposed", tcr, False, "a CAR-T or bispecific antibody")
+        flag(f"{modality}_exposed", "bcma:" + modality, False, label)
+        flag(f"{modality}_refractory", "bcma:" + modality, True, label)
+    flag("gprc5d_exposed", "gprc5d", False, "a GPRC5D-directed therapy")
+    flag("gprc5d_refractory", "gprc5d", True, "a GPRC5D-directed therapy")
+    flag("t_cell_redirecting_exposed", "t_cell_redirecting", False, "a CAR-T or bispecific antibody")
 
     missing = set(FACTS) - set(out)
     assert not missing, missing

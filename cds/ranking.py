@@ -87,32 +87,56 @@ def _unmet_requirement(rule: Rule, facts: dict[str, FactValue]) -> Reason:
     return _reason(rule, text, unknown)
 
 
-def rank(ruleset: RuleSet, fired: frozenset[str], facts: dict[str, FactValue]) -> Ranking:
-    per_option: dict[str, list[Rule]] = {o: [] for o in ruleset.option_ids}
-    for rule in ruleset.rules:
-        for oid in rule.options:
-            per_option[oid].append(rule)
+@dataclass(frozen=True)
+class _OptionPlan:
+    """Per option, the rules acting on it by kind, with their reasons built once per rule set."""
 
+    excludes: tuple[tuple[str, Reason], ...]
+    requires: tuple[Rule, ...]
+    scored: tuple[tuple[str, int, Reason], ...]  # require/prefer/deprefer, in rule order
+    cautions: tuple[tuple[str, Reason], ...]
+    next_steps: tuple[tuple[str, Reason], ...]
+
+
+_PLANS: dict[int, tuple[RuleSet, tuple[_OptionPlan, ...]]] = {}
+
+
+def _plans(ruleset: RuleSet) -> tuple[_OptionPlan, ...]:
+    cached = _PLANS.get(id(ruleset))
+    if cached is not None and cached[0] is ruleset:
+        return cached[1]
+    plans = []
+    for option in ruleset.options:
+        rules = [r for r in ruleset.rules if option.id in r.options]
+        plans.append(
+            _OptionPlan(
+                excludes=tuple((r.id, _reason(r, f"{r.title}. {r.rationale}")) for r in rules if r.kind == "exclude"),
+                requires=tuple(r for r in rules if r.kind == "require"),
+                scored=tuple(
+                    (r.id, r.signed_weight, _reason(r)) for r in rules if r.kind in ("require", "prefer", "deprefer")
+                ),
+                cautions=tuple((r.id, _reason(r)) for r in rules if r.kind == "caution"),
+                next_steps=tuple((r.id, _reason(r)) for r in rules if r.kind == "next_step"),
+            )
+        )
+    _PLANS[id(ruleset)] = (ruleset, tuple(plans))
+    return tuple(plans)
+
+
+def rank(ruleset: RuleSet, fired: frozenset[str], facts: dict[str, FactValue]) -> Ranking:
     ranked: list[tuple[int, int, RankedOption]] = []
     excluded: list[ExcludedOption] = []
-    for index, option in enumerate(ruleset.options):
-        rules = per_option[option.id]
-        exclusions = [_reason(r, f"{r.title}. {r.rationale}") for r in rules if r.kind == "exclude" and r.id in fired]
-        exclusions += [_unmet_requirement(r, facts) for r in rules if r.kind == "require" and r.id not in fired]
+    for index, (option, plan) in enumerate(zip(ruleset.options, _plans(ruleset))):
+        exclusions = [reason for rid, reason in plan.excludes if rid in fired]
+        exclusions += [_unmet_requirement(r, facts) for r in plan.requires if r.id not in fired]
         if exclusions:
             excluded.append(ExcludedOption(option.id, option.title, tuple(exclusions)))
             continue
-        rationale = [_reason(r) for r in rules if r.kind in ("require", "prefer", "deprefer") and r.id in fired]
-        score = sum(r.signed_weight for r in rules if r.id in fired)
-        cautions = tuple(_reason(r) for r in rules if r.kind == "caution" and r.id in fired)
-        next_steps = tuple(_reason(r) for r in rules if r.kind == "next_step" and r.id in fired)
-        ranked.append(
-            (
-                -score,
-                index,
-                RankedOption(option.id, 0, option.title, option.summary, score, tuple(rationale), cautions, next_steps),
-            )
-        )
+        rationale = tuple(reason for rid, _, reason in plan.scored if rid in fired)
+        score = sum(weight for rid, weight, _ in plan.scored if rid in fired)
+        cautions = tuple(reason for rid, reason in plan.cautions if rid in fired)
+        next_steps = tuple(reason for rid, reason in plan.next_steps if rid in fired)
+        ranked.append((-score, index, RankedOption(option.id, 0, option.title, option.summary, score, rationale, cautions, next_steps)))
     ranked.sort(key=lambda t: (t[0], t[1]))
     options = tuple(
         RankedOption(o.id, n, o.title, o.summary, o.score, o.rationale, o.cautions, o.next_steps)
