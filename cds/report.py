@@ -353,6 +353,8 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, 
                 "title": o.title,
                 "summary": o.summary,
                 "score": o.score,
+                # options with the same score: their relative order is the catalogue's, not a clinical preference
+                "tied_with": [t.id for t in ev.ranking.options if t.score == o.score and t.id != o.id],
                 "why": "; ".join(r.title for r in o.rationale if r.weight > 0) or "eligible; no preference rule applies",
                 "rationale": [_reason(r) for r in o.rationale],
                 "cautions": [_reason(r) for r in o.cautions],

@@ -89,3 +89,12 @@ def test_markdown_keeps_apostrophes_and_entities_intact(evaluator):
     md = render(build_report(evaluator.evaluate(evaluator.parse(data)), FIXED), "markdown")
     assert "O&#39;Brien &lt;b&gt; &amp; co \\#1" in md
     assert "&\\#" not in md
+
+
+def test_tied_scores_are_marked(evaluator):
+    report = build_report(evaluator.evaluate(evaluator.parse(load_case("prior_belantamab_cart_candidate"))), FIXED)
+    tied = {o["id"]: o["tied_with"] for o in report["options"]}
+    assert set(tied["bcma_car_t"]) == {"bcma_bispecific", "clinical_trial"}
+    assert tied["gprc5d_bispecific"] == []
+    md = render(report, "markdown")
+    assert "20 (tie)" in md
