@@ -92,7 +92,12 @@ def _path(loc: tuple[Any, ...]) -> str:
 
 
 def _describe(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    """A short, never-failing description of a bad value for an error message."""
+    if isinstance(value, dict):
+        return f"with {len(value)} key(s)"
+    if isinstance(value, list):
+        return f"with {len(value)} item(s)"
+    text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -131,16 +136,41 @@ def _error_message(err: dict[str, Any]) -> tuple[str, str]:
     return field, err["msg"].removeprefix("Value error, ")
 
 
-def _reject_non_finite(value: Any, path: str = "") -> None:
-    """JSON allows NaN/Infinity in Python's parser: refuse them with a field name."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ProfileError(path or "(profile)", "must be a finite number")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _reject_non_finite(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _reject_non_finite(v, f"{path}[{i}]")
+MAX_DEPTH = 32  # a profile is at most 4 levels deep; anything far deeper is not a profile
+
+
+def _check_structure(value: Any) -> None:
+    """Refuse NaN/Infinity (Python's JSON parser accepts them) and absurd nesting, naming the field.
+
+    Iterative, so that no input can exhaust the interpreter's recursion limit.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ProfileError(path or "(profile)", f"nested too deeply (more than {MAX_DEPTH} levels)")
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ProfileError(path or "(profile)", "must be a finite number")
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a key given twice is an error, not 'the last one wins'."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def parse_profile(data: Any, vocabulary: Vocabulary) -> PatientProfile:
@@ -203,14 +233,16 @@ def check_agents(profile: PatientProfile, vocabulary: Vocabulary) -> None:
 
 def load_profile_text(text: str, vocabulary: Vocabulary) -> PatientProfile:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_object)
+    except _DuplicateKey as exc:
+        raise ProfileError("(file)", f"the key {exc.key!r} appears twice in one JSON object; every field must be given once") from None
     except json.JSONDecodeError as exc:
         raise ProfileError("(file)", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
         raise ProfileError("(file)", "not valid JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer with thousands of digits
         raise ProfileError("(file)", f"not valid JSON: {exc}") from None
-    _reject_non_finite(data)
+    _check_structure(data)
     return parse_profile(data, vocabulary)
 
 

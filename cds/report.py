@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
+from .errors import InputError
 from .evaluate import Evaluation
 from .evidence import MEASURE_LABELS, EvidenceEntry
 from .facts import FACTS
@@ -25,7 +26,7 @@ from .ranking import Reason
 from .resources import templates_dir
 from .timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL, category
 from .timeline import layout as timeline_layout
-from .unknowns import _field_description
+from .unknowns import field_description
 
 FORMAT_VERSION = "cds-evaluation/1"
 DISCLAIMER = (
@@ -36,15 +37,30 @@ DISCLAIMER = (
 
 
 def evaluation_time(fixed: str | None = None) -> str:
-    """ISO-8601 UTC time of the evaluation; fixed by the argument or SOURCE_DATE_EPOCH for reproducible output."""
-    if fixed:
-        return fixed
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch and epoch.isdigit():
-        moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+    """ISO-8601 UTC time of the evaluation, e.g. ``2026-01-01T00:00:00Z``.
+
+    Fixed by `fixed` (``--timestamp``: an ISO-8601 date-time; without a zone it
+    is taken as UTC) or by ``SOURCE_DATE_EPOCH`` (seconds since 1970) for
+    reproducible output. An unreadable value is an input error, never ignored.
+    """
+    if fixed is not None:
+        try:
+            moment = _dt.datetime.fromisoformat(fixed.strip())
+        except ValueError:
+            raise InputError(f"--timestamp: {fixed!r} is not an ISO-8601 date-time (e.g. 2026-01-01T00:00:00Z)") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=_dt.timezone.utc)
+    elif "SOURCE_DATE_EPOCH" in os.environ:
+        epoch = os.environ["SOURCE_DATE_EPOCH"].strip()
+        if not epoch.isdigit():
+            raise InputError(f"SOURCE_DATE_EPOCH: {epoch!r} is not a whole number of seconds since 1970")
+        try:
+            moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise InputError(f"SOURCE_DATE_EPOCH: {epoch} is out of range") from None
     else:
         moment = _dt.datetime.now(tz=_dt.timezone.utc)
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _reason(r: Reason) -> dict[str, Any]:
@@ -469,7 +485,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, 
         "unknown_facts_affecting_ranking": [unknown(u) for u in ev.unknown_facts if not u.changes_top],
         "unknown_facts_without_effect": list(ev.unknown_without_effect),
         "unknown_facts_without_effect_described": [
-            {"field": f, "description": _field_description(f)} for f in ev.unknown_without_effect
+            {"field": f, "description": field_description(f)} for f in ev.unknown_without_effect
         ],
         "fired_rules": sorted(ev.fired),
         "settings_used": settings_used,

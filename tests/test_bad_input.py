@@ -124,3 +124,25 @@ def test_implausibly_large_numbers_are_out_of_range(tmp_path, field, value):
         data[field] = value
     result, out = run(tmp_path, json.dumps(data))
     assert result.exit_code == 2 and field in result.stderr and "out of range" in result.stderr
+
+
+def test_a_key_given_twice_is_an_error_not_last_one_wins(tmp_path):
+    text = json.dumps(base())[:-1] + ', "age": 19}'
+    result, out = run(tmp_path, text)
+    assert result.exit_code == 2 and not out.exists()
+    assert "'age' appears twice" in result.stderr
+
+
+@pytest.mark.parametrize("depth", [40, 970, 974, 5000])
+def test_deeply_nested_values_are_input_errors(tmp_path, depth):
+    text = '{"patient_id": "x", "age": ' + "[" * depth + "]" * depth + ', "ecog": 1, "prior_lines": []}'
+    result, out = run(tmp_path, text)
+    assert result.exit_code == 2, result.stderr
+    assert "nested too deeply" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_nested_value_in_a_typed_field_is_described_briefly(tmp_path):
+    data = base()
+    data["age"] = [[[1]]]
+    result, _ = run(tmp_path, json.dumps(data))
+    assert result.exit_code == 2 and "age: expected an integer, got list with 1 item(s)" in result.stderr

@@ -98,3 +98,47 @@ def test_tied_scores_are_marked(evaluator):
     assert tied["gprc5d_bispecific"] == []
     md = render(report, "markdown")
     assert "20 (tie)" in md
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"), ("2026-01-01T02:30:00+02:00", "2026-01-01T00:30:00Z"), ("2026-03-04", "2026-03-04T00:00:00Z")],
+)
+def test_timestamp_is_normalised_to_utc(value, expected):
+    from cds.report import evaluation_time
+
+    assert evaluation_time(value) == expected
+
+
+@pytest.mark.parametrize("args, env", [(["--timestamp", "not-a-time<script>"], {}), ([], {"SOURCE_DATE_EPOCH": "abc"}), ([], {"SOURCE_DATE_EPOCH": "-5"})])
+def test_bad_timestamp_is_an_input_error(args, env, monkeypatch):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    result = cli("evaluate", str(PROFILES / "frail_ecog3.json"), "-f", "json", *args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert ("--timestamp" if args else "SOURCE_DATE_EPOCH") in result.stderr and "Traceback" not in result.stderr
+
+
+def test_source_date_epoch_fixes_the_time(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    result = cli("evaluate", str(PROFILES / "frail_ecog3.json"), "-f", "json")
+    assert json.loads(result.stdout)["evaluated_at"] == "1970-01-01T00:00:00Z"
+
+
+def test_same_output_across_processes_and_hash_seeds():
+    """Set and dict ordering must not leak into the output: compare separate processes with different seeds."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = []
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run(
+            [sys.executable, "-m", "cds.cli", "evaluate", str(PROFILES / "unknowns_not_assessed.json"),
+             "--rules", str(RULES), "--format", "json", "--timestamp", FIXED],
+            capture_output=True, text=True, env=env, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1] == outputs[2]

@@ -68,3 +68,13 @@ def test_broken_yaml_names_the_file(rules_copy):
 def test_unknown_is_not_false_in_conditions():
     cond = parse_condition({"any": ["ecog >= 3", "frailty is unknown"]}, "when")
     assert cond.text() == "ecog >= 3 or frailty is unknown"
+
+
+def test_a_duplicated_key_in_a_rule_file_is_an_error(rules_copy):
+    path = rules_copy / "eligibility.yaml"
+    text = path.read_text()
+    marker = "  - id: ELIG-CART-001\n"
+    assert marker in text
+    path.write_text(text.replace(marker, marker + "    options: [bcma_bispecific]\n", 1))
+    problems = problems_of(rules_copy)
+    assert any(p.startswith("eligibility.yaml: not valid YAML") and "duplicate key 'options'" in p for p in problems), problems

@@ -231,6 +231,11 @@ def test_car_t_delivery_and_profile_access(evaluator, tmp_path, access, delivere
         ),
         ("- just\n- a list\n", "expected a mapping"),
         ("name: [unclosed\n", "not valid YAML"),
+        (
+            "name: x\ndescription: y\ncar_t_delivered_on_site: true\ncar_t_referral_possible: true\n"
+            "availability:\n  bcl2_inhibitor: {available: false, note: no}\n  bcl2_inhibitor: {available: true}\n",
+            "found duplicate key 'bcl2_inhibitor'",
+        ),
     ],
 )
 def test_bad_site_file_exits_2_naming_file_and_field(tmp_path, content, expected):
