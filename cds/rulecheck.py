@@ -53,7 +53,7 @@ from .ruleset import (
     RuleSet,
     RuleSpec,
     SettingsFile,
-    _validation_lines,
+    validation_lines,
     check_leaf,
     leaves,
     load_ruleset,
@@ -367,7 +367,7 @@ def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures:
             options = OptionsFile.model_validate(raw_opts).options
             option_ids = [o.id for o in options]
         except ValidationError as exc:
-            for p in _validation_lines("catalog/options.yaml", exc, raw_opts):
+            for p in validation_lines("catalog/options.yaml", exc, raw_opts):
                 report.add(p)
             items = raw_opts.get("options") if isinstance(raw_opts, dict) else None
             option_ids = [o["id"] for o in items or [] if isinstance(o, dict) and isinstance(o.get("id"), str)]
@@ -385,7 +385,7 @@ def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures:
         try:
             settings = dict(SettingsFile.model_validate(raw_settings).settings)
         except ValidationError as exc:
-            for p in _validation_lines("catalog/settings.yaml", exc, raw_settings):
+            for p in validation_lines("catalog/settings.yaml", exc, raw_settings):
                 report.add(p)
             raw_map = raw_settings.get("settings") if isinstance(raw_settings, dict) else None
             for name, spec in (raw_map or {}).items() if isinstance(raw_map, dict) else []:
@@ -413,7 +413,7 @@ def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures:
         try:
             header = RuleFile.model_validate(raw)
         except ValidationError as exc:
-            for p in _validation_lines(label, exc, raw):
+            for p in validation_lines(label, exc, raw):
                 report.add(p)
         if not isinstance(raw, dict):
             continue
@@ -483,6 +483,17 @@ def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures:
                         reason = impossibility(condition)
                         if reason:
                             report.add(f"{where} when: can never hold: {reason}")
+                        fields = sorted(
+                            {FACTS[leaf.fact].input_field or leaf.fact for leaf in leaves(condition)
+                             if leaf.fact in FACTS and FACTS[leaf.fact].may_be_unknown}
+                        )
+                        ranking_kinds = ("require", "exclude", "prefer", "deprefer")
+                        if len(fields) > 1 and spec is not None and spec.status != "retired" and spec.kind in ranking_kinds:
+                            # the unknown-fact analysis varies one missing field at a time
+                            report.warnings.append(
+                                f"{where} when: reads {len(fields)} fields that can be unknown ({', '.join(fields)}); "
+                                "the unknown-facts analysis varies one field at a time and cannot show their joint effect"
+                            )
             if spec is None or spec.status == "retired":
                 continue
             fx = spec.fixtures

@@ -301,8 +301,10 @@ def _read_yaml(path: Path, label: str) -> object:
         raise RuleSetError([f"{label}: not valid YAML: {exc}"]) from None
 
 
-def _validation_lines(label: str, exc: ValidationError, raw: object) -> list[str]:
+def validation_lines(label: str, exc: ValidationError, raw: object) -> list[str]:
+    """One line per schema error of a rule or catalogue file (shared with cds.rulecheck)."""
     return validation_problems(label, exc, raw, "rules", "rule")
+
 
 def check_leaf(leaf: Leaf) -> str | None:
     """Type-check a leaf against the fact catalogue. Returns a problem or None."""
@@ -336,7 +338,7 @@ def load_ruleset(directory: Path) -> RuleSet:
     try:
         options = OptionsFile.model_validate(raw_opts).options
     except ValidationError as exc:
-        raise RuleSetError(_validation_lines("catalog/options.yaml", exc, raw_opts)) from None
+        raise RuleSetError(validation_lines("catalog/options.yaml", exc, raw_opts)) from None
     option_ids = [o.id for o in options]
     for oid in sorted({o for o in option_ids if option_ids.count(o) > 1}):
         problems.append(f"catalog/options.yaml: duplicate option ID {oid!r}")
@@ -349,7 +351,7 @@ def load_ruleset(directory: Path) -> RuleSet:
     try:
         settings = SettingsFile.model_validate(raw_settings).settings
     except ValidationError as exc:
-        raise RuleSetError(_validation_lines("catalog/settings.yaml", exc, raw_settings)) from None
+        raise RuleSetError(validation_lines("catalog/settings.yaml", exc, raw_settings)) from None
     for name in settings:
         if not re.match(r"^[a-z][a-z0-9_]*$", name):
             problems.append(f"catalog/settings.yaml: setting name {name!r} must be lower_snake_case")
@@ -367,7 +369,7 @@ def load_ruleset(directory: Path) -> RuleSet:
         try:
             rf = RuleFile.model_validate(raw)
         except ValidationError as exc:
-            problems.extend(_validation_lines(label, exc, raw))
+            problems.extend(validation_lines(label, exc, raw))
             continue
         if rf.code in codes:
             problems.append(f"{label}: family code {rf.code} is also used by {codes[rf.code]}")

@@ -46,7 +46,7 @@ class UnknownFact:
     effects: tuple[Effect, ...]  # only the values that change something
 
 
-def _field_description(field: str) -> str:
+def field_description(field: str) -> str:
     if field == "cytogenetics":
         return "Cytogenetics (FISH) result"
     for spec in FACTS.values():
@@ -270,7 +270,7 @@ def summarize(
                 )
             )
     result = [
-        UnknownFact(field, _field_description(field), flags[field][0], flags[field][1], tuple(by_field[field]))
+        UnknownFact(field, field_description(field), flags[field][0], flags[field][1], tuple(by_field[field]))
         for field in by_field
         if flags[field][1]
     ]

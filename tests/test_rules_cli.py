@@ -301,3 +301,16 @@ def test_cli_show_unknown_rule():
     result = runner.invoke(app, ["rules", "show", "ELIG-CART-02", "--rules", str(RULES)])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: unknown rule ID 'ELIG-CART-02'") and "ELIG-CART-002" in result.stderr
+
+
+def test_a_ranking_rule_reading_two_unknowable_fields_is_warned(folder):
+    edit(folder, _set(0, when={"any": ["ecog >= 3", "frailty == frail", "organ_function_adequate == false"]}))
+    report = check(folder)
+    assert report.problems == []
+    joint = [w for w in report.warnings if "cannot show their joint effect" in w]
+    assert len(joint) == 1 and "frailty, organ_function_adequate" in joint[0]
+
+
+def test_a_caution_reading_two_unknowable_fields_is_not_warned(folder):
+    edit(folder, _set(0, kind="caution", when={"any": ["frailty == frail", "organ_function_adequate == false"]}))
+    assert not [w for w in check(folder).warnings if "joint effect" in w]
