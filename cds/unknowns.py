@@ -121,6 +121,10 @@ class Outcome:
         return f"Outcome(top={self.top!r}, order={self._order!r}, excluded={sorted(self._excluded)!r})"
 
 
+#: rule kinds that take part in the ranking decision (cautions and next steps never do)
+DECIDING_KINDS = frozenset({"require", "exclude", "prefer", "deprefer"})
+
+
 class VariantPlanner:
     """Precomputes, per rule set, the distinguishable values of each unknowable field."""
 
@@ -149,8 +153,13 @@ class VariantPlanner:
         for index, (oid, excl, req, weights) in enumerate(self._options):
             for r in {*excl, *req, *(r for r, _ in weights)}:
                 self._rule_options[r] = (*self._rule_options.get(r, ()), index)
+        # Only the facts of rules that decide (require/exclude/prefer/deprefer) can change the
+        # ranking: a field read only by cautions or next steps is never varied, and only the
+        # thresholds of deciding rules cut a lab's range into distinguishable intervals.
         used: dict[str, list] = {}
         for rule in ruleset.rules:
+            if rule.kind not in DECIDING_KINDS:
+                continue
             for leaf in leaves(rule.condition):
                 used.setdefault(leaf.fact, []).append(leaf)
         self.used_facts = frozenset(used)
