@@ -59,6 +59,7 @@ class Vocabulary:
     def __init__(self, spec: VocabularyFile):
         self.classes = dict(spec.classes)
         self._by_key: dict[str, Drug] = {}
+        self._memo: dict[str, Drug | None] = {}  # raw name as written -> drug (lookup is on every evaluation's hot path)
         self._regimens = {_key(k): (k, v) for k, v in spec.regimens.items()}
         problems = []
         for d in spec.drugs:
@@ -84,7 +85,13 @@ class Vocabulary:
         self.drugs: tuple[Drug, ...] = tuple(sorted({d.name: d for d in self._by_key.values()}.values(), key=lambda d: d.name))
 
     def lookup(self, name: str) -> Drug | None:
-        return self._by_key.get(_key(name))
+        try:
+            return self._memo[name]
+        except KeyError:
+            drug = self._memo[name] = self._by_key.get(_key(name))
+            if len(self._memo) > 10_000:  # bounded: arbitrary input cannot grow it without limit
+                self._memo.clear()
+            return drug
 
     def regimen(self, name: str) -> tuple[str, list[str]] | None:
         return self._regimens.get(_key(name))
