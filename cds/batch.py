@@ -10,7 +10,14 @@ parent when processes are forked, compiled once at start otherwise).
 
 Every record gives exactly one output line: the evaluation (compact form of the
 `cds evaluate --format json` report) or an error record carrying the same
-message `cds evaluate` prints for that profile. A blank line is an error record.
+message `cds evaluate` prints for that profile, except that a JSONL record's
+JSON or UTF-8 problem is reported for the field ``(line)`` where `cds evaluate`
+says ``(file)``. A blank line is an error record. In a folder, every entry named
+``*.json`` (any case) is a record: one that is not a readable regular file (a
+broken symbolic link, a FIFO, a folder named ``x.json``) gives an invalid record.
+
+A worker process that dies (killed by the system when out of memory, a crash in
+the rules engine's C core) stops the run with `WorkerLost` (exit code 3).
 """
 
 from __future__ import annotations
@@ -18,13 +25,18 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
+import stat
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import CdsError, ProfileError
+from .errors import EXIT_INTERNAL, CdsError, InputError, ProfileError
 
 FORMAT_VERSION = "cds-batch/1"
 CHUNK = 128  # records per task sent to a worker
@@ -52,7 +64,9 @@ def count_records(source: Path) -> int | None:
 
 
 def _profile_files(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.name.endswith(".json") and e.is_file())
+    """Every entry named *.json (any case), whatever it is: one that is not a profile file is an invalid record."""
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.name.lower().endswith(".json"))
 
 
 def read_records(source: Path) -> Iterator[Record]:
@@ -69,18 +83,23 @@ def read_records(source: Path) -> Iterator[Record]:
 def check_input(source: Path) -> None:
     """Usage errors before anything starts (exit 2)."""
     if not source.exists():
-        raise UsageError(f"input {source}: no such file or folder")
-    if source.is_dir():
-        return
+        raise InputError(f"input {source}: no such file or folder")
     try:
+        if source.is_dir():
+            _profile_files(source)
+            return
+        if not source.is_file():
+            raise InputError(f"input {source}: not a regular file or folder")
         with source.open("rb"):
             pass
     except OSError as exc:
-        raise UsageError(f"input {source}: cannot be read ({exc.strerror})") from None
+        raise InputError(f"input {source}: cannot be read ({exc.strerror})") from None
 
 
-class UsageError(CdsError):
-    exit_code = 2
+class WorkerLost(CdsError):
+    """A worker process died (killed, out of memory, crashed): the run stops, nothing is written."""
+
+    exit_code = EXIT_INTERNAL
 
 
 # --------------------------------------------------------------------------- one record (in a worker)
@@ -90,19 +109,51 @@ def _line_text(raw: bytes, line_no: int) -> str:
     try:
         text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
     except UnicodeDecodeError as exc:
-        raise ProfileError("(file)", f"not UTF-8 text (byte {exc.start})") from None
+        raise ProfileError("(line)", f"not UTF-8 text (byte {exc.start})") from None
     text = text.rstrip("\r\n")
     if not text.strip():
         raise ProfileError("(line)", "blank line: every line must hold one profile (JSON object)")
     return text
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_profile_file(path: str) -> None:
+    """A folder entry named *.json must be a regular file (never open a FIFO: it would block)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ProfileError("(file)", f"{path}: broken symbolic link (its target {os.readlink(path)} does not exist)") from None
+        raise ProfileError("(file)", f"{path}: no such file") from None
+    except OSError as exc:
+        raise ProfileError("(file)", f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ProfileError("(file)", f"{path}: is a directory, not a profile file")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise ProfileError("(file)", f"{path}: is {kind}, not a profile file")
+
+
 def _load(evaluator, key: tuple[str, Any], payload: Any):
     from .profile import load_profile, load_profile_text
 
     if key[0] == "file":
+        _check_profile_file(payload)
         return load_profile(Path(payload), evaluator.vocabulary)
-    return load_profile_text(_line_text(payload, key[1]), evaluator.vocabulary)
+    try:
+        return load_profile_text(_line_text(payload, key[1]), evaluator.vocabulary)
+    except ProfileError as exc:
+        if exc.field != "(file)":
+            raise
+        # a JSONL record is a line, not a file: same message as `cds evaluate`, but for "(line)"
+        raise ProfileError("(line)", exc.problem) from None
 
 
 def compact(ev, evaluated_at: str) -> dict[str, Any]:
@@ -209,37 +260,74 @@ def preload(rule_dirs: list[str | None], analyze_unknowns: bool) -> None:
         evaluator_for(d, analyze_unknowns)
 
 
+def _worker_init(rule_dirs: list[str | None], analyze_unknowns: bool) -> None:
+    """Worker start: default signal handling (the parent stops the workers), then the rule sets, once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent handles it
+    preload(rule_dirs, analyze_unknowns)
+
+
+def _result(future: Future) -> Any:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise WorkerLost(
+            "a worker process died (killed by the system, e.g. out of memory, or crashed); the run was stopped and no output written"
+        ) from None
+
+
+def _stop_workers(executor: ProcessPoolExecutor) -> None:
+    """Terminate the workers now (an abort: their results are not wanted), then wait for them."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    executor.shutdown(wait=True)
+
+
 def run_ordered(
     fn: Callable[[Any], Any],
     tasks: Iterable[Any],
     jobs: int,
     init: tuple[list[str | None], bool],
 ) -> Iterator[Any]:
-    """fn over tasks on `jobs` processes; results in task order, at most jobs*IN_FLIGHT_PER_JOB tasks queued."""
-    if jobs <= 1:
-        preload(*init)
-        for t in tasks:
-            yield fn(t)
-        return
+    """fn over tasks on `jobs` processes; results in task order, at most jobs*IN_FLIGHT_PER_JOB tasks in flight.
+
+    Tasks are submitted as results are taken (never the whole input at once). A worker that
+    dies raises `WorkerLost`; on any exception, or when the generator is closed early, the
+    workers are terminated.
+    """
     # Build the evaluators here first: a bad rule folder fails once, in the parent,
     # and forked workers inherit the compiled rule sets instead of recompiling them.
     preload(*init)
+    if jobs <= 1:
+        for t in tasks:
+            yield fn(t)
+        return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    ctx = multiprocessing.get_context(method)
-    pool = ctx.Pool(jobs, initializer=preload, initargs=init)
+    executor = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method), initializer=_worker_init, initargs=init)
+    finished = False
     try:
-        pending: deque = deque()
+        pending: deque[Future] = deque()
         limit = jobs * IN_FLIGHT_PER_JOB
         for t in tasks:
-            pending.append(pool.apply_async(fn, (t,)))
+            pending.append(executor.submit(fn, t))
             if len(pending) >= limit:
-                yield pending.popleft().get()
+                yield _result(pending.popleft())
         while pending:
-            yield pending.popleft().get()
-        pool.close()
+            yield _result(pending.popleft())
+        finished = True
     finally:
-        pool.terminate()
-        pool.join()
+        if finished:
+            executor.shutdown(wait=True)
+        else:
+            _stop_workers(executor)
 
 
 @dataclass
@@ -309,11 +397,12 @@ def run_batch(
 ) -> Summary:
     summary = Summary(input=str(source))
     tasks = ((rules, evaluated_at, chunk) for chunk in _chunks(read_records(source), CHUNK))
-    for text, stats in run_ordered(evaluate_chunk, tasks, jobs, ([rules], True)):
-        out.write(text)
-        summary.add(stats)
-        if progress is not None:
-            progress(stats.evaluated + stats.invalid + stats.errors)
+    with closing(run_ordered(evaluate_chunk, tasks, jobs, ([rules], True))) as results:
+        for text, stats in results:
+            out.write(text)
+            summary.add(stats)
+            if progress is not None:
+                progress(stats.evaluated + stats.invalid + stats.errors)
     return summary
 
 
@@ -365,19 +454,20 @@ def run_diff(
     """Stream every record whose outcome differs to `on_change`; return the totals."""
     totals = Counter()
     tasks = ((old_dir, new_dir, chunk) for chunk in _chunks(read_records(source), CHUNK))
-    for rows in run_ordered(diff_chunk, tasks, jobs, ([old_dir, new_dir], False)):
-        for row in rows:
-            totals["records"] += 1
-            if row["status"] != "evaluated":
-                totals["invalid"] += 1
-            else:
-                totals["top_changed"] += row["top_changed"]
-                totals["ranking_changed"] += row["ranking_changed"]
-            if row["changed"]:
-                totals["changed"] += 1
-                on_change(row)
-        if progress is not None:
-            progress(len(rows))
+    with closing(run_ordered(diff_chunk, tasks, jobs, ([old_dir, new_dir], False))) as results:
+        for rows in results:
+            for row in rows:
+                totals["records"] += 1
+                if row["status"] != "evaluated":
+                    totals["invalid"] += 1
+                else:
+                    totals["top_changed"] += row["top_changed"]
+                    totals["ranking_changed"] += row["ranking_changed"]
+                if row["changed"]:
+                    totals["changed"] += 1
+                    on_change(row)
+            if progress is not None:
+                progress(len(rows))
     return {k: totals[k] for k in ("records", "invalid", "changed", "top_changed", "ranking_changed")}
 
 

@@ -7,16 +7,25 @@ message on stderr, never a traceback (set CDS_DEBUG=1 to see one).
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
+import stat
 import sys
 import tempfile
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from .errors import EXIT_INTERNAL, CdsError, ProfileError, RuleSetError
+from .errors import EXIT_INTERNAL, CdsError, InputError, ProfileError, RuleSetError
+
+# Every Path parameter: typer/click check nothing (its checks print a multi-line usage panel);
+# cds's own loaders report a missing, unreadable or wrong kind of path in one `error:` line.
+_PATH = dict(exists=False, file_okay=True, dir_okay=True, readable=False, writable=False, resolve_path=False)
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 app = typer.Typer(
     add_completion=False,
@@ -42,12 +51,36 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind (removing temporary files, stopping workers) and exit."""
+
+
+@contextmanager
+def _sigterm_aborts():
+    """While inside, SIGTERM raises `Terminated` in the main thread instead of killing the process outright."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(fn):
     """Map every error to one message and an exit code; never show a traceback."""
     try:
         return fn()
     except typer.Exit:
         raise
+    except Terminated:
+        _fail("terminated (SIGTERM); nothing written", EXIT_TERMINATED)
     except RuleSetError as exc:
         lines = "\n".join(f"  {p}" for p in exc.problems)
         _fail(f"the rule set is invalid:\n{lines}", exc.exit_code)
@@ -63,34 +96,151 @@ def _run(fn):
         _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with CDS_DEBUG=1 for details", EXIT_INTERNAL)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write the whole report or nothing: a partial report is never left behind."""
-    path = path.expanduser()
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ProfileError("--output", f"folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class OutputFile:
+    """An output file given with an option (``--output``, ``--summary``): the whole text or nothing.
+
+    Constructing it only checks the path (nothing is created), so that every output of a
+    command is checked before any is created; `open()` then creates it. A regular file (new or
+    existing) is written under a temporary name beside it and renamed over it by `commit()`;
+    `abort()` removes the temporary file. A symbolic link is followed: the file it points to
+    is written, the link stays. An existing FIFO or character device is opened and written
+    directly. The file gets the permission bits of the file it replaces, or 0o666 & ~umask.
+    Every problem (a folder, a missing folder, no permission, a full disk, ...) is an
+    InputError naming the option and the path (exit code 2). `None` means standard output.
+    """
+
+    def __init__(self, raw: Optional[str], option: str = "--output"):
+        self.raw, self.option = raw, option
+        self.fh: Any = None
+        self.tmp: Optional[str] = None
+        self.direct = False
+        self.target: Optional[str] = None
+        if raw is None:
+            return
+        if raw == "":
+            raise InputError(f"{option}: the path is empty")
+        path = os.path.expanduser(raw)
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+            st: Optional[os.stat_result] = os.stat(path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                raise self._error(exc) from None
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise InputError(f"{option} {raw}: is a directory")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            self.direct, self.target = True, path  # FIFO, character device: write to it as it is
+            return
+        self.target = os.path.realpath(path)  # through symbolic links: replace the file, not the link
+        self.directory = os.path.dirname(self.target)
+        if not os.path.isdir(self.directory):
+            raise InputError(f"{option} {raw}: folder {self.directory} does not exist")
+        if not os.access(self.directory, os.W_OK | os.X_OK) or (st is not None and not os.access(self.target, os.W_OK)):
+            raise InputError(f"{option} {raw}: cannot write ({os.strerror(errno.EACCES)})")
+        self.mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
+
+    def _error(self, exc: OSError) -> InputError:
+        return InputError(f"{self.option} {self.raw}: cannot write ({exc.strerror or exc})")
+
+    def same_file(self, other: "OutputFile") -> bool:
+        return self.target is not None and self.target == other.target
+
+    def open(self) -> "OutputFile":
+        if self.raw is None:
+            self.fh = sys.stdout
+            return self
+        try:
+            if self.direct:
+                self.fh = open(self.target, "w", encoding="utf-8")  # type: ignore[arg-type]
+                return self
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=self.directory)  # type: ignore[arg-type,type-var]
+            self.fh = os.fdopen(fd, "w", encoding="utf-8")
+            os.fchmod(fd, self.mode)
+        except OSError as exc:
+            self.abort()
+            raise self._error(exc) from None
+        return self
+
+    def write(self, text: str) -> None:
+        if self.raw is None:
+            self.fh.write(text)
+            return
+        try:
+            self.fh.write(text)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def commit(self) -> None:
+        if self.raw is None:
+            self.fh.flush()
+            return
+        try:
+            self.fh.close()
+            if self.tmp is not None:
+                os.replace(self.tmp, self.target)  # type: ignore[arg-type]
+                self.tmp = None
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def abort(self) -> None:
+        """Remove the temporary file (a FIFO or device is just closed); never raises."""
+        if self.raw is None:
+            return
+        if self.fh is not None:
+            try:
+                self.fh.close()
+            except OSError:
+                pass  # the write that failed is reported already
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            self.tmp = None
+
+
+def write_atomically(raw: Optional[str], text: str, option: str = "--output") -> None:
+    """Write the whole text to the file or nothing: a partial file is never left behind."""
+    out = OutputFile(raw, option)
+    try:
+        out.open()
+        out.write(text)
+        out.commit()
+    except BaseException:
+        out.abort()
         raise
 
 
+def _output_option(help: str, *decls: str) -> Any:
+    # str, not Path: typer turns "" into Path(".") and an empty path could not be reported
+    return typer.Option(None, *(decls or ("--output", "-o")), metavar="FILE", help=help, show_default=False)
+
+
+def _check_folder(path: Optional[Path], option: str) -> None:
+    """An option that names a folder: one `error: <option> ...` line if it is not one."""
+    if path is None:
+        return
+    if not path.exists():
+        raise InputError(f"{option} {path}: no such folder")
+    if not path.is_dir():
+        raise InputError(f"{option} {path}: not a folder")
+
+
 def _rules_option() -> Optional[Path]:
-    return typer.Option(None, "--rules", help="Rule folder to use instead of the packaged rules/.", show_default=False)
+    return typer.Option(None, "--rules", help="Rule folder to use instead of the packaged rules/.", show_default=False, **_PATH)
 
 
 @app.command()
 def evaluate(
-    path: Path = typer.Argument(..., help="Patient profile (JSON).", show_default=False),
+    path: Path = typer.Argument(..., help="Patient profile (JSON).", show_default=False, **_PATH),
     format: Format = typer.Option(Format.markdown, "--format", "-f", help="Output format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout."),
+    output: Optional[str] = _output_option("Write the report to FILE instead of stdout (the whole report or nothing)."),
     timestamp: Optional[str] = typer.Option(
         None, "--timestamp", help="Fix the evaluation time (ISO 8601) for reproducible output; SOURCE_DATE_EPOCH works too."
     ),
@@ -101,6 +251,7 @@ def evaluate(
         help="Site settings (YAML): availability, reimbursement and CAR-T delivery at this centre. "
         "Default: the sources' setting shipped with the rules (catalog/site_default.yaml).",
         show_default=False,
+        **_PATH,
     ),
 ) -> None:
     """Rank the treatment options for one patient, with rules, evidence, cautions and exclusions."""
@@ -109,6 +260,8 @@ def evaluate(
         from .evaluate import default_evaluator
         from .report import build_report, render
 
+        out = OutputFile(output)  # checked first: a bad --output fails before the evaluation
+        _check_folder(rules, "--rules")
         evaluator = default_evaluator(str(rules) if rules else None)
         site_settings = None
         if site is not None:
@@ -117,10 +270,13 @@ def evaluate(
             site_settings = load_site(site, evaluator.ruleset)
         profile = evaluator.load(path)
         text = render(build_report(evaluator.evaluate(profile), timestamp, site_settings), format.value)
-        if output is not None:
-            write_atomically(output, text)
-        else:
-            sys.stdout.write(text)
+        try:
+            out.open()
+            out.write(text)
+            out.commit()
+        except BaseException:
+            out.abort()
+            raise
 
     _run(go)
 
@@ -133,6 +289,7 @@ def _load_rules(rules: Optional[Path]):
     from .resources import rules_dir
     from .ruleset import load_ruleset
 
+    _check_folder(rules, "--rules")
     return load_ruleset(rules or rules_dir())
 
 
@@ -167,7 +324,11 @@ def rules_show(
 def rules_check(
     rules: Optional[Path] = _rules_option(),
     profiles: Optional[Path] = typer.Option(
-        None, "--profiles", help="Case folder the fixtures name (default: patient_profiles/ beside the rules, or here).", show_default=False
+        None,
+        "--profiles",
+        help="Case folder the fixtures name (default: patient_profiles/ beside the rules, or here).",
+        show_default=False,
+        **_PATH,
     ),
 ) -> None:
     """Prove the rules consistent: one line per problem (exit 1); uncited evidence is a warning (exit 0)."""
@@ -195,8 +356,8 @@ def rules_check(
 
 @app.command()
 def examples(
-    output_dir: Path = typer.Option(Path("reports/examples"), "--output-dir", help="Folder for the example reports."),
-    profiles: Path = typer.Option(Path("patient_profiles"), "--profiles", help="Folder of the example cases."),
+    output_dir: Path = typer.Option(Path("reports/examples"), "--output-dir", help="Folder for the example reports.", **_PATH),
+    profiles: Path = typer.Option(Path("patient_profiles"), "--profiles", help="Folder of the example cases.", **_PATH),
     check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if the examples are out of date."),
     rules: Optional[Path] = _rules_option(),
 ) -> None:
@@ -205,6 +366,11 @@ def examples(
     def go() -> None:
         from .examples import REGENERATE_COMMAND, render_examples, stale, write_examples
 
+        if not profiles.is_dir():
+            raise InputError(f"--profiles {profiles}: no such folder (run from the checkout root or pass --profiles)")
+        if output_dir.exists() and not output_dir.is_dir():
+            raise InputError(f"--output-dir {output_dir}: not a folder")
+        _check_folder(rules, "--rules")
         expected = render_examples(profiles, rules)
         if check:
             problems = stale(output_dir, expected)
@@ -215,52 +381,13 @@ def examples(
                 raise typer.Exit(1)
             typer.echo(f"{len(expected)} example files up to date in {output_dir}", err=True)
             return
-        changed = write_examples(output_dir, expected)
+        try:
+            changed = write_examples(output_dir, expected)
+        except OSError as exc:
+            raise InputError(f"--output-dir {output_dir}: cannot write ({exc.strerror or exc})") from None
         typer.echo(f"{len(expected)} example files in {output_dir}; {len(changed)} written or removed", err=True)
 
     _run(go)
-
-
-class _StreamedOutput:
-    """An output file written as it goes, renamed into place only when complete (never a partial file)."""
-
-    def __init__(self, path: Optional[Path], option: str = "--output"):
-        from .batch import UsageError
-
-        self.path = path
-        self.tmp: Optional[str] = None
-        if path is None:
-            self.fh = sys.stdout
-            return
-        path = path.expanduser()
-        directory = path.parent if str(path.parent) else Path(".")
-        if path.is_dir():
-            raise UsageError(f"{option} {path}: is a folder, not a file")
-        if not directory.is_dir():
-            raise UsageError(f"{option} {path}: folder {directory} does not exist")
-        try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-        except OSError as exc:
-            raise UsageError(f"{option} {path}: cannot write there ({exc.strerror})") from None
-        self.path = path
-        self.fh = os.fdopen(fd, "w", encoding="utf-8")
-
-    def commit(self) -> None:
-        if self.tmp is None:
-            self.fh.flush()
-            return
-        self.fh.close()
-        os.replace(self.tmp, self.path)  # type: ignore[arg-type]
-        self.tmp = None
-
-    def abort(self) -> None:
-        if self.tmp is not None:
-            self.fh.close()
-            try:
-                os.unlink(self.tmp)
-            except OSError:
-                pass
-            self.tmp = None
 
 
 def _progress(total_of, quiet: bool):
@@ -287,8 +414,18 @@ def _progress(total_of, quiet: bool):
     return bar, total_of()
 
 
+def default_jobs() -> int:
+    """The CPU cores this process may run on (its affinity mask; e.g. a container's CPU set)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _jobs_option():
-    return typer.Option(0, "--jobs", "-j", help="Worker processes (default: one per CPU core).", show_default=False)
+    return typer.Option(
+        default_jobs(), "--jobs", "-j", min=1, help="Worker processes, at least 1 (default: one per CPU core this process may use).", show_default=False
+    )
 
 
 def _with_progress(label: str, source: Path, quiet: bool, work):
@@ -322,9 +459,9 @@ def _with_progress(label: str, source: Path, quiet: bool, work):
 
 @app.command()
 def batch(
-    input: Path = typer.Argument(..., help="JSONL file (one profile per line) or folder of profile JSON files.", show_default=False),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results (JSONL) to FILE instead of stdout."),
-    summary: Optional[Path] = typer.Option(None, "--summary", help="Also write the summary (JSON) to FILE.", show_default=False),
+    input: Path = typer.Argument(..., help="JSONL file (one profile per line) or folder of profile JSON files.", show_default=False, **_PATH),
+    output: Optional[str] = _output_option("Write the results (JSONL) to FILE instead of stdout."),
+    summary: Optional[str] = _output_option("Also write the summary (JSON) to FILE.", "--summary"),
     timestamp: Optional[str] = typer.Option(
         None, "--timestamp", help="Fix the evaluation time (ISO 8601) for reproducible output; SOURCE_DATE_EPOCH works too."
     ),
@@ -332,7 +469,14 @@ def batch(
     jobs: int = _jobs_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
 ) -> None:
-    """Evaluate a cohort: one result line per record, in input order; exit 1 if some records are invalid."""
+    """Evaluate a cohort: one result line per record, in input order; exit 1 if some records are invalid.
+
+    In a folder every *.json entry is a record; one that is not a readable regular file
+    (a broken link, a FIFO, a folder) is an invalid record. An empty input (an empty file,
+    no *.json in the folder) is not an error: a warning on stderr, an empty output, exit 0.
+    A JSONL record's JSON or UTF-8 problem names the field "(line)" (cds evaluate: "(file)").
+    If a worker process dies (e.g. killed when out of memory) the run stops: exit 3, no output.
+    """
 
     def go() -> None:
         from .batch import check_input, run_batch
@@ -340,29 +484,35 @@ def batch(
         from .report import evaluation_time
 
         check_input(input)
+        # every output path is checked before any file is created
+        out = OutputFile(output, "--output")
+        summary_out = OutputFile(summary, "--summary") if summary is not None else None
+        if summary_out is not None and summary_out.same_file(out):
+            raise InputError(f"--summary {summary}: the same file as --output")
+        _check_folder(rules, "--rules")
+        at = evaluation_time(timestamp)
         default_evaluator(str(rules) if rules else None)  # a bad rule folder fails here, once
-        out = _StreamedOutput(output)
-        summary_out = _StreamedOutput(summary, "--summary") if summary is not None else None
         try:
-            result = _with_progress(
-                "evaluating",
-                input,
-                quiet,
-                lambda advance: run_batch(
-                    input, out.fh, str(rules) if rules else None, evaluation_time(timestamp), jobs or os.cpu_count() or 1, advance
-                ),
-            )
-            out.commit()
-            if summary_out is not None:
-                import json
+            with _sigterm_aborts():
+                out.open()
+                if summary_out is not None:
+                    summary_out.open()
+                result = _with_progress(
+                    "evaluating", input, quiet, lambda advance: run_batch(input, out, str(rules) if rules else None, at, jobs, advance)
+                )
+                out.commit()
+                if summary_out is not None:
+                    import json
 
-                summary_out.fh.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
-                summary_out.commit()
+                    summary_out.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+                    summary_out.commit()
         except BaseException:
             out.abort()
             if summary_out is not None:
                 summary_out.abort()
             raise
+        if result.records == 0:
+            typer.echo(f"warning: {input}: no records (an empty file, or no *.json in the folder); the output is empty", err=True)
         if not quiet:
             sys.stderr.write(result.text())
         if result.exit_code:
@@ -373,34 +523,35 @@ def batch(
 
 @app.command("diff-rules")
 def diff_rules(
-    old_rules: Path = typer.Argument(..., metavar="OLD_RULES_DIR", help="The current rule folder.", show_default=False),
-    new_rules: Path = typer.Argument(..., metavar="NEW_RULES_DIR", help="The changed rule folder.", show_default=False),
-    input: Path = typer.Argument(..., help="JSONL file or folder of profile JSON files.", show_default=False),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write every change and the totals (JSON) to FILE."),
+    old_rules: Path = typer.Argument(..., metavar="OLD_RULES_DIR", help="The current rule folder.", show_default=False, **_PATH),
+    new_rules: Path = typer.Argument(..., metavar="NEW_RULES_DIR", help="The changed rule folder.", show_default=False, **_PATH),
+    input: Path = typer.Argument(..., help="JSONL file or folder of profile JSON files.", show_default=False, **_PATH),
+    output: Optional[str] = _output_option("Also write every change and the totals (JSON) to FILE."),
     jobs: int = _jobs_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Which patients' top option (or ranking) changes between two rule sets."""
+    """Which patients' top option (or ranking) changes between two rule sets (an empty input: a warning, exit 0)."""
 
     def go() -> None:
         import json
 
-        from .batch import UsageError, check_input, diff_row_text, evaluator_for, run_diff
+        from .batch import check_input, diff_row_text, evaluator_for, run_diff
 
         check_input(input)
         for d in (old_rules, new_rules):
             if not d.is_dir():
-                raise UsageError(f"rule folder {d}: no such folder")
+                raise InputError(f"rule folder {d}: no such folder")
+        out = OutputFile(output) if output is not None else None
         old_dir, new_dir = str(old_rules), str(new_rules)
         # compiled once here (a bad rule folder fails before anything starts); workers inherit them
         old_ev, new_ev = evaluator_for(old_dir, False), evaluator_for(new_dir, False)
-        out = _StreamedOutput(output) if output is not None else None
         widths = (12, 20, 24, 24, 10)
         header = ("RECORD", "PATIENT", "OLD TOP", "NEW TOP", "CHANGE")
         sys.stdout.write("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip() + "\n")
         first = [True]
-        if out is not None:
-            out.fh.write(
+
+        def header_json() -> str:
+            return (
                 "{"
                 + f'"format": "cds-diff-rules/1", "old_rules": {json.dumps(old_dir)}, "new_rules": {json.dumps(new_dir)}, '
                 + f'"old_ruleset_hash": "{old_ev.ruleset.digest}", "new_ruleset_hash": "{new_ev.ruleset.digest}", '
@@ -411,20 +562,26 @@ def diff_rules(
             cells = diff_row_text(row)
             sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n")
             if out is not None:
-                out.fh.write(("\n" if first[0] else ",\n") + json.dumps(row, ensure_ascii=False))
+                out.write(("\n" if first[0] else ",\n") + json.dumps(row, ensure_ascii=False))
                 first[0] = False
 
         try:
-            totals = _with_progress(
-                "comparing", input, quiet, lambda advance: run_diff(old_dir, new_dir, input, jobs or os.cpu_count() or 1, on_change, advance)
-            )
-            if out is not None:
-                out.fh.write("\n],\n" + f'"totals": {json.dumps(totals)}' + "}\n")
-                out.commit()
+            with _sigterm_aborts():
+                if out is not None:
+                    out.open()
+                    out.write(header_json())
+                totals = _with_progress(
+                    "comparing", input, quiet, lambda advance: run_diff(old_dir, new_dir, input, jobs, on_change, advance)
+                )
+                if out is not None:
+                    out.write("\n],\n" + f'"totals": {json.dumps(totals)}' + "}\n")
+                    out.commit()
         except BaseException:
             if out is not None:
                 out.abort()
             raise
+        if totals["records"] == 0:
+            typer.echo(f"warning: {input}: no records (an empty file, or no *.json in the folder)", err=True)
         sys.stdout.write(
             f"{totals['records']} record(s): top option changed for {totals['top_changed']}, "
             f"ranking changed for {totals['ranking_changed']}, {totals['invalid']} invalid "

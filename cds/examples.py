@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ProfileError
+from .errors import InputError
 
 # Contrasting tumor-board cases: CAR-T first, frail, rapidly progressive,
 # after a BCMA bispecific, first relapse, no CAR-T access with dialysis, and
@@ -42,7 +42,7 @@ def render_examples(profiles_dir: Path, rules: Path | None = None) -> dict[str, 
     for case in EXAMPLE_CASES:
         path = profiles_dir / f"{case}.json"
         if not path.is_file():
-            raise ProfileError("--profiles", f"example case {path} not found (run from the checkout root or pass --profiles)")
+            raise InputError(f"--profiles: example case {path} not found (run from the checkout root or pass --profiles)")
         report = build_report(evaluator.evaluate(evaluator.load(path)), EXAMPLE_TIMESTAMP)
         for fmt, ext in FORMATS:
             out[f"{case}.{ext}"] = render(report, fmt)

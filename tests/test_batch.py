@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -76,7 +82,9 @@ def test_jsonl_one_line_per_record_in_order_with_evaluate_messages(tmp_path, job
             continue
         assert row["status"] == "invalid"
         if text.strip():
-            assert row["error"] == evaluate_message(tmp_path, text)
+            # the same message as `cds evaluate`, except that a JSONL record is a line, not a file
+            assert row["error"] == evaluate_message(tmp_path, text).replace("(file): ", "(line): ")
+            assert "(file)" not in row["error"]
         else:
             assert "blank line" in row["error"]
     assert [r["status"] for r in rows].count("evaluated") == 3
@@ -166,6 +174,14 @@ def test_usage_errors_exit_2_and_write_nothing(tmp_path):
     is_dir = batch(str(src), "-o", str(tmp_path))
     assert is_dir.exit_code == 2
     assert not list(tmp_path.glob(".r.jsonl.*"))
+    # a bad --summary after a good --output: both are checked before either is created
+    out = tmp_path / "r.jsonl"
+    for bad_summary in (str(tmp_path / "no_such_dir" / "s.json"), str(tmp_path), "", str(out)):
+        result = batch(str(src), "-o", str(out), "--summary", bad_summary)
+        assert result.exit_code == 2, (bad_summary, result.output)
+        (line,) = result.output.splitlines()
+        assert line.startswith("error: --summary"), line
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"], bad_summary
 
 
 def _copy_rules_with_weight(tmp_path, rule_id: str, weight: int):
@@ -287,3 +303,188 @@ def test_numbers_in_exponent_form_reach_the_engine_safely(evaluator, value):
     assert evaluator.engine.run([facts]) == [fired_rules(evaluator.ruleset, facts)]
     scoped = evaluator.engine.run_counterfactuals({k: v for k, v in facts.items() if k != "crp_mg_l"}, [("labs.crp_mg_l", {"crp_mg_l": value})])
     assert scoped[1] == fired_rules(evaluator.ruleset, facts)
+
+
+# --------------------------------------------------------------------------- folder entries, empty input, JSONL fields
+
+
+def test_folder_every_json_entry_is_a_record_in_name_order(tmp_path):
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    name = case_names()[0]
+    shutil.copy(PROFILES / f"{name}.json", folder / "b_good.json")
+    shutil.copy(PROFILES / f"{name}.json", folder / "c_upper.JSON")  # the extension in any case
+    (folder / "a_broken_link.json").symlink_to(tmp_path / "gone.json")
+    os.mkfifo(folder / "d_fifo.json")
+    (folder / "e_dir.json").mkdir()
+    (folder / "f_loop.json").symlink_to(folder / "f_loop.json")
+    (folder / "notes.txt").write_text("not a profile", encoding="utf-8")
+    out = tmp_path / "r.jsonl"
+    result = batch(str(folder), "-o", str(out), "-j", "2")
+    assert result.exit_code == 1, result.output
+    rows = {r["file"]: r for r in lines_of(out)}
+    assert list(rows) == ["a_broken_link.json", "b_good.json", "c_upper.JSON", "d_fifo.json", "e_dir.json", "f_loop.json"]
+    assert [r["status"] for r in rows.values()] == ["invalid", "evaluated", "evaluated", "invalid", "invalid", "invalid"]
+    assert "broken symbolic link" in rows["a_broken_link.json"]["problem"]
+    assert "FIFO" in rows["d_fifo.json"]["problem"]
+    assert "is a directory" in rows["e_dir.json"]["problem"]
+    assert "cannot be read" in rows["f_loop.json"]["problem"]
+    for r in rows.values():
+        if r["status"] == "invalid":
+            assert r["field"] == "(file)" and r["error"] == f"invalid patient profile: (file): {r['problem']}"
+            assert str(folder / r["file"]) in r["problem"]
+    assert "6 record(s): 2 evaluated, 4 invalid" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["folder", "empty file"])
+def test_empty_input_is_a_warning_exit_0_and_an_empty_output(tmp_path, kind):
+    if kind == "folder":
+        src = tmp_path / "cases"
+        src.mkdir()
+        (src / "notes.txt").write_text("x", encoding="utf-8")
+    else:
+        src = tmp_path / "empty.jsonl"
+        src.write_bytes(b"")
+    out, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
+    result = batch(str(src), "-o", str(out), "--summary", str(summary), "-j", "2")
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == b""
+    assert json.loads(summary.read_text(encoding="utf-8"))["records"] == 0
+    (warning,) = [ln for ln in result.stderr.splitlines() if ln.startswith("warning: ")]
+    assert str(src) in warning and "no records" in warning
+    diff = runner.invoke(app, ["diff-rules", str(RULES), str(RULES), str(src), "-j", "1", "-q"])
+    assert diff.exit_code == 0 and "warning: " in diff.stderr
+
+
+def test_jsonl_json_and_utf8_problems_name_the_line_not_a_file(tmp_path):
+    src = tmp_path / "c.jsonl"
+    src.write_bytes(b'{"patient_id": \n' + b'\xff{"a": 1}\n' + b"[1, 2]\n")
+    out = tmp_path / "r.jsonl"
+    assert batch(str(src), "-o", str(out), "-j", "1").exit_code == 1
+    rows = lines_of(out)
+    assert [r["field"] for r in rows] == ["(line)", "(line)", "(profile)"]
+    assert rows[0]["error"].startswith("invalid patient profile: (line): not valid JSON")
+    assert rows[1]["error"] == "invalid patient profile: (line): not UTF-8 text (byte 0)"
+    diff = runner.invoke(app, ["diff-rules", str(RULES), str(RULES), str(src), "-j", "1", "-q"])
+    assert diff.exit_code == 0 and "3 invalid" in diff.stdout
+
+
+# --------------------------------------------------------------------------- worker processes
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def test_run_ordered_keeps_order_and_submits_lazily():
+    from cds import batch as batch_mod
+
+    pulled = []
+
+    def tasks():
+        for i in range(200):
+            pulled.append(i)
+            yield i
+
+    jobs = 2
+    results = batch_mod.run_ordered(_double, tasks(), jobs, ([], False))
+    first = next(results)
+    assert first == 0
+    assert len(pulled) <= jobs * batch_mod.IN_FLIGHT_PER_JOB + 1  # bounded in flight, never the whole input
+    assert [first, *results] == [2 * i for i in range(200)]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as fh:
+                found += [int(x) for x in fh.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_big_batch(tmp_path, jobs: int = 2):
+    src = tmp_path / "big.jsonl"
+    with src.open("w", encoding="utf-8") as fh:
+        for p in _bench_profiles().generate(20_000, seed=11):
+            fh.write(json.dumps(p) + "\n")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = {**os.environ}
+    env.pop("CDS_DEBUG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cds.cli", "batch", str(src), "--rules", str(RULES), "-o", str(out_dir / "r.jsonl"), "-q", "-j", str(jobs)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)
+        if len(workers) >= jobs and list(out_dir.iterdir()):  # workers started, temporary output created
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None and len(workers) >= jobs, "the batch did not start its workers"
+    time.sleep(0.5)  # into the run
+    return proc, workers, out_dir
+
+
+def _finish(proc, workers, out_dir, expected_code):
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        for pid in workers:
+            if _alive(pid):
+                os_kill(pid)
+        proc.communicate()
+        raise AssertionError("cds batch hung") from None
+    assert proc.returncode == expected_code, stderr
+    assert stdout == ""
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert list(out_dir.iterdir()) == [], "a temporary or partial output was left behind"
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "worker processes outlived the batch"
+    return lines[0]
+
+
+def os_kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+
+
+@needs_proc
+def test_a_worker_killed_mid_run_stops_the_batch_with_exit_3(tmp_path):
+    proc, workers, out_dir = _start_big_batch(tmp_path)
+    os_kill(workers[0])  # as the out-of-memory killer would
+    line = _finish(proc, workers, out_dir, 3)
+    assert "worker process died" in line
+
+
+@needs_proc
+def test_sigterm_aborts_cleanly(tmp_path):
+    proc, workers, out_dir = _start_big_batch(tmp_path)
+    os.kill(proc.pid, signal.SIGTERM)
+    line = _finish(proc, workers, out_dir, 128 + signal.SIGTERM)
+    assert "terminated" in line
