@@ -13,9 +13,8 @@ import datetime as _dt
 import json
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
 from .errors import InputError
@@ -27,6 +26,9 @@ from .resources import templates_dir
 from .timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL, category
 from .timeline import layout as timeline_layout
 from .unknowns import field_description
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 FORMAT_VERSION = "cds-evaluation/1"
 DISCLAIMER = (
@@ -545,8 +547,11 @@ _ENV: Environment | None = None
 
 
 def environment() -> Environment:
+    """The Jinja environment, created on first use (JSON output never imports Jinja: faster start-up)."""
     global _ENV
     if _ENV is None:
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
         env = Environment(
             loader=FileSystemLoader(str(templates_dir())),
             autoescape=select_autoescape(enabled_extensions=("html", "md", "j2"), default_for_string=True, default=True),
