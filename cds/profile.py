@@ -142,19 +142,41 @@ MAX_DEPTH = 32  # a profile is at most 4 levels deep; anything far deeper is not
 def _check_structure(value: Any) -> None:
     """Refuse NaN/Infinity (Python's JSON parser accepts them) and absurd nesting, naming the field.
 
-    Iterative, so that no input can exhaust the interpreter's recursion limit.
+    Iterative, so that no input can exhaust the interpreter's recursion limit. A
+    cheap pass without paths runs on every profile; the field is named only when
+    there is a problem.
     """
-    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
-        node, path, depth = stack.pop()
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                break
+            continue
+        elif not isinstance(node, list):
+            continue
+        if depth >= MAX_DEPTH and len(node):  # its items would be deeper than MAX_DEPTH
+            break
+        stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list, float)))
+    else:
+        return
+    _name_structure_problem(value)
+
+
+def _name_structure_problem(value: Any) -> None:
+    paths: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while paths:
+        node, path, depth = paths.pop()
         if depth > MAX_DEPTH:
             raise ProfileError(path or "(profile)", f"nested too deeply (more than {MAX_DEPTH} levels)")
         if isinstance(node, float) and not math.isfinite(node):
             raise ProfileError(path or "(profile)", "must be a finite number")
         if isinstance(node, dict):
-            stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in node.items())
+            paths.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in node.items())
         elif isinstance(node, list):
-            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
+            paths.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
 
 
 class _DuplicateKey(ValueError):
