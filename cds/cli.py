@@ -176,6 +176,16 @@ class OutputFile:
         except OSError as exc:
             raise self._error(exc) from None
 
+    def write_all(self, text: str) -> None:
+        """Open, write the whole text and commit; on any failure remove what was started."""
+        try:
+            self.open()
+            self.write(text)
+            self.commit()
+        except BaseException:
+            self.abort()
+            raise
+
     def commit(self) -> None:
         if self.raw is None:
             self.fh.flush()
@@ -207,14 +217,7 @@ class OutputFile:
 
 def write_atomically(raw: Optional[str], text: str, option: str = "--output") -> None:
     """Write the whole text to the file or nothing: a partial file is never left behind."""
-    out = OutputFile(raw, option)
-    try:
-        out.open()
-        out.write(text)
-        out.commit()
-    except BaseException:
-        out.abort()
-        raise
+    OutputFile(raw, option).write_all(text)
 
 
 def _output_option(help: str, *decls: str) -> Any:
@@ -270,13 +273,7 @@ def evaluate(
             site_settings = load_site(site, evaluator.ruleset)
         profile = evaluator.load(path)
         text = render(build_report(evaluator.evaluate(profile), timestamp, site_settings), format.value)
-        try:
-            out.open()
-            out.write(text)
-            out.commit()
-        except BaseException:
-            out.abort()
-            raise
+        out.write_all(text)
 
     _run(go)
 

@@ -257,46 +257,34 @@ def _synopsis(ev: Evaluation) -> list[str]:
     return out
 
 
-# Derived facts in the order a case is presented: disease status first, then detail.
-_CASE_FACT_ORDER = (
-    "prior_line_count",
-    "prior_autologous_transplant",
-    "triple_class_exposed",
-    "triple_class_refractory",
-    "penta_refractory",
-    "refractory_to_last_line",
-    "refractory_lenalidomide",
-    "partner_imid_available",
-    "partner_pi_available",
-    "bcma_exposed",
-    "bcma_refractory",
-    "bcma_adc_exposed",
-    "bcma_adc_refractory",
-    "bcma_bispecific_exposed",
-    "bcma_bispecific_refractory",
-    "bcma_car_t_exposed",
-    "bcma_car_t_refractory",
-    "gprc5d_exposed",
-    "gprc5d_refractory",
-    "t_cell_redirecting_exposed",
-    "high_risk_cytogenetics",
+# Derived facts in the order a case is presented (disease status first, then detail), and
+# whether each is always shown with its derivation, even when false (the derivation says what
+# is missing); the other false facts are listed in one line.
+_CASE_FACTS: tuple[tuple[str, bool], ...] = (
+    ("prior_line_count", True),
+    ("prior_autologous_transplant", True),
+    ("triple_class_exposed", True),
+    ("triple_class_refractory", True),
+    ("penta_refractory", True),
+    ("refractory_to_last_line", True),
+    ("refractory_lenalidomide", False),
+    ("partner_imid_available", True),
+    ("partner_pi_available", True),
+    ("bcma_exposed", True),
+    ("bcma_refractory", False),
+    ("bcma_adc_exposed", False),
+    ("bcma_adc_refractory", False),
+    ("bcma_bispecific_exposed", False),
+    ("bcma_bispecific_refractory", False),
+    ("bcma_car_t_exposed", False),
+    ("bcma_car_t_refractory", False),
+    ("gprc5d_exposed", True),
+    ("gprc5d_refractory", False),
+    ("t_cell_redirecting_exposed", False),
+    ("high_risk_cytogenetics", True),
 )
-# Always shown with their derivation, even when false (the derivation says what is missing).
-_KEY_CASE_FACTS = frozenset(
-    {
-        "prior_line_count",
-        "prior_autologous_transplant",
-        "triple_class_exposed",
-        "triple_class_refractory",
-        "penta_refractory",
-        "refractory_to_last_line",
-        "partner_imid_available",
-        "partner_pi_available",
-        "bcma_exposed",
-        "gprc5d_exposed",
-        "high_risk_cytogenetics",
-    }
-)
+_CASE_FACT_ORDER = tuple(name for name, _ in _CASE_FACTS)
+_KEY_CASE_FACTS = frozenset(name for name, always in _CASE_FACTS if always)
 
 
 def _case_facts(ev: Evaluation) -> dict[str, list[dict[str, Any]]]:
