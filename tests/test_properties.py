@@ -167,6 +167,10 @@ def test_4_a_bcma_directed_prior_line_never_moves_a_bcma_option_up(evaluator, pr
     a = evaluate(evaluator, control).ranking
     b = evaluate(evaluator, with_bcma).ranking
     bcma, others = _bcma_options(evaluator.ruleset)
+    # A dual-target product (e.g. GPRC5D/BCMA CAR-T) also hits another antigen: options against that
+    # antigen may rightly fall (antigen exposure/refractoriness), which is not a BCMA effect.
+    also_targets = set(evaluator.vocabulary.lookup(agent).targets) - {"BCMA"}
+    others = [o for o in others if not also_targets & set(evaluator.ruleset.option(o).targets)]
     for x, y in itertools.product(bcma, others):
         before, after = relation(a, x, y), relation(b, x, y)
         assert after <= before, (
