@@ -215,11 +215,6 @@ class OutputFile:
             self.tmp = None
 
 
-def write_atomically(raw: Optional[str], text: str, option: str = "--output") -> None:
-    """Write the whole text to the file or nothing: a partial file is never left behind."""
-    OutputFile(raw, option).write_all(text)
-
-
 def _output_option(help: str, *decls: str) -> Any:
     # str, not Path: typer turns "" into Path(".") and an empty path could not be reported
     return typer.Option(None, *(decls or ("--output", "-o")), metavar="FILE", help=help, show_default=False)

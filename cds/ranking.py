@@ -101,7 +101,8 @@ class _OptionPlan:
 _PLANS: dict[int, tuple[RuleSet, tuple[_OptionPlan, ...]]] = {}
 
 
-def _plans(ruleset: RuleSet) -> tuple[_OptionPlan, ...]:
+def option_plans(ruleset: RuleSet) -> tuple[_OptionPlan, ...]:
+    """Per option in catalogue order, its rules by kind (cached per rule set; also used by cds.unknowns)."""
     cached = _PLANS.get(id(ruleset))
     if cached is not None and cached[0] is ruleset:
         return cached[1]
@@ -126,7 +127,7 @@ def _plans(ruleset: RuleSet) -> tuple[_OptionPlan, ...]:
 def rank(ruleset: RuleSet, fired: frozenset[str], facts: dict[str, FactValue]) -> Ranking:
     ranked: list[tuple[int, int, RankedOption]] = []
     excluded: list[ExcludedOption] = []
-    for index, (option, plan) in enumerate(zip(ruleset.options, _plans(ruleset))):
+    for index, (option, plan) in enumerate(zip(ruleset.options, option_plans(ruleset))):
         exclusions = [reason for rid, reason in plan.excludes if rid in fired]
         exclusions += [_unmet_requirement(r, facts) for r in plan.requires if r.id not in fired]
         if exclusions:

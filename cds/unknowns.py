@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .facts import CYTO_FACT, FACTS, HIGH_RISK_CYTOGENETICS, FactValue, Value
 from .profile import CYTOGENETIC_ABNORMALITIES
+from .ranking import option_plans
 from .ruleset import RuleSet, leaves
 
 
@@ -130,24 +131,15 @@ class VariantPlanner:
 
     def __init__(self, ruleset: RuleSet):
         # per option, in catalogue order: (id, exclude rule IDs, require rule IDs, [(rule ID, signed weight)])
-        # -- the same decision as cds.ranking.rank, without building the report's reasons
-        per_option: dict[str, tuple[list[str], list[str], list[tuple[str, int]]]] = {
-            o: ([], [], []) for o in ruleset.option_ids
-        }
-        for rule in ruleset.rules:
-            for oid in rule.options:
-                excl, req, weights = per_option[oid]
-                if rule.kind == "exclude":
-                    excl.append(rule.id)
-                elif rule.kind == "require":
-                    req.append(rule.id)
-                if rule.signed_weight:
-                    weights.append((rule.id, rule.signed_weight))
+        # -- the grouping cds.ranking.rank uses, without the report's reasons
+        plans = option_plans(ruleset)
+        excludes = {o.id: tuple(rid for rid, _ in plan.excludes) for o, plan in zip(ruleset.options, plans)}
+        requires = {o.id: tuple(r.id for r in plan.requires) for o, plan in zip(ruleset.options, plans)}
         self._options = tuple(
-            (o.id, frozenset(per_option[o.id][0]), frozenset(per_option[o.id][1]), tuple(per_option[o.id][2]))
-            for o in ruleset.options
+            (o.id, frozenset(excludes[o.id]), frozenset(requires[o.id]), tuple((rid, w) for rid, w, _ in plan.scored if w))
+            for o, plan in zip(ruleset.options, plans)
         )
-        self._reason_order = {o.id: (tuple(per_option[o.id][0]), tuple(per_option[o.id][1])) for o in ruleset.options}
+        self._reason_order = {o.id: (excludes[o.id], requires[o.id]) for o in ruleset.options}
         # rule -> the positions (in self._options) of the options whose decision it takes part in
         self._rule_options: dict[str, tuple[int, ...]] = {}
         for index, (oid, excl, req, weights) in enumerate(self._options):
