@@ -8,7 +8,7 @@ Prints, on this machine:
 1. in-process evaluation latency (validate + derive + engine + rank, with and
    without the unknown-fact analysis), median and p99 over generated profiles,
    beside the same pipeline with the durable-rules engine replaced by the
-   pure-Python reference interpreter (cds.reference) as the floor;
+   pure-Python reference interpreter (cds.engine.reference) as the floor;
 2. `cds batch` throughput on a generated cohort and the peak memory of the
    whole process tree (sampled from /proc, summed over processes);
 3. cold `cds evaluate --format json` wall time against `python -c pass`.
@@ -48,9 +48,9 @@ class ReferenceEngine:
     """
 
     def __init__(self, ruleset):
-        from cds.engine import fact_scope
-        from cds.reference import fired_rules, holds
-        from cds.ruleset import leaves
+        from cds.engine.durable import fact_scope
+        from cds.engine.reference import fired_rules, holds
+        from cds.knowledge.ruleset import leaves
 
         self.ruleset = ruleset
         self._fired, self._holds = fired_rules, holds
@@ -74,7 +74,7 @@ class ReferenceEngine:
 
 
 def _evaluators():
-    from cds.evaluate import Evaluator
+    from cds.decide.pipeline import Evaluator
 
     engine_full = Evaluator()
     engine_base = Evaluator(analyze_unknowns=False)
@@ -119,8 +119,8 @@ def in_process(n: int) -> dict:
     ):
         rows[label] = _ms(_latencies(e, profiles))
     # the engine step alone (facts already derived), one fact per patient
-    from cds.facts import derive, engine_facts
-    from cds.reference import fired_rules
+    from cds.model.facts import derive, engine_facts
+    from cds.engine.reference import fired_rules
 
     facts = [engine_facts(derive(engine_base.parse(p), engine_base.vocabulary)) for p in profiles[:2000]]
     t = time.perf_counter()
@@ -172,7 +172,7 @@ def batch(n: int, workdir: Path) -> dict:
         for p in generate(n, seed=2):
             fh.write(json.dumps(p, separators=(",", ":")) + "\n")
     out = workdir / "results.jsonl"
-    cmd = [sys.executable, "-m", "cds.cli", "batch", str(src), "--output", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "cds", "batch", str(src), "--output", str(out), "--quiet"]
     peak = [0, 0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = os.getloadavg()[0]
@@ -234,7 +234,7 @@ def _wall(cmd: list[str], runs: int) -> float:
 
 def cold_start(runs: int) -> dict:
     case = ROOT / "patient_profiles" / "fit_tcr_bcma_naive.json"
-    cmd = [sys.executable, "-m", "cds.cli", "evaluate", str(case), "--format", "json"]
+    cmd = [sys.executable, "-m", "cds", "evaluate", str(case), "--format", "json"]
     _wall(cmd, 1)  # writes the bytecode caches
     return {"evaluate_s": _wall(cmd, runs), "python_pass_s": _wall([sys.executable, "-c", "pass"], runs), "runs": runs}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cds.evaluate import Evaluator, default_evaluator
+from cds.decide.pipeline import Evaluator, default_evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "patient_profiles"

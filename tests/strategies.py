@@ -33,9 +33,9 @@ import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from cds.facts import FACTS
-from cds.profile import CYTOGENETIC_ABNORMALITIES
-from cds.ruleset import leaves, load_ruleset
+from cds.model.facts import FACTS
+from cds.model.profile import CYTOGENETIC_ABNORMALITIES
+from cds.knowledge.ruleset import leaves, load_ruleset
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cds.cli import app
+from cds.apps.cli import app
 from conftest import RULES, load_case
 
 runner = CliRunner()

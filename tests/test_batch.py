@@ -16,8 +16,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from cds.cli import app
-from cds.facts import derive, engine_facts
+from cds.apps.cli import app
+from cds.model.facts import derive, engine_facts
 from conftest import PROFILES, ROOT, RULES, case_names, load_case
 
 runner = CliRunner()
@@ -237,7 +237,7 @@ def test_diff_rules_same_rules_no_change(tmp_path):
 
 def test_scoped_counterfactuals_equal_full_engine_runs(evaluator):
     """The engine's scoped variants fire exactly what a full run of every variant fires (and the reference)."""
-    from cds.reference import fired_rules
+    from cds.engine.reference import fired_rules
 
     engine, planner = evaluator.engine, evaluator.planner
     checked = 0
@@ -254,7 +254,7 @@ def test_scoped_counterfactuals_equal_full_engine_runs(evaluator):
 
 
 def test_light_outcome_equals_full_ranking(evaluator):
-    """Evaluation.outcome (what batch and the unknown-fact analysis use) decides exactly as cds.ranking.rank."""
+    """Evaluation.outcome (what batch and the unknown-fact analysis use) decides exactly as cds.decide.ranking.rank."""
     profiles = [load_case(n) for n in case_names()] + list(_bench_profiles().generate(300, seed=5))
     for p in profiles:
         ev = evaluator.evaluate(evaluator.parse(p))
@@ -284,7 +284,7 @@ def test_scoped_variant_outside_its_field_is_refused(evaluator):
 def test_input_hash_is_the_json_mode_canonical_form(evaluator):
     import hashlib
 
-    from cds.evaluate import input_hash
+    from cds.decide.pipeline import input_hash
 
     for p in [load_case(n) for n in case_names()] + list(_bench_profiles().generate(200, seed=8)):
         profile = evaluator.parse(p)
@@ -295,7 +295,7 @@ def test_input_hash_is_the_json_mode_canonical_form(evaluator):
 @pytest.mark.parametrize("value", [1e-05, 2e-07, 1e16, 1e300, 123.5])
 def test_numbers_in_exponent_form_reach_the_engine_safely(evaluator, value):
     """durable-rules' C reader crashes on '1e-05' (exponent without a decimal point): the engine writes '1.0e-05'."""
-    from cds.reference import fired_rules
+    from cds.engine.reference import fired_rules
 
     facts = engine_facts(derive(evaluator.parse(load_case(case_names()[0])), evaluator.vocabulary))
     for name in ("crp_mg_l", "ferritin_ng_ml", "soluble_bcma_ng_ml", "creatinine_clearance_ml_min"):
@@ -377,7 +377,7 @@ def _double(x: int) -> int:
 
 
 def test_run_ordered_keeps_order_and_submits_lazily():
-    from cds import batch as batch_mod
+    from cds.cohort import batch as batch_mod
 
     pulled = []
 
@@ -423,7 +423,7 @@ def _start_big_batch(tmp_path, jobs: int = 2):
     env = {**os.environ}
     env.pop("CDS_DEBUG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cds.cli", "batch", str(src), "--rules", str(RULES), "-o", str(out_dir / "r.jsonl"), "-q", "-j", str(jobs)],
+        [sys.executable, "-m", "cds", "batch", str(src), "--rules", str(RULES), "-o", str(out_dir / "r.jsonl"), "-q", "-j", str(jobs)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

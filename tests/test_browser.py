@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from cds.examples import EXAMPLE_CASES
-from cds.report import build_report, render
+from cds.report.examples import EXAMPLE_CASES
+from cds.report.build import build_report, render
 from conftest import PROFILES, ROOT
 
 pytestmark = pytest.mark.browser
@@ -115,7 +115,7 @@ def run(args: list[str], profile_dir: Path) -> tuple[str, list[str]]:
 
 
 def render_case(case: str, directory: Path) -> tuple[dict, Path]:
-    from cds.evaluate import default_evaluator
+    from cds.decide.pipeline import default_evaluator
     from conftest import RULES
 
     evaluator = default_evaluator(str(RULES))

@@ -24,7 +24,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cds.cli import app
+from cds.apps.cli import app
 from conftest import PROFILES, ROOT, RULES, case_names, load_case
 
 runner = CliRunner()
@@ -178,7 +178,7 @@ def test_write_error_is_exit_2_with_path_and_reason_and_no_temp_file(tmp_path, a
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "result"
-    cmd = [sys.executable, "-m", "cds.cli", *[str(src) if a == "@cohort" else a for a in args], "--output", str(out)]
+    cmd = [sys.executable, "-m", "cds", *[str(src) if a == "@cohort" else a for a in args], "--output", str(out)]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CDS_DEBUG", None)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, preexec_fn=_file_size_limited(4096))

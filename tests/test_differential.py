@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from cds.facts import derive, engine_facts
-from cds.fixtures import fixture_profile
-from cds.reference import fired_rules, holds
-from cds.ruleset import parse_condition
+from cds.model.facts import derive, engine_facts
+from cds.knowledge.fixtures import fixture_profile
+from cds.engine.reference import fired_rules, holds
+from cds.knowledge.ruleset import parse_condition
 from conftest import PROFILES, case_names, load_case
 from strategies import DIFFERENTIAL_N, SETTINGS, profiles, random_fact_dicts, random_profiles
 

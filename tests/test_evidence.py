@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cds.evidence import verify_against_sources
+from cds.knowledge.evidence import verify_against_sources
 from conftest import seeds_dir
 
 
@@ -57,7 +57,7 @@ def figure_problems(rules, registry) -> list[str]:
     """Figures ('ORR 60%', '9.1 months') in rule texts that none of the rule's cited entries contains."""
     import re
 
-    from cds.evidence import normalize_text
+    from cds.knowledge.evidence import normalize_text
 
     figure = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent\b|months?\b|m\b|-month\b|years?\b|-year\b)")
     problems = []

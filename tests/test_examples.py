@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cds.examples import EXAMPLE_CASES, FORMATS, REGENERATE_COMMAND, render_examples, stale
+from cds.report.examples import EXAMPLE_CASES, FORMATS, REGENERATE_COMMAND, render_examples, stale
 from conftest import PROFILES, ROOT, RULES
 
 EXAMPLES = ROOT / "reports" / "examples"

@@ -47,7 +47,7 @@ def test_installed_wheel_evaluates_from_another_folder(wheel, tmp_path):
     code = (
         "import cds, cds.resources as r, sys; "
         "assert str(r.rules_dir()).startswith(sys.argv[1]), r.rules_dir(); "
-        "from cds.cli import main; sys.argv=['cds','evaluate',sys.argv[2],'--format','json']; main()"
+        "from cds.apps.cli import main; sys.argv=['cds','evaluate',sys.argv[2],'--format','json']; main()"
     )
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()

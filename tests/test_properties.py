@@ -26,9 +26,9 @@ from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
 from cds.errors import ProfileError
-from cds.facts import FACTS, derive, engine_facts
-from cds.profile import CYTOGENETIC_ABNORMALITIES
-from cds.ranking import rank
+from cds.model.facts import FACTS, derive, engine_facts
+from cds.model.profile import CYTOGENETIC_ABNORMALITIES
+from cds.decide.ranking import rank
 from conftest import PROFILES, ROOT, RULES, load_case
 from strategies import (
     BCMA_AGENTS,
@@ -290,7 +290,7 @@ def test_7_brute_force_sees_a_known_effect(evaluator):
 _WORKER = r"""
 import json, sys
 from typer.testing import CliRunner
-from cds.cli import app
+from cds.apps.cli import app
 runner = CliRunner()
 for line in sys.stdin:
     args = json.loads(line)

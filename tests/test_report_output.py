@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cds.cli import app
-from cds.report import build_report, render
+from cds.apps.cli import app
+from cds.report.build import build_report, render
 from conftest import PROFILES, RULES, load_case
 
 runner = CliRunner()
@@ -105,7 +105,7 @@ def test_tied_scores_are_marked(evaluator):
     [("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"), ("2026-01-01T02:30:00+02:00", "2026-01-01T00:30:00Z"), ("2026-03-04", "2026-03-04T00:00:00Z")],
 )
 def test_timestamp_is_normalised_to_utc(value, expected):
-    from cds.report import evaluation_time
+    from cds.report.build import evaluation_time
 
     assert evaluation_time(value) == expected
 
@@ -135,7 +135,7 @@ def test_same_output_across_processes_and_hash_seeds():
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         proc = subprocess.run(
-            [sys.executable, "-m", "cds.cli", "evaluate", str(PROFILES / "unknowns_not_assessed.json"),
+            [sys.executable, "-m", "cds", "evaluate", str(PROFILES / "unknowns_not_assessed.json"),
              "--rules", str(RULES), "--format", "json", "--timestamp", FIXED],
             capture_output=True, text=True, env=env, timeout=120,
         )

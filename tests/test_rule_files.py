@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cds.errors import RuleSetError
-from cds.ruleset import load_ruleset, parse_condition
+from cds.knowledge.ruleset import load_ruleset, parse_condition
 from conftest import RULES
 
 

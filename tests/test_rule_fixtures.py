@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cds.fixtures import run_fixtures
-from cds.ruleset import load_ruleset
+from cds.knowledge.fixtures import run_fixtures
+from cds.knowledge.ruleset import load_ruleset
 from conftest import PROFILES, RULES
 
 _RULES = load_ruleset(RULES).rules

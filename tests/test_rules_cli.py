@@ -13,10 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cds.cli import app
-from cds.evidence import load_registry
-from cds.rulecheck import check_rules, impossibility
-from cds.ruleset import parse_condition
+from cds.apps.cli import app
+from cds.knowledge.evidence import load_registry
+from cds.knowledge.check import check_rules, impossibility
+from cds.knowledge.ruleset import parse_condition
 from conftest import PROFILES, RULES
 
 runner = CliRunner()

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cds.cli import app
+from cds.apps.cli import app
 from cds.errors import SiteError
-from cds.fixtures import apply_overrides
-from cds.report import build_report, render
-from cds.site import default_site, load_site
+from cds.knowledge.fixtures import apply_overrides
+from cds.report.build import build_report, render
+from cds.knowledge.site import default_site, load_site
 from conftest import PROFILES, RULES, case_names, load_case
 
 runner = CliRunner()
@@ -91,7 +91,7 @@ def test_default_site_states_the_sources_setting(ruleset):
 def test_default_site_is_part_of_the_rule_set_hash(tmp_path):
     import shutil
 
-    from cds.ruleset import ruleset_digest
+    from cds.knowledge.ruleset import ruleset_digest
 
     rules = tmp_path / "rules"
     shutil.copytree(RULES, rules)

@@ -58,9 +58,9 @@ from collections.abc import Mapping, Sequence
 
 import durable_rules_engine as _core  # durable-rules' C core (what durable.engine.Ruleset wraps)
 
-from .errors import EngineError
-from .facts import FACTS, Value
-from .ruleset import Condition, Group, Leaf, RuleSet, leaves
+from cds.errors import EngineError
+from cds.model.facts import FACTS, Value
+from cds.knowledge.ruleset import Condition, Group, Leaf, RuleSet, leaves
 
 SENTINEL = "__evaluated__"
 _TYPE = "patient"

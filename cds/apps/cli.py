@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import typer
 
-from .errors import EXIT_INTERNAL, CdsError, InputError, ProfileError, RuleSetError
+from cds.errors import EXIT_INTERNAL, CdsError, InputError, ProfileError, RuleSetError
 
 # Every Path parameter: typer/click check nothing (its checks print a multi-line usage panel);
 # cds's own loaders report a missing, unreadable or wrong kind of path in one `error:` line.
@@ -255,15 +255,15 @@ def evaluate(
     """Rank the treatment options for one patient, with rules, evidence, cautions and exclusions."""
 
     def go() -> None:
-        from .evaluate import default_evaluator
-        from .report import build_report, render
+        from cds.decide.pipeline import default_evaluator
+        from cds.report.build import build_report, render
 
         out = OutputFile(output)  # checked first: a bad --output fails before the evaluation
         _check_folder(rules, "--rules")
         evaluator = default_evaluator(str(rules) if rules else None)
         site_settings = None
         if site is not None:
-            from .site import load_site
+            from cds.knowledge.site import load_site
 
             site_settings = load_site(site, evaluator.ruleset)
         profile = evaluator.load(path)
@@ -278,8 +278,8 @@ app.add_typer(rules_app, name="rules")
 
 
 def _load_rules(rules: Optional[Path]):
-    from .resources import rules_dir
-    from .ruleset import load_ruleset
+    from cds.resources import rules_dir
+    from cds.knowledge.ruleset import load_ruleset
 
     _check_folder(rules, "--rules")
     return load_ruleset(rules or rules_dir())
@@ -290,7 +290,7 @@ def rules_list(rules: Optional[Path] = _rules_option()) -> None:
     """Every rule: ID, family, kind, option(s), title."""
 
     def go() -> None:
-        from .rulecheck import format_table, list_rows
+        from cds.knowledge.check import format_table, list_rows
 
         sys.stdout.write(format_table(("ID", "FAMILY", "KIND", "OPTION", "TITLE"), list_rows(_load_rules(rules))))
 
@@ -305,7 +305,7 @@ def rules_show(
     """One rule in plain language: condition, effect, rationale, evidence with quotes, fixtures."""
 
     def go() -> None:
-        from .rulecheck import show_rule
+        from cds.knowledge.check import show_rule
 
         sys.stdout.write(show_rule(_load_rules(rules), rule_id.strip()))
 
@@ -326,8 +326,8 @@ def rules_check(
     """Prove the rules consistent: one line per problem (exit 1); uncited evidence is a warning (exit 0)."""
 
     def go() -> None:
-        from .resources import rules_dir
-        from .rulecheck import check_rules, default_profiles_dir
+        from cds.resources import rules_dir
+        from cds.knowledge.check import check_rules, default_profiles_dir
 
         directory = rules or rules_dir()
         report = check_rules(directory, profiles or default_profiles_dir(directory))
@@ -356,7 +356,7 @@ def examples(
     """Regenerate the example reports (HTML, Markdown, JSON) in reports/examples at a fixed time."""
 
     def go() -> None:
-        from .examples import REGENERATE_COMMAND, render_examples, stale, write_examples
+        from cds.report.examples import REGENERATE_COMMAND, render_examples, stale, write_examples
 
         if not profiles.is_dir():
             raise InputError(f"--profiles {profiles}: no such folder (run from the checkout root or pass --profiles)")
@@ -424,7 +424,7 @@ def _with_progress(label: str, source: Path, quiet: bool, work):
     """Run work(advance) under a progress bar (terminal only)."""
     import time
 
-    from .batch import count_records
+    from cds.cohort.batch import count_records
 
     shown = _progress(lambda: count_records(source), quiet)
     if shown is None:
@@ -471,9 +471,9 @@ def batch(
     """
 
     def go() -> None:
-        from .batch import check_input, run_batch
-        from .evaluate import default_evaluator
-        from .report import evaluation_time
+        from cds.cohort.batch import check_input, run_batch
+        from cds.decide.pipeline import default_evaluator
+        from cds.report.build import evaluation_time
 
         check_input(input)
         # every output path is checked before any file is created
@@ -527,7 +527,7 @@ def diff_rules(
     def go() -> None:
         import json
 
-        from .batch import check_input, diff_row_text, evaluator_for, run_diff
+        from cds.cohort.batch import check_input, diff_row_text, evaluator_for, run_diff
 
         check_input(input)
         for d in (old_rules, new_rules):

@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
 
-from .errors import InputError
-from .evaluate import Evaluation
-from .evidence import MEASURE_LABELS, EvidenceEntry
-from .facts import FACTS
-from .ranking import Reason
-from .resources import templates_dir
-from .timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL, category
-from .timeline import layout as timeline_layout
-from .unknowns import field_description
+from cds.errors import InputError
+from cds.decide.pipeline import Evaluation
+from cds.knowledge.evidence import MEASURE_LABELS, EvidenceEntry
+from cds.model.facts import FACTS
+from cds.decide.ranking import Reason
+from cds.resources import templates_dir
+from cds.report.timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL, category
+from cds.report.timeline import layout as timeline_layout
+from cds.decide.unknowns import field_description
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -330,8 +330,8 @@ def _effect_text(effect, ev: Evaluation, field: str) -> str:
 
 
 def build_report(ev: Evaluation, evaluated_at: str | None = None, site=None) -> dict[str, Any]:
-    """The report dict, with availability at `site` (a cds.site.Site; None: the rule folder's default site)."""
-    from .site import apply_site, default_site
+    """The report dict, with availability at `site` (a cds.knowledge.site.Site; None: the rule folder's default site)."""
+    from cds.knowledge.site import apply_site, default_site
 
     site = site if site is not None else default_site(ev.ruleset)
     return apply_site(_build_report(ev, evaluated_at), site, ev.ruleset, ev.facts["car_t_center_access"].value)
@@ -435,7 +435,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, 
     settings_used = {}
     for rule in rs.rules:
         if rule.id in ev.fired or any(r["rule_id"] == rule.id for x in excluded for r in x["reasons"]):
-            from .ruleset import leaves
+            from cds.knowledge.ruleset import leaves
 
             for leaf in leaves(rule.condition):
                 if leaf.setting:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import EXIT_INTERNAL, CdsError, InputError, ProfileError
+from cds.errors import EXIT_INTERNAL, CdsError, InputError, ProfileError
 
 FORMAT_VERSION = "cds-batch/1"
 CHUNK = 128  # records per task sent to a worker
@@ -142,7 +142,7 @@ def _check_profile_file(path: str) -> None:
 
 
 def _load(evaluator, key: tuple[str, Any], payload: Any):
-    from .profile import load_profile, load_profile_text
+    from cds.model.profile import load_profile, load_profile_text
 
     if key[0] == "file":
         _check_profile_file(payload)
@@ -204,7 +204,7 @@ def evaluator_for(rules: str | None, analyze_unknowns: bool = True):
     """One compiled evaluator per rule folder per process (recompiling leaks in durable-rules)."""
     key = f"{rules}|{analyze_unknowns}"
     if key not in _EVALUATORS:
-        from .evaluate import Evaluator, default_evaluator
+        from cds.decide.pipeline import Evaluator, default_evaluator
 
         if analyze_unknowns:
             _EVALUATORS[key] = default_evaluator(rules)

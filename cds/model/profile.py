@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ProfileError
-from .vocabulary import Vocabulary
+from cds.errors import ProfileError
+from cds.model.vocabulary import Vocabulary
 
 CYTOGENETIC_ABNORMALITIES: tuple[str, ...] = (
     "del(17p)",

@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import RuleSetError
-from .resources import load_yaml
+from cds.errors import RuleSetError
+from cds.resources import load_yaml
 
 
 class _Strict(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
+from cds.errors import InputError
 
 # Contrasting tumor-board cases: CAR-T first, frail, rapidly progressive,
 # after a BCMA bispecific, first relapse, no CAR-T access with dialysis, and
@@ -28,14 +28,14 @@ EXAMPLE_CASES: tuple[str, ...] = (
 )
 EXAMPLE_TIMESTAMP = "2026-01-01T00:00:00Z"
 FORMATS: tuple[tuple[str, str], ...] = (("html", "html"), ("markdown", "md"), ("json", "json"))
-REGENERATE_COMMAND = "cds examples  (from the checkout root; or: python -m cds.cli examples)"
+REGENERATE_COMMAND = "cds examples  (from the checkout root; or: python -m cds examples)"
 EXTENSIONS = tuple(ext for _, ext in FORMATS)
 
 
 def render_examples(profiles_dir: Path, rules: Path | None = None) -> dict[str, str]:
     """File name -> exact text of every example report."""
-    from .evaluate import default_evaluator
-    from .report import build_report, render
+    from cds.decide.pipeline import default_evaluator
+    from cds.report.build import build_report, render
 
     evaluator = default_evaluator(str(rules) if rules else None)
     out: dict[str, str] = {}

@@ -16,10 +16,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from .facts import CYTO_FACT, FACTS, HIGH_RISK_CYTOGENETICS, FactValue, Value
-from .profile import CYTOGENETIC_ABNORMALITIES
-from .ranking import option_plans
-from .ruleset import RuleSet, leaves
+from cds.model.facts import CYTO_FACT, FACTS, HIGH_RISK_CYTOGENETICS, FactValue, Value
+from cds.model.profile import CYTOGENETIC_ABNORMALITIES
+from cds.decide.ranking import option_plans
+from cds.knowledge.ruleset import RuleSet, leaves
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _numeric_representatives(thresholds: list[float], minimum: float) -> list[tu
 
 class Outcome:
     """The decision for a fired set: what the unknown-fact analysis compares (same answers as
-    `cds.ranking.Ranking`'s ``top``, ``order()`` and ``excluded_ids()``), without the reasons' texts.
+    `cds.decide.ranking.Ranking`'s ``top``, ``order()`` and ``excluded_ids()``), without the reasons' texts.
 
     ``scores`` (aligned with ``order()``) and ``exclusions`` ((option, rule IDs) in catalogue
     order) are filled only with ``VariantPlanner.outcome(..., detail=True)``. A plain slotted
@@ -131,7 +131,7 @@ class VariantPlanner:
 
     def __init__(self, ruleset: RuleSet):
         # per option, in catalogue order: (id, exclude rule IDs, require rule IDs, [(rule ID, signed weight)])
-        # -- the grouping cds.ranking.rank uses, without the report's reasons
+        # -- the grouping cds.decide.ranking.rank uses, without the report's reasons
         plans = option_plans(ruleset)
         excludes = {o.id: tuple(rid for rid, _ in plan.excludes) for o, plan in zip(ruleset.options, plans)}
         requires = {o.id: tuple(r.id for r in plan.requires) for o, plan in zip(ruleset.options, plans)}
@@ -192,7 +192,7 @@ class VariantPlanner:
         return sum([w for r, w in weights if r in fired])
 
     def outcome(self, fired: frozenset[str], detail: bool = False, base: Outcome | None = None) -> Outcome:
-        """Top option, order and excluded options for a fired set, exactly as `cds.ranking.rank` decides them.
+        """Top option, order and excluded options for a fired set, exactly as `cds.decide.ranking.rank` decides them.
 
         With `detail`, also the scores and, per excluded option, the rules that exclude it
         (fired ``exclude`` rules, then unmet ``require`` rules: the order of the report's reasons).

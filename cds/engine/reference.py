@@ -1,7 +1,7 @@
 """A reference interpreter of the rule conditions: plain Python, no durable-rules.
 
-It evaluates the same parsed rules (`Leaf` / `Group` from cds.ruleset) over the
-same flat fact dict the engine receives (`cds.facts.engine_facts`: an unknown
+It evaluates the same parsed rules (`Leaf` / `Group` from cds.knowledge.ruleset) over the
+same flat fact dict the engine receives (`cds.model.facts.engine_facts`: an unknown
 fact is *absent*, never null). It exists to be obviously correct, so that the
 durable-rules engine can be checked against it on many random profiles
 (tests/test_differential.py) and as the floor of the performance benchmark.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .ruleset import Condition, Group, Leaf, RuleSet
+from cds.knowledge.ruleset import Condition, Group, Leaf, RuleSet
 
 _MISSING = object()
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ruleset import FixtureSpec, Rule
+from cds.knowledge.ruleset import FixtureSpec, Rule
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def fixture_profile(spec: FixtureSpec, profiles_dir: Path) -> dict[str, Any]:
 
 def run_fixtures(rule: Rule, evaluator, profiles_dir: Path) -> list[FixtureResult]:
     """Evaluate every fixture of `rule` through the real engine."""
-    from .errors import CdsError
+    from cds.errors import CdsError
 
     results: list[FixtureResult] = []
     for expectation, specs in (("fires", rule.fixtures.fires), ("silent", rule.fixtures.silent)):

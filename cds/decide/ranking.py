@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .facts import FACTS, FactValue
-from .ruleset import Rule, RuleSet
+from cds.model.facts import FACTS, FactValue
+from cds.knowledge.ruleset import Rule, RuleSet
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ _PLANS: dict[int, tuple[RuleSet, tuple[_OptionPlan, ...]]] = {}
 
 
 def option_plans(ruleset: RuleSet) -> tuple[_OptionPlan, ...]:
-    """Per option in catalogue order, its rules by kind (cached per rule set; also used by cds.unknowns)."""
+    """Per option in catalogue order, its rules by kind (cached per rule set; also used by cds.decide.unknowns)."""
     cached = _PLANS.get(id(ruleset))
     if cached is not None and cached[0] is ruleset:
         return cached[1]

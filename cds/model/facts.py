@@ -16,8 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Union
 
-from .profile import CYTOGENETIC_ABNORMALITIES, PatientProfile
-from .vocabulary import Vocabulary
+from cds.model.profile import CYTOGENETIC_ABNORMALITIES, PatientProfile
+from cds.model.vocabulary import Vocabulary
 
 Value = Union[bool, int, float, str]
 

@@ -57,9 +57,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import SiteError
-from .resources import load_yaml
-from .ruleset import RuleSet
+from cds.errors import SiteError
+from cds.resources import load_yaml
+from cds.knowledge.ruleset import RuleSet
 
 DEFAULT_SITE_FILE = Path("catalog") / "site_default.yaml"
 

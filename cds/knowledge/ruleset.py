@@ -5,7 +5,7 @@ Layout of the rule folder::
     rules/<family>.yaml            one file per rule family (eligibility, sequencing, ...)
     rules/catalog/options.yaml     the treatment options the rules act on
     rules/catalog/drugs.yaml       the drug vocabulary
-    rules/evidence/*.yaml          the evidence registry (see cds.evidence)
+    rules/evidence/*.yaml          the evidence registry (see cds.knowledge.evidence)
 
 A condition is written either as a string ``"<fact> <op> <value>"`` with op one
 of ``== != < <= > >= in`` or ``"<fact> is known"`` / ``"<fact> is unknown"``,
@@ -32,11 +32,11 @@ from typing import Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import RuleSetError, validation_problems
-from .evidence import Registry, load_registry
-from .facts import FACTS, Value
-from .resources import load_yaml
-from .vocabulary import Vocabulary, load_vocabulary
+from cds.errors import RuleSetError, validation_problems
+from cds.knowledge.evidence import Registry, load_registry
+from cds.model.facts import FACTS, Value
+from cds.resources import load_yaml
+from cds.model.vocabulary import Vocabulary, load_vocabulary
 
 RULE_ID = r"^[A-Z]{2,6}-[A-Z0-9]{2,8}-\d{3}$"
 OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "known", "unknown")
@@ -302,7 +302,7 @@ def _read_yaml(path: Path, label: str) -> object:
 
 
 def validation_lines(label: str, exc: ValidationError, raw: object) -> list[str]:
-    """One line per schema error of a rule or catalogue file (shared with cds.rulecheck)."""
+    """One line per schema error of a rule or catalogue file (shared with cds.knowledge.check)."""
     return validation_problems(label, exc, raw, "rules", "rule")
 
 

@@ -22,8 +22,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import RuleSetError, validation_problems
-from .resources import load_yaml
+from cds.errors import RuleSetError, validation_problems
+from cds.resources import load_yaml
 
 ID_PATTERN = r"^[A-Z0-9][A-Z0-9._-]*$"
 

@@ -16,7 +16,7 @@ returns one line per problem naming the file and the rule:
 - a rule without citations or without fixtures (a rule without ``when`` needs
   ``fires`` fixtures; a conditional rule needs ``fires`` and ``silent`` ones);
 - a fixture that does not behave as declared, run through the real
-  durable-rules engine (`cds.fixtures.run_fixtures`).
+  durable-rules engine (`cds.knowledge.fixtures.run_fixtures`).
 
 Evidence entries that no rule cites are *warnings*: they do not fail the check.
 
@@ -38,11 +38,11 @@ from typing import Iterable
 import yaml
 from pydantic import ValidationError
 
-from .errors import CdsError, InputError, RuleSetError
-from .evidence import Registry, load_registry
-from .facts import FACTS
-from .resources import load_yaml
-from .ruleset import (
+from cds.errors import CdsError, InputError, RuleSetError
+from cds.knowledge.evidence import Registry, load_registry
+from cds.model.facts import FACTS
+from cds.resources import load_yaml
+from cds.knowledge.ruleset import (
     OPS,
     Condition,
     Group,
@@ -60,7 +60,7 @@ from .ruleset import (
     parse_condition,
     ruleset_digest,
 )
-from .vocabulary import load_vocabulary
+from cds.model.vocabulary import load_vocabulary
 
 _MAX_CONJUNCTIONS = 4096
 
@@ -278,19 +278,19 @@ class _FixtureEvaluator:
     """What `run_fixtures` needs (parse, fired_rules) on a rule set built here, through the real engine."""
 
     def __init__(self, ruleset: RuleSet):
-        from .engine import Engine
+        from cds.engine.durable import Engine
 
         self.ruleset = ruleset
         self.vocabulary = ruleset.vocabulary
         self.engine = Engine(ruleset)
 
     def parse(self, data: object):
-        from .profile import parse_profile
+        from cds.model.profile import parse_profile
 
         return parse_profile(data, self.vocabulary)
 
     def fired_rules(self, profile) -> frozenset[str]:
-        from .facts import derive, engine_facts
+        from cds.model.facts import derive, engine_facts
 
         return self.engine.run([engine_facts(derive(profile, self.vocabulary))])[0]
 
@@ -524,7 +524,7 @@ def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures:
         elif vocabulary is None:
             report.add("fixtures: not run, the drug vocabulary (catalog/drugs.yaml) does not load")
         else:
-            from .fixtures import run_fixtures as _run_fixtures
+            from cds.knowledge.fixtures import run_fixtures as _run_fixtures
 
             ruleset = RuleSet(
                 rules=tuple(runnable),

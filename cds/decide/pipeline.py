@@ -13,14 +13,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .engine import Engine, durable_version
-from .facts import FactValue, derive, engine_facts
-from .profile import PatientProfile, load_profile, parse_profile
-from .ranking import Ranking, rank
-from .resources import rules_dir
-from .ruleset import RuleSet, load_ruleset
-from .unknowns import Outcome, UnknownFact, VariantPlanner, summarize
+from cds import __version__
+from cds.engine.durable import Engine, durable_version
+from cds.model.facts import FactValue, derive, engine_facts
+from cds.model.profile import PatientProfile, load_profile, parse_profile
+from cds.decide.ranking import Ranking, rank
+from cds.resources import rules_dir
+from cds.knowledge.ruleset import RuleSet, load_ruleset
+from cds.decide.unknowns import Outcome, UnknownFact, VariantPlanner, summarize
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,9 @@ class Evaluator:
         facts = derive(profile, self.vocabulary)
         base_facts = engine_facts(facts)
         variants = self.planner.variants(facts) if self.analyze_unknowns else []
-        # each variant is the patient's facts with one unknown field set (scoped: see cds.engine)
+        # each variant is the patient's facts with one unknown field set (scoped: see cds.engine.durable)
         fired_all = self.engine.run_counterfactuals(base_facts, [(v.field, dict(v.assignment)) for v in variants])
-        # the decision (cds.unknowns.Outcome: same order and exclusions as cds.ranking.rank, which
+        # the decision (cds.decide.unknowns.Outcome: same order and exclusions as cds.decide.ranking.rank, which
         # Evaluation.ranking runs when the report asks for the reasons' texts)
         base = self.planner.outcome(fired_all[0], detail=True)
         unknown, without = [], []

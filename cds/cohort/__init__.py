@@ -1,0 +1,1 @@
+"""Many patients at once: `cds batch` and `cds diff-rules` (streaming, worker processes)."""
