@@ -119,8 +119,8 @@ def in_process(n: int) -> dict:
     ):
         rows[label] = _ms(_latencies(e, profiles))
     # the engine step alone (facts already derived), one fact per patient
-    from cds.model.facts import derive, engine_facts
     from cds.engine.reference import fired_rules
+    from cds.model.facts import derive, engine_facts
 
     facts = [engine_facts(derive(engine_base.parse(p), engine_base.vocabulary)) for p in profiles[:2000]]
     t = time.perf_counter()
@@ -259,14 +259,18 @@ def main() -> None:
 
     if "inprocess" not in args.skip:
         r = in_process(n)
-        print(f"\n1. In-process evaluation (validate + derive + engine + rank), {r['n']:,} generated profiles, {r['rules']} rules")
+        print(
+            f"\n1. In-process evaluation (validate + derive + engine + rank), {r['n']:,} generated profiles, {r['rules']} rules"
+        )
         print(f"   {'':46s} {'median':>9s} {'p99':>9s}")
         rows = r["rows"]
         for label, (med, p99) in rows.items():
             print(f"   {label:46s} {med:7.3f}ms {p99:7.3f}ms")
         labels = list(rows)
         for eng, ref in ((labels[0], labels[1]), (labels[2], labels[3])):
-            print(f"   ratio durable-rules / reference ({eng.split(', ')[1]}): median {rows[eng][0] / rows[ref][0]:.2f}x, p99 {rows[eng][1] / rows[ref][1]:.2f}x")
+            print(
+                f"   ratio durable-rules / reference ({eng.split(', ')[1]}): median {rows[eng][0] / rows[ref][0]:.2f}x, p99 {rows[eng][1] / rows[ref][1]:.2f}x"
+            )
         print(
             f"   engine step alone (one derived fact): durable-rules {r['engine_step_us']:.0f}us, "
             f"reference {r['reference_step_us']:.0f}us ({r['engine_step_us'] / r['reference_step_us']:.1f}x)"
@@ -283,7 +287,9 @@ def main() -> None:
                 b = batch(size, Path(tmp))
                 print(f"\n2. cds batch, {b['n']:,} generated profiles (JSONL), {os.cpu_count()} worker process(es)")
                 print(f"   exit {b['exit']}, {b['lines']:,} output lines, wall {b['wall_s']:.1f}s (including start-up)")
-                print(f"   throughput {b['per_s']:,.0f} profiles/s   target >= {TARGETS['batch_per_s']:,}: {_mark(b['per_s'] >= TARGETS['batch_per_s'])}")
+                print(
+                    f"   throughput {b['per_s']:,.0f} profiles/s   target >= {TARGETS['batch_per_s']:,}: {_mark(b['per_s'] >= TARGETS['batch_per_s'])}"
+                )
                 print(
                     f"   CPU {b['cpu_s']:.1f}s over all processes = {b['cpu_s'] / b['n'] * 1e3:.3f}ms per profile "
                     f"(load average before the run {b['load_before']:.2f}: other work on the machine slows the wall time)"
@@ -296,7 +302,9 @@ def main() -> None:
     if "cold" not in args.skip:
         c = cold_start(7)
         print(f"\n3. Cold start, median of {c['runs']} runs (bytecode cached)")
-        print(f"   cds evaluate --format json   {c['evaluate_s']:.3f}s   target <= {TARGETS['cold_s']}s: {_mark(c['evaluate_s'] <= TARGETS['cold_s'])}")
+        print(
+            f"   cds evaluate --format json   {c['evaluate_s']:.3f}s   target <= {TARGETS['cold_s']}s: {_mark(c['evaluate_s'] <= TARGETS['cold_s'])}"
+        )
         print(f"   python -c pass               {c['python_pass_s']:.3f}s")
         print(f"   cds's own start-up           {c['evaluate_s'] - c['python_pass_s']:.3f}s")
 

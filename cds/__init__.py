@@ -2,6 +2,56 @@
 
 Decision support, not decision making: every ranked option carries the rules
 that fired, the evidence behind them, and the facts they were computed from.
+
+The public API (see `cds.api`; imported on first use, so ``import cds`` is cheap)::
+
+    evaluate(data, *, rules=None) -> Evaluation      one patient (profile dict, PatientProfile or file path)
+    load_rules(directory=None) -> Evaluator          a compiled rule folder (once per process)
+    build_report(evaluation, evaluated_at=None, site=None) -> report
+    render(report, fmt) -> str                       "json" | "markdown" | "html"
+    evaluation_time(fixed=None) -> str               ISO-8601 UTC evaluation time (``--timestamp``)
+    load_site(path, ruleset) -> Site                 site settings (availability at a centre)
+    check_rules(directory=None, profiles_dir=None)   `cds rules check`
+    Evaluation, Evaluator, PatientProfile            the types
+    CdsError, InputError, ProfileError, SiteError, RuleSetError, EngineError   (cds.errors)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "evaluate": "cds.api",
+    "load_rules": "cds.api",
+    "check_rules": "cds.api",
+    "build_report": "cds.report.build",
+    "evaluation_time": "cds.report.build",
+    "render": "cds.report.render",
+    "load_site": "cds.knowledge.site",
+    "Evaluation": "cds.decide.pipeline",
+    "Evaluator": "cds.decide.pipeline",
+    "PatientProfile": "cds.model.profile",
+    "CdsError": "cds.errors",
+    "InputError": "cds.errors",
+    "ProfileError": "cds.errors",
+    "SiteError": "cds.errors",
+    "RuleSetError": "cds.errors",
+    "EngineError": "cds.errors",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cds' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

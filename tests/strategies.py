@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from cds.knowledge.ruleset import leaves, load_ruleset
 from cds.model.facts import FACTS
 from cds.model.profile import CYTOGENETIC_ABNORMALITIES
-from cds.knowledge.ruleset import leaves, load_ruleset
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"
@@ -310,7 +311,7 @@ def build_profile(src, tce_bcma_naive: bool = False) -> dict:
     def labs() -> dict:
         out: dict[str, Any] = {}
         for key, hi in (("soluble_bcma_ng_ml", 2000), ("ferritin_ng_ml", 5000), ("crp_mg_l", 300)):
-            _put(out, key, _optional(src, lambda: _number(src, key, hi), 0.25, 0.1))
+            _put(out, key, _optional(src, lambda key=key, hi=hi: _number(src, key, hi), 0.25, 0.1))
         return out
 
     _put(p, "labs", _optional(src, labs))

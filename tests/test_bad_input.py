@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import RULES, load_case
 from typer.testing import CliRunner
 
 from cds.apps.cli import app
-from conftest import RULES, load_case
 
 runner = CliRunner()
 
@@ -70,7 +70,11 @@ CASES = {
         "not one of this line's agents",
     ),
     "empty prior_lines": (mutate(lambda d: d.update(prior_lines=[])), "prior_lines", "out of scope"),
-    "NaN lab": ('{"patient_id": "x", "age": 60, "ecog": 1, "labs": {"crp_mg_l": NaN}, "prior_lines": []}', "labs.crp_mg_l", "finite"),
+    "NaN lab": (
+        '{"patient_id": "x", "age": 60, "ecog": 1, "labs": {"crp_mg_l": NaN}, "prior_lines": []}',
+        "labs.crp_mg_l",
+        "finite",
+    ),
     "not utf-8": (b"\xff\xfe\x00{", "(file)", "UTF-8"),
 }
 
@@ -122,7 +126,7 @@ def test_implausibly_large_numbers_are_out_of_range(tmp_path, field, value):
         data["labs"][field[5:]] = value
     else:
         data[field] = value
-    result, out = run(tmp_path, json.dumps(data))
+    result, _out = run(tmp_path, json.dumps(data))
     assert result.exit_code == 2 and field in result.stderr and "out of range" in result.stderr
 
 
@@ -136,7 +140,7 @@ def test_a_key_given_twice_is_an_error_not_last_one_wins(tmp_path):
 @pytest.mark.parametrize("depth", [40, 970, 974, 5000])
 def test_deeply_nested_values_are_input_errors(tmp_path, depth):
     text = '{"patient_id": "x", "age": ' + "[" * depth + "]" * depth + ', "ecog": 1, "prior_lines": []}'
-    result, out = run(tmp_path, text)
+    result, _out = run(tmp_path, text)
     assert result.exit_code == 2, result.stderr
     assert "nested too deeply" in result.stderr and "Traceback" not in result.stderr
 

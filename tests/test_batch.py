@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import json
@@ -14,11 +15,11 @@ import sys
 import time
 
 import pytest
+from conftest import PROFILES, ROOT, RULES, case_names, load_case
 from typer.testing import CliRunner
 
 from cds.apps.cli import app
 from cds.model.facts import derive, engine_facts
-from conftest import PROFILES, ROOT, RULES, case_names, load_case
 
 runner = CliRunner()
 
@@ -99,7 +100,17 @@ def test_compact_record_agrees_with_cds_evaluate_json(tmp_path):
     assert batch(str(src), "-o", str(out), "-j", "1").exit_code == 0
     (row,) = lines_of(out)
     full = runner.invoke(
-        app, ["evaluate", str(PROFILES / f"{name}.json"), "--rules", str(RULES), "--format", "json", "--timestamp", "2026-01-01T00:00:00Z"]
+        app,
+        [
+            "evaluate",
+            str(PROFILES / f"{name}.json"),
+            "--rules",
+            str(RULES),
+            "--format",
+            "json",
+            "--timestamp",
+            "2026-01-01T00:00:00Z",
+        ],
     )
     assert full.exit_code == 0
     report = json.loads(full.stdout)
@@ -125,7 +136,7 @@ def test_folder_input_in_name_order(tmp_path):
     result = batch(str(folder), "-o", str(out), "-j", "2")
     assert result.exit_code == 1, result.output
     rows = lines_of(out)
-    assert [r["file"] for r in rows] == sorted(f"{n}.json" for n in names) + ["zz_broken.json"]
+    assert [r["file"] for r in rows] == [*sorted(f"{n}.json" for n in names), "zz_broken.json"]
     assert [r["status"] for r in rows] == ["evaluated"] * 4 + ["invalid"]
     broken = evaluate_message(tmp_path, (folder / "zz_broken.json").read_text(encoding="utf-8"))
     assert rows[-1]["error"] == broken
@@ -301,7 +312,9 @@ def test_numbers_in_exponent_form_reach_the_engine_safely(evaluator, value):
     for name in ("crp_mg_l", "ferritin_ng_ml", "soluble_bcma_ng_ml", "creatinine_clearance_ml_min"):
         facts[name] = value  # past the profile's ranges on purpose: this is about the encoding
     assert evaluator.engine.run([facts]) == [fired_rules(evaluator.ruleset, facts)]
-    scoped = evaluator.engine.run_counterfactuals({k: v for k, v in facts.items() if k != "crp_mg_l"}, [("labs.crp_mg_l", {"crp_mg_l": value})])
+    scoped = evaluator.engine.run_counterfactuals(
+        {k: v for k, v in facts.items() if k != "crp_mg_l"}, [("labs.crp_mg_l", {"crp_mg_l": value})]
+    )
     assert scoped[1] == fired_rules(evaluator.ruleset, facts)
 
 
@@ -423,7 +436,20 @@ def _start_big_batch(tmp_path, jobs: int = 2):
     env = {**os.environ}
     env.pop("CDS_DEBUG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cds", "batch", str(src), "--rules", str(RULES), "-o", str(out_dir / "r.jsonl"), "-q", "-j", str(jobs)],
+        [
+            sys.executable,
+            "-m",
+            "cds",
+            "batch",
+            str(src),
+            "--rules",
+            str(RULES),
+            "-o",
+            str(out_dir / "r.jsonl"),
+            "-q",
+            "-j",
+            str(jobs),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -465,10 +491,8 @@ def _finish(proc, workers, out_dir, expected_code):
 
 
 def os_kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")

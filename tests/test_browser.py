@@ -29,10 +29,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from cds.report.examples import EXAMPLE_CASES
-from cds.report.build import build_report, render
 from conftest import PROFILES, ROOT
+
+from cds.report.build import build_report
+from cds.report.examples import EXAMPLE_CASES
+from cds.report.render import render
 
 pytestmark = pytest.mark.browser
 
@@ -115,8 +116,9 @@ def run(args: list[str], profile_dir: Path) -> tuple[str, list[str]]:
 
 
 def render_case(case: str, directory: Path) -> tuple[dict, Path]:
-    from cds.decide.pipeline import default_evaluator
     from conftest import RULES
+
+    from cds.decide.pipeline import default_evaluator
 
     evaluator = default_evaluator(str(RULES))
     report = build_report(evaluator.evaluate(evaluator.load(PROFILES / f"{case}.json")), FIXED)
@@ -143,7 +145,7 @@ def test_the_console_scan_catches_errors(tmp_path):
     (tmp_path / "report.html").write_text(
         "<!DOCTYPE html><html><head>"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        "</head><body><img src=\"https://example.invalid/x.png\"><h3>x</h3></body></html>",
+        '</head><body><img src="https://example.invalid/x.png"><h3>x</h3></body></html>',
         encoding="utf-8",
     )
     _, console = run(["--dump-dom", (tmp_path / "report.html").as_uri()], tmp_path / "chromium")

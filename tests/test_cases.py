@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import PROFILES, case_names, load_case
 
 EXPECTED = yaml.safe_load((PROFILES / "expected.yaml").read_text(encoding="utf-8"))

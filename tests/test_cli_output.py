@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 import typer
+from conftest import PROFILES, ROOT, RULES, case_names, load_case
 from typer.testing import CliRunner
 
 from cds.apps.cli import app
-from conftest import PROFILES, ROOT, RULES, case_names, load_case
 
 runner = CliRunner()
 CASE = PROFILES / "frail_ecog3.json"
@@ -67,7 +67,9 @@ def command_with_output(kind: str, tmp_path, target: str):
         return evaluate("--output", target)
     src = _cohort(tmp_path)
     if kind == "batch":
-        return runner.invoke(app, ["batch", str(src), "--rules", str(RULES), "--timestamp", FIXED, "-j", "1", "-q", "--output", target])
+        return runner.invoke(
+            app, ["batch", str(src), "--rules", str(RULES), "--timestamp", FIXED, "-j", "1", "-q", "--output", target]
+        )
     return runner.invoke(app, ["diff-rules", str(RULES), str(RULES), str(src), "-j", "1", "-q", "--output", target])
 
 
@@ -181,7 +183,9 @@ def test_write_error_is_exit_2_with_path_and_reason_and_no_temp_file(tmp_path, a
     cmd = [sys.executable, "-m", "cds", *[str(src) if a == "@cohort" else a for a in args], "--output", str(out)]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CDS_DEBUG", None)
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, preexec_fn=_file_size_limited(4096))
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, preexec_fn=_file_size_limited(4096)
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
@@ -278,7 +282,9 @@ def test_missing_or_wrong_kind_of_path_is_one_error_line(tmp_path, make_args):
 def test_jobs_must_be_at_least_1(tmp_path):
     src = _cohort(tmp_path)
     for value in ("0", "-3"):
-        result = runner.invoke(app, ["batch", str(src), "--rules", str(RULES), "-q", "-j", value, "-o", str(tmp_path / "r.jsonl")])
+        result = runner.invoke(
+            app, ["batch", str(src), "--rules", str(RULES), "-q", "-j", value, "-o", str(tmp_path / "r.jsonl")]
+        )
         assert result.exit_code == 2 and "--jobs" in result.stderr
         assert not (tmp_path / "r.jsonl").exists()
         result = runner.invoke(app, ["diff-rules", str(RULES), str(RULES), str(src), "-q", "--jobs", value])

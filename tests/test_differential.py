@@ -10,14 +10,14 @@ the unknown-fact analysis, and a hypothesis run that shrinks any mismatch.
 
 from __future__ import annotations
 
-from hypothesis import given
-
-from cds.model.facts import derive, engine_facts
-from cds.knowledge.fixtures import fixture_profile
-from cds.engine.reference import fired_rules, holds
-from cds.knowledge.ruleset import parse_condition
 from conftest import PROFILES, case_names, load_case
+from hypothesis import given
 from strategies import DIFFERENTIAL_N, SETTINGS, profiles, random_fact_dicts, random_profiles
+
+from cds.engine.reference import fired_rules, holds
+from cds.knowledge.fixtures import fixture_profile
+from cds.knowledge.ruleset import parse_condition
+from cds.model.facts import derive, engine_facts
 
 
 def mismatches(evaluator, fact_dicts: list[dict], batch: int = 1) -> list[str]:
@@ -33,9 +33,7 @@ def mismatches(evaluator, fact_dicts: list[dict], batch: int = 1) -> list[str]:
             rules = sorted(fired ^ expected)
             used = sorted({f for r in rules for f in ruleset.rule(r).facts_used()})
             shown = {f: facts.get(f, "<unknown>") for f in used}
-            out.append(
-                f"engine only: {sorted(fired - expected)}, reference only: {sorted(expected - fired)}; facts: {shown}"
-            )
+            out.append(f"engine only: {sorted(fired - expected)}, reference only: {sorted(expected - fired)}; facts: {shown}")
     return out
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from cds.knowledge.evidence import verify_against_sources
 from conftest import seeds_dir
+
+from cds.knowledge.evidence import verify_against_sources
 
 
 def test_seeds_are_present():

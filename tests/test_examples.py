@@ -4,9 +4,9 @@ templates produce (regenerated in memory at the fixed example time and compared 
 from __future__ import annotations
 
 import pytest
+from conftest import PROFILES, ROOT, RULES
 
 from cds.report.examples import EXAMPLE_CASES, FORMATS, REGENERATE_COMMAND, render_examples, stale
-from conftest import PROFILES, ROOT, RULES
 
 EXAMPLES = ROOT / "reports" / "examples"
 

@@ -22,14 +22,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import PROFILES, ROOT, RULES, load_case
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
-
-from cds.errors import ProfileError
-from cds.model.facts import FACTS, derive, engine_facts
-from cds.model.profile import CYTOGENETIC_ABNORMALITIES
-from cds.decide.ranking import rank
-from conftest import PROFILES, ROOT, RULES, load_case
 from strategies import (
     BCMA_AGENTS,
     EXPONENT_NUMBERS,
@@ -39,6 +34,11 @@ from strategies import (
     profiles,
     shuffle_keys,
 )
+
+from cds.decide.ranking import rank
+from cds.errors import ProfileError
+from cds.model.facts import FACTS, derive, engine_facts
+from cds.model.profile import CYTOGENETIC_ABNORMALITIES
 
 
 def evaluate(evaluator, data: dict):
@@ -159,8 +159,16 @@ def test_4_a_bcma_directed_prior_line_never_moves_a_bcma_option_up(evaluator, pr
     """Adding a BCMA-directed line vs adding the same line without the BCMA agent (a control
     with the same line count and refractoriness): no BCMA option gains against a non-BCMA one."""
     position = data.draw(st.integers(0, len(profile["prior_lines"])), label="insert at")
-    control_line = {"agents": ["dexamethasone"], "refractory_to": ["dexamethasone"] if refractory else [], "autologous_transplant": False}
-    bcma_line = {"agents": [agent, "dexamethasone"], "refractory_to": [agent] if refractory else [], "autologous_transplant": False}
+    control_line = {
+        "agents": ["dexamethasone"],
+        "refractory_to": ["dexamethasone"] if refractory else [],
+        "autologous_transplant": False,
+    }
+    bcma_line = {
+        "agents": [agent, "dexamethasone"],
+        "refractory_to": [agent] if refractory else [],
+        "autologous_transplant": False,
+    }
     control, with_bcma = copy.deepcopy(profile), copy.deepcopy(profile)
     control["prior_lines"].insert(position, control_line)
     with_bcma["prior_lines"].insert(position, bcma_line)
@@ -226,7 +234,11 @@ def _set_field(profile: dict, field: str, value) -> dict:
 
 def _field_values(field: str) -> list:
     if field == "cytogenetics":
-        return [list(c) for k in range(len(CYTOGENETIC_ABNORMALITIES) + 1) for c in itertools.combinations(CYTOGENETIC_ABNORMALITIES, k)]
+        return [
+            list(c)
+            for k in range(len(CYTOGENETIC_ABNORMALITIES) + 1)
+            for c in itertools.combinations(CYTOGENETIC_ABNORMALITIES, k)
+        ]
     (spec,) = [s for s in FACTS.values() if s.input_field == field]
     if spec.type == "bool":
         return [True, False]
@@ -382,9 +394,21 @@ def _valid_text() -> bytes:
 def _mutated_profiles():
     base = json.loads(_valid_text())
     paths = [
-        ("age",), ("ecog",), ("frailty",), ("labs",), ("labs", "crp_mg_l"), ("cytogenetics",), ("prior_lines",),
-        ("prior_lines", 0), ("prior_lines", 0, "agents"), ("prior_lines", 0, "agents", 0), ("prior_lines", -1, "refractory_to"),
-        ("prior_lines", 1, "autologous_transplant"), ("patient_id",), ("creatinine_clearance_ml_min",), ("extra_key",),
+        ("age",),
+        ("ecog",),
+        ("frailty",),
+        ("labs",),
+        ("labs", "crp_mg_l"),
+        ("cytogenetics",),
+        ("prior_lines",),
+        ("prior_lines", 0),
+        ("prior_lines", 0, "agents"),
+        ("prior_lines", 0, "agents", 0),
+        ("prior_lines", -1, "refractory_to"),
+        ("prior_lines", 1, "autologous_transplant"),
+        ("patient_id",),
+        ("creatinine_clearance_ml_min",),
+        ("extra_key",),
     ]
 
     @st.composite

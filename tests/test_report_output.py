@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import PROFILES, RULES, load_case
 from typer.testing import CliRunner
 
 from cds.apps.cli import app
-from cds.report.build import build_report, render
-from conftest import PROFILES, RULES, load_case
+from cds.report.build import build_report
+from cds.report.render import render
 
 runner = CliRunner()
 FIXED = "2026-01-01T00:00:00Z"
@@ -102,7 +103,11 @@ def test_tied_scores_are_marked(evaluator):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"), ("2026-01-01T02:30:00+02:00", "2026-01-01T00:30:00Z"), ("2026-03-04", "2026-03-04T00:00:00Z")],
+    [
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+        ("2026-01-01T02:30:00+02:00", "2026-01-01T00:30:00Z"),
+        ("2026-03-04", "2026-03-04T00:00:00Z"),
+    ],
 )
 def test_timestamp_is_normalised_to_utc(value, expected):
     from cds.report.build import evaluation_time
@@ -110,7 +115,10 @@ def test_timestamp_is_normalised_to_utc(value, expected):
     assert evaluation_time(value) == expected
 
 
-@pytest.mark.parametrize("args, env", [(["--timestamp", "not-a-time<script>"], {}), ([], {"SOURCE_DATE_EPOCH": "abc"}), ([], {"SOURCE_DATE_EPOCH": "-5"})])
+@pytest.mark.parametrize(
+    "args, env",
+    [(["--timestamp", "not-a-time<script>"], {}), ([], {"SOURCE_DATE_EPOCH": "abc"}), ([], {"SOURCE_DATE_EPOCH": "-5"})],
+)
 def test_bad_timestamp_is_an_input_error(args, env, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -135,9 +143,23 @@ def test_same_output_across_processes_and_hash_seeds():
     for seed in ("1", "2", "3"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         proc = subprocess.run(
-            [sys.executable, "-m", "cds", "evaluate", str(PROFILES / "unknowns_not_assessed.json"),
-             "--rules", str(RULES), "--format", "json", "--timestamp", FIXED],
-            capture_output=True, text=True, env=env, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "cds",
+                "evaluate",
+                str(PROFILES / "unknowns_not_assessed.json"),
+                "--rules",
+                str(RULES),
+                "--format",
+                "json",
+                "--timestamp",
+                FIXED,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
         outputs.append(proc.stdout)

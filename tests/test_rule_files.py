@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 import yaml
+from conftest import RULES
 
 from cds.errors import RuleSetError
 from cds.knowledge.ruleset import load_ruleset, parse_condition
-from conftest import RULES
 
 
 @pytest.fixture
@@ -34,8 +34,14 @@ def problems_of(directory) -> list[str]:
 def test_the_shipped_rules_load(ruleset):
     assert len(ruleset.rules) >= 40
     assert {o.id for o in ruleset.options} >= {
-        "bcma_car_t", "bcma_bispecific", "gprc5d_bispecific", "anti_cd38_combination",
-        "bcma_adc_combination", "bcl2_inhibitor", "salvage_chemotherapy", "clinical_trial",
+        "bcma_car_t",
+        "bcma_bispecific",
+        "gprc5d_bispecific",
+        "anti_cd38_combination",
+        "bcma_adc_combination",
+        "bcl2_inhibitor",
+        "salvage_chemotherapy",
+        "clinical_trial",
     }
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import PROFILES, RULES
 
 from cds.knowledge.fixtures import run_fixtures
 from cds.knowledge.ruleset import load_ruleset
-from conftest import PROFILES, RULES
 
 _RULES = load_ruleset(RULES).rules
 

@@ -11,13 +11,14 @@ import shutil
 
 import pytest
 import yaml
+from conftest import PROFILES, RULES
 from typer.testing import CliRunner
 
+from cds import check_rules
 from cds.apps.cli import app
+from cds.knowledge.check import impossibility
 from cds.knowledge.evidence import load_registry
-from cds.knowledge.check import check_rules, impossibility
 from cds.knowledge.ruleset import parse_condition
-from conftest import PROFILES, RULES
 
 runner = CliRunner()
 
@@ -114,7 +115,10 @@ MUTATIONS = {
     "unknown operator": (_set(0, when="ecog => 3"), "{f} [{c}-CART-001] when: unknown operator '=>'"),
     "unknown operator (>==)": (_set(0, when="ecog >== 3"), "{f} [{c}-CART-001] when: unknown operator '>=='"),
     "unknown word operator": (_set(0, when="ecog equals 3"), "{f} [{c}-CART-001] when: unknown operator 'equals'"),
-    "unknown evidence": (_set(0, cites=["NO-SUCH.S000.TEXT"]), "{f} [{c}-CART-001] cites: unknown evidence ID 'NO-SUCH.S000.TEXT'"),
+    "unknown evidence": (
+        _set(0, cites=["NO-SUCH.S000.TEXT"]),
+        "{f} [{c}-CART-001] cites: unknown evidence ID 'NO-SUCH.S000.TEXT'",
+    ),
     "no citations": (_set(0, cites=[]), "{f} [{c}-CART-001] cites:"),
     "citations missing": (lambda rules, code: rules[0].pop("cites"), "{f} [{c}-CART-001] cites: Field required"),
     "contradiction": (
@@ -147,11 +151,11 @@ MUTATIONS = {
     "wrong family code": (_set(1, id="SEQ-TRIAL-001"), "{f} [SEQ-TRIAL-001]: rule ID must start with the family code {c}-"),
     "fires fixture does not fire": (
         _fixtures(fires=[{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 2}}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
-        "{f} [{c}-CART-001] fixtures: fires[0] (fit_tcr_bcma_naive {{\"ecog\": 2}}): did not fire",
+        '{f} [{c}-CART-001] fixtures: fires[0] (fit_tcr_bcma_naive {{"ecog": 2}}): did not fire',
     ),
     "silent fixture fires": (
         _fixtures(fires=[{"profile": "frail_ecog3"}], silent=[{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 4}}]),
-        "{f} [{c}-CART-001] fixtures: silent[0] (fit_tcr_bcma_naive {{\"ecog\": 4}}): fired",
+        '{f} [{c}-CART-001] fixtures: silent[0] (fit_tcr_bcma_naive {{"ecog": 4}}): fired',
     ),
     "fixture case missing": (
         _fixtures(fires=[{"profile": "no_such_case"}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
@@ -159,7 +163,7 @@ MUTATIONS = {
     ),
     "fixture profile invalid": (
         _fixtures(fires=[{"profile": "frail_ecog3", "set": {"ecog": 9}}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
-        "{f} [{c}-CART-001] fixtures: fires[0] (frail_ecog3 {{\"ecog\": 9}}): not a valid profile",
+        '{f} [{c}-CART-001] fixtures: fires[0] (frail_ecog3 {{"ecog": 9}}): not a valid profile',
     ),
 }
 POSSIBLE_ANY = _set(0, when={"any": [{"all": ["ecog >= 3", "ecog <= 1"]}, "ecog >= 3"]})
@@ -201,7 +205,7 @@ def test_each_problem_is_reported_with_file_and_rule(mutated, label):
 def test_nothing_else_is_reported(mutated):
     """Only the mutated rules have problems: the untouched rule of each file stays clean."""
     where, problems = mutated
-    for label, (name, code) in where.items():
+    for label, (name, _code) in where.items():
         mine = [p for p in problems if p.startswith(name + " ")]
         if label == "possible any":
             assert mine == [], mine

@@ -8,14 +8,15 @@ import json
 
 import pytest
 import yaml
+from conftest import PROFILES, RULES, case_names, load_case
 from typer.testing import CliRunner
 
 from cds.apps.cli import app
 from cds.errors import SiteError
 from cds.knowledge.fixtures import apply_overrides
-from cds.report.build import build_report, render
 from cds.knowledge.site import default_site, load_site
-from conftest import PROFILES, RULES, case_names, load_case
+from cds.report.build import build_report
+from cds.report.render import render
 
 runner = CliRunner()
 FIXED = "2026-01-01T00:00:00Z"
@@ -206,9 +207,15 @@ def test_car_t_delivery_and_profile_access(evaluator, tmp_path, access, delivere
 @pytest.mark.parametrize(
     "content, expected",
     [
-        ("name: x\ndescription: y\ncar_t_delivered_on_site: \"yes\"\ncar_t_referral_possible: true\n", "car_t_delivered_on_site: Input should be a valid boolean"),
+        (
+            'name: x\ndescription: y\ncar_t_delivered_on_site: "yes"\ncar_t_referral_possible: true\n',
+            "car_t_delivered_on_site: Input should be a valid boolean",
+        ),
         ("name: x\ndescription: y\ncar_t_delivered_on_site: true\n", "car_t_referral_possible: Field required"),
-        ("name: x\ndescription: y\ncar_t_delivered_on_site: true\ncar_t_referral_possible: true\ncolour: red\n", "colour: Extra inputs are not permitted"),
+        (
+            "name: x\ndescription: y\ncar_t_delivered_on_site: true\ncar_t_referral_possible: true\ncolour: red\n",
+            "colour: Extra inputs are not permitted",
+        ),
         (
             "name: x\ndescription: y\ncar_t_delivered_on_site: true\ncar_t_referral_possible: true\n"
             "availability: {bcma_cart: {available: true}}\n",

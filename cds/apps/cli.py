@@ -7,19 +7,17 @@ message on stderr, never a traceback (set CDS_DEBUG=1 to see one).
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
-import stat
 import sys
-import tempfile
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
+from cds.apps.outputs import OutputFile
 from cds.errors import EXIT_INTERNAL, CdsError, InputError, ProfileError, RuleSetError
 
 # Every Path parameter: typer/click check nothing (its checks print a multi-line usage panel);
@@ -40,7 +38,7 @@ def _root() -> None:
     """Clinical decision support for relapsed/refractory multiple myeloma: ranked, cited treatment options."""
 
 
-class Format(str, Enum):
+class Format(str, Enum):  # noqa: UP042 - typer renders str-mixin enums as plain choices
     markdown = "markdown"
     html = "html"
     json = "json"
@@ -90,129 +88,10 @@ def _run(fn):
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for the user
+    except Exception as exc:
         if os.environ.get("CDS_DEBUG"):
             raise
         _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with CDS_DEBUG=1 for details", EXIT_INTERNAL)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-class OutputFile:
-    """An output file given with an option (``--output``, ``--summary``): the whole text or nothing.
-
-    Constructing it only checks the path (nothing is created), so that every output of a
-    command is checked before any is created; `open()` then creates it. A regular file (new or
-    existing) is written under a temporary name beside it and renamed over it by `commit()`;
-    `abort()` removes the temporary file. A symbolic link is followed: the file it points to
-    is written, the link stays. An existing FIFO or character device is opened and written
-    directly. The file gets the permission bits of the file it replaces, or 0o666 & ~umask.
-    Every problem (a folder, a missing folder, no permission, a full disk, ...) is an
-    InputError naming the option and the path (exit code 2). `None` means standard output.
-    """
-
-    def __init__(self, raw: Optional[str], option: str = "--output"):
-        self.raw, self.option = raw, option
-        self.fh: Any = None
-        self.tmp: Optional[str] = None
-        self.direct = False
-        self.target: Optional[str] = None
-        if raw is None:
-            return
-        if raw == "":
-            raise InputError(f"{option}: the path is empty")
-        path = os.path.expanduser(raw)
-        try:
-            st: Optional[os.stat_result] = os.stat(path)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
-                raise self._error(exc) from None
-            st = None
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            raise InputError(f"{option} {raw}: is a directory")
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            self.direct, self.target = True, path  # FIFO, character device: write to it as it is
-            return
-        self.target = os.path.realpath(path)  # through symbolic links: replace the file, not the link
-        self.directory = os.path.dirname(self.target)
-        if not os.path.isdir(self.directory):
-            raise InputError(f"{option} {raw}: folder {self.directory} does not exist")
-        if not os.access(self.directory, os.W_OK | os.X_OK) or (st is not None and not os.access(self.target, os.W_OK)):
-            raise InputError(f"{option} {raw}: cannot write ({os.strerror(errno.EACCES)})")
-        self.mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
-
-    def _error(self, exc: OSError) -> InputError:
-        return InputError(f"{self.option} {self.raw}: cannot write ({exc.strerror or exc})")
-
-    def same_file(self, other: "OutputFile") -> bool:
-        return self.target is not None and self.target == other.target
-
-    def open(self) -> "OutputFile":
-        if self.raw is None:
-            self.fh = sys.stdout
-            return self
-        try:
-            if self.direct:
-                self.fh = open(self.target, "w", encoding="utf-8")  # type: ignore[arg-type]
-                return self
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=self.directory)  # type: ignore[arg-type,type-var]
-            self.fh = os.fdopen(fd, "w", encoding="utf-8")
-            os.fchmod(fd, self.mode)
-        except OSError as exc:
-            self.abort()
-            raise self._error(exc) from None
-        return self
-
-    def write(self, text: str) -> None:
-        if self.raw is None:
-            self.fh.write(text)
-            return
-        try:
-            self.fh.write(text)
-        except OSError as exc:
-            raise self._error(exc) from None
-
-    def write_all(self, text: str) -> None:
-        """Open, write the whole text and commit; on any failure remove what was started."""
-        try:
-            self.open()
-            self.write(text)
-            self.commit()
-        except BaseException:
-            self.abort()
-            raise
-
-    def commit(self) -> None:
-        if self.raw is None:
-            self.fh.flush()
-            return
-        try:
-            self.fh.close()
-            if self.tmp is not None:
-                os.replace(self.tmp, self.target)  # type: ignore[arg-type]
-                self.tmp = None
-        except OSError as exc:
-            raise self._error(exc) from None
-
-    def abort(self) -> None:
-        """Remove the temporary file (a FIFO or device is just closed); never raises."""
-        if self.raw is None:
-            return
-        if self.fh is not None:
-            try:
-                self.fh.close()
-            except OSError:
-                pass  # the write that failed is reported already
-        if self.tmp is not None:
-            try:
-                os.unlink(self.tmp)
-            except OSError:
-                pass
-            self.tmp = None
 
 
 def _output_option(help: str, *decls: str) -> Any:
@@ -220,7 +99,7 @@ def _output_option(help: str, *decls: str) -> Any:
     return typer.Option(None, *(decls or ("--output", "-o")), metavar="FILE", help=help, show_default=False)
 
 
-def _check_folder(path: Optional[Path], option: str) -> None:
+def _check_folder(path: Path | None, option: str) -> None:
     """An option that names a folder: one `error: <option> ...` line if it is not one."""
     if path is None:
         return
@@ -230,7 +109,7 @@ def _check_folder(path: Optional[Path], option: str) -> None:
         raise InputError(f"{option} {path}: not a folder")
 
 
-def _rules_option() -> Optional[Path]:
+def _rules_option() -> Path | None:
     return typer.Option(None, "--rules", help="Rule folder to use instead of the packaged rules/.", show_default=False, **_PATH)
 
 
@@ -238,12 +117,12 @@ def _rules_option() -> Optional[Path]:
 def evaluate(
     path: Path = typer.Argument(..., help="Patient profile (JSON).", show_default=False, **_PATH),
     format: Format = typer.Option(Format.markdown, "--format", "-f", help="Output format."),
-    output: Optional[str] = _output_option("Write the report to FILE instead of stdout (the whole report or nothing)."),
-    timestamp: Optional[str] = typer.Option(
+    output: str | None = _output_option("Write the report to FILE instead of stdout (the whole report or nothing)."),
+    timestamp: str | None = typer.Option(
         None, "--timestamp", help="Fix the evaluation time (ISO 8601) for reproducible output; SOURCE_DATE_EPOCH works too."
     ),
-    rules: Optional[Path] = _rules_option(),
-    site: Optional[Path] = typer.Option(
+    rules: Path | None = _rules_option(),
+    site: Path | None = typer.Option(
         None,
         "--site",
         help="Site settings (YAML): availability, reimbursement and CAR-T delivery at this centre. "
@@ -256,7 +135,8 @@ def evaluate(
 
     def go() -> None:
         from cds.decide.pipeline import default_evaluator
-        from cds.report.build import build_report, render
+        from cds.report.build import build_report
+        from cds.report.render import render
 
         out = OutputFile(output)  # checked first: a bad --output fails before the evaluation
         _check_folder(rules, "--rules")
@@ -277,16 +157,16 @@ rules_app = typer.Typer(no_args_is_help=True, help="List, show and check the rul
 app.add_typer(rules_app, name="rules")
 
 
-def _load_rules(rules: Optional[Path]):
-    from cds.resources import rules_dir
+def _load_rules(rules: Path | None):
     from cds.knowledge.ruleset import load_ruleset
+    from cds.resources import rules_dir
 
     _check_folder(rules, "--rules")
     return load_ruleset(rules or rules_dir())
 
 
 @rules_app.command("list")
-def rules_list(rules: Optional[Path] = _rules_option()) -> None:
+def rules_list(rules: Path | None = _rules_option()) -> None:
     """Every rule: ID, family, kind, option(s), title."""
 
     def go() -> None:
@@ -300,7 +180,7 @@ def rules_list(rules: Optional[Path] = _rules_option()) -> None:
 @rules_app.command("show")
 def rules_show(
     rule_id: str = typer.Argument(..., metavar="ID", help="Rule ID, e.g. ELIG-CART-002.", show_default=False),
-    rules: Optional[Path] = _rules_option(),
+    rules: Path | None = _rules_option(),
 ) -> None:
     """One rule in plain language: condition, effect, rationale, evidence with quotes, fixtures."""
 
@@ -314,8 +194,8 @@ def rules_show(
 
 @rules_app.command("check")
 def rules_check(
-    rules: Optional[Path] = _rules_option(),
-    profiles: Optional[Path] = typer.Option(
+    rules: Path | None = _rules_option(),
+    profiles: Path | None = typer.Option(
         None,
         "--profiles",
         help="Case folder the fixtures name (default: patient_profiles/ beside the rules, or here).",
@@ -326,11 +206,9 @@ def rules_check(
     """Prove the rules consistent: one line per problem (exit 1); uncited evidence is a warning (exit 0)."""
 
     def go() -> None:
-        from cds.resources import rules_dir
-        from cds.knowledge.check import check_rules, default_profiles_dir
+        import cds
 
-        directory = rules or rules_dir()
-        report = check_rules(directory, profiles or default_profiles_dir(directory))
+        report = cds.check_rules(rules, profiles)
         for line in report.problems:
             typer.echo(line)
         for line in report.warnings:
@@ -351,7 +229,7 @@ def examples(
     output_dir: Path = typer.Option(Path("reports/examples"), "--output-dir", help="Folder for the example reports.", **_PATH),
     profiles: Path = typer.Option(Path("patient_profiles"), "--profiles", help="Folder of the example cases.", **_PATH),
     check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if the examples are out of date."),
-    rules: Optional[Path] = _rules_option(),
+    rules: Path | None = _rules_option(),
 ) -> None:
     """Regenerate the example reports (HTML, Markdown, JSON) in reports/examples at a fixed time."""
 
@@ -416,7 +294,12 @@ def default_jobs() -> int:
 
 def _jobs_option():
     return typer.Option(
-        default_jobs(), "--jobs", "-j", min=1, help="Worker processes, at least 1 (default: one per CPU core this process may use).", show_default=False
+        default_jobs(),
+        "--jobs",
+        "-j",
+        min=1,
+        help="Worker processes, at least 1 (default: one per CPU core this process may use).",
+        show_default=False,
     )
 
 
@@ -451,13 +334,15 @@ def _with_progress(label: str, source: Path, quiet: bool, work):
 
 @app.command()
 def batch(
-    input: Path = typer.Argument(..., help="JSONL file (one profile per line) or folder of profile JSON files.", show_default=False, **_PATH),
-    output: Optional[str] = _output_option("Write the results (JSONL) to FILE instead of stdout."),
-    summary: Optional[str] = _output_option("Also write the summary (JSON) to FILE.", "--summary"),
-    timestamp: Optional[str] = typer.Option(
+    input: Path = typer.Argument(
+        ..., help="JSONL file (one profile per line) or folder of profile JSON files.", show_default=False, **_PATH
+    ),
+    output: str | None = _output_option("Write the results (JSONL) to FILE instead of stdout."),
+    summary: str | None = _output_option("Also write the summary (JSON) to FILE.", "--summary"),
+    timestamp: str | None = typer.Option(
         None, "--timestamp", help="Fix the evaluation time (ISO 8601) for reproducible output; SOURCE_DATE_EPOCH works too."
     ),
-    rules: Optional[Path] = _rules_option(),
+    rules: Path | None = _rules_option(),
     jobs: int = _jobs_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
 ) -> None:
@@ -490,7 +375,10 @@ def batch(
                 if summary_out is not None:
                     summary_out.open()
                 result = _with_progress(
-                    "evaluating", input, quiet, lambda advance: run_batch(input, out, str(rules) if rules else None, at, jobs, advance)
+                    "evaluating",
+                    input,
+                    quiet,
+                    lambda advance: run_batch(input, out, str(rules) if rules else None, at, jobs, advance),
                 )
                 out.commit()
                 if summary_out is not None:
@@ -518,7 +406,7 @@ def diff_rules(
     old_rules: Path = typer.Argument(..., metavar="OLD_RULES_DIR", help="The current rule folder.", show_default=False, **_PATH),
     new_rules: Path = typer.Argument(..., metavar="NEW_RULES_DIR", help="The changed rule folder.", show_default=False, **_PATH),
     input: Path = typer.Argument(..., help="JSONL file or folder of profile JSON files.", show_default=False, **_PATH),
-    output: Optional[str] = _output_option("Also write every change and the totals (JSON) to FILE."),
+    output: str | None = _output_option("Also write every change and the totals (JSON) to FILE."),
     jobs: int = _jobs_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

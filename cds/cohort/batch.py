@@ -29,9 +29,9 @@ import signal
 import stat
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -130,7 +130,9 @@ def _check_profile_file(path: str) -> None:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.islink(path):
-            raise ProfileError("(file)", f"{path}: broken symbolic link (its target {os.readlink(path)} does not exist)") from None
+            raise ProfileError(
+                "(file)", f"{path}: broken symbolic link (its target {os.readlink(path)} does not exist)"
+            ) from None
         raise ProfileError("(file)", f"{path}: no such file") from None
     except OSError as exc:
         raise ProfileError("(file)", f"{path}: cannot be read ({exc.strerror})") from None
@@ -226,7 +228,7 @@ def evaluate_chunk(task: tuple[str | None, str, list[Record]]) -> tuple[str, Chu
             record = {**where, **compact(evaluator.evaluate(_load(evaluator, key, payload)), evaluated_at)}
             stats.evaluated += 1
             stats.tops[record["top_option"]] += 1
-        except Exception as exc:  # noqa: BLE001 - one bad record never stops the batch
+        except Exception as exc:
             if os.environ.get("CDS_DEBUG") and not isinstance(exc, CdsError):
                 raise
             record = {**where, **_error_record(exc)}
@@ -378,9 +380,9 @@ class Summary:
             lines.append("top-ranked option:")
             width = max(len(str(k or "none")) for k in self.tops)
             for d in self.as_dict()["top_option_distribution"]:
-                lines.append(f"  {str(d['option'] or 'none'):<{width}}  {d['patients']:>8}  {100 * d['share']:5.1f}%")
+                lines.append(f"  {d['option'] or 'none'!s:<{width}}  {d['patients']:>8}  {100 * d['share']:5.1f}%")
         for where, msg in self.problems[:20]:
-            (k, v), = where.items()
+            ((k, v),) = where.items()
             lines.append(f"  {k} {v}: {msg}")
         if self.invalid + self.errors > 20:
             lines.append(f"  ... ({self.invalid + self.errors - 20} more in the output)")
@@ -412,11 +414,16 @@ def run_batch(
 def _outcome(evaluator, key, payload) -> dict[str, Any]:
     try:
         ev = evaluator.evaluate(_load(evaluator, key, payload))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if os.environ.get("CDS_DEBUG") and not isinstance(exc, CdsError):
             raise
         return _error_record(exc)
-    return {"status": "evaluated", "patient_id": ev.profile.patient_id, "top_option": ev.outcome.top, "ranking": list(ev.outcome.order())}
+    return {
+        "status": "evaluated",
+        "patient_id": ev.profile.patient_id,
+        "top_option": ev.outcome.top,
+        "ranking": list(ev.outcome.order()),
+    }
 
 
 def diff_chunk(task: tuple[str, str, list[Record]]) -> list[dict[str, Any]]:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cds import __version__
+from cds.decide.ranking import Ranking, rank
+from cds.decide.unknowns import Outcome, UnknownFact, VariantPlanner, summarize
 from cds.engine.durable import Engine, durable_version
+from cds.knowledge.ruleset import RuleSet, load_ruleset
 from cds.model.facts import FactValue, derive, engine_facts
 from cds.model.profile import PatientProfile, load_profile, parse_profile
-from cds.decide.ranking import Ranking, rank
 from cds.resources import rules_dir
-from cds.knowledge.ruleset import RuleSet, load_ruleset
-from cds.decide.unknowns import Outcome, UnknownFact, VariantPlanner, summarize
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,14 @@ def input_hash(profile: PatientProfile) -> str:
 
 
 class Evaluator:
-    def __init__(self, directory: Path | None = None, analyze_unknowns: bool = True):
-        self.ruleset = load_ruleset(directory or rules_dir())
+    """A rule set compiled on the engine: validates profiles and evaluates them.
+
+    Built from a rule folder (`directory`, default the packaged rules) or from an
+    already loaded `ruleset` (e.g. the rules `cds rules check` could compile).
+    """
+
+    def __init__(self, directory: Path | None = None, analyze_unknowns: bool = True, ruleset: RuleSet | None = None):
+        self.ruleset = ruleset if ruleset is not None else load_ruleset(directory or rules_dir())
         self.engine = Engine(self.ruleset)
         self.planner = VariantPlanner(self.ruleset)
         self.analyze_unknowns = analyze_unknowns

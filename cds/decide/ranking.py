@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cds.model.facts import FACTS, FactValue
 from cds.knowledge.ruleset import Rule, RuleSet
+from cds.model.facts import FACTS, FactValue
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,7 @@ def option_plans(ruleset: RuleSet) -> tuple[_OptionPlan, ...]:
             _OptionPlan(
                 excludes=tuple((r.id, _reason(r, f"{r.title}. {r.rationale}")) for r in rules if r.kind == "exclude"),
                 requires=tuple(r for r in rules if r.kind == "require"),
-                scored=tuple(
-                    (r.id, r.signed_weight, _reason(r)) for r in rules if r.kind in ("require", "prefer", "deprefer")
-                ),
+                scored=tuple((r.id, r.signed_weight, _reason(r)) for r in rules if r.kind in ("require", "prefer", "deprefer")),
                 cautions=tuple((r.id, _reason(r)) for r in rules if r.kind == "caution"),
                 next_steps=tuple((r.id, _reason(r)) for r in rules if r.kind == "next_step"),
             )
@@ -137,7 +135,9 @@ def rank(ruleset: RuleSet, fired: frozenset[str], facts: dict[str, FactValue]) -
         score = sum(weight for rid, weight, _ in plan.scored if rid in fired)
         cautions = tuple(reason for rid, reason in plan.cautions if rid in fired)
         next_steps = tuple(reason for rid, reason in plan.next_steps if rid in fired)
-        ranked.append((-score, index, RankedOption(option.id, 0, option.title, option.summary, score, rationale, cautions, next_steps)))
+        ranked.append(
+            (-score, index, RankedOption(option.id, 0, option.title, option.summary, score, rationale, cautions, next_steps))
+        )
     ranked.sort(key=lambda t: (t[0], t[1]))
     options = tuple(
         RankedOption(o.id, n, o.title, o.summary, o.score, o.rationale, o.cautions, o.next_steps)

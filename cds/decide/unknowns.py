@@ -16,10 +16,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from cds.model.facts import CYTO_FACT, FACTS, HIGH_RISK_CYTOGENETICS, FactValue, Value
-from cds.model.profile import CYTOGENETIC_ABNORMALITIES
 from cds.decide.ranking import option_plans
 from cds.knowledge.ruleset import RuleSet, leaves
+from cds.model.facts import CYTO_FACT, FACTS, HIGH_RISK_CYTOGENETICS, FactValue, Value
+from cds.model.profile import CYTOGENETIC_ABNORMALITIES
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Outcome:
     class: one is made per counterfactual variant.
     """
 
-    __slots__ = ("top", "_order", "_excluded", "scores", "exclusions", "_fired", "_decisions")
+    __slots__ = ("_decisions", "_excluded", "_fired", "_order", "exclusions", "scores", "top")
 
     def __init__(
         self,
@@ -142,7 +142,7 @@ class VariantPlanner:
         self._reason_order = {o.id: (excludes[o.id], requires[o.id]) for o in ruleset.options}
         # rule -> the positions (in self._options) of the options whose decision it takes part in
         self._rule_options: dict[str, tuple[int, ...]] = {}
-        for index, (oid, excl, req, weights) in enumerate(self._options):
+        for index, (_oid, excl, req, weights) in enumerate(self._options):
             for r in {*excl, *req, *(r for r, _ in weights)}:
                 self._rule_options[r] = (*self._rule_options.get(r, ()), index)
         # Only the facts of rules that decide (require/exclude/prefer/deprefer) can change the
@@ -165,7 +165,7 @@ class VariantPlanner:
             elif spec.type == "enum":
                 plan = [(v, ((name, v),)) for v in spec.values]
             else:
-                thresholds = [float(l.value) for l in used[name] if l.op in ("<", "<=", ">", ">=", "==", "!=")]  # type: ignore[arg-type]
+                thresholds = [float(leaf.value) for leaf in used[name] if leaf.op in ("<", "<=", ">", ">=", "==", "!=")]  # type: ignore[arg-type]
                 if not thresholds:
                     continue  # only tested with is known/is unknown: nothing to vary but presence
                 plan = [(label, ((name, v),)) for label, v in _numeric_representatives(thresholds, spec.minimum or 0.0)]
@@ -276,8 +276,6 @@ def summarize(
         if flags[field][1]
     ]
     result.sort(key=lambda u: (not u.changes_top, u.field))
-    unknown_fields = sorted(
-        {spec.input_field for spec in FACTS.values() if spec.input_field and not facts[spec.name].known}
-    )
+    unknown_fields = sorted({spec.input_field for spec in FACTS.values() if spec.input_field and not facts[spec.name].known})
     without = [f for f in unknown_fields if f not in {u.field for u in result}]
     return result, without

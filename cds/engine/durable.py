@@ -49,6 +49,7 @@ generated profiles.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -59,8 +60,8 @@ from collections.abc import Mapping, Sequence
 import durable_rules_engine as _core  # durable-rules' C core (what durable.engine.Ruleset wraps)
 
 from cds.errors import EngineError
-from cds.model.facts import FACTS, Value
 from cds.knowledge.ruleset import Condition, Group, Leaf, RuleSet, leaves
+from cds.model.facts import FACTS, Value
 
 SENTINEL = "__evaluated__"
 _TYPE = "patient"
@@ -157,7 +158,7 @@ class Engine:
         self.name = f"cds_{ruleset.digest[:12]}_{next(_names)}"
         try:
             self._handle = _core.create_ruleset(self.name, _dumps(definition))  # type: ignore[arg-type]
-        except BaseException as exc:  # the C core reports bare numeric codes
+        except BaseException as exc:  # noqa: BLE001 - the C core reports bare numeric codes
             raise EngineError(f"durable-rules refused the compiled rule set: {exc}") from None
 
     def run(self, variants: Sequence[dict[str, Value]]) -> list[frozenset[str]]:
@@ -239,14 +240,12 @@ class Engine:
             except EngineError:
                 self._abandon(state_offset)
                 raise
-            except Exception as exc:  # the C core raises bare errors with numeric codes
+            except Exception as exc:  # noqa: BLE001 - the C core raises bare errors with numeric codes
                 self._abandon(state_offset)
                 raise EngineError(f"the engine failed: {exc}") from None
             finally:
-                try:
+                with contextlib.suppress(BaseException):  # nothing more to clean
                     _core.delete_state(h, sid)
-                except BaseException:  # noqa: BLE001 - nothing more to clean
-                    pass
         fired: list[set[str]] = [set() for _ in facts]
         prefixes = self._prefixes
         try:
@@ -274,13 +273,11 @@ class Engine:
     def _abandon(self, state_offset) -> None:
         if state_offset is None:
             return
-        try:
+        with contextlib.suppress(BaseException):  # no action in progress
             _core.abandon_action(self._handle, state_offset)
-        except BaseException:  # noqa: BLE001 - no action in progress
-            pass
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def durable_version() -> str:
     """The installed durable-rules version (read once: package metadata is slow to read)."""
     try:

@@ -19,7 +19,7 @@ Semantics, exactly as documented in cds/ruleset.py:
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from cds.knowledge.ruleset import Condition, Group, Leaf, RuleSet
 

@@ -30,18 +30,18 @@ import difflib
 import json
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterable
 
 import yaml
 from pydantic import ValidationError
 
 from cds.errors import CdsError, InputError, RuleSetError
 from cds.knowledge.evidence import Registry, load_registry
-from cds.model.facts import FACTS
-from cds.resources import load_yaml
+from cds.knowledge.fixtures import FixtureRunner
+from cds.knowledge.fixtures import run_fixtures as _run_fixtures
 from cds.knowledge.ruleset import (
     OPS,
     Condition,
@@ -53,14 +53,16 @@ from cds.knowledge.ruleset import (
     RuleSet,
     RuleSpec,
     SettingsFile,
-    validation_lines,
     check_leaf,
     leaves,
     load_ruleset,
     parse_condition,
     ruleset_digest,
+    validation_lines,
 )
+from cds.model.facts import FACTS
 from cds.model.vocabulary import load_vocabulary
+from cds.resources import load_yaml
 
 _MAX_CONJUNCTIONS = 4096
 
@@ -163,15 +165,12 @@ def _conjunction_problem(conj: tuple[Leaf, ...]) -> str | None:
     knownness: dict[str, tuple[bool, Leaf]] = {}  # group -> (must be known?, the leaf that says so)
     for fact, ls in by_fact.items():
         spec = FACTS[fact]
-        unknown = [l for l in ls if l.op == "unknown"]
-        known = [l for l in ls if l.op != "unknown"]
+        unknown = [leaf for leaf in ls if leaf.op == "unknown"]
+        known = [leaf for leaf in ls if leaf.op != "unknown"]
         if unknown and not spec.may_be_unknown:
             return f"{fact} is always known, so '{unknown[0].text()}' is never true"
         if unknown and known:
-            return (
-                f"'{unknown[0].text()}' and '{known[0].text()}' contradict "
-                "(a comparison on an unknown fact is never true)"
-            )
+            return f"'{unknown[0].text()}' and '{known[0].text()}' contradict (a comparison on an unknown fact is never true)"
         if spec.group:
             need_known = bool(known)
             prev = knownness.get(spec.group)
@@ -179,7 +178,7 @@ def _conjunction_problem(conj: tuple[Leaf, ...]) -> str | None:
                 a, b = prev[1], (known or unknown)[0]
                 return f"'{a.text()}' and '{b.text()}' contradict ({spec.group} facts are known or unknown together)"
             knownness.setdefault(spec.group, (need_known, (known or unknown)[0]))
-        comparisons = [l for l in ls if l.op not in ("known", "unknown")]
+        comparisons = [leaf for leaf in ls if leaf.op not in ("known", "unknown")]
         if not comparisons:
             continue
         if spec.type in ("bool", "enum"):
@@ -195,7 +194,7 @@ def _conjunction_problem(conj: tuple[Leaf, ...]) -> str | None:
         else:
             possible = _numeric_possible(spec, comparisons)
         if not possible:
-            texts = " and ".join(f"'{l.text()}'" for l in comparisons)
+            texts = " and ".join(f"'{leaf.text()}'" for leaf in comparisons)
             verb = "is outside the possible values" if len(comparisons) == 1 else "contradict"
             return f"{texts} {verb} ({fact} is {_range_text(spec)})"
     return None
@@ -274,27 +273,6 @@ class CheckReport:
             self.problems.append(line)
 
 
-class _FixtureEvaluator:
-    """What `run_fixtures` needs (parse, fired_rules) on a rule set built here, through the real engine."""
-
-    def __init__(self, ruleset: RuleSet):
-        from cds.engine.durable import Engine
-
-        self.ruleset = ruleset
-        self.vocabulary = ruleset.vocabulary
-        self.engine = Engine(ruleset)
-
-    def parse(self, data: object):
-        from cds.model.profile import parse_profile
-
-        return parse_profile(data, self.vocabulary)
-
-    def fired_rules(self, profile) -> frozenset[str]:
-        from cds.model.facts import derive, engine_facts
-
-        return self.engine.run([engine_facts(derive(profile, self.vocabulary))])[0]
-
-
 def _read(path: Path, label: str, report: CheckReport) -> object:
     try:
         return load_yaml(path.read_text(encoding="utf-8"))
@@ -335,8 +313,17 @@ def default_profiles_dir(rules_directory: Path) -> Path | None:
     return None
 
 
-def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures: bool = True) -> CheckReport:
-    """Check the rule folder; every problem is one line naming the file and the rule."""
+def check_rules(
+    directory: Path,
+    profiles_dir: Path | None = None,
+    run_fixtures: bool = True,
+    runner: Callable[[RuleSet], FixtureRunner] | None = None,
+) -> CheckReport:
+    """Check the rule folder; every problem is one line naming the file and the rule.
+
+    `runner` builds the matcher the fixtures run on from the rules that compiled
+    (the real engine: `cds.check_rules` passes it); without one, fixtures are not run.
+    """
     report = CheckReport()
     directory = Path(directory)
     if not directory.is_dir():
@@ -484,8 +471,11 @@ def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures:
                         if reason:
                             report.add(f"{where} when: can never hold: {reason}")
                         fields = sorted(
-                            {FACTS[leaf.fact].input_field or leaf.fact for leaf in leaves(condition)
-                             if leaf.fact in FACTS and FACTS[leaf.fact].may_be_unknown}
+                            {
+                                FACTS[leaf.fact].input_field or leaf.fact
+                                for leaf in leaves(condition)
+                                if leaf.fact in FACTS and FACTS[leaf.fact].may_be_unknown
+                            }
                         )
                         ranking_kinds = ("require", "exclude", "prefer", "deprefer")
                         if len(fields) > 1 and spec is not None and spec.status != "retired" and spec.kind in ranking_kinds:
@@ -518,14 +508,12 @@ def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures:
         report.add(f"{directory}: {exc}")
 
     # --- fixtures, through the real engine, on every rule that could be compiled
-    if run_fixtures and any(r.fixtures.fires or r.fixtures.silent for r in runnable):
+    if run_fixtures and runner is not None and any(r.fixtures.fires or r.fixtures.silent for r in runnable):
         if profiles_dir is None or not Path(profiles_dir).is_dir():
             report.add(f"fixtures: the case folder {profiles_dir or 'patient_profiles/'} was not found (use --profiles)")
         elif vocabulary is None:
             report.add("fixtures: not run, the drug vocabulary (catalog/drugs.yaml) does not load")
         else:
-            from cds.knowledge.fixtures import run_fixtures as _run_fixtures
-
             ruleset = RuleSet(
                 rules=tuple(runnable),
                 retired=(),
@@ -537,7 +525,7 @@ def check_rules(directory: Path, profiles_dir: Path | None = None, run_fixtures:
                 directory=directory,
             )
             try:
-                evaluator = _FixtureEvaluator(ruleset)
+                evaluator = runner(ruleset)
             except CdsError as exc:
                 report.add(f"fixtures: not run, the rules do not compile on durable-rules: {exc}")
             else:
@@ -611,7 +599,9 @@ def show_rule(ruleset: RuleSet, rule_id: str) -> str:
         raise InputError(f"unknown rule ID {rule_id!r}{hint}") from None
     lines = [f"{r.id}: {r.title}", ""]
     lines.append(f"  file:     {r.file} (family {r.family}){'   RETIRED' if r.status == 'retired' else ''}")
-    lines.append(f"  kind:     {r.kind}{f' (weight {r.weight})' if r.weight else ''}" + (f", category {r.category}" if r.category else ""))
+    lines.append(
+        f"  kind:     {r.kind}{f' (weight {r.weight})' if r.weight else ''}" + (f", category {r.category}" if r.category else "")
+    )
     opts = []
     for oid in r.options:
         try:

@@ -189,9 +189,7 @@ def load_registry(evidence_dir: Path) -> Registry:
             continue
         for entry in ef.entries:
             if entry.id in entries:
-                problems.append(
-                    f"evidence/{path.name} [{entry.id}]: duplicate evidence ID (also in {entry_files[entry.id]})"
-                )
+                problems.append(f"evidence/{path.name} [{entry.id}]: duplicate evidence ID (also in {entry_files[entry.id]})")
                 continue
             if entry.source not in sources:
                 problems.append(f"evidence/{path.name} [{entry.id}] source: unknown source file {entry.source!r}")

@@ -21,9 +21,19 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from cds.errors import CdsError
 from cds.knowledge.ruleset import FixtureSpec, Rule
+from cds.model.profile import PatientProfile
+
+
+class FixtureRunner(Protocol):
+    """What fixtures run on: profile validation and the rules fired for a profile (the real engine)."""
+
+    def parse(self, data: object) -> PatientProfile: ...
+
+    def fired_rules(self, profile: PatientProfile) -> frozenset[str]: ...
 
 
 @dataclass(frozen=True)
@@ -61,10 +71,8 @@ def fixture_profile(spec: FixtureSpec, profiles_dir: Path) -> dict[str, Any]:
     return apply_overrides(data, spec.set)
 
 
-def run_fixtures(rule: Rule, evaluator, profiles_dir: Path) -> list[FixtureResult]:
-    """Evaluate every fixture of `rule` through the real engine."""
-    from cds.errors import CdsError
-
+def run_fixtures(rule: Rule, evaluator: FixtureRunner, profiles_dir: Path) -> list[FixtureResult]:
+    """Evaluate every fixture of `rule` through `evaluator` (the real engine)."""
     results: list[FixtureResult] = []
     for expectation, specs in (("fires", rule.fixtures.fires), ("silent", rule.fixtures.silent)):
         for i, spec in enumerate(specs):

@@ -27,7 +27,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -35,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cds.errors import RuleSetError, validation_problems
 from cds.knowledge.evidence import Registry, load_registry
 from cds.model.facts import FACTS, Value
-from cds.resources import load_yaml
 from cds.model.vocabulary import Vocabulary, load_vocabulary
+from cds.resources import load_yaml
 
 RULE_ID = r"^[A-Z]{2,6}-[A-Z0-9]{2,8}-\d{3}$"
 OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "known", "unknown")
@@ -69,14 +69,14 @@ class Leaf:
 @dataclass(frozen=True)
 class Group:
     mode: Literal["all", "any"]
-    items: tuple["Condition", ...]
+    items: tuple[Condition, ...]
 
     def text(self) -> str:
         joiner = " and " if self.mode == "all" else " or "
         return joiner.join(f"({i.text()})" if isinstance(i, Group) else i.text() for i in self.items)
 
 
-Condition = Union[Leaf, Group]
+Condition = Leaf | Group
 
 
 def _show(v: object) -> str:
@@ -96,7 +96,7 @@ def leaves(cond: Condition | None) -> list[Leaf]:
     return out
 
 
-def parse_condition(raw: object, where: str, settings: dict[str, "SettingSpec"] | None = None) -> Condition:
+def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | None = None) -> Condition:
     """Parse the YAML form into Leaf/Group; raise ValueError with a readable message.
 
     A value written ``$name`` is the named setting ``name`` (rules/catalog/settings.yaml).
@@ -133,7 +133,7 @@ def parse_condition(raw: object, where: str, settings: dict[str, "SettingSpec"] 
             raise ValueError(f"{where}: {op!r} needs a single value, got {rest!r}")
         return Leaf(fact, op, value)  # type: ignore[arg-type]
     if isinstance(raw, dict) and len(raw) == 1:
-        (mode, items), = raw.items()
+        ((mode, items),) = raw.items()
         if mode not in ("all", "any"):
             raise ValueError(f"{where}: a condition group is 'all' or 'any', not {mode!r}")
         if not isinstance(items, list) or not items:
@@ -168,12 +168,14 @@ class RuleSpec(_Strict):
     when: object = None
     rationale: str = Field(min_length=10)
     cites: list[str] = Field(min_length=1)
-    category: Literal["eligibility", "efficacy", "safety", "monitoring", "logistics", "regulatory", "sequencing", "access"] | None = None
+    category: (
+        Literal["eligibility", "efficacy", "safety", "monitoring", "logistics", "regulatory", "sequencing", "access"] | None
+    ) = None
     status: Literal["active", "retired"] = "active"
     fixtures: Fixtures = Fixtures()
 
     @model_validator(mode="after")
-    def _weight_matches_kind(self) -> "RuleSpec":
+    def _weight_matches_kind(self) -> RuleSpec:
         if self.kind in ("prefer", "deprefer") and self.weight is None:
             raise ValueError(f"a {self.kind} rule needs a weight")
         if self.kind not in ("prefer", "deprefer") and self.weight is not None:
@@ -227,7 +229,7 @@ class Rule:
     fixtures: Fixtures
 
     @classmethod
-    def from_spec(cls, spec: "RuleSpec", family: str, file: str, condition: Condition | None) -> "Rule":
+    def from_spec(cls, spec: RuleSpec, family: str, file: str, condition: Condition | None) -> Rule:
         return cls(
             id=spec.id,
             family=family,

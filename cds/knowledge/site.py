@@ -58,8 +58,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cds.errors import SiteError
-from cds.resources import load_yaml
 from cds.knowledge.ruleset import RuleSet
+from cds.resources import load_yaml
 
 DEFAULT_SITE_FILE = Path("catalog") / "site_default.yaml"
 
@@ -245,7 +245,7 @@ def availability(site: Site, ruleset: RuleSet, option_id: str, car_t_center_acce
     note = " ".join(notes)
     label = MARKER_LABEL.get(status)
     products = []
-    for product, pa in (entry.products.items() if entry else ()):
+    for product, pa in entry.products.items() if entry else ():
         products.append(
             {
                 "product": product,
@@ -307,7 +307,9 @@ def apply_site(report: dict[str, Any], site: Site | None, ruleset: RuleSet, car_
             a = availability(site, ruleset, o["id"], car_t_center_access)
             o["availability"] = a
             if a["status"] in ("unavailable", "not_reimbursed"):
-                unavailable.append({"id": o["id"], "title": o["title"], "rank": o["rank"], "status": a["status"], "reason": a["note"]})
+                unavailable.append(
+                    {"id": o["id"], "title": o["title"], "rank": o["rank"], "status": a["status"], "reason": a["note"]}
+                )
         for x in report.get("excluded", []):
             x["availability"] = availability(site, ruleset, x["id"], car_t_center_access)
         section = {

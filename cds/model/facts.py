@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Union
+from typing import Literal, NamedTuple
 
 from cds.model.profile import CYTOGENETIC_ABNORMALITIES, PatientProfile
 from cds.model.vocabulary import Vocabulary
 
-Value = Union[bool, int, float, str]
+Value = bool | int | float | str
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,7 @@ class FactSpec:
             return isinstance(value, str) and value in self.values
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        if self.type == "int" and not isinstance(value, int):
-            return False
-        return True
+        return not (self.type == "int" and not isinstance(value, int))
 
 
 CYTO_FACT = {
@@ -63,22 +61,57 @@ _F: list[FactSpec] = [
     FactSpec("age", "int", "Age in years", minimum=18, maximum=120),
     FactSpec("ecog", "int", "ECOG performance status", minimum=0, maximum=4),
     FactSpec("frailty", "enum", "Frailty category", True, values=("fit", "intermediate", "frail"), input_field="frailty"),
-    FactSpec("creatinine_clearance_ml_min", "float", "Creatinine clearance (mL/min)", True, 0, 1000, input_field="creatinine_clearance_ml_min"),
+    FactSpec(
+        "creatinine_clearance_ml_min",
+        "float",
+        "Creatinine clearance (mL/min)",
+        True,
+        0,
+        1000,
+        input_field="creatinine_clearance_ml_min",
+    ),
     FactSpec("dialysis", "bool", "On dialysis", True, input_field="dialysis"),
     FactSpec("extramedullary_disease", "bool", "Extramedullary disease present", True, input_field="extramedullary_disease"),
-    FactSpec("rapidly_progressive", "bool", "Rapidly progressive disease that cannot wait weeks for therapy", True, input_field="rapidly_progressive"),
+    FactSpec(
+        "rapidly_progressive",
+        "bool",
+        "Rapidly progressive disease that cannot wait weeks for therapy",
+        True,
+        input_field="rapidly_progressive",
+    ),
     FactSpec("car_t_center_access", "bool", "Access to a certified CAR-T centre", True, input_field="car_t_center_access"),
-    FactSpec("organ_function_adequate", "bool", "Cardiac, pulmonary and hepatic function adequate for lymphodepletion and CRS", True, input_field="organ_function_adequate"),
+    FactSpec(
+        "organ_function_adequate",
+        "bool",
+        "Cardiac, pulmonary and hepatic function adequate for lymphodepletion and CRS",
+        True,
+        input_field="organ_function_adequate",
+    ),
     FactSpec("active_serious_infection", "bool", "Active serious infection", True, input_field="active_serious_infection"),
-    FactSpec("prior_allogeneic_transplant", "bool", "Prior allogeneic stem-cell transplant", True, input_field="prior_allogeneic_transplant"),
-    FactSpec("soluble_bcma_ng_ml", "float", "Serum soluble BCMA (ng/mL)", True, 0, 1_000_000, input_field="labs.soluble_bcma_ng_ml"),
+    FactSpec(
+        "prior_allogeneic_transplant",
+        "bool",
+        "Prior allogeneic stem-cell transplant",
+        True,
+        input_field="prior_allogeneic_transplant",
+    ),
+    FactSpec(
+        "soluble_bcma_ng_ml", "float", "Serum soluble BCMA (ng/mL)", True, 0, 1_000_000, input_field="labs.soluble_bcma_ng_ml"
+    ),
     FactSpec("ferritin_ng_ml", "float", "Serum ferritin (ng/mL)", True, 0, 1_000_000, input_field="labs.ferritin_ng_ml"),
     FactSpec("crp_mg_l", "float", "C-reactive protein (mg/L)", True, 0, 1_000_000, input_field="labs.crp_mg_l"),
     *[
         FactSpec(fact, "bool", f"{abn} detected", True, group="cytogenetics", input_field="cytogenetics")
         for abn, fact in CYTO_FACT.items()
     ],
-    FactSpec("high_risk_cytogenetics", "bool", "Any high-risk abnormality: del(17p), t(4;14), t(14;16), gain(1q) or amp(1q)", True, group="cytogenetics", input_field="cytogenetics"),
+    FactSpec(
+        "high_risk_cytogenetics",
+        "bool",
+        "Any high-risk abnormality: del(17p), t(4;14), t(14;16), gain(1q) or amp(1q)",
+        True,
+        group="cytogenetics",
+        input_field="cytogenetics",
+    ),
     FactSpec("prior_line_count", "int", "Number of prior lines of therapy", minimum=1, maximum=40),
     FactSpec("prior_autologous_transplant", "bool", "Prior autologous stem-cell transplant"),
     FactSpec("exposed_imid", "bool", "Exposed to an IMiD"),
@@ -99,7 +132,9 @@ _F: list[FactSpec] = [
     FactSpec("partner_pi_available", "bool", "A PI the patient is not refractory to remains (bortezomib or carfilzomib)"),
     FactSpec("triple_class_exposed", "bool", "Exposed to an IMiD, a PI and an anti-CD38 antibody"),
     FactSpec("triple_class_refractory", "bool", "Refractory to an IMiD, a PI and an anti-CD38 antibody"),
-    FactSpec("penta_refractory", "bool", "Refractory to lenalidomide, pomalidomide, bortezomib, carfilzomib and an anti-CD38 antibody"),
+    FactSpec(
+        "penta_refractory", "bool", "Refractory to lenalidomide, pomalidomide, bortezomib, carfilzomib and an anti-CD38 antibody"
+    ),
     FactSpec("refractory_to_last_line", "bool", "Refractory to (progressed on) the most recent line"),
     FactSpec("bcma_exposed", "bool", "Any prior BCMA-directed therapy"),
     FactSpec("bcma_refractory", "bool", "Refractory to a BCMA-directed therapy"),
@@ -209,7 +244,12 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
         return h
 
     cls_hits = {}
-    for c, label in (("imid", "an IMiD"), ("pi", "a PI"), ("anti_cd38", "an anti-CD38 antibody"), ("anti_slamf7", "an anti-SLAMF7 antibody")):
+    for c, label in (
+        ("imid", "an IMiD"),
+        ("pi", "a PI"),
+        ("anti_cd38", "an anti-CD38 antibody"),
+        ("anti_slamf7", "an anti-SLAMF7 antibody"),
+    ):
         cls_hits[("exposed", c)] = flag(f"exposed_{c}", "class:" + c, False, label)
         cls_hits[("refractory", c)] = flag(f"refractory_{c}", "class:" + c, True, label)
     refr_drug = {}
@@ -235,7 +275,7 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
         parts = [cls_hits[(kind, c)] for c in ("imid", "pi", "anti_cd38")]
         ok = all(parts)
         if ok:
-            expl = f"triple-class {kind}: " + "; ".join(_fmt_lines(p[:1] if kind == 'exposed' else p) for p in parts)
+            expl = f"triple-class {kind}: " + "; ".join(_fmt_lines(p[:1] if kind == "exposed" else p) for p in parts)
         else:
             missing = [lbl for p, lbl in zip(parts, ("IMiD", "PI", "anti-CD38 antibody")) if not p]
             expl = f"not triple-class {kind}: no {', '.join(missing)} {'exposure' if kind == 'exposed' else 'refractoriness'}"

@@ -246,7 +246,8 @@ def check_agents(profile: PatientProfile, vocabulary: Vocabulary) -> None:
             if drug is None or drug.name not in canon:
                 listed = ", ".join(line.agents)
                 raise ProfileError(
-                    field, f"{agent!r} is not one of this line's agents ({listed}); refractory_to must name agents of the same line"
+                    field,
+                    f"{agent!r} is not one of this line's agents ({listed}); refractory_to must name agents of the same line",
                 )
             if drug.name in seen:
                 raise ProfileError(field, f"{agent!r} is listed twice")
@@ -257,7 +258,9 @@ def load_profile_text(text: str, vocabulary: Vocabulary) -> PatientProfile:
     try:
         data = json.loads(text, object_pairs_hook=_unique_object)
     except _DuplicateKey as exc:
-        raise ProfileError("(file)", f"the key {exc.key!r} appears twice in one JSON object; every field must be given once") from None
+        raise ProfileError(
+            "(file)", f"the key {exc.key!r} appears twice in one JSON object; every field must be given once"
+        ) from None
     except json.JSONDecodeError as exc:
         raise ProfileError("(file)", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:

@@ -70,9 +70,7 @@ class Vocabulary:
             for alias in [d.name, *d.aliases]:
                 k = _key(alias)
                 if k in self._by_key and self._by_key[k].name != d.name:
-                    problems.append(
-                        f"catalog/drugs.yaml [{d.name}] aliases: {alias!r} already names {self._by_key[k].name}"
-                    )
+                    problems.append(f"catalog/drugs.yaml [{d.name}] aliases: {alias!r} already names {self._by_key[k].name}")
                 self._by_key[k] = drug
         for label, (orig, agents) in self._regimens.items():
             for a in agents:
@@ -117,7 +115,5 @@ def load_vocabulary(path: Path) -> Vocabulary:
     try:
         spec = VocabularyFile.model_validate(raw)
     except ValidationError as exc:
-        raise RuleSetError(
-            [f"catalog/drugs.yaml {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        ) from None
+        raise RuleSetError([f"catalog/drugs.yaml {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
     return Vocabulary(spec)

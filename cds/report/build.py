@@ -1,34 +1,23 @@
-"""The report: one plain data structure, rendered as JSON or through Jinja templates.
+"""Building the report: one plain data structure from an evaluation.
 
 `build_report` turns an Evaluation into a JSON-ready dict (the JSON output is
-exactly this dict); the Markdown and HTML templates in ``reports/templates``
-only loop over and branch on it. Autoescaping is on for both; the Markdown
-template additionally escapes Markdown syntax in anything that comes from the
-profile (`md` filter).
+exactly this dict); `cds.report.render` renders it, and the Markdown and HTML
+templates only loop over and branch on it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
-import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from markupsafe import Markup, escape
-
-from cds.errors import InputError
 from cds.decide.pipeline import Evaluation
+from cds.decide.ranking import Reason
+from cds.decide.unknowns import field_description
+from cds.errors import InputError
 from cds.knowledge.evidence import MEASURE_LABELS, EvidenceEntry
 from cds.model.facts import FACTS
-from cds.decide.ranking import Reason
-from cds.resources import templates_dir
 from cds.report.timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL, category
-from cds.report.timeline import layout as timeline_layout
-from cds.decide.unknowns import field_description
-
-if TYPE_CHECKING:
-    from jinja2 import Environment
 
 FORMAT_VERSION = "cds-evaluation/1"
 DISCLAIMER = (
@@ -51,18 +40,18 @@ def evaluation_time(fixed: str | None = None) -> str:
         except ValueError:
             raise InputError(f"--timestamp: {fixed!r} is not an ISO-8601 date-time (e.g. 2026-01-01T00:00:00Z)") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=_dt.timezone.utc)
+            moment = moment.replace(tzinfo=_dt.UTC)
     elif "SOURCE_DATE_EPOCH" in os.environ:
         epoch = os.environ["SOURCE_DATE_EPOCH"].strip()
         if not epoch.isdigit():
             raise InputError(f"SOURCE_DATE_EPOCH: {epoch!r} is not a whole number of seconds since 1970")
         try:
-            moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.timezone.utc)
+            moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.UTC)
         except (OverflowError, OSError, ValueError):
             raise InputError(f"SOURCE_DATE_EPOCH: {epoch} is out of range") from None
     else:
-        moment = _dt.datetime.now(tz=_dt.timezone.utc)
-    return moment.astimezone(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        moment = _dt.datetime.now(tz=_dt.UTC)
+    return moment.astimezone(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _reason(r: Reason) -> dict[str, Any]:
@@ -127,9 +116,7 @@ def _evidence(entry: EvidenceEntry, ev: Evaluation) -> dict[str, Any]:
         for key, _ in EVIDENCE_COLUMNS
     }
     out["other_figures"] = [
-        {"label": f.display_measure(), "value": f.value}
-        for f in entry.figures
-        if f.measure not in columns or f.label
+        {"label": f.display_measure(), "value": f.value} for f in entry.figures if f.measure not in columns or f.label
     ]
     out["conflicts"] = [{"with": c.with_, "measure": c.measure, "note": c.note} for c in entry.conflicts]
     return out
@@ -192,11 +179,16 @@ def _case_inputs(ev: Evaluation) -> list[dict[str, Any]]:
         ("Age", f"{p.age} years"),
         ("ECOG performance status", str(p.ecog)),
         ("Frailty", p.frailty),
-        ("Creatinine clearance", None if p.creatinine_clearance_ml_min is None else f"{_num(p.creatinine_clearance_ml_min)} mL/min"),
+        (
+            "Creatinine clearance",
+            None if p.creatinine_clearance_ml_min is None else f"{_num(p.creatinine_clearance_ml_min)} mL/min",
+        ),
         ("Dialysis", _yes_no(p.dialysis)),
         (
             "Cytogenetics (FISH)",
-            None if p.cytogenetics is None else (", ".join(p.cytogenetics) if p.cytogenetics else "tested, none of the listed abnormalities"),
+            None
+            if p.cytogenetics is None
+            else (", ".join(p.cytogenetics) if p.cytogenetics else "tested, none of the listed abnormalities"),
         ),
         ("Extramedullary disease", _yes_no(p.extramedullary_disease)),
         ("Rapidly progressive disease", _yes_no(p.rapidly_progressive)),
@@ -213,8 +205,7 @@ def _case_inputs(ev: Evaluation) -> list[dict[str, Any]]:
         value = getattr(labs, field) if labs is not None else None
         rows.append((label, None if value is None else f"{_num(value)} {unit}"))
     return [
-        {"label": label, "value": "unknown" if v is None else v, "known": v is not None and v != "unknown"}
-        for label, v in rows
+        {"label": label, "value": "unknown" if v is None else v, "known": v is not None and v != "unknown"} for label, v in rows
     ]
 
 
@@ -400,7 +391,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, 
     for i in cited:
         entry = rs.registry.get(i)
         for c in entry.conflicts:
-            key = tuple(sorted((i, c.with_))) + (c.measure,)
+            key = (*tuple(sorted((i, c.with_))), c.measure)
             if key in seen_pairs:
                 continue
             seen_pairs.add(key)  # type: ignore[arg-type]
@@ -411,8 +402,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, 
             for e in (entry, other):
                 figs = [f for f in e.figures if f.measure == c.measure]
                 shown = [
-                    (f"{f.label}: " if f.label else "") + f.value + (f" ({_qualifier(f)})" if _qualifier(f) else "")
-                    for f in figs
+                    (f"{f.label}: " if f.label else "") + f.value + (f" ({_qualifier(f)})" if _qualifier(f) else "") for f in figs
                 ]
                 if not figs and c.measure == "other" and entry.n != other.n and e.n is not None:
                     shown = [f"n={e.n}"]
@@ -428,7 +418,11 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, 
                     }
                 )
             measure = MEASURE_LABELS[c.measure]
-            if c.measure == "other" and entry.n != other.n and not any(f.measure == "other" for f in entry.figures + other.figures):
+            if (
+                c.measure == "other"
+                and entry.n != other.n
+                and not any(f.measure == "other" for f in entry.figures + other.figures)
+            ):
                 measure = "number of patients"
             conflicts.append({"measure": measure, "note": c.note, "sides": sides})
 
@@ -488,77 +482,3 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, 
             if any(e["source_file"] == s.file for e in evidence.values())
         ],
     }
-
-
-def to_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-
-
-# Markdown syntax characters; '<', '>' and '&' are left to the HTML escape that follows.
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
-
-
-def _md(value: Any) -> Markup:
-    """Escape Markdown syntax, then HTML, in a value that comes from the profile.
-
-    Whitespace (line breaks included) collapses to single spaces, so that a
-    value cannot start a new Markdown block or break a table row.
-    """
-    text = _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
-    # HTML-escape last, so that the entities it writes (&#39;, &lt;) are not broken by a backslash
-    return Markup(str(escape(text)))
-
-
-def _cell(value: Any) -> Markup:
-    """Rule and registry text in Markdown: HTML-escaped, on one line, table pipes escaped."""
-    text = str(escape(" ".join(str(value).split())))
-    return Markup(text.replace("|", "\\|"))
-
-
-def _css_string(value: Any) -> Markup:
-    """A CSS string literal: every character but letters, digits and spaces as a CSS escape."""
-    out = "".join(c if c.isascii() and (c.isalnum() or c == " ") else f"\\{ord(c):06x}" for c in str(value))
-    return Markup(f'"{out}"')
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "unknown"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and value.is_integer():
-        return f"{value:g}"
-    return str(value)
-
-
-_ENV: Environment | None = None
-
-
-def environment() -> Environment:
-    """The Jinja environment, created on first use (JSON output never imports Jinja: faster start-up)."""
-    global _ENV
-    if _ENV is None:
-        from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-        env = Environment(
-            loader=FileSystemLoader(str(templates_dir())),
-            autoescape=select_autoescape(enabled_extensions=("html", "md", "j2"), default_for_string=True, default=True),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-        )
-        env.filters["md"] = _md
-        env.filters["fmt"] = _fmt
-        env.filters["css_string"] = _css_string
-        env.filters["cell"] = _cell
-        _ENV = env
-    return _ENV
-
-
-def render(report: dict[str, Any], fmt: str) -> str:
-    if fmt == "json":
-        return to_json(report)
-    template = {"markdown": "report.md", "html": "report.html"}[fmt]
-    timeline = timeline_layout(report["lines"]) if fmt == "html" else None
-    return environment().get_template(template).render(r=report, timeline=timeline)

@@ -35,7 +35,8 @@ EXTENSIONS = tuple(ext for _, ext in FORMATS)
 def render_examples(profiles_dir: Path, rules: Path | None = None) -> dict[str, str]:
     """File name -> exact text of every example report."""
     from cds.decide.pipeline import default_evaluator
-    from cds.report.build import build_report, render
+    from cds.report.build import build_report
+    from cds.report.render import render
 
     evaluator = default_evaluator(str(rules) if rules else None)
     out: dict[str, str] = {}

@@ -126,9 +126,7 @@ def layout(lines: list[dict[str, Any]]) -> dict[str, Any]:
                 "chips": chips,
                 "asct": line["autologous_transplant"],
                 "asct_y": asct_y,
-                "arrow": None
-                if i == n - 1
-                else {"x1": x + COL_W + 5, "x2": x + COL_W + GAP - 5, "y": top + CHIP_H / 2},
+                "arrow": None if i == n - 1 else {"x1": x + COL_W + 5, "x2": x + COL_W + GAP - 5, "y": top + CHIP_H / 2},
             }
         )
 
@@ -149,7 +147,7 @@ def layout(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
     legend = []
     lx = PAD
-    for key, label, colour in CATEGORIES:
+    for _key, label, colour in CATEGORIES:
         legend.append({"x": lx, "y": legend_y, "fill": _tint(colour), "colour": colour, "label": label, "text_x": lx + 20})
         lx += 20 + len(label) * CHAR_W + 16
     height = legend_y + 44

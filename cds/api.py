@@ -1,0 +1,65 @@
+"""The public API behind ``cds/__init__.py``: what the applications (CLI, HTTP service, web pages) and the tests call.
+
+    import cds
+    evaluator = cds.load_rules()                      # compiled once per process per rule folder
+    evaluation = cds.evaluate({"patient_id": ...})     # a profile dict, a PatientProfile or a file path
+    report = cds.build_report(evaluation, evaluated_at="2026-01-01T00:00:00Z")
+    text = cds.render(report, "html")                 # "json" | "markdown" | "html"
+    problems = cds.check_rules().problems              # `cds rules check`, fixtures on the real engine
+
+Everything is imported on first use, so that ``import cds`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cds.decide.pipeline import Evaluation, Evaluator
+    from cds.knowledge.check import CheckReport
+
+
+def load_rules(directory: str | os.PathLike[str] | None = None) -> Evaluator:
+    """The rule folder (default: the packaged rules) validated and compiled on the engine, once per process."""
+    from cds.decide.pipeline import default_evaluator
+
+    return default_evaluator(str(directory) if directory is not None else None)
+
+
+def evaluate(data: Any, *, rules: str | os.PathLike[str] | None = None) -> Evaluation:
+    """Evaluate one patient: a decoded profile (dict), a validated `PatientProfile`, or the path of a profile file.
+
+    Raises `cds.errors.ProfileError` (naming the field) for bad input.
+    """
+    from cds.model.profile import PatientProfile
+
+    evaluator = load_rules(rules)
+    if isinstance(data, PatientProfile):
+        profile = data
+    elif isinstance(data, (str, os.PathLike)):
+        profile = evaluator.load(Path(data))
+    else:
+        profile = evaluator.parse(data)
+    return evaluator.evaluate(profile)
+
+
+def check_rules(
+    directory: str | os.PathLike[str] | None = None,
+    profiles_dir: str | os.PathLike[str] | None = None,
+    run_fixtures: bool = True,
+) -> CheckReport:
+    """`cds rules check`: every problem of the rule folder, with its fixtures run on the real engine."""
+    from cds.decide.pipeline import Evaluator
+    from cds.knowledge.check import check_rules as _check
+    from cds.knowledge.check import default_profiles_dir
+    from cds.resources import rules_dir
+
+    folder = Path(directory) if directory is not None else rules_dir()
+    profiles = Path(profiles_dir) if profiles_dir is not None else default_profiles_dir(folder)
+
+    def runner(ruleset):  # the rules that could be compiled, on durable-rules
+        return Evaluator(ruleset=ruleset, analyze_unknowns=False)
+
+    return _check(folder, profiles, run_fixtures=run_fixtures, runner=runner)
