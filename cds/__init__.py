@@ -7,12 +7,12 @@ The public API (see `cds.api`; imported on first use, so ``import cds`` is cheap
 
     evaluate(data, *, rules=None) -> Evaluation      one patient (profile dict, PatientProfile or file path)
     load_rules(directory=None) -> Evaluator          a compiled rule folder (once per process)
-    build_report(evaluation, evaluated_at=None, site=None) -> report
+    build_report(evaluation, evaluated_at=None, site=None) -> Report   (cds.report.model; .to_dict() is the JSON)
     render(report, fmt) -> str                       "json" | "markdown" | "html"
     evaluation_time(fixed=None) -> str               ISO-8601 UTC evaluation time (``--timestamp``)
     load_site(path, ruleset) -> Site                 site settings (availability at a centre)
     check_rules(directory=None, profiles_dir=None)   `cds rules check`
-    Evaluation, Evaluator, PatientProfile            the types
+    Evaluation, Evaluator, PatientProfile, Report    the types
     CdsError, InputError, ProfileError, SiteError, RuleSetError, EngineError   (cds.errors)
 """
 
@@ -30,6 +30,7 @@ _EXPORTS = {
     "build_report": "cds.report.build",
     "evaluation_time": "cds.report.build",
     "render": "cds.report.render",
+    "Report": "cds.report.model",
     "load_site": "cds.knowledge.site",
     "Evaluation": "cds.decide.pipeline",
     "Evaluator": "cds.decide.pipeline",

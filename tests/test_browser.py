@@ -124,7 +124,7 @@ def render_case(case: str, directory: Path) -> tuple[dict, Path]:
     report = build_report(evaluator.evaluate(evaluator.load(PROFILES / f"{case}.json")), FIXED)
     path = directory / "report.html"
     path.write_text(render(report, "html"), encoding="utf-8")
-    return report, path
+    return report.to_dict(), path
 
 
 def probe(directory: Path) -> tuple[dict, list[str]]:

@@ -51,7 +51,7 @@ def test_key_order_does_not_change_the_result(evaluator, tmp_path):
     reordered = dict(reversed(list(data.items())))
     a = build_report(evaluator.evaluate(evaluator.parse(data)), FIXED)
     b = build_report(evaluator.evaluate(evaluator.parse(reordered)), FIXED)
-    assert a == b
+    assert a == b and a.to_dict() == b.to_dict()
 
 
 def test_output_file_is_written(tmp_path):
@@ -79,9 +79,9 @@ def test_every_format_shows_every_option_and_exclusion(evaluator):
     report = build_report(evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive"))), FIXED)
     for fmt in ("markdown", "html"):
         text = render(report, fmt)
-        for o in report["options"] + report["excluded"]:
-            assert o["title"].replace("'", "&#39;") in text or o["title"] in text
-        assert report["ruleset_hash"][:16] in text and report["input_hash"][:16] in text
+        for o in [*report.options, *report.excluded]:
+            assert o.title.replace("'", "&#39;") in text or o.title in text
+        assert report.ruleset_hash[:16] in text and report.input_hash[:16] in text
 
 
 def test_markdown_keeps_apostrophes_and_entities_intact(evaluator):
@@ -94,7 +94,7 @@ def test_markdown_keeps_apostrophes_and_entities_intact(evaluator):
 
 def test_tied_scores_are_marked(evaluator):
     report = build_report(evaluator.evaluate(evaluator.parse(load_case("prior_belantamab_cart_candidate"))), FIXED)
-    tied = {o["id"]: o["tied_with"] for o in report["options"]}
+    tied = {o.id: o.tied_with for o in report.options}
     assert set(tied["bcma_car_t"]) == {"bcma_bispecific", "clinical_trial"}
     assert tied["gprc5d_bispecific"] == []
     md = render(report, "markdown")

@@ -45,7 +45,8 @@ def cli(*args):
 
 
 def report_for(evaluator, data, site=None):
-    return build_report(evaluator.evaluate(evaluator.parse(data)), FIXED, site)
+    """The report's JSON data (what `--format json` prints)."""
+    return build_report(evaluator.evaluate(evaluator.parse(data)), FIXED, site).to_dict()
 
 
 def clinical_part(report):
@@ -276,4 +277,19 @@ def test_products_are_reported(evaluator, tmp_path):
     bsab = next(o for o in r["options"] if o["id"] == "bcma_bispecific")
     products = {p["product"]: p for p in bsab["availability"]["products"]}
     assert products["Tecvayli"]["status"] == "unavailable" and products["elranatamab"]["status"] == "not_reimbursed"
-    assert render(r, "json") == render(report_for(evaluator, load_case("fit_tcr_bcma_naive"), site), "json")
+    again = build_report(evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive"))), FIXED, site)
+    assert json.loads(render(again, "json")) == r
+
+
+def test_apply_site_returns_a_new_report(evaluator, tmp_path):
+    """A site is applied to a copy: the report it started from keeps its own availability."""
+    from cds.report.build import apply_site
+
+    ev = evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive")))
+    base = build_report(ev, FIXED)
+    before = base.to_dict()
+    site = load_site(write_site(tmp_path, NO_CART_SITE), evaluator.ruleset)
+    changed = apply_site(base, site, ev)
+    assert changed is not base and base.to_dict() == before
+    assert changed.options[0].availability.status == "unavailable" and base.options[0].availability.status == "available"
+    assert apply_site(base, None, ev).site_name is None and base.site_name == before["site_name"]

@@ -28,7 +28,7 @@ evidence IDs from ``rules/evidence/``.
 Without ``--site`` the default site shipped with the rules is used
 (``rules/catalog/site_default.yaml``: the sources' own setting, stated plainly).
 
-How a site acts on the report (see ``apply_site``):
+How a site acts on the report (`availability` here; `cds.report.build.apply_site` builds the report's fields):
 
 * It never changes facts, fired rules, scores, ranks or exclusions. An option
   that is clinically ranked but unavailable or not reimbursed here stays in
@@ -52,7 +52,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -207,7 +206,37 @@ def _status(available: bool | None, reimbursed: bool | None) -> str:
     return "unknown"
 
 
-def availability(site: Site, ruleset: RuleSet, option_id: str, car_t_center_access: bool | None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ProductStatus:
+    """Availability of one product of an option at a site."""
+
+    product: str
+    available: bool | None
+    reimbursed: bool | None
+    status: str
+    note: str | None
+    cites: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """The ``availability`` of one option at a site (see the module docstring for the rules)."""
+
+    site: str
+    available: bool | None
+    reimbursed: bool | None
+    status: str  # one of STATUSES
+    note: str
+    marker: str | None  # "Not available at this site: <reason>", ...; None when available or not stated
+    cites: list[str]
+    products: list[ProductStatus]
+
+
+# no properties beyond the fields in the report's JSON Schema (read by pydantic's schema generator)
+ProductStatus.__pydantic_config__ = Availability.__pydantic_config__ = {"extra": "forbid"}  # type: ignore[attr-defined]
+
+
+def availability(site: Site, ruleset: RuleSet, option_id: str, car_t_center_access: bool | None) -> Availability:
     """The ``availability`` field of one option at this site (see the module docstring for the rules)."""
     entry = site.spec.availability.get(option_id)
     available = entry.available if entry else None
@@ -247,81 +276,22 @@ def availability(site: Site, ruleset: RuleSet, option_id: str, car_t_center_acce
     products = []
     for product, pa in entry.products.items() if entry else ():
         products.append(
-            {
-                "product": product,
-                "available": pa.available,
-                "reimbursed": pa.reimbursed,
-                "status": _status(pa.available, pa.reimbursed),
-                "note": " ".join(pa.note.split()) if pa.note else None,
-                "cites": list(pa.cites),
-            }
+            ProductStatus(
+                product=product,
+                available=pa.available,
+                reimbursed=pa.reimbursed,
+                status=_status(pa.available, pa.reimbursed),
+                note=" ".join(pa.note.split()) if pa.note else None,
+                cites=list(pa.cites),
+            )
         )
-    return {
-        "site": site.name,
-        "available": False if status == "unavailable" else available,
-        "reimbursed": reimbursed,
-        "status": status,
-        "note": note,
-        "marker": f"{label}: {note}" if label else None,
-        "cites": list(entry.cites) if entry else [],
-        "products": products,
-    }
-
-
-def _insert_after(report: dict[str, Any], after: str, items: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in report.items():
-        if k not in items:
-            out[k] = v
-        if k == after:
-            out.update(items)
-    for k, v in items.items():  # `after` missing: append
-        out.setdefault(k, v)
-    return out
-
-
-def apply_site(report: dict[str, Any], site: Site | None, ruleset: RuleSet, car_t_center_access: bool | None) -> dict[str, Any]:
-    """Add availability to a built report (a new dict): per-option fields, the stamp and the ``site`` section.
-
-    Nothing that exists in the report is changed or removed: order, scores and exclusions stay as ranked.
-    """
-    if site is None:
-        section: dict[str, Any] = {
-            "name": None,
-            "description": "No site file: availability at the centre is not assessed.",
-            "file": None,
-            "hash": None,
-            "default": False,
-            "car_t_delivered_on_site": None,
-            "car_t_referral_possible": None,
-            "unavailable": [],
-        }
-        for o in report.get("options", []):
-            o["availability"] = None
-        for x in report.get("excluded", []):
-            x["availability"] = None
-        stamp = {"site_name": None, "site_hash": None}
-    else:
-        unavailable = []
-        for o in report.get("options", []):
-            a = availability(site, ruleset, o["id"], car_t_center_access)
-            o["availability"] = a
-            if a["status"] in ("unavailable", "not_reimbursed"):
-                unavailable.append(
-                    {"id": o["id"], "title": o["title"], "rank": o["rank"], "status": a["status"], "reason": a["note"]}
-                )
-        for x in report.get("excluded", []):
-            x["availability"] = availability(site, ruleset, x["id"], car_t_center_access)
-        section = {
-            "name": site.name,
-            "description": " ".join(site.spec.description.split()),
-            "file": site.path.name if site.default else str(site.path),
-            "hash": site.digest,
-            "default": site.default,
-            "car_t_delivered_on_site": site.spec.car_t_delivered_on_site,
-            "car_t_referral_possible": site.spec.car_t_referral_possible,
-            "unavailable": unavailable,
-        }
-        stamp = {"site_name": site.name, "site_hash": site.digest}
-    out = _insert_after(report, "input_hash", stamp)
-    return _insert_after(out, "excluded", {"site": section})
+    return Availability(
+        site=site.name,
+        available=False if status == "unavailable" else available,
+        reimbursed=reimbursed,
+        status=status,
+        note=note,
+        marker=f"{label}: {note}" if label else None,
+        cites=list(entry.cites) if entry else [],
+        products=products,
+    )

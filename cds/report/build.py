@@ -1,25 +1,25 @@
-"""Building the report: one plain data structure from an evaluation.
+"""Building the report: the typed `cds.report.model.Report` from an evaluation.
 
-`build_report` turns an Evaluation into a JSON-ready dict (the JSON output is
-exactly this dict); `cds.report.render` renders it, and the Markdown and HTML
-templates only loop over and branch on it.
+`build_report` fills the model (the JSON output is exactly ``Report.to_dict()``);
+`apply_site` adds availability at a centre as a new report; `cds.report.view`
+turns a report into what the templates show and `cds.report.render` renders it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
-from typing import Any
 
 from cds.decide.pipeline import Evaluation
 from cds.decide.ranking import Reason
-from cds.decide.unknowns import field_description
 from cds.errors import InputError
 from cds.knowledge.evidence import MEASURE_LABELS, EvidenceEntry
+from cds.knowledge.site import Site, availability
 from cds.model.facts import FACTS
-from cds.report.timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL, category
+from cds.report import model as m
+from cds.report.timeline import category
 
-FORMAT_VERSION = "cds-evaluation/1"
 DISCLAIMER = (
     "Decision support, not decision making: this report supports and does not replace the clinical "
     "judgement of the treating haematologist and the tumor board. Check every recommendation against "
@@ -54,75 +54,53 @@ def evaluation_time(fixed: str | None = None) -> str:
     return moment.astimezone(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _reason(r: Reason) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "rule_id": r.rule_id,
-        "kind": r.kind,
-        "title": r.title,
-        "text": r.text,
-        "evidence": list(r.evidence),
-        "weight": r.weight,
-        "category": r.category,
-        "unknown_facts": list(r.unknown_facts),
-    }
-    return out
+def _reason(r: Reason) -> m.Reason:
+    return m.Reason(
+        rule_id=r.rule_id,
+        kind=r.kind,
+        title=r.title,
+        text=r.text,
+        evidence=list(r.evidence),
+        weight=r.weight,
+        category=r.category,
+        unknown_facts=list(r.unknown_facts),
+    )
 
 
-# The key-evidence table of an option: one column per measure a haematologist
-# compares first. Other figures of a study are listed under it.
-EVIDENCE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("orr", "ORR"),
-    ("cr", "CR"),
-    ("median_pfs", "Median PFS"),
-    ("median_os", "Median OS"),
-    ("crs_grade3plus", "Grade \u22653 CRS"),
-    ("neurotox_grade3plus", "Grade \u22653 ICANS / neurotox."),
-)
-
-
-def _qualifier(f) -> str | None:
-    parts = [p for p in (f.arm, f"at {f.timepoint}" if f.timepoint else None) if p]
+def qualifier(arm: str | None, timepoint: str | None) -> str | None:
+    """'arm, at timepoint' of a figure, or None."""
+    parts = [p for p in (arm, f"at {timepoint}" if timepoint else None) if p]
     return ", ".join(parts) or None
 
 
-def _evidence(entry: EvidenceEntry, ev: Evaluation) -> dict[str, Any]:
+def _evidence(entry: EvidenceEntry, ev: Evaluation) -> m.Evidence:
     src = ev.ruleset.registry.source_for(entry)
-    out: dict[str, Any] = {
-        "id": entry.id,
-        "kind": entry.kind,
-        "title": entry.title,
-        "source_id": src.id,
-        "source_file": entry.source,
-        "source_title": src.title,
-        "source_citation": src.citation,
-        "location": entry.location,
-        "quote": " ".join(entry.quote.split()),
-    }
-    for key in ("trial", "agent", "publication", "population", "n", "phase", "note"):
-        out[key] = getattr(entry, key)
-    out["figures"] = [
-        {
-            "measure": f.measure,
-            "label": f.display_measure(),
-            "value": f.value,
-            "arm": f.arm,
-            "timepoint": f.timepoint,
-        }
-        for f in entry.figures
-    ]
-    columns = {key for key, _ in EVIDENCE_COLUMNS}
-    out["table"] = {
-        key: [{"value": f.value, "qualifier": _qualifier(f)} for f in entry.figures if f.measure == key and not f.label]
-        for key, _ in EVIDENCE_COLUMNS
-    }
-    out["other_figures"] = [
-        {"label": f.display_measure(), "value": f.value} for f in entry.figures if f.measure not in columns or f.label
-    ]
-    out["conflicts"] = [{"with": c.with_, "measure": c.measure, "note": c.note} for c in entry.conflicts]
-    return out
+    return m.Evidence(
+        id=entry.id,
+        kind=entry.kind,
+        title=entry.title,
+        source_id=src.id,
+        source_file=entry.source,
+        source_title=src.title,
+        source_citation=src.citation,
+        location=entry.location,
+        quote=" ".join(entry.quote.split()),
+        trial=entry.trial,
+        agent=entry.agent,
+        publication=entry.publication,
+        population=entry.population,
+        n=entry.n,
+        phase=entry.phase,
+        note=entry.note,
+        figures=[
+            m.Figure(measure=f.measure, label=f.display_measure(), value=f.value, arm=f.arm, timepoint=f.timepoint)
+            for f in entry.figures
+        ],
+        conflicts=[m.EvidenceConflictRef(with_=c.with_, measure=c.measure, note=c.note) for c in entry.conflicts],
+    )
 
 
-def _lines(ev: Evaluation) -> list[dict[str, Any]]:
+def _lines(ev: Evaluation) -> list[m.Line]:
     """The prior lines with the class and target of every agent, from the vocabulary."""
     vocabulary = ev.ruleset.vocabulary
     out = []
@@ -135,82 +113,27 @@ def _lines(ev: Evaluation) -> list[dict[str, Any]]:
         for a in line.agents:
             drug = vocabulary.lookup(a)
             assert drug is not None  # validated with the profile
-            cat = category(drug.drug_class, drug.targets)
             agents.append(
-                {
-                    "name": a,
-                    "generic": drug.name,
-                    "drug_class": drug.drug_class,
-                    "class_label": vocabulary.classes.get(drug.drug_class, drug.drug_class),
-                    "targets": list(drug.targets),
-                    "category": cat,
-                    "category_label": CATEGORY_LABEL[cat],
-                    "colour": CATEGORY_COLOUR[cat],
-                    "refractory": drug.name in refractory,
-                }
+                m.Agent(
+                    name=a,
+                    generic=drug.name,
+                    drug_class=drug.drug_class,
+                    targets=list(drug.targets),
+                    category=category(drug.drug_class, drug.targets),
+                    refractory=drug.name in refractory,
+                )
             )
-        summary = ", ".join(
-            f"{CATEGORY_LABEL[c]}{' (R)' if any(x['refractory'] for x in agents if x['category'] == c) else ''}"
-            for c in dict.fromkeys(x["category"] for x in agents)
-        )
         out.append(
-            {
-                "index": n,
-                "regimen": line.regimen,
-                "agents": agents,
-                "refractory_to": [x["generic"] for x in agents if x["refractory"]],
-                "autologous_transplant": line.autologous_transplant,
-                "bcma_directed": any("BCMA" in x["targets"] for x in agents),
-                "class_summary": summary,
-            }
+            m.Line(
+                index=n,
+                regimen=line.regimen,
+                agents=agents,
+                refractory_to=[x.generic for x in agents if x.refractory],
+                autologous_transplant=line.autologous_transplant,
+                bcma_directed=any("BCMA" in x.targets for x in agents),
+            )
         )
     return out
-
-
-def _yes_no(value: bool | None) -> str:
-    return "unknown" if value is None else ("yes" if value else "no")
-
-
-def _case_inputs(ev: Evaluation) -> list[dict[str, Any]]:
-    """The profile's clinical inputs (other than the prior lines) as label/value rows; unknown is said."""
-    p = ev.profile
-    labs = p.labs
-    rows: list[tuple[str, Any]] = [
-        ("Age", f"{p.age} years"),
-        ("ECOG performance status", str(p.ecog)),
-        ("Frailty", p.frailty),
-        (
-            "Creatinine clearance",
-            None if p.creatinine_clearance_ml_min is None else f"{_num(p.creatinine_clearance_ml_min)} mL/min",
-        ),
-        ("Dialysis", _yes_no(p.dialysis)),
-        (
-            "Cytogenetics (FISH)",
-            None
-            if p.cytogenetics is None
-            else (", ".join(p.cytogenetics) if p.cytogenetics else "tested, none of the listed abnormalities"),
-        ),
-        ("Extramedullary disease", _yes_no(p.extramedullary_disease)),
-        ("Rapidly progressive disease", _yes_no(p.rapidly_progressive)),
-        ("Access to a CAR-T centre", _yes_no(p.car_t_center_access)),
-        ("Organ function adequate for CAR-T", _yes_no(p.organ_function_adequate)),
-        ("Active serious infection", _yes_no(p.active_serious_infection)),
-        ("Prior allogeneic transplant", _yes_no(p.prior_allogeneic_transplant)),
-    ]
-    for field, label, unit in (
-        ("soluble_bcma_ng_ml", "Soluble BCMA", "ng/mL"),
-        ("ferritin_ng_ml", "Ferritin", "ng/mL"),
-        ("crp_mg_l", "CRP", "mg/L"),
-    ):
-        value = getattr(labs, field) if labs is not None else None
-        rows.append((label, None if value is None else f"{_num(value)} {unit}"))
-    return [
-        {"label": label, "value": "unknown" if v is None else v, "known": v is not None and v != "unknown"} for label, v in rows
-    ]
-
-
-def _num(value: float) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _synopsis(ev: Evaluation) -> list[str]:
@@ -248,49 +171,6 @@ def _synopsis(ev: Evaluation) -> list[str]:
     return out
 
 
-# Derived facts in the order a case is presented (disease status first, then detail), and
-# whether each is always shown with its derivation, even when false (the derivation says what
-# is missing); the other false facts are listed in one line.
-_CASE_FACTS: tuple[tuple[str, bool], ...] = (
-    ("prior_line_count", True),
-    ("prior_autologous_transplant", True),
-    ("triple_class_exposed", True),
-    ("triple_class_refractory", True),
-    ("penta_refractory", True),
-    ("refractory_to_last_line", True),
-    ("refractory_lenalidomide", False),
-    ("partner_imid_available", True),
-    ("partner_pi_available", True),
-    ("bcma_exposed", True),
-    ("bcma_refractory", False),
-    ("bcma_adc_exposed", False),
-    ("bcma_adc_refractory", False),
-    ("bcma_bispecific_exposed", False),
-    ("bcma_bispecific_refractory", False),
-    ("bcma_car_t_exposed", False),
-    ("bcma_car_t_refractory", False),
-    ("gprc5d_exposed", True),
-    ("gprc5d_refractory", False),
-    ("t_cell_redirecting_exposed", False),
-    ("high_risk_cytogenetics", True),
-)
-_CASE_FACT_ORDER = tuple(name for name, _ in _CASE_FACTS)
-_KEY_CASE_FACTS = frozenset(name for name, always in _CASE_FACTS if always)
-
-
-def _case_facts(ev: Evaluation) -> dict[str, list[dict[str, Any]]]:
-    """Derived facts for the case summary: the key ones and every one that holds (or is a count,
-    or unknown) with how it was derived; then the other ones that do not hold, by name only."""
-    names = [n for n in _CASE_FACT_ORDER if n in ev.facts]
-    names += [n for n in ev.facts if n not in names and _origin(n) == "derived"]
-    shown, absent = [], []
-    for name in names:
-        fv = ev.facts[name]
-        row = {"name": name, "description": FACTS[name].description, "value": fv.value, "explanation": fv.explanation}
-        (absent if fv.value is False and name not in _KEY_CASE_FACTS else shown).append(row)
-    return {"shown": shown, "absent": absent}
-
-
 def _origin(name: str) -> str:
     """'profile' for a fact the profile states (one cytogenetic finding included), else 'derived'."""
     spec = FACTS[name]
@@ -320,15 +200,68 @@ def _effect_text(effect, ev: Evaluation, field: str) -> str:
     return f"If {field} were {effect.label}: " + "; ".join(parts) + "."
 
 
-def build_report(ev: Evaluation, evaluated_at: str | None = None, site=None) -> dict[str, Any]:
-    """The report dict, with availability at `site` (a cds.knowledge.site.Site; None: the rule folder's default site)."""
-    from cds.knowledge.site import apply_site, default_site
+def build_report(ev: Evaluation, evaluated_at: str | None = None, site: Site | None = None) -> m.Report:
+    """The report, with availability at `site` (None: the rule folder's default site, if it has one)."""
+    from cds.knowledge.site import default_site
 
     site = site if site is not None else default_site(ev.ruleset)
-    return apply_site(_build_report(ev, evaluated_at), site, ev.ruleset, ev.facts["car_t_center_access"].value)
+    return apply_site(_build_report(ev, evaluated_at), site, ev)
 
 
-def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, Any]:
+_NO_SITE = m.SiteSection(
+    name=None,
+    description="No site file: availability at the centre is not assessed.",
+    file=None,
+    hash=None,
+    default=False,
+    car_t_delivered_on_site=None,
+    car_t_referral_possible=None,
+    unavailable=[],
+)
+
+
+def apply_site(report: m.Report, site: Site | None, ev: Evaluation) -> m.Report:
+    """A new report with availability at `site` (per option, the stamp and the ``site`` section); `report` is unchanged.
+
+    Nothing the ranking decided changes: order, scores and exclusions stay as ranked.
+    """
+    if site is None:
+        return dataclasses.replace(
+            report,
+            site_name=None,
+            site_hash=None,
+            options=[dataclasses.replace(o, availability=None) for o in report.options],
+            excluded=[dataclasses.replace(x, availability=None) for x in report.excluded],
+            site=_NO_SITE,
+        )
+    access = ev.facts["car_t_center_access"].value
+    assert access is None or isinstance(access, bool)
+    options = [dataclasses.replace(o, availability=availability(site, ev.ruleset, o.id, access)) for o in report.options]
+    unavailable = [
+        m.UnavailableOption(id=o.id, title=o.title, rank=o.rank, status=o.availability.status, reason=o.availability.note)
+        for o in options
+        if o.availability is not None and o.availability.status in ("unavailable", "not_reimbursed")
+    ]
+    return dataclasses.replace(
+        report,
+        site_name=site.name,
+        site_hash=site.digest,
+        options=options,
+        excluded=[dataclasses.replace(x, availability=availability(site, ev.ruleset, x.id, access)) for x in report.excluded],
+        site=m.SiteSection(
+            name=site.name,
+            description=" ".join(site.spec.description.split()),
+            file=site.path.name if site.default else str(site.path),
+            hash=site.digest,
+            default=site.default,
+            car_t_delivered_on_site=site.spec.car_t_delivered_on_site,
+            car_t_referral_possible=site.spec.car_t_referral_possible,
+            unavailable=unavailable,
+        ),
+    )
+
+
+def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
     rs = ev.ruleset
     cited: list[str] = []
 
@@ -342,80 +275,78 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, 
         for group in (o.rationale, o.cautions, o.next_steps):
             for r in group:
                 cite(r.evidence)
-        key = list(dict.fromkeys(e for r in o.rationale for e in r.evidence))
         options.append(
-            {
-                "id": o.id,
-                "rank": o.rank,
-                "title": o.title,
-                "summary": o.summary,
-                "score": o.score,
-                # options with the same score: their relative order is the catalogue's, not a clinical preference
-                "tied_with": [t.id for t in ev.ranking.options if t.score == o.score and t.id != o.id],
-                "why": "; ".join(r.title for r in o.rationale if r.weight > 0) or "eligible; no preference rule applies",
-                "rationale": [_reason(r) for r in o.rationale],
-                "cautions": [_reason(r) for r in o.cautions],
-                "next_steps": [_reason(r) for r in o.next_steps],
-                "key_evidence": key,
-                "key_studies": [e for e in key if rs.registry.get(e).kind != "statement"],
-                "key_statements": [e for e in key if rs.registry.get(e).kind == "statement"],
-            }
+            m.RankedOption(
+                id=o.id,
+                rank=o.rank,
+                title=o.title,
+                summary=o.summary,
+                score=o.score,
+                tied_with=[t.id for t in ev.ranking.options if t.score == o.score and t.id != o.id],
+                why="; ".join(r.title for r in o.rationale if r.weight > 0) or "eligible; no preference rule applies",
+                rationale=[_reason(r) for r in o.rationale],
+                cautions=[_reason(r) for r in o.cautions],
+                next_steps=[_reason(r) for r in o.next_steps],
+                key_evidence=list(dict.fromkeys(e for r in o.rationale for e in r.evidence)),
+                availability=None,
+            )
         )
     excluded = []
     for x in ev.ranking.excluded:
         for r in x.reasons:
             cite(r.evidence)
-        excluded.append({"id": x.id, "title": x.title, "reasons": [_reason(r) for r in x.reasons]})
+        excluded.append(m.ExcludedOption(id=x.id, title=x.title, reasons=[_reason(r) for r in x.reasons], availability=None))
 
-    def unknown(u) -> dict[str, Any]:
-        return {
-            "field": u.field,
-            "description": u.description,
-            "changes_top_option": u.changes_top,
-            "effects": [
-                {
-                    "if_value": e.label,
-                    "top_option": e.top,
-                    "ranking": list(e.order),
-                    "newly_excluded": list(e.newly_excluded),
-                    "newly_offered": list(e.newly_offered),
-                    "text": _effect_text(e, ev, u.field),
-                }
+    def unknown(u) -> m.UnknownFact:
+        return m.UnknownFact(
+            field=u.field,
+            description=u.description,
+            changes_top_option=u.changes_top,
+            effects=[
+                m.Effect(
+                    if_value=e.label,
+                    top_option=e.top,
+                    ranking=list(e.order),
+                    newly_excluded=list(e.newly_excluded),
+                    newly_offered=list(e.newly_offered),
+                    text=_effect_text(e, ev, u.field),
+                )
                 for e in u.effects
             ],
-        }
+        )
 
     evidence = {i: _evidence(rs.registry.get(i), ev) for i in cited}
     conflicts = []
-    seen_pairs: set[tuple[str, str, str]] = set()
+    seen_pairs: set[tuple[str, ...]] = set()
     for i in cited:
         entry = rs.registry.get(i)
         for c in entry.conflicts:
-            key = (*tuple(sorted((i, c.with_))), c.measure)
+            key = (*sorted((i, c.with_)), c.measure)
             if key in seen_pairs:
                 continue
-            seen_pairs.add(key)  # type: ignore[arg-type]
+            seen_pairs.add(key)
             other = rs.registry.get(c.with_)
             if c.with_ not in evidence:
                 evidence[c.with_] = _evidence(other, ev)
             sides = []
             for e in (entry, other):
                 figs = [f for f in e.figures if f.measure == c.measure]
-                shown = [
-                    (f"{f.label}: " if f.label else "") + f.value + (f" ({_qualifier(f)})" if _qualifier(f) else "") for f in figs
-                ]
+                shown = []
+                for f in figs:
+                    q = qualifier(f.arm, f.timepoint)
+                    shown.append((f"{f.label}: " if f.label else "") + f.value + (f" ({q})" if q else ""))
                 if not figs and c.measure == "other" and entry.n != other.n and e.n is not None:
                     shown = [f"n={e.n}"]
                 sides.append(
-                    {
-                        "evidence": e.id,
-                        "title": e.title,
-                        "source_id": rs.registry.source_for(e).id,
-                        "source_file": e.source,
-                        "location": e.location,
-                        "figures": [f.value for f in figs],
-                        "shown": shown,
-                    }
+                    m.ConflictSide(
+                        evidence=e.id,
+                        title=e.title,
+                        source_id=rs.registry.source_for(e).id,
+                        source_file=e.source,
+                        location=e.location,
+                        figures=[f.value for f in figs],
+                        shown=shown,
+                    )
                 )
             measure = MEASURE_LABELS[c.measure]
             if (
@@ -424,61 +355,58 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> dict[str, 
                 and not any(f.measure == "other" for f in entry.figures + other.figures)
             ):
                 measure = "number of patients"
-            conflicts.append({"measure": measure, "note": c.note, "sides": sides})
+            conflicts.append(m.EvidenceConflict(measure=measure, note=c.note, sides=sides))
 
     settings_used = {}
+    excluding = {r.rule_id for x in excluded for r in x.reasons}
     for rule in rs.rules:
-        if rule.id in ev.fired or any(r["rule_id"] == rule.id for x in excluded for r in x["reasons"]):
+        if rule.id in ev.fired or rule.id in excluding:
             from cds.knowledge.ruleset import leaves
 
             for leaf in leaves(rule.condition):
                 if leaf.setting:
                     s = rs.settings[leaf.setting]
-                    settings_used[leaf.setting] = {"value": s.value, "unit": s.unit, "why": s.why}
+                    settings_used[leaf.setting] = m.SettingUsed(value=s.value, unit=s.unit, why=s.why)
 
     profile = ev.profile
-    return {
-        "format": FORMAT_VERSION,
-        "patient_id": profile.patient_id,
-        "age": profile.age,
-        "evaluated_at": evaluation_time(evaluated_at),
-        "engine_version": ev.engine_version,
-        "ruleset_hash": rs.digest,
-        "input_hash": ev.input_hash,
-        "disclaimer": DISCLAIMER,
-        "synopsis": _synopsis(ev),
-        "case_inputs": _case_inputs(ev),
-        "case_facts": _case_facts(ev),
-        "lines": _lines(ev),
-        "drug_categories": [{"id": k, "label": label, "colour": colour} for k, label, colour in CATEGORIES],
-        "evidence_columns": [{"key": k, "label": label} for k, label in EVIDENCE_COLUMNS],
-        "options": options,
-        "excluded": excluded,
-        "derived_facts": [
-            {
-                "name": name,
-                "description": FACTS[name].description,
-                "value": fv.value,
-                "known": fv.known,
-                "explanation": fv.explanation,
-                "origin": _origin(name),
-            }
+    return m.Report(
+        schema_version=m.SCHEMA_VERSION,
+        patient_id=profile.patient_id,
+        age=profile.age,
+        evaluated_at=evaluation_time(evaluated_at),
+        engine_version=ev.engine_version,
+        ruleset_hash=rs.digest,
+        input_hash=ev.input_hash,
+        site_name=None,
+        site_hash=None,
+        disclaimer=DISCLAIMER,
+        synopsis=_synopsis(ev),
+        lines=_lines(ev),
+        options=options,
+        excluded=excluded,
+        site=_NO_SITE,
+        derived_facts=[
+            m.DerivedFact(
+                name=name,
+                description=FACTS[name].description,
+                value=fv.value,
+                known=fv.known,
+                explanation=fv.explanation,
+                origin=_origin(name),
+            )
             for name, fv in ev.facts.items()
         ],
-        "unknown_facts_that_matter": [unknown(u) for u in ev.unknown_facts if u.changes_top],
-        "unknown_facts_affecting_ranking": [unknown(u) for u in ev.unknown_facts if not u.changes_top],
-        "unknown_facts_without_effect": list(ev.unknown_without_effect),
-        "unknown_facts_without_effect_described": [
-            {"field": f, "description": field_description(f)} for f in ev.unknown_without_effect
-        ],
-        "fired_rules": sorted(ev.fired),
-        "settings_used": settings_used,
-        "inputs": profile.model_dump(mode="json"),
-        "evidence": evidence,
-        "evidence_conflicts": conflicts,
-        "sources": [
-            {"id": s.id, "file": s.file, "title": s.title, "citation": s.citation}
+        unknown_facts_that_matter=[unknown(u) for u in ev.unknown_facts if u.changes_top],
+        unknown_facts_affecting_ranking=[unknown(u) for u in ev.unknown_facts if not u.changes_top],
+        unknown_facts_without_effect=list(ev.unknown_without_effect),
+        fired_rules=sorted(ev.fired),
+        settings_used=settings_used,
+        inputs=profile.model_dump(mode="json"),
+        evidence=evidence,
+        evidence_conflicts=conflicts,
+        sources=[
+            m.SourceDocument(id=s.id, file=s.file, title=s.title, citation=s.citation)
             for s in sorted(rs.registry.sources.values(), key=lambda s: s.id)
-            if any(e["source_file"] == s.file for e in evidence.values())
+            if any(e.source_file == s.file for e in evidence.values())
         ],
-    }
+    )

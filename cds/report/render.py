@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup, escape
 
+from cds.report.model import Report
 from cds.report.timeline import layout as timeline_layout
 from cds.resources import templates_dir
 
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
     from jinja2 import Environment
 
 
-def to_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+def to_json(report: Report) -> str:
+    """The JSON output: `Report.to_dict()` (schemas/report.schema.json), indented, UTF-8."""
+    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
 # Markdown syntax characters; '<', '>' and '&' are left to the HTML escape that follows.
@@ -86,9 +88,13 @@ def environment() -> Environment:
     return _ENV
 
 
-def render(report: dict[str, Any], fmt: str) -> str:
+def render(report: Report, fmt: str) -> str:
+    """The report as "json", "markdown" or "html" (the templates get `cds.report.view.report_view`)."""
     if fmt == "json":
         return to_json(report)
+    from cds.report.view import report_view
+
     template = {"markdown": "report.md", "html": "report.html"}[fmt]
-    timeline = timeline_layout(report["lines"]) if fmt == "html" else None
-    return environment().get_template(template).render(r=report, timeline=timeline)
+    view = report_view(report)
+    timeline = timeline_layout(view["lines"]) if fmt == "html" else None
+    return environment().get_template(template).render(r=view, timeline=timeline)

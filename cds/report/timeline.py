@@ -1,6 +1,6 @@
 """Geometry of the prior-lines timeline drawn as inline SVG in the HTML report.
 
-`layout(lines)` takes the report's ``lines`` (see `cds.report.build_report`)
+`layout(lines)` takes the view's ``lines`` (see `cds.report.view`)
 and returns plain numbers and strings (boxes, labels, colours) that the HTML
 template only loops over; text is escaped by the template like everything
 else. One column per prior line, left to right in treatment order; one box per

@@ -1,0 +1,267 @@
+"""The report as typed data: what `cds evaluate --format json` prints, and what every renderer starts from.
+
+The results/presentation split of coverage.py (``results.py`` vs ``html.py``):
+this module holds the results, `cds.report.build` fills them from an
+evaluation, and `cds.report.view` turns them into what the templates show
+(colours, labels, table layout, which facts to list). Nothing here is only for
+display.
+
+The JSON output is a versioned API: `Report.to_dict()` is exactly the JSON
+object, in field order, with `SCHEMA_VERSION` first. Its JSON Schema is
+generated from these classes (``schemas/report.schema.json``, see
+`cds.apps.schemas`) and checked in the tests. Change the version when a field
+is removed, renamed or changes meaning (the major number) or added (the minor).
+
+Plain frozen dataclasses: building one report costs little, and importing this
+module imports nothing heavy (JSON output starts fast).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from cds.knowledge.site import Availability
+
+# 2.0: the typed model (issue 11): view-only fields left the JSON and `format` became `schema_version`.
+SCHEMA_VERSION = "2.0"
+
+# JSON values a derived fact, a setting or a profile input can take.
+FactValue = bool | int | float | str | None
+
+
+def _forbid_extra(cls: type) -> type:
+    """Mark a class for the JSON Schema generator: no properties beyond its fields (pydantic reads this)."""
+    cls.__pydantic_config__ = {"extra": "forbid"}  # type: ignore[attr-defined]
+    return cls
+
+
+def _model(cls: type) -> type:
+    return _forbid_extra(dataclass(frozen=True, slots=True)(cls))
+
+
+def to_data(value: Any) -> Any:
+    """A dataclass tree as JSON-ready dicts and lists, fields in declaration order."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_data(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_data(v) for k, v in value.items()}
+    return value
+
+
+@_model
+class Reason:
+    """A rule that acted on an option: why it is ranked, cautioned, excluded or followed by a next step."""
+
+    rule_id: str
+    kind: str
+    title: str
+    text: str
+    evidence: list[str]
+    weight: int
+    category: str | None
+    unknown_facts: list[str]
+
+
+@_model
+class RankedOption:
+    id: str
+    rank: int
+    title: str
+    summary: str
+    score: int
+    tied_with: list[str]  # same score: their relative order is the catalogue's, not a clinical preference
+    why: str
+    rationale: list[Reason]
+    cautions: list[Reason]
+    next_steps: list[Reason]
+    key_evidence: list[str]  # evidence IDs cited by the rationale, in order
+    availability: Availability | None  # at the report's site; None without a site
+
+
+@_model
+class ExcludedOption:
+    id: str
+    title: str
+    reasons: list[Reason]
+    availability: Availability | None
+
+
+@_model
+class UnavailableOption:
+    id: str
+    title: str
+    rank: int
+    status: str
+    reason: str
+
+
+@_model
+class SiteSection:
+    name: str | None
+    description: str
+    file: str | None
+    hash: str | None
+    default: bool
+    car_t_delivered_on_site: bool | None
+    car_t_referral_possible: bool | None
+    unavailable: list[UnavailableOption]
+
+
+@_model
+class Agent:
+    name: str  # as entered
+    generic: str
+    drug_class: str
+    targets: list[str]
+    category: str  # timeline category: imid, pi, anti_cd38, bcma, gprc5d, chemo, other
+    refractory: bool
+
+
+@_model
+class Line:
+    index: int
+    regimen: str | None
+    agents: list[Agent]
+    refractory_to: list[str]
+    autologous_transplant: bool | None
+    bcma_directed: bool
+
+
+@_model
+class DerivedFact:
+    name: str
+    description: str
+    value: FactValue
+    known: bool
+    explanation: str
+    origin: str  # "profile" or "derived"
+
+
+@_model
+class Effect:
+    if_value: str
+    top_option: str | None
+    ranking: list[str]
+    newly_excluded: list[str]
+    newly_offered: list[str]
+    text: str
+
+
+@_model
+class UnknownFact:
+    field: str
+    description: str
+    changes_top_option: bool
+    effects: list[Effect]
+
+
+@_model
+class SettingUsed:
+    value: int | float
+    unit: str
+    why: str
+
+
+@_model
+class Figure:
+    measure: str
+    label: str
+    value: str
+    arm: str | None
+    timepoint: str | None
+
+
+@_model
+class EvidenceConflictRef:
+    # "with" is a Python keyword: the JSON key is produced by `EvidenceConflictRef.to_json_name`
+    with_: str
+    measure: str
+    note: str
+
+
+@_model
+class Evidence:
+    id: str
+    kind: str
+    title: str
+    source_id: str
+    source_file: str
+    source_title: str
+    source_citation: str
+    location: str | None
+    quote: str
+    trial: str | None
+    agent: str | None
+    publication: str | None
+    population: str | None
+    n: int | None
+    phase: str | None
+    note: str | None
+    figures: list[Figure]
+    conflicts: list[EvidenceConflictRef]
+
+
+@_model
+class ConflictSide:
+    evidence: str
+    title: str
+    source_id: str
+    source_file: str
+    location: str | None
+    figures: list[str]
+    shown: list[str]  # each figure as printed, with its label and qualifier
+
+
+@_model
+class EvidenceConflict:
+    measure: str
+    note: str
+    sides: list[ConflictSide]
+
+
+@_model
+class SourceDocument:
+    id: str
+    file: str
+    title: str
+    citation: str
+
+
+@_model
+class Report:
+    schema_version: str
+    patient_id: str
+    age: int
+    evaluated_at: str
+    engine_version: str
+    ruleset_hash: str
+    input_hash: str
+    site_name: str | None
+    site_hash: str | None
+    disclaimer: str
+    synopsis: list[str]
+    lines: list[Line]
+    options: list[RankedOption]
+    excluded: list[ExcludedOption]
+    site: SiteSection
+    derived_facts: list[DerivedFact]
+    unknown_facts_that_matter: list[UnknownFact]
+    unknown_facts_affecting_ranking: list[UnknownFact]
+    unknown_facts_without_effect: list[str]
+    fired_rules: list[str]
+    settings_used: dict[str, SettingUsed]
+    inputs: dict[str, Any]  # the validated profile (schemas/profile.schema.json)
+    evidence: dict[str, Evidence]
+    evidence_conflicts: list[EvidenceConflict]
+    sources: list[SourceDocument]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of `cds evaluate --format json` (schemas/report.schema.json)."""
+        data: dict[str, Any] = to_data(self)
+        for entry in data["evidence"].values():
+            entry["conflicts"] = [{"with": c.pop("with_"), **c} for c in entry["conflicts"]]
+        return data

@@ -1,0 +1,211 @@
+"""What the Markdown and HTML templates show: a view model built from a `cds.report.model.Report`.
+
+The presentation half of the results/presentation split (coverage.py's
+``html.py`` beside ``results.py``): colours and labels of the drug categories,
+the rows of the inputs table, which derived facts are listed with their
+derivation and which in one line, the key-evidence table's columns, the
+availability marker, the weight as "+10". The templates only loop over and
+branch on this; none of it is in the JSON output.
+
+`report_view(report)` returns plain dicts and lists (the report's JSON data
+plus the view-only fields), so that the templates read ``r.options`` and
+``o.marker`` alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cds.decide.unknowns import field_description
+from cds.knowledge.evidence import MEASURE_LABELS
+from cds.report.build import qualifier
+from cds.report.model import Report
+from cds.report.timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL
+
+# The key-evidence table of an option: one column per measure a haematologist
+# compares first. Other figures of a study are listed under it.
+EVIDENCE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("orr", "ORR"),
+    ("cr", "CR"),
+    ("median_pfs", "Median PFS"),
+    ("median_os", "Median OS"),
+    ("crs_grade3plus", "Grade \u22653 CRS"),
+    ("neurotox_grade3plus", "Grade \u22653 ICANS / neurotox."),
+)
+_COLUMN_KEYS = frozenset(key for key, _ in EVIDENCE_COLUMNS)
+
+# Derived facts in the order a case is presented (disease status first, then detail), and
+# whether each is always shown with its derivation, even when false (the derivation says what
+# is missing); the other false facts are listed in one line.
+_CASE_FACTS: tuple[tuple[str, bool], ...] = (
+    ("prior_line_count", True),
+    ("prior_autologous_transplant", True),
+    ("triple_class_exposed", True),
+    ("triple_class_refractory", True),
+    ("penta_refractory", True),
+    ("refractory_to_last_line", True),
+    ("refractory_lenalidomide", False),
+    ("partner_imid_available", True),
+    ("partner_pi_available", True),
+    ("bcma_exposed", True),
+    ("bcma_refractory", False),
+    ("bcma_adc_exposed", False),
+    ("bcma_adc_refractory", False),
+    ("bcma_bispecific_exposed", False),
+    ("bcma_bispecific_refractory", False),
+    ("bcma_car_t_exposed", False),
+    ("bcma_car_t_refractory", False),
+    ("gprc5d_exposed", True),
+    ("gprc5d_refractory", False),
+    ("t_cell_redirecting_exposed", False),
+    ("high_risk_cytogenetics", True),
+)
+_CASE_FACT_ORDER = tuple(name for name, _ in _CASE_FACTS)
+_KEY_CASE_FACTS = frozenset(name for name, always in _CASE_FACTS if always)
+
+# An option whose parts add up to at most this many items is kept on one printed page.
+_KEEP_TOGETHER_ITEMS = 12
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _yes_no(value: bool | None) -> str:
+    return "unknown" if value is None else ("yes" if value else "no")
+
+
+def case_inputs(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The profile's clinical inputs (other than the prior lines) as label/value rows; unknown is said."""
+    p = inputs
+    labs = p.get("labs") or {}
+    cyto = p.get("cytogenetics")
+    crcl = p.get("creatinine_clearance_ml_min")
+    rows: list[tuple[str, Any]] = [
+        ("Age", f"{p['age']} years"),
+        ("ECOG performance status", str(p["ecog"])),
+        ("Frailty", p.get("frailty")),
+        ("Creatinine clearance", None if crcl is None else f"{_num(crcl)} mL/min"),
+        ("Dialysis", _yes_no(p.get("dialysis"))),
+        (
+            "Cytogenetics (FISH)",
+            None if cyto is None else (", ".join(cyto) if cyto else "tested, none of the listed abnormalities"),
+        ),
+        ("Extramedullary disease", _yes_no(p.get("extramedullary_disease"))),
+        ("Rapidly progressive disease", _yes_no(p.get("rapidly_progressive"))),
+        ("Access to a CAR-T centre", _yes_no(p.get("car_t_center_access"))),
+        ("Organ function adequate for CAR-T", _yes_no(p.get("organ_function_adequate"))),
+        ("Active serious infection", _yes_no(p.get("active_serious_infection"))),
+        ("Prior allogeneic transplant", _yes_no(p.get("prior_allogeneic_transplant"))),
+    ]
+    for field, label, unit in (
+        ("soluble_bcma_ng_ml", "Soluble BCMA", "ng/mL"),
+        ("ferritin_ng_ml", "Ferritin", "ng/mL"),
+        ("crp_mg_l", "CRP", "mg/L"),
+    ):
+        value = labs.get(field)
+        rows.append((label, None if value is None else f"{_num(value)} {unit}"))
+    return [
+        {"label": label, "value": "unknown" if v is None else v, "known": v is not None and v != "unknown"} for label, v in rows
+    ]
+
+
+def case_facts(derived: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Derived facts for the case summary: the key ones and every one that holds (or is a count,
+    or unknown) with how it was derived; then the other ones that do not hold, by name only."""
+    by_name = {f["name"]: f for f in derived}
+    names = [n for n in _CASE_FACT_ORDER if n in by_name]
+    names += [f["name"] for f in derived if f["name"] not in names and f["origin"] == "derived"]
+    shown, absent = [], []
+    for name in names:
+        f = by_name[name]
+        row = {"name": name, "description": f["description"], "value": f["value"], "explanation": f["explanation"]}
+        (absent if f["value"] is False and name not in _KEY_CASE_FACTS else shown).append(row)
+    return {"shown": shown, "absent": absent}
+
+
+def _custom_label(fig: dict[str, Any]) -> bool:
+    """Whether a figure carries its own label (then it is listed under the table, not in a column)."""
+    name = MEASURE_LABELS[fig["measure"]]
+    if fig["timepoint"]:
+        name = f"{name} at {fig['timepoint']}"
+    if fig["arm"]:
+        name = f"{name} ({fig['arm']})"
+    return fig["label"] != name
+
+
+def _evidence_view(e: dict[str, Any]) -> dict[str, Any]:
+    figures = [(f, _custom_label(f)) for f in e["figures"]]
+    e["table"] = {
+        key: [
+            {"value": f["value"], "qualifier": qualifier(f["arm"], f["timepoint"])}
+            for f, custom in figures
+            if f["measure"] == key and not custom
+        ]
+        for key, _ in EVIDENCE_COLUMNS
+    }
+    e["other_figures"] = [
+        {"label": f["label"], "value": f["value"]} for f, custom in figures if f["measure"] not in _COLUMN_KEYS or custom
+    ]
+    e["location_text"] = e["location"] or "text"
+    return e
+
+
+def _reasons_view(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for x in items:
+        x["weight_text"] = f"{x['weight']:+d}" if x["weight"] else None
+    return items
+
+
+def _marker(item: dict[str, Any]) -> str | None:
+    a = item.get("availability")
+    return a["marker"] if a else None
+
+
+def _lines_view(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for line in lines:
+        agents = line["agents"]
+        for a in agents:
+            a["colour"] = CATEGORY_COLOUR[a["category"]]
+            a["category_label"] = CATEGORY_LABEL[a["category"]]
+            a["alias"] = a["name"] if a["name"].lower() != a["generic"] else None
+        line["class_summary"] = ", ".join(
+            f"{CATEGORY_LABEL[c]}{' (R)' if any(x['refractory'] for x in agents if x['category'] == c) else ''}"
+            for c in dict.fromkeys(x["category"] for x in agents)
+        )
+    return lines
+
+
+def report_view(report: Report) -> dict[str, Any]:
+    """The report's data with the fields only the templates need (see the module docstring)."""
+    r = report.to_dict()
+    evidence = {eid: _evidence_view(e) for eid, e in r["evidence"].items()}
+    for o in r["options"]:
+        for group in ("rationale", "cautions", "next_steps"):
+            _reasons_view(o[group])
+        o["key_studies"] = [e for e in o["key_evidence"] if evidence[e]["kind"] != "statement"]
+        o["key_statements"] = [e for e in o["key_evidence"] if evidence[e]["kind"] == "statement"]
+        o["marker"] = _marker(o)
+        size = len(o["rationale"]) + len(o["key_evidence"]) + len(o["cautions"]) + len(o["next_steps"])
+        o["keep"] = size <= _KEEP_TOGETHER_ITEMS
+    for c in r["evidence_conflicts"]:
+        for side in c["sides"]:
+            side["location_text"] = side["location"] or "text"
+    for x in r["excluded"]:
+        _reasons_view(x["reasons"])
+        x["marker"] = _marker(x)
+    r.update(
+        case_inputs=case_inputs(r["inputs"]),
+        case_facts=case_facts(r["derived_facts"]),
+        lines=_lines_view(r["lines"]),
+        drug_categories=[{"id": k, "label": label, "colour": colour} for k, label, colour in CATEGORIES],
+        evidence_columns=[{"key": k, "label": label} for k, label in EVIDENCE_COLUMNS],
+        unknown_facts_without_effect_described=[
+            {"field": f, "description": field_description(f)} for f in r["unknown_facts_without_effect"]
+        ],
+        site_hash_short=(r["site"]["hash"] or "")[:16],
+        ruleset_hash_short=r["ruleset_hash"][:16],
+        input_hash_short=r["input_hash"][:16],
+        evaluated_date=r["evaluated_at"][:10],
+    )
+    return r
