@@ -13,7 +13,7 @@ The public API (see `cds.api`; imported on first use, so ``import cds`` is cheap
     load_site(path, ruleset) -> Site                 site settings (availability at a centre)
     check_rules(directory=None, profiles_dir=None)   `cds rules check`
     Evaluation, Evaluator, PatientProfile, Report    the types
-    CdsError, InputError, ProfileError, SiteError, RuleSetError, EngineError   (cds.errors)
+    CdsError, InputError, ProfileError, SiteError, RuleSetError, ReadError, EngineError, WorkerLost   (cds.errors)
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ _EXPORTS = {
     "ProfileError": "cds.errors",
     "SiteError": "cds.errors",
     "RuleSetError": "cds.errors",
+    "ReadError": "cds.errors",
     "EngineError": "cds.errors",
+    "WorkerLost": "cds.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -1,26 +1,47 @@
-"""One exception hierarchy for cds.
+"""One exception hierarchy and every exit code of cds (the model is httpx's ``_exceptions.py``).
 
     CdsError                      base; never shown with a traceback by the CLI
-    +-- InputError                bad user input: exit code 2
-    |   +-- ProfileError          a patient profile that is malformed or out of scope
+    +-- InputError                bad input or usage: exit code 2
+    |   +-- ProfileError          a patient profile that is malformed or out of scope (field, problem)
     |   +-- SiteError             a site-settings file that is malformed
-    +-- RuleSetError              a rule, evidence or catalogue file that is invalid
+    |   +-- RuleSetError          a rule, evidence or catalogue file that is invalid (problems, one line each);
+    |   |                         exit 2 from every command, `cds rules check` included
+    |   +-- ReadError             a file that cannot be read as data: unreadable, over its size limit,
+    |                             not UTF-8, not valid YAML, nested too deeply, anchors/aliases (problem)
     +-- EngineError               the rules engine reported a failure (internal: exit 3)
+    +-- WorkerLost                a batch worker process died (killed, out of memory, crashed): exit 3
 
-Third-party errors (pydantic.ValidationError, json.JSONDecodeError,
-yaml.YAMLError, errors swallowed into durable-rules' state) are converted into
-these where they enter, with a message that names the field or file and the
-problem.
+    BaseException
+    +-- Terminated                a signal (SIGTERM, SIGINT, SIGHUP) stops the command: exit 128 + signal
+
+`Terminated` is not an Exception, so that no ``except Exception`` on the way
+swallows it: it unwinds to the command line, removing temporary files and
+stopping workers on the way.
+
+Third-party errors are converted into these where they enter, with a message
+that names the field or file and the problem: pydantic.ValidationError and
+json.JSONDecodeError in cds.model.profile and the knowledge loaders, yaml.YAMLError
+and OSError on reading in cds.datafile, OSError on writing in cds.apps.outputs,
+errors swallowed into durable-rules' state in cds.engine.durable, a dead worker
+process in cds.cohort.pool.
+
+Every message that quotes user data (a key, a name, a value, a path) passes it
+through `printable`, so that no input can break a message over several lines,
+move the cursor, clear the screen or reorder the text (bidi controls).
 """
 
 from __future__ import annotations
 
+import signal
+import unicodedata
 from typing import Any
 
 EXIT_OK = 0
-EXIT_FINDINGS = 1  # e.g. `cds rules check` found problems, batch had invalid records
-EXIT_INPUT = 2
-EXIT_INTERNAL = 3
+EXIT_FINDINGS = 1  # batch had invalid records; `cds examples --check` found stale files
+EXIT_INPUT = 2  # bad input or usage (InputError and its subclasses)
+EXIT_INTERNAL = 3  # internal error, engine failure, a dead worker process
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
 class CdsError(Exception):
@@ -44,18 +65,89 @@ class SiteError(InputError):
     pass
 
 
-class RuleSetError(CdsError):
+class RuleSetError(InputError):
     """An invalid rule set. Carries every problem found, one line each."""
-
-    exit_code = EXIT_INPUT
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
 
 
+class ReadError(InputError):
+    """A file that cannot be read as data; `problem` is one line without the file's name (callers add their label)."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(problem)
+
+
 class EngineError(CdsError):
     exit_code = EXIT_INTERNAL
+
+
+class WorkerLost(CdsError):
+    """A worker process died (killed, out of memory, crashed): the run stops, nothing is written."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class Terminated(BaseException):
+    """A signal asked the command to stop: unwind (removing temporary files, stopping workers) and exit 128 + signal."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        self.signum = signum
+        super().__init__(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+# --------------------------------------------------------------------------- quoting user data
+
+MESSAGE_VALUE_LIMIT = 80  # characters of a quoted value shown in a message (then an ellipsis)
+
+# Characters that must never reach a terminal raw: C0/C1 controls and DEL (Cc), format characters
+# such as the bidi overrides U+202A-U+202E, U+2066-U+2069 and zero-width marks (Cf), the line and
+# paragraph separators U+2028/U+2029 (Zl, Zp), and unassigned or private-use code points.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if ch.isascii() and ch.isprintable():
+        return ch
+    if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+        code = ord(ch)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    return ch
+
+
+def printable(value: Any, limit: int | None = MESSAGE_VALUE_LIMIT) -> str:
+    """`value` as text that is safe in a one-line message: control, bidi and separator characters escaped
+    (``\\n``, ``\\x1b``, ``\\u202e``), cut to `limit` characters with an ellipsis.
+
+    The cut is made before escaping, so that a huge value costs no more than `limit` characters' work.
+    ``limit=None`` escapes without cutting (for whole messages).
+    """
+    text = value if isinstance(value, str) else str(value)
+    cut = limit is not None and len(text) > limit
+    if cut:
+        text = text[: max(limit - 1, 1)]  # type: ignore[operator]
+    if not (text.isascii() and text.isprintable()):
+        text = "".join(map(_escape_char, text))
+    return text + "\u2026" if cut else text
+
+
+def quoted(value: Any, limit: int | None = MESSAGE_VALUE_LIMIT) -> str:
+    """`printable(value)` in single quotes, the way messages quote a user's key, name or value."""
+    return f"'{printable(value, limit)}'"
 
 
 def validation_problems(label: str, exc: Any, raw: object, list_key: str, noun: str) -> list[str]:
@@ -73,8 +165,8 @@ def validation_problems(label: str, exc: Any, raw: object, list_key: str, noun: 
                 item_id = raw[list_key][loc[1]].get("id")  # type: ignore[index,union-attr]
             except Exception:  # noqa: BLE001 - best effort to name the item
                 item_id = None
-            where += f" [{item_id or f'{noun} #{loc[1] + 1}'}]"
+            where += f" [{printable(item_id) if item_id else f'{noun} #{loc[1] + 1}'}]"
             loc = loc[2:]
-        field = ".".join(str(p) for p in loc) or f"({noun})"
-        out.append(f"{where} {field}: {err['msg'].removeprefix('Value error, ')}")
+        field = ".".join(printable(p) for p in loc) or f"({noun})"
+        out.append(f"{where} {field}: {printable(err['msg'].removeprefix('Value error, '), None)}")
     return out

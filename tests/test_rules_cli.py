@@ -257,7 +257,7 @@ def test_impossibility_reasoning():
 def test_cli_check_fails_with_one_line_per_problem(folder):
     edit(folder, lambda r, code: (r[0].update(options=["bcma_cart"]), r[1].update(cites=["NO-SUCH.S000.TEXT"])))
     result = runner.invoke(app, ["rules", "check", "--rules", str(folder), "--profiles", str(PROFILES)])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # an invalid rule set: exit 2, as from every command
     assert "Traceback" not in result.stdout + result.stderr
     problems = [line for line in result.stdout.splitlines() if not line.startswith("warning: ")]
     assert problems == [
@@ -276,7 +276,7 @@ def test_cli_check_passes_with_warnings_only(folder):
 
 def test_cli_check_on_a_missing_folder(tmp_path):
     result = runner.invoke(app, ["rules", "check", "--rules", str(tmp_path / "nope")])
-    assert result.exit_code == 1 and "rule folder not found" in result.stdout
+    assert result.exit_code == 2 and "rule folder not found" in result.stdout
 
 
 def test_cli_list():

@@ -1,8 +1,9 @@
 """The `cds` command line (typer). The only module that knows about the terminal.
 
-Exit codes: 0 success; 1 findings (``cds rules check`` problems, invalid records
-in a batch); 2 bad input or usage; 3 internal error. Errors are one clear
-message on stderr, never a traceback (set CDS_DEBUG=1 to see one).
+Exit codes (cds.errors): 0 success; 1 findings (invalid records in a batch,
+stale examples); 2 bad input or usage (an invalid rule set included); 3 internal
+error; 128 + signal when stopped by a signal. Errors are one clear message on
+stderr, never a traceback (set CDS_DEBUG=1 to see one).
 """
 
 from __future__ import annotations
@@ -18,12 +19,20 @@ from typing import Any
 import typer
 
 from cds.apps.outputs import OutputFile
-from cds.errors import EXIT_INTERNAL, CdsError, InputError, ProfileError, RuleSetError
+from cds.errors import (
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    CdsError,
+    InputError,
+    ProfileError,
+    RuleSetError,
+    Terminated,
+)
 
 # Every Path parameter: typer/click check nothing (its checks print a multi-line usage panel);
 # cds's own loaders report a missing, unreadable or wrong kind of path in one `error:` line.
 _PATH = dict(exists=False, file_okay=True, dir_okay=True, readable=False, writable=False, resolve_path=False)
-EXIT_TERMINATED = 128 + signal.SIGTERM
 
 app = typer.Typer(
     add_completion=False,
@@ -49,16 +58,12 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwind (removing temporary files, stopping workers) and exit."""
-
-
 @contextmanager
 def _sigterm_aborts():
     """While inside, SIGTERM raises `Terminated` in the main thread instead of killing the process outright."""
 
     def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
+        raise Terminated(signum)
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
@@ -77,8 +82,8 @@ def _run(fn):
         return fn()
     except typer.Exit:
         raise
-    except Terminated:
-        _fail("terminated (SIGTERM); nothing written", EXIT_TERMINATED)
+    except Terminated as exc:
+        _fail(f"terminated ({exc.signal_name}); nothing written", exc.exit_code)
     except RuleSetError as exc:
         lines = "\n".join(f"  {p}" for p in exc.problems)
         _fail(f"the rule set is invalid:\n{lines}", exc.exit_code)
@@ -87,7 +92,7 @@ def _run(fn):
     except CdsError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", EXIT_INTERRUPTED)
     except Exception as exc:
         if os.environ.get("CDS_DEBUG"):
             raise
@@ -203,7 +208,7 @@ def rules_check(
         **_PATH,
     ),
 ) -> None:
-    """Prove the rules consistent: one line per problem (exit 1); uncited evidence is a warning (exit 0)."""
+    """Prove the rules consistent: one line per problem (exit 2); uncited evidence is a warning (exit 0)."""
 
     def go() -> None:
         import cds
@@ -219,7 +224,7 @@ def rules_check(
         )
         typer.echo(summary, err=True)
         if report.problems:
-            raise typer.Exit(1)
+            raise typer.Exit(RuleSetError.exit_code)  # an invalid rule set: the same code as from every command
 
     _run(go)
 
@@ -248,7 +253,7 @@ def examples(
                 typer.echo(p, err=True)
             if problems:
                 typer.echo(f"examples are out of date; regenerate with: {REGENERATE_COMMAND}", err=True)
-                raise typer.Exit(1)
+                raise typer.Exit(EXIT_FINDINGS)
             typer.echo(f"{len(expected)} example files up to date in {output_dir}", err=True)
             return
         try:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from cds.errors import EXIT_INTERNAL, CdsError, InputError, ProfileError
+from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError, WorkerLost
 
 FORMAT_VERSION = "cds-batch/1"
 CHUNK = 128  # records per task sent to a worker
@@ -94,12 +94,6 @@ def check_input(source: Path) -> None:
             pass
     except OSError as exc:
         raise InputError(f"input {source}: cannot be read ({exc.strerror})") from None
-
-
-class WorkerLost(CdsError):
-    """A worker process died (killed, out of memory, crashed): the run stops, nothing is written."""
-
-    exit_code = EXIT_INTERNAL
 
 
 # --------------------------------------------------------------------------- one record (in a worker)
@@ -353,7 +347,7 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        return 3 if self.errors else 1 if self.invalid else 0
+        return EXIT_INTERNAL if self.errors else EXIT_FINDINGS if self.invalid else EXIT_OK
 
     def as_dict(self) -> dict[str, Any]:
         dist = sorted(self.tops.items(), key=lambda kv: (-kv[1], str(kv[0])))
