@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,12 +29,22 @@ class DrugSpec(_Strict):
     drug_class: str = Field(alias="class")
     target: str | list[str] | None = None
     aliases: list[str] = []
+    rxnorm: list[Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]] = []  # RxNorm codes (FHIR import), verified only
+
+
+class SupportiveSpec(_Strict):
+    """A drug given with myeloma therapy that is not part of a regimen (FHIR import lists it as such)."""
+
+    name: str = Field(min_length=2)
+    category: str = Field(min_length=2)
+    aliases: list[str] = []
 
 
 class VocabularyFile(_Strict):
     classes: dict[str, str]
     drugs: list[DrugSpec]
     regimens: dict[str, list[str]]
+    supportive: list[SupportiveSpec] = []
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class Vocabulary:
         self._by_key: dict[str, Drug] = {}
         self._memo: dict[str, Drug | None] = {}  # raw name as written -> drug (lookup is on every evaluation's hot path)
         self._regimens = {_key(k): (k, v) for k, v in spec.regimens.items()}
+        self._by_rxnorm: dict[str, Drug] = {}
+        self._supportive: dict[str, tuple[str, str]] = {}  # key -> (name, category)
         problems = []
         for d in spec.drugs:
             if d.drug_class not in self.classes:
@@ -72,6 +85,18 @@ class Vocabulary:
                 if k in self._by_key and self._by_key[k].name != d.name:
                     problems.append(f"catalog/drugs.yaml [{d.name}] aliases: {alias!r} already names {self._by_key[k].name}")
                 self._by_key[k] = drug
+            for code in d.rxnorm:
+                if code in self._by_rxnorm and self._by_rxnorm[code].name != d.name:
+                    problems.append(f"catalog/drugs.yaml [{d.name}] rxnorm: {code} already names {self._by_rxnorm[code].name}")
+                self._by_rxnorm[code] = drug
+        for sup in spec.supportive:
+            for alias in [sup.name, *sup.aliases]:
+                k = _key(alias)
+                if k in self._by_key:
+                    problems.append(
+                        f"catalog/drugs.yaml supportive [{sup.name}]: {alias!r} is also a myeloma drug ({self._by_key[k].name})"
+                    )
+                self._supportive[k] = (sup.name, sup.category)
         for label, (orig, agents) in self._regimens.items():
             for a in agents:
                 if _key(a) not in self._by_key:
@@ -90,6 +115,18 @@ class Vocabulary:
             if len(self._memo) > 10_000:  # bounded: arbitrary input cannot grow it without limit
                 self._memo.clear()
             return drug
+
+    def by_rxnorm(self, code: str) -> Drug | None:
+        """The drug an RxNorm code names (only codes listed in the vocabulary)."""
+        return self._by_rxnorm.get(code.strip())
+
+    def supportive(self, name: str) -> tuple[str, str] | None:
+        """(name, category) of a supportive drug (antiviral, G-CSF, IVIG, ...), or None."""
+        return self._supportive.get(_key(name))
+
+    def regimen_items(self) -> list[tuple[str, list[str]]]:
+        """Every regimen label with its agents, in the catalogue's order."""
+        return list(self._regimens.values())
 
     def regimen(self, name: str) -> tuple[str, list[str]] | None:
         return self._regimens.get(_key(name))
