@@ -267,7 +267,9 @@ def split_lines(
             aph = aph_of.get(car_t.ref)
             members = [(x, block_owner[x.ref][1]) for x in therapy if block_owner.get(x.ref, (None,))[0] is car_t]
             start = min([car_t.first] + [x.first for x, _ in members] + ([aph.day.earliest] if aph else []))
-            detail = f"{car_t.drug} infused {car_t.start.iso()} ({car_t.ref})" + (f", apheresis {aph.day.iso()} ({aph.ref})" if aph else "")
+            detail = f"{car_t.drug} infused {car_t.start.iso()} ({car_t.ref})" + (
+                f", apheresis {aph.day.iso()} ({aph.ref})" if aph else ""
+            )
             line = open_line("LOT-OPEN-CAR-T", start, detail)
             line.car_t, line.apheresis = car_t, aph
             for x, rule in sorted(members, key=lambda m: (m[0].first, m[0].drug)):
@@ -357,11 +359,12 @@ def derive_outcomes(lines: list[Line], assessments: list[Assessment]) -> None:
             best = line.best_response
             if best is None or _RESPONSE_ORDER.index(a.response) < _RESPONSE_ORDER.index(best.response):  # type: ignore[arg-type]
                 line.best_response = a
-    for i, line in enumerate(lines):
+    for line in lines:
         therapy = [
             m.exposure
             for m in line.members
-            if m.exposure.drug_class not in PARTNER_CLASSES and m.rule not in ("LOT-JOIN-CONDITIONING", "LOT-JOIN-LYMPHODEPLETION")
+            if m.exposure.drug_class not in PARTNER_CLASSES
+            and m.rule not in ("LOT-JOIN-CONDITIONING", "LOT-JOIN-LYMPHODEPLETION")
         ]
         for e in therapy:
             if e.stop == "no_response":
