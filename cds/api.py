@@ -29,19 +29,20 @@ def load_rules(directory: str | os.PathLike[str] | None = None) -> Evaluator:
 
 
 def evaluate(data: Any, *, rules: str | os.PathLike[str] | None = None) -> Evaluation:
-    """Evaluate one patient: a decoded profile (dict), a validated `PatientProfile`, or the path of a profile file.
+    """Evaluate one patient: a decoded profile or FHIR Bundle (dict), a validated `PatientProfile`, or a file path.
 
     Raises `cds.errors.ProfileError` (naming the field) for bad input.
     """
+    from cds.interop.inputs import load_input, parse_input
     from cds.model.profile import PatientProfile
 
     evaluator = load_rules(rules)
     if isinstance(data, PatientProfile):
         profile = data
     elif isinstance(data, (str, os.PathLike)):
-        profile = evaluator.load(Path(data))
+        profile = load_input(Path(data), evaluator.vocabulary).profile
     else:
-        profile = evaluator.parse(data)
+        profile = parse_input(data, evaluator.vocabulary).profile  # a profile dict or a FHIR Bundle dict
     return evaluator.evaluate(profile)
 
 

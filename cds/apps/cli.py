@@ -120,7 +120,7 @@ def _rules_option() -> Path | None:
 
 @app.command()
 def evaluate(
-    path: Path = typer.Argument(..., help="Patient profile (JSON).", show_default=False, **_PATH),
+    path: Path = typer.Argument(..., help="Patient profile (JSON) or FHIR R4 Bundle.", show_default=False, **_PATH),
     format: Format = typer.Option(Format.markdown, "--format", "-f", help="Output format."),
     output: str | None = _output_option("Write the report to FILE instead of stdout (the whole report or nothing)."),
     timestamp: str | None = typer.Option(
@@ -140,6 +140,7 @@ def evaluate(
 
     def go() -> None:
         from cds.decide.pipeline import default_evaluator
+        from cds.interop.inputs import load_input
         from cds.report.build import build_report
         from cds.report.render import render
 
@@ -151,9 +152,69 @@ def evaluate(
             from cds.knowledge.site import load_site
 
             site_settings = load_site(site, evaluator.ruleset)
-        profile = evaluator.load(path)
-        text = render(build_report(evaluator.evaluate(profile), timestamp, site_settings), format.value)
+        loaded = load_input(path, evaluator.vocabulary)
+        text = render(build_report(evaluator.evaluate(loaded.profile), timestamp, site_settings), format.value)
         out.write_all(text)
+        if loaded.imported is not None:
+            r = loaded.imported
+            typer.echo(
+                f"note: imported from FHIR Bundle {r.bundle.get('id') or ''} ({r.bundle['entries']} entries, "
+                f"{len(r.lines)} line(s), {len(r.not_used)} resource(s) not used); `cds import-fhir {path}` shows where each fact came from",
+                err=True,
+            )
+
+    _run(go)
+
+
+@app.command("import-fhir")
+def import_fhir(
+    path: Path = typer.Argument(
+        ..., help="FHIR R4 Bundle (collection, searchset, document or transaction), JSON.", show_default=False, **_PATH
+    ),
+    output: str | None = _output_option("Write the profile (JSON) to FILE instead of stdout."),
+    report: str | None = _output_option(
+        "Also write the import report (JSON: every fact's source resources) to FILE.", "--report"
+    ),
+    evaluation_date: str | None = typer.Option(
+        None,
+        "--evaluation-date",
+        metavar="YYYY-MM-DD",
+        help="Age and 'latest result' as of this date (default: Bundle.timestamp, else today).",
+    ),
+    overrides: Path | None = typer.Option(
+        None,
+        "--with",
+        help="A partial profile (JSON) merged over the imported one, for facts EHRs rarely hold.",
+        show_default=False,
+        **_PATH,
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the import report on stderr."),
+) -> None:
+    """Import a patient from a FHIR R4 / mCODE Bundle: a profile, and where each fact came from (stderr)."""
+
+    def go() -> None:
+        import json
+
+        from cds.decide.pipeline import default_evaluator
+        from cds.interop.fhir import import_bundle
+        from cds.interop.fhir.overrides import apply_overrides
+        from cds.interop.inputs import validate_imported
+        from cds.model.profile import decode_json, read_input_file
+
+        out = OutputFile(output)
+        report_out = OutputFile(report, "--report") if report is not None else None
+        if report_out is not None and report_out.same_file(out):
+            raise InputError(f"--report {report}: the same file as --output")
+        vocabulary = default_evaluator(None).vocabulary
+        result = import_bundle(decode_json(read_input_file(path)), vocabulary, evaluation_date)
+        if overrides is not None:
+            apply_overrides(result, decode_json(read_input_file(overrides)), str(overrides))
+        validate_imported(result, vocabulary)  # the profile written is one `cds evaluate` accepts
+        out.write_all(json.dumps(result.profile, indent=2, ensure_ascii=False) + "\n")
+        if report_out is not None:
+            report_out.write_all(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        if not quiet:
+            sys.stderr.write(result.text())
 
     _run(go)
 

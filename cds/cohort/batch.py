@@ -138,13 +138,14 @@ def _check_profile_file(path: str) -> None:
 
 
 def _load(evaluator, key: tuple[str, Any], payload: Any):
-    from cds.model.profile import load_profile, load_profile_text
+    """A record's profile; a FHIR Bundle (a file, or one JSONL line) is imported (cds.interop)."""
+    from cds.interop.inputs import load_input, load_input_text
 
     if key[0] == "file":
         _check_profile_file(payload)
-        return load_profile(Path(payload), evaluator.vocabulary)
+        return load_input(Path(payload), evaluator.vocabulary).profile
     try:
-        return load_profile_text(_line_text(payload, key[1]), evaluator.vocabulary)
+        return load_input_text(_line_text(payload, key[1]), evaluator.vocabulary).profile
     except ProfileError as exc:
         if exc.field != "(file)":
             raise

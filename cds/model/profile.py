@@ -254,7 +254,8 @@ def check_agents(profile: PatientProfile, vocabulary: Vocabulary) -> None:
             seen.add(drug.name)
 
 
-def load_profile_text(text: str, vocabulary: Vocabulary) -> PatientProfile:
+def decode_json(text: str) -> Any:
+    """Strict JSON decoding of an input file's text (a key given twice, NaN, absurd nesting are errors)."""
     try:
         data = json.loads(text, object_pairs_hook=_unique_object)
     except _DuplicateKey as exc:
@@ -268,10 +269,15 @@ def load_profile_text(text: str, vocabulary: Vocabulary) -> PatientProfile:
     except ValueError as exc:  # e.g. an integer with thousands of digits
         raise ProfileError("(file)", f"not valid JSON: {exc}") from None
     _check_structure(data)
-    return parse_profile(data, vocabulary)
+    return data
 
 
-def load_profile(path: Path, vocabulary: Vocabulary) -> PatientProfile:
+def load_profile_text(text: str, vocabulary: Vocabulary) -> PatientProfile:
+    return parse_profile(decode_json(text), vocabulary)
+
+
+def read_input_file(path: Path) -> str:
+    """The text of an input file (UTF-8, BOM allowed), or a ProfileError naming the problem."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -286,4 +292,8 @@ def load_profile(path: Path, vocabulary: Vocabulary) -> PatientProfile:
         raise ProfileError("(file)", f"not UTF-8 text (byte {exc.start})") from None
     if not text.strip():
         raise ProfileError("(file)", "the file is empty")
-    return load_profile_text(text, vocabulary)
+    return text
+
+
+def load_profile(path: Path, vocabulary: Vocabulary) -> PatientProfile:
+    return load_profile_text(read_input_file(path), vocabulary)
