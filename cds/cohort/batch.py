@@ -180,6 +180,8 @@ def _error_record(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, ProfileError):
         # exactly what `cds evaluate` prints after "error: "
         return {"status": "invalid", "error": f"invalid patient profile: {exc}", "field": exc.field, "problem": exc.problem}
+    if isinstance(exc, InputError) and hasattr(exc, "field"):  # a FHIR Bundle that cannot be imported
+        return {"status": "invalid", "error": str(exc), "field": exc.field, "problem": exc.problem}
     if isinstance(exc, CdsError):
         return {"status": "error", "error": str(exc)}
     return {"status": "error", "error": f"internal error ({type(exc).__name__}: {exc})"}

@@ -309,3 +309,17 @@ def test_exporter_helper_builds_valid_r4(vocabulary):
     b.condition("C90.00", "Multiple myeloma", "2020-01-01")
     assert import_bundle(b.bundle(), vocabulary).profile["prior_lines"] == []
     assert PatientProfile  # the model the profiles are validated against once profile v2 is on main
+
+
+def test_batch_reports_a_bad_bundle_as_an_invalid_record(tmp_path):
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    (folder / "a_profile.json").write_text((PROFILES / "fit_tcr_bcma_naive.json").read_text())
+    b = load("asct_maintenance")
+    b["entry"] = [e for e in b["entry"] if e["resource"]["resourceType"] != "Condition"]
+    (folder / "b_bundle.json").write_text(json.dumps(b))
+    proc = _cli("batch", str(folder), "--jobs", "1", "--quiet")
+    assert proc.returncode == 1, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["evaluated", "invalid"]
+    assert rows[1]["field"] == "(bundle)" and "no multiple myeloma diagnosis in the bundle" in rows[1]["error"]

@@ -31,6 +31,11 @@ class BundleError(InputError):
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
+        # like ProfileError: where (the first problem's entry, or "(bundle)") and what
+        head, sep, rest = self.problems[0].partition(": ") if self.problems else ("", "", "")
+        self.field, self.problem = (
+            (head, rest) if sep and head.startswith("entry[") else ("(bundle)", self.problems[0] if self.problems else "")
+        )
         shown = self.problems[:MAX_PROBLEMS]
         more = f"\n  (and {len(self.problems) - MAX_PROBLEMS} more)" if len(self.problems) > MAX_PROBLEMS else ""
         if len(shown) == 1:
