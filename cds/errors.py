@@ -53,12 +53,25 @@ class InputError(CdsError):
 
 
 class ProfileError(InputError):
-    """A patient profile that cannot be evaluated. `field` is a dotted path."""
+    """A patient profile that cannot be evaluated. `field` is a dotted path.
 
-    def __init__(self, field: str, problem: str):
+    `problems` holds every (field, problem) found, the first being `field` and
+    `problem`; with more than one the message lists them one per line.
+    """
+
+    def __init__(self, field: str, problem: str, more: tuple[tuple[str, str], ...] = ()):
         self.field = field
         self.problem = problem
-        super().__init__(f"{field}: {problem}" if field else problem)
+        self.problems: tuple[tuple[str, str], ...] = ((field, problem), *more)
+        if more:
+            lines = "\n".join(f"  {f}: {p}" if f else f"  {p}" for f, p in self.problems)
+            super().__init__(f"{len(self.problems)} problems:\n{lines}")
+        else:
+            super().__init__(f"{field}: {problem}" if field else problem)
+
+    @classmethod
+    def many(cls, problems: list[tuple[str, str]]) -> ProfileError:
+        return cls(problems[0][0], problems[0][1], tuple(problems[1:]))
 
 
 class SiteError(InputError):

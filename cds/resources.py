@@ -31,6 +31,12 @@ def rules_dir() -> Path:
     return _first_existing(_PKG / "_data" / "rules", _CHECKOUT / "rules")
 
 
+def packaged_rules_dir() -> Path:
+    """The rule folder shipped with this version of cds (``CDS_RULES_DIR`` does not change it): where the
+    fact catalogue reads the cytogenetics list that the engine's facts are built from."""
+    return _first_existing(_PKG / "_data" / "rules", _CHECKOUT / "rules")
+
+
 def templates_dir() -> Path:
     return _first_existing(_PKG / "_data" / "templates", _CHECKOUT / "reports" / "templates")
 

@@ -35,8 +35,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from cds.knowledge.ruleset import leaves, load_ruleset
-from cds.model.facts import FACTS
-from cds.model.profile import CYTOGENETIC_ABNORMALITIES
+from cds.model.facts import CYTOGENETIC_ABNORMALITIES, FACTS
+from cds.model.vocabulary import load_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"
@@ -70,7 +70,17 @@ for _d in _DRUGS_YAML["drugs"]:
         "targets": tuple(_t) if isinstance(_t, list) else ((_t,) if _t else ()),
         "aliases": tuple(_d.get("aliases") or ()),
     }
-REGIMENS: dict[str, list[str]] = dict(_DRUGS_YAML["regimens"])
+_REGIMENS_YAML = yaml.safe_load((RULES / "catalog" / "regimens.yaml").read_text(encoding="utf-8"))
+REGIMENS: dict[str, list[str]] = {r["label"]: list(r["agents"]) for r in _REGIMENS_YAML["regimens"]}
+VOCABULARY = load_vocabulary(RULES / "catalog" / "drugs.yaml")
+CLASSES: list[str] = sorted(_DRUGS_YAML["classes"])
+
+
+def is_known_label(text: str) -> bool:
+    """A regimen label that means something (a known regimen or a drug name): agents must agree with it."""
+    return VOCABULARY.regimen(text) is not None or VOCABULARY.resolve(text) is not None
+
+
 BY_CLASS: dict[str, list[str]] = {}
 for _name, _info in DRUGS.items():
     BY_CLASS.setdefault(_info["class"], []).append(_name)
@@ -217,16 +227,66 @@ def _number(src, fact: str, hi: float) -> float | int:
     return src.float(0.0, hi)
 
 
-def _line(src, agents: list[str], refractory_p: float, regimen: str | None) -> dict:
+RESPONSES = ["sCR", "CR", "VGPR", "PR", "MR", "SD", "PD"]
+STOP_REASONS = ["progression", "toxicity", "completed", "patient_choice", "other"]
+
+
+def _month(n: int) -> str:
+    """Month number n (0 = 2010-01) as YYYY-MM."""
+    return f"{2010 + n // 12:04d}-{n % 12 + 1:02d}"
+
+
+def _date(src, n: int) -> str:
+    """Month n as YYYY-MM or a day of it as YYYY-MM-DD (days 1-28: valid in every month)."""
+    return _month(n) if src.chance(0.4) else f"{_month(n)}-{src.int(1, 28):02d}"
+
+
+def _line(src, agents: list[str], refractory_p: float, regimen: str | None, clock: list[int] | None = None) -> dict:
+    """One line. v2 fields: agents left out behind a known label, refractory_to not recorded,
+    intolerance, dates (chronological through `clock`, the current month), best response, stop reason,
+    an investigational agent now and then."""
     agents = list(dict.fromkeys(agents))  # one drug once per line
-    spelled = [_spelling(src, a) for a in agents]
-    refractory = [s for s in spelled if src.chance(refractory_p)]
+    spelled: list[Any] = [_spelling(src, a) for a in agents]
+    if src.chance(0.04):
+        cls = src.pick(CLASSES)
+        spelled.append({"investigational": f"TRIAL-{src.int(1, 999)}", "class": cls})
+    names = [a if isinstance(a, str) else a["investigational"] for a in spelled]
+    refractory = [n for n in names if src.chance(refractory_p)]
     line: dict[str, Any] = {}
-    label = _optional(src, lambda: regimen if regimen and src.chance(0.7) else src.text(0, 20), 0.3, 0.1)
-    _put(line, "regimen", label)
-    line["agents"] = spelled
-    line["refractory_to"] = src.shuffled(refractory) if len(refractory) > 1 and src.chance(0.3) else refractory
-    line["autologous_transplant"] = src.chance(0.15)
+    known_label = regimen in REGIMENS and agents == list(dict.fromkeys(REGIMENS[regimen])) and len(spelled) == len(agents)
+    if known_label and src.chance(0.25):
+        line["regimen"] = regimen  # agents left out: the label's agents
+    else:
+        label = _optional(src, lambda: regimen if regimen and src.chance(0.7) else src.text(0, 20), 0.3, 0.1)
+        if isinstance(label, str) and is_known_label(label) and label != regimen:
+            label = ABSENT  # random text that happens to be a known label would have to agree with the agents
+        _put(line, "regimen", label)
+        line["agents"] = spelled
+    if src.chance(0.1):
+        pass  # refractoriness not recorded: unknown
+    else:
+        line["refractory_to"] = src.shuffled(refractory) if len(refractory) > 1 and src.chance(0.3) else refractory
+    r = src.int(0, 9)
+    if r < 7:
+        line["autologous_transplant"] = src.chance(0.15)
+    elif r < 8:
+        line["autologous_transplant"] = None
+    if src.chance(0.15):
+        line["intolerant_to"] = [n for n in names if src.chance(0.3)]
+    if clock is not None and src.chance(0.35):
+        start = clock[0] + src.int(0, 6)
+        line["start_date"] = _date(src, start)
+        end = start + src.int(1, 24)
+        if src.chance(0.7):
+            line["end_date"] = _date(src, end)
+        if src.chance(0.6):
+            line["progression_date"] = _date(src, end + src.int(0, 12))
+        clock[0] = end + 13
+    if src.chance(0.25):
+        allowed = RESPONSES if line.get("refractory_to") != [] else RESPONSES[:5]
+        line["best_response"] = src.pick(allowed)
+    if src.chance(0.2):
+        line["stop_reason"] = src.pick(STOP_REASONS)
     return line
 
 
@@ -255,18 +315,20 @@ def _any_line(src, bcma_ok: bool) -> tuple[list[str], str | None]:
 
 def _lines(src, tce_bcma_naive: bool) -> list[dict]:
     lines: list[dict] = []
+    clock = [src.int(0, 120)]
     if tce_bcma_naive:
         # Triple-class exposed within the first lines, never a BCMA-directed agent, refractory to the last line.
-        first = src.pick(["VRd", "KRd", "RVd", "Dara-VRd", "D-VRd", "Isa-VRd"])
-        second = src.pick(["DKd", "DPd", "IsaPd", "IsaKd", "DRd", "DVd"])
+        first = src.pick(["VRd", "KRd", "D-VRd", "D-KRd", "Isa-VRd", "Isa-KRd"])
+        second = src.pick(["DKd", "DPd", "Isa-Pd", "Isa-Kd", "DRd", "DVd"])
         specs = [(list(REGIMENS[first]), first), (list(REGIMENS[second]), second)]
         for _ in range(src.int(1, 3)):
             specs.append(_any_line(src, bcma_ok=False))
         for i, (agents, name) in enumerate(specs):
             last = i == len(specs) - 1
-            line = _line(src, agents, 0.9 if last else 0.4, name)
-            if last and not line["refractory_to"]:
-                line["refractory_to"] = [line["agents"][0]]
+            line = _line(src, agents, 0.9 if last else 0.4, name, clock)
+            if last and not line.get("refractory_to"):
+                first_agent = line["agents"][0] if "agents" in line else REGIMENS[line["regimen"]][0]
+                line["refractory_to"] = [first_agent if isinstance(first_agent, str) else first_agent["investigational"]]
             lines.append(line)
         return lines
     n = src.pick([1, 2, 3, 3, 4, 4, 5, 6]) if src.chance(0.9) else src.int(1, 12)
@@ -274,7 +336,7 @@ def _lines(src, tce_bcma_naive: bool) -> list[dict]:
     for i in range(n):
         agents, name = _any_line(src, bcma_ok)
         last = i == n - 1
-        lines.append(_line(src, agents, 0.7 if last else 0.35, name))
+        lines.append(_line(src, agents, 0.7 if last else 0.35, name, clock))
     return lines
 
 
@@ -310,12 +372,30 @@ def build_profile(src, tce_bcma_naive: bool = False) -> dict:
 
     def labs() -> dict:
         out: dict[str, Any] = {}
-        for key, hi in (("soluble_bcma_ng_ml", 2000), ("ferritin_ng_ml", 5000), ("crp_mg_l", 300)):
+        for key, hi in (
+            ("soluble_bcma_ng_ml", 2000),
+            ("ferritin_ng_ml", 5000),
+            ("crp_mg_l", 300),
+            ("neutrophils_10e9_l", 20),
+            ("platelets_10e9_l", 600),
+            ("igg_g_l", 80),
+            ("ldh_u_l", 2000),
+        ):
             _put(out, key, _optional(src, lambda key=key, hi=hi: _number(src, key, hi), 0.25, 0.1))
         return out
 
     _put(p, "labs", _optional(src, labs))
     p["prior_lines"] = _lines(src, tce_bcma_naive)
+    # v2 patient fields (none of them may change a decision unless a rule reads it)
+    _put(p, "sex", _optional(src, lambda: src.pick(["female", "male", "other"]), 0.5, 0.1))
+    for key in ("plasma_cell_leukemia", "cns_involvement"):
+        _put(p, key, _optional(src, lambda: src.chance(0.1), 0.6, 0.1))
+    _put(p, "r_iss", _optional(src, lambda: src.int(1, 3), 0.5, 0.1))
+    _put(p, "notes", _optional(src, lambda: src.text(0, 60), 0.7, 0.1))
+    dates = [line[k] for line in p["prior_lines"] for k in ("start_date", "end_date", "progression_date") if k in line]
+    if src.chance(0.5):
+        last = max((int(d[:4]) * 12 + int(d[5:7]) - 1 - 2010 * 12 for d in dates), default=180)
+        p["evaluation_date"] = _date(src, last + src.int(1, 30)) if src.chance(0.8) else _month(last + 1)
     return p
 
 

@@ -41,8 +41,11 @@ def evaluate_message(tmp_path, text: str) -> str:
     path.write_text(text, encoding="utf-8")
     result = runner.invoke(app, ["evaluate", str(path), "--rules", str(RULES), "--format", "json"])
     assert result.exit_code == 2, result.output
-    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error: ")]
-    return line.removeprefix("error: ")
+    lines = result.output.splitlines()
+    (start,) = [i for i, ln in enumerate(lines) if ln.startswith("error: ")]
+    message = [lines[start].removeprefix("error: ")]
+    message += [ln for ln in lines[start + 1 :] if ln.startswith("  ")]  # every problem, one per line
+    return "\n".join(message)
 
 
 def lines_of(path) -> list[dict]:
@@ -299,7 +302,7 @@ def test_input_hash_is_the_json_mode_canonical_form(evaluator):
 
     for p in [load_case(n) for n in case_names()] + list(_bench_profiles().generate(200, seed=8)):
         profile = evaluator.parse(p)
-        canonical = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(profile.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
         assert input_hash(profile) == hashlib.sha256(canonical.encode()).hexdigest()
 
 

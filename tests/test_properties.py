@@ -30,6 +30,7 @@ from strategies import (
     EXPONENT_NUMBERS,
     SETTINGS,
     boundary_values,
+    is_known_label,
     json_values,
     profiles,
     shuffle_keys,
@@ -37,8 +38,8 @@ from strategies import (
 
 from cds.decide.ranking import rank
 from cds.errors import ProfileError
-from cds.model.facts import FACTS, derive, engine_facts
-from cds.model.profile import CYTOGENETIC_ABNORMALITIES
+from cds.model.facts import CYTOGENETIC_ABNORMALITIES, FACTS, REFRACTORY_FIELD, derive, engine_facts
+from cds.model.profile import line_drugs
 
 
 def evaluate(evaluator, data: dict):
@@ -81,12 +82,15 @@ def test_1_evaluation_is_deterministic_and_ignores_key_order_and_labels(evaluato
 
     relabeled = copy.deepcopy(profile)
     relabeled["patient_id"] = new_id
+    relabeled.pop("notes", None)
     for line, label in zip(relabeled["prior_lines"], new_labels):
+        if "agents" not in line:
+            continue  # the label is what says which agents the line had
         if label == "drop":
             line.pop("regimen", None)
-        else:
+        elif label is None or not is_known_label(label):  # a known label has a meaning: its agents
             line["regimen"] = label
-    assert signature(evaluate(evaluator, relabeled)) == base, "patient_id or regimen labels changed the result"
+    assert signature(evaluate(evaluator, relabeled)) == base, "patient_id, notes or regimen labels changed the result"
 
 
 # --------------------------------------------------------------------------- 2. and 3. well-formed result
@@ -210,7 +214,7 @@ def test_6_bispecific_and_bcl2_are_offered_only_inside_their_indication(evaluato
     ev = evaluate(evaluator, profile)
     offered = {o.id for o in ev.ranking.options}
     vocab = evaluator.vocabulary
-    classes = {vocab.lookup(a).drug_class for line in profile["prior_lines"] for a in line["agents"]}
+    classes = {r.drug.drug_class for line in ev.profile.prior_lines for r in line_drugs(line, vocab)}
     if "bcma_bispecific" in offered:
         assert len(profile["prior_lines"]) >= 3, "BCMA bispecific offered with fewer than 3 prior lines"
         assert {"imid", "pi", "anti_cd38"} <= classes, f"BCMA bispecific offered without triple-class exposure: {classes}"
@@ -247,6 +251,25 @@ def _field_values(field: str) -> list:
     return sorted(set(boundary_values(spec.name, spec.minimum or 0.0)) | {spec.minimum or 0.0, 12.5, 100000.0})
 
 
+def _field_variants(evaluator, profile: dict, field: str) -> list[dict]:
+    """Every profile that gives the unknown `field` a value (for refractoriness: each line that does not
+    record it, one at a time, with every subset of its agents)."""
+    if field != REFRACTORY_FIELD:
+        return [_set_field(profile, field, value) for value in _field_values(field)]
+    parsed = evaluator.parse(profile)
+    out = []
+    for i, line in enumerate(profile["prior_lines"]):
+        if "refractory_to" in line and line["refractory_to"] is not None:
+            continue
+        names = [r.written for r in line_drugs(parsed.prior_lines[i], evaluator.vocabulary)]
+        for k in range(len(names) + 1):
+            for subset in itertools.combinations(names, k):
+                variant = copy.deepcopy(profile)
+                variant["prior_lines"][i]["refractory_to"] = list(subset)
+                out.append(variant)  # [] after no response (SD/PD) is refused: not a possible record
+    return out
+
+
 def brute_force_unknowns(evaluator, profile: dict, base) -> tuple[set[str], set[str]]:
     """(fields some value of which changes the top option, fields some value of which changes anything)."""
     base_facts = derive(evaluator.parse(profile), evaluator.vocabulary)
@@ -254,9 +277,9 @@ def brute_force_unknowns(evaluator, profile: dict, base) -> tuple[set[str], set[
     changes_top, changes_any = set(), set()
     for field in unknown_fields:
         variants = []
-        for value in _field_values(field):
+        for candidate in _field_variants(evaluator, profile, field):
             try:
-                parsed = evaluator.parse(_set_field(profile, field, value))
+                parsed = evaluator.parse(candidate)
             except ProfileError:
                 continue  # beyond the profile's valid range: not a possible value
             variants.append(derive(parsed, evaluator.vocabulary))

@@ -18,7 +18,7 @@ from cds.decide.ranking import Ranking, rank
 from cds.decide.unknowns import Outcome, UnknownFact, VariantPlanner, summarize
 from cds.engine.durable import Engine, durable_version
 from cds.knowledge.ruleset import RuleSet, load_ruleset
-from cds.model.facts import FactValue, derive, engine_facts
+from cds.model.facts import REFRACTORY_FIELD, FactValue, derive, engine_facts
 from cds.model.profile import PatientProfile, load_profile, parse_profile
 from cds.resources import rules_dir
 
@@ -45,10 +45,11 @@ class Evaluation:
 
 
 def input_hash(profile: PatientProfile) -> str:
-    """sha256 of the validated profile in canonical JSON (key order and whitespace do not matter)."""
+    """sha256 of the validated profile in canonical JSON (key order and whitespace do not matter; an absent
+    optional field and a null are the same, so that adding optional fields to the format changes no hash)."""
     # python-mode dump: every value of the profile model is already a JSON type (str, int, float,
     # bool, None, list, dict), so this is the JSON-mode dump at a third of the cost
-    canonical = json.dumps(profile.model_dump(exclude_none=False), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(profile.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -82,9 +83,15 @@ class Evaluator:
     def evaluate(self, profile: PatientProfile) -> Evaluation:
         facts = derive(profile, self.vocabulary)
         base_facts = engine_facts(facts)
-        variants = self.planner.variants(facts) if self.analyze_unknowns else []
-        # each variant is the patient's facts with one unknown field set (scoped: see cds.engine.durable)
-        fired_all = self.engine.run_counterfactuals(base_facts, [(v.field, dict(v.assignment)) for v in variants])
+        variants = self.planner.variants(facts, profile) if self.analyze_unknowns else []
+        # each variant is the patient's facts with one unknown field set (scoped: see cds.engine.durable);
+        # a line's possible refractoriness records are matched unscoped, against every rule
+        scoped = [v for v in variants if v.field != REFRACTORY_FIELD]
+        whole = [v for v in variants if v.field == REFRACTORY_FIELD]
+        variants = scoped + whole
+        fired_all = self.engine.run_counterfactuals(base_facts, [(v.field, dict(v.assignment)) for v in scoped])
+        for start in range(0, len(whole), 64):
+            fired_all += self.engine.run([{**base_facts, **dict(v.assignment)} for v in whole[start : start + 64]])
         # the decision (cds.decide.unknowns.Outcome: same order and exclusions as cds.decide.ranking.rank, which
         # Evaluation.ranking runs when the report asks for the reasons' texts)
         base = self.planner.outcome(fired_all[0], detail=True)

@@ -18,8 +18,16 @@ from dataclasses import dataclass
 
 from cds.decide.ranking import option_plans
 from cds.knowledge.ruleset import RuleSet, leaves
-from cds.model.facts import CYTO_FACT, FACTS, HIGH_RISK_CYTOGENETICS, FactValue, Value
-from cds.model.profile import CYTOGENETIC_ABNORMALITIES
+from cds.model.facts import (
+    CYTO_FACT,
+    FACTS,
+    FIELD_DESCRIPTIONS,
+    REFRACTORY_FIELD,
+    FactValue,
+    Value,
+    refractoriness_alternatives,
+)
+from cds.model.profile import PatientProfile
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,8 @@ class UnknownFact:
 
 
 def field_description(field: str) -> str:
-    if field == "cytogenetics":
-        return "Cytogenetics (FISH) result"
+    if field in FIELD_DESCRIPTIONS:
+        return FIELD_DESCRIPTIONS[field]
     for spec in FACTS.values():
         if spec.input_field == field:
             return spec.description
@@ -159,6 +167,8 @@ class VariantPlanner:
         for name, spec in FACTS.items():
             if not spec.may_be_unknown or spec.group == "cytogenetics" or name not in used:
                 continue
+            if spec.input_field == REFRACTORY_FIELD:
+                continue  # the possible records of a line depend on its agents: see refractory_variants
             field = spec.input_field or name
             if spec.type == "bool":
                 plan = [("true", ((name, True),)), ("false", ((name, False),))]
@@ -170,14 +180,18 @@ class VariantPlanner:
                     continue  # only tested with is known/is unknown: nothing to vary but presence
                 plan = [(label, ((name, v),)) for label, v in _numeric_representatives(thresholds, spec.minimum or 0.0)]
             self._plans[field] = plan
+        self._refractory_used = any(FACTS[f].input_field == REFRACTORY_FIELD for f in used)
+        self._vocabulary = ruleset.vocabulary
         cyto_used = [f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used]
         if cyto_used:
             seen: dict[tuple, tuple[str, tuple[tuple[str, Value], ...]]] = {}
-            for k in range(len(CYTOGENETIC_ABNORMALITIES) + 1):
-                for combo in itertools.combinations(CYTOGENETIC_ABNORMALITIES, k):
+            names = tuple(CYTO_FACT)
+            high_risk = set(ruleset.vocabulary.high_risk_cytogenetics)
+            for k in range(len(names) + 1):
+                for combo in itertools.combinations(names, k):
                     found = set(combo)
                     full: dict[str, Value] = {fact: abn in found for abn, fact in CYTO_FACT.items()}
-                    full["high_risk_cytogenetics"] = bool(found & set(HIGH_RISK_CYTOGENETICS))
+                    full["high_risk_cytogenetics"] = bool(found & high_risk)
                     key = tuple(full[f] for f in cyto_used)
                     if key not in seen:
                         label = ", ".join(combo) if combo else "tested, no abnormality"
@@ -232,13 +246,18 @@ class VariantPlanner:
             tuple(decisions),
         )
 
-    def variants(self, facts: dict[str, FactValue]) -> list[Variant]:
+    def variants(self, facts: dict[str, FactValue], profile: PatientProfile | None = None) -> list[Variant]:
+        """The counterfactual variants of every unknown field a deciding rule reads (with `profile`,
+        also the possible refractoriness records of lines that do not record it)."""
         out: list[Variant] = []
         for field, plan in self._plans.items():
             probe = plan[0][1][0][0]
             if facts[probe].known:
                 continue
             out.extend(Variant(field, label, assignment) for label, assignment in plan)
+        if profile is not None and self._refractory_used:
+            for label, assignment in refractoriness_alternatives(profile, self._vocabulary, self.used_facts):
+                out.append(Variant(REFRACTORY_FIELD, label, tuple(assignment.items())))
         return out
 
 

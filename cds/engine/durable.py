@@ -61,7 +61,7 @@ import durable_rules_engine as _core  # durable-rules' C core (what durable.engi
 
 from cds.errors import EngineError
 from cds.knowledge.ruleset import Condition, Group, Leaf, RuleSet, leaves
-from cds.model.facts import FACTS, Value
+from cds.model.facts import FACTS, REFRACTORY_FIELD, Value
 
 SENTINEL = "__evaluated__"
 _TYPE = "patient"
@@ -106,7 +106,9 @@ def compile_condition(cond: Condition) -> dict:
 def fact_scope(fact: str) -> str | None:
     """The profile field an unknown fact comes from (what a counterfactual variant varies), or None."""
     spec = FACTS.get(fact)
-    if spec is None or not spec.may_be_unknown:
+    if spec is None or not spec.may_be_unknown or spec.input_field == REFRACTORY_FIELD:
+        # refractoriness facts: their variants are matched unscoped (Engine.run), so that the rules
+        # reading them carry no extra scope branch (each branch is an alpha node: durable-rules pitfall 13)
         return None
     return spec.input_field or spec.name
 

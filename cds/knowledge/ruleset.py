@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cds.errors import RuleSetError, validation_problems
 from cds.knowledge.evidence import Registry, load_registry
-from cds.model.facts import FACTS, Value
+from cds.model.facts import CYTO_FACT, FACTS, Value
 from cds.model.vocabulary import Vocabulary, load_vocabulary
 from cds.resources import load_yaml
 
@@ -328,12 +328,24 @@ def check_leaf(leaf: Leaf) -> str | None:
     return None
 
 
+def cytogenetics_problems(vocabulary: Vocabulary) -> list[str]:
+    """The rule folder's cytogenetics catalogue must name the facts the engine's fact catalogue has."""
+    mine = {c.name: c.fact for c in vocabulary.cytogenetics}
+    if mine == CYTO_FACT:
+        return []
+    return [
+        "catalog/cytogenetics.yaml: the abnormalities and facts differ from the fact catalogue of this cds version "
+        f"({', '.join(f'{k}={v}' for k, v in CYTO_FACT.items())}); a new abnormality needs a new release"
+    ]
+
+
 def load_ruleset(directory: Path) -> RuleSet:
     """Load and validate every file of the rule folder. Raises RuleSetError listing every problem."""
     problems: list[str] = []
     if not directory.is_dir():
         raise RuleSetError([f"{directory}: rule folder not found"])
     vocabulary = load_vocabulary(directory / "catalog" / "drugs.yaml")
+    problems.extend(cytogenetics_problems(vocabulary))
     registry = load_registry(directory / "evidence")
 
     raw_opts = _read_yaml(directory / "catalog" / "options.yaml", "catalog/options.yaml")

@@ -6,18 +6,28 @@ the ranges to find conditions that can never hold, and the unknown-facts
 analysis uses them to try every possible value of a missing fact.
 
 `derive(profile, vocabulary)` computes every fact with a one-line explanation
-of how it was obtained. A fact the profile leaves out is ``None`` (unknown);
-facts derived from the prior lines are always known.
+of how it was obtained. A fact the profile leaves out is ``None`` (unknown).
+Exposure facts are always known (a line lists what was given). Refractoriness
+facts are three-valued: a line whose ``refractory_to`` is not recorded makes
+every refractoriness fact it could change unknown, unless another line already
+decides it (refractory to lenalidomide in line 1 is true whatever line 3 was);
+`refractoriness_alternatives` lists the possible records of such a line for the
+unknown-fact analysis.
+
+The cytogenetics facts come from ``rules/catalog/cytogenetics.yaml`` (the
+packaged copy; a rule folder's own copy must name the same facts).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from cds.model.profile import CYTOGENETIC_ABNORMALITIES, PatientProfile
-from cds.model.vocabulary import Vocabulary
+from cds.model.profile import NON_RESPONSE, PatientProfile, line_drugs, named_drugs
+from cds.model.vocabulary import Vocabulary, read_cytogenetics
+from cds.resources import packaged_rules_dir
 
 Value = bool | int | float | str
 
@@ -33,6 +43,7 @@ class FactSpec:
     values: tuple[str, ...] = ()
     group: str | None = None  # facts that are unknown together (e.g. all cytogenetics)
     input_field: str | None = None  # the profile field an unknown fact comes from
+    derived: bool = False  # derived from the prior lines (not stated by the profile), even when it can be unknown
 
     def accepts(self, value: object) -> bool:
         if self.type == "bool":
@@ -44,18 +55,25 @@ class FactSpec:
         return not (self.type == "int" and not isinstance(value, int))
 
 
-CYTO_FACT = {
-    "del(17p)": "cyto_del17p",
-    "t(4;14)": "cyto_t4_14",
-    "t(14;16)": "cyto_t14_16",
-    "t(11;14)": "cyto_t11_14",
-    "gain(1q)": "cyto_gain1q",
-    "amp(1q)": "cyto_amp1q",
-    "del(1p)": "cyto_del1p",
+#: the cytogenetics catalogue the fact catalogue is built from (rules/catalog/cytogenetics.yaml, packaged)
+_CYTO_CATALOGUE = read_cytogenetics(packaged_rules_dir() / "catalog" / "cytogenetics.yaml").abnormalities
+CYTO_FACT: dict[str, str] = {c.name: c.fact for c in _CYTO_CATALOGUE}
+CYTOGENETIC_ABNORMALITIES: tuple[str, ...] = tuple(CYTO_FACT)
+_HIGH_RISK = [c.name for c in _CYTO_CATALOGUE if c.high_risk]
+_HIGH_RISK_TEXT = ", ".join(_HIGH_RISK[:-1]) + " or " + _HIGH_RISK[-1] if len(_HIGH_RISK) > 1 else "".join(_HIGH_RISK)
+
+#: the profile field refractoriness facts come from (unknown when a line does not record it)
+REFRACTORY_FIELD = "prior_lines[].refractory_to"
+#: how the unknown-fact analysis names fields that are not a single fact's description
+FIELD_DESCRIPTIONS = {
+    "cytogenetics": "Cytogenetics (FISH) result",
+    REFRACTORY_FIELD: "Refractoriness of a prior line (refractory_to not recorded)",
 }
-# High-risk cytogenetics as the sources define them for CAR-T outcome
-# analyses: "del(17p), t(4;14), t(14;16), 1q gain/amplification" (001).
-HIGH_RISK_CYTOGENETICS = ("del(17p)", "t(4;14)", "t(14;16)", "gain(1q)", "amp(1q)")
+
+
+def _refr(name: str, description: str) -> FactSpec:
+    return FactSpec(name, "bool", description, True, input_field=REFRACTORY_FIELD, derived=True)
+
 
 _F: list[FactSpec] = [
     FactSpec("age", "int", "Age in years", minimum=18, maximum=120),
@@ -107,7 +125,7 @@ _F: list[FactSpec] = [
     FactSpec(
         "high_risk_cytogenetics",
         "bool",
-        "Any high-risk abnormality: del(17p), t(4;14), t(14;16), gain(1q) or amp(1q)",
+        f"Any high-risk abnormality: {_HIGH_RISK_TEXT}",
         True,
         group="cytogenetics",
         input_field="cytogenetics",
@@ -118,34 +136,32 @@ _F: list[FactSpec] = [
     FactSpec("exposed_pi", "bool", "Exposed to a proteasome inhibitor"),
     FactSpec("exposed_anti_cd38", "bool", "Exposed to an anti-CD38 antibody"),
     FactSpec("exposed_anti_slamf7", "bool", "Exposed to an anti-SLAMF7 antibody"),
-    FactSpec("refractory_imid", "bool", "Refractory to an IMiD"),
-    FactSpec("refractory_pi", "bool", "Refractory to a proteasome inhibitor"),
-    FactSpec("refractory_anti_cd38", "bool", "Refractory to an anti-CD38 antibody"),
-    FactSpec("refractory_anti_slamf7", "bool", "Refractory to an anti-SLAMF7 antibody"),
-    FactSpec("refractory_lenalidomide", "bool", "Refractory to lenalidomide"),
-    FactSpec("refractory_pomalidomide", "bool", "Refractory to pomalidomide"),
-    FactSpec("refractory_bortezomib", "bool", "Refractory to bortezomib"),
-    FactSpec("refractory_carfilzomib", "bool", "Refractory to carfilzomib"),
+    _refr("refractory_imid", "Refractory to an IMiD"),
+    _refr("refractory_pi", "Refractory to a proteasome inhibitor"),
+    _refr("refractory_anti_cd38", "Refractory to an anti-CD38 antibody"),
+    _refr("refractory_anti_slamf7", "Refractory to an anti-SLAMF7 antibody"),
+    _refr("refractory_lenalidomide", "Refractory to lenalidomide"),
+    _refr("refractory_pomalidomide", "Refractory to pomalidomide"),
+    _refr("refractory_bortezomib", "Refractory to bortezomib"),
+    _refr("refractory_carfilzomib", "Refractory to carfilzomib"),
     FactSpec("exposed_lenalidomide", "bool", "Exposed to lenalidomide"),
     FactSpec("exposed_pomalidomide", "bool", "Exposed to pomalidomide"),
-    FactSpec("partner_imid_available", "bool", "An IMiD the patient is not refractory to remains (lenalidomide or pomalidomide)"),
-    FactSpec("partner_pi_available", "bool", "A PI the patient is not refractory to remains (bortezomib or carfilzomib)"),
+    _refr("partner_imid_available", "An IMiD the patient is not refractory to remains (lenalidomide or pomalidomide)"),
+    _refr("partner_pi_available", "A PI the patient is not refractory to remains (bortezomib or carfilzomib)"),
     FactSpec("triple_class_exposed", "bool", "Exposed to an IMiD, a PI and an anti-CD38 antibody"),
-    FactSpec("triple_class_refractory", "bool", "Refractory to an IMiD, a PI and an anti-CD38 antibody"),
-    FactSpec(
-        "penta_refractory", "bool", "Refractory to lenalidomide, pomalidomide, bortezomib, carfilzomib and an anti-CD38 antibody"
-    ),
-    FactSpec("refractory_to_last_line", "bool", "Refractory to (progressed on) the most recent line"),
+    _refr("triple_class_refractory", "Refractory to an IMiD, a PI and an anti-CD38 antibody"),
+    _refr("penta_refractory", "Refractory to lenalidomide, pomalidomide, bortezomib, carfilzomib and an anti-CD38 antibody"),
+    _refr("refractory_to_last_line", "Refractory to (progressed on) the most recent line"),
     FactSpec("bcma_exposed", "bool", "Any prior BCMA-directed therapy"),
-    FactSpec("bcma_refractory", "bool", "Refractory to a BCMA-directed therapy"),
+    _refr("bcma_refractory", "Refractory to a BCMA-directed therapy"),
     FactSpec("bcma_adc_exposed", "bool", "Prior BCMA antibody-drug conjugate"),
-    FactSpec("bcma_adc_refractory", "bool", "Refractory to a BCMA antibody-drug conjugate"),
+    _refr("bcma_adc_refractory", "Refractory to a BCMA antibody-drug conjugate"),
     FactSpec("bcma_bispecific_exposed", "bool", "Prior BCMA bispecific antibody"),
-    FactSpec("bcma_bispecific_refractory", "bool", "Refractory to a BCMA bispecific antibody"),
+    _refr("bcma_bispecific_refractory", "Refractory to a BCMA bispecific antibody"),
     FactSpec("bcma_car_t_exposed", "bool", "Prior BCMA CAR-T"),
-    FactSpec("bcma_car_t_refractory", "bool", "Refractory to (no response or early progression after) a BCMA CAR-T"),
+    _refr("bcma_car_t_refractory", "Refractory to (no response or early progression after) a BCMA CAR-T"),
     FactSpec("gprc5d_exposed", "bool", "Prior GPRC5D-directed therapy (bispecific or CAR-T)"),
-    FactSpec("gprc5d_refractory", "bool", "Refractory to a GPRC5D-directed therapy"),
+    _refr("gprc5d_refractory", "Refractory to a GPRC5D-directed therapy"),
     FactSpec("t_cell_redirecting_exposed", "bool", "Prior T-cell redirecting therapy (any CAR-T or bispecific)"),
 ]
 FACTS: dict[str, FactSpec] = {f.name: f for f in _F}
@@ -200,14 +216,20 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
         found = set(profile.cytogenetics)
         for abn, fact in CYTO_FACT.items():
             put(fact, abn in found, f"cytogenetics tested: {abn} {'detected' if abn in found else 'not detected'}")
-        hr = sorted(found & set(HIGH_RISK_CYTOGENETICS), key=CYTOGENETIC_ABNORMALITIES.index)
+        hr = [abn for abn in vocabulary.high_risk_cytogenetics if abn in found]
         put(
             "high_risk_cytogenetics",
             bool(hr),
             f"high-risk abnormality detected: {', '.join(hr)}" if hr else "cytogenetics tested: no high-risk abnormality",
         )
+    _derive_lines(profile, vocabulary, put)
+    missing = set(FACTS) - set(out)
+    assert not missing, missing
+    return {name: out[name] for name in FACTS}
 
-    # --- derived from the prior lines (always known)
+
+def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
+    """Exposure (always known) and refractoriness (three-valued) from the prior lines."""
     lines = profile.prior_lines
     put("prior_line_count", len(lines), f"{len(lines)} prior line(s) listed")
     asct = [n for n, line in enumerate(lines, 1) if line.autologous_transplant]
@@ -217,15 +239,14 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
         f"autologous transplant in line {', '.join(map(str, asct))}" if asct else "no line lists an autologous transplant",
     )
 
-    # One pass over the lines: every exposure (generic name, line number, refractory),
-    # grouped by the keys the facts below ask about.
-    groups: dict[str, list[tuple[str, int, bool]]] = defaultdict(list)
+    # One pass over the lines: every exposure (generic name, line number, refractory: True, False or
+    # None when the line does not record refractoriness), grouped by the keys the facts below ask about.
+    groups: dict[str, list[tuple[str, int, bool | None]]] = defaultdict(list)
     for n, line in enumerate(lines, 1):
-        refractory = {vocabulary.lookup(a).name for a in line.refractory_to}  # type: ignore[union-attr]
-        for agent in line.agents:
-            drug = vocabulary.lookup(agent)
-            assert drug is not None  # validated in profile.check_agents
-            hit = (drug.name, n, drug.name in refractory)
+        refractory = named_drugs(line.refractory_to, line, vocabulary) if line.refractory_to is not None else None
+        for found in line_drugs(line, vocabulary):
+            drug = found.drug
+            hit = (drug.name, n, None if refractory is None else drug.name in refractory)
             cls = drug.drug_class
             groups["class:" + cls].append(hit)
             groups["drug:" + drug.name].append(hit)
@@ -237,78 +258,167 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
             if cls.endswith("_car_t") or cls.endswith("_bispecific"):
                 groups["t_cell_redirecting"].append(hit)
 
-    def flag(fact: str, group: str, refractory_only: bool, what: str) -> list[tuple[str, int]]:
-        h = [(name, n) for name, n, refr in groups.get(group, ()) if refr or not refractory_only]
-        verb = "refractory to" if refractory_only else "exposed to"
-        put(fact, bool(h), f"{verb} {_fmt_lines(h)}" if h else f"no line shows the patient {verb} {what}")
+    def exposed(fact: str, group: str, what: str) -> list[tuple[str, int]]:
+        h = [(name, n) for name, n, _ in groups.get(group, ())]
+        put(fact, bool(h), f"exposed to {_fmt_lines(h)}" if h else f"no line shows the patient exposed to {what}")
         return h
 
-    cls_hits = {}
+    def refractory(fact: str, group: str, what: str) -> tuple[bool | None, list[tuple[str, int]]]:
+        hits = groups.get(group, ())
+        h = [(name, n) for name, n, r in hits if r]
+        if h:
+            put(fact, True, f"refractory to {_fmt_lines(h)}")
+            return True, h
+        unrecorded = [(name, n) for name, n, r in hits if r is None]
+        if unrecorded:
+            put(fact, None, f"unknown: refractoriness not recorded for {_fmt_lines(unrecorded)}")
+            return None, unrecorded
+        put(fact, False, f"no line shows the patient refractory to {what}")
+        return False, []
+
+    cls_refr: dict[str, tuple[bool | None, list[tuple[str, int]]]] = {}
+    cls_exp: dict[str, list[tuple[str, int]]] = {}
     for c, label in (
         ("imid", "an IMiD"),
         ("pi", "a PI"),
         ("anti_cd38", "an anti-CD38 antibody"),
         ("anti_slamf7", "an anti-SLAMF7 antibody"),
     ):
-        cls_hits[("exposed", c)] = flag(f"exposed_{c}", "class:" + c, False, label)
-        cls_hits[("refractory", c)] = flag(f"refractory_{c}", "class:" + c, True, label)
-    refr_drug = {}
-    for d in ("lenalidomide", "pomalidomide", "bortezomib", "carfilzomib"):
-        refr_drug[d] = flag(f"refractory_{d}", "drug:" + d, True, d)
+        cls_exp[c] = exposed(f"exposed_{c}", "class:" + c, label)
+        cls_refr[c] = refractory(f"refractory_{c}", "class:" + c, label)
+    refr_drug = {
+        d: refractory(f"refractory_{d}", "drug:" + d, d) for d in ("lenalidomide", "pomalidomide", "bortezomib", "carfilzomib")
+    }
     for d in ("lenalidomide", "pomalidomide"):
-        flag(f"exposed_{d}", "drug:" + d, False, d)
+        exposed(f"exposed_{d}", "drug:" + d, d)
 
-    free_imid = [d for d in ("lenalidomide", "pomalidomide") if not refr_drug[d]]
-    put(
-        "partner_imid_available",
-        bool(free_imid),
-        f"not refractory to {' or '.join(free_imid)}" if free_imid else "refractory to both lenalidomide and pomalidomide",
-    )
-    free_pi = [d for d in ("bortezomib", "carfilzomib") if not refr_drug[d]]
-    put(
-        "partner_pi_available",
-        bool(free_pi),
-        f"not refractory to {' or '.join(free_pi)}" if free_pi else "refractory to both bortezomib and carfilzomib",
-    )
-
-    for kind in ("exposed", "refractory"):
-        parts = [cls_hits[(kind, c)] for c in ("imid", "pi", "anti_cd38")]
-        ok = all(parts)
-        if ok:
-            expl = f"triple-class {kind}: " + "; ".join(_fmt_lines(p[:1] if kind == "exposed" else p) for p in parts)
+    for fact, drugs, both in (
+        ("partner_imid_available", ("lenalidomide", "pomalidomide"), "refractory to both lenalidomide and pomalidomide"),
+        ("partner_pi_available", ("bortezomib", "carfilzomib"), "refractory to both bortezomib and carfilzomib"),
+    ):
+        free = [d for d in drugs if refr_drug[d][0] is False]
+        open_ = [d for d in drugs if refr_drug[d][0] is None]
+        if free:
+            put(fact, True, f"not refractory to {' or '.join(free)}")
+        elif open_:
+            put(fact, None, f"unknown: refractoriness to {' and '.join(open_)} not recorded in every line that gave it")
         else:
-            missing = [lbl for p, lbl in zip(parts, ("IMiD", "PI", "anti-CD38 antibody")) if not p]
-            expl = f"not triple-class {kind}: no {', '.join(missing)} {'exposure' if kind == 'exposed' else 'refractoriness'}"
-        put(f"triple_class_{kind}", ok, expl)
+            put(fact, False, both)
 
-    penta_parts = [refr_drug[d] for d in ("lenalidomide", "pomalidomide", "bortezomib", "carfilzomib")] + [
-        cls_hits[("refractory", "anti_cd38")]
-    ]
-    if all(penta_parts):
-        put("penta_refractory", True, "penta-refractory: " + "; ".join(_fmt_lines(p[:1]) for p in penta_parts))
+    # triple-class exposed (always known) and refractory (Kleene 'and': false if one part is false)
+    classes = ("imid", "pi", "anti_cd38")
+    labels = ("IMiD", "PI", "anti-CD38 antibody")
+    parts = [cls_exp[c] for c in classes]
+    if all(parts):
+        put("triple_class_exposed", True, "triple-class exposed: " + "; ".join(_fmt_lines(p[:1]) for p in parts))
     else:
-        names = ("lenalidomide", "pomalidomide", "bortezomib", "carfilzomib", "an anti-CD38 antibody")
-        missing = [nm for p, nm in zip(penta_parts, names) if not p]
+        missing = [lbl for p, lbl in zip(parts, labels) if not p]
+        put("triple_class_exposed", False, f"not triple-class exposed: no {', '.join(missing)} exposure")
+    values = [cls_refr[c] for c in classes]
+    if all(v is True for v, _ in values):
+        put("triple_class_refractory", True, "triple-class refractory: " + "; ".join(_fmt_lines(h) for _, h in values))
+    elif any(v is False for v, _ in values):
+        missing = [lbl for (v, _), lbl in zip(values, labels) if v is False]
+        put("triple_class_refractory", False, f"not triple-class refractory: no {', '.join(missing)} refractoriness")
+    else:
+        open_ = [lbl for (v, _), lbl in zip(values, labels) if v is None]
+        put("triple_class_refractory", None, f"unknown: refractoriness to {', '.join(open_)} not recorded")
+
+    penta_names = ("lenalidomide", "pomalidomide", "bortezomib", "carfilzomib", "an anti-CD38 antibody")
+    penta = [refr_drug[d] for d in penta_names[:4]] + [cls_refr["anti_cd38"]]
+    if all(v is True for v, _ in penta):
+        put("penta_refractory", True, "penta-refractory: " + "; ".join(_fmt_lines(h[:1]) for _, h in penta))
+    elif any(v is False for v, _ in penta):
+        missing = [nm for (v, _), nm in zip(penta, penta_names) if v is False]
         put("penta_refractory", False, f"not penta-refractory: not refractory to {', '.join(missing)}")
+    else:
+        open_ = [nm for (v, _), nm in zip(penta, penta_names) if v is None]
+        put("penta_refractory", None, f"unknown: refractoriness to {', '.join(open_)} not recorded")
 
     last = lines[-1]
-    if last.refractory_to:
+    if last.refractory_to is None:
+        put("refractory_to_last_line", None, f"unknown: refractoriness not recorded for line {len(lines)} (most recent)")
+    elif last.refractory_to:
         put("refractory_to_last_line", True, f"line {len(lines)} (most recent): refractory to {', '.join(last.refractory_to)}")
     else:
         put("refractory_to_last_line", False, f"line {len(lines)} (most recent) lists no refractoriness")
 
-    flag("bcma_exposed", "bcma", False, "a BCMA-directed therapy")
-    flag("bcma_refractory", "bcma", True, "a BCMA-directed therapy")
+    exposed("bcma_exposed", "bcma", "a BCMA-directed therapy")
+    refractory("bcma_refractory", "bcma", "a BCMA-directed therapy")
     for modality, label in (("bcma_adc", "a BCMA ADC"), ("bcma_bispecific", "a BCMA bispecific"), ("bcma_car_t", "a BCMA CAR-T")):
-        flag(f"{modality}_exposed", "bcma:" + modality, False, label)
-        flag(f"{modality}_refractory", "bcma:" + modality, True, label)
-    flag("gprc5d_exposed", "gprc5d", False, "a GPRC5D-directed therapy")
-    flag("gprc5d_refractory", "gprc5d", True, "a GPRC5D-directed therapy")
-    flag("t_cell_redirecting_exposed", "t_cell_redirecting", False, "a CAR-T or bispecific antibody")
+        exposed(f"{modality}_exposed", "bcma:" + modality, label)
+        refractory(f"{modality}_refractory", "bcma:" + modality, label)
+    exposed("gprc5d_exposed", "gprc5d", "a GPRC5D-directed therapy")
+    refractory("gprc5d_refractory", "gprc5d", "a GPRC5D-directed therapy")
+    exposed("t_cell_redirecting_exposed", "t_cell_redirecting", "a CAR-T or bispecific antibody")
 
-    missing = set(FACTS) - set(out)
-    assert not missing, missing
-    return {name: out[name] for name in FACTS}
+
+#: the facts that depend on refractoriness records (unknown when a line does not record it)
+REFRACTORY_FACTS: tuple[str, ...] = tuple(f.name for f in _F if f.input_field == REFRACTORY_FIELD)
+_MAX_ALTERNATIVE_GROUPS = 6
+
+
+def _line_facts(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, Value | None]:
+    out: dict[str, Value | None] = {}
+
+    def put(name: str, value: Value | None, explanation: str) -> None:
+        out[name] = value
+
+    _derive_lines(profile, vocabulary, put)
+    return out
+
+
+def refractoriness_alternatives(
+    profile: PatientProfile, vocabulary: Vocabulary, used: frozenset[str] | None = None
+) -> list[tuple[str, dict[str, Value]]]:
+    """For each line that does not record refractoriness, each distinguishable record it could have.
+
+    One line at a time (the other unrecorded lines stay unknown), as (label, the refractoriness facts that
+    become known; only those in `used` when given). Agents that change the same facts when marked
+    refractory alone (e.g. dexamethasone and cyclophosphamide) are interchangeable, so one subset per
+    combination of such groups is tried; with more than `_MAX_ALTERNATIVE_GROUPS` groups in one line,
+    only 'none', each group alone and 'all'.
+    """
+    unrecorded = [i for i, line in enumerate(profile.prior_lines) if line.refractory_to is None]
+    if not unrecorded:
+        return []
+    base = _line_facts(profile, vocabulary)
+    unknown = [f for f in REFRACTORY_FACTS if base[f] is None]
+    keep = [f for f in unknown if used is None or f in used]
+    if not keep:
+        return []
+
+    def with_record(i: int, names: list[str]) -> dict[str, Value | None]:
+        lines = list(profile.prior_lines)
+        lines[i] = lines[i].model_copy(update={"refractory_to": names})
+        return _line_facts(profile.model_copy(update={"prior_lines": lines}), vocabulary)
+
+    out: list[tuple[str, dict[str, Value]]] = []
+    seen: set[tuple] = set()
+    for i in unrecorded:
+        line = profile.prior_lines[i]
+        reps: dict[tuple, str] = {}
+        for agent in line.agent_list:
+            name = agent if isinstance(agent, str) else agent.investigational
+            alone = with_record(i, [name])
+            reps.setdefault(tuple(f for f in unknown if alone[f] is not None), name)
+        names = [n for k, n in reps.items() if k]
+        if len(names) <= _MAX_ALTERNATIVE_GROUPS:
+            subsets = [list(c) for k in range(len(names) + 1) for c in itertools.combinations(names, k)]
+        else:
+            subsets = [[], *([n] for n in names), names]
+        for subset in subsets:
+            if not subset and line.best_response in NON_RESPONSE:
+                continue  # no response is refractoriness: 'refractory to none' is not a possible record
+            facts = with_record(i, subset)
+            assignment = {f: facts[f] for f in keep if facts[f] is not None}
+            key = tuple(sorted(assignment.items()))
+            if key in seen or not assignment:
+                continue
+            seen.add(key)
+            label = f"line {i + 1}: refractory to {', '.join(subset)}" if subset else f"line {i + 1}: refractory to none"
+            out.append((label, assignment))  # type: ignore[arg-type]
+    return out
 
 
 def engine_facts(facts: dict[str, FactValue]) -> dict[str, Value]:

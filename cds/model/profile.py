@@ -2,34 +2,63 @@
 
 Strict types (no coercion of "40" to 40 or "true" to true), unknown keys are
 errors, and every optional fact that is absent (or null) means *unknown*, not
-false. `load_profile` turns every problem into a `ProfileError` that names the
-field (dotted path, e.g. ``prior_lines[1].refractory_to[0]``) and the problem.
+false. `parse_profile` checks the structure (pydantic) and the content (drug
+names against the vocabulary, regimen labels, cytogenetics against the
+catalogue, dates) in one pass and raises one `ProfileError` carrying *every*
+problem, each naming its field (dotted path, e.g.
+``prior_lines[1].refractory_to[0]``).
+
+Profile v2 (issue 12) added optional fields only; a profile valid before keeps
+its meaning. Per line: ``agents`` may be left out when ``regimen`` is a known
+label (rules/catalog/regimens.yaml; the line then has the label's agents and
+`PriorLine.agents_from_regimen` says so); ``refractory_to`` absent means *not
+recorded* (the facts that depend on it become unknown, never false), ``[]``
+means refractory to none; ``autologous_transplant`` absent means no transplant
+recorded in that line; ``intolerant_to`` absent means no intolerance recorded.
 """
 
 from __future__ import annotations
 
+import calendar
+import difflib
+import itertools
 import json
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator
 
 from cds.errors import ProfileError
-from cds.model.vocabulary import Vocabulary
+from cds.model.base import Strict
+from cds.model.vocabulary import Drug, Resolution, Vocabulary
 
-CYTOGENETIC_ABNORMALITIES: tuple[str, ...] = (
-    "del(17p)",
-    "t(4;14)",
-    "t(14;16)",
-    "t(11;14)",
-    "gain(1q)",
-    "amp(1q)",
-    "del(1p)",
-)
-
-Cytogenetic = Literal["del(17p)", "t(4;14)", "t(14;16)", "t(11;14)", "gain(1q)", "amp(1q)", "del(1p)"]
 Frailty = Literal["fit", "intermediate", "frail"]
+Sex = Literal["female", "male", "other"]
+BestResponse = Literal["sCR", "CR", "VGPR", "PR", "MR", "SD", "PD"]  # IMWG
+StopReason = Literal["progression", "toxicity", "completed", "patient_choice", "other"]
+#: best responses that are no response at all (IMWG: refractory = no response, i.e. less than MR, or progression)
+NON_RESPONSE: tuple[str, ...] = ("SD", "PD")
+
+_DATE_RE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
+
+
+def _valid_date(value: str) -> str:
+    m = _DATE_RE.match(value)
+    if not m:
+        raise ValueError(f"{json.dumps(value)} is not a date: write YYYY-MM-DD or YYYY-MM (e.g. 2024-03-15 or 2024-03)")
+    year, month, day = int(m.group(1)), int(m.group(2)), m.group(3)
+    if not 1900 <= year <= 2200 or not 1 <= month <= 12:
+        raise ValueError(f"{json.dumps(value)} is not a valid month")
+    if day is not None and not 1 <= int(day) <= calendar.monthrange(year, month)[1]:
+        raise ValueError(f"{json.dumps(value)} is not a valid day of that month")
+    return value
+
+
+#: ISO date ``YYYY-MM-DD`` or a month ``YYYY-MM`` (when the day is not known)
+PartialDate = Annotated[str, AfterValidator(_valid_date)]
 
 # Upper bounds far above any physiological value: they catch unit mix-ups and
 # keep every number in the range the rules engine can represent.
@@ -38,32 +67,70 @@ LabValue = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
 NonEmptyName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class Labs(_Strict):
+class Labs(Strict):
     soluble_bcma_ng_ml: LabValue | None = None
     ferritin_ng_ml: LabValue | None = None
     crp_mg_l: LabValue | None = None
+    neutrophils_10e9_l: LabValue | None = None
+    platelets_10e9_l: LabValue | None = None
+    igg_g_l: LabValue | None = None
+    ldh_u_l: LabValue | None = None
 
 
-class PriorLine(_Strict):
+class InvestigationalAgent(Strict):
+    """An agent the vocabulary does not name (a trial product): its name or code, and its class and target."""
+
+    investigational: NonEmptyName
+    drug_class: str = Field(alias="class", min_length=1, max_length=40)
+    target: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,19}$")] | None = None
+
+
+Agent = NonEmptyName | InvestigationalAgent
+
+
+class PriorLine(Strict):
     regimen: Annotated[str, Field(max_length=200)] | None = None
-    agents: list[NonEmptyName] = Field(min_length=1, max_length=30)
-    refractory_to: list[NonEmptyName] = Field(max_length=30)
-    autologous_transplant: bool
+    agents: list[Agent] | None = Field(default=None, min_length=1, max_length=30)
+    refractory_to: list[NonEmptyName] | None = Field(default=None, max_length=30)
+    intolerant_to: list[NonEmptyName] | None = Field(default=None, max_length=30)
+    autologous_transplant: bool | None = None
+    start_date: PartialDate | None = None
+    end_date: PartialDate | None = None
+    progression_date: PartialDate | None = None
+    best_response: BestResponse | None = None
+    stop_reason: StopReason | None = None
+
+    _agents_from_regimen: bool = PrivateAttr(default=False)
+
+    @property
+    def agents_from_regimen(self) -> bool:
+        """True when `agents` was left out and filled in from the regimen label."""
+        return self._agents_from_regimen
+
+    @property
+    def agent_list(self) -> list[Agent]:
+        """The line's agents (always set on a profile returned by `parse_profile`)."""
+        return list(self.agents or ())
+
+    @property
+    def refractoriness_recorded(self) -> bool:
+        return self.refractory_to is not None
 
 
-class PatientProfile(_Strict):
+class PatientProfile(Strict):
     patient_id: Annotated[str, Field(min_length=1, max_length=200)]
     age: int = Field(ge=18, le=120)
     ecog: int = Field(ge=0, le=4)
+    sex: Sex | None = None
+    evaluation_date: PartialDate | None = None
     frailty: Frailty | None = None
     creatinine_clearance_ml_min: CreatinineClearance | None = None
     dialysis: bool | None = None
     extramedullary_disease: bool | None = None
-    cytogenetics: list[Cytogenetic] | None = None
+    plasma_cell_leukemia: bool | None = None
+    cns_involvement: bool | None = None
+    r_iss: int | None = Field(default=None, ge=1, le=3)
+    cytogenetics: list[Annotated[str, Field(min_length=1, max_length=40)]] | None = Field(default=None, max_length=30)
     rapidly_progressive: bool | None = None
     car_t_center_access: bool | None = None
     organ_function_adequate: bool | None = None
@@ -71,6 +138,7 @@ class PatientProfile(_Strict):
     prior_allogeneic_transplant: bool | None = None
     labs: Labs | None = None
     prior_lines: list[PriorLine] = Field(max_length=40)
+    notes: Annotated[str, Field(max_length=10_000)] | None = None  # free text: printed escaped, never read by rules
 
     @field_validator("cytogenetics")
     @classmethod
@@ -79,6 +147,103 @@ class PatientProfile(_Strict):
             dup = sorted({x for x in v if v.count(x) > 1})
             raise ValueError(f"lists {', '.join(dup)} more than once")
         return v
+
+
+#: every optional top-level field (what `cds new-profile` documents and the JSON Schema lists)
+PROFILE_FIELDS: tuple[str, ...] = tuple(PatientProfile.model_fields)
+LINE_FIELDS: tuple[str, ...] = tuple(PriorLine.model_fields)
+LAB_FIELDS: tuple[str, ...] = tuple(Labs.model_fields)
+
+
+# --------------------------------------------------------------------------- agents of a line
+
+
+def agent_text(agent: Agent) -> str:
+    """An agent as written (an investigational agent by its name)."""
+    return agent if isinstance(agent, str) else agent.investigational
+
+
+def resolve_agent(agent: Agent, vocabulary: Vocabulary) -> Resolution | None:
+    """The drug an agent entry stands for (None for an unknown name or class)."""
+    if isinstance(agent, str):
+        return vocabulary.resolve(agent)
+    if agent.drug_class not in vocabulary.classes:
+        return None
+    target = (agent.target,) if agent.target else None
+    return Resolution(agent.investigational, vocabulary.investigational(agent.investigational, agent.drug_class, target))
+
+
+def line_drugs(line: PriorLine, vocabulary: Vocabulary) -> list[Resolution]:
+    """How every agent of a validated line was read."""
+    out = []
+    for agent in line.agent_list:
+        found = resolve_agent(agent, vocabulary)
+        assert found is not None  # validated by parse_profile
+        out.append(found)
+    return out
+
+
+def _named(name: str, drugs: list[Resolution], vocabulary: Vocabulary) -> Drug | None:
+    """The drug of the line that `name` (an entry of refractory_to / intolerant_to) refers to."""
+    found = vocabulary.resolve(name)
+    for r in drugs:
+        if found is not None and r.drug.name == found.drug.name:
+            return r.drug
+        if r.drug.investigational and r.written.strip().lower() == name.strip().lower():
+            return r.drug
+    return None
+
+
+def named_drugs(names: list[str] | None, line: PriorLine, vocabulary: Vocabulary) -> set[str]:
+    """Generic names of the line's drugs that `names` refer to (refractory_to, intolerant_to)."""
+    drugs = line_drugs(line, vocabulary)
+    out = set()
+    for n in names or ():
+        d = _named(n, drugs, vocabulary)
+        assert d is not None  # validated by parse_profile
+        out.add(d.name)
+    return out
+
+
+# --------------------------------------------------------------------------- partial dates
+
+
+@dataclass(frozen=True, order=True)
+class Day:
+    """A date to the day or to the month (`day` None)."""
+
+    year: int
+    month: int
+    day: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Day:
+        m = _DATE_RE.match(text)
+        assert m, text
+        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)) if m.group(3) else None)
+
+    def bounds(self) -> tuple[int, int]:
+        """Earliest and latest day number (days since 1 Jan of year 0, proleptic) this date can be."""
+        from datetime import date
+
+        if self.day is not None:
+            n = date(self.year, self.month, self.day).toordinal()
+            return n, n
+        last = calendar.monthrange(self.year, self.month)[1]
+        return date(self.year, self.month, 1).toordinal(), date(self.year, self.month, last).toordinal()
+
+    def surely_before(self, other: Day) -> bool:
+        """True only when this date is before `other` whatever the unknown days are."""
+        return self.bounds()[1] < other.bounds()[0]
+
+
+def months_between(a: Day, b: Day) -> tuple[float, float]:
+    """(shortest, longest) interval from a to b in months of 30.4375 days, given the precision of both."""
+    (a_lo, a_hi), (b_lo, b_hi) = a.bounds(), b.bounds()
+    return (b_lo - a_hi) / 30.4375, (b_hi - a_lo) / 30.4375
+
+
+# --------------------------------------------------------------------------- error messages
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -112,10 +277,55 @@ _TYPE_NAMES = {
     "dict_type": "an object",
 }
 
+#: what people write for "not known"; for an optional field the answer is to leave it out
+_UNKNOWN_WORDS = frozenset(
+    {"unknown", "unk", "not done", "not tested", "not known", "n/a", "na", "none", "nd", "?", "-", "", "null", "missing"}
+)
+_UNKNOWN_HINT = "omit the field or use null for unknown"
 
-def _error_message(err: dict[str, Any]) -> tuple[str, str]:
+_ENUMS: dict[str, tuple[str, ...]] = {
+    "frailty": get_args(Frailty),
+    "sex": get_args(Sex),
+    "best_response": get_args(BestResponse),
+    "stop_reason": get_args(StopReason),
+}
+
+
+def _enum_suggestion(value: object, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        return ""
+    folded = {a.lower().replace("_", " "): a for a in allowed}
+    key = value.strip().lower().replace("_", " ").replace("-", " ")
+    if key in folded:
+        return f"; did you mean {folded[key]!r}?"
+    close = difflib.get_close_matches(key, list(folded), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(folded[c]) for c in close)}?" if close else ""
+
+
+def _unknown_hint(value: object, field: str) -> str:
+    if isinstance(value, str) and value.strip().lower() in _UNKNOWN_WORDS and field not in ("patient_id", "age", "ecog"):
+        if field == "cytogenetics":
+            return f" ({_UNKNOWN_HINT}: not tested; [] means tested, none found)"
+        return f" ({_UNKNOWN_HINT})"
+    return ""
+
+
+_UNION_TAGS = frozenset({"str", "constrained-str", "InvestigationalAgent"})
+
+
+def _error_message(err: dict[str, Any]) -> tuple[str, str] | None:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"list[...]"}))
+    # an agent is a name or an investigational-agent object: pydantic tries both; keep the relevant branch
+    tags = [p for p in loc if p in _UNION_TAGS]
+    if tags:
+        if tags[0] == "InvestigationalAgent":
+            if loc[-1] == "InvestigationalAgent":
+                return None  # not an object: the name branch says what is wrong
+        elif isinstance(err.get("input"), dict):
+            return None  # an object: the investigational-agent branch says what is wrong
+        loc = tuple(p for p in loc if p not in _UNION_TAGS)
     field = _path(loc)
+    name = loc[-1] if loc and isinstance(loc[-1], str) else ""
     etype = err["type"]
     value = err.get("input")
     if etype == "missing":
@@ -123,20 +333,32 @@ def _error_message(err: dict[str, Any]) -> tuple[str, str]:
     if etype == "extra_forbidden":
         return field, "unknown field (not part of the profile format)"
     if etype in _TYPE_NAMES:
-        return field, f"expected {_TYPE_NAMES[etype]}, got {type(value).__name__} {_describe(value)}"
+        hint = _unknown_hint(value, str(name))
+        if etype == "model_type" and "agents" in field and isinstance(value, (int, float, bool, list)):
+            return (
+                field,
+                f'expected a drug name or an investigational agent {{"investigational": ..., "class": ...}}, got {type(value).__name__} {_describe(value)}',
+            )
+        return field, f"expected {_TYPE_NAMES[etype]}, got {type(value).__name__} {_describe(value)}{hint}"
     if etype == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
-        return field, f"{_describe(value)} is not one of {expected}"
+        allowed = _ENUMS.get(str(name), ())
+        return (
+            field,
+            f"{_describe(value)} is not one of {expected}{_enum_suggestion(value, allowed)}{_unknown_hint(value, str(name))}",
+        )
     if etype in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
         return field, f"{_describe(value)} is out of range ({err['msg'].lower()})"
     if etype == "finite_number":
         return field, "must be a finite number"
     if etype in {"too_short", "too_long", "string_too_short", "string_too_long"}:
         return field, err["msg"].replace("List", "list").replace("String", "string")
-    return field, err["msg"].removeprefix("Value error, ")
+    if etype == "string_pattern_mismatch" and name == "target":
+        return field, f"{_describe(value)} is not a target name (letters, digits and '-', e.g. BCMA)"
+    return field, err["msg"].removeprefix("Value error, ") + _unknown_hint(value, str(name))
 
 
-MAX_DEPTH = 32  # a profile is at most 4 levels deep; anything far deeper is not a profile
+MAX_DEPTH = 32  # a profile is at most 5 levels deep; anything far deeper is not a profile
 
 
 def _check_structure(value: Any) -> None:
@@ -195,63 +417,265 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- content checks
+
+
+Problem = tuple[str, str]
+
+
+def _label_regimen(label: object, vocabulary: Vocabulary) -> tuple[str, tuple[str, ...]] | None:
+    """(label, generic agents) when a line's regimen label is a known regimen or a single drug name."""
+    if not isinstance(label, str) or not label.strip():
+        return None
+    reg = vocabulary.regimen(label)
+    if reg is not None:
+        return reg.label, reg.agents
+    found = vocabulary.resolve(label)
+    if found is not None:
+        return found.drug.name, (found.drug.name,)
+    return None
+
+
+def _labels_inside(label: str, vocabulary: Vocabulary) -> list[str]:
+    """Known regimen labels inside a free-text label ("VRd + ASCT" -> VRd), for a hint."""
+    out = []
+    for part in re.split(r"[+,/;()]|\bthen\b|\band\b|\bx\d+\b", label):
+        reg = vocabulary.regimen(part) if part.strip() else None
+        if reg is not None and reg.label not in out:
+            out.append(reg.label)
+    return out
+
+
+def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
+    out: list[Problem] = []
+    where = f"prior_lines[{i}]"
+    label = line.get("regimen")
+    known = _label_regimen(label, vocabulary)
+    agents = line.get("agents")
+    drugs: list[Resolution] = []
+    if agents is None:
+        if known is None:
+            if isinstance(label, str) and label.strip():
+                inside = _labels_inside(label, vocabulary)
+                hint = (
+                    f" (it contains {', '.join(inside)}: list that regimen's agents plus the rest, or give the label alone)"
+                    if inside
+                    else " (see rules/catalog/regimens.yaml for the known labels)"
+                )
+                out.append(
+                    (
+                        f"{where}.agents",
+                        f"required: the regimen {label!r} is not a known label, so its agents must be listed{hint}",
+                    )
+                )
+            elif "regimen" not in line or label is None:
+                out.append((f"{where}.agents", 'required field is missing (or give a known regimen label, e.g. "KRd")'))
+        else:
+            drugs = [Resolution(a, vocabulary.lookup(a) or Drug(a, "", ())) for a in known[1]]
+    elif isinstance(agents, list):
+        seen: dict[str, str] = {}
+        for j, agent in enumerate(agents):
+            field = f"{where}.agents[{j}]"
+            if isinstance(agent, str) and agent.strip():
+                found = vocabulary.resolve(agent)
+                if found is None:
+                    reg = vocabulary.regimen(agent)
+                    if reg is not None:
+                        out.append(
+                            (
+                                field,
+                                f"{agent!r} is a regimen label, not an agent: put it in 'regimen' and list its agents "
+                                f"({', '.join(reg.agents)}) or leave 'agents' out",
+                            )
+                        )
+                    else:
+                        sugg = vocabulary.suggestions(agent)
+                        hint = f"; did you mean {', '.join(sugg)}?" if sugg else ""
+                        out.append(
+                            (
+                                field,
+                                f"unknown drug {agent!r}{hint} (a trial agent can be entered as "
+                                '{"investigational": "<name>", "class": "<class>"})',
+                            )
+                        )
+                    continue
+            elif isinstance(agent, dict) and isinstance(agent.get("investigational"), str):
+                cls = agent.get("class")
+                name = agent["investigational"]
+                if vocabulary.resolve(name) is not None:
+                    out.append((f"{field}.investigational", f"{name!r} is a known drug: write it as a name"))
+                    continue
+                if not isinstance(cls, str) or cls not in vocabulary.classes:
+                    if isinstance(cls, str):
+                        close = difflib.get_close_matches(cls, list(vocabulary.classes), n=2, cutoff=0.5)
+                        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                        out.append(
+                            (f"{field}.class", f"unknown class {cls!r}{hint} (one of {', '.join(sorted(vocabulary.classes))})")
+                        )
+                    continue
+                found = Resolution(
+                    name, vocabulary.investigational(name, cls, (agent["target"],) if agent.get("target") else None)
+                )
+            else:
+                continue  # the structure check reports it
+            written = agent if isinstance(agent, str) else agent["investigational"]
+            if found.drug.name in seen:
+                out.append((field, f"{written!r} is listed twice in this line (same drug as {seen[found.drug.name]!r})"))
+                continue
+            seen[found.drug.name] = written
+            drugs.append(found)
+        if known is not None and len(drugs) == len(agents):
+            given = {d.drug.name for d in drugs}
+            missing = [a for a in known[1] if a not in given]
+            if missing:
+                out.append(
+                    (
+                        f"{where}.agents",
+                        f"does not include {', '.join(missing)}, which {known[0]} contains: list every agent of the "
+                        "label (more is fine) or leave 'agents' out",
+                    )
+                )
+    for key in ("refractory_to", "intolerant_to"):
+        names = line.get(key)
+        if not isinstance(names, list) or (agents is not None and len(drugs) != len(agents or ())):
+            continue  # a broken agents list: its own problems are reported
+        taken: set[str] = set()
+        for j, name in enumerate(names):
+            if not isinstance(name, str):
+                continue
+            d = _named(name, drugs, vocabulary)
+            field = f"{where}.{key}[{j}]"
+            if d is None:
+                listed = ", ".join(r.written for r in drugs)
+                out.append(
+                    (field, f"{name!r} is not one of this line's agents ({listed}); {key} must name agents of the same line")
+                )
+            elif d.name in taken:
+                out.append((field, f"{name!r} is listed twice"))
+            else:
+                taken.add(d.name)
+    if line.get("refractory_to") == [] and line.get("best_response") in NON_RESPONSE:
+        out.append(
+            (
+                f"{where}.refractory_to",
+                f"is [] but best_response is {line['best_response']}: no response (less than MR) is refractoriness; "
+                "list the agents, or leave refractory_to out if it is not known",
+            )
+        )
+    dates = {k: line.get(k) for k in ("start_date", "end_date", "progression_date")}
+    parsed = {k: Day.parse(v) for k, v in dates.items() if isinstance(v, str) and _date_ok(v)}
+    if "start_date" in parsed:
+        for k in ("end_date", "progression_date"):
+            if k in parsed and parsed[k].surely_before(parsed["start_date"]):
+                out.append((f"{where}.{k}", f"{dates[k]} is before the line's start_date {dates['start_date']}"))
+    return out
+
+
+def _date_ok(text: str) -> bool:
+    try:
+        _valid_date(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_content(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
+    """Every content problem of a decoded profile, leniently (whatever its structure problems are)."""
+    out: list[Problem] = []
+    cyto = data.get("cytogenetics")
+    if isinstance(cyto, list):
+        for j, abn in enumerate(cyto):
+            if isinstance(abn, str) and abn not in vocabulary.cytogenetic_names:
+                sugg = vocabulary.cytogenetic_suggestions(abn)
+                hint = f"; did you mean {' or '.join(sugg)}?" if sugg else ""
+                out.append(
+                    (
+                        f"cytogenetics[{j}]",
+                        f"{_describe(abn)} is not one of {', '.join(vocabulary.cytogenetic_names)}{hint}"
+                        f"{_unknown_hint(abn, 'cytogenetics')}",
+                    )
+                )
+    elif isinstance(cyto, str):
+        out.append(("cytogenetics", f"expected a list, got str {_describe(cyto)}{_unknown_hint(cyto, 'cytogenetics')}"))
+        return out + _check_lines(data, vocabulary)
+    return out + _check_lines(data, vocabulary)
+
+
+def _check_lines(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
+    out: list[Problem] = []
+    lines = data.get("prior_lines")
+    if isinstance(lines, list) and not lines:
+        out.append(
+            (
+                "prior_lines",
+                "is empty: cds covers relapsed/refractory myeloma, so at least one prior line of therapy is required "
+                "(newly diagnosed disease is out of scope)",
+            )
+        )
+    if not isinstance(lines, list):
+        return out
+    starts: list[tuple[int, Day, str]] = []
+    for i, line in enumerate(lines):
+        if isinstance(line, dict):
+            out.extend(_check_line(i, line, vocabulary))
+            s = line.get("start_date")
+            if isinstance(s, str) and _date_ok(s):
+                starts.append((i, Day.parse(s), s))
+    for (i, a, ta), (j, b, tb) in itertools.pairwise(starts):
+        if b.surely_before(a):
+            out.append(
+                (
+                    f"prior_lines[{j}].start_date",
+                    f"{tb} is before the start of line {i + 1} ({ta}): prior_lines are chronological (last = most recent)",
+                )
+            )
+    ev = data.get("evaluation_date")
+    if isinstance(ev, str) and _date_ok(ev):
+        at = Day.parse(ev)
+        for i, line in enumerate(lines):
+            if not isinstance(line, dict):
+                continue
+            for k in ("start_date", "end_date", "progression_date"):
+                v = line.get(k)
+                if isinstance(v, str) and _date_ok(v) and at.surely_before(Day.parse(v)):
+                    out.append((f"prior_lines[{i}].{k}", f"{v} is after the evaluation_date {ev}"))
+    return out
+
+
+def _expand(profile: PatientProfile, vocabulary: Vocabulary) -> PatientProfile:
+    """The profile with every line's agents filled in from a known regimen label where they were left out."""
+    if all(line.agents is not None for line in profile.prior_lines):
+        return profile
+    lines = []
+    for line in profile.prior_lines:
+        if line.agents is None:
+            known = _label_regimen(line.regimen, vocabulary)
+            assert known is not None  # checked
+            new = line.model_copy(update={"agents": list(known[1])})
+            new._agents_from_regimen = True
+            lines.append(new)
+        else:
+            lines.append(line)
+    return profile.model_copy(update={"prior_lines": lines})
+
+
 def parse_profile(data: Any, vocabulary: Vocabulary) -> PatientProfile:
-    """Validate an already-decoded JSON value. Raises ProfileError."""
+    """Validate an already-decoded JSON value. Raises ProfileError with every problem found."""
     if not isinstance(data, dict):
         raise ProfileError("(profile)", f"the profile must be a JSON object, got {type(data).__name__}")
+    problems: list[Problem] = []
+    profile = None
     try:
         profile = PatientProfile.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first_field, first_problem = _error_message(errors[0])
-        if len(errors) > 1:
-            rest = "; ".join("{}: {}".format(*_error_message(e)) for e in errors[1:6])
-            more = f" (and {len(errors) - 6} more)" if len(errors) > 6 else ""
-            first_problem += f" [also: {rest}{more}]"
-        raise ProfileError(first_field, first_problem) from None
-    if not profile.prior_lines:
-        raise ProfileError(
-            "prior_lines",
-            "is empty: cds covers relapsed/refractory myeloma, so at least one prior line of therapy is required "
-            "(newly diagnosed disease is out of scope)",
-        )
-    check_agents(profile, vocabulary)
-    return profile
-
-
-def check_agents(profile: PatientProfile, vocabulary: Vocabulary) -> None:
-    for i, line in enumerate(profile.prior_lines):
-        canon: dict[str, str] = {}
-        for j, agent in enumerate(line.agents):
-            field = f"prior_lines[{i}].agents[{j}]"
-            drug = vocabulary.lookup(agent)
-            if drug is None:
-                reg = vocabulary.regimen(agent)
-                if reg is not None:
-                    raise ProfileError(
-                        field,
-                        f"{agent!r} is a regimen label, not an agent: put it in 'regimen' and list its agents "
-                        f"({', '.join(reg[1])})",
-                    )
-                sugg = vocabulary.suggestions(agent)
-                hint = f"; did you mean {', '.join(sugg)}?" if sugg else ""
-                raise ProfileError(field, f"unknown drug {agent!r}{hint}")
-            if drug.name in canon:
-                raise ProfileError(field, f"{agent!r} is listed twice in this line (same drug as {canon[drug.name]!r})")
-            canon[drug.name] = agent
-        seen: set[str] = set()
-        for j, agent in enumerate(line.refractory_to):
-            field = f"prior_lines[{i}].refractory_to[{j}]"
-            drug = vocabulary.lookup(agent)
-            if drug is None or drug.name not in canon:
-                listed = ", ".join(line.agents)
-                raise ProfileError(
-                    field,
-                    f"{agent!r} is not one of this line's agents ({listed}); refractory_to must name agents of the same line",
-                )
-            if drug.name in seen:
-                raise ProfileError(field, f"{agent!r} is listed twice")
-            seen.add(drug.name)
+        problems.extend(m for e in exc.errors() if (m := _error_message(e)) is not None)
+    problems.extend(check_content(data, vocabulary))
+    if problems:
+        # one message per field and problem, in the order of the fields in the profile
+        unique = list(dict.fromkeys(problems))
+        raise ProfileError.many(unique)
+    assert profile is not None
+    return _expand(profile, vocabulary)
 
 
 def decode_json(text: str) -> Any:

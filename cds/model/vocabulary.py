@@ -1,50 +1,80 @@
-"""Drug vocabulary: names, brands and abbreviations -> generic drug, class and target.
+"""The clinical vocabulary: drugs, regimen labels and cytogenetic abnormalities.
 
-Loaded from ``rules/catalog/drugs.yaml``. Lookup is case-insensitive and
-ignores surrounding whitespace. Regimen labels ("KRd", "DPd") are known too,
-so that listing one as an agent gets an error naming its agents instead of
-"unknown drug".
+Loaded from ``rules/catalog/``: ``drugs.yaml`` (names, brands and
+abbreviations -> generic drug, class and target), ``regimens.yaml`` (regimen
+labels -> their agents) and ``cytogenetics.yaml`` (the abnormalities a profile
+can list, their engine facts and whether the sources count them high-risk).
+
+Drug lookup is case-insensitive and ignores surrounding whitespace. What
+people write after a drug name that does not change the drug -- a route
+("Darzalex SC", "bortezomib IV"), a dose ("Revlimid 25mg"), "maintenance", or
+a US biologic suffix ("teclistamab-cqyv") -- is accepted and dropped, and the
+resolution says what was dropped so that the report can show it. Regimen
+labels ("KRd", "Dara-VRd") match ignoring case, spaces and hyphens.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from cds.errors import RuleSetError
+from cds.model.base import Strict
 from cds.resources import load_yaml
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+Target = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,19}$")]
 
 
-class DrugSpec(_Strict):
+class DrugSpec(Strict):
     name: str = Field(min_length=2)
     drug_class: str = Field(alias="class")
-    target: str | list[str] | None = None
-    aliases: list[str] = []
-    rxnorm: list[Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]] = []  # RxNorm codes (FHIR import), verified only
+    target: Target | list[Target] | None = None
+    aliases: list[str] = Field(default_factory=list)
+    rxnorm: list[Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]] = Field(
+        default_factory=list
+    )  # RxNorm codes (FHIR import), verified only
 
 
-class SupportiveSpec(_Strict):
+class SupportiveSpec(Strict):
     """A drug given with myeloma therapy that is not part of a regimen (FHIR import lists it as such)."""
 
     name: str = Field(min_length=2)
     category: str = Field(min_length=2)
-    aliases: list[str] = []
+    aliases: list[str] = Field(default_factory=list)
 
 
-class VocabularyFile(_Strict):
+class VocabularyFile(Strict):
     classes: dict[str, str]
     drugs: list[DrugSpec]
-    regimens: dict[str, list[str]]
-    supportive: list[SupportiveSpec] = []
+    supportive: list[SupportiveSpec] = Field(default_factory=list)
+
+
+class RegimenSpec(Strict):
+    label: str = Field(min_length=1, max_length=40)
+    aliases: list[str] = Field(default_factory=list)
+    agents: list[str] = Field(min_length=1)
+
+
+class RegimensFile(Strict):
+    regimens: list[RegimenSpec]
+
+
+class CytogeneticSpec(Strict):
+    name: str = Field(min_length=3, max_length=30)
+    fact: str = Field(pattern=r"^cyto_[a-z0-9_]+$")
+    high_risk: bool
+    basis: str = Field(min_length=10)
+    typos: list[str] = Field(default_factory=list)
+
+
+class CytogeneticsFile(Strict):
+    abnormalities: list[CytogeneticSpec] = Field(min_length=1)
 
 
 @dataclass(frozen=True)
@@ -52,6 +82,7 @@ class Drug:
     name: str
     drug_class: str
     targets: tuple[str, ...]
+    investigational: bool = False
 
     @property
     def is_bcma_directed(self) -> bool:
@@ -62,16 +93,61 @@ class Drug:
         return "GPRC5D" in self.targets
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """How a name as written was read: the drug, and what was dropped from the text ('' if nothing)."""
+
+    written: str
+    drug: Drug
+    dropped: str = ""
+
+
+@dataclass(frozen=True)
+class Regimen:
+    label: str
+    agents: tuple[str, ...]  # generic names
+
+
+@dataclass(frozen=True)
+class Cytogenetic:
+    name: str
+    fact: str
+    high_risk: bool
+    basis: str
+    typos: tuple[str, ...]
+
+
 def _key(text: str) -> str:
     return " ".join(text.strip().lower().split())
 
 
+def _label_key(text: str) -> str:
+    return re.sub(r"[\s_-]+", "", text.strip().lower())
+
+
+def _cyto_key(text: str) -> str:
+    return re.sub(r"[\s()_,;:.-]+", "", text.strip().lower())
+
+
+# What may follow a drug name without changing the drug: a route, a dose, a schedule word.
+_ROUTE = r"(?:s\.?c\.?|subq|sub-?cut(?:aneous)?|subcutaneous(?:ly)?|i\.?v\.?|intravenous(?:ly)?|p\.?o\.?|oral(?:ly)?|i\.?m\.?)"
+_DOSE = r"(?:\d+(?:[.,]\d+)?\s*(?:mg|g|mcg|µg|ug|mg/m2|mg/m²|mg/kg|mg/d|mg/day)?(?:/(?:day|d|week|wk|m2|m²|kg))?)"
+_UNIT = r"(?:mg|g|mcg|µg|ug|mg/m2|mg/m²|mg/kg)"
+_SCHEDULE = r"(?:maintenance|weekly|daily|biweekly|monthly|continuous|x\d+)"
+_DROPPABLE = re.compile(rf"^(?:{_ROUTE}|{_DOSE}|{_UNIT}|{_SCHEDULE}|\((?:{_ROUTE}|{_DOSE}|{_SCHEDULE})\))$", re.IGNORECASE)
+_US_SUFFIX = re.compile(r"^(?P<base>.+?)-(?P<suffix>[a-z]{4})$")  # FDA biologic suffix: teclistamab-cqyv
+
+
 class Vocabulary:
-    def __init__(self, spec: VocabularyFile):
+    def __init__(
+        self,
+        spec: VocabularyFile,
+        regimens: RegimensFile | None = None,
+        cytogenetics: CytogeneticsFile | None = None,
+    ):
         self.classes = dict(spec.classes)
         self._by_key: dict[str, Drug] = {}
-        self._memo: dict[str, Drug | None] = {}  # raw name as written -> drug (lookup is on every evaluation's hot path)
-        self._regimens = {_key(k): (k, v) for k, v in spec.regimens.items()}
+        self._memo: dict[str, Resolution | None] = {}  # raw name as written -> resolution (hot path of every evaluation)
         self._by_rxnorm: dict[str, Drug] = {}
         self._supportive: dict[str, tuple[str, str]] = {}  # key -> (name, category)
         problems = []
@@ -97,24 +173,65 @@ class Vocabulary:
                         f"catalog/drugs.yaml supportive [{sup.name}]: {alias!r} is also a myeloma drug ({self._by_key[k].name})"
                     )
                 self._supportive[k] = (sup.name, sup.category)
-        for label, (orig, agents) in self._regimens.items():
-            for a in agents:
-                if _key(a) not in self._by_key:
-                    problems.append(f"catalog/drugs.yaml regimens.{orig}: unknown agent {a!r}")
-            if label in self._by_key:
-                problems.append(f"catalog/drugs.yaml regimens.{orig}: label is also a drug name")
+        self.drugs: tuple[Drug, ...] = tuple(sorted({d.name: d for d in self._by_key.values()}.values(), key=lambda d: d.name))
+        # the target every drug of a class shares (an investigational agent of that class gets it)
+        self.class_targets: dict[str, tuple[str, ...]] = {}
+        for cls in self.classes:
+            members = [set(d.targets) for d in self.drugs if d.drug_class == cls]
+            common = set.intersection(*members) if members else set()
+            self.class_targets[cls] = tuple(sorted(common))
+
+        self._regimens: dict[str, Regimen] = {}
+        for r in regimens.regimens if regimens is not None else ():
+            agents = []
+            for a in r.agents:
+                drug = self._by_key.get(_key(a))
+                if drug is None:
+                    problems.append(f"catalog/regimens.yaml [{r.label}] agents: unknown agent {a!r}")
+                else:
+                    agents.append(drug.name)
+            regimen = Regimen(r.label, tuple(agents))
+            for name in (r.label, *r.aliases):
+                k = _label_key(name)
+                if k in self._regimens:
+                    problems.append(f"catalog/regimens.yaml [{r.label}]: {name!r} is also {self._regimens[k].label}")
+                if _key(name) in self._by_key:
+                    problems.append(f"catalog/regimens.yaml [{r.label}]: {name!r} is also a drug name")
+                self._regimens[k] = regimen
+
+        self.cytogenetics: tuple[Cytogenetic, ...] = tuple(
+            Cytogenetic(c.name, c.fact, c.high_risk, " ".join(c.basis.split()), tuple(c.typos))
+            for c in (cytogenetics.abnormalities if cytogenetics is not None else ())
+        )
+        self._cyto_by_key: dict[str, str] = {}
+        self._cyto_typos: dict[str, str] = {}
+        for c in self.cytogenetics:
+            if c.name.lower() in self._cyto_by_key:
+                problems.append(f"catalog/cytogenetics.yaml [{c.name}]: listed twice")
+            self._cyto_by_key[c.name.lower()] = c.name
+            for t in (c.name, *c.typos):
+                k = _cyto_key(t)
+                if self._cyto_typos.get(k, c.name) != c.name:
+                    problems.append(f"catalog/cytogenetics.yaml [{c.name}] typos: {t!r} also suggests {self._cyto_typos[k]}")
+                self._cyto_typos[k] = c.name
+        if len({c.fact for c in self.cytogenetics}) != len(self.cytogenetics):
+            problems.append("catalog/cytogenetics.yaml: two abnormalities share a fact name")
         if problems:
             raise RuleSetError(problems)
-        self.drugs: tuple[Drug, ...] = tuple(sorted({d.name: d for d in self._by_key.values()}.values(), key=lambda d: d.name))
 
-    def lookup(self, name: str) -> Drug | None:
+    # --------------------------------------------------------------------------- drugs
+
+    def resolve(self, name: str) -> Resolution | None:
+        """The drug a name as written stands for, and what was dropped to find it; None if unknown."""
         try:
             return self._memo[name]
         except KeyError:
-            drug = self._memo[name] = self._by_key.get(_key(name))
-            if len(self._memo) > 10_000:  # bounded: arbitrary input cannot grow it without limit
-                self._memo.clear()
-            return drug
+            pass
+        found = self._resolve(name)
+        if len(self._memo) > 10_000:  # bounded: arbitrary input cannot grow it without limit
+            self._memo.clear()
+        self._memo[name] = found
+        return found
 
     def by_rxnorm(self, code: str) -> Drug | None:
         """The drug an RxNorm code names (only codes listed in the vocabulary)."""
@@ -124,12 +241,33 @@ class Vocabulary:
         """(name, category) of a supportive drug (antiviral, G-CSF, IVIG, ...), or None."""
         return self._supportive.get(_key(name))
 
-    def regimen_items(self) -> list[tuple[str, list[str]]]:
-        """Every regimen label with its agents, in the catalogue's order."""
-        return list(self._regimens.values())
+    def _resolve(self, name: str) -> Resolution | None:
+        key = _key(name)
+        drug = self._by_key.get(key)
+        if drug is not None:
+            return Resolution(name, drug)
+        words = key.split(" ")
+        dropped: list[str] = []
+        while len(words) > 1 and _DROPPABLE.match(words[-1]):
+            dropped.insert(0, words.pop())
+            drug = self._by_key.get(" ".join(words))
+            if drug is not None:
+                return Resolution(name, drug, " ".join(name.split()[len(words) :]))
+        m = _US_SUFFIX.match(" ".join(words))
+        if m and m.group("base") in self._by_key:
+            drug = self._by_key[m.group("base")]
+            tail = " ".join(name.split()[len(words) :])
+            return Resolution(name, drug, ("-" + m.group("suffix") + (" " + tail if tail else "")).strip())
+        return None
 
-    def regimen(self, name: str) -> tuple[str, list[str]] | None:
-        return self._regimens.get(_key(name))
+    def lookup(self, name: str) -> Drug | None:
+        found = self.resolve(name)
+        return found.drug if found is not None else None
+
+    def investigational(self, name: str, drug_class: str, target: tuple[str, ...] | None) -> Drug:
+        """The drug an investigational-agent entry stands for (its class checked by the caller)."""
+        targets = target if target else self.class_targets.get(drug_class, ())
+        return Drug(name=f"{name} (investigational)", drug_class=drug_class, targets=tuple(targets), investigational=True)
 
     def suggestions(self, name: str, n: int = 3) -> list[str]:
         matches = difflib.get_close_matches(_key(name), list(self._by_key), n=n * 2, cutoff=0.6)
@@ -143,14 +281,61 @@ class Vocabulary:
     def names(self) -> list[str]:
         return sorted(self._by_key)
 
+    # --------------------------------------------------------------------------- regimens
 
-def load_vocabulary(path: Path) -> Vocabulary:
+    def regimen(self, name: str) -> Regimen | None:
+        """The known regimen a label names (ignoring case, spaces and hyphens), or None for free text."""
+        return self._regimens.get(_label_key(name))
+
+    def regimen_labels(self) -> list[Regimen]:
+        """Every known regimen once, in the catalogue's order."""
+        return list({r.label: r for r in self._regimens.values()}.values())
+
+    def regimen_items(self) -> list[tuple[str, list[str]]]:
+        """Every regimen label with its agents (generic names), in the catalogue's order."""
+        return [(r.label, list(r.agents)) for r in self.regimen_labels()]
+
+    # --------------------------------------------------------------------------- cytogenetics
+
+    def cytogenetic(self, name: str) -> str | None:
+        """The catalogue's spelling of an abnormality (case-insensitive), or None."""
+        return self._cyto_by_key.get(name.strip().lower())
+
+    def cytogenetic_suggestions(self, name: str) -> list[str]:
+        k = _cyto_key(name)
+        if k in self._cyto_typos:
+            return [self._cyto_typos[k]]
+        matches = difflib.get_close_matches(k, list(self._cyto_typos), n=6, cutoff=0.7)
+        return list(dict.fromkeys(self._cyto_typos[m] for m in matches))[:3]
+
+    @property
+    def cytogenetic_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cytogenetics)
+
+    @property
+    def high_risk_cytogenetics(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cytogenetics if c.high_risk)
+
+
+def _read(path: Path, label: str, model: type[Strict]) -> Strict:
     try:
         raw = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise RuleSetError([f"catalog/drugs.yaml: cannot be read: {exc}"]) from None
+        raise RuleSetError([f"{label}: cannot be read: {exc}"]) from None
     try:
-        spec = VocabularyFile.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise RuleSetError([f"catalog/drugs.yaml {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
-    return Vocabulary(spec)
+        raise RuleSetError([f"{label} {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
+
+
+def read_cytogenetics(path: Path) -> CytogeneticsFile:
+    return _read(path, "catalog/cytogenetics.yaml", CytogeneticsFile)  # type: ignore[return-value]
+
+
+def load_vocabulary(path: Path) -> Vocabulary:
+    """The vocabulary of a catalogue folder, from the path of its ``drugs.yaml`` (with ``regimens.yaml``
+    and ``cytogenetics.yaml`` beside it)."""
+    spec = _read(path, "catalog/drugs.yaml", VocabularyFile)
+    regimens = _read(path.with_name("regimens.yaml"), "catalog/regimens.yaml", RegimensFile)
+    cyto = read_cytogenetics(path.with_name("cytogenetics.yaml"))
+    return Vocabulary(spec, regimens, cyto)  # type: ignore[arg-type]

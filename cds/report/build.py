@@ -17,6 +17,7 @@ from cds.errors import InputError
 from cds.knowledge.evidence import MEASURE_LABELS, EvidenceEntry
 from cds.knowledge.site import Site, availability
 from cds.model.facts import FACTS
+from cds.model.profile import line_drugs, named_drugs
 from cds.report import model as m
 from cds.report.timeline import category
 
@@ -105,17 +106,13 @@ def _lines(ev: Evaluation) -> list[m.Line]:
     vocabulary = ev.ruleset.vocabulary
     out = []
     for n, line in enumerate(ev.profile.prior_lines, 1):
-        refractory = set()
-        for a in line.refractory_to:
-            drug = vocabulary.lookup(a)
-            refractory.add(drug.name if drug else a)
+        refractory = named_drugs(line.refractory_to, line, vocabulary)
         agents = []
-        for a in line.agents:
-            drug = vocabulary.lookup(a)
-            assert drug is not None  # validated with the profile
+        for found in line_drugs(line, vocabulary):
+            drug = found.drug
             agents.append(
                 m.Agent(
-                    name=a,
+                    name=found.written,
                     generic=drug.name,
                     drug_class=drug.drug_class,
                     targets=list(drug.targets),
@@ -129,8 +126,10 @@ def _lines(ev: Evaluation) -> list[m.Line]:
                 regimen=line.regimen,
                 agents=agents,
                 refractory_to=[x.generic for x in agents if x.refractory],
-                autologous_transplant=line.autologous_transplant,
+                autologous_transplant=bool(line.autologous_transplant),  # absent: none recorded in this line
                 bcma_directed=any("BCMA" in x.targets for x in agents),
+                refractoriness_recorded=line.refractory_to is not None,
+                agents_from_regimen=line.agents_from_regimen,
             )
         )
     return out
@@ -174,7 +173,7 @@ def _synopsis(ev: Evaluation) -> list[str]:
 def _origin(name: str) -> str:
     """'profile' for a fact the profile states (one cytogenetic finding included), else 'derived'."""
     spec = FACTS[name]
-    if name == "high_risk_cytogenetics":
+    if name == "high_risk_cytogenetics" or spec.derived:
         return "derived"
     if spec.input_field or name in ("age", "ecog"):
         return "profile"

@@ -129,6 +129,8 @@ class Line:
     refractory_to: list[str]
     autologous_transplant: bool | None
     bcma_directed: bool
+    refractoriness_recorded: bool = True  # False: the line does not record refractory_to (unknown, not "none")
+    agents_from_regimen: bool = False  # True: agents were left out and are the regimen label's
 
 
 @_model

@@ -1,0 +1,362 @@
+"""Profile v2 (issue 12 C): the new optional fields, regimen labels, what a new user writes, and errors.
+
+Every profile valid before v2 keeps its meaning: the cases in patient_profiles/ are v1 profiles and
+tests/test_cases.py checks their outcomes; here each new field and rule of the contract is tested on
+small profiles through the real validation, derivation and engine.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from conftest import load_case
+
+from cds.errors import ProfileError
+from cds.model.facts import REFRACTORY_FIELD, derive
+
+
+def minimal(**extra) -> dict:
+    """A small valid profile: one line (VRd + ASCT), refractory to lenalidomide."""
+    p = {
+        "patient_id": "V2",
+        "age": 60,
+        "ecog": 1,
+        "prior_lines": [
+            {
+                "regimen": "VRd",
+                "agents": ["bortezomib", "lenalidomide", "dexamethasone"],
+                "refractory_to": ["lenalidomide"],
+                "autologous_transplant": True,
+            }
+        ],
+    }
+    p.update(extra)
+    return p
+
+
+def problems(evaluator, data) -> list[tuple[str, str]]:
+    with pytest.raises(ProfileError) as info:
+        evaluator.parse(data)
+    return list(info.value.problems)
+
+
+def one_problem(evaluator, data) -> tuple[str, str]:
+    found = problems(evaluator, data)
+    assert len(found) == 1, found
+    return found[0]
+
+
+# --------------------------------------------------------------------------- regimen labels
+
+
+def test_a_known_label_stands_for_its_agents(evaluator):
+    explicit = evaluator.parse(minimal())
+    line = {"regimen": "VRd", "refractory_to": ["lenalidomide"], "autologous_transplant": True}
+    short = evaluator.parse(minimal(prior_lines=[line]))
+    assert short.prior_lines[0].agents == ["bortezomib", "lenalidomide", "dexamethasone"]
+    assert short.prior_lines[0].agents_from_regimen and not explicit.prior_lines[0].agents_from_regimen
+    a, b = derive(explicit, evaluator.vocabulary), derive(short, evaluator.vocabulary)
+    assert {k: v.value for k, v in a.items()} == {k: v.value for k, v in b.items()}
+
+
+@pytest.mark.parametrize(
+    "label, agents",
+    [
+        ("Dara-VRd", {"daratumumab", "bortezomib", "lenalidomide", "dexamethasone"}),
+        ("dara vrd", {"daratumumab", "bortezomib", "lenalidomide", "dexamethasone"}),
+        ("DVRd", {"daratumumab", "bortezomib", "lenalidomide", "dexamethasone"}),
+        ("Isa-KRd", {"isatuximab", "carfilzomib", "lenalidomide", "dexamethasone"}),
+        ("Isa-Pd", {"isatuximab", "pomalidomide", "dexamethasone"}),
+        ("VMP", {"bortezomib", "melphalan", "prednisone"}),
+        ("Dara-VMP", {"daratumumab", "bortezomib", "melphalan", "prednisone"}),
+        ("MP", {"melphalan", "prednisone"}),
+        ("PACE", {"cisplatin", "doxorubicin", "cyclophosphamide", "etoposide"}),
+        ("VDT-PACE", {"bortezomib", "dexamethasone", "thalidomide", "cisplatin", "doxorubicin", "cyclophosphamide", "etoposide"}),
+        ("DCEP", {"dexamethasone", "cyclophosphamide", "etoposide", "cisplatin"}),
+        ("teclistamab", {"teclistamab"}),  # a drug name is a single-agent label
+    ],
+)
+def test_regimen_vocabulary(evaluator, label, agents):
+    profile = evaluator.parse(minimal(prior_lines=[{"regimen": label, "refractory_to": []}]))
+    assert set(profile.prior_lines[0].agents) == agents
+
+
+def test_agents_given_with_a_label_must_include_the_labels_agents(evaluator):
+    line = {"regimen": "KRd", "agents": ["carfilzomib", "lenalidomide"], "refractory_to": []}
+    field, problem = one_problem(evaluator, minimal(prior_lines=[line]))
+    assert field == "prior_lines[0].agents" and "dexamethasone" in problem and "KRd" in problem
+    line["agents"] = ["carfilzomib", "lenalidomide", "dexamethasone", "melphalan"]  # a superset is fine
+    assert evaluator.parse(minimal(prior_lines=[line]))
+
+
+def test_a_free_text_label_needs_agents_and_names_the_label_inside(evaluator):
+    line = {"regimen": "VRd + ASCT", "refractory_to": []}
+    field, problem = one_problem(evaluator, minimal(prior_lines=[line]))
+    assert field == "prior_lines[0].agents" and "not a known label" in problem and "VRd" in problem
+
+
+def test_refractory_to_of_an_expanded_line_names_its_agents(evaluator):
+    ok = {"regimen": "DRd", "refractory_to": ["Revlimid", "dara"]}
+    assert evaluator.parse(minimal(prior_lines=[ok]))
+    bad = {"regimen": "DRd", "refractory_to": ["pomalidomide"]}
+    field, problem = one_problem(evaluator, minimal(prior_lines=[bad]))
+    assert field == "prior_lines[0].refractory_to[0]" and "daratumumab" in problem
+
+
+# --------------------------------------------------------------------------- what new users write
+
+
+@pytest.mark.parametrize(
+    "written, generic, dropped",
+    [
+        ("Darzalex SC", "daratumumab", "SC"),
+        ("dara SC", "daratumumab", "SC"),
+        ("bortezomib SC", "bortezomib", "SC"),
+        ("Revlimid 25mg", "lenalidomide", "25mg"),
+        ("Revlimid 25 mg", "lenalidomide", "25 mg"),
+        ("lenalidomide maintenance", "lenalidomide", "maintenance"),
+        ("teclistamab-cqyv", "teclistamab", "-cqyv"),
+        ("Doxil", "doxorubicin", ""),
+        ("melflufen", "melphalan flufenamide", ""),
+        ("carmustine", "carmustine", ""),
+        ("bendamustine", "bendamustine", ""),
+        ("iberdomide", "iberdomide", ""),
+        ("mezigdomide", "mezigdomide", ""),
+        ("anito-cel", "anitocabtagene autoleucel", ""),
+        ("radiotherapy", "radiotherapy", ""),
+    ],
+)
+def test_names_a_new_user_writes(evaluator, written, generic, dropped):
+    found = evaluator.vocabulary.resolve(written)
+    assert found is not None and found.drug.name == generic and found.dropped == dropped
+    line = {"agents": [written, "dexamethasone"], "refractory_to": [written]}
+    assert evaluator.parse(minimal(prior_lines=[line]))
+
+
+def test_celmods_are_not_counted_as_imids(evaluator):
+    line = {"agents": ["iberdomide", "dexamethasone"], "refractory_to": ["iberdomide"]}
+    facts = derive(evaluator.parse(minimal(prior_lines=[line])), evaluator.vocabulary)
+    assert facts["exposed_imid"].value is False and facts["refractory_imid"].value is False
+
+
+def test_an_investigational_agent_with_its_class(evaluator):
+    trial = {"investigational": "XYZ-19", "class": "bcma_car_t"}
+    line = {"agents": [trial], "refractory_to": ["xyz-19"]}
+    profile = evaluator.parse(minimal(prior_lines=[minimal()["prior_lines"][0], line]))
+    facts = derive(profile, evaluator.vocabulary)
+    assert facts["bcma_car_t_exposed"].value is True and facts["bcma_car_t_refractory"].value is True
+    assert "XYZ-19 (investigational)" in facts["bcma_car_t_exposed"].explanation
+    gprc = {"investigational": "G-1", "class": "other_car_t", "target": "GPRC5D"}
+    facts = derive(evaluator.parse(minimal(prior_lines=[{"agents": [gprc], "refractory_to": []}])), evaluator.vocabulary)
+    assert facts["gprc5d_exposed"].value is True
+
+
+def test_an_investigational_agent_is_checked(evaluator):
+    bad_class = {"agents": [{"investigational": "X", "class": "bcma_cart"}], "refractory_to": []}
+    field, problem = one_problem(evaluator, minimal(prior_lines=[bad_class]))
+    assert field == "prior_lines[0].agents[0].class" and "did you mean bcma_car_t" in problem
+    known = {"agents": [{"investigational": "teclistamab", "class": "bcma_bispecific"}], "refractory_to": []}
+    field, problem = one_problem(evaluator, minimal(prior_lines=[known]))
+    assert field == "prior_lines[0].agents[0].investigational" and "known drug" in problem
+    no_class = {"agents": [{"investigational": "X"}], "refractory_to": []}
+    field, problem = one_problem(evaluator, minimal(prior_lines=[no_class]))
+    assert field == "prior_lines[0].agents[0].class" and "missing" in problem
+
+
+# --------------------------------------------------------------------------- refractory_to optional
+
+
+def test_refractoriness_not_recorded_is_unknown_never_false(evaluator):
+    line = minimal()["prior_lines"][0]
+    del line["refractory_to"]
+    facts = derive(evaluator.parse(minimal(prior_lines=[line])), evaluator.vocabulary)
+    for name in ("refractory_lenalidomide", "refractory_imid", "refractory_to_last_line", "refractory_pi"):
+        assert facts[name].value is None, name
+        assert "not recorded" in facts[name].explanation
+    assert facts["exposed_lenalidomide"].value is True  # exposure is always known
+    assert facts["refractory_anti_cd38"].value is False  # no anti-CD38 was given in any line
+    line["refractory_to"] = []
+    facts = derive(evaluator.parse(minimal(prior_lines=[line])), evaluator.vocabulary)
+    assert facts["refractory_lenalidomide"].value is False and facts["refractory_to_last_line"].value is False
+
+
+def test_another_line_decides_what_it_can(evaluator):
+    first = minimal()["prior_lines"][0]  # refractory to lenalidomide
+    second = {"regimen": "Pd"}  # refractoriness not recorded
+    facts = derive(evaluator.parse(minimal(prior_lines=[first, second])), evaluator.vocabulary)
+    assert facts["refractory_lenalidomide"].value is True and facts["refractory_imid"].value is True
+    assert facts["refractory_pomalidomide"].value is None
+    assert facts["partner_imid_available"].value is None  # pomalidomide may or may not remain
+    assert facts["partner_pi_available"].value is True  # bortezomib: recorded, not refractory
+
+
+def test_unrecorded_refractoriness_that_changes_the_top_option_is_reported(evaluator):
+    data = load_case("first_relapse_len_refractory")
+    data["prior_lines"][-1].pop("refractory_to")
+    ev = evaluator.evaluate(evaluator.parse(data))
+    matters = {u.field: u for u in ev.unknown_facts if u.changes_top}
+    assert REFRACTORY_FIELD in matters, [u.field for u in ev.unknown_facts]
+    labels = [e.label for e in matters[REFRACTORY_FIELD].effects]
+    assert "line 1: refractory to none" in labels, labels  # not lenalidomide-refractory: no CARTITUDE-4 branch
+
+
+def test_no_response_cannot_go_with_refractory_to_none(evaluator):
+    line = {"regimen": "Kd", "refractory_to": [], "best_response": "SD"}
+    field, problem = one_problem(evaluator, minimal(prior_lines=[line]))
+    assert field == "prior_lines[0].refractory_to" and "no response" in problem
+
+
+def test_autologous_transplant_absent_means_none_recorded(evaluator):
+    line = minimal()["prior_lines"][0]
+    del line["autologous_transplant"]
+    facts = derive(evaluator.parse(minimal(prior_lines=[line])), evaluator.vocabulary)
+    assert facts["prior_autologous_transplant"].value is False
+
+
+def test_intolerance_names_agents_of_the_line(evaluator):
+    line = dict(minimal()["prior_lines"][0], intolerant_to=["bortezomib"], stop_reason="toxicity")
+    assert evaluator.parse(minimal(prior_lines=[line]))
+    line["intolerant_to"] = ["carfilzomib"]
+    field, _ = one_problem(evaluator, minimal(prior_lines=[line]))
+    assert field == "prior_lines[0].intolerant_to[0]"
+
+
+# --------------------------------------------------------------------------- dates
+
+
+def test_dates_to_the_day_or_the_month(evaluator):
+    line = dict(
+        minimal()["prior_lines"][0],
+        start_date="2021-03",
+        end_date="2022-09-15",
+        progression_date="2023-01",
+        best_response="VGPR",
+        stop_reason="progression",
+    )
+    assert evaluator.parse(minimal(prior_lines=[line], evaluation_date="2023-02-01"))
+
+
+@pytest.mark.parametrize(
+    "changes, field, words",
+    [
+        ({"start_date": "2021/03/01"}, "prior_lines[0].start_date", "YYYY-MM-DD"),
+        ({"start_date": "2021-02-30"}, "prior_lines[0].start_date", "not a valid day"),
+        ({"start_date": "2021-13"}, "prior_lines[0].start_date", "not a valid month"),
+        ({"start_date": "2022-05", "end_date": "2022-04-30"}, "prior_lines[0].end_date", "before the line's start_date"),
+        ({"start_date": "2022-05-10", "progression_date": "2022-05-01"}, "prior_lines[0].progression_date", "before"),
+    ],
+)
+def test_bad_dates(evaluator, changes, field, words):
+    line = dict(minimal()["prior_lines"][0], **changes)
+    f, problem = one_problem(evaluator, minimal(prior_lines=[line]))
+    assert f == field and words in problem, problem
+
+
+def test_a_month_and_a_day_in_that_month_are_not_in_conflict(evaluator):
+    line = dict(minimal()["prior_lines"][0], start_date="2022-05-20", end_date="2022-05")
+    assert evaluator.parse(minimal(prior_lines=[line]))
+
+
+def test_lines_are_chronological_and_before_the_evaluation_date(evaluator):
+    first = dict(minimal()["prior_lines"][0], start_date="2022-01")
+    second = {"regimen": "Kd", "refractory_to": ["carfilzomib"], "start_date": "2021-06"}
+    field, problem = one_problem(evaluator, minimal(prior_lines=[first, second]))
+    assert field == "prior_lines[1].start_date" and "chronological" in problem
+    field, problem = one_problem(evaluator, minimal(prior_lines=[first], evaluation_date="2021-12-31"))
+    assert field == "prior_lines[0].start_date" and "after the evaluation_date" in problem
+
+
+# --------------------------------------------------------------------------- patient fields
+
+
+def test_new_patient_fields(evaluator):
+    profile = evaluator.parse(
+        minimal(
+            sex="female",
+            notes="<b>free text</b> never read by rules",
+            plasma_cell_leukemia=False,
+            cns_involvement=False,
+            r_iss=2,
+            cytogenetics=["t(14;20)", "del(13q)", "del(1p)"],
+            labs={"neutrophils_10e9_l": 1.2, "platelets_10e9_l": 85, "igg_g_l": 4.1, "ldh_u_l": 310},
+        )
+    )
+    facts = derive(profile, evaluator.vocabulary)
+    assert facts["cyto_t14_20"].value is True and facts["cyto_del13q"].value is True
+
+
+def test_notes_never_change_the_decision(evaluator):
+    a = evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive")))
+    data = load_case("fit_tcr_bcma_naive")
+    data["notes"] = "CAR-T refused by the patient; frail; dialysis"
+    b = evaluator.evaluate(evaluator.parse(data))
+    assert (a.ranking, a.fired, a.unknown_facts) == (b.ranking, b.fired, b.unknown_facts)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_every_problem_at_once_structure_and_drugs_together(evaluator):
+    data = minimal(age="60", frailty="Fit", cytogenetics=["del17p"])
+    data["prior_lines"].append({"agents": ["lenalidomid", "dex"], "refractory_to": ["dex"], "autologous_transplant": "no"})
+    found = dict(problems(evaluator, data))
+    assert set(found) == {
+        "age",
+        "frailty",
+        "cytogenetics[0]",
+        "prior_lines[1].agents[0]",
+        "prior_lines[1].autologous_transplant",
+    }, found
+    assert "did you mean 'fit'" in found["frailty"]
+    assert "did you mean del(17p)" in found["cytogenetics[0]"]
+    assert "did you mean lenalidomide" in found["prior_lines[1].agents[0]"]
+
+
+@pytest.mark.parametrize(
+    "written, suggested",
+    [("del17p", "del(17p)"), ("t(4,14)", "t(4;14)"), ("1q21+", "gain(1q)"), ("T(11;14)", "t(11;14)"), ("amp1q", "amp(1q)")],
+)
+def test_cytogenetics_typos_get_suggestions(evaluator, written, suggested):
+    field, problem = one_problem(evaluator, minimal(cytogenetics=[written]))
+    assert field == "cytogenetics[0]" and f"did you mean {suggested}" in problem
+
+
+@pytest.mark.parametrize(
+    "field, value, suggested",
+    [
+        ("frailty", "Intermediate", "'intermediate'"),
+        ("sex", "F", None),
+        ("sex", "Female", "'female'"),
+    ],
+)
+def test_enum_typos_get_suggestions(evaluator, field, value, suggested):
+    f, problem = one_problem(evaluator, minimal(**{field: value}))
+    assert f == field and "is not one of" in problem
+    if suggested:
+        assert f"did you mean {suggested}" in problem
+
+
+def test_line_enum_typos_get_suggestions(evaluator):
+    line = dict(minimal()["prior_lines"][0], best_response="cr", stop_reason="patient choice")
+    found = dict(problems(evaluator, minimal(prior_lines=[line])))
+    assert "did you mean 'CR'" in found["prior_lines[0].best_response"]
+    assert "did you mean 'patient_choice'" in found["prior_lines[0].stop_reason"]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("frailty", "unknown"), ("creatinine_clearance_ml_min", "not done"), ("dialysis", "unknown"), ("cytogenetics", "not done")],
+)
+def test_unknown_written_as_a_word_gets_the_hint(evaluator, field, value):
+    f, problem = one_problem(evaluator, minimal(**{field: value}))
+    assert f == field and "omit the field or use null for unknown" in problem
+
+
+def test_v1_cases_still_parse_with_the_same_agents(evaluator):
+    from conftest import case_names
+
+    for name in case_names():
+        data = load_case(name)
+        profile = evaluator.parse(copy.deepcopy(data))
+        assert [line.agents for line in profile.prior_lines] == [line["agents"] for line in data["prior_lines"]]
