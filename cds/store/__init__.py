@@ -1,0 +1,10 @@
+"""The case store: every evaluation kept, append-only (SQLAlchemy 2 Core, Alembic migrations).
+
+SQLite by default (a file in the user's data directory, WAL mode), PostgreSQL when given a
+``postgresql://`` URL. Used by the HTTP service (`cds serve`, issue 15) and the case pages
+(issue 16); the core never imports it.
+"""
+
+from .store import NewEvaluation, Store, StoredEvaluation, StoreError, db_url, default_db_path, migrate, open_store
+
+__all__ = ["NewEvaluation", "Store", "StoreError", "StoredEvaluation", "db_url", "default_db_path", "migrate", "open_store"]

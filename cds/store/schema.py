@@ -1,0 +1,118 @@
+"""The case store's tables (SQLAlchemy 2 Core metadata; the migrations in ``migrations/`` create them).
+
+    cases         one patient's case (a tumor-board entry, an EHR patient seen through CDS Hooks)
+    evaluations   every evaluation, append-only: a case's history is its versions 1, 2, ...
+    feedback      what the clinician did with a card (CDS Hooks feedback), append-only
+
+Evaluations and feedback are never updated or deleted: the migration installs database
+triggers that refuse both (SQLite and PostgreSQL), so a bug elsewhere cannot rewrite a
+recorded decision. A case's own row (its board date, label) may change; its evaluations not.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTC(TypeDecorator):
+    """A moment in UTC: stored without a zone (SQLite has none), always returned timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
+        return value.astimezone(_dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=_dt.UTC)
+
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", String(36), primary_key=True),  # uuid4
+    Column("created_at", UTC(), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("channel", String(20), nullable=False),  # api | cds-hooks | web | import
+    # the same patient seen again through the same channel adds versions to one case, e.g.
+    # "cds-hooks <issuer> Patient/123"; NULL for cases entered by hand
+    Column("external_key", String(500), nullable=True, unique=True),
+    Column("patient_id", String(200), nullable=True),
+    Column("board_date", Date(), nullable=True),
+    Column("label", String(200), nullable=True),
+)
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", String(36), primary_key=True),  # uuid4
+    Column("case_id", String(36), ForeignKey("cases.id"), nullable=False),
+    Column("version", Integer(), nullable=False),  # 1, 2, ... within the case
+    Column("created_at", UTC(), nullable=False),
+    Column("user", String(200), nullable=False),  # "local" on loopback without auth
+    Column("client", String(500), nullable=True),  # the authenticated caller (JWT issuer)
+    Column("channel", String(20), nullable=False),
+    Column("input_kind", String(40), nullable=False),  # profile | fhir-bundle | cds-hooks
+    Column("input_json", Text(), nullable=False),  # the input as received (decoded text)
+    Column("profile_json", Text(), nullable=False),  # the validated profile (canonical JSON)
+    Column("output_zlib", LargeBinary(), nullable=False),  # the report JSON, zlib-compressed
+    Column("engine_version", String(200), nullable=False),
+    Column("ruleset_hash", String(64), nullable=False),
+    Column("input_hash", String(64), nullable=False),
+    Column("site_name", String(200), nullable=True),
+    Column("site_hash", String(64), nullable=True),
+    Column("patient_id", String(200), nullable=True),
+    Column("top_option", String(100), nullable=True),
+    Column("evaluated_at", String(40), nullable=False),  # the report's stamp (ISO 8601)
+    Column("report_token", String(64), nullable=False, unique=True),  # capability for GET /reports/{token}
+    Column("hook_instance", String(36), nullable=True),
+    Column("card_uuid", String(36), nullable=True, unique=True),
+    UniqueConstraint("case_id", "version", name="uq_evaluations_case_version"),
+)
+Index("ix_evaluations_created_at", evaluations.c.created_at)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("received_at", UTC(), nullable=False),
+    Column("evaluation_id", String(36), ForeignKey("evaluations.id"), nullable=True),  # NULL: unknown card
+    Column("service_id", String(100), nullable=False),
+    Column("card_uuid", String(100), nullable=False),
+    Column("outcome", String(20), nullable=False),  # accepted | overridden
+    Column("outcome_timestamp", String(40), nullable=False),
+    Column("override_reason_json", Text(), nullable=True),
+    Column("accepted_suggestions_json", Text(), nullable=True),
+    Column("client", String(500), nullable=True),
+    Column("raw_json", Text(), nullable=False),  # the feedback item as received
+)
+Index("ix_feedback_received_at", feedback.c.received_at)

@@ -1,0 +1,370 @@
+"""The case store: open (creating or migrating the schema), append evaluations and feedback, read them back.
+
+    store = open_store("sqlite:////path/cases.db")    # or a path, or postgresql+psycopg://...
+    ev = store.add_evaluation(NewEvaluation(...))      # a new case, or the next version of one
+    store.evaluation_by_report_token(token, max_age)   # GET /reports/{token}
+    for row in store.iter_feedback(): ...               # cds feedback export
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a committed evaluation survives a crash or
+power loss); every write transaction starts with ``BEGIN IMMEDIATE`` so that concurrent
+writers (threads or processes) queue on the database lock instead of failing on a stale
+snapshot. A write is one transaction: it is stored completely or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select
+from sqlalchemy.engine import Connection, make_url
+
+from cds.errors import InputError
+
+from .schema import cases, evaluations, feedback
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+class StoreError(InputError):
+    """The store cannot be opened (a bad --db, a database that refuses): one line, exit code 2."""
+
+
+def default_db_path() -> Path:
+    """cases.db in the user's data directory (platformdirs: ~/.local/share/cds on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("cds", appauthor=False)) / "cases.db"
+
+
+def db_url(db: str | os.PathLike[str] | None) -> str:
+    """`--db`: a SQLAlchemy URL (sqlite:///..., postgresql://...) or a path of an SQLite file."""
+    if db is None:
+        path = default_db_path()
+    else:
+        text = os.fspath(db)
+        if "://" in text:
+            url = make_url(text)
+            if url.drivername == "postgresql":  # plain postgresql:// means psycopg 3 (the driver we pin)
+                url = url.set(drivername="postgresql+psycopg")
+            return url.render_as_string(hide_password=False)
+        path = Path(text).expanduser()
+    return f"sqlite:///{path.resolve()}"
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(tz=_dt.UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class NewEvaluation:
+    """What the caller knows about one evaluation; the store adds ids, version, time and the report token."""
+
+    user: str
+    channel: str  # api | cds-hooks | web | import
+    input_kind: str  # profile | fhir-bundle | cds-hooks
+    input_json: str
+    profile_json: str
+    output_json: str
+    engine_version: str
+    ruleset_hash: str
+    input_hash: str
+    evaluated_at: str
+    patient_id: str | None = None
+    top_option: str | None = None
+    site_name: str | None = None
+    site_hash: str | None = None
+    client: str | None = None
+    case_id: str | None = None  # add a version to this case
+    external_key: str | None = None  # or to the case with this key (created on first use)
+    hook_instance: str | None = None
+    card_uuid: str | None = None
+    report_token: str | None = None  # the capability of GET /reports/{token}; generated when None
+
+
+@dataclass(frozen=True)
+class StoredEvaluation:
+    id: str
+    case_id: str
+    version: int
+    created_at: _dt.datetime
+    report_token: str
+    row: dict[str, Any]
+
+    def output_text(self) -> str:
+        """The report JSON as produced."""
+        return zlib.decompress(self.row["output_zlib"]).decode("utf-8")
+
+    def output(self) -> dict[str, Any]:
+        return json.loads(self.output_text())
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, record) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Connection) -> None:
+        # writers take the lock at the start: no "database is locked" on upgrading a read snapshot
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _read(self):
+        return self.engine.connect().execution_options(read_only=True)
+
+    # ------------------------------------------------------------------ writes (append-only)
+
+    def create_case(
+        self,
+        *,
+        created_by: str,
+        channel: str,
+        patient_id: str | None = None,
+        board_date: _dt.date | None = None,
+        label: str | None = None,
+    ) -> str:
+        case_id = _new_id()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(cases).values(
+                    id=case_id,
+                    created_at=_now(),
+                    created_by=created_by,
+                    channel=channel,
+                    patient_id=patient_id,
+                    board_date=board_date,
+                    label=label,
+                )
+            )
+        return case_id
+
+    def add_evaluation(self, new: NewEvaluation) -> StoredEvaluation:
+        """Store one evaluation as the next version of its case (a new case unless `case_id`/`external_key` names one)."""
+        now = _now()
+        eval_id = _new_id()
+        token = new.report_token or secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            case_id = self._case_for(conn, new, now)
+            # the case row is locked (PostgreSQL) / the database is (SQLite, BEGIN IMMEDIATE): versions never collide
+            version = (
+                conn.execute(
+                    select(func.coalesce(func.max(evaluations.c.version), 0)).where(evaluations.c.case_id == case_id)
+                ).scalar_one()
+                + 1
+            )
+            row = dict(
+                id=eval_id,
+                case_id=case_id,
+                version=version,
+                created_at=now,
+                user=new.user,
+                client=new.client,
+                channel=new.channel,
+                input_kind=new.input_kind,
+                input_json=new.input_json,
+                profile_json=new.profile_json,
+                output_zlib=zlib.compress(new.output_json.encode("utf-8"), 1),
+                engine_version=new.engine_version,
+                ruleset_hash=new.ruleset_hash,
+                input_hash=new.input_hash,
+                site_name=new.site_name,
+                site_hash=new.site_hash,
+                patient_id=new.patient_id,
+                top_option=new.top_option,
+                evaluated_at=new.evaluated_at,
+                report_token=token,
+                hook_instance=new.hook_instance,
+                card_uuid=new.card_uuid,
+            )
+            conn.execute(insert(evaluations).values(**row))
+        return StoredEvaluation(eval_id, case_id, version, now, token, row)
+
+    def _case_for(self, conn: Connection, new: NewEvaluation, now: _dt.datetime) -> str:
+        if new.case_id is not None:
+            found = conn.execute(select(cases.c.id).where(cases.c.id == new.case_id).with_for_update()).scalar()
+            if found is None:
+                raise StoreError(f"case {new.case_id}: no such case")
+            return found
+        if new.external_key is not None:
+            found = conn.execute(select(cases.c.id).where(cases.c.external_key == new.external_key).with_for_update()).scalar()
+            if found is not None:
+                return found
+        case_id = _new_id()
+        conn.execute(
+            insert(cases).values(
+                id=case_id,
+                created_at=now,
+                created_by=new.user,
+                channel=new.channel,
+                external_key=new.external_key,
+                patient_id=new.patient_id,
+            )
+        )
+        return case_id
+
+    def add_feedback(self, items: list[dict[str, Any]], *, service_id: str, client: str | None) -> int:
+        """Store feedback items (already validated), linked to the evaluation that showed the card; all or none."""
+        now = _now()
+        with self.engine.begin() as conn:
+            for item in items:
+                eval_id = conn.execute(select(evaluations.c.id).where(evaluations.c.card_uuid == item["card"])).scalar()
+                conn.execute(
+                    insert(feedback).values(
+                        received_at=now,
+                        evaluation_id=eval_id,
+                        service_id=service_id,
+                        card_uuid=item["card"],
+                        outcome=item["outcome"],
+                        outcome_timestamp=item["outcomeTimestamp"],
+                        override_reason_json=_json_or_none(item.get("overrideReason")),
+                        accepted_suggestions_json=_json_or_none(item.get("acceptedSuggestions")),
+                        client=client,
+                        raw_json=json.dumps(item, ensure_ascii=False, sort_keys=True),
+                    )
+                )
+        return len(items)
+
+    # ------------------------------------------------------------------ reads
+
+    def evaluation(self, eval_id: str) -> StoredEvaluation | None:
+        return self._one(evaluations.c.id == eval_id)
+
+    def evaluation_by_report_token(self, token: str, max_age: _dt.timedelta) -> StoredEvaluation | None:
+        """The evaluation whose report link this is, if it is younger than `max_age`."""
+        found = self._one(evaluations.c.report_token == token)
+        if found is None or found.created_at < _now() - max_age:
+            return None
+        return found
+
+    def case_history(self, case_id: str) -> list[StoredEvaluation]:
+        with self._read() as conn:
+            rows = (
+                conn.execute(select(evaluations).where(evaluations.c.case_id == case_id).order_by(evaluations.c.version))
+                .mappings()
+                .all()
+            )
+        return [_stored(r) for r in rows]
+
+    def count_evaluations(self) -> int:
+        with self._read() as conn:
+            return conn.execute(select(func.count()).select_from(evaluations)).scalar_one()
+
+    def _one(self, where) -> StoredEvaluation | None:
+        with self._read() as conn:
+            row = conn.execute(select(evaluations).where(where)).mappings().first()
+        return None if row is None else _stored(row)
+
+    def iter_feedback(self, since: _dt.datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Every feedback item in the order received, with the evaluation (rule set, top option) it refers to."""
+        query = (
+            select(
+                feedback.c.id,
+                feedback.c.received_at,
+                feedback.c.service_id,
+                feedback.c.card_uuid,
+                feedback.c.outcome,
+                feedback.c.outcome_timestamp,
+                feedback.c.override_reason_json,
+                feedback.c.accepted_suggestions_json,
+                feedback.c.client,
+                feedback.c.evaluation_id,
+                evaluations.c.case_id,
+                evaluations.c.patient_id,
+                evaluations.c.top_option,
+                evaluations.c.ruleset_hash,
+                evaluations.c.engine_version,
+                evaluations.c.evaluated_at,
+                evaluations.c.site_name,
+            )
+            .select_from(feedback.outerjoin(evaluations, feedback.c.evaluation_id == evaluations.c.id))
+            .order_by(feedback.c.id)
+        )
+        if since is not None:
+            query = query.where(feedback.c.received_at >= since)
+        with self._read() as conn:
+            for r in conn.execute(query).mappings():
+                out = dict(r)
+                out["received_at"] = r["received_at"].isoformat().replace("+00:00", "Z")
+                out["override_reason"] = _loads_or_none(out.pop("override_reason_json"))
+                out["accepted_suggestions"] = _loads_or_none(out.pop("accepted_suggestions_json"))
+                yield out
+
+
+def _stored(row) -> StoredEvaluation:
+    r = dict(row)
+    return StoredEvaluation(r["id"], r["case_id"], r["version"], r["created_at"], r["report_token"], r)
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _loads_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def migrate(engine: Engine) -> None:
+    """Create the schema or bring it to the newest migration (Alembic, in one transaction)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_store(db: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+    """Open the store at `db` (see `db_url`), creating or migrating its schema; StoreError if it cannot be."""
+    url = db_url(db)
+    try:
+        if url.startswith("sqlite:"):
+            path = Path(make_url(url).database or "")
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
+            _sqlite_setup(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        migrate(engine)
+    except Exception as exc:  # noqa: BLE001 - a database problem reaches the user as one line
+        raise StoreError(
+            f"--db {make_url(url).render_as_string(hide_password=True)}: cannot open the case store ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+    return Store(engine)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

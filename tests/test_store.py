@@ -1,0 +1,252 @@
+"""The case store on a real SQLite file (WAL) and a real PostgreSQL server: append-only, versioned, concurrent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from cds.store import NewEvaluation, StoreError, open_store
+from cds.store.schema import metadata
+
+WRITERS, PER_WRITER = 8, 200
+
+
+def new(**over) -> NewEvaluation:
+    fields = dict(
+        user="local",
+        channel="api",
+        input_kind="profile",
+        input_json='{"patient_id": "P"}',
+        profile_json='{"patient_id":"P"}',
+        output_json=json.dumps({"options": [{"id": "bcma_car_t"}]}),
+        engine_version="cds test",
+        ruleset_hash="r" * 64,
+        input_hash="i" * 64,
+        evaluated_at="2026-01-01T00:00:00Z",
+        patient_id="P",
+        top_option="bcma_car_t",
+    )
+    return NewEvaluation(**{**fields, **over})
+
+
+# ---------------------------------------------------------------------- PostgreSQL, started and stopped by the test
+
+
+def _pg_bin() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on a Unix socket (no TCP), run as the postgres user when we are root."""
+    pg = _pg_bin()
+    assert pg is not None, "PostgreSQL is not installed (.ci/run installs Debian's postgresql)"
+    base = Path(tempfile.mkdtemp(prefix="cds-pg-"))  # not under pytest's 0700 tree: the postgres user must reach it
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        base.chmod(0o755)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*prefix, str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    proc = subprocess.Popen(
+        [*prefix, str(pg / "postgres"), "-D", str(data), "-k", str(sock), "-c", "listen_addresses=", "-c", "fsync=off"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not list(sock.glob(".s.PGSQL.*")):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "postgres exited"
+        assert time.monotonic() < deadline, "PostgreSQL did not start"
+        time.sleep(0.05)
+    port = next(sock.glob(".s.PGSQL.*")).name.rsplit(".", 1)[1]
+    yield f"postgresql://postgres@/postgres?host={sock}&port={port}"
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = open_store(tmp_path / "cases.db")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        s = open_store(url)
+        with s.engine.begin() as conn:  # a clean database per test: drop and migrate again
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        s.close()
+        s = open_store(url)
+    yield s
+    s.close()
+
+
+# ---------------------------------------------------------------------- behaviour
+
+
+def test_versions_are_appended_and_the_output_kept(store):
+    first = store.add_evaluation(new())
+    second = store.add_evaluation(new(case_id=first.case_id, top_option="bcma_bispecific"))
+    assert (first.version, second.version) == (1, 2)
+    history = store.case_history(first.case_id)
+    assert [h.version for h in history] == [1, 2]
+    assert history[0].output() == {"options": [{"id": "bcma_car_t"}]}
+    assert history[1].row["top_option"] == "bcma_bispecific"
+    other = store.add_evaluation(new())
+    assert other.case_id != first.case_id and other.version == 1
+
+
+def test_external_key_groups_a_patient_seen_again(store):
+    a = store.add_evaluation(new(external_key="cds-hooks ehr Patient/1", channel="cds-hooks"))
+    b = store.add_evaluation(new(external_key="cds-hooks ehr Patient/1", channel="cds-hooks"))
+    c = store.add_evaluation(new(external_key="cds-hooks ehr Patient/2", channel="cds-hooks"))
+    assert a.case_id == b.case_id != c.case_id
+    assert (a.version, b.version, c.version) == (1, 2, 1)
+
+
+def test_unknown_case_is_refused(store):
+    with pytest.raises(StoreError, match="no such case"):
+        store.add_evaluation(new(case_id="00000000-0000-0000-0000-000000000000"))
+    assert store.count_evaluations() == 0
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE evaluations SET top_option = 'x'",
+        "DELETE FROM evaluations",
+        "UPDATE feedback SET outcome = 'accepted'",
+        "DELETE FROM feedback",
+    ],
+)
+def test_evaluations_and_feedback_are_append_only_in_the_database(store, statement):
+    ev = store.add_evaluation(new(card_uuid="11111111-1111-1111-1111-111111111111"))
+    store.add_feedback(
+        [{"card": ev.row["card_uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-01-01T00:00:00Z"}],
+        service_id="svc",
+        client="ehr",
+    )
+    with pytest.raises(Exception, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text(statement))
+    assert store.count_evaluations() == 1
+    assert len(list(store.iter_feedback())) == 1
+
+
+def test_feedback_is_linked_to_the_evaluation_and_exported(store):
+    ev = store.add_evaluation(new(card_uuid="22222222-2222-2222-2222-222222222222"))
+    items = [
+        {
+            "card": "22222222-2222-2222-2222-222222222222",
+            "outcome": "overridden",
+            "outcomeTimestamp": "2026-01-02T10:00:00Z",
+            "overrideReason": {
+                "reason": {"code": "patient-preference", "display": "Patient preference"},
+                "userComment": "wants oral",
+            },
+        },
+        {"card": "not-a-card-of-ours", "outcome": "accepted", "outcomeTimestamp": "2026-01-02T10:01:00Z"},
+    ]
+    assert store.add_feedback(items, service_id="mm-treatment-sequencing", client="https://ehr.example.org") == 2
+    rows = list(store.iter_feedback())
+    assert [r["outcome"] for r in rows] == ["overridden", "accepted"]
+    assert rows[0]["evaluation_id"] == ev.id and rows[0]["top_option"] == "bcma_car_t" and rows[0]["ruleset_hash"] == "r" * 64
+    assert rows[0]["override_reason"]["userComment"] == "wants oral"
+    assert rows[1]["evaluation_id"] is None  # an unknown card is kept, not dropped
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert list(store.iter_feedback(since=later)) == []
+
+
+def test_reports_expire(store):
+    ev = store.add_evaluation(new())
+    assert store.evaluation_by_report_token(ev.report_token, dt.timedelta(hours=24)).id == ev.id
+    assert store.evaluation_by_report_token(ev.report_token, dt.timedelta(seconds=0)) is None
+    assert store.evaluation_by_report_token("no-such-token", dt.timedelta(hours=24)) is None
+
+
+def test_migrations_match_the_schema(store):
+    """The committed Alembic migrations create exactly the tables of cds/store/schema.py (no stale migration)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+    assert diff == []
+
+
+def test_reopening_keeps_everything_and_sqlite_runs_in_wal(tmp_path):
+    s = open_store(tmp_path / "cases.db")
+    ev = s.add_evaluation(new())
+    s.close()
+    s = open_store(tmp_path / "cases.db")  # migrate at start: already at head, nothing lost
+    assert s.evaluation(ev.id).output() == {"options": [{"id": "bcma_car_t"}]}
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    s.close()
+
+
+def test_unopenable_database_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match=r"--db .*cannot open the case store"):
+        open_store(tmp_path / "file" / "cases.db")
+    with pytest.raises(StoreError, match="cannot open the case store"):
+        open_store("postgresql://nobody@/none?host=/nonexistent-socket-dir")
+
+
+# ---------------------------------------------------------------------- concurrency: processes, one case
+
+
+def _writer(url: str, case_id: str, n: int, barrier) -> None:
+    s = open_store(url)
+    barrier.wait(120)
+    for i in range(n):
+        s.add_evaluation(new(case_id=case_id, input_json=json.dumps({"n": i, "pid": os.getpid()})))
+    s.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path, request):
+    """8 processes append 200 evaluations each to the same case: exactly 1,600, versions 1..1600."""
+    url = str(tmp_path / "cases.db") if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    s = open_store(url)
+    if backend == "postgresql":
+        with s.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        s.close()
+        s = open_store(url)
+    case_id = s.create_case(created_by="local", channel="web")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(WRITERS)
+    procs = [ctx.Process(target=_writer, args=(url, case_id, PER_WRITER, barrier)) for _ in range(WRITERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    assert [p.exitcode for p in procs] == [0] * WRITERS
+    versions = [h.version for h in s.case_history(case_id)]
+    assert versions == list(range(1, WRITERS * PER_WRITER + 1))
+    assert s.count_evaluations() == WRITERS * PER_WRITER
+    s.close()
