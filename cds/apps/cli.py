@@ -539,6 +539,142 @@ def diff_rules(
     _run(go)
 
 
+def _db_option() -> str | None:
+    return typer.Option(
+        None,
+        "--db",
+        help="Case store: an SQLite file or a database URL (postgresql://...). Default: cases.db in the user's data directory.",
+        show_default=False,
+    )
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but loopback needs authentication."),
+    port: int = typer.Option(8040, "--port", help="Port (0: any free port; the ready line names it)."),
+    workers: int = typer.Option(
+        0, "--workers", help="Evaluation worker processes (default: one per CPU core).", show_default=False
+    ),
+    rules: Path | None = _rules_option(),
+    site: list[str] = typer.Option(
+        [],
+        "--site",
+        metavar="[NAME=]FILE",
+        help="A site file callers select with ?site=NAME (default NAME: the file name without .yaml); repeatable.",
+    ),
+    db: str | None = _db_option(),
+    public_url: str | None = typer.Option(
+        None,
+        "--public-url",
+        help="The URL the EHR calls (token audience, report links). Default: http://HOST:PORT.",
+        show_default=False,
+    ),
+    jwks: Path | None = typer.Option(
+        None, "--jwks", help="JWK Set file with the EHRs' public keys (ES384/RS384).", show_default=False, **_PATH
+    ),
+    trusted_issuer: list[str] = typer.Option(
+        [], "--trusted-issuer", metavar="ISS", help="Accept tokens only from this issuer (repeatable)."
+    ),
+    trusted_jku: list[str] = typer.Option(
+        [], "--trusted-jku", metavar="URL", help="JWK Set URL a token's jku may name (repeatable)."
+    ),
+    no_auth: bool = typer.Option(False, "--no-auth", help="No authentication (loopback only; prints a warning)."),
+    cors_origin: list[str] = typer.Option(
+        [], "--cors-origin", metavar="ORIGIN", help="Allow browser calls from this origin (repeatable)."
+    ),
+    max_body: int = typer.Option(5 * 1024 * 1024, "--max-body-bytes", help="Larger request bodies get 413."),
+    report_hours: float = typer.Option(24.0, "--report-hours", help="How long GET /reports/{id} serves a report (then 404)."),
+) -> None:
+    """Serve the HTTP API and the CDS Hooks service (until SIGTERM or Ctrl-C)."""
+
+    def go() -> None:
+        import datetime as dt
+
+        from cds.apps.http import Settings
+        from cds.apps.http import serve as run
+        from cds.apps.http.settings import default_workers
+
+        _check_folder(rules, "--rules")
+        if jwks is not None and not jwks.is_file():
+            raise InputError(f"--jwks {jwks}: no such file")
+        sites: dict[str, str] = {}
+        for item in site:
+            name, sep, path = item.partition("=")
+            name, path = (name, path) if sep else (Path(item).stem, item)
+            if not Path(path).is_file():
+                raise InputError(f"--site {item}: no such file")
+            if name in sites:
+                raise InputError(f"--site {item}: the site name {name!r} is given twice")
+            sites[name] = path
+        if report_hours <= 0:
+            raise InputError("--report-hours: must be more than 0")
+        run(
+            Settings(
+                host=host,
+                port=port,
+                workers=workers or default_workers(),
+                rules=str(rules) if rules else None,
+                sites=sites,
+                db=db,
+                public_url=public_url,
+                jwks=jwks,
+                trusted_issuers=tuple(trusted_issuer),
+                trusted_jkus=tuple(trusted_jku),
+                no_auth=no_auth,
+                cors_origins=tuple(cors_origin),
+                max_body_bytes=max_body,
+                report_ttl=dt.timedelta(hours=report_hours),
+            )
+        )
+
+    _run(go)
+
+
+feedback_app = typer.Typer(
+    no_args_is_help=True, help="Clinicians' feedback on CDS Hooks cards (where they disagree with the ranking)."
+)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    db: str | None = _db_option(),
+    since: str | None = typer.Option(
+        None, "--since", metavar="DATE", help="Only feedback received from this date (ISO 8601) on.", show_default=False
+    ),
+    output: str | None = _output_option("Write the feedback (JSONL) to FILE instead of stdout."),
+) -> None:
+    """Every feedback item as one JSON line, with the evaluation it refers to (top option, rule-set hash)."""
+
+    def go() -> None:
+        import datetime as dt
+        import json
+
+        from cds.store import StoreError, open_store
+
+        when = None
+        if since is not None:
+            try:
+                when = dt.datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise InputError(f"--since: {since!r} is not an ISO-8601 date (e.g. 2026-01-01)") from None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+        out = OutputFile(output)
+        try:
+            store = open_store(db)
+        except StoreError as exc:
+            raise InputError(str(exc)) from None
+        try:
+            out.write_all(
+                "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in store.iter_feedback(when))
+            )
+        finally:
+            store.close()
+
+    _run(go)
+
+
 def main() -> None:  # console-script entry point
     app()
 

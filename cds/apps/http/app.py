@@ -1,0 +1,361 @@
+"""The FastAPI application: `create_app(settings)`; no globals, no clinical logic.
+
+Routes (every one but /healthz and /reports/{token} behind the configured authentication):
+
+    GET  /healthz                                      {status, engine_version, ruleset_hash, site, ...}
+    POST /api/evaluate?format=&site=                   the CLI's document for a profile
+    GET  /cds-services                                 CDS Hooks discovery
+    POST /cds-services/mm-treatment-sequencing         patient-view -> {"cards": [...]}
+    POST /cds-services/mm-treatment-sequencing/feedback
+    GET  /reports/{token}?format=html|json|markdown    the full report of one evaluation, for `report_ttl`
+
+Evaluation runs in the worker pool (`pool.py`, `work.py`); the store (`cds.store`) is written
+from a thread, never on the event loop. Errors are JSON `{"error": <one line>, "field": <path or null>}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import uuid
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import hooks
+from .auth import Authenticator, AuthError, load_jwks
+from .middleware import ServiceMiddleware
+from .pool import WorkerPool, WorkerUnavailable
+from .settings import Settings
+from .work import worker_main
+
+log = logging.getLogger("cds.serve")
+
+MEDIA = {"json": "application/json", "html": "text/html; charset=utf-8", "markdown": "text/markdown; charset=utf-8"}
+
+
+class Format(StrEnum):
+    json = "json"
+    html = "html"
+    markdown = "markdown"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.field, self.headers = status, message, field, headers
+
+
+def _error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+class Service:
+    """Everything one running app holds: settings, worker pool, store, authenticator."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.pool: WorkerPool | None = None
+        self.store = None
+        self.info: dict[str, Any] = {}
+        self.bound_port: int | None = None
+        self.auth = None
+        self.started = False
+        if settings.auth_configured:
+            keys = load_jwks(settings.jwks) if settings.jwks else {}
+            self.auth = Authenticator(
+                keys=keys,
+                trusted_issuers=settings.trusted_issuers,
+                trusted_jkus=settings.trusted_jkus,
+                skew_s=settings.clock_skew_s,
+            )
+
+    async def start(self) -> None:
+        from cds.store import open_store
+
+        self.store = await run_in_threadpool(open_store, self.settings.db)
+        self.pool = WorkerPool(
+            self.settings.workers,
+            worker_main,
+            (self.settings.rules, dict(self.settings.sites)),
+            task_timeout=self.settings.task_timeout_s,
+            queue_timeout=self.settings.queue_timeout_s,
+        )
+        self.info = await self.pool.start()
+        self.started = True
+        log.info(
+            "%d worker(s) ready: %s, rules %s", self.settings.workers, self.info["engine_version"], self.info["ruleset_hash"][:12]
+        )
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.stop()
+        if self.store is not None:
+            self.store.close()
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url(self.bound_port)
+
+    async def caller(self, request: Request) -> dict[str, Any]:
+        """Who is calling: the token's claims, or the local user on loopback without authentication."""
+        if self.auth is None:
+            return {"user": "local", "client": None, "claims": None}
+        header = request.headers.get("authorization")
+        audience = self.base_url + request.url.path
+        try:
+            if header and self.auth.needs_fetch(header.partition(" ")[2].strip()):
+                claims = await run_in_threadpool(self.auth.verify, header, audience)
+            else:
+                claims = self.auth.verify(header, audience)
+        except AuthError as exc:
+            log.warning("401 on %s: %s", request.url.path, exc)
+            raise ApiError(401, "unauthorized", None, {"WWW-Authenticate": "Bearer"}) from None
+        return {"user": str(claims["iss"]), "client": str(claims["iss"]), "claims": claims}
+
+    async def run(self, task: dict[str, Any]) -> tuple[str, Any]:
+        assert self.pool is not None
+        try:
+            kind, value = await self.pool.run(task)
+        except WorkerUnavailable as exc:
+            raise ApiError(503, f"service unavailable: {exc}; retry", None, {"Retry-After": "1"}) from None
+        if kind == "invalid":
+            raise ApiError(422, value["error"], value["field"])
+        if kind == "error":
+            log.error("worker: %s", value)
+            raise ApiError(500, "internal error", None)
+        return kind, value
+
+    def site_key(self, site: str | None) -> str | None:
+        if site is None or site == "":
+            return None
+        if site not in self.settings.sites:
+            known = ", ".join(sorted(self.settings.sites)) or "none"
+            raise ApiError(422, f"site: unknown site {site!r} (configured: {known})", "site")
+        return site
+
+    async def store_evaluation(self, record: dict[str, Any], **fields: Any):
+        from cds.store import NewEvaluation
+
+        return await run_in_threadpool(self.store.add_evaluation, NewEvaluation(**record, **fields))
+
+
+def _text(body: bytes, what: str = "") -> str:
+    """The body as text; `what` prefixes the message as the CLI does ("invalid patient profile: ")."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, f"{what}(body): not UTF-8 text (byte {exc.start})", "(body)") from None
+    if not text.strip():
+        raise ApiError(422, f"{what}(body): the request body is empty", "(body)")
+    return text
+
+
+def _json_body(body: bytes) -> Any:
+    text = _text(body)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ApiError(422, "(body): not valid JSON: nested too deeply", "(body)") from None
+    except ValueError as exc:
+        detail = f"{exc.msg} at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise ApiError(422, f"(body): not valid JSON: {detail}", "(body)") from None
+
+
+def _validated(model, data: Any):
+    if not isinstance(data, dict):
+        raise ApiError(422, f"(body): must be a JSON object, got {type(data).__name__}", "(body)")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        field, message = hooks.first_problem(exc)
+        raise ApiError(422, message, field) from None
+
+
+def create_app(settings: Settings) -> FastAPI:
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not service.started:  # `cds serve` starts it before uvicorn, to fail in one line
+            await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    from cds import __version__
+
+    app = FastAPI(
+        title="cds: treatment-sequencing decision support for relapsed/refractory multiple myeloma",
+        version=__version__,
+        description="Decision support, not decision making. CDS Hooks 2.0.1 service and evaluation API.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError):
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"] if p not in ("query", "path", "body")]
+        field = ".".join(loc) or "(request)"
+        return _error(422, f"{field}: {err['msg']}", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException):
+        return _error(
+            exc.status_code,
+            str(exc.detail).lower() if exc.status_code == 404 else str(exc.detail),
+            None,
+            getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def on_internal(request: Request, exc: Exception):
+        log.error("internal error on %s: %s", request.url.path, type(exc).__name__)
+        return _error(500, "internal error")
+
+    @app.get("/healthz", summary="Service health, engine version and rule-set hash")
+    async def healthz() -> dict[str, Any]:
+        info = service.info
+        return {
+            "status": "ok",
+            "engine_version": info.get("engine_version"),
+            "ruleset_hash": info.get("ruleset_hash"),
+            "site": info.get("default_site"),
+            "sites": {k: v for k, v in (info.get("sites") or {}).items()},
+            "workers": service.pool.stats() if service.pool else None,
+        }
+
+    @app.post(
+        "/api/evaluate",
+        summary="Evaluate one patient profile: the document `cds evaluate` produces",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "description": "A patient profile (see the README's profile table)"}
+                    }
+                },
+            }
+        },
+        responses={
+            200: {"content": {m: {} for m in MEDIA.values()}},
+            422: {"description": "Bad input: {error, field}"},
+            413: {"description": "Body over the size cap"},
+            401: {"description": "Missing or invalid token"},
+        },
+    )
+    async def api_evaluate(
+        request: Request, format: Annotated[Format, Query()] = Format.json, site: Annotated[str | None, Query()] = None
+    ) -> Response:
+        caller = await service.caller(request)
+        site_key = service.site_key(site)
+        text = _text(await request.body(), "invalid patient profile: ")
+        _, result = await service.run({"kind": "evaluate", "text": text, "format": format.value, "site": site_key})
+        stored = await service.store_evaluation(
+            result["record"], user=caller["user"], client=caller["client"], channel="api", input_json=text
+        )
+        report_url = f"{service.base_url}/reports/{stored.report_token}"
+        return Response(
+            result["document"],
+            media_type=MEDIA[format.value],
+            headers={"X-CDS-Evaluation-Id": stored.id, "Link": f'<{report_url}>; rel="alternate"'},
+        )
+
+    @app.get("/cds-services", summary="CDS Hooks discovery")
+    async def discovery(request: Request) -> dict[str, Any]:
+        await service.caller(request)
+        return hooks.discovery()
+
+    @app.post(
+        f"/cds-services/{hooks.SERVICE_ID}",
+        summary="CDS Hooks patient-view: one card with the ranked options, or none without a myeloma diagnosis",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": hooks.HookRequest.model_json_schema()}}}
+        },
+    )
+    async def patient_view(request: Request) -> dict[str, Any]:
+        caller = await service.caller(request)
+        req = _validated(hooks.HookRequest, _json_body(await request.body()))
+        if req.fhirServer:
+            log.info("fhirServer given; fetching from it is not supported yet: only the prefetch is read")
+        try:
+            bundle = hooks.bundle_from_prefetch(req.prefetch)
+        except hooks.PrefetchMissing as exc:
+            raise ApiError(412, f"{exc}; this service needs every prefetch key of its discovery entry", "prefetch") from None
+        card_uuid, token = str(uuid.uuid4()), secrets.token_urlsafe(32)
+        report_url = f"{service.base_url}/reports/{token}"
+        kind, result = await service.run({"kind": "hook", "bundle": bundle, "card_uuid": card_uuid, "report_url": report_url})
+        if kind == "no_myeloma":
+            return {"cards": []}
+        kept = req.model_dump(mode="json", exclude={"fhirAuthorization"})  # never store an access token
+        await service.store_evaluation(
+            result["record"],
+            user=req.context.userId,
+            client=caller["client"],
+            channel="cds-hooks",
+            input_json=json.dumps(kept, ensure_ascii=False),
+            hook_instance=str(req.hookInstance),
+            card_uuid=card_uuid,
+            report_token=token,
+            external_key=f"cds-hooks {caller['client'] or 'local'} {req.context.patientId}",
+        )
+        return {"cards": [result["card"]]}
+
+    @app.post(
+        f"/cds-services/{hooks.SERVICE_ID}/feedback",
+        summary="CDS Hooks feedback on a card (stored with its evaluation, append-only)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": hooks.FeedbackRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def feedback(request: Request) -> dict[str, Any]:
+        caller = await service.caller(request)
+        req = _validated(hooks.FeedbackRequest, _json_body(await request.body()))
+        items = [item.model_dump(mode="json", exclude_none=True) for item in req.feedback]
+        stored = await run_in_threadpool(service.store.add_feedback, items, service_id=hooks.SERVICE_ID, client=caller["client"])
+        return {"stored": stored}
+
+    @app.get(
+        "/reports/{token}",
+        summary="The full report of one evaluation (kept for the configured time, then 404)",
+        responses={200: {"content": {m: {} for m in MEDIA.values()}}, 404: {"description": "Unknown or expired"}},
+    )
+    async def report(token: str, format: Annotated[Format, Query()] = Format.html) -> Response:
+        stored = await run_in_threadpool(service.store.evaluation_by_report_token, token, settings.report_ttl)
+        if stored is None:
+            raise ApiError(404, "no such report (unknown, or older than the time reports are kept)")
+        _, document = await service.run({"kind": "render", "output_json": stored.output_text(), "format": format.value})
+        return Response(document, media_type=MEDIA[format.value])
+
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes)  # outermost: every response
+    return app

@@ -1,0 +1,104 @@
+"""The CDS Hooks card for one evaluation, built from the report (nothing clinical is decided here).
+
+One small module on purpose: when the report's one-page summary (issue 13) is on main the
+card reads it instead of the full report, and only this file changes.
+
+The card: `summary` (< 140 characters) naming rank 1 (and rank 2 when it fits), `indicator`
+`warning` when a fact that could change the top option is unknown or rank 1 is not
+available/reimbursed at the site, else `info`; `detail` in GitHub-flavoured Markdown (top 3
+with the net why, the cautions of rank 1, the facts to obtain, the disclaimer); `links` to
+the full report served by this service. Every string is escaped for Markdown.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SUMMARY_LIMIT = 140  # CDS Hooks 2.0.1: "<140 characters"
+TOP = 3
+ORDINALS = {1: "1st", 2: "2nd", 3: "3rd"}
+UNAVAILABLE = {"unavailable", "not_reimbursed"}
+TOPIC = {"system": "urn:cds-myeloma:topic", "code": "mm-treatment-sequencing", "display": "Myeloma treatment sequencing"}
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
+
+
+def md(value: Any) -> str:
+    """Text safe inside Markdown: one line, every Markdown (and HTML) syntax character backslash-escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def short_title(title: str) -> str:
+    """'BCMA-directed CAR-T cell therapy (cilta-cel, ide-cel)' -> 'BCMA-directed CAR-T cell therapy'."""
+    return re.sub(r"\s*\([^)]*\)\s*$", "", title).strip() or title
+
+
+def summary_line(options: list[dict[str, Any]]) -> str:
+    if not options:
+        return "R/R MM: no option ranked for this patient; see the report (cds)"
+    first = f"R/R MM: {short_title(options[0]['title'])} ranked 1st"
+    if len(options) > 1:
+        both = f"{first}; {short_title(options[1]['title'])} 2nd (cds)"
+        if len(both) < SUMMARY_LIMIT:
+            return both
+    line = f"{first} (cds)"
+    if len(line) >= SUMMARY_LIMIT:  # a very long title: cut it, keep the rank and the tag
+        room = SUMMARY_LIMIT - len("R/R MM:  ranked 1st (cds)") - 2
+        line = f"R/R MM: {short_title(options[0]['title'])[:room]}… ranked 1st (cds)"
+    return line
+
+
+def _status(option: dict[str, Any]) -> str | None:
+    return (option.get("availability") or {}).get("status")
+
+
+def indicator(report: dict[str, Any]) -> str:
+    options = report["options"]
+    if not options or report["unknown_facts_that_matter"] or _status(options[0]) in UNAVAILABLE:
+        return "warning"
+    return "info"
+
+
+def detail(report: dict[str, Any]) -> str:
+    options = report["options"][:TOP]
+    out = [f"**{md(report['patient_id'])}**: {md(' · '.join(report['synopsis']))}", ""]
+    if options:
+        out.append("**Ranked options**")
+        out.append("")
+        for o in options:
+            tie = " (tie: catalogue order)" if o.get("tied_with") else ""
+            out.append(f"{o['rank']}. **{md(o['title'])}**{md(tie)}: {md(o['why'])}")
+            availability = o.get("availability") or {}
+            if availability.get("status") in UNAVAILABLE | {"referral"} and availability.get("marker"):
+                out.append(f"   *{md(availability['marker'])}*")
+        out.append("")
+        cautions = options[0].get("cautions") or []
+        if cautions:
+            out.append(f"**Cautions for {md(short_title(options[0]['title']))}**")
+            out.append("")
+            out.extend(f"- {md(c['title'])}" for c in cautions)
+            out.append("")
+    else:
+        out += ["**No option is ranked**: every option is excluded; the report lists the reasons.", ""]
+    facts = report["unknown_facts_that_matter"]
+    if facts:
+        out.append("**Facts to obtain** (each could change the top option)")
+        out.append("")
+        for f in facts:
+            effects = "; ".join(e["text"] for e in f["effects"])
+            out.append(f"- {md(f['description'])}: {md(effects)}")
+        out.append("")
+    out.append(f"*{md(report['disclaimer'])}*")
+    return "\n".join(out) + "\n"
+
+
+def build_card(report: dict[str, Any], *, card_uuid: str, report_url: str, version: str) -> dict[str, Any]:
+    return {
+        "uuid": card_uuid,
+        "summary": summary_line(report["options"]),
+        "indicator": indicator(report),
+        "detail": detail(report),
+        "source": {"label": f"cds {version}, rules {report['ruleset_hash'][:12]}", "url": report_url, "topic": TOPIC},
+        "links": [{"label": "Full report (ranked options, evidence, exclusions)", "url": report_url, "type": "absolute"}],
+    }

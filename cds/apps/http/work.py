@@ -1,0 +1,162 @@
+"""What a worker process does: evaluate, build the report, render it; all through the public API.
+
+Runs only in the worker processes of `cds.apps.http.pool` (the parent never loads the rules
+engine). Every task gets one reply, never an exception across the pipe:
+
+    ("ok", {...})                       the result
+    ("invalid", {"error", "field"})     bad input: the CLI's one-line message and the field path
+    ("no_myeloma", None)                a CDS Hooks patient without a myeloma diagnosis
+    ("error", message)                  an internal error (500), logged by the server
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("cds.serve.worker")
+
+
+class NoMyeloma(Exception):
+    """The chart has no multiple-myeloma diagnosis: the hook answers with no cards."""
+
+
+class WorkerState:
+    """The compiled rule folder and the configured sites of one worker process."""
+
+    def __init__(self, rules: str | None, sites: dict[str, str]):
+        import cds
+
+        self.cds = cds
+        self.rules = rules
+        self.evaluator = cds.load_rules(rules)
+        self.sites = {key: cds.load_site(Path(path), self.evaluator.ruleset) for key, path in sites.items()}
+
+    def ready_info(self) -> dict[str, Any]:
+        from cds.knowledge.site import default_site
+
+        default = default_site(self.evaluator.ruleset)
+        return {
+            "engine_version": _engine_version(self.cds.__version__),
+            "ruleset_hash": self.evaluator.ruleset.digest,
+            "default_site": _site_info(default),
+            "sites": {key: _site_info(site) for key, site in self.sites.items()},
+        }
+
+    # ------------------------------------------------------------------ tasks
+
+    def handle(self, task: dict[str, Any]) -> tuple[str, Any]:
+        try:
+            kind = task["kind"]
+            if kind == "evaluate":
+                return "ok", self.evaluate_text(task)
+            if kind == "hook":
+                return "ok", self.hook(task)
+            if kind == "render":
+                return "ok", self.cds.render(json.loads(task["output_json"]), task["format"])
+            raise ValueError(f"unknown task {kind!r}")
+        except NoMyeloma:
+            return "no_myeloma", None
+        except self.cds.ProfileError as exc:
+            return "invalid", _invalid(exc)
+        except self.cds.InputError as exc:
+            return "invalid", {"error": str(exc), "field": None}
+        except Exception as exc:
+            if os.environ.get("CDS_DEBUG"):
+                log.exception("internal error")
+            return "error", f"internal error ({type(exc).__name__})"
+
+    def _profile_from_text(self, text: str):
+        from cds.model.profile import load_profile_text
+
+        return load_profile_text(text, self.evaluator.vocabulary)
+
+    def _report(self, evaluation, site_key: str | None, evaluated_at: str | None):
+        site = self.sites[site_key] if site_key else None
+        return self.cds.build_report(evaluation, evaluated_at, site)
+
+    def evaluate_text(self, task: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/evaluate: the body (JSON text) -> the document in the format asked, and the record to store."""
+        profile = self._profile_from_text(task["text"])
+        evaluation = self.cds.evaluate(profile, rules=self.rules)
+        report = self._report(evaluation, task.get("site"), task.get("evaluated_at"))
+        fmt = task["format"]
+        document = self.cds.render(report, fmt)
+        return {"document": document, "record": _record(evaluation, report, "profile", document if fmt == "json" else None)}
+
+    def hook(self, task: dict[str, Any]) -> dict[str, Any]:
+        """patient-view: the Bundle built from the prefetch -> the card and the record to store."""
+        from .card import build_card
+
+        evaluation = self._evaluate_bundle(task["bundle"])
+        report = self._report(evaluation, task.get("site"), None)
+        card = build_card(report, card_uuid=task["card_uuid"], report_url=task["report_url"], version=self.cds.__version__)
+        return {"card": card, "record": _record(evaluation, report, "cds-hooks", None)}
+
+    def _evaluate_bundle(self, bundle: dict[str, Any]):
+        """prefetch Bundle -> evaluation, or NoMyeloma. The one place that knows the FHIR importer."""
+        try:
+            from cds.interop import fhir  # noqa: F401 - issue 14's importer, when it is on main
+        except ImportError:
+            raise self.cds.InputError("FHIR import is not available in this version of cds") from None
+        return self.cds.evaluate(bundle, rules=self.rules)
+
+
+def _engine_version(version: str) -> str:
+    """The stamp every report carries: cds and durable-rules versions."""
+    from importlib.metadata import version as installed
+
+    return f"cds {version} (durable-rules {installed('durable_rules')})"
+
+
+def _site_info(site) -> dict[str, Any] | None:
+    return None if site is None else {"name": site.name, "hash": site.digest}
+
+
+def _invalid(exc) -> dict[str, str]:
+    """The CLI's message (`error: invalid patient profile: <field>: <problem>`), for a body instead of a file."""
+    field = "(body)" if exc.field == "(file)" else exc.field
+    problem = exc.problem
+    return {
+        "error": f"invalid patient profile: {field}: {problem}" if field else f"invalid patient profile: {problem}",
+        "field": field or None,
+    }
+
+
+def _record(evaluation, report: dict[str, Any], input_kind: str, output_json: str | None) -> dict[str, Any]:
+    """What the store keeps of an evaluation (the input text is added by the server, which has it)."""
+    profile = evaluation.profile.model_dump(mode="json")
+    options = report["options"]
+    return {
+        "input_kind": input_kind,
+        "profile_json": json.dumps(profile, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        "output_json": output_json or json.dumps(report, separators=(",", ":"), ensure_ascii=False),
+        "engine_version": report["engine_version"],
+        "ruleset_hash": report["ruleset_hash"],
+        "input_hash": report["input_hash"],
+        "evaluated_at": report["evaluated_at"],
+        "patient_id": report["patient_id"],
+        "top_option": options[0]["id"] if options else None,
+        "site_name": report.get("site_name"),
+        "site_hash": report.get("site_hash"),
+    }
+
+
+def worker_main(conn, rules: str | None, sites: dict[str, str]) -> None:
+    """Entry point of a worker process (spawned): compile once, then serve tasks until the pipe closes."""
+    from .pool import worker_loop, worker_signals
+
+    worker_signals()
+    try:
+        state = WorkerState(rules, sites)
+    except Exception as exc:  # noqa: BLE001 - reported by the server as one line, exit 2
+        message = str(exc)
+        problems = getattr(exc, "problems", None)
+        if problems:
+            message = "the rule set is invalid:\n" + "\n".join(f"  {p}" for p in problems)
+        conn.send(("failed", message))
+        return
+    worker_loop(conn, state.handle, state.ready_info())

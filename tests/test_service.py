@@ -1,0 +1,362 @@
+"""`cds serve` against the real server: uvicorn in a subprocess on an ephemeral loopback port, stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+
+import httpx
+import pytest
+from live_server import CDS, ROOT, Server, alive, wait_for
+from typer.testing import CliRunner
+
+from cds.apps.cli import app as cli_app
+
+PROFILES = ROOT / "patient_profiles"
+SITE = ROOT / "tests" / "data" / "site_no_cart.yaml"
+SERVICE = "/cds-services/mm-treatment-sequencing"
+STAMP = re.compile(r"\d{4}\\?-\d\d\\?-\d\dT\d\d:\d\d:\d\dZ")
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "referrer-policy", "x-frame-options")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    s = Server(
+        tmp,
+        "--no-auth",
+        "--workers",
+        "1",
+        "--site",
+        f"nocart={SITE}",
+        "--cors-origin",
+        "https://ehr.example.org",
+        "--max-body-bytes",
+        "200000",
+    )
+    yield s
+    assert s.stop() in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+
+
+def profile_bytes(name: str = "fit_tcr_bcma_naive") -> bytes:
+    return (PROFILES / f"{name}.json").read_bytes()
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli_app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def hook_request(**over) -> dict:
+    body = {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/example", "patientId": "1288992"},
+        "prefetch": {},
+    }
+    body.update(over)
+    return body
+
+
+# ---------------------------------------------------------------------- health and the evaluation API
+
+
+def test_healthz(server):
+    h = server.health()
+    assert h["status"] == "ok"
+    assert h["engine_version"].startswith("cds ") and "durable-rules" in h["engine_version"]
+    assert re.fullmatch(r"[0-9a-f]{64}", h["ruleset_hash"])
+    assert h["site"]["name"].startswith("Default")
+    assert "nocart" in h["sites"] and h["workers"]["ready"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["json", "markdown", "html"])
+def test_evaluate_gives_the_clis_document(server, fmt, tmp_path):
+    r = server.client.post(f"/api/evaluate?format={fmt}", content=profile_bytes())
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    assert all(h in r.headers for h in SECURITY_HEADERS)
+    stamp = STAMP.search(r.text).group(0).replace("\\", "")
+    code, out, _ = cli("evaluate", str(PROFILES / "fit_tcr_bcma_naive.json"), "--format", fmt, "--timestamp", stamp)
+    assert code == 0
+    assert r.text == out
+    assert re.fullmatch(r"<http://127\.0\.0\.1:\d+/reports/[\w-]{43}>; rel=\"alternate\"", r.headers["link"])
+
+
+def test_evaluate_at_a_configured_site(server):
+    r = server.client.post("/api/evaluate?format=json&site=nocart", content=profile_bytes())
+    assert r.status_code == 200
+    assert r.json()["site_name"] == "Test centre without CAR-T"
+    bad = server.client.post("/api/evaluate?site=elsewhere", content=profile_bytes())
+    assert bad.status_code == 422 and bad.json()["field"] == "site" and "nocart" in bad.json()["error"]
+
+
+BAD_BODIES = {
+    "malformed": b'{"patient_id": "P1", "age": }',
+    "duplicate key": b'{"patient_id": "P1", "patient_id": "P2", "age": 60, "ecog": 1, "prior_lines": []}',
+    "wrong type": json.dumps({**json.loads(profile_bytes()), "age": "60"}).encode(),
+    "out of range": json.dumps({**json.loads(profile_bytes()), "ecog": 7}).encode(),
+    "unknown drug": json.dumps({**json.loads(profile_bytes()), "prior_lines": [{"agents": ["aspirinmab"]}]}).encode(),
+    "not an object": b"[1, 2, 3]",
+    "NaN": b'{"patient_id": "P1", "age": NaN, "ecog": 1, "prior_lines": []}',
+    "deep": b'{"labs": ' * 40 + b"{}" + b"}" * 40,
+    "not UTF-8": b'{"patient_id": "\xff\xfe"}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+def test_bad_input_is_422_with_the_clis_message(server, case, tmp_path):
+    body = BAD_BODIES[case]
+    r = server.client.post("/api/evaluate", content=body)
+    assert r.status_code == 422, r.text
+    got = r.json()
+    assert set(got) == {"error", "field"} and got["field"]
+    path = tmp_path / "profile.json"
+    path.write_bytes(body)
+    code, _, err = cli("evaluate", str(path))
+    assert code == 2
+    expected = err.strip().removeprefix("error: ").replace("(file)", "(body)")
+    assert got["error"] == expected
+    assert "\n" not in got["error"]
+
+
+def test_empty_body_and_bad_query_are_4xx_not_500(server):
+    r = server.client.post("/api/evaluate", content=b"  ")
+    assert r.status_code == 422 and r.json()["field"] == "(body)"
+    r = server.client.post("/api/evaluate?format=pdf", content=profile_bytes())
+    assert r.status_code == 422 and r.json()["field"] == "format"
+    assert server.client.get("/api/evaluate").status_code == 405
+    assert server.client.get("/nowhere").status_code == 404
+
+
+def test_oversized_body_is_413(server):
+    big = b'{"patient_id": "' + b"x" * 300_000 + b'"}'
+    r = server.client.post("/api/evaluate", content=big)
+    assert r.status_code == 413 and r.json()["field"] == "(body)"
+
+    def chunks():  # no Content-Length: the cap is applied while reading
+        for _ in range(30):
+            yield b"x" * 10_000
+
+    r = server.client.post("/api/evaluate", content=chunks())
+    assert r.status_code == 413
+    assert server.health()["status"] == "ok"
+
+
+def test_report_link_serves_the_report(server):
+    r = server.client.post("/api/evaluate?format=json", content=profile_bytes("frail_ecog3"))
+    link = r.headers["link"].split(">")[0].lstrip("<")
+    html = httpx.get(link, timeout=60)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    assert "img-src data:" in html.headers["content-security-policy"] and html.headers["cache-control"] == "no-store"
+    assert html.headers["referrer-policy"] == "no-referrer"
+    assert "TB-" in html.text
+    as_json = httpx.get(link + "?format=json", timeout=60)
+    assert as_json.json() == r.json()
+    assert server.client.get("/reports/" + "A" * 43).status_code == 404
+
+
+def test_cors_only_for_configured_origins(server):
+    ok = server.client.options(
+        "/cds-services",
+        headers={
+            "Origin": "https://ehr.example.org",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert ok.headers.get("access-control-allow-origin") == "https://ehr.example.org"
+    other = server.client.get("/cds-services", headers={"Origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_access_log_names_no_patient_and_no_report_token(server):
+    r = server.client.post("/api/evaluate?format=json", content=profile_bytes("rapidly_progressive"))
+    token = r.headers["link"].split("/reports/")[1].split(">")[0]
+    httpx.get(f"{server.url}/reports/{token}", timeout=60)
+    wait_for(lambda: "GET /reports/… 200" in server.log(), 30, "the access log line")
+    log = server.log()
+    assert token not in log
+    assert json.loads(profile_bytes("rapidly_progressive"))["patient_id"] not in log
+
+
+# ---------------------------------------------------------------------- CDS Hooks without the FHIR importer
+
+
+def test_discovery(server):
+    r = server.client.get("/cds-services")
+    assert r.status_code == 200
+    (svc,) = r.json()["services"]
+    assert svc["id"] == "mm-treatment-sequencing" and svc["hook"] == "patient-view"
+    assert svc["title"] and svc["description"]
+    assert svc["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+    for key in (
+        "conditions",
+        "medicationAdministrations",
+        "medicationRequests",
+        "medicationStatements",
+        "procedures",
+        "observations",
+    ):
+        assert "patient={{context.patientId}}" in svc["prefetch"][key]
+
+
+def full_prefetch(**over) -> dict:
+    prefetch = {
+        k: None
+        for k in (
+            "patient",
+            "conditions",
+            "medicationAdministrations",
+            "medicationRequests",
+            "medicationStatements",
+            "procedures",
+            "observations",
+        )
+    }
+    prefetch.update(over)
+    return prefetch
+
+
+@pytest.mark.parametrize(
+    "prefetch",
+    [
+        {},
+        {k: v for k, v in full_prefetch().items() if k != "observations"},
+        full_prefetch(conditions={"resourceType": "OperationOutcome", "issue": []}),
+        full_prefetch(observations={"resourceType": "Bundle", "type": "searchset", "link": [{"relation": "next", "url": "x"}]}),
+    ],
+)
+def test_missing_prefetch_is_412(server, prefetch):
+    r = server.client.post(SERVICE, json=hook_request(prefetch=prefetch))
+    assert r.status_code == 412, r.text
+    assert r.json()["field"] == "prefetch"
+    r = server.client.post(SERVICE, json=hook_request(prefetch=prefetch, fhirServer="https://fhir.example.org"))
+    assert r.status_code == 412  # fetching from fhirServer is not supported yet
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (hook_request(hookInstance="not-a-uuid"), "hookInstance"),
+        (hook_request(hook="order-select"), "hook"),
+        (hook_request(context={"userId": "Practitioner/1"}), "context.patientId"),
+        (hook_request(context={"patientId": 5, "userId": "Practitioner/1"}), "context.patientId"),
+        ({k: v for k, v in hook_request().items() if k != "hookInstance"}, "hookInstance"),
+        (
+            hook_request(
+                fhirAuthorization={"access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "s", "subject": "x"}
+            ),
+            "(body)",
+        ),
+        ([1, 2], "(body)"),
+    ],
+)
+def test_bad_hook_request_is_422_naming_the_field(server, body, field):
+    r = server.client.post(SERVICE, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field and r.json()["error"].startswith(field if field != "(body)" else "")
+
+
+def test_malformed_hook_json_is_422(server):
+    r = server.client.post(SERVICE, content=b'{"hook": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"].startswith("(body): not valid JSON")
+
+
+# ---------------------------------------------------------------------- feedback
+
+
+def test_feedback_is_stored_and_exported(server, tmp_path):
+    items = [
+        {
+            "card": "0f9c6f8d-0000-4000-8000-000000000001",
+            "outcome": "overridden",
+            "outcomeTimestamp": "2026-01-02T10:00:00Z",
+            "overrideReason": {"reason": {"code": "other", "display": "Other"}, "userComment": "prefers bispecific"},
+        },
+        {"card": "0f9c6f8d-0000-4000-8000-000000000002", "outcome": "accepted", "outcomeTimestamp": "2026-01-02T10:05:00Z"},
+    ]
+    r = server.client.post(SERVICE + "/feedback", json={"feedback": items})
+    assert r.status_code == 200 and r.json() == {"stored": 2}
+    out = tmp_path / "feedback.jsonl"
+    done = subprocess.run(
+        [CDS, "feedback", "export", "--db", str(server.db), "--output", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_card = {r["card_uuid"]: r for r in rows}
+    assert by_card[items[0]["card"]]["override_reason"]["userComment"] == "prefers bispecific"
+    assert by_card[items[1]["card"]]["outcome"] == "accepted"
+    bad = server.client.post(
+        SERVICE + "/feedback", json={"feedback": [{"card": "x", "outcome": "maybe", "outcomeTimestamp": "now"}]}
+    )
+    assert bad.status_code == 422 and bad.json()["field"] == "feedback[0].outcome"
+    assert server.client.post(SERVICE + "/feedback", json={"feedback": []}).status_code == 422
+
+
+# ---------------------------------------------------------------------- start-up refusals (exit 2, one line)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0", "--no-auth"], "--no-auth: only on a loopback address"),
+        (["--host", "0.0.0.0"], "refusing to bind 0.0.0.0"),
+        ([], "no authentication configured"),
+        (["--no-auth", "--workers", "1", "--rules", str(ROOT / "tests")], "the rule set is invalid"),
+        (["--no-auth", "--site", "nowhere.yaml"], "--site nowhere.yaml: no such file"),
+    ],
+)
+def test_refusals_are_one_line_exit_2(args, message, tmp_path):
+    done = subprocess.run(
+        [CDS, "serve", "--port", "0", "--db", str(tmp_path / "c.db"), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------- workers: death, replacement, graceful stop
+
+
+def test_dead_worker_gives_503_and_is_replaced_then_sigterm_finishes_requests(tmp_path):
+    s = Server(tmp_path, "--no-auth", "--workers", "1")
+    try:
+        (worker,) = wait_for(s.workers, 60, "the worker process")
+        # 1) a request inside a worker that dies gets 503, and a new worker takes over
+        os.kill(worker, signal.SIGSTOP)
+        result: dict = {}
+        t = threading.Thread(target=lambda: result.update(r=s.client.post("/api/evaluate", content=profile_bytes())))
+        t.start()
+        wait_for(lambda: s.health()["workers"]["busy"] == 1, 60, "the request to reach the worker")
+        os.kill(worker, signal.SIGKILL)
+        t.join(60)
+        assert result["r"].status_code == 503 and result["r"].json()["error"].startswith("service unavailable")
+        assert result["r"].headers["retry-after"] == "1"
+        wait_for(lambda: s.health()["workers"]["ready"] == 1, 120, "the replacement worker")
+        assert s.health()["workers"]["replaced"] == 1
+        assert s.client.post("/api/evaluate", content=profile_bytes()).status_code == 200
+        # 2) SIGTERM: the request in progress completes, then the server and its worker exit
+        (worker,) = s.workers()
+        os.kill(worker, signal.SIGSTOP)
+        t = threading.Thread(target=lambda: result.update(r=s.client.post("/api/evaluate", content=profile_bytes())))
+        t.start()
+        wait_for(lambda: s.health()["workers"]["busy"] == 1, 60, "the request to reach the worker")
+        s.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "Shutting down" in s.log(), 60, "the server to start shutting down")
+        os.kill(worker, signal.SIGCONT)
+        t.join(60)
+        assert result["r"].status_code == 200
+        s.proc.wait(60)
+        wait_for(lambda: not alive(worker), 30, "the worker to exit")
+    finally:
+        s.kill()
