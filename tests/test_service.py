@@ -156,7 +156,16 @@ def test_report_link_serves_the_report(server):
     assert html.headers["referrer-policy"] == "no-referrer"
     assert "TB-" in html.text
     as_json = httpx.get(link + "?format=json", timeout=60)
-    assert as_json.json() == r.json()
+    assert as_json.text == r.text  # the stored output, byte for byte
+    # HTML and Markdown again from the stored profile, time and site: the CLI's documents
+    for fmt, text in (("html", html.text), ("markdown", httpx.get(link + "?format=markdown", timeout=60).text)):
+        code, out, _ = cli(
+            "evaluate", str(PROFILES / "frail_ecog3.json"), "--format", fmt, "--timestamp", r.json()["evaluated_at"]
+        )
+        assert code == 0 and text == out, fmt
+    at_site = server.client.post("/api/evaluate?format=json&site=nocart", content=profile_bytes())
+    site_html = httpx.get(at_site.headers["link"].split(">")[0].lstrip("<"), timeout=60).text
+    assert "Test centre without CAR-T" in site_html
     assert server.client.get("/reports/" + "A" * 43).status_code == 404
 
 

@@ -344,7 +344,21 @@ def create_app(settings: Settings) -> FastAPI:
         stored = await run_in_threadpool(service.store.evaluation_by_report_token, token, settings.report_ttl)
         if stored is None:
             raise ApiError(404, "no such report (unknown, or older than the time reports are kept)")
-        _, document = await service.run({"kind": "render", "output_json": stored.output_text(), "format": format.value})
+        row = stored.row
+        task = {
+            "kind": "report",
+            "format": format.value,
+            "stored": {
+                "output_json": stored.output_text(),
+                "profile_json": row["profile_json"],
+                "evaluated_at": row["evaluated_at"],
+                "ruleset_hash": row["ruleset_hash"],
+                "site_hash": row["site_hash"],
+            },
+        }
+        kind, document = await service.run(task)
+        if kind == "gone":
+            raise ApiError(410, document)
         return Response(document, media_type=MEDIA[format.value])
 
     if settings.cors_origins:

@@ -6,6 +6,7 @@ engine). Every task gets one reply, never an exception across the pipe:
     ("ok", {...})                       the result
     ("invalid", {"error", "field"})     bad input: the CLI's one-line message and the field path
     ("no_myeloma", None)                a CDS Hooks patient without a myeloma diagnosis
+    ("gone", message)                   a stored report that this rule set can no longer reproduce
     ("error", message)                  an internal error (500), logged by the server
 """
 
@@ -22,6 +23,10 @@ log = logging.getLogger("cds.serve.worker")
 
 class NoMyeloma(Exception):
     """The chart has no multiple-myeloma diagnosis: the hook answers with no cards."""
+
+
+class Gone(Exception):
+    """A stored report that the running rule set (or site files) cannot reproduce."""
 
 
 class WorkerState:
@@ -55,11 +60,13 @@ class WorkerState:
                 return "ok", self.evaluate_text(task)
             if kind == "hook":
                 return "ok", self.hook(task)
-            if kind == "render":
-                return "ok", self.cds.render(json.loads(task["output_json"]), task["format"])
+            if kind == "report":
+                return "ok", self.report(task)
             raise ValueError(f"unknown task {kind!r}")
         except NoMyeloma:
             return "no_myeloma", None
+        except Gone as exc:
+            return "gone", str(exc)
         except self.cds.ProfileError as exc:
             return "invalid", _invalid(exc)
         except self.cds.InputError as exc:
@@ -85,16 +92,36 @@ class WorkerState:
         report = self._report(evaluation, task.get("site"), task.get("evaluated_at"))
         fmt = task["format"]
         document = self.cds.render(report, fmt)
-        return {"document": document, "record": _record(evaluation, report, "profile", document if fmt == "json" else None)}
+        return {"document": document, "record": _record(evaluation, report.to_dict(), "profile")}
 
     def hook(self, task: dict[str, Any]) -> dict[str, Any]:
         """patient-view: the Bundle built from the prefetch -> the card and the record to store."""
         from .card import build_card
 
         evaluation = self._evaluate_bundle(task["bundle"])
-        report = self._report(evaluation, task.get("site"), None)
-        card = build_card(report, card_uuid=task["card_uuid"], report_url=task["report_url"], version=self.cds.__version__)
-        return {"card": card, "record": _record(evaluation, report, "cds-hooks", None)}
+        data = self._report(evaluation, task.get("site"), None).to_dict()
+        card = build_card(data, card_uuid=task["card_uuid"], report_url=task["report_url"], version=self.cds.__version__)
+        return {"card": card, "record": _record(evaluation, data, "cds-hooks")}
+
+    def report(self, task: dict[str, Any]) -> str:
+        """GET /reports/{token}: the stored evaluation's report in the format asked.
+
+        JSON is the stored output itself. HTML and Markdown are rendered again from the stored
+        validated profile at the stored time and site: same input, same rule set, same output
+        (principle 4). A report made under another rule set or site file cannot be reproduced
+        here: ("gone", ...) and the JSON stays available.
+        """
+        stored = task["stored"]
+        if task["format"] == "json":
+            return json.dumps(json.loads(stored["output_json"]), indent=2, ensure_ascii=False) + "\n"
+        site_key = next((k for k, site in self.sites.items() if site.digest == stored["site_hash"]), None)
+        default = self.ready_info()["default_site"]
+        same_site = site_key is not None or stored["site_hash"] == (default or {}).get("hash")
+        if stored["ruleset_hash"] != self.evaluator.ruleset.digest or not same_site:
+            raise Gone("this report was made under another rule set or site file; its JSON is still available (?format=json)")
+        profile = self.evaluator.parse(json.loads(stored["profile_json"]))
+        report = self._report(self.cds.evaluate(profile, rules=self.rules), site_key, stored["evaluated_at"])
+        return self.cds.render(report, task["format"])
 
     def _evaluate_bundle(self, bundle: dict[str, Any]):
         """prefetch Bundle -> evaluation, or NoMyeloma. The one place that knows the FHIR importer."""
@@ -126,14 +153,14 @@ def _invalid(exc) -> dict[str, str]:
     }
 
 
-def _record(evaluation, report: dict[str, Any], input_kind: str, output_json: str | None) -> dict[str, Any]:
+def _record(evaluation, report: dict[str, Any], input_kind: str) -> dict[str, Any]:
     """What the store keeps of an evaluation (the input text is added by the server, which has it)."""
     profile = evaluation.profile.model_dump(mode="json")
     options = report["options"]
     return {
         "input_kind": input_kind,
         "profile_json": json.dumps(profile, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-        "output_json": output_json or json.dumps(report, separators=(",", ":"), ensure_ascii=False),
+        "output_json": json.dumps(report, separators=(",", ":"), ensure_ascii=False),
         "engine_version": report["engine_version"],
         "ruleset_hash": report["ruleset_hash"],
         "input_hash": report["input_hash"],
