@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -70,17 +71,30 @@ def postgres_url():
         timeout=300,
     )
     proc = subprocess.Popen(
-        [*prefix, str(pg / "postgres"), "-D", str(data), "-k", str(sock), "-c", "listen_addresses=", "-c", "fsync=off"],
+        [
+            *prefix,
+            str(pg / "postgres"),
+            "-D",
+            str(data),
+            "-k",
+            str(sock),
+            "-p",
+            "5432",
+            "-c",
+            "listen_addresses=",
+            "-c",
+            "fsync=off",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    socket_file = sock / ".s.PGSQL.5432"  # a Unix socket in our own folder: no TCP port, no clash with other servers
     deadline = time.monotonic() + 120
-    while not list(sock.glob(".s.PGSQL.*")):
+    while not (socket_file.exists() and stat.S_ISSOCK(socket_file.stat().st_mode)):
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "postgres exited"
         assert time.monotonic() < deadline, "PostgreSQL did not start"
         time.sleep(0.05)
-    port = next(sock.glob(".s.PGSQL.*")).name.rsplit(".", 1)[1]
-    yield f"postgresql://postgres@/postgres?host={sock}&port={port}"
+    yield f"postgresql://postgres@/postgres?host={sock}&port=5432"
     proc.terminate()
     try:
         proc.wait(60)
@@ -221,7 +235,7 @@ def test_unopenable_database_is_one_line(tmp_path):
 
 def _writer(url: str, case_id: str, n: int, barrier) -> None:
     s = open_store(url)
-    barrier.wait(120)
+    barrier.wait(600)
     for i in range(n):
         s.add_evaluation(new(case_id=case_id, input_json=json.dumps({"n": i, "pid": os.getpid()})))
     s.close()
@@ -244,7 +258,7 @@ def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path, reques
     for p in procs:
         p.start()
     for p in procs:
-        p.join(600)
+        p.join(1200)
     assert [p.exitcode for p in procs] == [0] * WRITERS
     versions = [h.version for h in s.case_history(case_id)]
     assert versions == list(range(1, WRITERS * PER_WRITER + 1))
