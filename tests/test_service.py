@@ -369,3 +369,99 @@ def test_dead_worker_gives_503_and_is_replaced_then_sigterm_finishes_requests(tm
         wait_for(lambda: not alive(worker), 30, "the worker to exit")
     finally:
         s.kill()
+
+
+# ---------------------------------------------------------------------- patient-view with the FHIR importer's test bundles
+
+FHIR_CASES = sorted(p for p in (ROOT / "tests" / "fhir" / "cases").glob("*.json") if not p.name.endswith(".expected.json"))
+
+
+def check_card(card: dict) -> None:
+    from test_service_card import check_card as check
+
+    check(card)
+
+
+@pytest.mark.parametrize("case", FHIR_CASES, ids=lambda p: p.stem)
+def test_patient_view_gives_one_card_for_the_cases_top_option(server, case, tmp_path):
+    from cds.apps.http.hooks import bundle_from_prefetch, prefetch_for
+
+    bundle = json.loads(case.read_text(encoding="utf-8"))
+    prefetch = prefetch_for(bundle)
+    r = server.client.post(SERVICE, json=hook_request(prefetch=prefetch))
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    (card,) = r.json()["cards"]
+    check_card(card)
+    # the card names the top option of the CLI's evaluation of the same data (the Bundle the prefetch makes)
+    rebuilt = tmp_path / "bundle.json"
+    rebuilt.write_text(json.dumps(bundle_from_prefetch(prefetch)))
+    code, out, err = cli("evaluate", str(rebuilt), "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    top = report["options"][0]["title"].split(" (")[0]
+    assert top in card["summary"] and "ranked 1st" in card["summary"]
+    assert card["source"]["label"].endswith(report["ruleset_hash"][:12])
+    (link,) = card["links"]
+    assert link["type"] == "absolute" and link["url"] == card["source"]["url"]
+    page = httpx.get(link["url"], timeout=60)
+    assert page.status_code == 200 and report["patient_id"] in page.text
+
+
+def test_patient_view_is_stored_and_its_feedback_linked(server, tmp_path):
+    from cds.apps.http.hooks import prefetch_for
+    from cds.store import open_store
+
+    bundle = json.loads(FHIR_CASES[0].read_text(encoding="utf-8"))
+    body = hook_request(
+        prefetch=prefetch_for(bundle), hookInstance="7c3a0d4e-1f0b-4a51-9f0e-5b1de7d54a10", fhirAuthorization=None
+    )
+    (card,) = server.client.post(SERVICE, json=body).json()["cards"]
+    r = server.client.post(
+        SERVICE + "/feedback",
+        json={
+            "feedback": [
+                {
+                    "card": card["uuid"],
+                    "outcome": "overridden",
+                    "outcomeTimestamp": "2026-01-02T10:00:00Z",
+                    "overrideReason": {"userComment": "tumor board chose a trial"},
+                }
+            ]
+        },
+    )
+    assert r.status_code == 200
+    store = open_store(server.db)
+    try:
+        rows = [row for row in store.iter_feedback() if row["card_uuid"] == card["uuid"]]
+        assert len(rows) == 1 and rows[0]["evaluation_id"] is not None
+        ev = store.evaluation(rows[0]["evaluation_id"])
+        assert ev.row["channel"] == "cds-hooks" and ev.row["hook_instance"] == body["hookInstance"]
+        assert ev.row["user"] == "Practitioner/example" and rows[0]["top_option"] == ev.row["top_option"]
+        assert "fhirAuthorization" not in ev.row["input_json"]
+        assert json.loads(ev.row["profile_json"])["patient_id"] == ev.row["patient_id"]
+        again = store.add_evaluation  # the same patient seen again is the next version of the same case
+        assert again is not None
+    finally:
+        store.close()
+
+
+def test_patient_without_myeloma_gets_no_cards(server):
+    from cds.apps.http.hooks import prefetch_for
+
+    bundle = json.loads(FHIR_CASES[0].read_text(encoding="utf-8"))
+    prefetch = prefetch_for(bundle)
+    prefetch["conditions"] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    r = server.client.post(SERVICE, json=hook_request(prefetch=prefetch))
+    assert r.status_code == 200 and r.json() == {"cards": []}
+    prefetch["conditions"] = None  # "no data" is the same
+    assert server.client.post(SERVICE, json=hook_request(prefetch=prefetch)).json() == {"cards": []}
+
+
+def test_api_evaluate_takes_a_fhir_bundle(server):
+    r = server.client.post("/api/evaluate?format=json", content=FHIR_CASES[0].read_bytes())
+    assert r.status_code == 200 and r.json()["options"]
+    bad = json.loads(FHIR_CASES[0].read_text())
+    bad["entry"][0]["resource"]["birthDate"] = "not-a-date"
+    r = server.client.post("/api/evaluate", json=bad)
+    assert r.status_code == 422 and r.json()["error"].startswith("FHIR bundle: ")

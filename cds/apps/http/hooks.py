@@ -129,6 +129,30 @@ class PrefetchMissing(Exception):
     """The data the service needs is not in the request (412)."""
 
 
+PREFETCH_TYPES = {
+    "conditions": "Condition",
+    "medicationAdministrations": "MedicationAdministration",
+    "medicationRequests": "MedicationRequest",
+    "medicationStatements": "MedicationStatement",
+    "procedures": "Procedure",
+    "observations": "Observation",
+}
+
+
+def prefetch_for(bundle: dict[str, Any]) -> dict[str, Any]:
+    """What an EHR would send as prefetch for the patient of `bundle` (tests, benchmark, README example).
+
+    The Patient resource, and one searchset Bundle per search of the discovery entry; resources
+    the searches would not return are left out.
+    """
+    resources = [e["resource"] for e in bundle.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    prefetch: dict[str, Any] = {"patient": next((r for r in resources if r.get("resourceType") == "Patient"), None)}
+    for key, kind in PREFETCH_TYPES.items():
+        found = [{"resource": r} for r in resources if r.get("resourceType") == kind]
+        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(found), "entry": found}
+    return prefetch
+
+
 def bundle_from_prefetch(prefetch: dict[str, Any] | None) -> dict[str, Any]:
     """One collection Bundle of every resource in the prefetch; PrefetchMissing when a key is absent or unusable.
 

@@ -69,17 +69,20 @@ class WorkerState:
             return "gone", str(exc)
         except self.cds.ProfileError as exc:
             return "invalid", _invalid(exc)
-        except self.cds.InputError as exc:
-            return "invalid", {"error": str(exc), "field": None}
+        except self.cds.InputError as exc:  # e.g. a FHIR Bundle that cannot be imported (every problem, naming the entry)
+            return "invalid", {"error": str(exc), "field": getattr(exc, "field", None)}
         except Exception as exc:
             if os.environ.get("CDS_DEBUG"):
                 log.exception("internal error")
             return "error", f"internal error ({type(exc).__name__})"
 
-    def _profile_from_text(self, text: str):
-        from cds.model.profile import load_profile_text
+    def _from_text(self, text: str):
+        """The body: a profile or a FHIR Bundle, decoded as strictly as the CLI reads a file; (evaluation, input kind)."""
+        from cds.interop.inputs import is_fhir
+        from cds.model.profile import decode_json
 
-        return load_profile_text(text, self.evaluator.vocabulary)
+        data = decode_json(text)
+        return self.cds.evaluate(data, rules=self.rules), "fhir-bundle" if is_fhir(data) else "profile"
 
     def _report(self, evaluation, site_key: str | None, evaluated_at: str | None):
         site = self.sites[site_key] if site_key else None
@@ -87,12 +90,11 @@ class WorkerState:
 
     def evaluate_text(self, task: dict[str, Any]) -> dict[str, Any]:
         """POST /api/evaluate: the body (JSON text) -> the document in the format asked, and the record to store."""
-        profile = self._profile_from_text(task["text"])
-        evaluation = self.cds.evaluate(profile, rules=self.rules)
+        evaluation, kind = self._from_text(task["text"])
         report = self._report(evaluation, task.get("site"), task.get("evaluated_at"))
         fmt = task["format"]
         document = self.cds.render(report, fmt)
-        return {"document": document, "record": _record(evaluation, report.to_dict(), "profile")}
+        return {"document": document, "record": _record(evaluation, report.to_dict(), kind)}
 
     def hook(self, task: dict[str, Any]) -> dict[str, Any]:
         """patient-view: the Bundle built from the prefetch -> the card and the record to store."""
@@ -124,12 +126,13 @@ class WorkerState:
         return self.cds.render(report, task["format"])
 
     def _evaluate_bundle(self, bundle: dict[str, Any]):
-        """prefetch Bundle -> evaluation, or NoMyeloma. The one place that knows the FHIR importer."""
+        """prefetch Bundle -> evaluation, or NoMyeloma: the FHIR importer (issue 14) decides both."""
+        from cds.interop.fhir import NoMyelomaDiagnosis
+
         try:
-            from cds.interop import fhir  # noqa: F401 - issue 14's importer, when it is on main
-        except ImportError:
-            raise self.cds.InputError("FHIR import is not available in this version of cds") from None
-        return self.cds.evaluate(bundle, rules=self.rules)
+            return self.cds.evaluate(bundle, rules=self.rules)
+        except NoMyelomaDiagnosis:
+            raise NoMyeloma() from None
 
 
 def _engine_version(version: str) -> str:

@@ -45,6 +45,10 @@ class BundleError(InputError):
         super().__init__(text)
 
 
+class NoMyelomaDiagnosis(BundleError):
+    """The Bundle has no multiple-myeloma diagnosis: not a patient for cds (a CDS Hooks call answers with no card)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     index: int

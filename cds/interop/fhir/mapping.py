@@ -19,7 +19,7 @@ from cds.errors import InputError
 from cds.model.vocabulary import Drug, Vocabulary
 
 from . import codes
-from .bundle import Bundle, BundleError, Entry, read_bundle
+from .bundle import Bundle, BundleError, Entry, NoMyelomaDiagnosis, read_bundle
 from .dates import Day, age_on, parse_day
 from .lines import RULES, Apheresis, Assessment, Exposure, Line, Transplant, derive_outcomes, split_lines
 from .units import convert
@@ -317,7 +317,7 @@ class _Import:
                     "Condition code is not one the importer reads (multiple myeloma, plasma cell leukaemia, plasmacytoma, Z99.2)",
                 )
         if not mm:
-            raise BundleError(
+            raise NoMyelomaDiagnosis(
                 ["no multiple myeloma diagnosis in the bundle (a Condition with ICD-10-CM C90.0x or SNOMED 109989006)"]
             )
         self.diagnosis_refs = [e.ref for e in mm]
