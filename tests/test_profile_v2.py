@@ -360,3 +360,67 @@ def test_v1_cases_still_parse_with_the_same_agents(evaluator):
         data = load_case(name)
         profile = evaluator.parse(copy.deepcopy(data))
         assert [line.agents for line in profile.prior_lines] == [line["agents"] for line in data["prior_lines"]]
+
+
+# --------------------------------------------------------------------------- cds validate, cds new-profile
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from cds.apps.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_validate_prints_every_problem_of_every_file(tmp_path):
+    import json
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(load_case("fit_tcr_bcma_naive")), encoding="utf-8")
+    bad = tmp_path / "bad.json"
+    data = minimal(frailty="unknown")
+    data["prior_lines"][0]["agents"][0] = "bortezomb"
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    result = _cli("validate", str(good), str(bad), str(tmp_path / "missing.json"))
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert f"{good}: ok" in out
+    assert f"{bad}: 2 problems" in out and "  frailty: " in out and "  prior_lines[0].agents[0]: unknown drug" in out
+    assert "no such file" in out and "3 files: 1 valid, 2 invalid" in out
+    assert _cli("validate", str(good)).exit_code == 0
+
+
+def test_new_profile_template_documents_every_field_and_validates_once_filled(tmp_path, evaluator):
+    from cds.model.profile import LINE_FIELDS, PROFILE_FIELDS, decode_json
+    from cds.model.template import template_fields
+
+    patient, line = template_fields()
+    assert patient == set(PROFILE_FIELDS) and line == set(LINE_FIELDS)
+    path = tmp_path / "new.json"
+    result = _cli("new-profile", str(path))
+    assert result.exit_code == 0, result.output
+    text = path.read_text(encoding="utf-8")
+    check = _cli("validate", str(path))
+    assert check.exit_code == 1 and "4 problems" in check.output  # patient_id, age, ecog, the line's agents
+    filled = (
+        text.replace('"patient_id": ""', '"patient_id": "TB-9"')
+        .replace('"age": null', '"age": 70')
+        .replace('"ecog": null', '"ecog": 1')
+        .replace('"regimen": ""', '"regimen": "DRd"')
+        .replace('// "frailty": "fit",', '"frailty": "fit",')
+        .replace('      // "refractory_to": ["lenalidomide"],', '      "refractory_to": ["lenalidomide"],')
+    )
+    profile = evaluator.parse(decode_json(filled))
+    assert profile.frailty == "fit" and profile.prior_lines[0].refractory_to == ["lenalidomide"]
+    assert _cli("new-profile", str(path)).exit_code == 2  # never overwritten without --force
+    assert _cli("new-profile", str(path), "--force").exit_code == 0
+
+
+def test_comment_lines_keep_json_line_numbers(evaluator):
+    from cds.model.profile import decode_json
+
+    with pytest.raises(ProfileError) as info:
+        decode_json('// a comment\n{\n  // another\n  "age": 1,\n}')
+    assert "line 5" in str(info.value)  # the trailing comma is reported where it is
+    assert decode_json('{"notes": "http://example.org // not a comment"}')["notes"].endswith("not a comment")

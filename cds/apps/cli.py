@@ -166,6 +166,70 @@ def evaluate(
     _run(go)
 
 
+@app.command()
+def validate(
+    paths: list[Path] = typer.Argument(..., help="Patient profiles (JSON) or FHIR R4 Bundles.", show_default=False, **_PATH),
+    rules: Path | None = _rules_option(),
+) -> None:
+    """Check profiles without evaluating them: every problem of every file, each naming its field.
+
+    Exit code 0 if every file is a valid profile, 1 if some are not, 2 on a usage error."""
+
+    def go() -> None:
+        from cds.interop.inputs import load_input
+        from cds.model.vocabulary import load_vocabulary
+        from cds.resources import rules_dir
+
+        _check_folder(rules, "--rules")
+        vocabulary = load_vocabulary((rules or rules_dir()) / "catalog" / "drugs.yaml")
+        invalid = 0
+        for path in paths:
+            try:
+                load_input(path, vocabulary)
+            except ProfileError as exc:
+                invalid += 1
+                n = len(exc.problems)
+                typer.echo(f"{path}: {n} problem{'s' if n > 1 else ''}")
+                for field, problem in exc.problems:
+                    typer.echo(f"  {field}: {problem}")
+            except InputError as exc:  # e.g. a FHIR Bundle that cannot be imported
+                invalid += 1
+                typer.echo(f"{path}: {exc}")
+            else:
+                typer.echo(f"{path}: ok")
+        if len(paths) > 1:
+            typer.echo(f"{len(paths)} files: {len(paths) - invalid} valid, {invalid} invalid")
+        if invalid:
+            raise typer.Exit(EXIT_FINDINGS)
+
+    _run(go)
+
+
+@app.command("new-profile")
+def new_profile(
+    output: str | None = typer.Argument(None, metavar="[FILE]", help="Write the template to FILE (default: stdout)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite FILE if it exists."),
+    rules: Path | None = _rules_option(),
+) -> None:
+    """Write a commented profile template: every field with what it means; fill it in, then `cds validate` it."""
+
+    def go() -> None:
+        from cds.model.template import profile_template
+        from cds.model.vocabulary import load_vocabulary
+        from cds.resources import rules_dir
+
+        if output is not None and not force and os.path.lexists(os.path.expanduser(output)):
+            raise InputError(f"{output}: exists; use --force to overwrite it")
+        out = OutputFile(output, "FILE")
+        _check_folder(rules, "--rules")
+        vocabulary = load_vocabulary((rules or rules_dir()) / "catalog" / "drugs.yaml")
+        out.write_all(profile_template(vocabulary))
+        if output is not None:
+            typer.echo(f"wrote {output}: fill it in, then run `cds validate {output}`", err=True)
+
+    _run(go)
+
+
 @app.command("import-fhir")
 def import_fhir(
     path: Path = typer.Argument(

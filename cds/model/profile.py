@@ -339,6 +339,8 @@ def _error_message(err: dict[str, Any]) -> tuple[str, str] | None:
                 field,
                 f'expected a drug name or an investigational agent {{"investigational": ..., "class": ...}}, got {type(value).__name__} {_describe(value)}',
             )
+        if value is None:
+            return field, f"expected {_TYPE_NAMES[etype]}, got null (this field is required)"
         return field, f"expected {_TYPE_NAMES[etype]}, got {type(value).__name__} {_describe(value)}{hint}"
     if etype == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
@@ -468,7 +470,7 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                         f"required: the regimen {label!r} is not a known label, so its agents must be listed{hint}",
                     )
                 )
-            elif "regimen" not in line or label is None:
+            else:
                 out.append((f"{where}.agents", 'required field is missing (or give a known regimen label, e.g. "KRd")'))
         else:
             drugs = [Resolution(a, vocabulary.lookup(a) or Drug(a, "", ())) for a in known[1]]
@@ -678,8 +680,22 @@ def parse_profile(data: Any, vocabulary: Vocabulary) -> PatientProfile:
     return _expand(profile, vocabulary)
 
 
+_COMMENT_LINE = re.compile(r"^[ \t]*//.*$", re.MULTILINE)
+
+
+def strip_comment_lines(text: str) -> str:
+    """Whole-line ``//`` comments blanked out (line numbers kept). A JSON string cannot span lines,
+    so a line that starts with ``//`` is never inside one: nothing else of the text changes."""
+    return _COMMENT_LINE.sub("", text) if "//" in text else text
+
+
 def decode_json(text: str) -> Any:
-    """Strict JSON decoding of an input file's text (a key given twice, NaN, absurd nesting are errors)."""
+    """Strict JSON decoding of an input file's text (a key given twice, NaN, absurd nesting are errors).
+
+    Whole-line ``//`` comments are allowed (the `cds new-profile` template has them)."""
+    text = strip_comment_lines(text)
+    if not text.strip():
+        raise ProfileError("(file)", "the file holds only comments")
     try:
         data = json.loads(text, object_pairs_hook=_unique_object)
     except _DuplicateKey as exc:
