@@ -267,24 +267,45 @@ def test_scoped_counterfactuals_equal_full_engine_runs(evaluator):
     assert checked > 1000
 
 
-def test_light_outcome_equals_full_ranking(evaluator):
-    """Evaluation.outcome (what batch and the unknown-fact analysis use) decides exactly as cds.decide.ranking.rank."""
-    profiles = [load_case(n) for n in case_names()] + list(_bench_profiles().generate(300, seed=5))
-    for p in profiles:
+def test_a_decision_from_the_patients_equals_one_from_scratch(evaluator):
+    """The unknown-fact analysis decides each variant incrementally from the patient's decision
+    (only the options whose rules fired differently): that must equal deciding it from scratch."""
+    checked = 0
+    for p in [load_case(n) for n in case_names()] + list(_bench_profiles().generate(300, seed=5)):
         ev = evaluator.evaluate(evaluator.parse(p))
-        light, full = ev.outcome, ev.ranking
-        assert (light.top, light.order(), light.excluded_ids()) == (full.top, full.order(), full.excluded_ids())
-        assert light.scores == tuple(o.score for o in full.options)
-        assert light.exclusions == tuple((x.id, tuple(r.rule_id for r in x.reasons)) for x in full.excluded)
-        short = evaluator.planner.outcome(ev.fired)
-        assert (short.top, short.order(), short.excluded_ids()) == (full.top, full.order(), full.excluded_ids())
-        # a variant's outcome decided incrementally from the patient's equals one decided from scratch
+        assert evaluator.decider.decide(ev.fired) == ev.decision
         facts = derive(ev.profile, evaluator.vocabulary)
         variants = evaluator.planner.variants(facts)
         fired = evaluator.engine.run_counterfactuals(engine_facts(facts), [(v.field, dict(v.assignment)) for v in variants])
         for f in fired[1:]:
-            a, b = evaluator.planner.outcome(f, base=light), evaluator.planner.outcome(f)
-            assert (a.top, a.order(), a.excluded_ids()) == (b.top, b.order(), b.excluded_ids())
+            a, b = evaluator.decider.decide(f, base=ev.decision), evaluator.decider.decide(f)
+            assert (a, a.by_option) == (b, b.by_option)
+            checked += a != ev.decision
+    assert checked > 100  # many variants decide differently from the patient
+
+
+def test_the_decision_follows_the_documented_ranking_rule(evaluator):
+    """An independent statement of the README's rule: excluded iff an exclude rule fired or a require rule
+    did not; score = fired prefer weights - fired deprefer weights; order by score, ties in catalogue order."""
+    rs = evaluator.ruleset
+    for p in [load_case(n) for n in case_names()] + list(_bench_profiles().generate(300, seed=6)):
+        fired = evaluator.evaluate(evaluator.parse(p)).fired
+        ranked, excluded = [], []
+        for index, option in enumerate(rs.options):
+            mine = [r for r in rs.rules if option.id in r.options]
+            if any(r.kind == "exclude" and r.id in fired for r in mine) or any(
+                r.kind == "require" and r.id not in fired for r in mine
+            ):
+                excluded.append(option.id)
+                continue
+            score = sum(r.weight for r in mine if r.kind == "prefer" and r.id in fired)
+            score -= sum(r.weight for r in mine if r.kind == "deprefer" and r.id in fired)
+            ranked.append((-score, index, option.id))
+        ranked.sort()
+        d = evaluator.decider.decide(fired)
+        assert d.order == tuple(oid for _, _, oid in ranked)
+        assert d.scores == tuple(-s for s, _, _ in ranked)
+        assert d.excluded == tuple(excluded)
 
 
 def test_scoped_variant_outside_its_field_is_refused(evaluator):

@@ -36,7 +36,6 @@ from strategies import (
     shuffle_keys,
 )
 
-from cds.decide.ranking import rank
 from cds.errors import ProfileError
 from cds.model.facts import CYTOGENETIC_ABNORMALITIES, FACTS, REFRACTORY_FIELD, derive, engine_facts
 from cds.model.profile import line_drugs
@@ -187,7 +186,7 @@ def test_4_a_bcma_directed_prior_line_never_moves_a_bcma_option_up(evaluator, pr
         before, after = relation(a, x, y), relation(b, x, y)
         assert after <= before, (
             f"prior {agent} ({'refractory' if refractory else 'not refractory'}) moved {x} up relative to {y}: "
-            f"{before} -> {after}; order without BCMA line {a.order()}, with {b.order()}"
+            f"{before} -> {after}; order without BCMA line {a.decision.order}, with {b.decision.order}"
         )
 
 
@@ -202,7 +201,7 @@ def test_5_bcma_naive_patient_offered_both_gets_car_t_first(evaluator, profile):
     assume("bcma_car_t" in pos and "bcma_bispecific" in pos)
     assume(ev.facts["bcma_exposed"].value is False)
     assume(ev.facts["rapidly_progressive"].value is not True)
-    assert pos["bcma_car_t"] < pos["bcma_bispecific"], ev.ranking.order()
+    assert pos["bcma_car_t"] < pos["bcma_bispecific"], ev.decision.order
 
 
 # --------------------------------------------------------------------------- 6. eligibility invariants
@@ -286,11 +285,11 @@ def brute_force_unknowns(evaluator, profile: dict, base) -> tuple[set[str], set[
         fired = []
         for start in range(0, len(variants), 64):
             fired += evaluator.engine.run([engine_facts(f) for f in variants[start : start + 64]])
-        for facts, f in zip(variants, fired):
-            r = rank(evaluator.ruleset, f, facts)
-            if r.top != base.top:
+        for f in fired:
+            d = evaluator.decider.decide(f)
+            if d.top != base.top:
                 changes_top.add(field)
-            if r.top != base.top or r.order() != base.order() or r.excluded_ids() != base.excluded_ids():
+            if d.top != base.top or d.order != base.order or set(d.excluded) != set(base.excluded):
                 changes_any.add(field)
     return changes_top, changes_any
 
@@ -299,7 +298,7 @@ def brute_force_unknowns(evaluator, profile: dict, base) -> tuple[set[str], set[
 @given(profile=profiles())
 def test_7_unknown_facts_that_matter_are_exactly_those_that_can_change_the_top_option(evaluator, profile):
     ev = evaluate(evaluator, profile)
-    expected_top, expected_any = brute_force_unknowns(evaluator, profile, ev.ranking)
+    expected_top, expected_any = brute_force_unknowns(evaluator, profile, ev.decision)
     listed_top = {u.field for u in ev.unknown_facts if u.changes_top}
     listed_any = {u.field for u in ev.unknown_facts}
     note(f"top {ev.ranking.top}; brute force: top {sorted(expected_top)}, any {sorted(expected_any)}")
@@ -316,7 +315,7 @@ def test_7_brute_force_sees_a_known_effect(evaluator):
     data = load_case("fit_tcr_bcma_naive")
     data.pop("cytogenetics")
     ev = evaluate(evaluator, data)
-    _, changes_any = brute_force_unknowns(evaluator, data, ev.ranking)
+    _, changes_any = brute_force_unknowns(evaluator, data, ev.decision)
     assert "cytogenetics" in changes_any
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cds.decide.decision import exclusions
 from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError, WorkerLost
 
 FORMAT_VERSION = "cds-batch/1"
@@ -155,13 +156,13 @@ def _load(evaluator, key: tuple[str, Any], payload: Any):
 
 def compact(ev, evaluated_at: str) -> dict[str, Any]:
     """The compact batch form of an evaluation: what the `cds evaluate --format json` report decides."""
-    r = ev.outcome  # the same decision as ev.ranking, without building the reasons' texts
+    d = ev.decision  # the decision of ev.ranking, without building the reasons' texts
     return {
         "status": "evaluated",
         "patient_id": ev.profile.patient_id,
-        "top_option": r.top,
-        "ranking": [{"id": o, "rank": n, "score": s} for n, (o, s) in enumerate(zip(r.order(), r.scores), 1)],
-        "excluded": [{"id": oid, "rules": list(rules)} for oid, rules in r.exclusions],
+        "top_option": d.top,
+        "ranking": [{"id": o, "rank": n, "score": s} for n, (o, s) in enumerate(d.ranked(), 1)],
+        "excluded": [{"id": oid, "rules": list(rules)} for oid, rules in exclusions(ev.ruleset, d)],
         "fired_rules": sorted(ev.fired),
         "unknown_facts_that_matter": [
             {"field": u.field, "effects": [{"if_value": e.label, "top_option": e.top} for e in u.effects]}
@@ -418,8 +419,8 @@ def _outcome(evaluator, key, payload) -> dict[str, Any]:
     return {
         "status": "evaluated",
         "patient_id": ev.profile.patient_id,
-        "top_option": ev.outcome.top,
-        "ranking": list(ev.outcome.order()),
+        "top_option": ev.decision.top,
+        "ranking": list(ev.decision.order),
     }
 
 

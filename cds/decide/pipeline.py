@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cds import __version__
+from cds.decide.decision import Decider, Decision
 from cds.decide.ranking import Ranking, rank
-from cds.decide.unknowns import Outcome, UnknownFact, VariantPlanner, summarize
+from cds.decide.unknowns import UnknownFact, VariantPlanner, summarize
 from cds.engine.durable import Engine, durable_version
 from cds.knowledge.ruleset import RuleSet, load_ruleset
 from cds.model.facts import REFRACTORY_FIELD, FactValue, derive, engine_facts
@@ -32,12 +33,12 @@ class Evaluation:
     unknown_facts: tuple[UnknownFact, ...]
     unknown_without_effect: tuple[str, ...]
     ruleset: RuleSet
-    outcome: Outcome  # top, order, scores and exclusions (the decision, without the report's texts)
+    decision: Decision  # ranked options with their scores, excluded options
 
     @functools.cached_property
     def ranking(self) -> Ranking:
-        """The full ranking with every reason's text, built on first use (the report needs it, a batch does not)."""
-        return rank(self.ruleset, self.fired, self.facts)
+        """The decision with every reason's text, built on first use (the report needs it, a batch does not)."""
+        return rank(self.ruleset, self.decision, self.facts)
 
     @property
     def engine_version(self) -> str:
@@ -63,6 +64,7 @@ class Evaluator:
     def __init__(self, directory: Path | None = None, analyze_unknowns: bool = True, ruleset: RuleSet | None = None):
         self.ruleset = ruleset if ruleset is not None else load_ruleset(directory or rules_dir())
         self.engine = Engine(self.ruleset)
+        self.decider = Decider(self.ruleset)
         self.planner = VariantPlanner(self.ruleset)
         self.analyze_unknowns = analyze_unknowns
 
@@ -92,15 +94,13 @@ class Evaluator:
         fired_all = self.engine.run_counterfactuals(base_facts, [(v.field, dict(v.assignment)) for v in scoped])
         for start in range(0, len(whole), 64):
             fired_all += self.engine.run([{**base_facts, **dict(v.assignment)} for v in whole[start : start + 64]])
-        # the decision (cds.decide.unknowns.Outcome: same order and exclusions as cds.decide.ranking.rank, which
-        # Evaluation.ranking runs when the report asks for the reasons' texts)
-        base = self.planner.outcome(fired_all[0], detail=True)
+        base = self.decider.decide(fired_all[0])
         unknown, without = [], []
         if self.analyze_unknowns:
-            # the analysis compares top, order and exclusions only; many variants fire the same rules
-            outcomes: dict[frozenset[str], Outcome] = {fired_all[0]: base}
-            rankings = [outcomes.get(f) or outcomes.setdefault(f, self.planner.outcome(f, base=base)) for f in fired_all[1:]]
-            unknown, without = summarize(variants, rankings, base, facts, self.planner)
+            # many variants fire the same rules: decide each fired set once, from the patient's decision
+            seen: dict[frozenset[str], Decision] = {fired_all[0]: base}
+            decisions = [seen.get(f) or seen.setdefault(f, self.decider.decide(f, base=base)) for f in fired_all[1:]]
+            unknown, without = summarize(variants, decisions, base, facts)
         return Evaluation(
             profile=profile,
             input_hash=input_hash(profile),
@@ -109,7 +109,7 @@ class Evaluator:
             unknown_facts=tuple(unknown),
             unknown_without_effect=tuple(without),
             ruleset=self.ruleset,
-            outcome=base,
+            decision=base,
         )
 
 

@@ -1,16 +1,15 @@
-"""From the rules that fired to ranked and excluded options.
+"""The report's ranking: the decision (`cds.decide.decision`) with every reason's text.
 
-An option is excluded when an ``exclude`` rule for it fired or a ``require``
-rule for it did not fire; every other option is ranked. The score of a ranked
-option is the sum of its fired prefer (+weight) and deprefer (-weight) rules;
-rank 1 is the highest score and ties keep the catalogue order, so the same
-fired rules always give the same order.
+`rank` takes the `Decision` the fired rules gave and adds, per ranked option,
+the rules that fired for it (rationale, cautions, next steps) and, per excluded
+option, the reasons it was excluded; it never decides anything itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cds.decide.decision import Decision, rules_by_option
 from cds.knowledge.ruleset import Rule, RuleSet
 from cds.model.facts import FACTS, FactValue
 
@@ -48,18 +47,13 @@ class ExcludedOption:
 
 @dataclass(frozen=True)
 class Ranking:
-    options: tuple[RankedOption, ...]
-    excluded: tuple[ExcludedOption, ...]
+    decision: Decision
+    options: tuple[RankedOption, ...]  # in the decision's order
+    excluded: tuple[ExcludedOption, ...]  # in the decision's (catalogue) order
 
     @property
     def top(self) -> str | None:
-        return self.options[0].id if self.options else None
-
-    def order(self) -> tuple[str, ...]:
-        return tuple(o.id for o in self.options)
-
-    def excluded_ids(self) -> frozenset[str]:
-        return frozenset(e.id for e in self.excluded)
+        return self.decision.top
 
 
 def _reason(rule: Rule, text: str | None = None, unknown: tuple[str, ...] = ()) -> Reason:
@@ -87,60 +81,42 @@ def _unmet_requirement(rule: Rule, facts: dict[str, FactValue]) -> Reason:
     return _reason(rule, text, unknown)
 
 
-@dataclass(frozen=True)
-class _OptionPlan:
-    """Per option, the rules acting on it by kind, with their reasons built once per rule set."""
-
-    excludes: tuple[tuple[str, Reason], ...]
-    requires: tuple[Rule, ...]
-    scored: tuple[tuple[str, int, Reason], ...]  # require/prefer/deprefer, in rule order
-    cautions: tuple[tuple[str, Reason], ...]
-    next_steps: tuple[tuple[str, Reason], ...]
+_REASONS: dict[int, tuple[RuleSet, dict[str, Reason]]] = {}
 
 
-_PLANS: dict[int, tuple[RuleSet, tuple[_OptionPlan, ...]]] = {}
-
-
-def option_plans(ruleset: RuleSet) -> tuple[_OptionPlan, ...]:
-    """Per option in catalogue order, its rules by kind (cached per rule set; also used by cds.decide.unknowns)."""
-    cached = _PLANS.get(id(ruleset))
+def _reasons(ruleset: RuleSet) -> dict[str, Reason]:
+    """Per active rule, the reason it gives when it fires (built once per rule set)."""
+    cached = _REASONS.get(id(ruleset))
     if cached is not None and cached[0] is ruleset:
         return cached[1]
-    plans = []
-    for option in ruleset.options:
-        rules = [r for r in ruleset.rules if option.id in r.options]
-        plans.append(
-            _OptionPlan(
-                excludes=tuple((r.id, _reason(r, f"{r.title}. {r.rationale}")) for r in rules if r.kind == "exclude"),
-                requires=tuple(r for r in rules if r.kind == "require"),
-                scored=tuple((r.id, r.signed_weight, _reason(r)) for r in rules if r.kind in ("require", "prefer", "deprefer")),
-                cautions=tuple((r.id, _reason(r)) for r in rules if r.kind == "caution"),
-                next_steps=tuple((r.id, _reason(r)) for r in rules if r.kind == "next_step"),
+    reasons = {r.id: _reason(r, f"{r.title}. {r.rationale}" if r.kind == "exclude" else None) for r in ruleset.rules}
+    _REASONS[id(ruleset)] = (ruleset, reasons)
+    return reasons
+
+
+def rank(ruleset: RuleSet, decision: Decision, facts: dict[str, FactValue]) -> Ranking:
+    """The decision with its reasons: what fired for each ranked option, why each other one is excluded."""
+    reasons = _reasons(ruleset)
+    groups = {g.option.id: g for g in rules_by_option(ruleset)}
+    fired = decision.fired
+    options = []
+    for n, (oid, score) in enumerate(decision.ranked(), 1):
+        g = groups[oid]
+        options.append(
+            RankedOption(
+                oid,
+                n,
+                g.option.title,
+                g.option.summary,
+                score,
+                rationale=tuple(reasons[r.id] for r in g.scored if r.id in fired),
+                cautions=tuple(reasons[r.id] for r in g.cautions if r.id in fired),
+                next_steps=tuple(reasons[r.id] for r in g.next_steps if r.id in fired),
             )
         )
-    _PLANS[id(ruleset)] = (ruleset, tuple(plans))
-    return tuple(plans)
-
-
-def rank(ruleset: RuleSet, fired: frozenset[str], facts: dict[str, FactValue]) -> Ranking:
-    ranked: list[tuple[int, int, RankedOption]] = []
-    excluded: list[ExcludedOption] = []
-    for index, (option, plan) in enumerate(zip(ruleset.options, option_plans(ruleset))):
-        exclusions = [reason for rid, reason in plan.excludes if rid in fired]
-        exclusions += [_unmet_requirement(r, facts) for r in plan.requires if r.id not in fired]
-        if exclusions:
-            excluded.append(ExcludedOption(option.id, option.title, tuple(exclusions)))
-            continue
-        rationale = tuple(reason for rid, _, reason in plan.scored if rid in fired)
-        score = sum(weight for rid, weight, _ in plan.scored if rid in fired)
-        cautions = tuple(reason for rid, reason in plan.cautions if rid in fired)
-        next_steps = tuple(reason for rid, reason in plan.next_steps if rid in fired)
-        ranked.append(
-            (-score, index, RankedOption(option.id, 0, option.title, option.summary, score, rationale, cautions, next_steps))
-        )
-    ranked.sort(key=lambda t: (t[0], t[1]))
-    options = tuple(
-        RankedOption(o.id, n, o.title, o.summary, o.score, o.rationale, o.cautions, o.next_steps)
-        for n, (_, _, o) in enumerate(ranked, 1)
-    )
-    return Ranking(options=options, excluded=tuple(excluded))
+    excluded = []
+    for oid in decision.excluded:
+        g = groups[oid]
+        why = tuple(reasons[r.id] if r.kind == "exclude" else _unmet_requirement(r, facts) for r in g.excluding(fired))
+        excluded.append(ExcludedOption(oid, g.option.title, why))
+    return Ranking(decision=decision, options=tuple(options), excluded=tuple(excluded))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from cds.decide.ranking import option_plans
+from cds.decide.decision import Decision
 from cds.knowledge.ruleset import RuleSet, leaves
 from cds.model.facts import (
     CYTO_FACT,
@@ -77,59 +77,6 @@ def _numeric_representatives(thresholds: list[float], minimum: float) -> list[tu
     return out
 
 
-class Outcome:
-    """The decision for a fired set: what the unknown-fact analysis compares (same answers as
-    `cds.decide.ranking.Ranking`'s ``top``, ``order()`` and ``excluded_ids()``), without the reasons' texts.
-
-    ``scores`` (aligned with ``order()``) and ``exclusions`` ((option, rule IDs) in catalogue
-    order) are filled only with ``VariantPlanner.outcome(..., detail=True)``. A plain slotted
-    class: one is made per counterfactual variant.
-    """
-
-    __slots__ = ("_decisions", "_excluded", "_fired", "_order", "exclusions", "scores", "top")
-
-    def __init__(
-        self,
-        top: str | None,
-        order: tuple[str, ...],
-        excluded: frozenset[str],
-        scores: tuple[int, ...] = (),
-        exclusions: tuple[tuple[str, tuple[str, ...]], ...] = (),
-        fired: frozenset[str] | None = None,
-        decisions: tuple[int | None, ...] = (),
-    ):
-        self.top = top
-        self._order = order
-        self._excluded = excluded
-        self.scores = scores
-        self.exclusions = exclusions
-        self._fired = fired  # with detail: the fired set and per option its score (None: excluded)
-        self._decisions = decisions
-
-    def order(self) -> tuple[str, ...]:
-        return self._order
-
-    def excluded_ids(self) -> frozenset[str]:
-        return self._excluded
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Outcome):
-            return NotImplemented
-        return (self.top, self._order, self._excluded, self.scores, self.exclusions) == (
-            other.top,
-            other._order,
-            other._excluded,
-            other.scores,
-            other.exclusions,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.top, self._order, self._excluded))
-
-    def __repr__(self) -> str:
-        return f"Outcome(top={self.top!r}, order={self._order!r}, excluded={sorted(self._excluded)!r})"
-
-
 #: rule kinds that take part in the ranking decision (cautions and next steps never do)
 DECIDING_KINDS = frozenset({"require", "exclude", "prefer", "deprefer"})
 
@@ -138,21 +85,6 @@ class VariantPlanner:
     """Precomputes, per rule set, the distinguishable values of each unknowable field."""
 
     def __init__(self, ruleset: RuleSet):
-        # per option, in catalogue order: (id, exclude rule IDs, require rule IDs, [(rule ID, signed weight)])
-        # -- the grouping cds.decide.ranking.rank uses, without the report's reasons
-        plans = option_plans(ruleset)
-        excludes = {o.id: tuple(rid for rid, _ in plan.excludes) for o, plan in zip(ruleset.options, plans)}
-        requires = {o.id: tuple(r.id for r in plan.requires) for o, plan in zip(ruleset.options, plans)}
-        self._options = tuple(
-            (o.id, frozenset(excludes[o.id]), frozenset(requires[o.id]), tuple((rid, w) for rid, w, _ in plan.scored if w))
-            for o, plan in zip(ruleset.options, plans)
-        )
-        self._reason_order = {o.id: (excludes[o.id], requires[o.id]) for o in ruleset.options}
-        # rule -> the positions (in self._options) of the options whose decision it takes part in
-        self._rule_options: dict[str, tuple[int, ...]] = {}
-        for index, (_oid, excl, req, weights) in enumerate(self._options):
-            for r in {*excl, *req, *(r for r, _ in weights)}:
-                self._rule_options[r] = (*self._rule_options.get(r, ()), index)
         # Only the facts of rules that decide (require/exclude/prefer/deprefer) can change the
         # ranking: a field read only by cautions or next steps is never varied, and only the
         # thresholds of deciding rules cut a lab's range into distinguishable intervals.
@@ -198,54 +130,6 @@ class VariantPlanner:
                         seen[key] = (label, tuple(full.items()))
             self._plans["cytogenetics"] = list(seen.values())
 
-    def _decide(self, index: int, fired: frozenset[str]) -> int | None:
-        """An option's score, or None when it is excluded."""
-        _, excl, req, weights = self._options[index]
-        if not excl.isdisjoint(fired) or not req <= fired:
-            return None
-        return sum([w for r, w in weights if r in fired])
-
-    def outcome(self, fired: frozenset[str], detail: bool = False, base: Outcome | None = None) -> Outcome:
-        """Top option, order and excluded options for a fired set, exactly as `cds.decide.ranking.rank` decides them.
-
-        With `detail`, also the scores and, per excluded option, the rules that exclude it
-        (fired ``exclude`` rules, then unmet ``require`` rules: the order of the report's reasons).
-        With `base` (an outcome computed with `detail`), only the options whose rules fired
-        differently from the base are decided again.
-        """
-        if base is not None and base._fired is not None:
-            decisions = list(base._decisions)
-            rule_options = self._rule_options
-            for index in {i for r in fired.symmetric_difference(base._fired) for i in rule_options.get(r, ())}:
-                decisions[index] = self._decide(index, fired)
-        else:
-            decisions = [self._decide(i, fired) for i in range(len(self._options))]
-        ranked: list[tuple[int, int, str]] = []
-        excluded: list[str] = []
-        for index, score in enumerate(decisions):
-            oid = self._options[index][0]
-            if score is None:
-                excluded.append(oid)
-            else:
-                ranked.append((-score, index, oid))
-        ranked.sort()
-        order = tuple(oid for _, _, oid in ranked)
-        if not detail:
-            return Outcome(order[0] if order else None, order, frozenset(excluded))
-        exclusions = []
-        for oid in excluded:
-            excl, req = self._reason_order[oid]
-            exclusions.append((oid, tuple(r for r in excl if r in fired) + tuple(r for r in req if r not in fired)))
-        return Outcome(
-            order[0] if order else None,
-            order,
-            frozenset(excluded),
-            tuple(-s for s, _, _ in ranked),
-            tuple(exclusions),
-            fired,
-            tuple(decisions),
-        )
-
     def variants(self, facts: dict[str, FactValue], profile: PatientProfile | None = None) -> list[Variant]:
         """The counterfactual variants of every unknown field a deciding rule reads (with `profile`,
         also the possible refractoriness records of lines that do not record it)."""
@@ -263,30 +147,31 @@ class VariantPlanner:
 
 def summarize(
     variants: list[Variant],
-    rankings: list,  # list[Ranking] aligned with variants
-    base,  # Ranking
+    decisions: list[Decision],  # aligned with variants
+    base: Decision,
     facts: dict[str, FactValue],
-    planner: VariantPlanner,
 ) -> tuple[list[UnknownFact], list[str]]:
-    """Group variant outcomes by field. Returns (facts with an effect, unknown fields without one)."""
+    """Group the variants' decisions by field. Returns (facts with an effect, unknown fields without one)."""
     by_field: dict[str, list[Effect]] = {}
     flags: dict[str, list[bool]] = {}
-    base_top, base_order, base_excluded = base.top, base.order(), base.excluded_ids()
-    for variant, ranking in zip(variants, rankings):
-        top_changed = ranking.top != base_top
-        changed = top_changed or ranking.order() != base_order or ranking.excluded_ids() != base_excluded
+    base_top, base_order, base_excluded = base.top, base.order, base.excluded
+    for variant, decision in zip(variants, decisions):
+        top_changed = decision.top != base_top
+        # `excluded` is in catalogue order, so comparing the tuples compares the sets
+        changed = top_changed or decision.order != base_order or decision.excluded != base_excluded
         f = flags.setdefault(variant.field, [False, False])
         by_field.setdefault(variant.field, [])
         if changed:
             f[0] = f[0] or top_changed
             f[1] = True
+            excluded, before = set(decision.excluded), set(base_excluded)
             by_field[variant.field].append(
                 Effect(
                     label=variant.label,
-                    top=ranking.top,
-                    order=ranking.order(),
-                    newly_excluded=tuple(sorted(ranking.excluded_ids() - base_excluded)),
-                    newly_offered=tuple(sorted(base_excluded - ranking.excluded_ids())),
+                    top=decision.top,
+                    order=decision.order,
+                    newly_excluded=tuple(sorted(excluded - before)),
+                    newly_offered=tuple(sorted(before - excluded)),
                 )
             )
     result = [

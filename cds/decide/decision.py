@@ -1,0 +1,146 @@
+"""The ranking decision, made in one place: from the rules that fired to ranked and excluded options.
+
+An option is excluded when an ``exclude`` rule for it fired or a ``require``
+rule for it did not fire; every other option is ranked. The score of a ranked
+option is the sum of its fired ``prefer`` (+weight) and ``deprefer`` (-weight)
+rules; rank 1 is the highest score and ties keep the catalogue order, so the
+same fired rules always give the same decision.
+
+`Decider(ruleset).decide(fired)` returns a `Decision`: the ranked option IDs
+with their scores and the excluded option IDs, nothing else. Both users build
+on it: `cds.decide.ranking.rank` adds the reasons' texts for the report, and the
+unknown-fact analysis (`cds.decide.unknowns`) compares the decisions of the
+counterfactual variants with the patient's. The two can therefore never
+disagree on what is ranked where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cds.knowledge.ruleset import OptionSpec, Rule, RuleSet
+
+
+@dataclass(frozen=True)
+class OptionRules:
+    """The active rules acting on one option, by kind, each in rule order."""
+
+    option: OptionSpec
+    excludes: tuple[Rule, ...]
+    requires: tuple[Rule, ...]
+    scored: tuple[Rule, ...]  # require, prefer and deprefer rules: the report's rationale
+    cautions: tuple[Rule, ...]
+    next_steps: tuple[Rule, ...]
+
+    def excluding(self, fired: frozenset[str]) -> tuple[Rule, ...]:
+        """The rules that exclude the option for `fired`: fired ``exclude`` rules, then unmet ``require`` rules."""
+        return tuple(r for r in self.excludes if r.id in fired) + tuple(r for r in self.requires if r.id not in fired)
+
+
+_GROUPS: dict[int, tuple[RuleSet, tuple[OptionRules, ...]]] = {}
+
+
+def rules_by_option(ruleset: RuleSet) -> tuple[OptionRules, ...]:
+    """Per option in catalogue order, its rules by kind (computed once per rule set)."""
+    cached = _GROUPS.get(id(ruleset))
+    if cached is not None and cached[0] is ruleset:
+        return cached[1]
+    groups = []
+    for option in ruleset.options:
+        rules = [r for r in ruleset.rules if option.id in r.options]
+        groups.append(
+            OptionRules(
+                option=option,
+                excludes=tuple(r for r in rules if r.kind == "exclude"),
+                requires=tuple(r for r in rules if r.kind == "require"),
+                scored=tuple(r for r in rules if r.kind in ("require", "prefer", "deprefer")),
+                cautions=tuple(r for r in rules if r.kind == "caution"),
+                next_steps=tuple(r for r in rules if r.kind == "next_step"),
+            )
+        )
+    _GROUPS[id(ruleset)] = (ruleset, tuple(groups))
+    return tuple(groups)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the fired rules decide: the ranked options with their scores, and the excluded ones.
+
+    Two decisions are equal when they rank the same options in the same order
+    with the same scores and exclude the same options.
+    """
+
+    order: tuple[str, ...]  # ranked option IDs, rank 1 first
+    scores: tuple[int, ...]  # aligned with `order`
+    excluded: tuple[str, ...]  # excluded option IDs, in catalogue order
+    fired: frozenset[str] = field(compare=False, repr=False)  # what was decided on
+    # per option in catalogue order: its score, or None when excluded (for `Decider.decide(base=...)`)
+    by_option: tuple[int | None, ...] = field(compare=False, repr=False)
+
+    @property
+    def top(self) -> str | None:
+        return self.order[0] if self.order else None
+
+    def ranked(self) -> tuple[tuple[str, int], ...]:
+        """(option ID, score) pairs in rank order."""
+        return tuple(zip(self.order, self.scores))
+
+
+class Decider:
+    """Decides rankings for one rule set (its rule tables are built once)."""
+
+    def __init__(self, ruleset: RuleSet):
+        self.ruleset = ruleset
+        self.groups = rules_by_option(ruleset)
+        # per option in catalogue order: (exclude rule IDs, require rule IDs, (rule ID, signed weight) of weighted rules)
+        self._tests = tuple(
+            (
+                frozenset(r.id for r in g.excludes),
+                frozenset(r.id for r in g.requires),
+                tuple((r.id, r.signed_weight) for r in g.scored if r.signed_weight),
+            )
+            for g in self.groups
+        )
+        self._ids = tuple(g.option.id for g in self.groups)
+        # rule ID -> the positions of the options whose decision it takes part in
+        self._options_of: dict[str, tuple[int, ...]] = {}
+        for index, (excl, req, weights) in enumerate(self._tests):
+            for rid in {*excl, *req, *(r for r, _ in weights)}:
+                self._options_of[rid] = (*self._options_of.get(rid, ()), index)
+
+    def _score(self, index: int, fired: frozenset[str]) -> int | None:
+        """An option's score, or None when it is excluded."""
+        excl, req, weights = self._tests[index]
+        if not excl.isdisjoint(fired) or not req <= fired:
+            return None
+        return sum([w for r, w in weights if r in fired])
+
+    def decide(self, fired: frozenset[str], base: Decision | None = None) -> Decision:
+        """The decision for the rules that fired.
+
+        With `base` (a decision of the same decider), only the options whose rules
+        fired differently from the base's are decided again: the unknown-fact
+        analysis decides many variants that differ from the patient's in a few rules.
+        """
+        if base is not None:
+            by_option = list(base.by_option)
+            options_of = self._options_of
+            for index in {i for r in fired.symmetric_difference(base.fired) for i in options_of.get(r, ())}:
+                by_option[index] = self._score(index, fired)
+        else:
+            by_option = [self._score(i, fired) for i in range(len(self._tests))]
+        ids = self._ids
+        ranked = sorted((-score, index) for index, score in enumerate(by_option) if score is not None)
+        return Decision(
+            order=tuple(ids[i] for _, i in ranked),
+            scores=tuple(-s for s, _ in ranked),
+            excluded=tuple(ids[i] for i, score in enumerate(by_option) if score is None),
+            fired=fired,
+            by_option=tuple(by_option),
+        )
+
+
+def exclusions(ruleset: RuleSet, decision: Decision) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Per excluded option (catalogue order), the IDs of the rules that exclude it, in the order of the report's reasons."""
+    groups = {g.option.id: g for g in rules_by_option(ruleset)}
+    return tuple((oid, tuple(r.id for r in groups[oid].excluding(decision.fired))) for oid in decision.excluded)
