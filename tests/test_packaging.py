@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import PROFILES, ROOT
 
+import schemas
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
@@ -59,5 +61,5 @@ def test_installed_wheel_evaluates_from_another_folder(wheel, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = schemas.validate(schemas.REPORT, json.loads(proc.stdout))  # a subprocess: not seen by conftest's check
     assert report["options"][0]["id"] == "bcma_bispecific"

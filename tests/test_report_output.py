@@ -8,6 +8,7 @@ import pytest
 from conftest import PROFILES, RULES, load_case
 from typer.testing import CliRunner
 
+import schemas
 from cds.apps.cli import app
 from cds.report.build import build_report
 from cds.report.render import render
@@ -164,3 +165,4 @@ def test_same_output_across_processes_and_hash_seeds():
         assert proc.returncode == 0, proc.stderr
         outputs.append(proc.stdout)
     assert outputs[0] == outputs[1] == outputs[2]
+    schemas.validate(schemas.REPORT, json.loads(outputs[0]))  # a subprocess's output: not seen by conftest's check

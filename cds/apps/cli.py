@@ -390,6 +390,37 @@ def examples(
     _run(go)
 
 
+@app.command()
+def schemas(
+    output_dir: Path = typer.Option(Path("schemas"), "--output-dir", help="Folder for the JSON Schemas.", **_PATH),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if a committed schema is out of date."),
+) -> None:
+    """Regenerate the JSON Schemas in schemas/ (profile, rule file, site file, JSON report, batch result line)."""
+
+    def go() -> None:
+        from cds.apps import schemas as s
+
+        if output_dir.exists() and not output_dir.is_dir():
+            raise InputError(f"--output-dir {output_dir}: not a folder")
+        expected = s.generate()
+        if check:
+            problems = s.stale(output_dir, expected)
+            for p in problems:
+                typer.echo(p, err=True)
+            if problems:
+                typer.echo(f"schemas are out of date; regenerate with: {s.REGENERATE_COMMAND}", err=True)
+                raise typer.Exit(1)
+            typer.echo(f"{len(expected)} schemas up to date in {output_dir}", err=True)
+            return
+        try:
+            changed = s.write(output_dir, expected)
+        except OSError as exc:
+            raise InputError(f"--output-dir {output_dir}: cannot write ({exc.strerror or exc})") from None
+        typer.echo(f"{len(expected)} schemas in {output_dir}; {len(changed)} written", err=True)
+
+    _run(go)
+
+
 def _progress(total_of, quiet: bool):
     """A rich progress bar on stderr when it is a terminal; None (no output) otherwise."""
     if quiet or not sys.stderr.isatty():

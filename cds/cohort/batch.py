@@ -34,7 +34,9 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
+
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from here on Python < 3.12 (schemas)
 
 from cds.decide.decision import exclusions
 from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError, WorkerLost
@@ -152,6 +154,64 @@ def _load(evaluator, key: tuple[str, Any], payload: Any):
             raise
         # a JSONL record is a line, not a file: same message as `cds evaluate`, but for "(line)"
         raise ProfileError("(line)", exc.problem) from None
+
+
+# The shape of one output line (schemas/batch-result.schema.json is generated from these types; the
+# records themselves are plain dicts, built fast). "line" (JSONL input) or "file" (a folder) names the record.
+class _Where(TypedDict, total=False):
+    line: int
+    file: str
+
+
+class RankedId(TypedDict):
+    id: str
+    rank: int
+    score: int
+
+
+class ExcludedId(TypedDict):
+    id: str
+    rules: list[str]
+
+
+class EffectTop(TypedDict):
+    if_value: str
+    top_option: str | None
+
+
+class UnknownTop(TypedDict):
+    field: str
+    effects: list[EffectTop]
+
+
+class EvaluatedLine(_Where):
+    status: Literal["evaluated"]
+    patient_id: str
+    top_option: str | None
+    ranking: list[RankedId]
+    excluded: list[ExcludedId]
+    fired_rules: list[str]
+    unknown_facts_that_matter: list[UnknownTop]
+    unknown_facts_affecting_ranking: list[str]
+    input_hash: str
+    ruleset_hash: str
+    engine_version: str
+    evaluated_at: str
+
+
+class InvalidLine(_Where):
+    status: Literal["invalid"]
+    error: str
+    field: str
+    problem: str
+
+
+class ErrorLine(_Where):
+    status: Literal["error"]
+    error: str
+
+
+ResultLine = EvaluatedLine | InvalidLine | ErrorLine
 
 
 def compact(ev, evaluated_at: str) -> dict[str, Any]:
