@@ -8,6 +8,7 @@ The public API (see `cds.api`; imported on first use, so ``import cds`` is cheap
     evaluate(data, *, rules=None) -> Evaluation      one patient (profile dict, PatientProfile or file path)
     load_rules(directory=None) -> Evaluator          a compiled rule folder (once per process)
     build_report(evaluation, evaluated_at=None, site=None) -> Report   (cds.report.model; .to_dict() is the JSON)
+    summarize(report) -> Summary                     page 1: top options, facts to obtain, exclusions (cds.report.summary)
     render(report, fmt) -> str                       "json" | "markdown" | "html"
     evaluation_time(fixed=None) -> str               ISO-8601 UTC evaluation time (``--timestamp``)
     load_site(path, ruleset) -> Site                 site settings (availability at a centre)
@@ -31,6 +32,8 @@ _EXPORTS = {
     "evaluation_time": "cds.report.build",
     "render": "cds.report.render",
     "Report": "cds.report.model",
+    "summarize": "cds.report.summary",
+    "Summary": "cds.report.summary",
     "load_site": "cds.knowledge.site",
     "Evaluation": "cds.decide.pipeline",
     "Evaluator": "cds.decide.pipeline",

@@ -20,6 +20,7 @@ from cds.decide.unknowns import field_description
 from cds.knowledge.evidence import MEASURE_LABELS
 from cds.report.build import qualifier
 from cds.report.model import Report
+from cds.report.summary import Summary, summarize
 from cds.report.timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL
 
 # The key-evidence table of an option: one column per measure a haematologist
@@ -65,6 +66,18 @@ _KEY_CASE_FACTS = frozenset(name for name, always in _CASE_FACTS if always)
 
 # An option whose parts add up to at most this many items is kept on one printed page.
 _KEEP_TOGETHER_ITEMS = 12
+
+# Page 1 lists at most this many facts to obtain and exclusions; the rest are counted and in the appendix.
+PAGE1_FACTS = 6
+PAGE1_EXCLUDED = 12
+# availability status -> (page-1 badge text, CSS class): "referral" is information, not an error
+AVAILABILITY_BADGE = {
+    "unavailable": ("Not available here", "bad"),
+    "not_reimbursed": ("Not reimbursed here", "bad"),
+    "referral": ("Referral needed", "info"),
+    "available": ("Available here", "good"),
+    "unknown": ("Availability not stated", "muted"),
+}
 
 
 def _num(value: Any) -> str:
@@ -162,6 +175,12 @@ def _marker(item: dict[str, Any]) -> str | None:
     return a["marker"] if a else None
 
 
+def _marker_class(item: dict[str, Any]) -> str:
+    """A referral is information (blue), not the red box of 'not available'."""
+    a = item.get("availability")
+    return "info" if a and a["status"] == "referral" else "bad"
+
+
 def _lines_view(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for line in lines:
         agents = line["agents"]
@@ -176,6 +195,26 @@ def _lines_view(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return lines
 
 
+def summary_view(summary: Summary) -> dict[str, Any]:
+    """Page 1: the summary's data with badges, and its lists cut to what fits one page."""
+    from cds.report.model import to_data
+
+    v: dict[str, Any] = to_data(summary)
+    for o in [*v["options"], *([v["best_available"]] if v["best_available"] else [])]:
+        badge = AVAILABILITY_BADGE.get(o["availability_status"] or "")
+        o["badge"], o["badge_class"] = badge if badge else (None, None)
+        k = o["key_figure"]
+        if k:
+            k["text"] = f"{k['study']}: {k['measure']} {k['value']}" + (f" (n={k['n']})" if k["n"] else "")
+    facts, excluded = v["facts_to_obtain"], v["excluded"]
+    v["facts_to_obtain"], v["facts_more"] = facts[:PAGE1_FACTS], max(len(facts) - PAGE1_FACTS, 0)
+    v["excluded"], v["excluded_more"] = excluded[:PAGE1_EXCLUDED], max(len(excluded) - PAGE1_EXCLUDED, 0)
+    v["ruleset_hash_short"] = v["ruleset_hash"][:12]
+    v["evaluated_date"] = v["evaluated_at"][:10]
+    v["ranked_more"] = v["ranked_count"] - len(v["options"])
+    return v
+
+
 def report_view(report: Report) -> dict[str, Any]:
     """The report's data with the fields only the templates need (see the module docstring)."""
     r = report.to_dict()
@@ -185,7 +224,7 @@ def report_view(report: Report) -> dict[str, Any]:
             _reasons_view(o[group])
         o["key_studies"] = [e for e in o["key_evidence"] if evidence[e]["kind"] != "statement"]
         o["key_statements"] = [e for e in o["key_evidence"] if evidence[e]["kind"] == "statement"]
-        o["marker"] = _marker(o)
+        o["marker"], o["marker_class"] = _marker(o), _marker_class(o)
         size = len(o["rationale"]) + len(o["key_evidence"]) + len(o["cautions"]) + len(o["next_steps"])
         o["keep"] = size <= _KEEP_TOGETHER_ITEMS
     for c in r["evidence_conflicts"]:
@@ -193,7 +232,7 @@ def report_view(report: Report) -> dict[str, Any]:
             side["location_text"] = side["location"] or "text"
     for x in r["excluded"]:
         _reasons_view(x["reasons"])
-        x["marker"] = _marker(x)
+        x["marker"], x["marker_class"] = _marker(x), _marker_class(x)
     r.update(
         case_inputs=case_inputs(r["inputs"]),
         case_facts=case_facts(r["derived_facts"]),
@@ -207,5 +246,6 @@ def report_view(report: Report) -> dict[str, Any]:
         ruleset_hash_short=r["ruleset_hash"][:16],
         input_hash_short=r["input_hash"][:16],
         evaluated_date=r["evaluated_at"][:10],
+        summary=summary_view(summarize(report)),
     )
     return r

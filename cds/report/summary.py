@@ -1,0 +1,227 @@
+"""The one-page summary a tumor board decides from: page 1 of the report, the terminal summary, the board.
+
+`summarize(report)` picks from a `cds.report.model.Report` what a chairperson
+reads out first: the top options (up to 3, plus any option tied with the
+third) each with a one-line net "why" (what raised and what lowered its score),
+the key figure of its strongest evidence with the source and the evidence
+level, its most important caution and its availability at the site; the best
+option available here when rank 1 is not; the unknown facts that would change
+the top option, each with its effect; and what was excluded, one line each.
+
+Typed and free of presentation (no HTML, no Markdown): the HTML and Markdown
+page 1, `cds evaluate` on a terminal, `cds board` and CDS Hooks cards are
+all drawn from it. Everything in it comes from the report, so it never says
+more than the full report does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cds.report import model as m
+
+TOP_OPTIONS = 3
+# availability statuses for which page 1 names the best option available here beside rank 1
+NOT_HERE = ("unavailable", "not_reimbursed", "referral")
+# The measures a key figure is taken from, in the order a haematologist compares them.
+KEY_MEASURES = ("orr", "cr", "median_pfs", "median_os", "pfs_rate", "os_rate", "median_dor")
+# Evidence kinds from strongest to weakest, until evidence levels are in the registry.
+_KIND_STRENGTH = {"trial": 0, "real_world": 1, "regulatory": 2, "statement": 3}
+_KIND_LABEL = {"trial": "trial", "real_world": "real-world data", "regulatory": "regulatory", "statement": "statement"}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFigure:
+    evidence_id: str
+    study: str  # trial name or entry title
+    measure: str  # e.g. "ORR", "median PFS"
+    value: str  # exactly as the source prints it
+    n: int | None
+    source: str  # e.g. "S001, Table 2"
+    level: str  # evidence level (or kind until levels are in the registry)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreReason:
+    rule_id: str
+    text: str
+    weight: int  # + raised, - lowered the score, 0 a requirement met
+
+
+@dataclass(frozen=True, slots=True)
+class TopOption:
+    id: str
+    rank: int
+    title: str
+    short_title: str
+    score: int
+    tied: bool
+    why: str  # one line: what raised the score, then what lowered it
+    raised: list[ScoreReason]
+    lowered: list[ScoreReason]
+    key_figure: KeyFigure | None
+    caution: str | None  # the most important caution (a safety caution first)
+    availability_status: str | None  # available, unavailable, not_reimbursed, referral, unknown; None: no site
+    availability: str | None  # the marker text, or None when available or not stated
+
+
+@dataclass(frozen=True, slots=True)
+class FactToObtain:
+    field: str
+    description: str
+    effects: list[str]  # "if no: BCMA x CD3 bispecific antibody ranks first"
+
+
+@dataclass(frozen=True, slots=True)
+class ExcludedLine:
+    id: str
+    title: str
+    short_title: str
+    reason: str  # the first reason, in a few words (the rule's title)
+    more: int  # further reasons not shown
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    patient_id: str
+    age: int
+    sex: str | None
+    synopsis: list[str]
+    evaluated_at: str
+    engine_version: str
+    ruleset_hash: str
+    site_name: str | None
+    options: list[TopOption]
+    ranked_count: int
+    best_available: TopOption | None  # when rank 1 is not available or needs referral here
+    facts_to_obtain: list[FactToObtain]
+    excluded: list[ExcludedLine]
+
+
+def short_title(title: str) -> str:
+    """An option's title without its parenthesised examples: 'BCMA x CD3 bispecific antibody'."""
+    head = title.split(" (", 1)[0].strip()
+    return head or title
+
+
+def _source(e: m.Evidence) -> str:
+    return f"{e.source_id}, {e.location}" if e.location else e.source_id
+
+
+def _level(e: m.Evidence) -> str:
+    level = getattr(e, "level", None)  # the registry's evidence level, once entries carry one
+    return str(level) if level else _KIND_LABEL.get(e.kind, e.kind)
+
+
+def key_figure(option: m.RankedOption, evidence: dict[str, m.Evidence]) -> KeyFigure | None:
+    """The first key measure of the strongest study the option's rationale cites (statements have no figures)."""
+    entries = [evidence[i] for i in option.key_evidence if i in evidence]
+    ordered = sorted(enumerate(entries), key=lambda t: (_KIND_STRENGTH.get(t[1].kind, 9), t[0]))
+    for _, e in ordered:
+        for measure in KEY_MEASURES:
+            fig = next((f for f in e.figures if f.measure == measure), None)
+            if fig is not None:
+                return KeyFigure(
+                    evidence_id=e.id,
+                    study=e.trial or e.title,
+                    measure=fig.label,
+                    value=fig.value,
+                    n=e.n,
+                    source=_source(e),
+                    level=_level(e),
+                )
+    return None
+
+
+def _caution(option: m.RankedOption) -> str | None:
+    for c in option.cautions:
+        if c.category == "safety":
+            return c.title
+    return option.cautions[0].title if option.cautions else None
+
+
+def _why(raised: list[ScoreReason], lowered: list[ScoreReason]) -> str:
+    parts = [f"+{r.weight} {r.text}" for r in raised] + [f"\u2212{-r.weight} {r.text}" for r in lowered]
+    return "; ".join(parts) or "eligible; no preference rule applies"
+
+
+def _top(o: m.RankedOption, evidence: dict[str, m.Evidence], tied: bool) -> TopOption:
+    raised = [ScoreReason(r.rule_id, r.title, r.weight) for r in o.rationale if r.weight > 0]
+    lowered = [ScoreReason(r.rule_id, r.title, r.weight) for r in o.rationale if r.weight < 0]
+    a = o.availability
+    return TopOption(
+        id=o.id,
+        rank=o.rank,
+        title=o.title,
+        short_title=short_title(o.title),
+        score=o.score,
+        tied=tied,
+        why=_why(raised, lowered),
+        raised=raised,
+        lowered=lowered,
+        key_figure=key_figure(o, evidence),
+        caution=_caution(o),
+        availability_status=a.status if a else None,
+        availability=a.marker if a else None,
+    )
+
+
+_VALUE_WORDS = {"true": "yes", "false": "no"}
+
+
+def _effects(u: m.UnknownFact, titles: dict[str, str]) -> list[str]:
+    out = []
+    for e in u.effects:
+        value = _VALUE_WORDS.get(e.if_value, e.if_value)
+        if e.top_option is None:
+            out.append(f"if {value}: no option would remain")
+        else:
+            out.append(f"if {value}: {titles.get(e.top_option, e.top_option)} ranks first")
+    return out
+
+
+def summarize(report: m.Report) -> Summary:
+    """The page-1 summary of a report (see the module docstring)."""
+    options = report.options
+    shown = list(options[:TOP_OPTIONS])
+    if len(options) > TOP_OPTIONS:
+        third = options[TOP_OPTIONS - 1]
+        shown += [o for o in options[TOP_OPTIONS:] if o.score == third.score]
+    tops = [_top(o, report.evidence, bool(o.tied_with)) for o in shown]
+    best = None
+    if options and options[0].availability is not None and options[0].availability.status in NOT_HERE:
+        here = next(
+            (o for o in options[1:] if o.availability is not None and o.availability.status == "available"),
+            None,
+        )
+        if here is not None:
+            best = next((t for t in tops if t.id == here.id), None) or _top(here, report.evidence, bool(here.tied_with))
+    titles = {o.id: short_title(o.title) for o in [*options, *report.excluded]}
+    sex = report.inputs.get("sex")
+    return Summary(
+        patient_id=report.patient_id,
+        age=report.age,
+        sex=sex if isinstance(sex, str) else None,
+        synopsis=list(report.synopsis),
+        evaluated_at=report.evaluated_at,
+        engine_version=report.engine_version,
+        ruleset_hash=report.ruleset_hash,
+        site_name=report.site_name,
+        options=tops,
+        ranked_count=len(options),
+        best_available=best,
+        facts_to_obtain=[
+            FactToObtain(field=u.field, description=u.description, effects=_effects(u, titles))
+            for u in report.unknown_facts_that_matter
+        ],
+        excluded=[
+            ExcludedLine(
+                id=x.id,
+                title=x.title,
+                short_title=short_title(x.title),
+                reason=x.reasons[0].title if x.reasons else "excluded",
+                more=max(len(x.reasons) - 1, 0),
+            )
+            for x in report.excluded
+        ],
+    )

@@ -1,0 +1,91 @@
+"""Page 1: the summary a tumor board decides from (cds.report.summary), in HTML and Markdown."""
+
+from __future__ import annotations
+
+from conftest import load_case
+
+from cds.report.build import build_report
+from cds.report.render import render
+from cds.report.summary import TOP_OPTIONS, summarize
+
+FIXED = "2026-01-01T00:00:00Z"
+
+
+def report_of(evaluator, name, **changes):
+    return build_report(evaluator.evaluate(evaluator.parse({**load_case(name), **changes})), FIXED)
+
+
+def test_top_options_are_three_plus_ties_with_the_third(evaluator):
+    report = report_of(evaluator, "prior_belantamab_cart_candidate")
+    s = summarize(report)
+    third = report.options[TOP_OPTIONS - 1]
+    expected = [o.id for o in report.options[:TOP_OPTIONS]] + [
+        o.id for o in report.options[TOP_OPTIONS:] if o.score == third.score
+    ]
+    assert [o.id for o in s.options] == expected
+    assert s.ranked_count == len(report.options)
+    assert any(o.tied for o in s.options)
+
+
+def test_net_why_says_what_lowered_the_score(evaluator):
+    report = report_of(evaluator, "penta_refractory_after_teclistamab")
+    s = summarize(report)
+    for option, top in zip(report.options, s.options):
+        lowered = [r for r in option.rationale if r.weight < 0]
+        assert [r.rule_id for r in top.lowered] == [r.rule_id for r in lowered]
+        for r in lowered:
+            assert f"\u2212{-r.weight} {r.title}" in top.why
+        assert top.score == sum(r.weight for r in option.rationale)
+    assert any(t.lowered for t in s.options), "this case has a deprefer rule among its top options"
+
+
+def test_key_figure_comes_from_the_cited_evidence_with_source_and_level(evaluator):
+    report = report_of(evaluator, "fit_tcr_bcma_naive")
+    for top, option in zip(summarize(report).options, report.options):
+        if top.key_figure is None:
+            assert all(not report.evidence[e].figures for e in option.key_evidence)
+            continue
+        entry = report.evidence[top.key_figure.evidence_id]
+        assert entry.id in option.key_evidence
+        assert top.key_figure.value in [f.value for f in entry.figures]
+        assert top.key_figure.source.startswith(entry.source_id) and top.key_figure.level
+
+
+def test_best_option_available_here_when_rank_1_needs_referral(evaluator):
+    report = report_of(evaluator, "unknowns_not_assessed")
+    s = summarize(report)
+    assert s.options[0].availability_status == "referral"
+    assert s.best_available is not None and s.best_available.availability_status == "available"
+    assert s.best_available.rank > 1
+    html = render(report, "html")
+    assert "Best option available here:" in html and 'class="badge info">Referral needed' in html
+    assert "**Best option available here:**" in render(report, "markdown")
+
+
+def test_no_best_available_line_when_rank_1_is_available(evaluator):
+    assert summarize(report_of(evaluator, "frail_ecog3")).best_available is None
+
+
+def test_facts_to_obtain_say_what_each_value_would_change(evaluator):
+    report = report_of(evaluator, "unknowns_not_assessed")
+    s = summarize(report)
+    assert [f.field for f in s.facts_to_obtain] == [u.field for u in report.unknown_facts_that_matter]
+    access = next(f for f in s.facts_to_obtain if f.field == "car_t_center_access")
+    assert access.effects == ["if no: BCMA x CD3 bispecific antibody ranks first"]
+
+
+def test_excluded_one_line_each(evaluator):
+    report = report_of(evaluator, "t1114_penta_refractory")
+    s = summarize(report)
+    assert [x.id for x in s.excluded] == [x.id for x in report.excluded]
+    for line, x in zip(s.excluded, report.excluded):
+        assert line.reason == x.reasons[0].title and line.more == len(x.reasons) - 1
+        assert "(" not in line.short_title
+
+
+def test_page_one_comes_first_in_both_formats(evaluator):
+    report = report_of(evaluator, "rapidly_progressive")
+    html = render(report, "html")
+    assert html.index('id="summary"') < html.index('class="appendix"') < html.index('id="case"')
+    md = render(report, "markdown")
+    assert md.index("## Top options") < md.index("## Facts to obtain") < md.index("# Appendix") < md.index("## 1. Case summary")
