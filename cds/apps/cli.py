@@ -51,6 +51,21 @@ class Format(str, Enum):  # noqa: UP042 - typer renders str-mixin enums as plain
     markdown = "markdown"
     html = "html"
     json = "json"
+    pdf = "pdf"
+
+
+# --output's suffix gives the format when --format is not given (and must agree with it when it is)
+SUFFIX_FORMAT = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".json": "json", ".pdf": "pdf"}
+
+
+def output_format(format: Format | None, output: str | None, option: str = "--output") -> str | None:
+    """The report format: --format, else --output's suffix; None: neither (the caller's default)."""
+    implied = SUFFIX_FORMAT.get(Path(output).suffix.lower()) if output else None
+    if format is not None:
+        if implied is not None and implied != format.value:
+            raise InputError(f"{option} {output}: the suffix says {implied}, but --format is {format.value}")
+        return format.value
+    return implied
 
 
 def _fail(message: str, code: int) -> None:
@@ -121,7 +136,14 @@ def _rules_option() -> Path | None:
 @app.command()
 def evaluate(
     path: Path = typer.Argument(..., help="Patient profile (JSON) or FHIR R4 Bundle.", show_default=False, **_PATH),
-    format: Format = typer.Option(Format.markdown, "--format", "-f", help="Output format."),
+    format: Format | None = typer.Option(
+        None,
+        "--format",
+        "-f",
+        help="Output format. Default: from --output's suffix (.md .html .json .pdf); on a terminal a short summary; "
+        "piped, Markdown.",
+        show_default=False,
+    ),
     output: str | None = _output_option("Write the report to FILE instead of stdout (the whole report or nothing)."),
     timestamp: str | None = typer.Option(
         None, "--timestamp", help="Fix the evaluation time (ISO 8601) for reproducible output; SOURCE_DATE_EPOCH works too."
@@ -144,7 +166,16 @@ def evaluate(
         from cds.report.build import build_report
         from cds.report.render import render
 
-        out = OutputFile(output)  # checked first: a bad --output fails before the evaluation
+        fmt = output_format(format, output)
+        summary_only = fmt is None and output is None and sys.stdout.isatty()
+        fmt = fmt or "markdown"
+        if fmt == "pdf" and output is None and sys.stdout.isatty():
+            raise InputError("--format pdf: give --output FILE.pdf (a PDF is not for the terminal)")
+        if fmt == "pdf":
+            from cds.report.pdf import chromium_path
+
+            chromium_path()  # a missing PDF engine fails before the evaluation
+        out = OutputFile(output, binary=fmt == "pdf")  # checked first: a bad --output fails before the evaluation
         _check_folder(rules, "--rules")
         evaluator = default_evaluator(str(rules) if rules else None)
         site_settings = None
@@ -153,8 +184,18 @@ def evaluate(
 
             site_settings = load_site(site, evaluator.ruleset)
         loaded = load_input(path, evaluator.vocabulary)
-        text = render(build_report(evaluator.evaluate(loaded.profile), timestamp, site_settings), format.value)
-        out.write_all(text)
+        report = build_report(evaluator.evaluate(loaded.profile), timestamp, site_settings)
+        if summary_only:
+            from cds.apps.terminal import print_summary
+            from cds.report.summary import summarize
+
+            print_summary(summarize(report), str(path))
+        elif fmt == "pdf":
+            from cds.report.pdf import html_to_pdf
+
+            out.write_all(html_to_pdf(render(report, "html"), report.evaluated_at))
+        else:
+            out.write_all(render(report, fmt))
         if loaded.imported is not None:
             r = loaded.imported
             typer.echo(

@@ -32,8 +32,8 @@ class OutputFile:
     InputError naming the option and the path (exit code 2). `None` means standard output.
     """
 
-    def __init__(self, raw: str | None, option: str = "--output"):
-        self.raw, self.option = raw, option
+    def __init__(self, raw: str | None, option: str = "--output", binary: bool = False):
+        self.raw, self.option, self.binary = raw, option, binary
         self.fh: Any = None
         self.tmp: str | None = None
         self.direct = False
@@ -70,21 +70,21 @@ class OutputFile:
 
     def open(self) -> OutputFile:
         if self.raw is None:
-            self.fh = sys.stdout
+            self.fh = sys.stdout.buffer if self.binary else sys.stdout
             return self
         try:
             if self.direct:
-                self.fh = open(self.target, "w", encoding="utf-8")  # type: ignore[arg-type]  # noqa: SIM115 - kept open until commit()
+                self.fh = open(self.target, "wb") if self.binary else open(self.target, "w", encoding="utf-8")  # type: ignore[arg-type]  # noqa: SIM115 - kept open until commit()
                 return self
             fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=self.directory)  # type: ignore[arg-type,type-var]
-            self.fh = os.fdopen(fd, "w", encoding="utf-8")
+            self.fh = os.fdopen(fd, "wb") if self.binary else os.fdopen(fd, "w", encoding="utf-8")
             os.fchmod(fd, self.mode)
         except OSError as exc:
             self.abort()
             raise self._error(exc) from None
         return self
 
-    def write(self, text: str) -> None:
+    def write(self, text: str | bytes) -> None:
         if self.raw is None:
             self.fh.write(text)
             return
@@ -93,7 +93,7 @@ class OutputFile:
         except OSError as exc:
             raise self._error(exc) from None
 
-    def write_all(self, text: str) -> None:
+    def write_all(self, text: str | bytes) -> None:
         """Open, write the whole text and commit; on any failure remove what was started."""
         try:
             self.open()
