@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import PROFILES, RULES, load_case
@@ -63,17 +64,42 @@ def test_output_file_is_written(tmp_path):
     assert html.startswith("<!DOCTYPE html>") and "BCMA x CD3 bispecific antibody" in html
 
 
+def _markdown_to_html(md: str) -> str:
+    """CommonMark with GFM tables and strikethrough (markdown-it-py, which rich depends on)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(md)
+
+
 def test_profile_text_cannot_inject_markup(evaluator):
     data = load_case("frail_ecog3")
     data["patient_id"] = "<script>alert(1)</script>**bold**"
-    data["prior_lines"][0]["regimen"] = "<img src=x onerror=alert(1)>"
+    data["prior_lines"][0]["regimen"] = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) ~~gone~~ _em_ `code`"
+    data["notes"] = "see https://evil.example/x or www.evil.example"
     report = build_report(evaluator.evaluate(evaluator.parse(data)), FIXED)
     html = render(report, "html")
     assert "<script>alert(1)" not in html and "<img src=x" not in html
     assert "&lt;script&gt;" in html
     md = render(report, "markdown")
-    assert "<script>" not in md and "<img" not in md
-    assert "\\*\\*bold\\*\\*" in md
+    rendered = _markdown_to_html(md)
+    for tag in ("<script", "<img", "<a ", "<s>", "<del>", "<em>_"):
+        assert tag not in rendered, tag
+    assert "<em>em</em>" not in rendered and "<code>code</code>" not in rendered
+    assert "<code>https://evil.example/x</code>" in rendered and "<code>www.evil.example</code>" in rendered
+    # the text itself is shown as written
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;**bold**" in rendered
+    assert "[click](javascript:alert(1)) ~~gone~~ _em_ `code`" in rendered.replace("&lt;", "<").replace("&gt;", ">")
+
+
+def test_markdown_is_markdown(evaluator):
+    """No HTML entities, and only what would be syntax is escaped (IDs, dates, hyphens, parentheses are not)."""
+    data = load_case("frail_ecog3")
+    data["patient_id"] = "TB-001 (line(s) 2026-12-01)"
+    md = render(build_report(evaluator.evaluate(evaluator.parse(data)), FIXED), "markdown")
+    assert "# Tumor-board summary: patient TB-001 (line(s) 2026-12-01)" in md
+    assert not re.search(r"&(#\d+|#x[0-9a-f]+|[a-z]+);", md), "an HTML entity in the Markdown"
+    assert "\\-" not in md and "\\(" not in md and "\\." not in md
+    assert ">=" in md or "\u2265" in md
 
 
 def test_every_format_shows_every_option_and_exclusion(evaluator):
@@ -85,12 +111,12 @@ def test_every_format_shows_every_option_and_exclusion(evaluator):
         assert report.ruleset_hash[:16] in text and report.input_hash[:16] in text
 
 
-def test_markdown_keeps_apostrophes_and_entities_intact(evaluator):
+def test_markdown_keeps_apostrophes_and_ampersands_as_written(evaluator):
     data = load_case("frail_ecog3")
-    data["patient_id"] = "O'Brien <b> & co #1"
+    data["patient_id"] = "O'Brien <b> & co #1 &amp;"
     md = render(build_report(evaluator.evaluate(evaluator.parse(data)), FIXED), "markdown")
-    assert "O&#39;Brien &lt;b&gt; &amp; co \\#1" in md
-    assert "&\\#" not in md
+    assert "O'Brien \\<b> & co #1 \\&amp;" in md
+    assert "O'Brien &lt;b&gt; &amp; co #1 &amp;amp;" in _markdown_to_html(md)
 
 
 def test_tied_scores_are_marked(evaluator):

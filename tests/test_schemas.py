@@ -12,6 +12,7 @@ from conftest import ROOT, RULES, case_names, load_case
 from jsonschema import Draft202012Validator, ValidationError
 
 from cds.apps.schemas import REGENERATE_COMMAND, SCHEMA_FILES, generate, stale
+from cds.report.model import SCHEMA_VERSION
 from schemas import BATCH_RESULT, PROFILE, REPORT, RULE_FILE, SCHEMAS, SITE, validate, validator
 
 
@@ -65,7 +66,7 @@ def test_the_default_site_matches_the_site_schema():
 def test_every_example_report_matches_the_report_schema(path):
     report = json.loads(path.read_text(encoding="utf-8"))
     validate(REPORT, report)
-    assert report["schema_version"] == "2.0"
+    assert report["schema_version"] == SCHEMA_VERSION
 
 
 def test_report_schema_refuses_unknown_and_missing_fields():

@@ -89,3 +89,17 @@ def test_page_one_comes_first_in_both_formats(evaluator):
     assert html.index('id="summary"') < html.index('class="appendix"') < html.index('id="case"')
     md = render(report, "markdown")
     assert md.index("## Top options") < md.index("## Facts to obtain") < md.index("# Appendix") < md.index("## 1. Case summary")
+
+
+def test_timeline_shows_the_dates_the_profile_gives(evaluator):
+    data = load_case("unknowns_not_assessed")
+    data["prior_lines"][0].update(start_date="2019-02", end_date="2020-11", best_response="VGPR")
+    data["prior_lines"][2].update(start_date="2022-04")
+    report = build_report(evaluator.evaluate(evaluator.parse(data)), FIXED)
+    assert report.lines[0].start_date == "2019-02" and report.lines[0].best_response == "VGPR"
+    html = render(report, "html")
+    page1 = html[: html.index('class="appendix"')]
+    assert "2019-02 \u2013 2020-11 \u00b7 VGPR" in page1 and "2022-04 \u2013 ongoing" in page1
+    assert "(2019-02 \u2013 2020-11 \u00b7 VGPR)" in render(report, "markdown")
+    undated = render(report_of(evaluator, "unknowns_not_assessed"), "html")
+    assert "ongoing" not in undated

@@ -130,6 +130,11 @@ def _lines(ev: Evaluation) -> list[m.Line]:
                 bcma_directed=any("BCMA" in x.targets for x in agents),
                 refractoriness_recorded=line.refractory_to is not None,
                 agents_from_regimen=line.agents_from_regimen,
+                start_date=line.start_date,
+                end_date=line.end_date,
+                progression_date=line.progression_date,
+                best_response=line.best_response,
+                stop_reason=line.stop_reason,
             )
         )
     return out

@@ -25,7 +25,8 @@ from typing import Any
 from cds.knowledge.site import Availability
 
 # 2.0: the typed model (issue 11): view-only fields left the JSON and `format` became `schema_version`.
-SCHEMA_VERSION = "2.0"
+# 2.1: lines carry their dates, best response and stop reason (profile v2).
+SCHEMA_VERSION = "2.1"
 
 # JSON values a derived fact, a setting or a profile input can take.
 FactValue = bool | int | float | str | None
@@ -131,6 +132,11 @@ class Line:
     bcma_directed: bool
     refractoriness_recorded: bool = True  # False: the line does not record refractory_to (unknown, not "none")
     agents_from_regimen: bool = False  # True: agents were left out and are the regimen label's
+    start_date: str | None = None  # "YYYY-MM-DD" or "YYYY-MM", as the profile gives them
+    end_date: str | None = None
+    progression_date: str | None = None
+    best_response: str | None = None  # IMWG: sCR, CR, VGPR, PR, MR, SD, PD
+    stop_reason: str | None = None
 
 
 @_model

@@ -1,7 +1,8 @@
 """Rendering the report: JSON, or Markdown and HTML through the Jinja templates in ``reports/templates``.
 
-Autoescaping is on for both templates; the Markdown template additionally
-escapes Markdown syntax in anything that comes from the profile (`md` filter).
+HTML autoescaping for the HTML template; in the Markdown template every value is
+Markdown-escaped (`md_text`: only what would be syntax at that place, no HTML
+entities), so profile text cannot inject Markdown, HTML or links.
 Jinja is imported on first use, so that JSON output never pays for it.
 """
 
@@ -11,7 +12,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from cds.report.model import Report
 from cds.report.timeline import layout as timeline_layout
@@ -26,25 +27,49 @@ def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
-# Markdown syntax characters; '<', '>' and '&' are left to the HTML escape that follows.
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+# Markdown: what must be escaped inline (values never start a block: whitespace collapses and every
+# value follows template text). Anything else is left as written: no HTML entities, no "\\-".
+_URLISH = re.compile(r"(?i)(?:\b(?:https?|ftp)://|\bwww\.)\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_INLINE = re.compile(
+    r"[`*|]"  # code, emphasis, table cells: special anywhere
+    r"|\[(?=[^\]]*\][(\[])"  # a link or image: [text](url), [text][ref]
+    r"|\\(?=[!-/:-@\[-`{-~])"  # a backslash that would escape the next character
+    r"|<(?=[A-Za-z/!?])"  # an HTML tag or autolink
+    r"|&(?=#?\w+;)"  # an entity
+    r"|(?<=\S)~|~(?=~)"  # strikethrough (a tilde that could close, or a double tilde)
+    r"|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])"  # emphasis with underscores (not inside a word)
+)
 
 
-def _md(value: Any) -> Markup:
-    """Escape Markdown syntax, then HTML, in a value that comes from the profile.
+def md_text(value: Any) -> str:
+    """A value as Markdown text: on one line, with only the characters escaped that would be syntax there.
 
-    Whitespace (line breaks included) collapses to single spaces, so that a
-    value cannot start a new Markdown block or break a table row.
+    A bare URL or e-mail address becomes a code span, so that it is shown but never made a link.
     """
-    text = _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
-    # HTML-escape last, so that the entities it writes (&#39;, &lt;) are not broken by a backslash
-    return Markup(str(escape(text)))  # noqa: S704 - escaped just above
+    text = " ".join(str(value).split())
+    out, last = [], 0
+    for m in _URLISH.finditer(text):
+        out.append(_INLINE.sub(lambda c: "\\" + c.group(0), text[last : m.start()]))
+        fence = "``" if "`" in m.group(0) else "`"
+        out.append(f"{fence}{m.group(0)}{fence}" if fence == "`" else f"{fence} {m.group(0)} {fence}")
+        last = m.end()
+    out.append(_INLINE.sub(lambda c: "\\" + c.group(0), text[last:]))
+    return "".join(out)
 
 
-def _cell(value: Any) -> Markup:
-    """Rule and registry text in Markdown: HTML-escaped, on one line, table pipes escaped."""
-    text = str(escape(" ".join(str(value).split())))
-    return Markup(text.replace("|", "\\|"))  # noqa: S704 - HTML-escaped just above
+def _code(value: Any) -> Markup:
+    """A value as a Markdown code span (its content is literal: nothing to escape inside)."""
+    text = " ".join(str(value).split())
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return Markup(f"{fence}{pad}{text}{pad}{fence}")  # noqa: S704 - Markdown, not HTML
+
+
+def _md_finalize(value: Any) -> Any:
+    """Every {{ value }} of the Markdown template is Markdown-escaped unless a filter marked it (Markup)."""
+    if isinstance(value, Markup):
+        return value
+    return md_text(_fmt(value) if isinstance(value, bool) or value is None else value)
 
 
 def _css_string(value: Any) -> Markup:
@@ -63,29 +88,31 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-_ENV: Environment | None = None
+_ENVS: dict[str, Environment] = {}
 
 
-def environment() -> Environment:
-    """The Jinja environment, created on first use (JSON output never imports Jinja: faster start-up)."""
-    global _ENV
-    if _ENV is None:
-        from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+def environment(kind: str = "html") -> Environment:
+    """The Jinja environment for "html" (HTML autoescaping) or "markdown" (Markdown escaping of every
+    value, `_md_finalize`), created on first use (JSON output never imports Jinja: faster start-up)."""
+    env = _ENVS.get(kind)
+    if env is None:
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+        # Markdown: every value is escaped by finalize (md_text); HTML: autoescaped
         env = Environment(
             loader=FileSystemLoader(str(templates_dir())),
-            autoescape=select_autoescape(enabled_extensions=("html", "md", "j2"), default_for_string=True, default=True),
+            autoescape=kind == "html",  # noqa: S701
+            finalize=_md_finalize if kind == "markdown" else None,
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
         )
-        env.filters["md"] = _md
         env.filters["fmt"] = _fmt
         env.filters["css_string"] = _css_string
-        env.filters["cell"] = _cell
-        _ENV = env
-    return _ENV
+        env.filters["code"] = _code
+        _ENVS[kind] = env
+    return env
 
 
 def render(report: Report, fmt: str) -> str:
@@ -97,4 +124,4 @@ def render(report: Report, fmt: str) -> str:
     template = {"markdown": "report.md", "html": "report.html"}[fmt]
     view = report_view(report)
     timeline = timeline_layout(view["lines"]) if fmt == "html" else None
-    return environment().get_template(template).render(r=view, timeline=timeline)
+    return environment(fmt).get_template(template).render(r=view, timeline=timeline)

@@ -72,10 +72,27 @@ def _wrap2(text: str, limit: int) -> list[str]:
     return [first, _clip(rest, limit)] if rest else [first]
 
 
+def dates(line: dict[str, Any]) -> str:
+    """'2021-03 – 2022-08 · VGPR · progression 2022-09' from what the line records ('' if nothing)."""
+    start, end = line.get("start_date"), line.get("end_date")
+    parts = []
+    if start or end:
+        parts.append(f"{start or '?'} \u2013 {end or 'ongoing'}" if start else f"until {end}")
+    if line.get("best_response"):
+        parts.append(str(line["best_response"]))
+    if line.get("progression_date"):
+        parts.append(f"PD {line['progression_date']}")
+    return _clip(" \u00b7 ".join(parts), 34)
+
+
 def layout(lines: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(lines)
     two_line_labels = any(len(_wrap2(line["regimen"] or "", REGIMEN_CHARS)) > 1 for line in lines)
     top = TOP if two_line_labels else TOP - 13
+    dated = any(dates(line) for line in lines)
+    dates_y = top  # the row under the regimen label (the agents move down one row)
+    if dated:
+        top += 13
     most = max((len(line["agents"]) for line in lines), default=1)
     has_asct = any(line["autologous_transplant"] for line in lines)
     chips_bottom = top + most * (CHIP_H + CHIP_GAP) - CHIP_GAP
@@ -123,6 +140,8 @@ def layout(lines: list[dict[str, Any]]) -> dict[str, Any]:
                 "regimen": [{"text": t, "y": 30 + k * 13} for k, t in enumerate(_wrap2(regimen, REGIMEN_CHARS))],
                 "regimen_full": regimen,
                 "regimen_clipped": " ".join(_wrap2(regimen, REGIMEN_CHARS)) != " ".join(regimen.split()),
+                "dates": dates(line),
+                "dates_y": dates_y,
                 "chips": chips,
                 "asct": line["autologous_transplant"],
                 "asct_y": asct_y,

@@ -22,6 +22,7 @@ from cds.report.build import qualifier
 from cds.report.model import Report
 from cds.report.summary import Summary, summarize
 from cds.report.timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL
+from cds.report.timeline import dates as line_dates
 
 # The key-evidence table of an option: one column per measure a haematologist
 # compares first. Other figures of a study are listed under it.
@@ -94,10 +95,13 @@ def case_inputs(inputs: dict[str, Any]) -> list[dict[str, Any]]:
     labs = p.get("labs") or {}
     cyto = p.get("cytogenetics")
     crcl = p.get("creatinine_clearance_ml_min")
+    r_iss = p.get("r_iss")
     rows: list[tuple[str, Any]] = [
         ("Age", f"{p['age']} years"),
+        ("Sex", p.get("sex")),
         ("ECOG performance status", str(p["ecog"])),
         ("Frailty", p.get("frailty")),
+        ("R-ISS stage", None if r_iss is None else f"R-ISS {r_iss}"),
         ("Creatinine clearance", None if crcl is None else f"{_num(crcl)} mL/min"),
         ("Dialysis", _yes_no(p.get("dialysis"))),
         (
@@ -105,6 +109,8 @@ def case_inputs(inputs: dict[str, Any]) -> list[dict[str, Any]]:
             None if cyto is None else (", ".join(cyto) if cyto else "tested, none of the listed abnormalities"),
         ),
         ("Extramedullary disease", _yes_no(p.get("extramedullary_disease"))),
+        ("Plasma cell leukaemia", _yes_no(p.get("plasma_cell_leukemia"))),
+        ("CNS involvement", _yes_no(p.get("cns_involvement"))),
         ("Rapidly progressive disease", _yes_no(p.get("rapidly_progressive"))),
         ("Access to a CAR-T centre", _yes_no(p.get("car_t_center_access"))),
         ("Organ function adequate for CAR-T", _yes_no(p.get("organ_function_adequate"))),
@@ -115,9 +121,17 @@ def case_inputs(inputs: dict[str, Any]) -> list[dict[str, Any]]:
         ("soluble_bcma_ng_ml", "Soluble BCMA", "ng/mL"),
         ("ferritin_ng_ml", "Ferritin", "ng/mL"),
         ("crp_mg_l", "CRP", "mg/L"),
+        ("neutrophils_10e9_l", "Neutrophils", "x10^9/L"),
+        ("platelets_10e9_l", "Platelets", "x10^9/L"),
+        ("igg_g_l", "IgG", "g/L"),
+        ("ldh_u_l", "LDH", "U/L"),
     ):
         value = labs.get(field)
         rows.append((label, None if value is None else f"{_num(value)} {unit}"))
+    if p.get("evaluation_date"):
+        rows.insert(1, ("Clinical evaluation date", p["evaluation_date"]))
+    if p.get("notes"):
+        rows.append(("Notes (not read by the rules)", p["notes"]))
     return [
         {"label": label, "value": "unknown" if v is None else v, "known": v is not None and v != "unknown"} for label, v in rows
     ]
@@ -188,6 +202,7 @@ def _lines_view(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
             a["colour"] = CATEGORY_COLOUR[a["category"]]
             a["category_label"] = CATEGORY_LABEL[a["category"]]
             a["alias"] = a["name"] if a["name"].lower() != a["generic"] else None
+        line["dates"] = line_dates(line)
         line["class_summary"] = ", ".join(
             f"{CATEGORY_LABEL[c]}{' (R)' if any(x['refractory'] for x in agents if x['category'] == c) else ''}"
             for c in dict.fromkeys(x["category"] for x in agents)
