@@ -534,6 +534,27 @@ def _with_progress(label: str, source: Path, quiet: bool, work):
         return result
 
 
+def _record_options(reports: str | None, report_format: Format | None, site: Path | None, evaluator: Any) -> Any:
+    """--reports/--format/--site of `cds batch` (and `cds board`), checked before anything is written."""
+    from cds.cohort.batch import RecordOptions
+    from cds.cohort.reports import ReportOptions, check_reports_dir
+
+    if report_format is not None and reports is None:
+        raise InputError("--format: applies to the --reports files; give --reports DIR")
+    if site is not None:
+        from cds.knowledge.site import load_site
+
+        load_site(site, evaluator.ruleset)  # a bad site file fails here, once
+    report_options = None
+    if reports is not None:
+        fmt = report_format.value if report_format is not None else "html"
+        folder = check_reports_dir(reports, fmt)
+        report_options = ReportOptions(directory=str(folder.resolve()), fmt=fmt, site=str(site) if site else None)
+    if site is None and report_options is None:
+        return None
+    return RecordOptions(site=str(site) if site else None, reports=report_options)
+
+
 @app.command()
 def batch(
     input: Path = typer.Argument(
@@ -547,6 +568,23 @@ def batch(
     rules: Path | None = _rules_option(),
     jobs: int = _jobs_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
+    reports: str | None = typer.Option(
+        None,
+        "--reports",
+        metavar="DIR",
+        help="Also write one report per record into DIR (new or empty), named from the patient ID and the record.",
+        show_default=False,
+    ),
+    report_format: Format | None = typer.Option(
+        None, "--format", "-f", help="Format of the --reports files: html (default), markdown or pdf.", show_default=False
+    ),
+    site: Path | None = typer.Option(
+        None,
+        "--site",
+        help="Site settings (YAML): each result line gets the top option's availability there; the reports use it.",
+        show_default=False,
+        **_PATH,
+    ),
 ) -> None:
     """Evaluate a cohort: one result line per record, in input order; exit 1 if some records are invalid.
 
@@ -570,7 +608,8 @@ def batch(
             raise InputError(f"--summary {summary}: the same file as --output")
         _check_folder(rules, "--rules")
         at = evaluation_time(timestamp)
-        default_evaluator(str(rules) if rules else None)  # a bad rule folder fails here, once
+        evaluator = default_evaluator(str(rules) if rules else None)  # a bad rule folder fails here, once
+        options = _record_options(reports, report_format, site, evaluator)
         try:
             with _sigterm_aborts():
                 out.open()
@@ -580,7 +619,7 @@ def batch(
                     "evaluating",
                     input,
                     quiet,
-                    lambda advance: run_batch(input, out, str(rules) if rules else None, at, jobs, advance),
+                    lambda advance: run_batch(input, out, str(rules) if rules else None, at, jobs, advance, options),
                 )
                 out.commit()
                 if summary_out is not None:
@@ -599,6 +638,67 @@ def batch(
             sys.stderr.write(result.text())
         if result.exit_code:
             raise typer.Exit(result.exit_code)
+
+    _run(go)
+
+
+@app.command()
+def board(
+    input: Path = typer.Argument(
+        ...,
+        help="JSONL file (one profile per line) or folder of profile JSON files: the week's list.",
+        show_default=False,
+        **_PATH,
+    ),
+    output: str | None = _output_option("Write the board to FILE (.html, .pdf, .md; default: Markdown on stdout)."),
+    format: Format | None = typer.Option(
+        None, "--format", "-f", help="html, pdf or markdown (default: from --output's suffix).", show_default=False
+    ),
+    reports: str | None = typer.Option(
+        None,
+        "--reports",
+        metavar="DIR",
+        help="Also write each patient's full report into DIR (new or empty), linked from the board.",
+        show_default=False,
+    ),
+    site: Path | None = typer.Option(None, "--site", help="Site settings (YAML) for availability.", show_default=False, **_PATH),
+    timestamp: str | None = typer.Option(None, "--timestamp", help="Fix the evaluation time (ISO 8601)."),
+    rules: Path | None = _rules_option(),
+) -> None:
+    """The week's tumor board on one table: one row per patient, in input order (top option, runner-up, facts to obtain)."""
+
+    def go() -> None:
+        from cds.cohort.batch import check_input
+        from cds.cohort.board import build_board
+        from cds.decide.pipeline import default_evaluator
+        from cds.report.build import evaluation_time
+        from cds.report.render import render_board
+
+        check_input(input)
+        fmt = output_format(format, output) or "markdown"
+        if fmt == "json":
+            raise InputError("--format json: the board is html, pdf or markdown (cds batch gives JSON lines)")
+        if fmt == "pdf" and output is None:
+            raise InputError("--format pdf: give --output FILE.pdf")
+        out = OutputFile(output, binary=fmt == "pdf")
+        _check_folder(rules, "--rules")
+        at = evaluation_time(timestamp)
+        evaluator = default_evaluator(str(rules) if rules else None)
+        if fmt == "pdf":
+            from cds.report.pdf import chromium_path
+
+            chromium_path()
+        report_format = Format(fmt) if reports is not None else None
+        options = _record_options(reports, report_format, site, evaluator)
+        board_data = build_board(
+            input, evaluator, at, str(site) if site else None, options.reports if options else None, out.target
+        )
+        if fmt == "pdf":
+            from cds.report.pdf import html_to_pdf
+
+            out.write_all(html_to_pdf(render_board(board_data, "html"), at))
+        else:
+            out.write_all(render_board(board_data, fmt))
 
     _run(go)
 

@@ -22,6 +22,7 @@ the rules engine's C core) stops the run with `WorkerLost` (exit code 3).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -34,9 +35,14 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import (
+    Any,
+    Literal,
+    NotRequired,  # pydantic reads TypedDicts from here on Python < 3.12 (schemas)
+    TextIO,
+)
 
-from typing_extensions import TypedDict  # pydantic reads TypedDicts from here on Python < 3.12 (schemas)
+from typing_extensions import TypedDict
 
 from cds.decide.decision import exclusions
 from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError, WorkerLost
@@ -197,6 +203,11 @@ class EvaluatedLine(_Where):
     ruleset_hash: str
     engine_version: str
     evaluated_at: str
+    # with --site: the site file's sha256 and the top option's availability status there
+    site_hash: NotRequired[str]
+    top_option_availability: NotRequired[str | None]
+    # with --reports: the file name of this record's report in that folder
+    report: NotRequired[str]
 
 
 class InvalidLine(_Where):
@@ -255,6 +266,34 @@ class ChunkStats:
     errors: int = 0
     tops: Counter = field(default_factory=Counter)
     problems: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (key, message), capped
+    pdfs: list[str] = field(default_factory=list)  # reports queued for printing by the parent
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """What `cds batch` adds to each evaluated record: availability at a site file, a report file."""
+
+    site: str | None = None
+    reports: Any = None  # cds.cohort.reports.ReportOptions
+
+
+def _with_options(
+    record: dict[str, Any], ev: Any, key: tuple[str, Any], evaluated_at: str, opts: RecordOptions, stats: ChunkStats
+) -> None:
+    from cds.cohort.reports import site_for, write_report
+
+    if opts.site is not None:
+        from cds.knowledge.site import availability
+
+        site = site_for(opts.site, ev.ruleset)
+        access = ev.facts["car_t_center_access"].value
+        record["site_hash"] = site.digest
+        top = record["top_option"]
+        record["top_option_availability"] = availability(site, ev.ruleset, top, access).status if top else None
+    if opts.reports is not None:
+        record["report"] = write_report(ev, opts.reports, key, evaluated_at)
+        if opts.reports.fmt == "pdf":
+            stats.pdfs.append(record["report"])
 
 
 _EVALUATORS: dict[str, Any] = {}
@@ -273,9 +312,13 @@ def evaluator_for(rules: str | None, analyze_unknowns: bool = True):
     return _EVALUATORS[key]
 
 
-def evaluate_chunk(task: tuple[str | None, str, list[Record]]) -> tuple[str, ChunkStats]:
-    """Worker: evaluate a chunk of records; one JSON line per record, in order."""
-    rules, evaluated_at, records = task
+def evaluate_chunk(task: tuple[Any, ...]) -> tuple[str, ChunkStats]:
+    """Worker: evaluate a chunk of records; one JSON line per record, in order.
+
+    task: (rules, evaluated_at, records[, RecordOptions]).
+    """
+    rules, evaluated_at, records = task[:3]
+    opts: RecordOptions | None = task[3] if len(task) > 3 else None
     evaluator = evaluator_for(rules)
     stats = ChunkStats()
     out = []
@@ -283,7 +326,10 @@ def evaluate_chunk(task: tuple[str | None, str, list[Record]]) -> tuple[str, Chu
     for _, key, payload in records:
         where = {key[0]: key[1]}
         try:
-            record = {**where, **compact(evaluator.evaluate(_load(evaluator, key, payload)), evaluated_at)}
+            ev = evaluator.evaluate(_load(evaluator, key, payload))
+            record = {**where, **compact(ev, evaluated_at)}
+            if opts is not None:
+                _with_options(record, ev, key, evaluated_at, opts, stats)
             stats.evaluated += 1
             stats.tops[record["top_option"]] += 1
         except Exception as exc:
@@ -454,11 +500,22 @@ def run_batch(
     evaluated_at: str,
     jobs: int,
     progress: Callable[[int], None] | None = None,
+    options: RecordOptions | None = None,
 ) -> Summary:
+    """Evaluate every record; with `options`, availability at a site and a report file per record."""
     summary = Summary(input=str(source))
-    tasks = ((rules, evaluated_at, chunk) for chunk in _chunks(read_records(source), CHUNK))
-    with closing(run_ordered(evaluate_chunk, tasks, jobs, ([rules], True))) as results:
+    tasks = ((rules, evaluated_at, chunk, *((options,) if options else ())) for chunk in _chunks(read_records(source), CHUNK))
+    reports = options.reports if options is not None else None
+    with contextlib.ExitStack() as stack:
+        pdf = None
+        if reports is not None and reports.fmt == "pdf":
+            from cds.cohort.reports import PdfStage
+
+            pdf = stack.enter_context(PdfStage(reports.directory, evaluated_at))
+        results = stack.enter_context(closing(run_ordered(evaluate_chunk, tasks, jobs, ([rules], True))))
         for text, stats in results:
+            for name in stats.pdfs if pdf is not None else ():
+                pdf.print(name)
             out.write(text)
             summary.add(stats)
             if progress is not None:

@@ -65,6 +65,14 @@ def _code(value: Any) -> Markup:
     return Markup(f"{fence}{pad}{text}{pad}{fence}")  # noqa: S704 - Markdown, not HTML
 
 
+def _link(target: Any, text: str) -> Markup:
+    """A Markdown link to a file this program wrote (a relative path: no scheme, no spaces or brackets)."""
+    path = str(target)
+    if re.search(r"[\s()<>\[\]]|^[a-z]+:", path):
+        return Markup(_code(path))  # noqa: S704 - not a safe link target: shown, not linked
+    return Markup(f"[{md_text(text)}]({path})")  # noqa: S704 - Markdown, not HTML
+
+
 def _md_finalize(value: Any) -> Any:
     """Every {{ value }} of the Markdown template is Markdown-escaped unless a filter marked it (Markup)."""
     if isinstance(value, Markup):
@@ -111,6 +119,7 @@ def environment(kind: str = "html") -> Environment:
         env.filters["fmt"] = _fmt
         env.filters["css_string"] = _css_string
         env.filters["code"] = _code
+        env.filters["link"] = _link
         _ENVS[kind] = env
     return env
 
@@ -125,3 +134,20 @@ def render(report: Report, fmt: str) -> str:
     view = report_view(report)
     timeline = timeline_layout(view["lines"]) if fmt == "html" else None
     return environment(fmt).get_template(template).render(r=view, timeline=timeline)
+
+
+def render_board(board: Any, fmt: str) -> str:
+    """`cds board` as "html" or "markdown": a table of the week's patients (board is `cds.cohort.board.Board`)."""
+    from cds.report.model import to_data
+    from cds.report.view import AVAILABILITY_BADGE
+
+    b = to_data(board)
+    for row in b["rows"]:
+        top = row["top"]
+        if top:
+            top["badge"], top["badge_class"] = AVAILABILITY_BADGE.get(top["availability_status"] or "", (None, None))
+    b["has_reports"] = any(row["report"] for row in b["rows"])
+    b["evaluated_date"] = b["evaluated_at"][:10]
+    b["ruleset_hash_short"] = b["ruleset_hash"][:12]
+    template = {"markdown": "board.md", "html": "board.html"}[fmt]
+    return environment(fmt).get_template(template).render(b=b)
