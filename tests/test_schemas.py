@@ -28,7 +28,15 @@ def test_stale_detects_a_changed_schema(tmp_path):
     assert stale(tmp_path, expected) == []
     (tmp_path / REPORT).write_text(expected[REPORT].replace('"schema_version"', '"format"', 1), encoding="utf-8")
     (tmp_path / SITE).unlink()
-    assert sorted(stale(tmp_path, expected)) == sorted([f"{tmp_path / REPORT}: out of date", f"{tmp_path / SITE}: missing"])
+    (tmp_path / "retired.schema.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "openapi.json").write_text("{}", encoding="utf-8")  # not generated here: left alone
+    assert sorted(stale(tmp_path, expected)) == sorted(
+        [
+            f"{tmp_path / REPORT}: out of date",
+            f"{tmp_path / SITE}: missing",
+            f"{tmp_path / 'retired.schema.json'}: not generated any more",
+        ]
+    )
 
 
 @pytest.mark.parametrize("name", SCHEMA_FILES)

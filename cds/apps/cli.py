@@ -534,6 +534,16 @@ def _with_progress(label: str, source: Path, quiet: bool, work):
         return result
 
 
+def _reports_option(what: str) -> Any:
+    return typer.Option(
+        None,
+        "--reports",
+        metavar="DIR",
+        help=f"Also write each patient's report into DIR (new or empty), {what}.",
+        show_default=False,
+    )
+
+
 def _record_options(reports: str | None, report_format: Format | None, site: Path | None, evaluator: Any) -> Any:
     """--reports/--format/--site of `cds batch` (and `cds board`), checked before anything is written."""
     from cds.cohort.batch import RecordOptions
@@ -568,13 +578,7 @@ def batch(
     rules: Path | None = _rules_option(),
     jobs: int = _jobs_option(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
-    reports: str | None = typer.Option(
-        None,
-        "--reports",
-        metavar="DIR",
-        help="Also write one report per record into DIR (new or empty), named from the patient ID and the record.",
-        show_default=False,
-    ),
+    reports: str | None = _reports_option("named from the patient ID and the record"),
     report_format: Format | None = typer.Option(
         None, "--format", "-f", help="Format of the --reports files: html (default), markdown or pdf.", show_default=False
     ),
@@ -654,13 +658,7 @@ def board(
     format: Format | None = typer.Option(
         None, "--format", "-f", help="html, pdf or markdown (default: from --output's suffix).", show_default=False
     ),
-    reports: str | None = typer.Option(
-        None,
-        "--reports",
-        metavar="DIR",
-        help="Also write each patient's full report into DIR (new or empty), linked from the board.",
-        show_default=False,
-    ),
+    reports: str | None = _reports_option("linked from the board"),
     site: Path | None = typer.Option(None, "--site", help="Site settings (YAML) for availability.", show_default=False, **_PATH),
     timestamp: str | None = typer.Option(None, "--timestamp", help="Fix the evaluation time (ISO 8601)."),
     rules: Path | None = _rules_option(),

@@ -89,22 +89,12 @@ def generate() -> dict[str, str]:
 
 
 def stale(folder: Path, expected: dict[str, str]) -> list[str]:
-    problems = []
-    for name, text in expected.items():
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{path}: missing")
-        elif path.read_text(encoding="utf-8") != text:
-            problems.append(f"{path}: out of date")
-    return problems
+    from cds.report.examples import stale as stale_files
+
+    return stale_files(folder, expected, ("schema.json",))
 
 
 def write(folder: Path, expected: dict[str, str]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in expected.items():
-        path = folder / name
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            written.append(path)
-    return written
+    from cds.report.examples import write_examples
+
+    return write_examples(folder, expected, ("schema.json",))

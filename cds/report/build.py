@@ -74,7 +74,18 @@ def qualifier(arm: str | None, timepoint: str | None) -> str | None:
     return ", ".join(parts) or None
 
 
+_EVIDENCE: dict[tuple[str, str], m.Evidence] = {}  # (rule-set digest, entry ID): the same for every patient
+
+
 def _evidence(entry: EvidenceEntry, ev: Evaluation) -> m.Evidence:
+    key = (ev.ruleset.digest, entry.id)
+    cached = _EVIDENCE.get(key)
+    if cached is None:
+        cached = _EVIDENCE[key] = _evidence_entry(entry, ev)
+    return cached
+
+
+def _evidence_entry(entry: EvidenceEntry, ev: Evaluation) -> m.Evidence:
     src = ev.ruleset.registry.source_for(entry)
     return m.Evidence(
         id=entry.id,

@@ -50,8 +50,11 @@ def render_examples(profiles_dir: Path, rules: Path | None = None) -> dict[str, 
     return out
 
 
-def stale(out_dir: Path, expected: dict[str, str]) -> list[str]:
-    """What differs between the folder and the expected files: missing, changed, unexpected."""
+def stale(out_dir: Path, expected: dict[str, str], extensions: tuple[str, ...] = EXTENSIONS) -> list[str]:
+    """What differs between the folder and the expected files: missing, changed, unexpected (files with `extensions`).
+
+    Also used for the committed JSON Schemas (cds.apps.schemas).
+    """
     problems = []
     for name, text in expected.items():
         path = out_dir / name
@@ -61,13 +64,13 @@ def stale(out_dir: Path, expected: dict[str, str]) -> list[str]:
             problems.append(f"{path}: out of date")
     if out_dir.is_dir():
         for path in sorted(out_dir.iterdir()):
-            if path.suffix.lstrip(".") in EXTENSIONS and path.name not in expected:
-                problems.append(f"{path}: not an example any more")
+            if path.name.endswith(tuple(f".{e}" for e in extensions)) and path.name not in expected:
+                problems.append(f"{path}: not generated any more")
     return problems
 
 
-def write_examples(out_dir: Path, expected: dict[str, str]) -> list[Path]:
-    """Write every example (only files whose content changed) and remove retired ones."""
+def write_examples(out_dir: Path, expected: dict[str, str], extensions: tuple[str, ...] = EXTENSIONS) -> list[Path]:
+    """Write every file (only those whose content changed) and remove retired ones (files with `extensions`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in expected.items():
@@ -77,7 +80,7 @@ def write_examples(out_dir: Path, expected: dict[str, str]) -> list[Path]:
             path.write_bytes(data)
             written.append(path)
     for path in sorted(out_dir.iterdir()):
-        if path.suffix.lstrip(".") in EXTENSIONS and path.name not in expected:
+        if path.name.endswith(tuple(f".{e}" for e in extensions)) and path.name not in expected:
             path.unlink()
             written.append(path)
     return written

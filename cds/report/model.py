@@ -42,15 +42,23 @@ def _model(cls: type) -> type:
     return _forbid_extra(dataclass(frozen=True, slots=True)(cls))
 
 
+_FIELDS: dict[type, tuple[str, ...] | None] = {}  # per class: its dataclass field names, or None
+
+
 def to_data(value: Any) -> Any:
     """A dataclass tree as JSON-ready dicts and lists, fields in declaration order."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
+    cls = type(value)
+    if cls is list or cls is tuple:
         return [to_data(v) for v in value]
-    if isinstance(value, dict):
+    if cls is dict:
         return {k: to_data(v) for k, v in value.items()}
-    return value
+    try:
+        names = _FIELDS[cls]
+    except KeyError:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
+    if names is None:
+        return value
+    return {n: to_data(getattr(value, n)) for n in names}
 
 
 @_model
