@@ -53,6 +53,7 @@ def check_rules(
 ) -> CheckReport:
     """`cds rules check`: every problem of the rule folder, with its fixtures run on the real engine."""
     from cds.decide.pipeline import Evaluator
+    from cds.engine.durable import capacity_problems
     from cds.knowledge.check import check_rules as _check
     from cds.knowledge.check import default_profiles_dir
     from cds.resources import rules_dir
@@ -63,4 +64,4 @@ def check_rules(
     def runner(ruleset):  # the rules that could be compiled, on durable-rules
         return Evaluator(ruleset=ruleset, analyze_unknowns=False)
 
-    return _check(folder, profiles, run_fixtures=run_fixtures, runner=runner)
+    return _check(folder, profiles, run_fixtures=run_fixtures, runner=runner, capacity=capacity_problems)

@@ -384,6 +384,8 @@ def rules_check(
             typer.echo(line)
         for line in report.warnings:
             typer.echo(f"warning: {line}")
+        if report.capacity:
+            typer.echo(report.capacity, err=True)
         summary = (
             f"{report.rules_checked} rules, {report.fixtures_run} fixtures: "
             f"{len(report.problems)} problem(s), {len(report.warnings)} warning(s)"

@@ -80,7 +80,7 @@ class Evaluator:
 
     def fired_rules(self, profile: PatientProfile) -> frozenset[str]:
         facts = derive(profile, self.vocabulary)
-        return self.engine.run([engine_facts(facts)])[0]
+        return self.engine.run([engine_facts(facts)], patient=profile.patient_id)[0]
 
     def evaluate(self, profile: PatientProfile) -> Evaluation:
         facts = derive(profile, self.vocabulary)
@@ -91,9 +91,12 @@ class Evaluator:
         scoped = [v for v in variants if v.field != REFRACTORY_FIELD]
         whole = [v for v in variants if v.field == REFRACTORY_FIELD]
         variants = scoped + whole
-        fired_all = self.engine.run_counterfactuals(base_facts, [(v.field, dict(v.assignment)) for v in scoped])
+        fired_all = self.engine.run_counterfactuals(
+            base_facts, [(v.field, dict(v.assignment)) for v in scoped], patient=profile.patient_id
+        )
         for start in range(0, len(whole), 64):
-            fired_all += self.engine.run([{**base_facts, **dict(v.assignment)} for v in whole[start : start + 64]])
+            batch = [{**base_facts, **dict(v.assignment)} for v in whole[start : start + 64]]
+            fired_all += self.engine.run(batch, patient=profile.patient_id)
         base = self.decider.decide(fired_all[0])
         unknown, without = [], []
         if self.analyze_unknowns:

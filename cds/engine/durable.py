@@ -1,50 +1,58 @@
 """The rules engine run: the only module that imports durable-rules.
 
-Rules are compiled once per process into a durable-rules ruleset defined as
-plain JSON (no `durable.lang` host, so no background timer threads). Each
-evaluation asserts one or more *facts* (never events: an event is consumed by
-the first matching rule, shared/notes pitfall 1) into a fresh session id, runs
-the actions synchronously, checks for errors the engine would otherwise swallow
-(pitfall 2), and always deletes the session (pitfall 7: at most 1,024 live
+Rules are compiled once per process (`cds.engine.compile`) into durable-rules rulesets defined as
+plain JSON (no `durable.lang` host, so no background timer threads). Each evaluation asserts one or
+more *facts* (never events: an event is consumed by the first matching rule, shared/notes pitfall 1)
+into a fresh session id, runs the actions synchronously, checks for errors the engine would
+otherwise swallow (pitfall 2), and always deletes the session (pitfall 7: at most 1,024 live
 sessions).
 
-Every pattern carries a type discriminator ``t == "patient"`` so that no rule
-can match the session's state fact (pitfall 5). The action of every rule only
-records the rule ID in a set, so an ``$or`` firing once per true branch
-(pitfall 3) is harmless. A lowest-priority sentinel rule fires for every fact;
-if it does not, the run is reported as an engine failure instead of an empty
-result.
+Every pattern carries a type discriminator ``t == "patient"`` so that no rule can match the
+session's state fact (pitfall 5). The action of every rule only records the rule ID in a set, so an
+``$or`` firing once per true branch (pitfall 3) is harmless. A lowest-priority sentinel rule fires
+for every fact; if it does not, the run is reported as an engine failure instead of an empty result.
 
-Several facts ("variants", e.g. the counterfactual profiles of the unknown-fact
-analysis) can share one session: each carries its own ``cds_variant`` number
-and rules match single facts, so variants never interact.
+Capacity: shards. One durable-rules ruleset holds only so much (`cds.engine.capacity`, derived
+from the C source): its alpha-network walk keeps pending nodes on a 64-entry stack (error 303 past
+it), and its per-node tables (511 tests, 127 ``$nex``/``$or`` links, 255 rules per node) fail
+silently or crash the process past theirs. `capacity.plan` packs the rules, in order, into as many
+rulesets ("shards") as it takes for every shard to stay within every table and to have at most
+`capacity.MAX_PENDING` = 32 alpha nodes pending at once for any fact (a proved upper bound, half the
+stack). `cds rules check` runs the same plan, so a rule folder that passes the check fits; a rule
+that does not fit even alone is a `RuleSetError` here and a problem there. Each shard has its own
+sentinel. A patient's fact(s) are asserted into every shard (each shard gets only the facts its
+rules read) and the fired sets are merged; every result code, exception or missing sentinel is an
+`EngineError` naming the shard, the patient and the code.
 
-Speed. durable's Python layer (``durable.engine.Ruleset._flush_actions``) runs
-every fired rule through a ``Closure``: ``json.loads`` of the state and of the
-whole matched fact, then ``json.dumps`` + ``update_state`` of an unchanged
-state, about 20 us per fired rule. Our actions have no side effect on the
-session, so `Engine.run` drives the same C functions directly
-(``assert_facts``, ``start_action_for_state``, ``complete_and_start_action``,
-``abandon_action``, ``delete_state``), reads the rule name and the variant
-number from the action message, and never writes the state back. Matching,
-conflict resolution and firing order are still durable-rules' own; every
-safety check stays (result codes, sentinel rule, unknown rule or malformed
-message -> EngineError, ``abandon_action`` on failure, ``delete_state`` in
-``finally``). Only the facts some rule names are asserted (the others cannot
-change what fires), and numbers in exponent form are written with a decimal
-point (``1.0e-05``): durable-rules' JSON reader crashes the process on ``1e-05``.
+Session slots are primed. durable-rules never initialises a new session's action context, and
+``delete_state``/``abandon_action`` free it (state.c:828, 930; events.c:2403): cleaning up a
+session in which no action ever started (e.g. after a 303) freed heap garbage and killed the
+process. Freed slots are reused first with a NULL context, so each shard runs, once at compile
+time, one action in each of its first state slots (`_prime`); after that, an engine error is an
+exception, never a crash.
 
-Scoped variants. A counterfactual variant differs from the patient's own fact
-only in the facts of one unknown profile field (e.g. ``cytogenetics``). A rule
-that names none of that field's facts sees the same values in both and fires
-(or not) exactly as for the patient. Each rule therefore also matches a
-``cds_scope`` discriminator: ``"*"`` (every rule) or the field names the rule's
-facts come from; a variant asserted with ``cds_scope: <field>`` is matched only
-by the rules that read that field, and its fired set is completed from the
-patient's (`Engine.run_counterfactuals`, which takes each variant as the
-patient's fact plus an assignment and refuses an assignment outside its
-field). tests/test_batch.py checks scoped against unscoped runs on many
-generated profiles.
+Speed. durable's Python layer (``durable.engine.Ruleset._flush_actions``) runs every fired rule
+through a ``Closure``: ``json.loads`` of the state and of the whole matched fact, then ``json.dumps``
++ ``update_state`` of an unchanged state, about 20 us per fired rule. Our actions have no side
+effect on the session, so `Engine.run` drives the same C functions directly (``assert_facts``,
+``start_action_for_state``, ``complete_and_start_action``, ``abandon_action``, ``delete_state``),
+reads the rule name and the variant number from the action message, and never writes the state
+back. Matching, conflict resolution and firing order are still durable-rules' own; every safety
+check stays (result codes, sentinel rule, unknown rule or malformed message -> EngineError,
+``abandon_action`` on failure, ``delete_state`` in ``finally``), in every shard. Only the facts some
+rule of the shard names are asserted into it (the others cannot change what fires), and numbers in
+exponent form are written with a decimal point (``1.0e-05``): durable-rules' JSON reader crashes the
+process on ``1e-05``.
+
+Scoped variants. A counterfactual variant differs from the patient's own fact only in the facts of
+one unknown profile field (e.g. ``cytogenetics``). A rule that names none of that field's facts sees
+the same values in both and fires (or not) exactly as for the patient. Each rule therefore also
+matches a ``cds_scope`` discriminator: ``"*"`` (every rule) or the field names the rule's facts come
+from; a variant asserted with ``cds_scope: <field>`` is matched only by the rules that read that
+field (and only in the shards holding such rules), and its fired set is completed from the
+patient's (`Engine.run_counterfactuals`, which takes each variant as the patient's fact plus an
+assignment and refuses an assignment outside its field). tests/test_batch.py checks scoped against
+unscoped runs on many generated profiles.
 """
 
 from __future__ import annotations
@@ -56,21 +64,60 @@ import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import durable_rules_engine as _core  # durable-rules' C core (what durable.engine.Ruleset wraps)
 
-from cds.errors import EngineError
-from cds.knowledge.ruleset import Condition, Group, Leaf, RuleSet, leaves
-from cds.model.facts import FACTS, REFRACTORY_FIELD, Value
+from cds.engine import capacity
+from cds.engine.compile import (
+    ALL,
+    BOOKKEEPING,
+    PATIENT,
+    SENTINEL,
+    compile_condition,
+    fact_scope,
+    rule_definition,
+    rule_facts,
+    rule_scopes,
+    sentinel_definition,
+)
+from cds.errors import EngineError, RuleSetError
+from cds.knowledge.ruleset import Rule, RuleSet
+from cds.model.facts import Value
 
-SENTINEL = "__evaluated__"
-_TYPE = "patient"
-ALL = "*"  # cds_scope of a fact every rule must see
+__all__ = ["SENTINEL", "Engine", "capacity_problems", "compile_condition", "durable_version", "fact_scope", "plan_rules"]
+
 _HEAD = '":{"m":{"cds_variant":'
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # durable-rules' JSON reader crashes the process (SIGSEGV) on a number in exponent form
 # without a decimal point, which is how Python writes 1e-05 or 1e+16: write 1.0e-05.
 _BARE_EXPONENT = re.compile(r"(?<=[:,\[])(-?\d+)(?=[eE][-+]?\d)")
+_ERROR_CODE = re.compile(r"error code: (\d+)")
+#: durable-rules' result codes (src/rules/rules.h), for the error messages
+CODES = {
+    1: "ERR_EVENT_NOT_HANDLED: no rule accepted the fact",
+    2: "ERR_EVENT_OBSERVED: the same fact twice",
+    3: "ERR_EVENT_DEFERRED",
+    101: "ERR_OUT_OF_MEMORY",
+    102: "ERR_UNEXPECTED_TYPE",
+    105: "ERR_UNEXPECTED_NAME",
+    106: "ERR_RULE_LIMIT_EXCEEDED",
+    107: "ERR_RULE_EXISTS_LIMIT_EXCEEDED",
+    108: "ERR_RULE_BETA_LIMIT_EXCEEDED",
+    111: "ERR_INVALID_HANDLE",
+    113: "ERR_EXPRESSION_LIMIT_EXCEEDED",
+    201: "ERR_PARSE_VALUE",
+    202: "ERR_PARSE_STRING",
+    203: "ERR_PARSE_NUMBER",
+    204: "ERR_PARSE_OBJECT",
+    205: "ERR_PARSE_ARRAY",
+    302: "ERR_EVENT_MAX_PROPERTIES",
+    303: "ERR_MAX_STACK_SIZE: more alpha nodes pending than the 64-entry stack holds",
+    304: "ERR_MAX_MESSAGES_IN_FRAME",
+    309: "ERR_SID_NOT_FOUND",
+    310: "ERR_NO_ACTION_AVAILABLE",
+}
+_PRIMED_SLOTS = 6  # a state pool starts with 8 slots, slot 0 unused, and grows when the 7th is taken
 
 
 def _dumps(value: list[dict] | dict) -> str:
@@ -80,203 +127,276 @@ def _dumps(value: list[dict] | dict) -> str:
     return text
 
 
-def compile_condition(cond: Condition) -> dict:
-    """Translate a parsed condition into a durable-rules JSON expression."""
-    if isinstance(cond, Group):
-        return {"$and" if cond.mode == "all" else "$or": [compile_condition(c) for c in cond.items]}
-    assert isinstance(cond, Leaf)
-    f, op, v = cond.fact, cond.op, cond.value
-    if op == "==":
-        return {f: v}
-    if op == "!=":
-        return {"$neq": {f: v}}
-    if op in ("<", "<=", ">", ">="):
-        key = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}[op]
-        return {key: {f: v}}
-    if op == "in":
-        assert isinstance(v, tuple)
-        return {"$or": [{f: x} for x in v]}
-    if op == "known":
-        return {"$ex": {f: 1}}
-    if op == "unknown":
-        return {"$nex": {f: 1}}
-    raise EngineError(f"cannot compile operator {op!r}")
+def _code(exc: BaseException) -> str:
+    """The numeric code in a C-core exception, with its name: '303 (ERR_MAX_STACK_SIZE: ...)'."""
+    if isinstance(exc, MemoryError):
+        return f"101 ({CODES[101]})"
+    m = _ERROR_CODE.search(str(exc))
+    if not m:
+        return f"unknown ({exc})"
+    code = int(m.group(1))
+    return f"{code} ({CODES.get(code, 'see durable-rules src/rules/rules.h')})"
 
 
-def fact_scope(fact: str) -> str | None:
-    """The profile field an unknown fact comes from (what a counterfactual variant varies), or None."""
-    spec = FACTS.get(fact)
-    if spec is None or not spec.may_be_unknown or spec.input_field == REFRACTORY_FIELD:
-        # refractoriness facts: their variants are matched unscoped (Engine.run), so that the rules
-        # reading them carry no extra scope branch (each branch is an alpha node: durable-rules pitfall 13)
-        return None
-    return spec.input_field or spec.name
+def plan_rules(rules: Sequence[Rule], max_pending: int = capacity.MAX_PENDING) -> tuple[capacity.Plan, dict[str, dict]]:
+    """The shard plan of the (active) rules and each rule's durable-rules definition: what `Engine` compiles."""
+    definitions = {rule.id: rule_definition(rule, pri) for pri, rule in enumerate(rules)}
+    plan = capacity.plan(list(definitions.items()), _sentinel(rules), BOOKKEEPING, max_pending)
+    return plan, definitions
+
+
+def capacity_problems(rules: Sequence[Rule]) -> tuple[dict[str, str], str]:
+    """For `cds rules check`: rule ID -> problem line for every rule that fits in no ruleset, and the plan's summary."""
+    plan, _ = plan_rules(rules)
+    return dict(zip((rid for rid, _ in plan.problems), _problem_lines(rules, plan))), plan.summary()
+
+
+def _problem_lines(rules: Sequence[Rule], plan: capacity.Plan) -> list[str]:
+    files = {r.id: r.file for r in rules}
+    return [
+        f"{files[rid]} [{rid}] when: too large for one durable-rules ruleset even on its own: {why}; split it into smaller rules"
+        for rid, why in plan.problems
+    ]
+
+
+def _sentinel(rules: Sequence[Rule]) -> dict:
+    return sentinel_definition(len(rules) + 1)
+
+
+@dataclass(frozen=True)
+class _Shard:
+    number: int  # 1-based, for messages
+    handle: int
+    label: str  # 'ruleset 2 of 3 (CARTM-SBCMA-001 .. SEQ-CD38-004, 36 rules)'
+    facts: tuple[str, ...]  # the facts its rules read: the only ones asserted into it
+    scope_facts: Mapping[str, tuple[str, ...]]  # scope -> facts read by its rules of that scope
+    prefixes: Mapping[str, str]  # action-message head -> rule ID (incl. the sentinel)
 
 
 _names = itertools.count()
 
 
 class Engine:
-    """A compiled rule set. Create once per process (recompiling leaks: pitfall 8)."""
+    """A compiled rule set. Create once per process (recompiling leaks: pitfall 8).
 
-    def __init__(self, ruleset: RuleSet):
+    `max_pending` is the stack bound the shards are planned to (tests raise it to provoke the
+    engine's own error 303 and check that it is reported, not a crash).
+    """
+
+    def __init__(self, ruleset: RuleSet, max_pending: int = capacity.MAX_PENDING):
         self.ruleset = ruleset
         self._lock = threading.Lock()  # the C core is not re-entrant; one evaluation at a time
         self._sids = itertools.count()
         self.rule_ids = frozenset(r.id for r in ruleset.rules) | {SENTINEL}
-        used: set[str] = set()
+        by_id = {r.id: r for r in ruleset.rules}
         in_scope: dict[str, set[str]] = {}
-        definition: dict[str, dict] = {}
-        for pri, rule in enumerate(ruleset.rules):
-            facts = {leaf.fact for leaf in leaves(rule.condition)}
-            used |= facts
-            scopes = sorted({s for s in map(fact_scope, facts) if s is not None})
-            for s in scopes:
+        for rule in ruleset.rules:
+            for s in rule_scopes(rule):
                 in_scope.setdefault(s, set()).add(rule.id)
-            scope: dict = {"cds_scope": ALL}
-            if scopes:
-                scope = {"$or": [{"cds_scope": ALL}] + [{"cds_scope": s} for s in scopes]}
-            parts: list[dict] = [{"t": _TYPE}, scope]
-            if rule.condition is not None:
-                parts.append(compile_condition(rule.condition))
-            definition[rule.id] = {"all": [{"m": {"$and": parts}}], "pri": pri}
-        definition[SENTINEL] = {"all": [{"m": {"t": _TYPE}}], "pri": len(ruleset.rules) + 1}
-        self.definition = definition
-        self.definition_size = len(definition)
         #: facts some rule names: the only ones asserted (the others cannot change what fires)
-        self.used_facts = frozenset(used)
+        self.used_facts = frozenset().union(*(rule_facts(r) for r in ruleset.rules))
         #: scope -> the rules that read a fact of that scope
         self.rules_in_scope = {s: frozenset(ids) for s, ids in in_scope.items()}
-        self._used_order = tuple(sorted(used))
         #: fact -> its scope, for the facts rules read that can be unknown
-        self._scope_of = {f: s for f in used if (s := fact_scope(f)) is not None}
-        #: scope -> every fact read by the rules of that scope
-        self._scope_facts = {
-            s: tuple(sorted({leaf.fact for r in ruleset.rules if r.id in ids for leaf in leaves(r.condition)}))
-            for s, ids in self.rules_in_scope.items()
-        }
-        #: '{"<rule id>":{"m":{"cds_variant"' (an action message up to the variant number) -> rule id
-        self._prefixes = {f'{{"{r}{_HEAD[:-1]}': r for r in self.rule_ids}
-        self.name = f"cds_{ruleset.digest[:12]}_{next(_names)}"
-        try:
-            self._handle = _core.create_ruleset(self.name, _dumps(definition))  # type: ignore[arg-type]
-        except BaseException as exc:  # noqa: BLE001 - the C core reports bare numeric codes
-            raise EngineError(f"durable-rules refused the compiled rule set: {exc}") from None
+        self._scope_of = {f: s for f in self.used_facts if (s := fact_scope(f)) is not None}
 
-    def run(self, variants: Sequence[dict[str, Value]]) -> list[frozenset[str]]:
-        """Assert each variant as a fact in one fresh session; return the rules fired per variant."""
+        self.plan, definitions = plan_rules(ruleset.rules, max_pending)
+        if self.plan.problems:
+            raise RuleSetError(_problem_lines(ruleset.rules, self.plan))
+        sentinel = _sentinel(ruleset.rules)
+        base = f"cds_{ruleset.digest[:12]}_{next(_names)}"
+        total = len(self.plan.shards)
+        shards: list[_Shard] = []
+        try:
+            for number, part in enumerate(self.plan.shards, 1):
+                rules = [by_id[rid] for rid in part.rule_ids]
+                label = f"ruleset {number} of {total} ({part.rule_ids[0]} .. {part.rule_ids[-1]}, {len(rules)} rules)"
+                definition = {rid: definitions[rid] for rid in part.rule_ids}
+                definition[SENTINEL] = sentinel
+                try:
+                    handle = _core.create_ruleset(f"{base}_{number}", _dumps(definition))  # type: ignore[arg-type]
+                except BaseException as exc:  # noqa: BLE001 - the C core reports bare numeric codes
+                    raise EngineError(f"durable-rules refused {label}: error code {_code(exc)}") from None
+                scope_facts: dict[str, set[str]] = {}
+                for r in rules:
+                    for s in rule_scopes(r):
+                        scope_facts.setdefault(s, set()).update(rule_facts(r))
+                shard = _Shard(
+                    number=number,
+                    handle=handle,
+                    label=label,
+                    facts=tuple(sorted(set().union(*(rule_facts(r) for r in rules)))),
+                    scope_facts={s: tuple(sorted(f)) for s, f in scope_facts.items()},
+                    prefixes={f'{{"{r}{_HEAD[:-1]}': r for r in (*part.rule_ids, SENTINEL)},
+                )
+                shards.append(shard)
+                self._prime(shard)
+        except BaseException:
+            for shard in shards:
+                with contextlib.suppress(BaseException):
+                    _core.delete_ruleset(shard.handle)
+            raise
+        self._shards = tuple(shards)
+
+    @property
+    def shard_count(self) -> int:
+        return len(self._shards)
+
+    def run(self, variants: Sequence[dict[str, Value]], patient: str | None = None) -> list[frozenset[str]]:
+        """Assert each variant as a fact in one fresh session; return the rules fired per variant.
+
+        `patient` (an ID) only names the patient in an error message.
+        """
         if not variants:
             return []
-        used = self._used_order
-        facts = []
-        for i, v in enumerate(variants):
-            fact: dict = {"cds_variant": i}
-            fact.update({k: v[k] for k in used if k in v})
-            fact["t"] = _TYPE
-            fact["cds_scope"] = ALL
-            facts.append(fact)
-        return self._finish(self._fire(facts), [None] * len(facts))
+        fired: list[set[str]] = [set() for _ in variants]
+        with self._lock:
+            sid = f"e{next(self._sids)}"
+            for shard in self._shards:
+                keys = shard.facts
+                facts = []
+                for i, v in enumerate(variants):
+                    fact: dict = {"cds_variant": i}
+                    fact.update({k: v[k] for k in keys if k in v})
+                    fact.update(t=PATIENT, cds_scope=ALL, id=f"v{i}", sid=sid)
+                    facts.append(fact)
+                for i, got in self._fire(shard, sid, facts, patient).items():
+                    fired[i] |= got
+        return [frozenset(f) for f in fired]
 
     def run_counterfactuals(
-        self, base: dict[str, Value], variants: Sequence[tuple[str, Mapping[str, Value]]]
+        self, base: dict[str, Value], variants: Sequence[tuple[str, Mapping[str, Value]]], patient: str | None = None
     ) -> list[frozenset[str]]:
-        """The rules fired for `base` and for each variant ``base | assignment``, in one session.
+        """The rules fired for `base` and for each variant ``base | assignment``, in one session per shard.
 
         Each variant is ``(scope, assignment)``: ``scope`` is the profile field
         (`fact_scope`) every fact of ``assignment`` comes from. Only the rules that
         read that field are matched against the variant; the others fire as for
         `base` (see the module docstring). Returns ``[fired(base), fired(variant 1), ...]``.
         """
-        scope_of, used, scope_facts = self._scope_of, self.used_facts, self._scope_facts
-        fact: dict = {"cds_variant": 0}
-        fact.update({k: base[k] for k in self._used_order if k in base})
-        fact["t"] = _TYPE
-        fact["cds_scope"] = ALL
-        facts: list[dict] = [fact]
-        scopes: list[str | None] = [None]
-        for i, (scope, assignment) in enumerate(variants, 1):
-            fact = {"cds_variant": i}
-            # only what the rules of this scope read (they are the only ones matched against it)
-            fact.update({k: base[k] for k in scope_facts.get(scope, ()) if k in base})
-            for name, value in assignment.items():
-                if name in used:
-                    if scope_of.get(name) != scope:
-                        raise EngineError(f"a variant scoped to {scope!r} also changes {name!r}")
-                    fact[name] = value
-            fact["t"] = _TYPE
-            fact["cds_scope"] = scope
-            facts.append(fact)
-            scopes.append(scope)
-        return self._finish(self._fire(facts), scopes)
-
-    def _fire(self, facts: list[dict]) -> list[set[str]]:
-        h = self._handle
-        heads: list[str] = []
+        scope_of, used = self._scope_of, self.used_facts
+        for scope, assignment in variants:
+            for name in assignment:
+                if name in used and scope_of.get(name) != scope:
+                    raise EngineError(f"a variant scoped to {scope!r} also changes {name!r}")
+        fired: list[set[str]] = [set() for _ in range(len(variants) + 1)]
         with self._lock:
             sid = f"e{next(self._sids)}"
-            for i, f in enumerate(facts):
-                f["id"] = f"v{i}"
-                f["sid"] = sid
-            try:
-                payload = _dumps(facts)
-            except ValueError as exc:
-                raise EngineError(f"a fact cannot be sent to the engine: {exc}") from None
-            state_offset = None
-            try:
-                code, state_offset = _core.assert_facts(h, payload)
-                if code == 1:
-                    raise EngineError("the engine did not accept the patient fact")
-                if code == 2:
-                    raise EngineError("the engine saw the same patient fact twice")
-                if code != 0:
-                    raise EngineError(f"the engine deferred the patient fact (code {code})")
-                started = _core.start_action_for_state(h, state_offset)
-                message = started[1] if started else None
-                # Each action message is {"<rule id>":{"m":{"cds_variant": <i>, ...the fact...}}}
-                # (the C core keeps the fact's key order and rule IDs hold no comma): keep the
-                # text up to the first comma, parsed and checked below once the session is done.
-                append, complete = heads.append, _core.complete_and_start_action
-                while message is not None:
-                    append(message[: message.find(",")])
-                    message = complete(h, state_offset)
-            except EngineError:
-                self._abandon(state_offset)
-                raise
-            except Exception as exc:  # noqa: BLE001 - the C core raises bare errors with numeric codes
-                self._abandon(state_offset)
-                raise EngineError(f"the engine failed: {exc}") from None
-            finally:
-                with contextlib.suppress(BaseException):  # nothing more to clean
-                    _core.delete_state(h, sid)
-        fired: list[set[str]] = [set() for _ in facts]
-        prefixes = self._prefixes
+            for shard in self._shards:
+                fact: dict = {"cds_variant": 0}
+                fact.update({k: base[k] for k in shard.facts if k in base})
+                fact.update(t=PATIENT, cds_scope=ALL, id="v0", sid=sid)
+                facts = [fact]
+                scope_facts = shard.scope_facts
+                for i, (scope, assignment) in enumerate(variants, 1):
+                    keys = scope_facts.get(scope)
+                    if keys is None:
+                        continue  # no rule of this shard reads that field: it fires as for the base fact
+                    fact = {"cds_variant": i}
+                    # only what this shard's rules of the scope read (the only ones matched against it)
+                    fact.update({k: base[k] for k in keys if k in base})
+                    fact.update({k: v for k, v in assignment.items() if k in keys})
+                    fact.update(t=PATIENT, cds_scope=scope, id=f"v{i}", sid=sid)
+                    facts.append(fact)
+                for i, got in self._fire(shard, sid, facts, patient).items():
+                    fired[i] |= got
+        out = [frozenset(fired[0])]
+        for (scope, _), got in zip(variants, fired[1:]):
+            # the rules outside the scope see the same values as the base fact
+            out.append(frozenset(got | (out[0] - self.rules_in_scope.get(scope, frozenset()))))
+        return out
+
+    def _fail(self, shard: _Shard, patient: str | None, what: str) -> EngineError:
+        who = f"patient {patient}" if patient else "a fact without patient ID"
+        return EngineError(f"durable-rules {shard.label} failed for {who}: {what}")
+
+    def _fire(self, shard: _Shard, sid: str, facts: list[dict], patient: str | None) -> dict[int, set[str]]:
+        """Assert `facts` into one shard's session `sid`; the rules fired per variant number (sentinel checked)."""
+        h = shard.handle
+        try:
+            payload = _dumps(facts)
+        except ValueError as exc:
+            raise EngineError(f"a fact of {patient or 'a patient'} cannot be sent to the engine: {exc}") from None
+        heads: list[str] = []
+        state_offset = None
+        try:
+            code, state_offset = _core.assert_facts(h, payload)
+            if code != 0:
+                raise self._fail(shard, patient, f"assert_facts returned code {code} ({CODES.get(code, '?')})")
+            started = _core.start_action_for_state(h, state_offset)
+            message = started[1] if started else None
+            # Each action message is {"<rule id>":{"m":{"cds_variant": <i>, ...the fact...}}}
+            # (the C core keeps the fact's key order and rule IDs hold no comma): keep the
+            # text up to the first comma, parsed and checked below once the session is done.
+            append, complete = heads.append, _core.complete_and_start_action
+            while message is not None:
+                append(message[: message.find(",")])
+                message = complete(h, state_offset)
+        except EngineError:
+            self._abandon(h, state_offset)
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the C core raises bare errors with numeric codes
+            self._abandon(h, state_offset)
+            raise self._fail(shard, patient, f"error code {_code(exc)}") from None
+        finally:
+            with contextlib.suppress(BaseException):  # nothing more to clean
+                _core.delete_state(h, sid)
+        fired: dict[int, set[str]] = {f["cds_variant"]: set() for f in facts}
+        prefixes = shard.prefixes
         try:
             for head in heads:
                 prefix, _, variant = head.rpartition(":")
                 if not variant.lstrip().isdigit():
                     raise ValueError(variant)
                 fired[int(variant)].add(prefixes[prefix])
-        except (KeyError, ValueError, IndexError):
-            raise EngineError(f"unexpected action message from the engine: {head[:80]!r}") from None
+        except (KeyError, ValueError):
+            raise self._fail(shard, patient, f"unexpected action message {head[:80]!r}") from None
+        for variant, got in fired.items():
+            if SENTINEL not in got:
+                raise self._fail(shard, patient, f"fact {variant} was not evaluated to the end (the sentinel rule did not fire)")
+            got.discard(SENTINEL)
         return fired
 
-    def _finish(self, fired: list[set[str]], scopes: list[str | None]) -> list[frozenset[str]]:
-        out: list[frozenset[str]] = []
-        for i, (got, scope) in enumerate(zip(fired, scopes)):
-            if SENTINEL not in got:
-                raise EngineError(f"the engine did not finish evaluating fact {i} (sentinel rule did not fire)")
-            got.discard(SENTINEL)
-            if scope is not None:
-                # the rules outside the scope see the same values as the base fact
-                got |= out[0] - self.rules_in_scope.get(scope, frozenset())
-            out.append(frozenset(got))
-        return out
-
-    def _abandon(self, state_offset) -> None:
+    @staticmethod
+    def _abandon(handle: int, state_offset) -> None:
         if state_offset is None:
             return
         with contextlib.suppress(BaseException):  # no action in progress
-            _core.abandon_action(self._handle, state_offset)
+            _core.abandon_action(handle, state_offset)
+
+    def _prime(self, shard: _Shard) -> None:
+        """Run one action in each of the shard's first state slots, so that none holds an uninitialised context.
+
+        durable-rules' ``createStateNode`` never initialises a session's action context; ``delete_state``
+        and ``abandon_action`` free it. Starting an action sets it, finishing one frees and NULLs it, and
+        a deleted slot is the next one reused: after this, cleaning up a session in which no action ran
+        (e.g. after error 303) frees nothing it should not (see the module docstring).
+        """
+        h = shard.handle
+        fact = {"cds_variant": 0, "t": PATIENT, "cds_scope": "", "id": "p"}  # only the sentinel matches it
+        done: list[str] = []  # sessions whose action ran: safe to delete (a failed one is left to leak)
+        try:
+            offsets = []
+            for i in range(_PRIMED_SLOTS):  # all live at once: each takes its own slot
+                sid = f"prime{i}"
+                code, offset = _core.assert_facts(h, _dumps([{**fact, "sid": sid}]))
+                if code != 0:
+                    raise EngineError(f"durable-rules {shard.label}: priming returned code {code}")
+                offsets.append((sid, offset))
+            for sid, offset in offsets:
+                if _core.start_action_for_state(h, offset) is None:
+                    raise EngineError(f"durable-rules {shard.label}: the sentinel rule did not fire while priming")
+                while _core.complete_and_start_action(h, offset) is not None:
+                    pass
+                done.append(sid)
+        except EngineError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the C core raises bare errors with numeric codes
+            raise EngineError(f"durable-rules {shard.label} failed while priming: error code {_code(exc)}") from None
+        finally:
+            for sid in done:
+                with contextlib.suppress(BaseException):
+                    _core.delete_state(h, sid)
 
 
 @functools.cache

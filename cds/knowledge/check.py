@@ -15,6 +15,8 @@ returns one line per problem naming the file and the rule:
   impossible only if all its branches are;
 - a rule without citations or without fixtures (a rule without ``when`` needs
   ``fires`` fixtures; a conditional rule needs ``fires`` and ``silent`` ones);
+- a rule too large for durable-rules even in a ruleset of its own (`capacity`: the same
+  shard plan the engine compiles, `cds.engine.capacity`), and the plan's summary;
 - a fixture that does not behave as declared, run through the real
   durable-rules engine (`cds.knowledge.fixtures.run_fixtures`).
 
@@ -30,7 +32,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -263,6 +265,7 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
     rules_checked: int = 0
     fixtures_run: int = 0
+    capacity: str = ""  # how the engine holds the rules (`cds.engine.capacity.Plan.summary`)
 
     @property
     def ok(self) -> bool:
@@ -318,11 +321,14 @@ def check_rules(
     profiles_dir: Path | None = None,
     run_fixtures: bool = True,
     runner: Callable[[RuleSet], FixtureRunner] | None = None,
+    capacity: Callable[[Sequence[Rule]], tuple[dict[str, str], str]] | None = None,
 ) -> CheckReport:
     """Check the rule folder; every problem is one line naming the file and the rule.
 
     `runner` builds the matcher the fixtures run on from the rules that compiled
     (the real engine: `cds.check_rules` passes it); without one, fixtures are not run.
+    `capacity` plans the engine's rulesets for the rules that compiled: a problem line per
+    rule ID that fits in none, and a summary (`cds.check_rules` passes the engine's).
     """
     report = CheckReport()
     directory = Path(directory)
@@ -506,6 +512,13 @@ def check_rules(
                 report.add(p)
     except CdsError as exc:  # pragma: no cover - defensive
         report.add(f"{directory}: {exc}")
+
+    # --- engine capacity: the shard plan the engine compiles (a rule that fits nowhere is not run)
+    if capacity is not None and runnable:
+        too_large, report.capacity = capacity(runnable)
+        for line in too_large.values():
+            report.add(line)
+        runnable = [r for r in runnable if r.id not in too_large]
 
     # --- fixtures, through the real engine, on every rule that could be compiled
     if run_fixtures and runner is not None and any(r.fixtures.fires or r.fixtures.silent for r in runnable):

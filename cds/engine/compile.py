@@ -1,0 +1,84 @@
+"""Rules to durable-rules JSON: one pattern per rule, shared by the engine and the capacity check.
+
+Every rule becomes ``{"all": [{"m": {"$and": [type, scope, condition]}}], "pri": n}``:
+
+- ``{"t": "patient"}``, a type discriminator, so that no rule can match the session's state
+  fact (shared/notes pitfall 5);
+- the scope: ``{"cds_scope": "*"}``, or, for a rule reading facts that can be unknown,
+  ``{"$or": [{"cds_scope": "*"}, {"cds_scope": <field>}, ...]}`` over the profile fields those
+  facts come from (the scoped counterfactual variants of `cds.engine.durable`);
+- the condition, if any: ``==`` is ``{fact: v}``, ``!=`` ``$neq``, ``< <= > >=`` ``$lt $lte $gt
+  $gte``, ``in`` an ``$or`` of equalities, ``is known`` ``$ex``, ``is unknown`` ``$nex``,
+  ``all``/``any`` ``$and``/``$or``.
+
+The sentinel rule (lowest priority, no condition) fires for every asserted fact.
+"""
+
+from __future__ import annotations
+
+from cds.errors import EngineError
+from cds.knowledge.ruleset import Condition, Group, Leaf, Rule, leaves
+from cds.model.facts import FACTS, REFRACTORY_FIELD
+
+SENTINEL = "__evaluated__"
+PATIENT = "patient"  # the value of the type discriminator `t`
+ALL = "*"  # cds_scope of a fact every rule must see
+#: properties every asserted fact carries besides the rules' facts
+BOOKKEEPING = ("cds_variant", "t", "cds_scope", "id", "sid")
+
+_COMPARE = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
+
+
+def compile_condition(cond: Condition) -> dict:
+    """Translate a parsed condition into a durable-rules JSON expression."""
+    if isinstance(cond, Group):
+        return {"$and" if cond.mode == "all" else "$or": [compile_condition(c) for c in cond.items]}
+    assert isinstance(cond, Leaf)
+    f, op, v = cond.fact, cond.op, cond.value
+    if op == "==":
+        return {f: v}
+    if op in _COMPARE:
+        return {_COMPARE[op]: {f: v}}
+    if op == "in":
+        assert isinstance(v, tuple)
+        return {"$or": [{f: x} for x in v]}
+    if op == "known":
+        return {"$ex": {f: 1}}
+    if op == "unknown":
+        return {"$nex": {f: 1}}
+    raise EngineError(f"cannot compile operator {op!r}")
+
+
+def fact_scope(fact: str) -> str | None:
+    """The profile field an unknown fact comes from (what a counterfactual variant varies), or None."""
+    spec = FACTS.get(fact)
+    if spec is None or not spec.may_be_unknown or spec.input_field == REFRACTORY_FIELD:
+        # refractoriness facts: their variants are matched unscoped (Engine.run), so that the rules
+        # reading them carry no extra scope branch (each branch is an alpha node: durable-rules pitfall 13)
+        return None
+    return spec.input_field or spec.name
+
+
+def rule_facts(rule: Rule) -> frozenset[str]:
+    return frozenset(leaf.fact for leaf in leaves(rule.condition))
+
+
+def rule_scopes(rule: Rule) -> tuple[str, ...]:
+    """The profile fields whose counterfactual variants this rule must see (sorted)."""
+    return tuple(sorted({s for s in map(fact_scope, rule_facts(rule)) if s is not None}))
+
+
+def rule_definition(rule: Rule, pri: int) -> dict:
+    """The durable-rules definition of one rule (see the module docstring)."""
+    scopes = rule_scopes(rule)
+    scope: dict = {"cds_scope": ALL}
+    if scopes:
+        scope = {"$or": [{"cds_scope": ALL}] + [{"cds_scope": s} for s in scopes]}
+    parts: list[dict] = [{"t": PATIENT}, scope]
+    if rule.condition is not None:
+        parts.append(compile_condition(rule.condition))
+    return {"all": [{"m": {"$and": parts}}], "pri": pri}
+
+
+def sentinel_definition(pri: int) -> dict:
+    return {"all": [{"m": {"t": PATIENT}}], "pri": pri}
