@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import os
+from collections.abc import Iterable
 
 from cds.decide.pipeline import Evaluation
 from cds.decide.ranking import Reason
+from cds.decide.unknowns import Effect, UnknownFact
 from cds.errors import InputError
 from cds.knowledge.evidence import MEASURE_LABELS, EvidenceEntry
 from cds.knowledge.site import Site, availability
@@ -196,13 +198,13 @@ def _origin(name: str) -> str:
     return "derived"
 
 
-def _effect_text(effect, ev: Evaluation, field: str) -> str:
+def _effect_text(effect: Effect, ev: Evaluation, field: str) -> str:
     titles = {o.id: o.title for o in ev.ruleset.options}
     parts = []
     base_top = ev.ranking.top
     if effect.top != base_top:
         parts.append(
-            f"top option would be {titles.get(effect.top, 'none')} instead of {titles.get(base_top, 'none')}"
+            f"top option would be {titles.get(effect.top or '', 'none')} instead of {titles.get(base_top or '', 'none')}"
             if effect.top
             else "no option would remain"
         )
@@ -280,7 +282,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
     rs = ev.ruleset
     cited: list[str] = []
 
-    def cite(ids) -> None:
+    def cite(ids: Iterable[str]) -> None:
         for i in ids:
             if i not in cited:
                 cited.append(i)
@@ -312,7 +314,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
             cite(r.evidence)
         excluded.append(m.ExcludedOption(id=x.id, title=x.title, reasons=[_reason(r) for r in x.reasons], availability=None))
 
-    def unknown(u) -> m.UnknownFact:
+    def unknown(u: UnknownFact) -> m.UnknownFact:
         return m.UnknownFact(
             field=u.field,
             description=u.description,

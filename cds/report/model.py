@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from typing_extensions import dataclass_transform
 
 from cds.knowledge.site import Availability
 
@@ -32,14 +34,15 @@ SCHEMA_VERSION = "2.1"
 FactValue = bool | int | float | str | None
 
 
-def _forbid_extra(cls: type) -> type:
-    """Mark a class for the JSON Schema generator: no properties beyond its fields (pydantic reads this)."""
-    cls.__pydantic_config__ = {"extra": "forbid"}  # type: ignore[attr-defined]
-    return cls
+_T = TypeVar("_T")
 
 
-def _model(cls: type) -> type:
-    return _forbid_extra(dataclass(frozen=True, slots=True)(cls))
+@dataclass_transform(frozen_default=True)
+def _model(cls: type[_T]) -> type[_T]:
+    """A frozen, slotted dataclass, marked for the JSON Schema generator: no properties beyond its fields."""
+    made = dataclass(frozen=True, slots=True)(cls)
+    made.__pydantic_config__ = {"extra": "forbid"}  # type: ignore[attr-defined]  # read by pydantic (cds schemas)
+    return made
 
 
 _FIELDS: dict[type, tuple[str, ...] | None] = {}  # per class: its dataclass field names, or None

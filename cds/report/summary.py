@@ -196,7 +196,7 @@ def summarize(report: m.Report) -> Summary:
         )
         if here is not None:
             best = next((t for t in tops if t.id == here.id), None) or _top(here, report.evidence, bool(here.tied_with))
-    titles = {o.id: short_title(o.title) for o in [*options, *report.excluded]}
+    titles = {o.id: short_title(o.title) for o in options} | {x.id: short_title(x.title) for x in report.excluded}
     sex = report.inputs.get("sex")
     return Summary(
         patient_id=report.patient_id,

@@ -50,7 +50,10 @@ def category(drug_class: str, targets: tuple[str, ...] | list[str]) -> str:
 def _tint(colour: str, amount: float = 0.22) -> str:
     """The colour mixed with white (amount = share of the colour)."""
     r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
-    mix = lambda c: round(255 - (255 - c) * amount)  # noqa: E731
+
+    def mix(c: int) -> int:
+        return round(255 - (255 - c) * amount)
+
     return f"#{mix(r):02X}{mix(g):02X}{mix(b):02X}"
 
 
@@ -165,7 +168,7 @@ def layout(lines: list[dict[str, Any]]) -> dict[str, Any]:
         }
 
     legend = []
-    lx = PAD
+    lx: float = PAD
     for _key, label, colour in CATEGORIES:
         legend.append({"x": lx, "y": legend_y, "fill": _tint(colour), "colour": colour, "label": label, "text_x": lx + 20})
         lx += 20 + len(label) * CHAR_W + 16

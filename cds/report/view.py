@@ -143,7 +143,8 @@ def case_facts(derived: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     by_name = {f["name"]: f for f in derived}
     names = [n for n in _CASE_FACT_ORDER if n in by_name]
     names += [f["name"] for f in derived if f["name"] not in names and f["origin"] == "derived"]
-    shown, absent = [], []
+    shown: list[dict[str, Any]] = []
+    absent: list[dict[str, Any]] = []
     for name in names:
         f = by_name[name]
         row = {"name": name, "description": f["description"], "value": f["value"], "explanation": f["explanation"]}
@@ -158,7 +159,7 @@ def _custom_label(fig: dict[str, Any]) -> bool:
         name = f"{name} at {fig['timepoint']}"
     if fig["arm"]:
         name = f"{name} ({fig['arm']})"
-    return fig["label"] != name
+    return bool(fig["label"] != name)
 
 
 def _evidence_view(e: dict[str, Any]) -> dict[str, Any]:
