@@ -37,6 +37,10 @@ def test_net_why_says_what_lowered_the_score(evaluator):
             assert f"\u2212{-r.weight} {r.title}" in top.why
         assert top.score == sum(r.weight for r in option.rationale)
     assert any(t.lowered for t in s.options), "this case has a deprefer rule among its top options"
+    html = render(report, "html")
+    page1 = html[: html.index('class="appendix"')]
+    assert '<span class="lowered">lowered by \u2212' in page1
+    assert "; lowered by **\u2212" in render(report, "markdown")
 
 
 def test_key_figure_comes_from_the_cited_evidence_with_source_and_level(evaluator):

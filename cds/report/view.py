@@ -219,6 +219,8 @@ def summary_view(summary: Summary) -> dict[str, Any]:
     for o in [*v["options"], *([v["best_available"]] if v["best_available"] else [])]:
         badge = AVAILABILITY_BADGE.get(o["availability_status"] or "")
         o["badge"], o["badge_class"] = badge if badge else (None, None)
+        o["raised_text"] = "; ".join(f"+{r['weight']} {r['text']}" for r in o["raised"]) or "eligible; no preference rule applies"
+        o["lowered_text"] = "; ".join(f"\u2212{-r['weight']} {r['text']}" for r in o["lowered"])
         k = o["key_figure"]
         if k:
             k["text"] = f"{k['study']}: {k['measure']} {k['value']}" + (f" (n={k['n']})" if k["n"] else "")
