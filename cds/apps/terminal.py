@@ -13,17 +13,13 @@ from rich.console import Console
 from rich.text import Text
 
 from cds.report.summary import Summary, TopOption
+from cds.report.view import AVAILABILITY_BADGE
 
 MAX_LINES = 40
 MAX_FACTS = 5
 MAX_EXCLUDED = 8
-BADGE_STYLE = {
-    "unavailable": ("not available here", "bold red"),
-    "not_reimbursed": ("not reimbursed here", "bold red"),
-    "referral": ("referral needed", "bold blue"),
-    "available": ("available here", "green"),
-    "unknown": ("availability not stated", "dim"),
-}
+# the page-1 badge's class (cds.report.view.AVAILABILITY_BADGE) -> terminal style
+BADGE_STYLE = {"bad": "bold red", "info": "bold blue", "good": "green", "muted": "dim"}
 
 
 def _line(*parts: tuple[str, str] | str) -> Text:
@@ -61,7 +57,8 @@ def _lines(s: Summary, path: str, max_excluded: int) -> list[Text]:
     ]
 
     def option(o: TopOption, best: TopOption | None) -> None:
-        badge, style = BADGE_STYLE.get(o.availability_status or "", ("", ""))
+        label, css = AVAILABILITY_BADGE.get(o.availability_status or "", ("", "muted"))
+        badge, style = label.lower(), BADGE_STYLE[css]
         out.append(
             _line(
                 f"{o.rank:>2}  ",
