@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cds.decide.pipeline import Evaluation, Evaluator
     from cds.knowledge.check import CheckReport
+    from cds.knowledge.ruleset import RuleSet
 
 
 def load_rules(directory: str | os.PathLike[str] | None = None) -> Evaluator:
@@ -61,7 +62,7 @@ def check_rules(
     folder = Path(directory) if directory is not None else rules_dir()
     profiles = Path(profiles_dir) if profiles_dir is not None else default_profiles_dir(folder)
 
-    def runner(ruleset):  # the rules that could be compiled, on durable-rules
+    def runner(ruleset: RuleSet) -> Evaluator:  # the rules that could be compiled, on durable-rules
         return Evaluator(ruleset=ruleset, analyze_unknowns=False)
 
     return _check(folder, profiles, run_fixtures=run_fixtures, runner=runner, capacity=capacity_problems)

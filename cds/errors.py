@@ -175,7 +175,7 @@ def validation_problems(label: str, exc: Any, raw: object, list_key: str, noun: 
         where = label
         if len(loc) >= 2 and loc[0] == list_key and isinstance(loc[1], int):
             try:
-                item_id = raw[list_key][loc[1]].get("id")  # type: ignore[index,union-attr]
+                item_id = raw[list_key][loc[1]].get("id")  # type: ignore[index]  # raw is untyped YAML: the except names nothing then
             except Exception:  # noqa: BLE001 - best effort to name the item
                 item_id = None
             where += f" [{printable(item_id) if item_id else f'{noun} #{loc[1] + 1}'}]"

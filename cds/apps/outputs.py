@@ -72,11 +72,13 @@ class OutputFile:
         if self.raw is None:
             self.fh = sys.stdout.buffer if self.binary else sys.stdout
             return self
+        target = self.target
+        assert target is not None  # set by __init__ whenever a path was given
         try:
             if self.direct:
-                self.fh = open(self.target, "wb") if self.binary else open(self.target, "w", encoding="utf-8")  # type: ignore[arg-type]  # noqa: SIM115 - kept open until commit()
+                self.fh = open(target, "wb") if self.binary else open(target, "w", encoding="utf-8")  # noqa: SIM115 - kept open until commit()
                 return self
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=self.directory)  # type: ignore[arg-type,type-var]
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=self.directory)
             self.fh = os.fdopen(fd, "wb") if self.binary else os.fdopen(fd, "w", encoding="utf-8")
             os.fchmod(fd, self.mode)
         except OSError as exc:

@@ -21,6 +21,7 @@ from cds.engine.durable import Engine, durable_version
 from cds.knowledge.ruleset import RuleSet, load_ruleset
 from cds.model.facts import REFRACTORY_FIELD, FactValue, derive, engine_facts
 from cds.model.profile import PatientProfile, load_profile, parse_profile
+from cds.model.vocabulary import Vocabulary
 from cds.resources import rules_dir
 
 
@@ -69,7 +70,7 @@ class Evaluator:
         self.analyze_unknowns = analyze_unknowns
 
     @property
-    def vocabulary(self):
+    def vocabulary(self) -> Vocabulary:
         return self.ruleset.vocabulary
 
     def parse(self, data: object) -> PatientProfile:
@@ -98,7 +99,8 @@ class Evaluator:
             batch = [{**base_facts, **dict(v.assignment)} for v in whole[start : start + 64]]
             fired_all += self.engine.run(batch, patient=profile.patient_id)
         base = self.decider.decide(fired_all[0])
-        unknown, without = [], []
+        unknown: list[UnknownFact] = []
+        without: list[str] = []
         if self.analyze_unknowns:
             # many variants fire the same rules: decide each fired set once, from the patient's decision
             seen: dict[frozenset[str], Decision] = {fired_all[0]: base}

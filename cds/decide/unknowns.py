@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass
 
 from cds.decide.decision import Decision
-from cds.knowledge.ruleset import RuleSet, leaves
+from cds.knowledge.ruleset import Leaf, RuleSet, leaves
 from cds.model.facts import (
     CYTO_FACT,
     FACTS,
@@ -29,12 +29,15 @@ from cds.model.facts import (
 )
 from cds.model.profile import PatientProfile
 
+Assignment = tuple[tuple[str, Value], ...]  # fact -> value
+_COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
+
 
 @dataclass(frozen=True)
 class Variant:
     field: str  # the profile field (input_field) being varied
     label: str  # human-readable value, e.g. "false", "< 400", "t(11;14) only"
-    assignment: tuple[tuple[str, Value], ...]  # fact -> value for this variant
+    assignment: Assignment  # the facts this variant sets
 
 
 @dataclass(frozen=True)
@@ -88,26 +91,30 @@ class VariantPlanner:
         # Only the facts of rules that decide (require/exclude/prefer/deprefer) can change the
         # ranking: a field read only by cautions or next steps is never varied, and only the
         # thresholds of deciding rules cut a lab's range into distinguishable intervals.
-        used: dict[str, list] = {}
+        used: dict[str, list[Leaf]] = {}
         for rule in ruleset.rules:
             if rule.kind not in DECIDING_KINDS:
                 continue
             for leaf in leaves(rule.condition):
                 used.setdefault(leaf.fact, []).append(leaf)
         self.used_facts = frozenset(used)
-        self._plans: dict[str, list[tuple[str, tuple[tuple[str, Value], ...]]]] = {}
+        self._plans: dict[str, list[tuple[str, Assignment]]] = {}
         for name, spec in FACTS.items():
             if not spec.may_be_unknown or spec.group == "cytogenetics" or name not in used:
                 continue
             if spec.input_field == REFRACTORY_FIELD:
                 continue  # the possible records of a line depend on its agents: see refractory_variants
             field = spec.input_field or name
+            plan: list[tuple[str, Assignment]]
             if spec.type == "bool":
                 plan = [("true", ((name, True),)), ("false", ((name, False),))]
             elif spec.type == "enum":
                 plan = [(v, ((name, v),)) for v in spec.values]
             else:
-                thresholds = [float(leaf.value) for leaf in used[name] if leaf.op in ("<", "<=", ">", ">=", "==", "!=")]  # type: ignore[arg-type]
+                # a comparison on a numeric fact has a number (cds.knowledge.ruleset.check_leaf)
+                thresholds = [
+                    float(v) for leaf in used[name] if leaf.op in _COMPARISONS and isinstance(v := leaf.value, (int, float))
+                ]
                 if not thresholds:
                     continue  # only tested with is known/is unknown: nothing to vary but presence
                 plan = [(label, ((name, v),)) for label, v in _numeric_representatives(thresholds, spec.minimum or 0.0)]
@@ -116,7 +123,7 @@ class VariantPlanner:
         self._vocabulary = ruleset.vocabulary
         cyto_used = [f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used]
         if cyto_used:
-            seen: dict[tuple, tuple[str, tuple[tuple[str, Value], ...]]] = {}
+            seen: dict[tuple[Value, ...], tuple[str, Assignment]] = {}
             names = tuple(CYTO_FACT)
             high_risk = set(ruleset.vocabulary.high_risk_cytogenetics)
             for k in range(len(names) + 1):

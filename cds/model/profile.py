@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from cds.errors import ProfileError
 from cds.model.base import Strict
@@ -313,7 +314,7 @@ def _unknown_hint(value: object, field: str) -> str:
 _UNION_TAGS = frozenset({"str", "constrained-str", "InvestigationalAgent"})
 
 
-def _error_message(err: dict[str, Any]) -> tuple[str, str] | None:
+def _error_message(err: ErrorDetails) -> tuple[str, str] | None:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"list[...]"}))
     # an agent is a name or an investigational-agent object: pydantic tries both; keep the relevant branch
     tags = [p for p in loc if p in _UNION_TAGS]

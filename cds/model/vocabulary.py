@@ -185,11 +185,11 @@ class Vocabulary:
         for r in regimens.regimens if regimens is not None else ():
             agents = []
             for a in r.agents:
-                drug = self._by_key.get(_key(a))
-                if drug is None:
+                member = self._by_key.get(_key(a))
+                if member is None:
                     problems.append(f"catalog/regimens.yaml [{r.label}] agents: unknown agent {a!r}")
                 else:
-                    agents.append(drug.name)
+                    agents.append(member.name)
             regimen = Regimen(r.label, tuple(agents))
             for name in (r.label, *r.aliases):
                 k = _label_key(name)

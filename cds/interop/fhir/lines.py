@@ -357,7 +357,7 @@ def derive_outcomes(lines: list[Line], assessments: list[Assessment]) -> None:
             line.progression = a
         if a.response is not None:
             best = line.best_response
-            if best is None or _RESPONSE_ORDER.index(a.response) < _RESPONSE_ORDER.index(best.response):  # type: ignore[arg-type]
+            if best is None or _RESPONSE_ORDER.index(a.response) < _RESPONSE_ORDER.index(best.response):
                 line.best_response = a
     for line in lines:
         therapy = [
