@@ -161,25 +161,3 @@ def printable(value: Any, limit: int | None = MESSAGE_VALUE_LIMIT) -> str:
 def quoted(value: Any, limit: int | None = MESSAGE_VALUE_LIMIT) -> str:
     """`printable(value)` in single quotes, the way messages quote a user's key, name or value."""
     return f"'{printable(value, limit)}'"
-
-
-def validation_problems(label: str, exc: Any, raw: object, list_key: str, noun: str) -> list[str]:
-    """One line per pydantic error of a data file: ``<label> [<item id>] <field>: <problem>``.
-
-    `exc` is a pydantic ValidationError raised on `raw`; errors inside the list
-    `raw[list_key]` are named by the item's ``id`` (or ``<noun> #n``).
-    """
-    out = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        where = label
-        if len(loc) >= 2 and loc[0] == list_key and isinstance(loc[1], int):
-            try:
-                item_id = raw[list_key][loc[1]].get("id")  # type: ignore[index]  # raw is untyped YAML: the except names nothing then
-            except Exception:  # noqa: BLE001 - best effort to name the item
-                item_id = None
-            where += f" [{printable(item_id) if item_id else f'{noun} #{loc[1] + 1}'}]"
-            loc = loc[2:]
-        field = ".".join(printable(p) for p in loc) or f"({noun})"
-        out.append(f"{where} {field}: {printable(err['msg'].removeprefix('Value error, '), None)}")
-    return out

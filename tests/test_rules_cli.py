@@ -237,6 +237,19 @@ def test_every_problem_is_reported_at_once(folder, evidence_ids):
         assert any(p.startswith(expected) for p in problems), (expected, problems)
 
 
+def test_the_loader_and_the_check_report_the_same_problems(folder, evidence_ids):
+    """One validator: load_ruleset raises with exactly the problems `cds rules check` prints (without the fixtures')."""
+    from cds.errors import RuleSetError
+    from cds.knowledge.ruleset import load_ruleset
+
+    edit(folder, lambda rules, code: (rules[0].update(options=["nope"], when="ecog >= 7"), rules[1].update(colour="red")))
+    (folder / "broken.yaml").write_text("rules: [unclosed\n")
+    with pytest.raises(RuleSetError) as raised:
+        load_ruleset(folder)
+    assert len(raised.value.problems) >= 4, raised.value.problems
+    assert raised.value.problems == check(folder).problems
+
+
 def test_impossibility_reasoning():
     def imp(raw):
         return impossibility(parse_condition(raw, "when"))

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from cds.errors import RuleSetError, validation_problems
+from cds.errors import RuleSetError
+from cds.model.base import Strict, schema_problems
 from cds.resources import load_yaml
 
 ID_PATTERN = r"^[A-Z0-9][A-Z0-9._-]*$"
@@ -72,11 +73,7 @@ MEASURE_LABELS: dict[str, str] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class Source(_Strict):
+class Source(Strict):
     id: str = Field(pattern=r"^S\d{3}$")
     file: str = Field(pattern=r"^[0-9]{3}_[0-9a-f]{16}\.txt$")
     title: str = Field(min_length=3)
@@ -85,7 +82,7 @@ class Source(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class Figure(_Strict):
+class Figure(Strict):
     measure: Measure
     value: str = Field(min_length=1, description="exactly as the source prints it")
     arm: str | None = None
@@ -108,13 +105,13 @@ class Figure(_Strict):
         return name
 
 
-class Conflict(_Strict):
+class Conflict(Strict):
     with_: str = Field(alias="with", pattern=ID_PATTERN)
     measure: Measure
     note: str = Field(min_length=3)
 
 
-class EvidenceEntry(_Strict):
+class EvidenceEntry(Strict):
     id: str = Field(pattern=ID_PATTERN)
     kind: Literal["statement", "trial", "real_world", "regulatory"]
     title: str = Field(min_length=3)
@@ -135,11 +132,11 @@ class EvidenceEntry(_Strict):
 _FILE_ADAPTER = None
 
 
-class _EvidenceFile(_Strict):
+class _EvidenceFile(Strict):
     entries: list[EvidenceEntry]
 
 
-class _SourcesFile(_Strict):
+class _SourcesFile(Strict):
     sources: list[Source]
 
 
@@ -173,7 +170,7 @@ def load_registry(evidence_dir: Path) -> Registry:
     try:
         sources_file = _SourcesFile.model_validate(raw)
     except ValidationError as exc:
-        raise RuleSetError(validation_problems("evidence/sources.yaml", exc, raw, "sources", "source")) from None
+        raise RuleSetError(schema_problems(exc, raw, "evidence/sources.yaml", "sources", "source")) from None
     sources = {s.file: s for s in sources_file.sources}
 
     entries: dict[str, EvidenceEntry] = {}
@@ -185,7 +182,7 @@ def load_registry(evidence_dir: Path) -> Registry:
         try:
             ef = _EvidenceFile.model_validate(raw)
         except ValidationError as exc:
-            problems.extend(validation_problems(f"evidence/{path.name}", exc, raw, "entries", "entry"))
+            problems.extend(schema_problems(exc, raw, f"evidence/{path.name}", "entries", "entry"))
             continue
         for entry in ef.entries:
             if entry.id in entries:

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from cds.errors import RuleSetError, validation_problems
-from cds.knowledge.evidence import Registry, load_registry
+from cds.errors import RuleSetError
+from cds.knowledge.evidence import Registry
+from cds.model.base import Strict, schema_problems
 from cds.model.facts import CYTO_FACT, FACTS, Value
-from cds.model.vocabulary import Vocabulary, load_vocabulary
+from cds.model.vocabulary import Vocabulary
 from cds.resources import load_yaml
 
 RULE_ID = r"^[A-Z]{2,6}-[A-Z0-9]{2,8}-\d{3}$"
@@ -142,11 +143,7 @@ def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | 
     raise ValueError(f"{where}: a condition is a string or a single-key mapping all/any, got {raw!r}")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class FixtureSpec(_Strict):
+class FixtureSpec(Strict):
     """A profile on which a rule must (or must not) fire: a case file plus overrides."""
 
     profile: str = Field(pattern=r"^[a-z0-9_]+$", description="stem of a patient_profiles/*.json case")
@@ -154,12 +151,12 @@ class FixtureSpec(_Strict):
     note: str | None = None
 
 
-class Fixtures(_Strict):
+class Fixtures(Strict):
     fires: list[FixtureSpec] = []
     silent: list[FixtureSpec] = []
 
 
-class RuleSpec(_Strict):
+class RuleSpec(Strict):
     id: str = Field(pattern=RULE_ID)
     title: str = Field(min_length=5, max_length=160)
     kind: Kind
@@ -183,14 +180,14 @@ class RuleSpec(_Strict):
         return self
 
 
-class RuleFile(_Strict):
+class RuleFile(Strict):
     family: str = Field(pattern=r"^[a-z_]+$")
     code: str = Field(pattern=r"^[A-Z]{2,6}$")
     description: str
     rules: list[RuleSpec]
 
 
-class OptionSpec(_Strict):
+class OptionSpec(Strict):
     id: str = Field(pattern=r"^[a-z0-9_]+$")
     title: str
     summary: str
@@ -198,17 +195,17 @@ class OptionSpec(_Strict):
     targets: list[str] = []
 
 
-class OptionsFile(_Strict):
+class OptionsFile(Strict):
     options: list[OptionSpec] = Field(min_length=1)
 
 
-class SettingSpec(_Strict):
+class SettingSpec(Strict):
     value: int | float
     unit: str
     why: str = Field(min_length=20)
 
 
-class SettingsFile(_Strict):
+class SettingsFile(Strict):
     settings: dict[str, SettingSpec]
 
 
@@ -294,7 +291,8 @@ def ruleset_digest(directory: Path) -> str:
     return h.hexdigest()
 
 
-def _read_yaml(path: Path, label: str) -> object:
+def read_rule_yaml(path: Path, label: str) -> object:
+    """A file of the rule folder, parsed; RuleSetError (one line, naming `label`) when it cannot be read or is not YAML."""
     try:
         return load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -305,7 +303,7 @@ def _read_yaml(path: Path, label: str) -> object:
 
 def validation_lines(label: str, exc: ValidationError, raw: object) -> list[str]:
     """One line per schema error of a rule or catalogue file (shared with cds.knowledge.check)."""
-    return validation_problems(label, exc, raw, "rules", "rule")
+    return schema_problems(exc, raw, label, "rules", "rule")
 
 
 def check_leaf(leaf: Leaf) -> str | None:
@@ -340,92 +338,12 @@ def cytogenetics_problems(vocabulary: Vocabulary) -> list[str]:
 
 
 def load_ruleset(directory: Path) -> RuleSet:
-    """Load and validate every file of the rule folder. Raises RuleSetError listing every problem."""
-    problems: list[str] = []
-    if not directory.is_dir():
-        raise RuleSetError([f"{directory}: rule folder not found"])
-    vocabulary = load_vocabulary(directory / "catalog" / "drugs.yaml")
-    problems.extend(cytogenetics_problems(vocabulary))
-    registry = load_registry(directory / "evidence")
+    """Load and validate every file of the rule folder. Raises RuleSetError listing every problem
+    (the problems `cds rules check` prints: both come from `cds.knowledge.validate.validate`)."""
+    from cds.knowledge.validate import validate  # it builds on this module's schema
 
-    raw_opts = _read_yaml(directory / "catalog" / "options.yaml", "catalog/options.yaml")
-    try:
-        options = OptionsFile.model_validate(raw_opts).options
-    except ValidationError as exc:
-        raise RuleSetError(validation_lines("catalog/options.yaml", exc, raw_opts)) from None
-    option_ids = [o.id for o in options]
-    for oid in sorted({o for o in option_ids if option_ids.count(o) > 1}):
-        problems.append(f"catalog/options.yaml: duplicate option ID {oid!r}")
-    for o in options:
-        for c in o.drug_classes:
-            if c not in vocabulary.classes:
-                problems.append(f"catalog/options.yaml [{o.id}] drug_classes: unknown class {c!r}")
-
-    raw_settings = _read_yaml(directory / "catalog" / "settings.yaml", "catalog/settings.yaml")
-    try:
-        settings = SettingsFile.model_validate(raw_settings).settings
-    except ValidationError as exc:
-        raise RuleSetError(validation_lines("catalog/settings.yaml", exc, raw_settings)) from None
-    for name in settings:
-        if not re.match(r"^[a-z][a-z0-9_]*$", name):
-            problems.append(f"catalog/settings.yaml: setting name {name!r} must be lower_snake_case")
-
-    rules: list[Rule] = []
-    retired: list[Rule] = []
-    seen: dict[str, str] = {}
-    codes: dict[str, str] = {}
-    files = sorted(directory.glob("*.yaml"))
-    if not files:
-        problems.append(f"{directory}: no rule files (rules/*.yaml)")
-    for path in files:
-        label = path.name
-        raw = _read_yaml(path, label)
-        try:
-            rf = RuleFile.model_validate(raw)
-        except ValidationError as exc:
-            problems.extend(validation_lines(label, exc, raw))
-            continue
-        if rf.code in codes:
-            problems.append(f"{label}: family code {rf.code} is also used by {codes[rf.code]}")
-        codes[rf.code] = label
-        for spec in rf.rules:
-            where = f"{label} [{spec.id}]"
-            if not spec.id.startswith(rf.code + "-"):
-                problems.append(f"{where}: rule ID must start with the family code {rf.code}-")
-            if spec.id in seen:
-                problems.append(f"{where}: duplicate rule ID (also in {seen[spec.id]})")
-                continue
-            seen[spec.id] = label
-            for oid in spec.options:
-                if oid not in option_ids:
-                    problems.append(f"{where} options: unknown option {oid!r}")
-            if len(set(spec.options)) != len(spec.options):
-                problems.append(f"{where} options: an option is listed twice")
-            for cid in spec.cites:
-                if cid not in registry.entries:
-                    problems.append(f"{where} cites: unknown evidence ID {cid!r}")
-            condition = None
-            if spec.when is not None:
-                try:
-                    condition = parse_condition(spec.when, "when", settings)
-                except ValueError as exc:
-                    problems.append(f"{where} {exc}")
-                    continue
-                for leaf in leaves(condition):
-                    problem = check_leaf(leaf)
-                    if problem:
-                        problems.append(f"{where} when: {problem}")
-            rule = Rule.from_spec(spec, rf.family, label, condition)
-            (rules if spec.status == "active" else retired).append(rule)
+    ruleset, problems = validate(directory)
     if problems:
         raise RuleSetError(problems)
-    return RuleSet(
-        rules=tuple(rules),
-        retired=tuple(retired),
-        options=tuple(options),
-        vocabulary=vocabulary,
-        registry=registry,
-        settings=dict(settings),
-        digest=ruleset_digest(directory),
-        directory=directory,
-    )
+    assert ruleset is not None  # no problem: the vocabulary loaded
+    return ruleset

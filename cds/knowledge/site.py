@@ -54,10 +54,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from cds.errors import SiteError
 from cds.knowledge.ruleset import RuleSet
+from cds.model.base import Strict, schema_problems
 from cds.resources import load_yaml
 
 DEFAULT_SITE_FILE = Path("catalog") / "site_default.yaml"
@@ -71,11 +72,7 @@ MARKER_LABEL = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class _Availability(_Strict):
+class _Availability(Strict):
     available: bool | None = None
     reimbursed: bool | None = None
     note: str | None = Field(default=None, min_length=3, max_length=2000)
@@ -96,7 +93,7 @@ class OptionAvailability(_Availability):
     products: dict[str, ProductAvailability] = {}
 
 
-class SiteFile(_Strict):
+class SiteFile(Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(min_length=1, max_length=4000)
     car_t_delivered_on_site: bool
@@ -138,14 +135,7 @@ def load_site(path: Path, ruleset: RuleSet, default: bool = False) -> Site:
     try:
         spec = SiteFile.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(file)"
-            problem = err["msg"].removeprefix("Value error, ")
-            if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), (dict, list)):
-                problem += f" (got {err.get('input')!r})"
-            problems.append(f"{field}: {problem}")
-        raise _fail(label, problems) from None
+        raise _fail(label, schema_problems(exc, with_input=True)) from None
 
     problems: list[str] = []
     options = {o.id: o for o in ruleset.options}

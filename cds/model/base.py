@@ -1,14 +1,62 @@
-"""The one strict pydantic base class for every input and data-file model.
+"""The one strict pydantic base class for every input and data-file model, and the one way its errors are written.
 
 Strict types (no coercion of ``"40"`` to 40 or ``"true"`` to true), unknown
 keys are errors (a typo is never silently ignored), and validated objects are
-immutable.
+immutable. `schema_problems` turns a model's ValidationError on a data file
+(rule, catalogue, evidence or site file) into one line per problem; patient
+profiles have their own wording (`cds.model.profile`), which names fields for
+clinicians.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cds.errors import printable
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def schema_problems(
+    exc: ValidationError,
+    raw: object = None,
+    label: str = "",
+    list_key: str | None = None,
+    noun: str = "file",
+    with_input: bool = False,
+) -> list[str]:
+    """One line per error of a data file: ``<label> [<item id>] <field>: <problem>``.
+
+    `exc` is the ValidationError raised on the file's data `raw`. Errors inside the
+    list ``raw[list_key]`` are named by the item's ``id`` (or ``<noun> #n``); an
+    error on the whole file names the field ``(<noun>)``. With `with_input`, the
+    offending value is quoted after the problem (except for a missing or an
+    unknown key, or a whole mapping or list). Every part taken from the file is
+    passed through `cds.errors.printable`.
+    """
+    out = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = label
+        if list_key is not None and len(loc) >= 2 and loc[0] == list_key and isinstance(loc[1], int):
+            item_id = _item_id(raw, list_key, loc[1])
+            where += f" [{printable(item_id) if item_id else f'{noun} #{loc[1] + 1}'}]"
+            loc = loc[2:]
+        field = ".".join(printable(p) for p in loc) or f"({noun})"
+        problem = printable(err["msg"].removeprefix("Value error, "), None)
+        value = err.get("input")
+        if with_input and err["type"] not in ("missing", "extra_forbidden") and not isinstance(value, (dict, list)):
+            problem += f" (got {printable(repr(value))})"
+        out.append(f"{where} {field}: {problem}" if where else f"{field}: {problem}")
+    return out
+
+
+def _item_id(raw: object, list_key: str, index: int) -> Any:
+    """The ``id`` of item `index` of the list ``raw[list_key]``, if the data has one."""
+    items = raw.get(list_key) if isinstance(raw, dict) else None
+    item = items[index] if isinstance(items, list) and 0 <= index < len(items) else None
+    return item.get("id") if isinstance(item, dict) else None

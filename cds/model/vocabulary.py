@@ -25,7 +25,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from cds.errors import RuleSetError
-from cds.model.base import Strict
+from cds.model.base import Strict, schema_problems
 from cds.resources import load_yaml
 
 Target = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,19}$")]
@@ -325,7 +325,7 @@ def _read(path: Path, label: str, model: type[Strict]) -> Strict:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise RuleSetError([f"{label} {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
+        raise RuleSetError(schema_problems(exc, raw, label)) from None
 
 
 def read_cytogenetics(path: Path) -> CytogeneticsFile:

@@ -1,0 +1,466 @@
+"""One collecting validator for a rule folder: `validate(directory) -> (RuleSet | None, problems)`.
+
+The rule loader (`cds.knowledge.ruleset.load_ruleset`: stops when there is any
+problem) and `cds rules check` (`cds.knowledge.check`: prints them all, then
+runs the fixtures) both call it, so that they can never disagree on what is
+wrong. Every file is read leniently, rule by rule, so that one problem never
+hides another; each problem is one line naming the file and the rule:
+
+- a file that cannot be read, is not YAML, or fails its schema (pydantic);
+  a catalogue that does not load (drugs, regimens, cytogenetics, options,
+  settings) and an evidence registry that does not;
+- duplicate rule IDs (also across files), IDs without the family code, a family
+  code used twice;
+- an unknown option, fact, operator, setting or evidence ID;
+- a condition that can never hold (`impossibility`): interval reasoning per fact
+  over each conjunction of the condition's disjunctive normal form, using the
+  fact catalogue's ranges, types and values (``ecog >= 3`` and ``ecog <= 1``;
+  ``ecog >= 5``; ``frailty is unknown`` and ``frailty == frail``). An ``any`` is
+  impossible only if all its branches are.
+
+Fixtures (test data, not rules) are the checker's: see `cds.knowledge.check`.
+
+The rule set returned with problems holds every rule that could be parsed and
+compiled (the checker runs their fixtures); it is None when the drug vocabulary
+does not load. Only a rule set returned without problems is fit to evaluate.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from cds.errors import RuleSetError
+from cds.knowledge.evidence import Registry, load_registry
+from cds.knowledge.ruleset import (
+    OPS,
+    Condition,
+    Leaf,
+    OptionsFile,
+    OptionSpec,
+    Rule,
+    RuleFile,
+    RuleSet,
+    RuleSpec,
+    SettingsFile,
+    SettingSpec,
+    check_leaf,
+    cytogenetics_problems,
+    leaves,
+    parse_condition,
+    read_rule_yaml,
+    ruleset_digest,
+    validation_lines,
+)
+from cds.model.facts import FACTS, FactSpec
+from cds.model.vocabulary import Vocabulary, load_vocabulary
+
+_MAX_CONJUNCTIONS = 4096
+
+
+# --------------------------------------------------------------------------- impossible conditions
+
+
+def _dnf(cond: Condition) -> list[tuple[Leaf, ...]] | None:
+    """Disjunctive normal form: a list of conjunctions of leaves (None if it would be too large)."""
+    if isinstance(cond, Leaf):
+        return [(cond,)]
+    parts = [_dnf(item) for item in cond.items]
+    if any(p is None for p in parts):
+        return None
+    if cond.mode == "any":
+        out = [c for p in parts for c in p]  # type: ignore[union-attr]
+        return out if len(out) <= _MAX_CONJUNCTIONS else None
+    out2: list[tuple[Leaf, ...]] = [()]
+    for p in parts:
+        out2 = [a + b for a in out2 for b in p]  # type: ignore[union-attr]
+        if len(out2) > _MAX_CONJUNCTIONS:
+            return None
+    return out2
+
+
+def _range_text(spec: FactSpec) -> str:
+    if spec.type == "bool":
+        return "true or false"
+    if spec.type == "enum":
+        return "one of " + ", ".join(spec.values)
+    lo = "-inf" if spec.minimum is None else f"{spec.minimum:g}"
+    hi = "inf" if spec.maximum is None else f"{spec.maximum:g}"
+    return f"{'an integer' if spec.type == 'int' else 'a number'} from {lo} to {hi}"
+
+
+def _numeric_possible(spec: FactSpec, ls: list[Leaf]) -> bool:
+    lo, lo_closed = (-math.inf, False) if spec.minimum is None else (float(spec.minimum), True)
+    hi, hi_closed = (math.inf, False) if spec.maximum is None else (float(spec.maximum), True)
+    excluded: set[float] = set()
+    candidates: set[float] | None = None
+
+    def tighten_lo(v: float, closed: bool) -> None:
+        nonlocal lo, lo_closed
+        if v > lo or (v == lo and not closed):
+            lo, lo_closed = v, closed
+
+    def tighten_hi(v: float, closed: bool) -> None:
+        nonlocal hi, hi_closed
+        if v < hi or (v == hi and not closed):
+            hi, hi_closed = v, closed
+
+    for leaf in ls:
+        v = leaf.value
+        if leaf.op == "in":
+            vals = {float(x) for x in v}  # type: ignore[union-attr]
+            candidates = vals if candidates is None else candidates & vals
+            continue
+        v = float(v)  # type: ignore[arg-type]
+        if leaf.op == "==":
+            candidates = {v} if candidates is None else candidates & {v}
+        elif leaf.op == "!=":
+            excluded.add(v)
+        elif leaf.op == ">":
+            tighten_lo(v, False)
+        elif leaf.op == ">=":
+            tighten_lo(v, True)
+        elif leaf.op == "<":
+            tighten_hi(v, False)
+        elif leaf.op == "<=":
+            tighten_hi(v, True)
+
+    def inside(x: float) -> bool:
+        if spec.type == "int" and x != int(x):
+            return False
+        above = x > lo or (x == lo and lo_closed)
+        below = x < hi or (x == hi and hi_closed)
+        return above and below and x not in excluded
+
+    if candidates is not None:
+        return any(inside(c) for c in candidates)
+    if spec.type == "int":
+        first = math.floor(lo) + 1 if (lo == math.floor(lo) and not lo_closed) else math.ceil(lo)
+        last = math.ceil(hi) - 1 if (hi == math.ceil(hi) and not hi_closed) else math.floor(hi)
+        if first > last:
+            return False
+        if last - first > 100_000:
+            return True
+        holes = {x for x in excluded if first <= x <= last and x == int(x)}
+        return (last - first + 1) > len(holes)
+    if lo < hi:
+        return True  # a non-empty interval: finitely many excluded points cannot empty it
+    return lo == hi and lo_closed and hi_closed and lo not in excluded
+
+
+def _conjunction_problem(conj: tuple[Leaf, ...]) -> str | None:
+    """Why this conjunction of leaves can never hold, or None if some facts satisfy it."""
+    by_fact: dict[str, list[Leaf]] = {}
+    for leaf in conj:
+        by_fact.setdefault(leaf.fact, []).append(leaf)
+    knownness: dict[str, tuple[bool, Leaf]] = {}  # group -> (must be known?, the leaf that says so)
+    for fact, ls in by_fact.items():
+        spec = FACTS[fact]
+        unknown = [leaf for leaf in ls if leaf.op == "unknown"]
+        known = [leaf for leaf in ls if leaf.op != "unknown"]
+        if unknown and not spec.may_be_unknown:
+            return f"{fact} is always known, so '{unknown[0].text()}' is never true"
+        if unknown and known:
+            return f"'{unknown[0].text()}' and '{known[0].text()}' contradict (a comparison on an unknown fact is never true)"
+        if spec.group:
+            need_known = bool(known)
+            prev = knownness.get(spec.group)
+            if prev is not None and prev[0] != need_known:
+                a, b = prev[1], (known or unknown)[0]
+                return f"'{a.text()}' and '{b.text()}' contradict ({spec.group} facts are known or unknown together)"
+            knownness.setdefault(spec.group, (need_known, (known or unknown)[0]))
+        comparisons = [leaf for leaf in ls if leaf.op not in ("known", "unknown")]
+        if not comparisons:
+            continue
+        if spec.type in ("bool", "enum"):
+            allowed: set[object] = {True, False} if spec.type == "bool" else set(spec.values)
+            for leaf in comparisons:
+                if leaf.op == "==":
+                    allowed &= {leaf.value}
+                elif leaf.op == "!=":
+                    allowed -= {leaf.value}
+                elif leaf.op == "in":
+                    allowed &= set(leaf.value)  # type: ignore[arg-type]
+            possible = bool(allowed)
+        else:
+            possible = _numeric_possible(spec, comparisons)
+        if not possible:
+            texts = " and ".join(f"'{leaf.text()}'" for leaf in comparisons)
+            verb = "is outside the possible values" if len(comparisons) == 1 else "contradict"
+            return f"{texts} {verb} ({fact} is {_range_text(spec)})"
+    return None
+
+
+def impossibility(cond: Condition | None) -> str | None:
+    """None if some facts satisfy `cond`; otherwise a one-line reason why it can never hold."""
+    if cond is None:
+        return None
+    conjunctions = _dnf(cond)
+    if conjunctions is None:
+        return None  # too large to decide: assume it can hold
+    reasons: list[str] = []
+    for conj in conjunctions:
+        reason = _conjunction_problem(conj)
+        if reason is None:
+            return None
+        if reason not in reasons:
+            reasons.append(reason)
+    if len(conjunctions) == 1:
+        return reasons[0]
+    return "no branch can hold: " + "; ".join(reasons)
+
+
+# --------------------------------------------------------------------------- unknown operators
+
+_SYMBOL_OP = re.compile(r"^\s*[a-z][a-z0-9_]*\s*([<>=!~]+)")
+_WORD_OP = re.compile(r"^\s*[a-z][a-z0-9_]*\s+([a-z]+(?:\s+[a-z]+)?)")
+_VALID_SYMBOLS = {o for o in OPS if not o.isalpha()}
+
+
+def _operator_problem(text: str) -> str | None:
+    """An unknown operator in a condition string, e.g. '=>', '>==', 'equals', 'is not'."""
+    m = _SYMBOL_OP.match(text)
+    if m:
+        op = m.group(1)
+        return None if op in _VALID_SYMBOLS else f"unknown operator {op!r} in {text!r}"
+    m = _WORD_OP.match(text)
+    if m:
+        words = m.group(1).split()
+        if words[0] == "in":
+            return None
+        if words[0] == "is" and len(words) == 2 and words[1] in ("known", "unknown"):
+            return None
+        op = words[0] if words[0] != "is" else " ".join(words)
+        return f"unknown operator {op!r} in {text!r} (use one of == != < <= > >= in, is known, is unknown)"
+    return None
+
+
+def _condition_strings(raw: object) -> Iterable[str]:
+    if isinstance(raw, str):
+        yield raw
+    elif isinstance(raw, dict):
+        for v in raw.values():
+            if isinstance(v, list):
+                for item in v:
+                    yield from _condition_strings(item)
+
+
+# --------------------------------------------------------------------------- the validator
+
+
+class Validation(NamedTuple):
+    ruleset: RuleSet | None  # complete only when there is no problem (see the module docstring)
+    problems: list[str]
+
+
+def _read(path: Path, label: str, problems: list[str]) -> object:
+    try:
+        return read_rule_yaml(path, label)
+    except RuleSetError as exc:
+        problems.extend(exc.problems)
+    return None
+
+
+def _raw_evidence_ids(evidence_dir: Path) -> dict[str, str]:
+    """Best effort when the registry does not load: every entry ID in the evidence files."""
+    out: dict[str, str] = {}
+    for path in sorted(evidence_dir.glob("*.yaml")):
+        if path.name == "sources.yaml":
+            continue
+        try:
+            raw = read_rule_yaml(path, path.name)
+        except RuleSetError:
+            continue
+        entries = raw.get("entries") if isinstance(raw, dict) else None
+        for e in entries if isinstance(entries, list) else []:
+            if isinstance(e, dict) and isinstance(e.get("id"), str):
+                out.setdefault(e["id"], f"evidence/{path.name}")
+    return out
+
+
+def _catalogue_options(directory: Path, vocabulary: Vocabulary | None, problems: list[str]) -> tuple[list[OptionSpec], list[str]]:
+    """The options (when the file passes its schema) and every option ID written in the file."""
+    options: list[OptionSpec] = []
+    option_ids: list[str] = []
+    raw = _read(directory / "catalog" / "options.yaml", "catalog/options.yaml", problems)
+    if raw is not None:
+        try:
+            options = OptionsFile.model_validate(raw).options
+            option_ids = [o.id for o in options]
+        except ValidationError as exc:
+            problems.extend(validation_lines("catalog/options.yaml", exc, raw))
+            items = raw.get("options") if isinstance(raw, dict) else None
+            option_ids = [o["id"] for o in items or [] if isinstance(o, dict) and isinstance(o.get("id"), str)]
+    for oid in sorted({o for o in option_ids if option_ids.count(o) > 1}):
+        problems.append(f"catalog/options.yaml: duplicate option ID {oid!r}")
+    if vocabulary is not None:
+        for o in options:
+            for c in o.drug_classes:
+                if c not in vocabulary.classes:
+                    problems.append(f"catalog/options.yaml [{o.id}] drug_classes: unknown class {c!r}")
+    return options, option_ids
+
+
+def _catalogue_settings(directory: Path, problems: list[str]) -> dict[str, SettingSpec]:
+    """The named settings; when the file fails its schema, every setting that has a numeric value (unvalidated)."""
+    settings: dict[str, SettingSpec] = {}
+    raw = _read(directory / "catalog" / "settings.yaml", "catalog/settings.yaml", problems)
+    if raw is not None:
+        try:
+            settings = dict(SettingsFile.model_validate(raw).settings)
+        except ValidationError as exc:
+            problems.extend(validation_lines("catalog/settings.yaml", exc, raw))
+            raw_map = raw.get("settings") if isinstance(raw, dict) else None
+            for name, spec in raw_map.items() if isinstance(raw_map, dict) else ():
+                if isinstance(spec, dict) and isinstance(spec.get("value"), (int, float)):
+                    # only for reading conditions (the rule set is not fit to evaluate: there is a problem)
+                    settings[str(name)] = SettingSpec.model_construct(value=spec["value"], unit="", why="")
+    for name in settings:
+        if not re.match(r"^[a-z][a-z0-9_]*$", name):
+            problems.append(f"catalog/settings.yaml: setting name {name!r} must be lower_snake_case")
+    return settings
+
+
+def validate(directory: Path) -> Validation:
+    """Every problem of the rule folder, one line each, and the rule set (see the module docstring)."""
+    directory = Path(directory)
+    problems: list[str] = []
+    if not directory.is_dir():
+        return Validation(None, [f"{directory}: rule folder not found"])
+
+    # --- catalogues and evidence: each loaded on its own, so one broken file hides nothing else
+    vocabulary: Vocabulary | None = None
+    try:
+        vocabulary = load_vocabulary(directory / "catalog" / "drugs.yaml")
+    except RuleSetError as exc:
+        problems.extend(exc.problems)
+    else:
+        problems.extend(cytogenetics_problems(vocabulary))
+    registry = Registry(sources={}, entries={}, entry_files={})
+    try:
+        registry = load_registry(directory / "evidence")
+        evidence_files = dict(registry.entry_files)
+    except RuleSetError as exc:
+        problems.extend(exc.problems)
+        evidence_files = _raw_evidence_ids(directory / "evidence")
+    options, option_ids = _catalogue_options(directory, vocabulary, problems)
+    settings = _catalogue_settings(directory, problems)
+
+    # --- rule files, rule by rule
+    rules: list[Rule] = []
+    retired: list[Rule] = []
+    seen: dict[str, str] = {}
+    codes: dict[str, str] = {}
+    files = sorted(directory.glob("*.yaml"))
+    if not files:
+        problems.append(f"{directory}: no rule files (rules/*.yaml)")
+    for path in files:
+        label = path.name
+        before = len(problems)
+        raw = _read(path, label, problems)
+        if len(problems) > before:
+            continue  # unreadable or not YAML: reported
+        header = None
+        try:
+            header = RuleFile.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(validation_lines(label, exc, raw))
+        if not isinstance(raw, dict):
+            continue
+        raw_code, raw_family, raw_rules = raw.get("code"), raw.get("family"), raw.get("rules")
+        code = raw_code if isinstance(raw_code, str) else None
+        family = raw_family if isinstance(raw_family, str) else path.stem
+        if header is not None:
+            if header.code in codes:
+                problems.append(f"{label}: family code {header.code} is also used by {codes[header.code]}")
+            codes[header.code] = label
+        for n, raw_rule in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+            if isinstance(raw_rule, dict):  # anything else is reported by the schema
+                rule = _rule(raw_rule, n, label, family, code, option_ids, evidence_files, settings, seen, problems)
+                if rule is not None:
+                    (rules if rule.status == "active" else retired).append(rule)
+
+    if vocabulary is None:
+        return Validation(None, problems)
+    ruleset = RuleSet(
+        rules=tuple(rules),
+        retired=tuple(retired),
+        options=tuple(options),
+        vocabulary=vocabulary,
+        registry=registry,
+        settings=settings,
+        digest=ruleset_digest(directory),
+        directory=directory,
+    )
+    return Validation(ruleset, problems)
+
+
+def _rule(
+    raw_rule: dict[str, object],
+    n: int,
+    label: str,
+    family: str,
+    code: str | None,
+    option_ids: list[str],
+    evidence_files: dict[str, str],
+    settings: dict[str, SettingSpec],
+    seen: dict[str, str],
+    problems: list[str],
+) -> Rule | None:
+    """Check one rule entry of a file; the rule, if it can be compiled (see the module docstring)."""
+    rid = raw_rule.get("id") if isinstance(raw_rule.get("id"), str) else None
+    where = f"{label} [{rid or 'rule #' + str(n + 1)}]"
+    try:
+        spec: RuleSpec | None = RuleSpec.model_validate(raw_rule)
+    except ValidationError:
+        spec = None  # its problems came with the file's schema lines
+    duplicate = False
+    if isinstance(rid, str):
+        if rid in seen:
+            problems.append(f"{where}: duplicate rule ID (also in {seen[rid]})")
+            duplicate = True
+        else:
+            seen[rid] = label
+        if code and not rid.startswith(code + "-"):
+            problems.append(f"{where}: rule ID must start with the family code {code}-")
+    raw_options = raw_rule.get("options")
+    if isinstance(raw_options, list):
+        for oid in raw_options:
+            if isinstance(oid, str) and option_ids and oid not in option_ids:
+                problems.append(f"{where} options: unknown option {oid!r}")
+        if len(set(map(str, raw_options))) != len(raw_options):
+            problems.append(f"{where} options: an option is listed twice")
+    raw_cites = raw_rule.get("cites")
+    if isinstance(raw_cites, list):
+        for cid in raw_cites:
+            if isinstance(cid, str) and cid not in evidence_files:
+                problems.append(f"{where} cites: unknown evidence ID {cid!r}")
+    condition: Condition | None = None
+    raw_when = raw_rule.get("when")
+    if raw_when is not None:
+        op_problems = [p for s in _condition_strings(raw_when) if (p := _operator_problem(s))]
+        for p in op_problems:
+            problems.append(f"{where} when: {p}")
+        try:
+            condition = parse_condition(raw_when, "when", settings)
+        except ValueError as exc:
+            if not op_problems:
+                problems.append(f"{where} {exc}")
+            return None
+        leaf_problems = [p for leaf in leaves(condition) if (p := check_leaf(leaf))]
+        for p in leaf_problems:
+            if not (op_problems and "wrong type" in p):
+                problems.append(f"{where} when: {p}")
+        if leaf_problems or op_problems:
+            return None
+        reason = impossibility(condition)
+        if reason:
+            problems.append(f"{where} when: can never hold: {reason}")
+    if spec is None or duplicate:
+        return None
+    return Rule.from_spec(spec, family, label, condition)
