@@ -17,6 +17,7 @@ from markupsafe import Markup
 from cds.report.model import Report
 from cds.report.timeline import layout as timeline_layout
 from cds.resources import templates_dir
+from cds.usercache import cache_dir
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -104,11 +105,16 @@ def environment(kind: str = "html") -> Environment:
     value, `_md_finalize`), created on first use (JSON output never imports Jinja: faster start-up)."""
     env = _ENVS.get(kind)
     if env is None:
-        from jinja2 import Environment, FileSystemLoader, StrictUndefined
+        import jinja2
+        from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 
+        # compiled templates are cached per Jinja version and kind (the two compile differently); Jinja
+        # recompiles a template whose source changed. The folder is this user's own (cds.usercache).
+        folder = cache_dir(f"jinja-{jinja2.__version__}-{kind}")
         # Markdown: every value is escaped by finalize (md_text); HTML: autoescaped
         env = Environment(
             loader=FileSystemLoader(str(templates_dir())),
+            bytecode_cache=FileSystemBytecodeCache(str(folder)) if folder is not None else None,
             autoescape=kind == "html",  # noqa: S701
             finalize=_md_finalize if kind == "markdown" else None,
             undefined=StrictUndefined,

@@ -1,0 +1,87 @@
+"""This user's cache folder, safe against other users' files (bottom layer).
+
+``CDS_CACHE_DIR`` names it (``off`` turns every cache off); otherwise it is
+``$XDG_CACHE_HOME/cds`` or ``~/.cache/cds``. What is cached there only saves
+time: the validated rule set (`cds.knowledge.rulecache`, JSON that is validated
+again on reading) and Jinja's compiled templates (`cds.report.render`).
+
+A cache another user could write is never read: `cache_dir` returns a folder
+only if it is a real directory (not a symbolic link) owned by this user and
+writable by nobody else, creating it (mode 0700) when it is missing; files are
+written under a temporary name (mode 0600) and renamed into place, and
+`read_private` opens a file only if the same holds for it. Any problem means
+"no cache", never an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+MAX_FILE = 64 << 20  # a cache file larger than this is not read
+
+
+def _base() -> Path | None:
+    env = os.environ.get("CDS_CACHE_DIR")
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "0", "no") else Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "cds"
+    home = os.path.expanduser("~")
+    return Path(home) / ".cache" / "cds" if home != "~" else None
+
+
+def _private(st: os.stat_result, kind: int) -> bool:
+    """Of this kind, owned by this user, writable by nobody else."""
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def cache_dir(name: str) -> Path | None:
+    """The folder `name` of this user's cache (created if missing), or None when there is no safe one."""
+    base = _base()
+    if base is None:
+        return None
+    folder = base / name
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for path in (base, folder):
+            if not _private(os.lstat(path), stat.S_IFDIR):
+                return None
+    except OSError:
+        return None
+    return folder
+
+
+def read_private(path: Path) -> bytes | None:
+    """The bytes of a cache file, or None if it is missing, too large, or not this user's own (see the module docstring)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not _private(st, stat.S_IFREG) or st.st_size > MAX_FILE:
+            return None
+        return fh.read(MAX_FILE + 1)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a cache file atomically (temporary name, mode 0600, then rename); a failure leaves no file."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
