@@ -73,6 +73,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 STACK_SIZE = 64  # MAX_STACK_SIZE, events.c:18
 MAX_PENDING = 32  # the safe bound every shard keeps (half the stack)
@@ -122,7 +123,7 @@ class _Node:
     def width(self) -> int:
         """The most children handleAlpha can push at once for one fact."""
         forward = 0
-        per: dict[str, list] = {}  # property -> [#$nex tests, JSON types of == tests, #other tests]
+        per: dict[str, list[Any]] = {}  # property -> [#$nex tests, JSON types of == tests, #other tests]
         for c in self.next_list:
             if c.forward:
                 forward += 1
@@ -135,7 +136,7 @@ class _Node:
                 entry[1].add(kind)
             else:
                 entry[2] += 1
-        return forward + sum(max(nex, len(types) + other) for nex, types, other in per.values())
+        return int(forward + sum(max(nex, len(types) + other) for nex, types, other in per.values()))
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Network:
         self._largest: dict[str, int] = dict.fromkeys(("hash_set", "next_list", "beta_list", "sequence"), 0)
         self._w: dict[int, int] = {}  # id(node) -> W(node), dropped for a node and its ancestors on change
 
-    def add(self, definition: dict) -> None:
+    def add(self, definition: dict[str, Any]) -> None:
         """Add one rule (``{"all": [{"m": expr}, ...], "pri": n}``) as the compiler would."""
         self.actions += 1
         for key in ("all", "any"):
@@ -194,7 +195,7 @@ class Network:
         child.parents.append(parent)
         self._changed(parent)
 
-    def _alpha(self, expr: dict, parent: _Node, sequence: list[int]) -> _Node:
+    def _alpha(self, expr: dict[str, Any], parent: _Node, sequence: list[int]) -> _Node:
         ((key, value),) = expr.items()
         if key == "$and":  # rete.c:1187: a chain
             sequence[0] += 2
@@ -290,7 +291,12 @@ class Plan:
         )
 
 
-def plan(rules: Sequence[tuple[str, dict]], sentinel: dict, bookkeeping: Iterable[str] = (), bound: int = MAX_PENDING) -> Plan:
+def plan(
+    rules: Sequence[tuple[str, dict[str, Any]]],
+    sentinel: dict[str, Any],
+    bookkeeping: Iterable[str] = (),
+    bound: int = MAX_PENDING,
+) -> Plan:
     """Pack `rules` (ID, definition), in order, into rulesets that each stay within every limit.
 
     Each ruleset also holds `sentinel`. A rule is added to the current ruleset while the whole
@@ -334,7 +340,7 @@ def plan(rules: Sequence[tuple[str, dict]], sentinel: dict, bookkeeping: Iterabl
     return Plan(tuple(shards), tuple(problems), bound)
 
 
-def _build(sentinel: dict, definitions: Iterable[dict]) -> Network:
+def _build(sentinel: dict[str, Any], definitions: Iterable[dict[str, Any]]) -> Network:
     net = Network()
     net.add(sentinel)
     for d in definitions:

@@ -16,6 +16,8 @@ The sentinel rule (lowest priority, no condition) fires for every asserted fact.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cds.errors import EngineError
 from cds.knowledge.ruleset import Condition, Group, Leaf, Rule, leaves
 from cds.model.facts import FACTS, REFRACTORY_FIELD
@@ -29,7 +31,7 @@ BOOKKEEPING = ("cds_variant", "t", "cds_scope", "id", "sid")
 _COMPARE = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 
 
-def compile_condition(cond: Condition) -> dict:
+def compile_condition(cond: Condition) -> dict[str, Any]:
     """Translate a parsed condition into a durable-rules JSON expression."""
     if isinstance(cond, Group):
         return {"$and" if cond.mode == "all" else "$or": [compile_condition(c) for c in cond.items]}
@@ -68,17 +70,17 @@ def rule_scopes(rule: Rule) -> tuple[str, ...]:
     return tuple(sorted({s for s in map(fact_scope, rule_facts(rule)) if s is not None}))
 
 
-def rule_definition(rule: Rule, pri: int) -> dict:
+def rule_definition(rule: Rule, pri: int) -> dict[str, Any]:
     """The durable-rules definition of one rule (see the module docstring)."""
     scopes = rule_scopes(rule)
-    scope: dict = {"cds_scope": ALL}
+    scope: dict[str, Any] = {"cds_scope": ALL}
     if scopes:
         scope = {"$or": [{"cds_scope": ALL}] + [{"cds_scope": s} for s in scopes]}
-    parts: list[dict] = [{"t": PATIENT}, scope]
+    parts: list[dict[str, Any]] = [{"t": PATIENT}, scope]
     if rule.condition is not None:
         parts.append(compile_condition(rule.condition))
     return {"all": [{"m": {"$and": parts}}], "pri": pri}
 
 
-def sentinel_definition(pri: int) -> dict:
+def sentinel_definition(pri: int) -> dict[str, Any]:
     return {"all": [{"m": {"t": PATIENT}}], "pri": pri}

@@ -21,9 +21,9 @@ CLI only prints it).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
