@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
 import yaml
 from conftest import RULES
 
+from cds.engine.durable import Engine
 from cds.errors import RuleSetError
 from cds.knowledge.ruleset import load_ruleset, parse_condition
 
@@ -71,9 +73,23 @@ def test_broken_yaml_names_the_file(rules_copy):
     assert any(p.startswith("cautions.yaml: not valid YAML") for p in problems_of(rules_copy))
 
 
-def test_unknown_is_not_false_in_conditions():
+def test_unknown_is_not_false_in_conditions(evaluator):
+    """A comparison on an unknown fact is never true (neither == nor !=); only `is unknown` matches it,
+    on the real engine (each fact dict below is one patient's engine facts: an unknown fact is absent)."""
     cond = parse_condition({"any": ["ecog >= 3", "frailty is unknown"]}, "when")
     assert cond.text() == "ecog >= 3 or frailty is unknown"
+    frail = evaluator.ruleset.rules[0]  # any rule: only its condition is replaced
+    cases = {
+        "frailty is unknown": [({}, True), ({"frailty": "fit"}, False)],
+        "frailty == frail": [({}, False), ({"frailty": "frail"}, True)],
+        "frailty != frail": [({}, False), ({"frailty": "fit"}, True)],
+        "creatinine_clearance_ml_min < 30": [({}, False), ({"creatinine_clearance_ml_min": 20.0}, True)],
+    }
+    for text, expectations in cases.items():
+        rule = dataclasses.replace(frail, condition=parse_condition(text, "when"))
+        engine = Engine(dataclasses.replace(evaluator.ruleset, rules=(rule,)))
+        fired = engine.run([{"age": 60, "ecog": 1, **facts} for facts, _ in expectations])
+        assert [rule.id in f for f in fired] == [holds for _, holds in expectations], text
 
 
 def test_a_duplicated_key_in_a_rule_file_is_an_error(rules_copy):

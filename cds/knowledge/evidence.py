@@ -129,9 +129,6 @@ class EvidenceEntry(Strict):
     note: str | None = None
 
 
-_FILE_ADAPTER = None
-
-
 class _EvidenceFile(Strict):
     entries: list[EvidenceEntry]
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, Self
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -63,8 +64,8 @@ from cds.resources import load_yaml
 
 DEFAULT_SITE_FILE = Path("catalog") / "site_default.yaml"
 
-# availability status, most restrictive first
-STATUSES = ("unavailable", "not_reimbursed", "referral", "available", "unknown")
+#: an option's availability at a site
+Status = Literal["unavailable", "not_reimbursed", "referral", "available", "unknown"]
 MARKER_LABEL = {
     "unavailable": "Not available at this site",
     "not_reimbursed": "Not reimbursed at this site",
@@ -79,7 +80,7 @@ class _Availability(Strict):
     cites: list[str] = []
 
     @model_validator(mode="after")
-    def _reason_given(self):
+    def _reason_given(self) -> Self:
         if (self.available is False or self.reimbursed is False) and not self.note:
             raise ValueError("an option that is not available or not reimbursed needs a note giving the reason")
         return self
@@ -186,7 +187,7 @@ def _is_car_t(ruleset: RuleSet, option_id: str) -> bool:
     return any(c.endswith("_car_t") for c in ruleset.option(option_id).drug_classes)
 
 
-def _status(available: bool | None, reimbursed: bool | None) -> str:
+def _status(available: bool | None, reimbursed: bool | None) -> Status:
     if available is False:
         return "unavailable"
     if reimbursed is False:
@@ -203,7 +204,7 @@ class ProductStatus:
     product: str
     available: bool | None
     reimbursed: bool | None
-    status: str
+    status: Status
     note: str | None
     cites: list[str]
 
@@ -215,7 +216,7 @@ class Availability:
     site: str
     available: bool | None
     reimbursed: bool | None
-    status: str  # one of STATUSES
+    status: Status
     note: str
     marker: str | None  # "Not available at this site: <reason>", ...; None when available or not stated
     cites: list[str]

@@ -84,14 +84,6 @@ class Drug:
     targets: tuple[str, ...]
     investigational: bool = False
 
-    @property
-    def is_bcma_directed(self) -> bool:
-        return "BCMA" in self.targets
-
-    @property
-    def is_gprc5d_directed(self) -> bool:
-        return "GPRC5D" in self.targets
-
 
 @dataclass(frozen=True)
 class Resolution:
