@@ -10,6 +10,8 @@ tests that load a deliberately broken rule set).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -80,12 +82,38 @@ def _strict_loader():
 
 _LOADER = None
 
+# Documents known already (cds.knowledge.rulecache): sha256 of a YAML text -> the document it parses to, as
+# JSON. Keyed by the text itself, so a known document is only ever used for exactly the text it came from.
+_KNOWN: dict[str, str] = {}
+# While the rule-set cache records (cds.knowledge.rulecache.documents): the documents parsed meanwhile.
+_RECORDING: dict[str, str] | None = None
+
 
 def load_yaml(text: str) -> object:
     """Parse YAML safely and strictly (no duplicate keys), fast where libyaml is available."""
     global _LOADER
+    digest = None
+    if _KNOWN or _RECORDING is not None:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        known = _KNOWN.get(digest)
+        if known is not None:
+            return json.loads(known)
     import yaml
 
     if _LOADER is None:
         _LOADER = _strict_loader()
-    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a *safe* loader class
+    doc = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a *safe* loader class
+    if _RECORDING is not None and digest is not None:
+        as_json = _as_json(doc)
+        if as_json is not None:
+            _RECORDING[digest] = as_json
+    return doc
+
+
+def _as_json(doc: object) -> str | None:
+    """`doc` as JSON if JSON gives back exactly the same document (not for dates, non-string keys, NaN, ...)."""
+    try:
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+    return text if json.loads(text) == doc else None

@@ -340,10 +340,13 @@ def cytogenetics_problems(vocabulary: Vocabulary) -> list[str]:
 def load_ruleset(directory: Path) -> RuleSet:
     """Load and validate every file of the rule folder. Raises RuleSetError listing every problem
     (the problems `cds rules check` prints: both come from `cds.knowledge.validate.validate`)."""
-    from cds.knowledge.validate import validate  # it builds on this module's schema
+    from cds.knowledge import rulecache  # both build on this module
+    from cds.knowledge.validate import validate
 
-    ruleset, problems = validate(directory)
-    if problems:
-        raise RuleSetError(problems)
+    with rulecache.documents(directory) as cached:  # the YAML documents parsed already, if this user has them
+        ruleset, problems = validate(directory)
+        if problems:
+            raise RuleSetError(problems)
+        cached.store()
     assert ruleset is not None  # no problem: the vocabulary loaded
     return ruleset

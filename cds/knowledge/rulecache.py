@@ -1,0 +1,124 @@
+"""The rule-set cache: the rule folder's YAML documents as JSON, in the user's cache folder.
+
+Parsing the rule folder's YAML is most of what loading it costs (a few
+hundred kilobytes through PyYAML); JSON of the same documents reads a hundred
+times faster. `documents(directory)` wraps a load (`cds.knowledge.ruleset.load_ruleset`):
+
+- The cache file is named by a key over everything the documents depend on:
+  the rule-set hash (every YAML file of the folder, `ruleset_digest`), every
+  source file of the cds package (the YAML reader and its checks among them),
+  PyYAML's version and Python's. A change to any of them is a different file.
+- What is cached is data, never code or objects: per YAML text (by its sha256),
+  the document it parses to, as JSON. A document is used only for exactly the
+  text it came from (`cds.resources.load_yaml`), and it then goes through the
+  complete validation (`cds.knowledge.validate.validate`) like any parsed file,
+  so the cache saves parsing only; it can never change what is validated.
+- The file is read only from this user's own cache folder and only if no other
+  user could have written it (`cds.usercache`); it is written only after a load
+  that found no problem. A missing, unreadable or malformed cache file means
+  "parse the YAML", never an error. ``CDS_CACHE_DIR=off`` turns it off.
+
+At most `KEEP` cache files are kept (the oldest go first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import cds
+from cds import resources
+from cds.knowledge.ruleset import ruleset_digest
+from cds.usercache import cache_dir, read_private, write_private
+
+FORMAT = "cds-rule-documents/1"
+KEEP = 16
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _code_fingerprint() -> str:
+    """sha256 over the cds package's source files, PyYAML's version file and Python's version."""
+    h = hashlib.sha256()
+    package = Path(cds.__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    spec = importlib.util.find_spec("yaml")
+    if spec is not None and spec.origin:
+        h.update(Path(spec.origin).read_bytes())  # yaml/__init__.py carries __version__
+    h.update(sys.version.encode())
+    return h.hexdigest()
+
+
+def cache_key(directory: Path) -> str:
+    return hashlib.sha256(f"{FORMAT}\0{_code_fingerprint()}\0{ruleset_digest(directory)}".encode()).hexdigest()
+
+
+def _read(path: Path, key: str) -> dict[str, str] | None:
+    """The documents of a cache file, if it is this user's own and well formed."""
+    data = read_private(path)
+    if data is None:
+        return None
+    try:
+        content = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(content, dict) or content.get("format") != FORMAT or content.get("key") != key:
+        return None
+    docs = content.get("documents")
+    if not isinstance(docs, dict) or not all(
+        isinstance(k, str) and _SHA256.match(k) and isinstance(v, str) for k, v in docs.items()
+    ):
+        return None
+    return docs
+
+
+def _prune(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[KEEP:]:
+            old.unlink()
+
+
+class Documents:
+    """What `documents` yields: `store()` after a load without problems writes the cache (when it was missed)."""
+
+    def __init__(self, path: Path | None, key: str, hit: bool):
+        self._path, self._key, self.hit = path, key, hit
+
+    def store(self) -> None:
+        if self.hit or self._path is None or resources._RECORDING is None:
+            return
+        content = {"format": FORMAT, "key": self._key, "documents": dict(sorted(resources._RECORDING.items()))}
+        write_private(self._path, json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode())
+        _prune(self._path.parent)
+
+
+@contextlib.contextmanager
+def documents(directory: Path) -> Iterator[Documents]:
+    """Within: the rule folder's documents come from the cache when it has them, else are recorded for `store()`."""
+    folder = cache_dir("rules")
+    if folder is None:
+        yield Documents(None, "", hit=False)
+        return
+    try:
+        key = cache_key(directory)
+    except OSError:  # a file that cannot be read: the load reports it
+        yield Documents(None, "", hit=False)
+        return
+    path = folder / f"{key}.json"
+    docs = _read(path, key)
+    if docs is not None:
+        resources._KNOWN.update(docs)
+        yield Documents(path, key, hit=True)
+        return
+    resources._RECORDING = {}
+    try:
+        yield Documents(path, key, hit=False)
+    finally:
+        resources._RECORDING = None
