@@ -97,6 +97,8 @@ def load_yaml(text: str) -> object:
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         known = _KNOWN.get(digest)
         if known is not None:
+            if _RECORDING is not None:  # another folder's cache knew it: this folder's cache needs it too
+                _RECORDING[digest] = known
             return json.loads(known)
     import yaml
 
