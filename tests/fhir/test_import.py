@@ -323,3 +323,44 @@ def test_batch_reports_a_bad_bundle_as_an_invalid_record(tmp_path):
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["status"] for r in rows] == ["evaluated", "invalid"]
     assert rows[1]["field"] == "(bundle)" and "no multiple myeloma diagnosis in the bundle" in rows[1]["error"]
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_bundle_with_overrides_ranks_like_the_tumor_board_case(name, evaluator, tmp_path):
+    """`cds import-fhir --with` then `cds evaluate`: the same top options as the hand-written case it is modelled on."""
+    import yaml
+
+    exp = expected(name)
+    out = tmp_path / "profile.json"
+    proc = _cli(
+        "import-fhir",
+        str(CASES / f"{name}.json"),
+        "--evaluation-date",
+        exp["evaluation_date"],
+        "--with",
+        str(HERE / "overrides" / f"{name}.json"),
+        "--output",
+        str(out),
+        "-q",
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = evaluator.evaluate(evaluator.load(out))
+    case = evaluator.evaluate(evaluator.load(PROFILES / f"{exp['modelled_on']}.json"))
+    top = yaml.safe_load((PROFILES / "expected.yaml").read_text())[exp["modelled_on"]]["top"]
+    assert list(imported.decision.order[: len(top)]) == list(case.decision.order[: len(top)])
+
+
+def test_cds_evaluate_a_bundle_ranks_like_its_hand_written_profile(tmp_path):
+    """`cds evaluate tests/fhir/cases/<case>.json`: the ranking of the profile written by hand for that patient."""
+    exp = expected("car_t_bridging")
+    hand = tmp_path / "hand.json"
+    hand.write_text(json.dumps(exp["profile"]))
+    rankings, notes = [], []
+    for path in (CASES / "car_t_bridging.json", hand):
+        proc = _cli("evaluate", str(path), "--format", "json", "--timestamp", "2026-01-15T00:00:00Z")
+        assert proc.returncode == 0, proc.stderr
+        rankings.append([(o["id"], o["score"]) for o in json.loads(proc.stdout)["options"]])
+        notes.append(proc.stderr)
+    assert rankings[0] == rankings[1]
+    assert notes[0].startswith("note: imported from FHIR Bundle tb007 (33 entries, 3 line(s), 1 resource(s) not used)")
+    assert notes[1] == ""
