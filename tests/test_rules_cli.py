@@ -66,9 +66,20 @@ def folder(tmp_path, evidence_ids):
     return dst
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Rule files have no anchors or aliases (the reader refuses them): write shared objects out in full."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def dump(data) -> str:
+    return yaml.dump(data, Dumper=_NoAliases, sort_keys=False)
+
+
 def write(path, rules, family="tiny", code="TINY"):
     path.write_text(
-        yaml.safe_dump({"family": family, "code": code, "description": "test rules", "rules": rules}, sort_keys=False),
+        dump({"family": family, "code": code, "description": "test rules", "rules": rules}),
         encoding="utf-8",
     )
 
@@ -77,7 +88,7 @@ def edit(folder, fn):
     path = folder / "tiny.yaml"
     data = yaml.safe_load(path.read_text())
     fn(data["rules"], "TINY")
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.write_text(dump(data), encoding="utf-8")
 
 
 def check(folder, fixtures=False):

@@ -257,7 +257,7 @@ def test_bad_site_file_exits_2_naming_file_and_field(tmp_path, content, expected
 
 def test_missing_site_file_exits_2(tmp_path):
     result = cli("evaluate", str(PROFILES / "fit_tcr_bcma_naive.json"), "--site", str(tmp_path / "nope.yaml"))
-    assert result.exit_code == 2 and "nope.yaml" in result.stderr and "cannot be read" in result.stderr
+    assert result.exit_code == 2 and "nope.yaml" in result.stderr and "no such file" in result.stderr
 
 
 def test_site_error_is_an_input_error(ruleset, tmp_path):

@@ -100,6 +100,8 @@ def _run(fn):
     except Terminated as exc:
         _fail(f"terminated ({exc.signal_name}); nothing written", exc.exit_code)
     except RuleSetError as exc:
+        if len(exc.problems) == 1:
+            _fail(f"the rule set is invalid: {exc.problems[0]}", exc.exit_code)
         lines = "\n".join(f"  {p}" for p in exc.problems)
         _fail(f"the rule set is invalid:\n{lines}", exc.exit_code)
     except ProfileError as exc:

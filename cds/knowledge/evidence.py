@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from cds.errors import RuleSetError
+from cds.datafile import read_yaml
+from cds.errors import ReadError, RuleSetError
 from cds.model.base import Strict, schema_problems
-from cds.resources import load_yaml
 
 ID_PATTERN = r"^[A-Z0-9][A-Z0-9._-]*$"
 
@@ -152,9 +151,9 @@ class Registry:
 
 def _load_yaml(path: Path) -> object:
     try:
-        return load_yaml(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RuleSetError([f"{path.name}: not valid YAML: {exc}"]) from None
+        return read_yaml(path)
+    except ReadError as exc:
+        raise RuleSetError([f"evidence/{path.name}: {exc.problem}"]) from None
 
 
 def load_registry(evidence_dir: Path) -> Registry:

@@ -10,7 +10,7 @@ times faster. `documents(directory)` wraps a load (`cds.knowledge.ruleset.load_r
   PyYAML's version and Python's. A change to any of them is a different file.
 - What is cached is data, never code or objects: per YAML text (by its sha256),
   the document it parses to, as JSON. A document is used only for exactly the
-  text it came from (`cds.resources.load_yaml`), and it then goes through the
+  text it came from (`cds.datafile.parse_yaml`), and it then goes through the
   complete validation (`cds.knowledge.validate.validate`) like any parsed file,
   so the cache saves parsing only; it can never change what is validated.
 - The file is read only from this user's own cache folder and only if no other
@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cds
-from cds import resources
+from cds import datafile
 from cds.knowledge.ruleset import ruleset_digest
 from cds.usercache import cache_dir, read_private, write_private
 
@@ -92,9 +92,9 @@ class Documents:
         self._path, self._key, self.hit = path, key, hit
 
     def store(self) -> None:
-        if self.hit or self._path is None or resources._RECORDING is None:
+        if self.hit or self._path is None or datafile._RECORDING is None:
             return
-        content = {"format": FORMAT, "key": self._key, "documents": dict(sorted(resources._RECORDING.items()))}
+        content = {"format": FORMAT, "key": self._key, "documents": dict(sorted(datafile._RECORDING.items()))}
         write_private(self._path, json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode())
         _prune(self._path.parent)
 
@@ -114,11 +114,11 @@ def documents(directory: Path) -> Iterator[Documents]:
     path = folder / f"{key}.json"
     docs = _read(path, key)
     if docs is not None:
-        resources._KNOWN.update(docs)
+        datafile._KNOWN.update(docs)
         yield Documents(path, key, hit=True)
         return
-    resources._RECORDING = {}
+    datafile._RECORDING = {}
     try:
         yield Documents(path, key, hit=False)
     finally:
-        resources._RECORDING = None
+        datafile._RECORDING = None

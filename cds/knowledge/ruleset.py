@@ -29,15 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from cds.errors import RuleSetError
+from cds.datafile import RULE_FILE_LIMIT, parse_yaml, read_capped, read_yaml
+from cds.errors import ReadError, RuleSetError
 from cds.knowledge.evidence import Registry
 from cds.model.base import Strict, schema_problems
 from cds.model.facts import CYTO_FACT, FACTS, Value
 from cds.model.vocabulary import Vocabulary
-from cds.resources import load_yaml
 
 RULE_ID = r"^[A-Z]{2,6}-[A-Z0-9]{2,8}-\d{3}$"
 OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "known", "unknown")
@@ -123,8 +122,8 @@ def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | 
                 raise ValueError(f"{where}: 'in' cannot take a setting")
             return Leaf(fact, op, settings[name].value, setting=name)  # type: ignore[arg-type]
         try:
-            value = yaml.safe_load(rest)
-        except yaml.YAMLError:
+            value = parse_yaml(rest)
+        except ReadError:
             raise ValueError(f"{where}: cannot read the value in {raw!r}") from None
         if op == "in":
             if not isinstance(value, list) or not value:
@@ -287,18 +286,20 @@ def ruleset_digest(directory: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(directory.rglob("*.yaml")):
         rel = path.relative_to(directory).as_posix()
-        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        try:
+            data = read_capped(path, RULE_FILE_LIMIT, "a rule-folder file")
+        except ReadError as exc:
+            raise RuleSetError([f"{rel}: {exc.problem}"]) from None
+        h.update(rel.encode() + b"\0" + data + b"\0")
     return h.hexdigest()
 
 
 def read_rule_yaml(path: Path, label: str) -> object:
     """A file of the rule folder, parsed; RuleSetError (one line, naming `label`) when it cannot be read or is not YAML."""
     try:
-        return load_yaml(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RuleSetError([f"{label}: cannot be read: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        raise RuleSetError([f"{label}: not valid YAML: {exc}"]) from None
+        return read_yaml(path)
+    except ReadError as exc:
+        raise RuleSetError([f"{label}: {exc.problem}"]) from None
 
 
 def validation_lines(label: str, exc: ValidationError, raw: object) -> list[str]:

@@ -54,13 +54,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from cds.errors import SiteError
+from cds.datafile import SITE_LIMIT, parse_yaml, read_capped
+from cds.errors import ReadError, SiteError
 from cds.knowledge.ruleset import RuleSet
 from cds.model.base import Strict, schema_problems
-from cds.resources import load_yaml
 
 DEFAULT_SITE_FILE = Path("catalog") / "site_default.yaml"
 
@@ -122,15 +121,13 @@ def load_site(path: Path, ruleset: RuleSet, default: bool = False) -> Site:
     """Read and validate a site file against the rule set's options, drugs and evidence. Raises SiteError."""
     label = str(path)
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SiteError(f"site file {label}: cannot be read: {exc.strerror or exc}") from None
+        data = read_capped(path, SITE_LIMIT, "a site file")
+    except ReadError as exc:
+        raise SiteError(f"site file {label}: {exc.problem}") from None
     try:
-        raw = load_yaml(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise _fail(label, ["not UTF-8 text"]) from None
-    except yaml.YAMLError as exc:
-        raise _fail(label, [f"not valid YAML: {' '.join(str(exc).split())}"]) from None
+        raw = parse_yaml(data)
+    except ReadError as exc:
+        raise _fail(label, [exc.problem]) from None
     if not isinstance(raw, dict):
         raise _fail(label, [f"expected a mapping with name, description, car_t_delivered_on_site, ..., got {type(raw).__name__}"])
     try:

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import Field, ValidationError
 
-from cds.errors import RuleSetError
+from cds.datafile import read_yaml
+from cds.errors import ReadError, RuleSetError
 from cds.model.base import Strict, schema_problems
-from cds.resources import load_yaml
 
 Target = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,19}$")]
 
@@ -311,9 +310,9 @@ class Vocabulary:
 
 def _read(path: Path, label: str, model: type[Strict]) -> Strict:
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RuleSetError([f"{label}: cannot be read: {exc}"]) from None
+        raw = read_yaml(path)
+    except ReadError as exc:
+        raise RuleSetError([f"{label}: {exc.problem}"]) from None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
