@@ -44,6 +44,9 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
+PROBLEMS_SHOWN = 20  # problems of one profile spelled out in its message (all are in `.problems`)
+
+
 class CdsError(Exception):
     exit_code = EXIT_INTERNAL
 
@@ -64,7 +67,10 @@ class ProfileError(InputError):
         self.problem = problem
         self.problems: tuple[tuple[str, str], ...] = ((field, problem), *more)
         if more:
-            lines = "\n".join(f"  {f}: {p}" if f else f"  {p}" for f, p in self.problems)
+            shown = self.problems[:PROBLEMS_SHOWN]
+            lines = "\n".join(f"  {f}: {p}" if f else f"  {p}" for f, p in shown)
+            if len(self.problems) > len(shown):
+                lines += f"\n  ... and {len(self.problems) - len(shown)} more problems"
             super().__init__(f"{len(self.problems)} problems:\n{lines}")
         else:
             super().__init__(f"{field}: {problem}" if field else problem)

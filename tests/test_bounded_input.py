@@ -7,6 +7,7 @@ timeouts only bound a hang; the commands finish in about a second.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import pytest
 from conftest import PROFILES, ROOT, RULES
 
 from cds import datafile
-from cds.errors import ReadError
+from cds.errors import ProfileError, ReadError
 
 CASE = PROFILES / "frail_ecog3.json"
 SITE_HEADER = "name: x\ndescription: y\ncar_t_delivered_on_site: true\ncar_t_referral_possible: true\n"
@@ -141,3 +142,79 @@ def test_read_capped_reads_a_pipe_only_up_to_the_limit():
         datafile.read_capped("/dev/zero", 1024, "a test file")
     assert info.value.problem == "larger than 1 KiB, the limit for a test file"
     assert datafile.read_capped(CASE, datafile.PROFILE_LIMIT, "a patient profile") == CASE.read_bytes()
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_a_profile_from_dev_zero_fails_fast_naming_the_limit():
+    line = one_error_line(cds("evaluate", "/dev/zero", "--rules", str(RULES)))
+    assert line == "error: invalid patient profile: (file): /dev/zero: larger than 1 MiB, the limit for a patient profile"
+
+
+def test_an_oversized_profile_file_names_the_limit(tmp_path):
+    path = tmp_path / "big.json"
+    data = json.loads(CASE.read_text(encoding="utf-8"))
+    data["notes"] = "x" * datafile.PROFILE_LIMIT
+    path.write_text(json.dumps(data), encoding="utf-8")
+    line = one_error_line(cds("evaluate", str(path), "--rules", str(RULES)))
+    assert line.endswith("larger than 1 MiB, the limit for a patient profile")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("cytogenetics", ["del(17p)"] * 20_000),  # under the size limit, but no profile lists 20,000 results
+        ("cytogenetics", ["xx"] * 20_000),  # each would need a suggestion: refused before any
+        ("labs", {f"lab_{i}": 1 for i in range(5_000)}),
+        ("prior_lines", [{"agents": ["lenalidomide"]}] * 2_000),
+    ],
+    ids=["valid-items", "bad-items", "many-keys", "many-lines"],
+)
+def test_a_list_or_object_with_absurdly_many_items_is_one_problem(evaluator, field, value):
+    from cds.model.profile import MAX_ITEMS, parse_profile
+
+    data = json.loads(CASE.read_text(encoding="utf-8"))
+    data[field] = value
+    with pytest.raises(ProfileError) as info:
+        parse_profile(data, evaluator.vocabulary)
+    assert info.value.problems == ((field, f"has {len(value):,} items; a profile has at most {MAX_ITEMS} in any list or object"),)
+
+
+def test_at_most_a_few_problems_are_spelled_out(evaluator):
+    from cds.model.profile import parse_profile
+
+    data = json.loads(CASE.read_text(encoding="utf-8"))
+    data["cytogenetics"] = [f"bad{i}" for i in range(90)]
+    with pytest.raises(ProfileError) as info:
+        parse_profile(data, evaluator.vocabulary)
+    lines = str(info.value).splitlines()
+    assert len(info.value.problems) > 50 and len(lines) <= 22
+    assert lines[-1].strip().startswith("... and ") and lines[-1].strip().endswith(" more problems")
+
+
+def test_negative_zero_is_zero(evaluator):
+    data = json.loads(CASE.read_text(encoding="utf-8"))
+    zero, negative = dict(data, creatinine_clearance_ml_min=0.0), dict(data, creatinine_clearance_ml_min=-0.0)
+    negative["labs"] = {**(data.get("labs") or {}), "crp_mg_l": -0.0}
+    zero["labs"] = {**(data.get("labs") or {}), "crp_mg_l": 0}
+    a, b = evaluator.parse(zero), evaluator.parse(negative)
+    assert str(b.creatinine_clearance_ml_min) == "0.0" and str(b.labs.crp_mg_l) == "0.0"
+    from cds.decide.pipeline import input_hash
+
+    assert input_hash(a) == input_hash(b)
+
+
+def test_json_problems_read_well(tmp_path):
+    bad = tmp_path / "p.json"
+    bad.write_text('{"patient_id": "a\x01b"}', encoding="utf-8")
+    line = one_error_line(cds("evaluate", str(bad), "--rules", str(RULES)))
+    assert line == "error: invalid patient profile: (file): not valid JSON: Invalid control character at line 1, column 18"
+    bad.write_text('{"patient_id": "x", "age": ' + "9" * 5000 + "}", encoding="utf-8")
+    line = one_error_line(cds("evaluate", str(bad), "--rules", str(RULES)))
+    assert "set_int_max_str_digits" not in line and "an integer with more than 4300 digits" in line
+
+
+def test_a_timestamp_out_of_range_is_bad_input():
+    line = one_error_line(cds("evaluate", str(CASE), "--rules", str(RULES), "--timestamp", "9999-12-31T23:59:59-01:00"))
+    assert line.startswith("error: --timestamp: '9999-12-31T23:59:59-01:00' is out of range")

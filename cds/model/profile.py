@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -32,7 +33,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from cds.errors import ProfileError
+from cds.datafile import PROFILE_LIMIT, read_capped
+from cds.errors import ProfileError, ReadError, printable, quoted
 from cds.model.base import Strict
 from cds.model.vocabulary import Drug, Resolution, Vocabulary
 
@@ -63,8 +65,14 @@ PartialDate = Annotated[str, AfterValidator(_valid_date)]
 
 # Upper bounds far above any physiological value: they catch unit mix-ups and
 # keep every number in the range the rules engine can represent.
-CreatinineClearance = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
-LabValue = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+
+
+def _no_negative_zero(value: float) -> float:
+    return value + 0.0  # -0.0 + 0.0 == +0.0: "-0" and "0" are one value, with one input hash
+
+
+CreatinineClearance = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False), AfterValidator(_no_negative_zero)]
+LabValue = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False), AfterValidator(_no_negative_zero)]
 NonEmptyName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -253,7 +261,7 @@ def _path(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + printable(part)
     return out or "(profile)"
 
 
@@ -263,8 +271,9 @@ def _describe(value: Any) -> str:
         return f"with {len(value)} key(s)"
     if isinstance(value, list):
         return f"with {len(value)} item(s)"
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:57] + "..."
+    if isinstance(value, str) and len(value) > 60:
+        value = value[:60]  # the whole of a huge value is never encoded
+    return printable(json.dumps(value, ensure_ascii=False), 60)
 
 
 _TYPE_NAMES = {
@@ -402,6 +411,33 @@ def _name_structure_problem(value: Any) -> None:
             paths.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in node.items())
         elif isinstance(node, list):
             paths.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node))
+
+
+MAX_ITEMS = 100  # items in any list or object of a profile (the longest list the contract allows has 40)
+
+
+def _check_sizes(data: dict[str, Any]) -> None:
+    """Refuse a list or object with more than MAX_ITEMS items, naming the field, before any validation.
+
+    A profile under the size limit can still hold 100,000 list items, each of which the
+    validators would check (and suggest corrections for) one by one: one problem instead.
+    """
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            items: Any = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            continue
+        if len(node) > MAX_ITEMS:
+            raise ProfileError(
+                path or "(profile)", f"has {len(node):,} items; a profile has at most {MAX_ITEMS} in any list or object"
+            )
+        for k, v in items:
+            if isinstance(v, (dict, list)):
+                stack.append((v, f"{path}[{k}]" if isinstance(k, int) else f"{path}.{printable(k)}" if path else printable(k)))
 
 
 class _DuplicateKey(ValueError):
@@ -666,6 +702,7 @@ def parse_profile(data: Any, vocabulary: Vocabulary) -> PatientProfile:
     """Validate an already-decoded JSON value. Raises ProfileError with every problem found."""
     if not isinstance(data, dict):
         raise ProfileError("(profile)", f"the profile must be a JSON object, got {type(data).__name__}")
+    _check_sizes(data)
     problems: list[Problem] = []
     profile = None
     try:
@@ -701,14 +738,20 @@ def decode_json(text: str) -> Any:
         data = json.loads(text, object_pairs_hook=_unique_object)
     except _DuplicateKey as exc:
         raise ProfileError(
-            "(file)", f"the key {exc.key!r} appears twice in one JSON object; every field must be given once"
+            "(file)", f"the key {quoted(exc.key)} appears twice in one JSON object; every field must be given once"
         ) from None
     except json.JSONDecodeError as exc:
-        raise ProfileError("(file)", f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        # json's messages for some errors end in "at" ("Invalid control character at"): one "at" is enough
+        what = exc.msg.removesuffix(" at")
+        raise ProfileError("(file)", f"not valid JSON: {what} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
         raise ProfileError("(file)", "not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer with thousands of digits
-        raise ProfileError("(file)", f"not valid JSON: {exc}") from None
+    except ValueError as exc:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
+        if "integer string conversion" in str(exc):
+            raise ProfileError(
+                "(file)", f"not valid JSON: an integer with more than {sys.get_int_max_str_digits()} digits"
+            ) from None
+        raise ProfileError("(file)", f"not valid JSON: {printable(exc, 200)}") from None
     _check_structure(data)
     return data
 
@@ -720,13 +763,9 @@ def load_profile_text(text: str, vocabulary: Vocabulary) -> PatientProfile:
 def read_input_file(path: Path) -> str:
     """The text of an input file (UTF-8, BOM allowed), or a ProfileError naming the problem."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ProfileError("(file)", f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ProfileError("(file)", f"{path}: is a directory, not a profile file") from None
-    except OSError as exc:
-        raise ProfileError("(file)", f"{path}: cannot be read ({exc.strerror})") from None
+        raw = read_capped(path, PROFILE_LIMIT, "a patient profile")
+    except ReadError as exc:
+        raise ProfileError("(file)", f"{printable(path, 200)}: {exc.problem}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

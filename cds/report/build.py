@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from cds.decide.pipeline import Evaluation
 from cds.decide.ranking import Reason
 from cds.decide.unknowns import Effect, UnknownFact
-from cds.errors import InputError
+from cds.errors import InputError, printable, quoted
 from cds.knowledge.evidence import MEASURE_LABELS, EvidenceEntry
 from cds.knowledge.site import Site, availability
 from cds.model.facts import FACTS
@@ -41,20 +41,24 @@ def evaluation_time(fixed: str | None = None) -> str:
         try:
             moment = _dt.datetime.fromisoformat(fixed.strip())
         except ValueError:
-            raise InputError(f"--timestamp: {fixed!r} is not an ISO-8601 date-time (e.g. 2026-01-01T00:00:00Z)") from None
+            raise InputError(f"--timestamp: {quoted(fixed)} is not an ISO-8601 date-time (e.g. 2026-01-01T00:00:00Z)") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=_dt.UTC)
     elif "SOURCE_DATE_EPOCH" in os.environ:
         epoch = os.environ["SOURCE_DATE_EPOCH"].strip()
         if not epoch.isdigit():
-            raise InputError(f"SOURCE_DATE_EPOCH: {epoch!r} is not a whole number of seconds since 1970")
+            raise InputError(f"SOURCE_DATE_EPOCH: {quoted(epoch)} is not a whole number of seconds since 1970")
         try:
             moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.UTC)
         except (OverflowError, OSError, ValueError):
-            raise InputError(f"SOURCE_DATE_EPOCH: {epoch} is out of range") from None
+            raise InputError(f"SOURCE_DATE_EPOCH: {printable(epoch)} is out of range") from None
     else:
         moment = _dt.datetime.now(tz=_dt.UTC)
-    return moment.astimezone(_dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    try:
+        moment = moment.astimezone(_dt.UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        raise InputError(f"--timestamp: {quoted(fixed)} is out of range (in UTC it must fall in the years 1-9999)") from None
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _reason(r: Reason) -> m.Reason:
