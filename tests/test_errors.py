@@ -54,9 +54,9 @@ def test_every_error_class_and_exit_code_lives_in_errors():
     assert errors.Terminated(15).exit_code == errors.EXIT_TERMINATED == 143
     assert errors.Terminated(2).exit_code == errors.EXIT_INTERRUPTED == 130
     from cds.apps import cli
-    from cds.cohort import batch
+    from cds.cohort import pool
 
-    assert batch.WorkerLost is errors.WorkerLost and cli.Terminated is errors.Terminated
+    assert pool.WorkerLost is errors.WorkerLost and cli.Terminated is errors.Terminated
 
 
 @pytest.mark.parametrize(

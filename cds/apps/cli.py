@@ -8,6 +8,7 @@ stderr, never a traceback (set CDS_DEBUG=1 to see one).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 import typer
 
-from cds.apps.outputs import OutputFile
+from cds.apps.outputs import OutputFile, flush_stdout, stdout_error, write_stdout
 from cds.errors import (
     EXIT_FINDINGS,
     EXIT_INTERNAL,
@@ -28,6 +29,7 @@ from cds.errors import (
     ProfileError,
     RuleSetError,
     Terminated,
+    printable,
 )
 
 # Every Path parameter: typer/click check nothing (its checks print a multi-line usage panel);
@@ -73,32 +75,72 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _say(text: str) -> None:
+    """A line on standard output (a full disk or a closed pipe is exit 2, like a failing --output)."""
+    write_stdout(text + "\n")
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 @contextmanager
-def _sigterm_aborts():
-    """While inside, SIGTERM raises `Terminated` in the main thread instead of killing the process outright."""
+def _signals_stop():
+    """While inside, SIGTERM, SIGINT (Ctrl-C) and SIGHUP raise `Terminated` in the main thread, once.
+
+    The command unwinds (temporary files removed, workers stopped) and exits 128 + the signal.
+    Further signals while it unwinds are ignored (SIG_IGN, which also outlasts the interpreter's
+    own clean-up at exit): the first one is being obeyed, and an exception raised in the middle of
+    the clean-up could leave a file or a worker behind. SIGKILL still works.
+    """
+    stopping = []
 
     def handler(signum: int, frame: Any) -> None:
-        raise Terminated(signum)
+        if not stopping:
+            stopping.append(signum)
+            for s in _STOP_SIGNALS:
+                signal.signal(s, signal.SIG_IGN)
+            raise Terminated(signum)
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
     except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not stopping:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
-def _run(fn):
-    """Map every error to one message and an exit code; never show a traceback."""
+def _stdout_failed(exc: BaseException) -> bool:
+    """An OSError that escaped from a write to standard output (then flushing it fails too)."""
+    if not isinstance(exc, OSError):
+        return False
     try:
-        return fn()
+        sys.stdout.flush()
+    except OSError:
+        return True
+    return False
+
+
+def _run(fn, signals: bool = True):
+    """Map every error to one message and an exit code; never show a traceback.
+
+    With `signals` (every command but `cds serve`, whose server handles them itself), SIGTERM,
+    SIGINT and SIGHUP stop the command cleanly: exit 128 + signal.
+    """
+    try:
+        with _signals_stop() if signals else contextlib.nullcontext():
+            result = fn()
+            flush_stdout()
+            return result
     except typer.Exit:
         raise
     except Terminated as exc:
-        _fail(f"terminated ({exc.signal_name}); nothing written", exc.exit_code)
+        how = "interrupted" if exc.signum == signal.SIGINT else "terminated"
+        _fail(f"{how} ({exc.signal_name}); no output file was written", exc.exit_code)
     except RuleSetError as exc:
         if len(exc.problems) == 1:
             _fail(f"the rule set is invalid: {exc.problems[0]}", exc.exit_code)
@@ -108,12 +150,15 @@ def _run(fn):
         _fail(f"invalid patient profile: {exc}", exc.exit_code)
     except CdsError as exc:
         _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
+    except KeyboardInterrupt:  # signals could not be handled here (not the main thread)
+        _fail("interrupted (SIGINT); no output file was written", EXIT_INTERRUPTED)
     except Exception as exc:
+        if _stdout_failed(exc):
+            err = stdout_error(exc)  # type: ignore[arg-type]
+            _fail(str(err), err.exit_code)
         if os.environ.get("CDS_DEBUG"):
             raise
-        _fail(f"internal error ({type(exc).__name__}: {exc}); rerun with CDS_DEBUG=1 for details", EXIT_INTERNAL)
+        _fail(f"internal error ({type(exc).__name__}: {printable(exc, 300)}); rerun with CDS_DEBUG=1 for details", EXIT_INTERNAL)
 
 
 def _output_option(help: str, *decls: str) -> Any:
@@ -129,6 +174,23 @@ def _check_folder(path: Path | None, option: str) -> None:
         raise InputError(f"{option} {path}: no such folder")
     if not path.is_dir():
         raise InputError(f"{option} {path}: not a folder")
+
+
+def _not_over_inputs(
+    outputs: list[OutputFile | None], files: tuple[Path | None, ...] = (), rules: Path | None = None, records: Path | None = None
+) -> None:
+    """Refuse (exit 2) an output that would replace an input: one of `files`, a file of the rule
+    folder (default: the packaged one), or a record (``*.json``) of the input folder `records`."""
+    from cds.resources import rules_dir
+
+    for out in outputs:
+        if out is None:
+            continue
+        for f in files:
+            out.refuse(f)
+        out.refuse_inside(rules or rules_dir(), "rule folder")
+        if records is not None:
+            out.refuse_record(records, lambda name: name.lower().endswith(".json"))
 
 
 def _rules_option() -> Path | None:
@@ -178,6 +240,7 @@ def evaluate(
 
             chromium_path()  # a missing PDF engine fails before the evaluation
         out = OutputFile(output, binary=fmt == "pdf")  # checked first: a bad --output fails before the evaluation
+        _not_over_inputs([out], (path, site), rules)
         _check_folder(rules, "--rules")
         evaluator = default_evaluator(str(rules) if rules else None)
         site_settings = None
@@ -232,16 +295,16 @@ def validate(
             except ProfileError as exc:
                 invalid += 1
                 n = len(exc.problems)
-                typer.echo(f"{path}: {n} problem{'s' if n > 1 else ''}")
+                _say(f"{printable(path, 200)}: {n} problem{'s' if n > 1 else ''}")
                 for field, problem in exc.problems:
-                    typer.echo(f"  {field}: {problem}")
+                    _say(f"  {field}: {problem}")
             except InputError as exc:  # e.g. a FHIR Bundle that cannot be imported
                 invalid += 1
-                typer.echo(f"{path}: {exc}")
+                _say(f"{printable(path, 200)}: {exc}")
             else:
-                typer.echo(f"{path}: ok")
+                _say(f"{printable(path, 200)}: ok")
         if len(paths) > 1:
-            typer.echo(f"{len(paths)} files: {len(paths) - invalid} valid, {invalid} invalid")
+            _say(f"{len(paths)} files: {len(paths) - invalid} valid, {invalid} invalid")
         if invalid:
             raise typer.Exit(EXIT_FINDINGS)
 
@@ -311,7 +374,8 @@ def import_fhir(
         out = OutputFile(output)
         report_out = OutputFile(report, "--report") if report is not None else None
         if report_out is not None and report_out.same_file(out):
-            raise InputError(f"--report {report}: the same file as --output")
+            raise InputError(f"--report {printable(report, 200)}: the same file as --output")
+        _not_over_inputs([out, report_out], (path, overrides))
         vocabulary = default_evaluator(None).vocabulary
         result = import_bundle(decode_json(read_input_file(path)), vocabulary, evaluation_date)
         if overrides is not None:
@@ -345,7 +409,7 @@ def rules_list(rules: Path | None = _rules_option()) -> None:
     def go() -> None:
         from cds.knowledge.check import format_table, list_rows
 
-        sys.stdout.write(format_table(("ID", "FAMILY", "KIND", "OPTION", "TITLE"), list_rows(_load_rules(rules))))
+        write_stdout(format_table(("ID", "FAMILY", "KIND", "OPTION", "TITLE"), list_rows(_load_rules(rules))))
 
     _run(go)
 
@@ -360,7 +424,7 @@ def rules_show(
     def go() -> None:
         from cds.knowledge.check import show_rule
 
-        sys.stdout.write(show_rule(_load_rules(rules), rule_id.strip()))
+        write_stdout(show_rule(_load_rules(rules), rule_id.strip()))
 
     _run(go)
 
@@ -383,9 +447,9 @@ def rules_check(
 
         report = cds.check_rules(rules, profiles)
         for line in report.problems:
-            typer.echo(line)
+            _say(line)
         for line in report.warnings:
-            typer.echo(f"warning: {line}")
+            _say(f"warning: {line}")
         if report.capacity:
             typer.echo(report.capacity, err=True)
         summary = (
@@ -613,28 +677,29 @@ def batch(
         out = OutputFile(output, "--output")
         summary_out = OutputFile(summary, "--summary") if summary is not None else None
         if summary_out is not None and summary_out.same_file(out):
-            raise InputError(f"--summary {summary}: the same file as --output")
+            raise InputError(f"--summary {printable(summary, 200)}: the same file as --output")
+        folder = input.is_dir()
+        _not_over_inputs([out, summary_out], () if folder else (input,), rules, input if folder else None)
         _check_folder(rules, "--rules")
         at = evaluation_time(timestamp)
         evaluator = default_evaluator(str(rules) if rules else None)  # a bad rule folder fails here, once
         options = _record_options(reports, report_format, site, evaluator)
         try:
-            with _sigterm_aborts():
-                out.open()
-                if summary_out is not None:
-                    summary_out.open()
-                result = _with_progress(
-                    "evaluating",
-                    input,
-                    quiet,
-                    lambda advance: run_batch(input, out, str(rules) if rules else None, at, jobs, advance, options),
-                )
-                out.commit()
-                if summary_out is not None:
-                    import json
+            out.open()
+            if summary_out is not None:
+                summary_out.open()
+            result = _with_progress(
+                "evaluating",
+                input,
+                quiet,
+                lambda advance: run_batch(input, out, str(rules) if rules else None, at, jobs, advance, options),
+            )
+            out.commit()
+            if summary_out is not None:
+                import json
 
-                    summary_out.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
-                    summary_out.commit()
+                summary_out.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+                summary_out.commit()
         except BaseException:
             out.abort()
             if summary_out is not None:
@@ -726,12 +791,15 @@ def diff_rules(
             if not d.is_dir():
                 raise InputError(f"rule folder {d}: no such folder")
         out = OutputFile(output) if output is not None else None
+        folder = input.is_dir()
+        for d in (old_rules, new_rules):
+            _not_over_inputs([out], () if folder else (input,), d, input if folder else None)
         old_dir, new_dir = str(old_rules), str(new_rules)
         # compiled once here (a bad rule folder fails before anything starts); workers inherit them
         old_ev, new_ev = evaluator_for(old_dir, False), evaluator_for(new_dir, False)
         widths = (12, 20, 24, 24, 10)
         header = ("RECORD", "PATIENT", "OLD TOP", "NEW TOP", "CHANGE")
-        sys.stdout.write("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip() + "\n")
+        write_stdout("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip() + "\n")
         first = [True]
 
         def header_json() -> str:
@@ -744,35 +812,34 @@ def diff_rules(
 
         def on_change(row) -> None:
             cells = diff_row_text(row)
-            sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n")
+            write_stdout("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n")
             if out is not None:
                 out.write(("\n" if first[0] else ",\n") + json.dumps(row, ensure_ascii=False))
                 first[0] = False
 
         try:
-            with _sigterm_aborts():
-                if out is not None:
-                    out.open()
-                    out.write(header_json())
-                totals = _with_progress(
-                    "comparing", input, quiet, lambda advance: run_diff(old_dir, new_dir, input, jobs, on_change, advance)
-                )
-                if out is not None:
-                    out.write("\n],\n" + f'"totals": {json.dumps(totals)}' + "}\n")
-                    out.commit()
+            if out is not None:
+                out.open()
+                out.write(header_json())
+            totals = _with_progress(
+                "comparing", input, quiet, lambda advance: run_diff(old_dir, new_dir, input, jobs, on_change, advance)
+            )
+            if out is not None:
+                out.write("\n],\n" + f'"totals": {json.dumps(totals)}' + "}\n")
+                out.commit()
         except BaseException:
             if out is not None:
                 out.abort()
             raise
         if totals["records"] == 0:
             typer.echo(f"warning: {input}: no records (an empty file, or no *.json in the folder)", err=True)
-        sys.stdout.write(
+        write_stdout(
             f"{totals['records']} record(s): top option changed for {totals['top_changed']}, "
             f"ranking changed for {totals['ranking_changed']}, {totals['invalid']} invalid "
             f"({totals['changed']} listed)\n"
         )
         if old_ev.ruleset.digest == new_ev.ruleset.digest:
-            sys.stdout.write("note: the two rule folders are identical (same rule-set hash)\n")
+            write_stdout("note: the two rule folders are identical (same rule-set hash)\n")
 
     _run(go)
 
@@ -865,7 +932,7 @@ def serve(
             )
         )
 
-    _run(go)
+    _run(go, signals=False)
 
 
 feedback_app = typer.Typer(

@@ -1,12 +1,13 @@
 """Cohort mode: evaluate many profiles (`cds batch`) and compare two rule sets on them (`cds diff-rules`).
 
 Input is a JSONL file (one profile per line) or a folder of profile ``*.json``
-files (sorted by name). Records are read lazily, sent to worker processes in
-chunks with a bounded number of chunks in flight, and the results are written
-in input order as they come back: memory stays flat however large the input.
-Processes, not threads: the durable-rules C core never releases the GIL. Each
-worker uses one compiled rule set for its whole life (inherited from the
-parent when processes are forked, compiled once at start otherwise).
+files (sorted by name). Records are read lazily (each JSONL line with a bound:
+a line longer than 1 MiB is an invalid record, never held in memory), sent to
+worker processes (cds.cohort.pool) in chunks of at most 128 records or 1 MiB with
+a bounded number of chunks in flight, and the results are written in input
+order as they come back: memory stays flat however large the input, or its lines.
+Each worker uses one compiled rule set for its whole life (inherited from the
+parent when processes are forked, on Linux; compiled once at start otherwise).
 
 Every record gives exactly one output line: the evaluation (compact form of the
 `cds evaluate --format json` report) or an error record carrying the same
@@ -17,21 +18,18 @@ says ``(file)``. A blank line is an error record. In a folder, every entry named
 broken symbolic link, a FIFO, a folder named ``x.json``) gives an invalid record.
 
 A worker process that dies (killed by the system when out of memory, a crash in
-the rules engine's C core) stops the run with `WorkerLost` (exit code 3).
+the rules engine's C core) stops the run with `WorkerLost` (exit code 3); what
+happens on a signal or when the parent dies is in cds.cohort.pool.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
 import os
-import signal
 import stat
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +42,14 @@ from typing import (
 
 from typing_extensions import TypedDict
 
+from cds.cohort.pool import WorkerPool
+from cds.datafile import PROFILE_LIMIT, over_limit
 from cds.decide.decision import exclusions
-from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError, WorkerLost
+from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError
 
 FORMAT_VERSION = "cds-batch/1"
 CHUNK = 128  # records per task sent to a worker
-IN_FLIGHT_PER_JOB = 4  # chunks queued per worker: bounds memory, keeps workers busy
+CHUNK_BYTES = 1 << 20  # ... or fewer, once their lines hold 1 MiB: with the tasks in flight, a few MiB in all
 MAX_LISTED_INVALID = 1000  # invalid records listed in the summary (all are in the output)
 
 # A record: (position, key, payload). key is ("line", n) or ("file", name);
@@ -78,6 +78,27 @@ def _profile_files(folder: Path) -> list[str]:
         return sorted(e.name for e in entries if e.name.lower().endswith(".json"))
 
 
+@dataclass(frozen=True)
+class LongLine:
+    """A JSONL line longer than PROFILE_LIMIT: never held in memory, only its length is known."""
+
+    size: int
+
+
+def _jsonl_lines(fh: Any) -> Iterator[bytes | LongLine]:
+    """The lines of a binary file, each read with a bound: a longer line is skipped in 1 MiB steps."""
+    while raw := fh.readline(PROFILE_LIMIT + 1):
+        if len(raw) <= PROFILE_LIMIT or raw.endswith(b"\n"):
+            yield raw
+            continue
+        size = len(raw)
+        while more := fh.readline(1 << 20):
+            size += len(more)
+            if more.endswith(b"\n"):
+                break
+        yield LongLine(size)
+
+
 def read_records(source: Path) -> Iterator[Record]:
     """Lazily yield the records of a JSONL file or a folder of JSON files, in order."""
     if source.is_dir():
@@ -85,7 +106,7 @@ def read_records(source: Path) -> Iterator[Record]:
             yield i, ("file", name), str(source / name)
         return
     with source.open("rb") as fh:
-        for i, raw in enumerate(fh):
+        for i, raw in enumerate(_jsonl_lines(fh)):
             yield i, ("line", i + 1), raw
 
 
@@ -108,7 +129,9 @@ def check_input(source: Path) -> None:
 # --------------------------------------------------------------------------- one record (in a worker)
 
 
-def _line_text(raw: bytes, line_no: int) -> str:
+def _line_text(raw: bytes | LongLine, line_no: int) -> str:
+    if isinstance(raw, LongLine):
+        raise ProfileError("(line)", f"{raw.size:,} bytes: {over_limit(PROFILE_LIMIT, 'one line (a patient profile)')}")
     try:
         text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
     except UnicodeDecodeError as exc:
@@ -350,13 +373,16 @@ def evaluate_chunk(task: tuple[Any, ...]) -> tuple[str, ChunkStats]:
 # --------------------------------------------------------------------------- the pipeline
 
 
-def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+def _chunks(records: Iterable[Record], size: int, max_bytes: int = CHUNK_BYTES) -> Iterator[list[Record]]:
+    """Records in chunks of `size`, or fewer when their lines add up to `max_bytes` (bounded memory in flight)."""
     chunk: list[Record] = []
+    held = 0
     for r in records:
         chunk.append(r)
-        if len(chunk) == size:
+        held += len(r[2]) if isinstance(r[2], bytes) else 0
+        if len(chunk) == size or held >= max_bytes:
             yield chunk
-            chunk = []
+            chunk, held = [], 0
     if chunk:
         yield chunk
 
@@ -366,48 +392,18 @@ def preload(rule_dirs: list[str | None], analyze_unknowns: bool) -> None:
         evaluator_for(d, analyze_unknowns)
 
 
-def _worker_init(rule_dirs: list[str | None], analyze_unknowns: bool) -> None:
-    """Worker start: default signal handling (the parent stops the workers), then the rule sets, once."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent handles it
-    preload(rule_dirs, analyze_unknowns)
-
-
-def _result(future: Future) -> Any:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise WorkerLost(
-            "a worker process died (killed by the system, e.g. out of memory, or crashed); the run was stopped and no output written"
-        ) from None
-
-
-def _stop_workers(executor: ProcessPoolExecutor) -> None:
-    """Terminate the workers now (an abort: their results are not wanted), then wait for them."""
-    processes = list((getattr(executor, "_processes", None) or {}).values())
-    executor.shutdown(wait=False, cancel_futures=True)
-    for p in processes:
-        if p.is_alive():
-            p.terminate()
-    for p in processes:
-        p.join(5)
-        if p.is_alive():
-            p.kill()
-            p.join(5)
-    executor.shutdown(wait=True)
-
-
 def run_ordered(
     fn: Callable[[Any], Any],
     tasks: Iterable[Any],
     jobs: int,
     init: tuple[list[str | None], bool],
+    method: str | None = None,
 ) -> Iterator[Any]:
-    """fn over tasks on `jobs` processes; results in task order, at most jobs*IN_FLIGHT_PER_JOB tasks in flight.
+    """fn over tasks on `jobs` worker processes (cds.cohort.pool); results in task order, a bounded number in flight.
 
-    Tasks are submitted as results are taken (never the whole input at once). A worker that
-    dies raises `WorkerLost`; on any exception, or when the generator is closed early, the
-    workers are terminated.
+    Tasks are taken as results are (never the whole input at once). A worker that dies raises
+    `WorkerLost`; on any exception, a signal, or when the generator is closed early, the workers
+    are killed and reaped before this returns.
     """
     # Build the evaluators here first: a bad rule folder fails once, in the parent,
     # and forked workers inherit the compiled rule sets instead of recompiling them.
@@ -416,24 +412,8 @@ def run_ordered(
         for t in tasks:
             yield fn(t)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    executor = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method), initializer=_worker_init, initargs=init)
-    finished = False
-    try:
-        pending: deque[Future] = deque()
-        limit = jobs * IN_FLIGHT_PER_JOB
-        for t in tasks:
-            pending.append(executor.submit(fn, t))
-            if len(pending) >= limit:
-                yield _result(pending.popleft())
-        while pending:
-            yield _result(pending.popleft())
-        finished = True
-    finally:
-        if finished:
-            executor.shutdown(wait=True)
-        else:
-            _stop_workers(executor)
+    with WorkerPool(fn, jobs, preload, init, method) as pool:
+        yield from pool.map_ordered(tasks)
 
 
 @dataclass
