@@ -174,7 +174,7 @@ class OutputFile:
                     if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
                         raise
             if fd is None:  # no O_TMPFILE here: a hidden name beside the target, removed on abort
-                fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=self.directory)  # type: ignore[arg-type,type-var]
+                fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=self.directory)  # type: ignore[type-var]
             self.fd = fd
             self.fh = os.fdopen(fd, "wb", closefd=False) if self.binary else os.fdopen(fd, "w", encoding="utf-8", closefd=False)
             os.fchmod(fd, self.mode)
@@ -210,7 +210,7 @@ class OutputFile:
             self.fh.flush()
             if self.unnamed:
                 # give the unnamed file a (hidden) name, then rename it over the target in one step
-                name = tempfile.mktemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir="")  # type: ignore[arg-type,type-var]  # noqa: S306 - linkat fails if the name exists
+                name = tempfile.mktemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir="")  # type: ignore[type-var]  # noqa: S306 - linkat fails if the name exists
                 folder = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
                 try:
                     # linkat(AT_SYMLINK_FOLLOW) through /proc/self/fd (a dst_dir_fd makes os.link use linkat)

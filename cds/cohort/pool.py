@@ -186,7 +186,7 @@ class WorkerPool:
         self.selector = selectors.DefaultSelector()
         self.closed = False
         method = method or start_method()
-        ctx = multiprocessing.get_context(method)
+        ctx: Any = multiprocessing.get_context(method)
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             inherited: list[int] = []
