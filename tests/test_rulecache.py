@@ -10,7 +10,7 @@ import shutil
 import pytest
 from conftest import RULES
 
-from cds import resources
+from cds import datafile
 from cds.knowledge import rulecache
 from cds.knowledge.ruleset import load_ruleset
 
@@ -18,7 +18,7 @@ from cds.knowledge.ruleset import load_ruleset
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CDS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(resources, "_KNOWN", {})  # documents this process knows already do not count
+    monkeypatch.setattr(datafile, "_KNOWN", {})  # documents this process knows already do not count
     return tmp_path / "cache" / "rules"
 
 
@@ -27,19 +27,19 @@ def _signature(rs):
 
 
 def _no_yaml(monkeypatch):
-    """Parsing a file's YAML (cds.resources.load_yaml's loader) fails from now on."""
+    """Parsing a file's YAML (cds.datafile.parse_yaml's loader) fails from now on."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("YAML parsed although the cache has the documents")
 
-    monkeypatch.setattr(resources, "_LOADER", refuse)
+    monkeypatch.setattr(datafile, "_LOADER", refuse)
 
 
 def test_a_second_load_reads_the_cache_and_gives_the_same_rule_set(cache, monkeypatch):
     first = load_ruleset(RULES)
     (cached,) = cache.iterdir()
     assert os.stat(cached).st_mode & 0o777 == 0o600
-    monkeypatch.setattr(resources, "_KNOWN", {})
+    monkeypatch.setattr(datafile, "_KNOWN", {})
     _no_yaml(monkeypatch)
     assert _signature(load_ruleset(RULES)) == _signature(first)
 
@@ -58,7 +58,7 @@ def test_a_cache_file_others_could_write_is_not_read(cache, monkeypatch):
     load_ruleset(RULES)
     (cached,) = cache.iterdir()
     os.chmod(cached, 0o666)
-    monkeypatch.setattr(resources, "_KNOWN", {})
+    monkeypatch.setattr(datafile, "_KNOWN", {})
     _no_yaml(monkeypatch)
     with pytest.raises(AssertionError, match="YAML parsed"):
         load_ruleset(RULES)
@@ -71,7 +71,7 @@ def test_a_document_is_used_only_for_the_text_it_came_from(cache, monkeypatch):
     content = json.loads(cached.read_text(encoding="utf-8"))
     content["documents"] = {"0" * 64: json.dumps({"family": "x"})}  # the hash of no file of the folder
     cached.write_text(json.dumps(content), encoding="utf-8")
-    monkeypatch.setattr(resources, "_KNOWN", {})
+    monkeypatch.setattr(datafile, "_KNOWN", {})
     assert _signature(load_ruleset(RULES)) == first
 
 
