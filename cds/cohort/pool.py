@@ -314,8 +314,6 @@ class WorkerPool:
             except OSError:
                 chunk = b""
             if not chunk:
-                if worker.process.is_alive():
-                    worker.process.join(1)
                 raise self._lost(worker)
             worker.inbox += chunk
             if len(chunk) < 1 << 20:
@@ -335,6 +333,9 @@ class WorkerPool:
             done[seq] = value
 
     def _lost(self, worker: _Worker) -> WorkerLost:
+        # its pipes (and its sentinel) close as the worker dies, a moment before the process can be
+        # reaped: wait for that (bounded) so that the message can say how it died
+        worker.process.join(STOP_TIMEOUT)
         code = worker.process.exitcode
         how = (
             f"killed by {signal.Signals(-code).name}"
