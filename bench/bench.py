@@ -65,10 +65,10 @@ class ReferenceEngine:
             for scope in {fact_scope(leaf.fact) for leaf in leaves(rule.condition)} - {None}:
                 self._in_scope.setdefault(scope, []).append(rule)
 
-    def run(self, variants):
+    def run(self, variants, patient=None):
         return [self._fired(self.ruleset, v) for v in variants]
 
-    def run_counterfactuals(self, base, variants):
+    def run_counterfactuals(self, base, variants, patient=None):
         fired = self._fired(self.ruleset, base)
         out = [fired]
         for scope, assignment in variants:
@@ -240,7 +240,9 @@ def pipeline_cpu(n: int, workdir: Path) -> dict:
     out = {}
     for label, evaluator in (("durable", durable), ("reference", reference)):
         cohort._EVALUATORS["None|True"] = evaluator  # the worker's evaluator (cds.cohort.batch.evaluator_for)
-        cohort.evaluate_chunk((None, "2026-01-01T00:00:00Z", records[:200]))  # warm
+        _, stats = cohort.evaluate_chunk((None, "2026-01-01T00:00:00Z", records[:200]))  # warm
+        if stats.errors or stats.invalid:  # an error record costs nothing: it would fake the figure
+            raise SystemExit(f"bench: the {label} pipeline failed on generated profiles: {stats.problems[:1]}")
         best = float("inf")
         for _ in range(3):
             t = time.process_time()
