@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import seeds_dir
 
 from cds.knowledge.evidence import verify_against_sources
@@ -85,3 +86,116 @@ def test_the_figure_check_catches_an_invented_figure(ruleset):
     rule = ruleset.rule("CAUT-CART-007")
     fake = dataclasses.replace(rule, rationale=rule.rationale + " Median PFS 61.3 months.")
     assert figure_problems([fake], ruleset.registry) == ["CAUT-CART-007: '61.3 months' is in none of " + ", ".join(rule.cites)]
+
+
+# --------------------------------------------------------------------------- errata
+
+
+def _errata(registry, entry_id, about):
+    return [c for c in registry.get(entry_id).errata if c.about == about]
+
+
+def test_the_sources_errata_are_flagged_and_the_figures_kept_as_printed(ruleset):
+    """Issue 12 §B / review M1-M4: the source's words stay; the publication stands beside them."""
+    reg = ruleset.registry
+    for eid in ("CARTITUDE-4.S001.TABLE2", "CARTITUDE-4.S001.TEXT"):
+        assert reg.get(eid).phase == "II"  # as printed
+        (phase,) = _errata(reg, eid, "phase")
+        assert phase.published == "phase 3" and "N Engl J Med 2023;389:335-347" in phase.reference
+    (nct,) = _errata(reg, "CARTITUDE-4.S001.TABLE2", "trial_number")
+    assert nct.printed.endswith("NCT03361748") and nct.published == "NCT04181827"
+    for eid in ("KARMMA-2A.S001.TABLE1", "KARMMA-2C.S001.TABLE1"):  # KarMMa's number on the KarMMa-2 rows
+        (nct,) = _errata(reg, eid, "trial_number")
+        assert "NCT03361748" in nct.printed and nct.published.startswith("NCT03601078")
+    (pop,) = _errata(reg, "KARMMA-3.S001.TABLE1", "population")
+    assert "triple-class refractory" in reg.get("KARMMA-3.S001.TABLE1").population
+    assert pop.published.startswith("triple-class exposed") and "N Engl J Med 2023;388:1002-1014" in pop.reference
+    for eid in ("KARMMA-1.S001.TABLE1", "KARMMA-1.S001.TEXT"):
+        (pop,) = _errata(reg, eid, "population")
+        assert pop.published.startswith("triple-class exposed") and "N Engl J Med 2021;384:705-716" in pop.reference
+    (mean,) = _errata(reg, "POST-CART-RELAPSE-79.S001.TEXT", "figure")
+    assert mean.certain is False and "mean PFS" in mean.printed and mean.published.startswith("median PFS")
+    assert mean.value in [f.value for f in reg.get("POST-CART-RELAPSE-79.S001.TEXT").figures]
+    (pfs, _) = reg.get("POLLUX.S000.TABLE1").errata
+    assert pfs.measure == "median_pfs" and "Leukemia 2020;34:1875-1884" in pfs.reference
+    for eid in ("STMT.S001.APPROVAL-IDECEL", "STMT.S001.APPROVAL-CILTACEL"):
+        (label,) = _errata(reg, eid, "statement")
+        assert "April 2024" in label.published
+
+
+def test_n_140_vs_128_is_enrolled_vs_treated_not_a_disagreement(ruleset):
+    reg = ruleset.registry
+    text, table = reg.get("KARMMA-1.S001.TEXT"), reg.get("KARMMA-1.S001.TABLE1")
+    assert (text.n, table.n) == (140, 128)
+    assert not [c for c in text.conflicts + table.conflicts if c.kind == "sources" and c.about == "n"]
+    (n,) = _errata(reg, "KARMMA-1.S001.TEXT", "n")
+    assert "140 enrolled, 128 treated" in n.published
+
+
+def test_karmma2_cohort_2a_population_prefers_the_text(ruleset):
+    """Review L5: the table's 'triple-class refractory' against the text's early relapse after ASCT."""
+    reg = ruleset.registry
+    for a, b in (("KARMMA-2A.S001.TABLE1", "KARMMA-2A.S001.TEXT"), ("KARMMA-2A.S001.TEXT", "KARMMA-2A.S001.TABLE1")):
+        (c,) = [c for c in reg.get(a).conflicts if c.kind == "sources" and c.about == "population"]
+        assert c.with_ == b and c.preferred == "KARMMA-2A.S001.TEXT"
+
+
+def test_an_erratum_must_quote_the_source_and_cite_the_publication():
+    import pydantic
+
+    from cds.knowledge.evidence import Conflict
+
+    ok = {
+        "kind": "erratum",
+        "about": "phase",
+        "printed": "II",
+        "published": "phase 3",
+        "reference": "X et al., J 2023;1:1-2",
+        "note": "a note",
+    }
+    Conflict.model_validate(ok)
+    for bad in (
+        {k: v for k, v in ok.items() if k != "reference"},  # no publication
+        {**ok, "with": "CARTITUDE-4.S001.TEXT"},  # an erratum is not against another entry
+        {**ok, "about": "figure"},  # a figure needs its measure
+        {"with": "A.B", "measure": "orr", "note": "a note", "reference": "X et al., J 2023;1:1-2"},  # sources: no reference
+    ):
+        with pytest.raises(pydantic.ValidationError):
+            Conflict.model_validate(bad)
+
+
+def test_an_erratum_on_words_the_source_does_not_print_is_caught(ruleset):
+    from cds.knowledge.evidence import conflict_problems
+
+    reg = ruleset.registry
+    entry = reg.get("CARTITUDE-4.S001.TABLE2")
+    changed = [
+        c.model_copy(update={"printed": "CARTITUDE-4 NCT04181827 III"}) if c.about == "phase" else c for c in entry.conflicts
+    ]
+    problems = conflict_problems(entry.model_copy(update={"conflicts": changed}), reg.entries)
+    assert problems == ["erratum: printed 'CARTITUDE-4 NCT04181827 III' is not in the entry's quote"]
+    # a preference one side states and the other does not
+    prefs = [c.model_copy(update={"preferred": entry.id}) for c in entry.conflicts if c.kind == "sources"]
+    assert any("prefers neither" in p for p in conflict_problems(entry.model_copy(update={"conflicts": prefs}), reg.entries))
+
+
+def test_the_report_shows_an_erratum_beside_the_figure_and_in_the_json(evaluator):
+    from conftest import load_case
+
+    from cds.report.build import build_report
+    from cds.report.render import render
+
+    report = build_report(evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive"))), "2026-01-01T00:00:00Z")
+    data = report.to_dict()
+    refs = data["evidence"]["CARTITUDE-4.S001.TABLE2"]["conflicts"]
+    assert {"kind": "erratum", "about": "phase", "published": "phase 3"}.items() <= next(
+        c for c in refs if c["about"] == "phase"
+    ).items()
+    errata = [c for c in data["evidence_conflicts"] if c["kind"] == "erratum"]
+    assert any(c["sides"][0]["evidence"] == "CARTITUDE-4.S001.TABLE2" and c["about"] == "trial_number" for c in errata)
+    for fmt in ("markdown", "html"):
+        text = render(report, fmt)
+        assert "phase II [erratum: phase 3]" in text.replace('<span class="muted">', "").replace("</span>", "").replace(
+            ' <span class="erratum-mark">', " "
+        ), fmt
+        assert "(outside the sources)" in text

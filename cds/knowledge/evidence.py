@@ -8,8 +8,13 @@ the source prints ("34.9m", "not reached", "71 vs 42%"), never re-typed as
 numbers, so that the report prints exactly what the source says.
 
 Where two sources, or a table and its own text, disagree, both entries stay
-and each names the other under ``conflicts`` with the measure concerned; the
-report shows both.
+and each names the other under ``conflicts`` (kind ``sources``) with what they
+disagree on; the report shows both. Where a source is wrong (or incomplete)
+against the trial's publication, the entry keeps the figure exactly as the
+source prints it and carries an ``erratum`` conflict: the source's words
+(``printed``, verbatim in the quote), what the publication says
+(``published``) and the publication (``reference``), which the report labels
+as outside the sources and shows beside the figure.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cds.datafile import read_yaml
 from cds.errors import ReadError, RuleSetError
@@ -104,10 +109,65 @@ class Figure(Strict):
         return name
 
 
+# What a conflict is about: a figure (then `measure` says which), or a field of the entry.
+ConflictAbout = Literal["figure", "n", "phase", "population", "trial_number", "publication", "statement"]
+
+ABOUT_LABELS: dict[str, str] = {
+    "n": "number of patients",
+    "phase": "phase",
+    "population": "population",
+    "trial_number": "trial registry number",
+    "publication": "publication",
+    "statement": "statement",
+}
+
+_ERRATUM_ONLY = ("printed", "published", "reference", "value")
+
+
 class Conflict(Strict):
-    with_: str = Field(alias="with", pattern=ID_PATTERN)
-    measure: Measure
+    """This entry against another entry (kind ``sources``) or against the trial's publication (kind ``erratum``)."""
+
+    kind: Literal["sources", "erratum"] = "sources"
+    with_: str | None = Field(default=None, alias="with", pattern=ID_PATTERN)
+    about: ConflictAbout = "figure"
+    measure: Measure | None = None
+    value: str | None = Field(
+        default=None, description="erratum on a figure: its value, when the entry has several of that measure"
+    )
+    printed: str | None = Field(default=None, min_length=1, description="erratum: the source's words, verbatim in the quote")
+    published: str | None = Field(default=None, min_length=1, description="erratum: what the trial's publication says")
+    reference: str | None = Field(default=None, min_length=10, description="erratum: the publication (outside the sources)")
+    certain: bool = Field(default=True, description="erratum: False when the correction is probable, not confirmed")
+    preferred: str | None = Field(default=None, pattern=ID_PATTERN, description="sources: the entry whose reading is preferred")
     note: str = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Conflict:
+        if self.about == "figure" and self.measure is None:
+            raise ValueError("a conflict about a figure names its measure")
+        if self.about != "figure" and self.measure is not None:
+            raise ValueError(f"'measure' is for a conflict about a figure, not about {self.about}")
+        if self.kind == "sources":
+            if self.with_ is None:
+                raise ValueError("a conflict between sources names the other entry ('with')")
+            given = [name for name in _ERRATUM_ONLY if getattr(self, name) is not None]
+            if given or not self.certain:
+                raise ValueError(f"{', '.join(given) or 'certain'}: only an erratum has these")
+        else:
+            if self.with_ is not None:
+                raise ValueError("an erratum is against the trial's publication, not another entry: no 'with'")
+            missing = [name for name in ("printed", "published", "reference") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"an erratum needs {', '.join(missing)}")
+            if self.preferred is not None:
+                raise ValueError("'preferred' is for a conflict between sources")
+            if self.value is not None and self.about != "figure":
+                raise ValueError("'value' names a figure: only for an erratum about a figure")
+        return self
+
+    def label(self) -> str:
+        """What the conflict is about, in words: 'median PFS', 'phase', 'number of patients'."""
+        return MEASURE_LABELS[self.measure] if self.measure is not None else ABOUT_LABELS[self.about]
 
 
 class EvidenceEntry(Strict):
@@ -126,6 +186,16 @@ class EvidenceEntry(Strict):
     figures: list[Figure] = []
     conflicts: list[Conflict] = []
     note: str | None = None
+
+    @property
+    def errata(self) -> list[Conflict]:
+        """Where the source is wrong against the trial's publication (outside the sources)."""
+        return [c for c in self.conflicts if c.kind == "erratum"]
+
+    def field_value(self, about: str) -> str | None:
+        """The entry's own text for what an erratum is about (None: the entry does not give it)."""
+        value = {"n": self.n, "phase": self.phase, "population": self.population, "publication": self.publication}.get(about)
+        return None if value is None else str(value)
 
 
 class _EvidenceFile(Strict):
@@ -189,12 +259,7 @@ def load_registry(evidence_dir: Path) -> Registry:
             entries[entry.id] = entry
             entry_files[entry.id] = f"evidence/{path.name}"
     for eid, entry in entries.items():
-        for c in entry.conflicts:
-            other = entries.get(c.with_)
-            if other is None:
-                problems.append(f"{entry_files[eid]} [{eid}] conflicts: unknown evidence ID {c.with_!r}")
-            elif not any(k.with_ == eid for k in other.conflicts):
-                problems.append(f"{entry_files[eid]} [{eid}] conflicts: {c.with_} does not link back")
+        problems.extend(f"{entry_files[eid]} [{eid}] conflicts: {p}" for p in conflict_problems(entry, entries))
     if problems:
         raise RuleSetError(problems)
     return Registry(sources=sources, entries=entries, entry_files=entry_files)
@@ -206,6 +271,47 @@ _WS = re.compile(r"\s+")
 def normalize_text(text: str) -> str:
     """Collapse whitespace so that quotes survive the sources' line breaks."""
     return _WS.sub(" ", text).strip()
+
+
+def reciprocal(entry: EvidenceEntry, c: Conflict, other: EvidenceEntry) -> Conflict | None:
+    """`other`'s conflict record that answers `entry`'s record `c` (same subject), if any."""
+    for k in other.conflicts:
+        if k.kind == "sources" and k.with_ == entry.id and k.about == c.about and k.measure == c.measure:
+            return k
+    return None
+
+
+def conflict_problems(entry: EvidenceEntry, entries: dict[str, EvidenceEntry]) -> list[str]:
+    """What is wrong with an entry's conflicts: unknown or one-sided links, an erratum on nothing the entry says."""
+    problems = []
+    quote = normalize_text(entry.quote)
+    for c in entry.conflicts:
+        if c.kind == "sources":
+            assert c.with_ is not None  # the model says so
+            other = entries.get(c.with_)
+            if other is None:
+                problems.append(f"unknown evidence ID {c.with_!r}")
+                continue
+            back = reciprocal(entry, c, other)
+            if back is None:
+                problems.append(f"{c.with_} does not link back (a conflict with {entry.id} about {c.label()})")
+            elif back.preferred != c.preferred:
+                problems.append(
+                    f"{c.with_} prefers {back.preferred or 'neither'} on {c.label()}, this entry {c.preferred or 'neither'}"
+                )
+            if c.preferred is not None and c.preferred not in (entry.id, c.with_):
+                problems.append(f"preferred {c.preferred!r} is neither side of the conflict")
+            continue
+        assert c.printed is not None  # an erratum has it (the model says so)
+        if normalize_text(c.printed) not in quote:
+            problems.append(f"erratum: printed {c.printed!r} is not in the entry's quote")
+        if c.about == "figure":
+            figs = [f for f in entry.figures if f.measure == c.measure and (c.value is None or f.value == c.value)]
+            if not figs:
+                problems.append(f"erratum: the entry has no {c.label()} figure{f' {c.value!r}' if c.value else ''}")
+        elif c.about in ("n", "phase", "population", "publication") and entry.field_value(c.about) is None:
+            problems.append(f"erratum about {c.about}: the entry gives no {c.about}")
+    return problems
 
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")

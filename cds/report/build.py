@@ -16,7 +16,7 @@ from cds.decide.pipeline import Evaluation
 from cds.decide.ranking import Reason
 from cds.decide.unknowns import Effect, UnknownFact
 from cds.errors import InputError, printable, quoted
-from cds.knowledge.evidence import MEASURE_LABELS, EvidenceEntry
+from cds.knowledge.evidence import Conflict, EvidenceEntry, reciprocal
 from cds.knowledge.site import Site, availability
 from cds.model.facts import FACTS
 from cds.model.profile import line_drugs, named_drugs
@@ -114,7 +114,49 @@ def _evidence_entry(entry: EvidenceEntry, ev: Evaluation) -> m.Evidence:
             m.Figure(measure=f.measure, label=f.display_measure(), value=f.value, arm=f.arm, timepoint=f.timepoint)
             for f in entry.figures
         ],
-        conflicts=[m.EvidenceConflictRef(with_=c.with_, measure=c.measure, note=c.note) for c in entry.conflicts],
+        conflicts=[
+            m.EvidenceConflictRef(
+                with_=c.with_,
+                measure=c.measure,
+                note=c.note,
+                kind=c.kind,
+                about=c.about,
+                value=c.value,
+                printed=c.printed,
+                published=c.published,
+                reference=c.reference,
+                certain=c.certain,
+                preferred=c.preferred,
+            )
+            for c in entry.conflicts
+        ],
+    )
+
+
+def _conflict_side(e: EvidenceEntry, c: Conflict, ev: Evaluation) -> m.ConflictSide:
+    """One entry's side of a conflict: its figures (or field, or the erratum's printed words) as printed."""
+    figs = [f for f in e.figures if c.about == "figure" and f.measure == c.measure and c.value in (None, f.value)]
+    if c.kind == "erratum":
+        assert c.printed is not None
+        shown = [c.printed]
+    elif c.about == "figure":
+        shown = []
+        for f in figs:
+            q = qualifier(f.arm, f.timepoint)
+            shown.append((f"{f.label}: " if f.label else "") + f.value + (f" ({q})" if q else ""))
+    elif c.about == "n":
+        shown = [f"n={e.n}"] if e.n is not None else []
+    else:
+        value = e.field_value(c.about)
+        shown = [value] if value is not None else []
+    return m.ConflictSide(
+        evidence=e.id,
+        title=e.title,
+        source_id=ev.ruleset.registry.source_for(e).id,
+        source_file=e.source,
+        location=e.location,
+        figures=[f.value for f in figs],
+        shown=shown,
     )
 
 
@@ -338,45 +380,48 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
 
     evidence = {i: _evidence(rs.registry.get(i), ev) for i in cited}
     conflicts = []
-    seen_pairs: set[tuple[str, ...]] = set()
+    seen_pairs: set[tuple[str | None, ...]] = set()
     for i in cited:
         entry = rs.registry.get(i)
         for c in entry.conflicts:
-            key = (*sorted((i, c.with_)), c.measure)
+            if c.kind != "sources":
+                continue
+            assert c.with_ is not None
+            key = (*sorted((i, c.with_)), c.about, c.measure)
             if key in seen_pairs:
                 continue
             seen_pairs.add(key)
             other = rs.registry.get(c.with_)
             if c.with_ not in evidence:
                 evidence[c.with_] = _evidence(other, ev)
-            sides = []
-            for e in (entry, other):
-                figs = [f for f in e.figures if f.measure == c.measure]
-                shown = []
-                for f in figs:
-                    q = qualifier(f.arm, f.timepoint)
-                    shown.append((f"{f.label}: " if f.label else "") + f.value + (f" ({q})" if q else ""))
-                if not figs and c.measure == "other" and entry.n != other.n and e.n is not None:
-                    shown = [f"n={e.n}"]
-                sides.append(
-                    m.ConflictSide(
-                        evidence=e.id,
-                        title=e.title,
-                        source_id=rs.registry.source_for(e).id,
-                        source_file=e.source,
-                        location=e.location,
-                        figures=[f.value for f in figs],
-                        shown=shown,
-                    )
+            back = reciprocal(entry, c, other) or c
+            conflicts.append(
+                m.EvidenceConflict(
+                    measure=c.label(),
+                    note=c.note,
+                    sides=[_conflict_side(entry, c, ev), _conflict_side(other, back, ev)],
+                    about=c.about,
+                    preferred=c.preferred,
                 )
-            measure = MEASURE_LABELS[c.measure]
-            if (
-                c.measure == "other"
-                and entry.n != other.n
-                and not any(f.measure == "other" for f in entry.figures + other.figures)
-            ):
-                measure = "number of patients"
-            conflicts.append(m.EvidenceConflict(measure=measure, note=c.note, sides=sides))
+            )
+    for i in list(evidence):  # every entry shown, including the other side of a conflict
+        entry = rs.registry.get(i)
+        for c in entry.errata:
+            figure = next(
+                (f for f in entry.figures if c.about == "figure" and f.measure == c.measure and c.value in (None, f.value)), None
+            )
+            conflicts.append(
+                m.EvidenceConflict(
+                    measure=figure.display_measure() if figure is not None else c.label(),
+                    note=c.note,
+                    sides=[_conflict_side(entry, c, ev)],
+                    kind="erratum",
+                    about=c.about,
+                    published=c.published,
+                    reference=c.reference,
+                    certain=c.certain,
+                )
+            )
 
     settings_used = {}
     excluding = {r.rule_id for x in excluded for r in x.reasons}

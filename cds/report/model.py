@@ -28,7 +28,9 @@ from cds.knowledge.site import Availability
 
 # 2.0: the typed model (issue 11): view-only fields left the JSON and `format` became `schema_version`.
 # 2.1: lines carry their dates, best response and stop reason (profile v2).
-SCHEMA_VERSION = "2.1"
+# 2.2: evidence conflicts have a kind ("sources" or "erratum": the source against the trial's publication,
+#      outside the sources) and say what they are about; `measure` is null for one not about a figure.
+SCHEMA_VERSION = "2.2"
 
 # JSON values a derived fact, a setting or a profile input can take.
 FactValue = bool | int | float | str | None
@@ -196,10 +198,19 @@ class Figure:
 
 @_model
 class EvidenceConflictRef:
-    # "with" is a Python keyword: the JSON key is produced by `EvidenceConflictRef.to_json_name`
-    with_: str
-    measure: str
+    """One of an entry's conflicts: with another entry (kind "sources") or with the trial's publication ("erratum")."""
+
+    with_: str | None  # "with" in the JSON (a Python keyword here); None for an erratum
+    measure: str | None  # the figure's measure; None when the conflict is about a field (`about`)
     note: str
+    kind: str = "sources"
+    about: str = "figure"  # figure, n, phase, population, trial_number, publication, statement
+    value: str | None = None  # erratum on one figure of several of that measure: its value
+    printed: str | None = None  # erratum: the source's words, verbatim in the quote
+    published: str | None = None  # erratum: what the trial's publication says (outside the sources)
+    reference: str | None = None  # erratum: the publication
+    certain: bool = True  # erratum: False when the correction is probable, not confirmed
+    preferred: str | None = None  # sources: the entry whose reading is preferred (the note says why)
 
 
 @_model
@@ -237,9 +248,15 @@ class ConflictSide:
 
 @_model
 class EvidenceConflict:
-    measure: str
+    measure: str  # what the conflict is about, in words ("median PFS", "phase", "number of patients")
     note: str
-    sides: list[ConflictSide]
+    sides: list[ConflictSide]  # two entries; an erratum has one (the entry), the publication is `published`
+    kind: str = "sources"  # or "erratum": the source against the trial's publication (outside the sources)
+    about: str = "figure"
+    published: str | None = None
+    reference: str | None = None
+    certain: bool = True
+    preferred: str | None = None  # the evidence ID whose reading is preferred
 
 
 @_model
@@ -282,5 +299,5 @@ class Report:
         """The JSON object of `cds evaluate --format json` (schemas/report.schema.json)."""
         data: dict[str, Any] = to_data(self)
         for entry in data["evidence"].values():
-            entry["conflicts"] = [{"with": c.pop("with_"), **c} for c in entry["conflicts"]]
+            entry["conflicts"] = [{("with" if k == "with_" else k): v for k, v in c.items()} for c in entry["conflicts"]]
         return data

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from cds.decide.unknowns import field_description
-from cds.knowledge.evidence import MEASURE_LABELS
+from cds.knowledge.evidence import ABOUT_LABELS, MEASURE_LABELS
 from cds.report.build import qualifier
 from cds.report.model import Report
 from cds.report.summary import Summary, summarize
@@ -162,19 +162,49 @@ def _custom_label(fig: dict[str, Any]) -> bool:
     return bool(fig["label"] != name)
 
 
+def erratum_mark(c: dict[str, Any]) -> str:
+    """The words shown beside a figure or field an erratum concerns: what the trial's publication says."""
+    return f"{'erratum' if c['certain'] else 'probable erratum'}: {c['published']}"
+
+
+def _erratum_what(c: dict[str, Any], figures: list[dict[str, Any]]) -> str:
+    """What an erratum is about, in words: the figure's own label ('mean PFS (first salvage)'), or the field's."""
+    if c["measure"] is None:
+        return ABOUT_LABELS[c["about"]]
+    fig = next((f for f in figures if f["measure"] == c["measure"] and c["value"] in (None, f["value"])), None)
+    return str(fig["label"]) if fig else MEASURE_LABELS[c["measure"]]
+
+
+def _figure_erratum(f: dict[str, Any], errata: list[dict[str, Any]]) -> str | None:
+    for c in errata:
+        if c["about"] == "figure" and c["measure"] == f["measure"] and c["value"] in (None, f["value"]):
+            return erratum_mark(c)
+    return None
+
+
 def _evidence_view(e: dict[str, Any]) -> dict[str, Any]:
-    figures = [(f, _custom_label(f)) for f in e["figures"]]
+    errata = [c for c in e["conflicts"] if c["kind"] == "erratum"]
+    for c in errata:
+        c["mark"] = erratum_mark(c)
+        c["label"] = "Erratum" if c["certain"] else "Probable erratum"
+        c["what"] = _erratum_what(c, e["figures"])
+    figures = [(f, _custom_label(f), _figure_erratum(f, errata)) for f in e["figures"]]
     e["table"] = {
         key: [
-            {"value": f["value"], "qualifier": qualifier(f["arm"], f["timepoint"])}
-            for f, custom in figures
+            {"value": f["value"], "qualifier": qualifier(f["arm"], f["timepoint"]), "erratum": mark}
+            for f, custom, mark in figures
             if f["measure"] == key and not custom
         ]
         for key, _ in EVIDENCE_COLUMNS
     }
     e["other_figures"] = [
-        {"label": f["label"], "value": f["value"]} for f, custom in figures if f["measure"] not in _COLUMN_KEYS or custom
+        {"label": f["label"], "value": f["value"], "erratum": mark}
+        for f, custom, mark in figures
+        if f["measure"] not in _COLUMN_KEYS or custom
     ]
+    e["errata"] = errata
+    # per field an erratum concerns (phase, population, n, ...): the words shown beside it
+    e["marks"] = {about: "; ".join(c["mark"] for c in errata if c["about"] == about) for about in ABOUT_LABELS}
     e["location_text"] = e["location"] or "text"
     return e
 
@@ -248,6 +278,8 @@ def report_view(report: Report) -> dict[str, Any]:
     for c in r["evidence_conflicts"]:
         for side in c["sides"]:
             side["location_text"] = side["location"] or "text"
+    r["source_conflicts"] = [c for c in r["evidence_conflicts"] if c["kind"] == "sources"]
+    r["errata"] = [c for c in r["evidence_conflicts"] if c["kind"] == "erratum"]
     for x in r["excluded"]:
         _reasons_view(x["reasons"])
         x["marker"], x["marker_class"] = _marker(x), _marker_class(x)
