@@ -199,3 +199,95 @@ def test_the_report_shows_an_erratum_beside_the_figure_and_in_the_json(evaluator
             ' <span class="erratum-mark">', " "
         ), fmt
         assert "(outside the sources)" in text
+
+
+# --------------------------------------------------------------------------- evidence levels
+
+
+def test_every_entry_has_a_level_consistent_with_the_registry(ruleset):
+    from cds.knowledge.evidence import LEVEL_LABELS, level_problems
+
+    reg = ruleset.registry
+    for entry in reg.entries.values():
+        assert entry.level in LEVEL_LABELS
+        assert level_problems(entry, reg.source_for(entry)) == [], entry.id
+
+
+def test_levels_of_the_review_m5_entries(ruleset):
+    """Review and interview sentences are not trials; randomized trials are randomized (the sources say so)."""
+    reg = ruleset.registry
+    expected = {
+        "randomized_phase3": ["KARMMA-3.S001.TABLE1", "KARMMA-3.S001.TEXT", "CARTITUDE-4.S001.TABLE2", "CARTITUDE-4.S001.TEXT"],
+        "single_arm": ["CARTITUDE-1.S001.TABLE2", "KARMMA-1.S001.TABLE1", "MAJESTEC-1.S000.TEXT", "CARTITUDE-2C.S001.TEXT"],
+        "review_statement": [
+            "GPRC5D-FCRH5-BSAB.S000.TEXT",
+            "DARA-IMID.S000.ABSTRACT",
+            "TECLISTAMAB.S000.ABSTRACT",
+            "IDECEL.S000.ABSTRACT",
+            "BSAB-TOX.S000.TEXT",
+            "ANTI-CD38-IRR.S000.TEXT",
+            "CART-TOX.S000.TEXT",
+            "CART-GRADE3-TOX.S000.TEXT",
+            "CART-COST.S000.TEXT",
+            "DUAL-TARGET-CART.S000.TEXT",
+            "TEC-DARA.S000.TEXT",
+        ],
+        "expert_statement": ["BSAB-OS.S002.TEXT", "STMT.S002.CART-FITNESS"],
+        "subgroup_analysis": ["BSAB-Q4W.S002.TEXT", "CARTITUDE-4-CART-TREATED.S001.TEXT"],
+        "indirect_comparison": ["CILTA-VS-IDE-MAIC.S001.TEXT"],
+        "translational": ["CARTITUDE-1-PK.S001.TEXT", "FISCHER-IDECEL-27.S001.TEXT"],
+        "real_world": ["IDECEL-RW-159.S001.TEXT", "LOCOMMOTION.S002.TEXT", "POST-CART-RELAPSE-79.S001.TEXT"],
+        "regulatory": ["STMT.S001.APPROVAL-IDECEL"],
+    }
+    for level, ids in expected.items():
+        assert {i: reg.get(i).level for i in ids} == dict.fromkeys(ids, level)
+
+
+def test_a_level_the_registry_contradicts_is_caught(ruleset):
+    from cds.knowledge.evidence import level_problems
+
+    reg = ruleset.registry
+
+    def problems(entry_id, **changes):
+        entry = reg.get(entry_id).model_copy(update=changes)
+        return level_problems(entry, reg.source_for(entry))
+
+    # the quote says randomized: not a single-arm trial
+    assert "the quote says randomized, so it is not 'single-arm trial'" in problems("KARMMA-3.S001.TABLE1", level="single_arm")
+    # CARTITUDE-4 is phase 3 only through its erratum: without it the printed phase II contradicts the level
+    assert problems("CARTITUDE-4.S001.TEXT", conflicts=[]) == ["randomized phase 3: the phase is II"]
+    # a design the source does not state needs a reference outside the sources
+    assert problems("POLLUX.S000.TABLE1", design_reference=None) == [
+        "randomized: the quote does not say so (give a design_reference, outside the sources)",
+        "randomized phase 3: the phase is not given",
+    ]
+    assert problems("KARMMA.S000.TABLE1", design_reference=None) == [
+        "single-arm trial: the entry gives no phase or n (give a design_reference, outside the sources)"
+    ]
+    assert problems("STMT.S002.CART-FITNESS", level="review_statement") == [
+        "a statement from an interview is an expert statement",
+        "a review statement comes from a review; S002 is an interview",
+    ]
+    assert problems("CILTA-VS-IDE-MAIC.S001.TEXT", level="single_arm")[-1] == (
+        "the quote describes a matching-adjusted comparison: the level is indirect_comparison"
+    )
+    assert problems("IDECEL-RW-159.S001.TABLE1", level="single_arm")[0].startswith("'single-arm trial' is not a level")
+
+
+def test_the_report_exports_and_prints_each_entrys_level(evaluator):
+    from conftest import load_case
+
+    from cds.report.build import build_report
+    from cds.report.render import render
+    from cds.report.summary import summarize
+
+    report = build_report(evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive"))), "2026-01-01T00:00:00Z")
+    data = report.to_dict()
+    assert data["evidence"]["KARMMA-3.S001.TEXT"]["level"] == "randomized_phase3"
+    assert data["evidence"]["KARMMA-3.S001.TEXT"]["level_label"] == "randomized phase 3"
+    for top in summarize(report).options:
+        if top.key_figure is not None:
+            assert top.key_figure.level == report.evidence[top.key_figure.evidence_id].level_label
+    md = render(report, "markdown")
+    assert "**KarMMa-3** ide-cel, phase III; level: randomized phase 3 |" in md
+    assert "level: trial)" not in md  # page 1 no longer calls a review sentence a trial (review M5)

@@ -15,6 +15,14 @@ source prints it and carries an ``erratum`` conflict: the source's words
 (``printed``, verbatim in the quote), what the publication says
 (``published``) and the publication (``reference``), which the report labels
 as outside the sources and shows beside the figure.
+
+Every entry carries its evidence ``level`` (`LEVEL_LABELS`): how strong the
+basis is, from a randomized phase 3 trial to a review's or an expert's
+statement. It is written per entry and checked against what the registry says
+of the entry (`level_problems`): an entry whose quote says "randomized" is not
+a single-arm trial; a randomized phase 3 needs phase III (or an erratum
+correcting the phase to 3); a design the source does not state needs a
+``design_reference`` (outside the sources).
 """
 
 from __future__ import annotations
@@ -109,6 +117,34 @@ class Figure(Strict):
         return name
 
 
+# Evidence levels, strongest first (page 1 and the evidence tables print the label).
+Level = Literal[
+    "randomized_phase3",
+    "randomized_phase2",
+    "single_arm",
+    "subgroup_analysis",
+    "indirect_comparison",
+    "real_world",
+    "translational",
+    "regulatory",
+    "review_statement",
+    "expert_statement",
+]
+
+LEVEL_LABELS: dict[str, str] = {
+    "randomized_phase3": "randomized phase 3",
+    "randomized_phase2": "randomized phase 2",
+    "single_arm": "single-arm trial",
+    "subgroup_analysis": "subgroup or post-hoc analysis",
+    "indirect_comparison": "indirect comparison",
+    "real_world": "real-world data",
+    "translational": "translational",
+    "regulatory": "regulatory",
+    "review_statement": "review statement",
+    "expert_statement": "expert statement",
+}
+LEVEL_ORDER: tuple[str, ...] = tuple(LEVEL_LABELS)  # strongest first
+
 # What a conflict is about: a figure (then `measure` says which), or a field of the entry.
 ConflictAbout = Literal["figure", "n", "phase", "population", "trial_number", "publication", "statement"]
 
@@ -173,6 +209,10 @@ class Conflict(Strict):
 class EvidenceEntry(Strict):
     id: str = Field(pattern=ID_PATTERN)
     kind: Literal["statement", "trial", "real_world", "regulatory"]
+    level: Level
+    design_reference: str | None = Field(
+        default=None, min_length=10, description="outside the sources: the publication stating a design the source does not"
+    )
     title: str = Field(min_length=3)
     source: str = Field(description="source document file name, as in sources.yaml")
     location: str | None = None
@@ -191,6 +231,16 @@ class EvidenceEntry(Strict):
     def errata(self) -> list[Conflict]:
         """Where the source is wrong against the trial's publication (outside the sources)."""
         return [c for c in self.conflicts if c.kind == "erratum"]
+
+    @property
+    def level_label(self) -> str:
+        """The evidence level in words: 'randomized phase 3', 'single-arm trial', 'review statement'."""
+        return LEVEL_LABELS[self.level]
+
+    def published_phase(self) -> str | None:
+        """The phase an erratum gives (the trial's publication), else the phase as printed."""
+        corrected = next((c.published for c in self.errata if c.about == "phase"), None)
+        return corrected or self.phase
 
     def field_value(self, about: str) -> str | None:
         """The entry's own text for what an erratum is about (None: the entry does not give it)."""
@@ -260,6 +310,8 @@ def load_registry(evidence_dir: Path) -> Registry:
             entry_files[entry.id] = f"evidence/{path.name}"
     for eid, entry in entries.items():
         problems.extend(f"{entry_files[eid]} [{eid}] conflicts: {p}" for p in conflict_problems(entry, entries))
+        if entry.source in sources:
+            problems.extend(f"{entry_files[eid]} [{eid}] level: {p}" for p in level_problems(entry, sources[entry.source]))
     if problems:
         raise RuleSetError(problems)
     return Registry(sources=sources, entries=entries, entry_files=entry_files)
@@ -279,6 +331,83 @@ def reciprocal(entry: EvidenceEntry, c: Conflict, other: EvidenceEntry) -> Confl
         if k.kind == "sources" and k.with_ == entry.id and k.about == c.about and k.measure == c.measure:
             return k
     return None
+
+
+_LEVELS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "statement": ("review_statement", "expert_statement", "translational"),
+    "regulatory": ("regulatory",),
+    "real_world": ("real_world", "translational", "review_statement"),
+    "trial": (
+        "randomized_phase3",
+        "randomized_phase2",
+        "single_arm",
+        "subgroup_analysis",
+        "indirect_comparison",
+        "translational",
+        "review_statement",
+        "expert_statement",
+    ),
+}
+_RANDOMIZED = re.compile(r"\brandom", re.IGNORECASE)
+_POST_HOC = re.compile(r"\bpost-hoc\b", re.IGNORECASE)
+_INDIRECT = re.compile(r"\bmatching-\s?adjusted\b", re.IGNORECASE)
+_REAL_WORLD = re.compile(r"\breal[- ]world\b|\bretrospective\b|\bobservational\b", re.IGNORECASE)
+_PHASE = {"3": ("III", "3"), "2": ("II", "2")}
+_SOURCE_KIND = {
+    "review": "a review",
+    "interview": "an interview",
+    "patient_education": "patient information",
+    "review_summary": "a review summary",
+}
+
+
+def _phase_is(phase: str | None, number: str) -> bool:
+    if phase is None:
+        return False
+    words = phase.replace("phase", "").strip().upper()
+    return words in _PHASE[number]
+
+
+def level_problems(entry: EvidenceEntry, source: Source) -> list[str]:
+    """Where an entry's level contradicts what the registry says of it (one line each; empty when consistent).
+
+    The level is written per entry; this derives what the quote, the phase, the kind and the
+    source document allow: a randomized design only where the quote says so (or a
+    ``design_reference`` outside the sources does), the phase of a randomized trial from the
+    phase as printed or as an erratum corrects it, real-world data where the source says
+    real-world, retrospective or observational, an expert's statement only from an interview.
+    """
+    problems = []
+    level, quote = entry.level, normalize_text(entry.quote)
+    allowed = _LEVELS_BY_KIND[entry.kind]
+    if level not in allowed:
+        problems.append(f"{LEVEL_LABELS[level]!r} is not a level for a {entry.kind} entry ({', '.join(allowed)})")
+    randomized_text = bool(_RANDOMIZED.search(quote))
+    if randomized_text and level not in ("randomized_phase3", "randomized_phase2", "subgroup_analysis"):
+        problems.append(f"the quote says randomized, so it is not {LEVEL_LABELS[level]!r}")
+    if level in ("randomized_phase3", "randomized_phase2"):
+        if not randomized_text and entry.design_reference is None:
+            problems.append("randomized: the quote does not say so (give a design_reference, outside the sources)")
+        number = "3" if level == "randomized_phase3" else "2"
+        if not _phase_is(entry.published_phase(), number) and entry.design_reference is None:
+            problems.append(f"{LEVEL_LABELS[level]}: the phase is {entry.published_phase() or 'not given'}")
+    if level == "single_arm" and entry.phase is None and entry.n is None and entry.design_reference is None:
+        problems.append("single-arm trial: the entry gives no phase or n (give a design_reference, outside the sources)")
+    if _POST_HOC.search(quote) and level != "subgroup_analysis":
+        problems.append("the quote says post-hoc: the level is subgroup_analysis")
+    if _INDIRECT.search(quote) and level != "indirect_comparison":
+        problems.append("the quote describes a matching-adjusted comparison: the level is indirect_comparison")
+    if _REAL_WORLD.search(quote) and entry.kind != "statement" and level not in ("real_world", "translational"):
+        problems.append(f"the quote describes real-world or retrospective data, not {LEVEL_LABELS[level]!r}")
+    if level == "real_world" and entry.kind != "real_world":
+        problems.append("real-world data: the entry's kind is real_world")
+    if entry.kind == "statement" and source.kind == "interview" and level != "expert_statement":
+        problems.append("a statement from an interview is an expert statement")
+    if level == "expert_statement" and source.kind != "interview":
+        problems.append(f"an expert statement comes from an interview; {source.id} is {_SOURCE_KIND[source.kind]}")
+    if level == "review_statement" and source.kind not in ("review", "review_summary"):
+        problems.append(f"a review statement comes from a review; {source.id} is {_SOURCE_KIND[source.kind]}")
+    return problems
 
 
 def conflict_problems(entry: EvidenceEntry, entries: dict[str, EvidenceEntry]) -> list[str]:

@@ -96,6 +96,8 @@ def _evidence_entry(entry: EvidenceEntry, ev: Evaluation) -> m.Evidence:
     return m.Evidence(
         id=entry.id,
         kind=entry.kind,
+        level=entry.level,
+        level_label=entry.level_label,
         title=entry.title,
         source_id=src.id,
         source_file=entry.source,
@@ -106,6 +108,7 @@ def _evidence_entry(entry: EvidenceEntry, ev: Evaluation) -> m.Evidence:
         trial=entry.trial,
         agent=entry.agent,
         publication=entry.publication,
+        design_reference=entry.design_reference,
         population=entry.population,
         n=entry.n,
         phase=entry.phase,

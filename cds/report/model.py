@@ -29,7 +29,8 @@ from cds.knowledge.site import Availability
 # 2.0: the typed model (issue 11): view-only fields left the JSON and `format` became `schema_version`.
 # 2.1: lines carry their dates, best response and stop reason (profile v2).
 # 2.2: evidence conflicts have a kind ("sources" or "erratum": the source against the trial's publication,
-#      outside the sources) and say what they are about; `measure` is null for one not about a figure.
+#      outside the sources) and say what they are about; `measure` is null for one not about a figure;
+#      every evidence entry has its level (and, where the source states no design, a design_reference).
 SCHEMA_VERSION = "2.2"
 
 # JSON values a derived fact, a setting or a profile input can take.
@@ -217,6 +218,8 @@ class EvidenceConflictRef:
 class Evidence:
     id: str
     kind: str
+    level: str  # evidence level id (cds.knowledge.evidence.LEVEL_LABELS), strongest first in LEVEL_ORDER
+    level_label: str  # the level in words: "randomized phase 3", "single-arm trial", "review statement"
     title: str
     source_id: str
     source_file: str
@@ -227,6 +230,7 @@ class Evidence:
     trial: str | None
     agent: str | None
     publication: str | None
+    design_reference: str | None  # outside the sources: the publication stating a design the source does not
     population: str | None
     n: int | None
     phase: str | None

@@ -27,7 +27,6 @@ NOT_HERE = ("unavailable", "not_reimbursed", "referral")
 KEY_MEASURES = ("orr", "cr", "median_pfs", "median_os", "pfs_rate", "os_rate", "median_dor")
 # Evidence kinds from strongest to weakest, until evidence levels are in the registry.
 _KIND_STRENGTH = {"trial": 0, "real_world": 1, "regulatory": 2, "statement": 3}
-_KIND_LABEL = {"trial": "trial", "real_world": "real-world data", "regulatory": "regulatory", "statement": "statement"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +108,7 @@ def _source(e: m.Evidence) -> str:
 
 
 def _level(e: m.Evidence) -> str:
-    level = getattr(e, "level", None)  # the registry's evidence level, once entries carry one
-    return str(level) if level else _KIND_LABEL.get(e.kind, e.kind)
+    return e.level_label  # the registry's evidence level, in words
 
 
 def key_figure(option: m.RankedOption, evidence: dict[str, m.Evidence]) -> KeyFigure | None:
