@@ -181,7 +181,9 @@ def test_write_error_is_exit_2_with_path_and_reason_and_no_temp_file(tmp_path, a
     out_dir.mkdir()
     out = out_dir / "result"
     cmd = [sys.executable, "-m", "cds", *[str(src) if a == "@cohort" else a for a in args], "--output", str(out)]
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # a cold cache folder: the cache files written beside the output meet the same limit, and a cache
+    # that cannot be written must only cost time (the CI failure this reproduces had a cold cache)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "CDS_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("CDS_DEBUG", None)
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, preexec_fn=_file_size_limited(4096)

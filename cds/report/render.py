@@ -17,10 +17,13 @@ from markupsafe import Markup
 from cds.report.model import Report
 from cds.report.timeline import layout as timeline_layout
 from cds.resources import templates_dir
-from cds.usercache import cache_dir
+from cds.usercache import cache_dir, read_private, write_private
 
 if TYPE_CHECKING:
-    from jinja2 import Environment
+    from pathlib import Path
+
+    from jinja2 import BytecodeCache, Environment
+    from jinja2.bccache import Bucket
 
 
 def to_json(report: Report) -> str:
@@ -100,13 +103,35 @@ def _fmt(value: Any) -> str:
 _ENVS: dict[str, Environment] = {}
 
 
+def _private_bytecode_cache(folder: Path) -> BytecodeCache:
+    """Jinja's compiled templates in this user's own cache folder, read and written only through
+    `cds.usercache` (private files, atomic writes). A cache that cannot be read or written (full disk,
+    file-size limit) only costs time: it is never an error, and the report is still written."""
+    from jinja2 import BytecodeCache
+
+    class PrivateBytecodeCache(BytecodeCache):
+        def load_bytecode(self, bucket: Bucket) -> None:
+            data = read_private(folder / f"{bucket.key}.cache")
+            if data is not None:
+                bucket.bytecode_from_string(data)
+
+        def dump_bytecode(self, bucket: Bucket) -> None:
+            try:
+                data = bucket.bytecode_to_string()
+            except (OSError, ValueError):  # pragma: no cover - marshal of Jinja's own code objects
+                return
+            write_private(folder / f"{bucket.key}.cache", data)
+
+    return PrivateBytecodeCache()
+
+
 def environment(kind: str = "html") -> Environment:
     """The Jinja environment for "html" (HTML autoescaping) or "markdown" (Markdown escaping of every
     value, `_md_finalize`), created on first use (JSON output never imports Jinja: faster start-up)."""
     env = _ENVS.get(kind)
     if env is None:
         import jinja2
-        from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
+        from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
         # compiled templates are cached per Jinja version and kind (the two compile differently); Jinja
         # recompiles a template whose source changed. The folder is this user's own (cds.usercache).
@@ -114,7 +139,7 @@ def environment(kind: str = "html") -> Environment:
         # Markdown: every value is escaped by finalize (md_text); HTML: autoescaped
         env = Environment(
             loader=FileSystemLoader(str(templates_dir())),
-            bytecode_cache=FileSystemBytecodeCache(str(folder)) if folder is not None else None,
+            bytecode_cache=_private_bytecode_cache(folder) if folder is not None else None,
             autoescape=kind == "html",  # noqa: S701
             finalize=_md_finalize if kind == "markdown" else None,
             undefined=StrictUndefined,
