@@ -13,7 +13,7 @@ import pytest
 from conftest import load_case
 
 from cds.errors import ProfileError
-from cds.model.facts import REFRACTORY_FIELD, derive
+from cds.model.facts import REFRACTORY_FIELD, derive, refractoriness_alternatives
 
 
 def minimal(**extra) -> dict:
@@ -199,6 +199,19 @@ def test_unrecorded_refractoriness_that_changes_the_top_option_is_reported(evalu
     assert REFRACTORY_FIELD in matters, [u.field for u in ev.unknown_facts]
     labels = [e.label for e in matters[REFRACTORY_FIELD].effects]
     assert "line 1: refractory to none" in labels, labels  # not lenalidomide-refractory: no CARTITUDE-4 branch
+
+
+def test_unrecorded_refractoriness_tries_each_agent_that_decides_differently(evaluator):
+    # VRd + ASCT + lenalidomide maintenance, refractoriness not recorded: bortezomib and lenalidomide decide
+    # the same facts with different values, so both are tried (lenalidomide opens the CARTITUDE-4 branch)
+    data = load_case("first_relapse_len_refractory")
+    data["prior_lines"][-1].pop("refractory_to")
+    labels = [label for label, _ in refractoriness_alternatives(evaluator.parse(data), evaluator.vocabulary)]
+    assert "line 1: refractory to lenalidomide" in labels, labels
+    assert "line 1: refractory to bortezomib" in labels, labels
+    ev = evaluator.evaluate(evaluator.parse(data))
+    effects = {e.label: e.top for u in ev.unknown_facts if u.field == REFRACTORY_FIELD for e in u.effects}
+    assert effects.get("line 1: refractory to lenalidomide") == "bcma_car_t", effects
 
 
 def test_no_response_cannot_go_with_refractory_to_none(evaluator):

@@ -401,7 +401,9 @@ def refractoriness_alternatives(
         for agent in line.agent_list:
             name = agent if isinstance(agent, str) else agent.investigational
             alone = with_record(i, [name])
-            reps.setdefault(tuple(f for f in unknown if alone[f] is not None), name)
+            # keyed by the values the record gives (not only which facts it decides): bortezomib and
+            # lenalidomide decide the same facts with different values, and both must be tried
+            reps.setdefault(tuple((f, alone[f]) for f in unknown if alone[f] is not None), name)
         names = [n for k, n in reps.items() if k]
         if len(names) <= _MAX_ALTERNATIVE_GROUPS:
             subsets = [list(c) for k in range(len(names) + 1) for c in itertools.combinations(names, k)]
