@@ -981,6 +981,12 @@ def feedback_export(
 
 
 def main() -> None:  # console-script entry point
+    from cds.engine import pin
+
+    why = pin.problem()  # the engine drives durable-rules' C core as the pinned release has it
+    if why is not None:
+        typer.echo(f"error: {why}", err=True)
+        sys.exit(EXIT_INTERNAL)
     app()
 
 

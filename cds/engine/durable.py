@@ -24,6 +24,11 @@ sentinel. A patient's fact(s) are asserted into every shard (each shard gets onl
 rules read) and the fired sets are merged; every result code, exception or missing sentinel is an
 `EngineError` naming the shard, the patient and the code.
 
+Version. All of this is written against durable-rules 2.0.28's C core (its functions' return
+shapes, its action-message text, its bugs): `cds.engine.pin` refuses any other version (the
+command line exits 3 before doing anything; `Engine` raises `EngineError`), and
+tests/test_engine_contract.py checks those shapes on the pinned version.
+
 Session slots are primed. durable-rules never initialises a new session's action context, and
 ``delete_state``/``abandon_action`` free it (state.c:828, 930; events.c:2403): cleaning up a
 session in which no action ever started (e.g. after a 303) freed heap garbage and killed the
@@ -58,7 +63,6 @@ unscoped runs on many generated profiles.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import json
 import re
@@ -68,7 +72,7 @@ from dataclasses import dataclass
 
 import durable_rules_engine as _core  # durable-rules' C core (what durable.engine.Ruleset wraps)
 
-from cds.engine import capacity
+from cds.engine import capacity, pin
 from cds.engine.compile import (
     ALL,
     BOOKKEEPING,
@@ -184,6 +188,7 @@ class Engine:
     """
 
     def __init__(self, ruleset: RuleSet, max_pending: int = capacity.MAX_PENDING):
+        pin.check()  # the C functions below are driven as durable-rules 2.0.28 has them
         self.ruleset = ruleset
         self._lock = threading.Lock()  # the C core is not re-entrant; one evaluation at a time
         self._sids = itertools.count()
@@ -399,12 +404,6 @@ class Engine:
                     _core.delete_state(h, sid)
 
 
-@functools.cache
 def durable_version() -> str:
-    """The installed durable-rules version (read once: package metadata is slow to read)."""
-    try:
-        from importlib.metadata import version
-
-        return version("durable_rules")
-    except Exception:  # noqa: BLE001
-        return "unknown"
+    """The installed durable-rules version (`cds.engine.pin`: read once, beside the C module)."""
+    return pin.installed() or "unknown"
