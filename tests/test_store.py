@@ -11,11 +11,13 @@ import stat
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from cds.errors import InputError
 from cds.store import NewEvaluation, StoreError, open_store
 from cds.store.schema import metadata
 
@@ -194,6 +196,91 @@ def test_feedback_is_linked_to_the_evaluation_and_exported(store):
     assert list(store.iter_feedback(since=later)) == []
 
 
+def test_cases_are_listed_by_board_date_with_their_latest_version(store):
+    monday, tuesday = dt.date(2026, 3, 2), dt.date(2026, 3, 3)
+    a = store.add_evaluation(new(channel="web", board_date=monday, label="Case A"))
+    store.add_evaluation(
+        new(case_id=a.case_id, top_option="bcma_bispecific", board_date=tuesday)
+    )  # an existing case keeps its date
+    b_id = store.create_case(created_by="local", channel="web", board_date=monday, label="Case B")
+    c = store.add_evaluation(new(channel="web", board_date=tuesday))
+    listed = store.list_cases(monday)
+    assert {x.case_id for x in listed} == {a.case_id, b_id}
+    first = next(x for x in listed if x.case_id == a.case_id)
+    assert (first.versions, first.label, first.board_date) == (2, "Case A", monday)
+    assert first.latest.version == 2 and first.latest.row["top_option"] == "bcma_bispecific"
+    assert first.latest.output() == {"options": [{"id": "bcma_car_t"}]}
+    empty = store.case(b_id)
+    assert empty.versions == 0 and empty.latest is None
+    assert [x.case_id for x in store.list_cases(tuesday)] == [c.case_id]
+    assert len(store.list_cases()) == 3
+    store.set_case(b_id, board_date=tuesday, label="Case B, moved")
+    assert store.case(b_id).board_date == tuesday and store.case(b_id).label == "Case B, moved"
+    assert {x.case_id for x in store.list_cases(tuesday)} == {b_id, c.case_id}
+    with pytest.raises(StoreError, match="no such case"):
+        store.set_case("00000000-0000-0000-0000-000000000000", label="x")
+    with pytest.raises(ValueError, match="only board_date and label"):
+        store.set_case(b_id, patient_id="x")
+    assert store.case("00000000-0000-0000-0000-000000000000") is None
+
+
+def _export(store, since=None) -> bytes:
+    return "".join(store.export_lines(since)).encode()
+
+
+def _import(store, data: bytes):
+    import io
+
+    from cds.store.exchange import read_lines
+
+    return store.import_lines(read_lines(io.BytesIO(data), "export.jsonl"))
+
+
+def test_export_and_import_restore_every_version(store, tmp_path):
+    a = store.add_evaluation(new(board_date=dt.date(2026, 3, 2), label="A", output_json='{"options": [], "x": "é"}'))
+    store.add_evaluation(new(case_id=a.case_id, top_option="bcma_bispecific"))
+    store.add_evaluation(new(external_key="cds-hooks ehr Patient/9", channel="cds-hooks", card_uuid=str(uuid.uuid4())))
+    data = _export(store)
+    assert len(data.splitlines()) == 3
+    target = open_store(tmp_path / "restored.db")
+    assert _import(target, data).added == 3
+    assert _export(target) == data  # every field, the report byte for byte
+    again = _import(target, data)  # importing twice adds nothing
+    assert (again.added, again.already_present) == (0, 3)
+    assert [h.version for h in target.case_history(a.case_id)] == [1, 2]
+    assert target.case(a.case_id).label == "A"
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert _export(store, later) == b""
+    # a contradiction refuses the whole file: nothing added, nothing overwritten
+    lines = [json.loads(x) for x in data.splitlines()]
+    lines[1]["evaluation"]["top_option"] = "changed"
+    fresh = dict(lines[2], evaluation={**lines[2]["evaluation"], "id": str(uuid.uuid4())})  # a new id on a taken version
+    for bad, message in (([lines[0], lines[1]], "another evaluation under this id"), ([fresh], "is already evaluation")):
+        before = _export(target)
+        with pytest.raises(InputError, match=message):
+            _import(target, "".join(json.dumps(x) + "\n" for x in bad).encode())
+        assert _export(target) == before
+    target.close()
+
+
+def test_a_bad_export_file_names_every_problem_by_line(store):
+    store.add_evaluation(new())
+    good = json.loads(_export(store).splitlines()[0])
+    del good["evaluation"]["user"]
+    lines = [json.dumps(good), "not json", json.dumps({**good, "format": "other"}), json.dumps({**good, "extra": 1})]
+    with pytest.raises(InputError) as info:
+        _import(store, "\n".join(lines).encode())
+    message = str(info.value)
+    for expected in (
+        "line 1: evaluation.user: missing",
+        "line 2: (line): not valid JSON",
+        "line 3: evaluation.user: missing",
+        "line 4: extra: not a field of a cases export",
+    ):
+        assert expected in message, message
+    assert store.count_evaluations() == 1
+
+
 def test_reports_expire(store):
     ev = store.add_evaluation(new())
     assert store.evaluation_by_report_token(ev.report_token, dt.timedelta(hours=24)).id == ev.id
@@ -264,3 +351,33 @@ def test_concurrent_writers_lose_and_duplicate_nothing(backend, tmp_path, reques
     assert versions == list(range(1, WRITERS * PER_WRITER + 1))
     assert s.count_evaluations() == WRITERS * PER_WRITER
     s.close()
+
+
+def test_cases_export_and_import_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cds.apps.cli import app
+
+    db, restored, out = tmp_path / "cases.db", tmp_path / "restored.db", tmp_path / "cases.jsonl"
+    s = open_store(db)
+    first = s.add_evaluation(new())
+    s.add_evaluation(new(case_id=first.case_id))
+    s.close()
+    run = CliRunner().invoke
+    done = run(app, ["cases", "export", "--db", str(db), "--since", "2000-01-01", "--output", str(out)])
+    assert done.exit_code == 0, done.stderr
+    assert len(out.read_text().splitlines()) == 2
+    assert run(app, ["cases", "export", "--db", str(db), "--since", "2999-01-01"]).stdout == ""
+    done = run(app, ["cases", "import", str(out), "--db", str(restored)])
+    assert done.exit_code == 0 and "imported 2 evaluation(s)" in done.stdout, done.stderr
+    done = run(app, ["cases", "import", str(out), "--db", str(restored)])
+    assert "imported 0 evaluation(s)" in done.stdout and "2 already there" in done.stdout
+    for args, message in (
+        (["cases", "export", "--db", str(tmp_path / "none.db")], "no such case store"),
+        (["cases", "export", "--db", str(db), "--since", "monday"], "--since: 'monday' is not an ISO-8601 date"),
+        (["cases", "import", str(db), "--db", str(restored)], "not a cases export"),
+        (["cases", "import", str(tmp_path / "missing.jsonl"), "--db", str(restored)], "cannot read"),
+    ):
+        done = run(app, args)
+        assert done.exit_code == 2 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    assert not (tmp_path / "none.db").exists()

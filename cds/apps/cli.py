@@ -980,6 +980,78 @@ def feedback_export(
     _run(go)
 
 
+cases_app = typer.Typer(no_args_is_help=True, help="The case store: every evaluation, as JSON Lines out and back in.")
+app.add_typer(cases_app, name="cases")
+
+
+def _since(since: str | None):
+    import datetime as dt
+
+    if since is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--since: {since!r} is not an ISO-8601 date (e.g. 2026-01-01)") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
+@cases_app.command("export")
+def cases_export(
+    db: str | None = _db_option(),
+    since: str | None = typer.Option(
+        None, "--since", metavar="DATE", help="Only evaluations stored from this date (ISO 8601, UTC) on.", show_default=False
+    ),
+    output: str | None = _output_option("Write the cases (JSONL) to FILE instead of stdout."),
+) -> None:
+    """Every stored evaluation as one JSON line with its case (input, profile, report, versions), oldest first."""
+
+    def go() -> None:
+        from cds.store import open_store
+
+        when = _since(since)
+        out = OutputFile(output)
+        store = open_store(db, create=False)
+        try:
+            out.open()
+            for line in store.export_lines(when):
+                out.write(line)
+            out.commit()
+        except BaseException:
+            out.abort()
+            raise
+        finally:
+            store.close()
+
+    _run(go)
+
+
+@cases_app.command("import")
+def cases_import(
+    source: Path = typer.Argument(..., metavar="FILE", help="A `cds cases export` file (JSONL).", **_PATH),
+    db: str | None = _db_option(),
+) -> None:
+    """Restore an export: adds the evaluations the store lacks (one transaction; existing ones are never changed)."""
+
+    def go() -> None:
+        from cds.store import open_store
+        from cds.store.exchange import read_lines
+
+        try:
+            with source.open("rb") as fh:
+                records = read_lines(fh, str(source))
+        except OSError as exc:
+            raise InputError(f"{source}: cannot read ({exc.strerror or exc})") from None
+        store = open_store(db)
+        try:
+            result = store.import_lines(records)
+        finally:
+            store.close()
+        _say(f"imported {result.added} evaluation(s) into {store.url}; {result.already_present} already there")
+
+    _run(go)
+
+
 def main() -> None:  # console-script entry point
     from cds.engine import pin
 

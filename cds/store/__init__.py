@@ -5,6 +5,16 @@ SQLite by default (a file in the user's data directory, WAL mode), PostgreSQL wh
 (issue 16); the core never imports it.
 """
 
-from .store import NewEvaluation, Store, StoredEvaluation, StoreError, db_url, default_db_path, migrate, open_store
+from .store import CaseSummary, NewEvaluation, Store, StoredEvaluation, StoreError, db_url, default_db_path, migrate, open_store
 
-__all__ = ["NewEvaluation", "Store", "StoreError", "StoredEvaluation", "db_url", "default_db_path", "migrate", "open_store"]
+__all__ = [
+    "CaseSummary",
+    "NewEvaluation",
+    "Store",
+    "StoreError",
+    "StoredEvaluation",
+    "db_url",
+    "default_db_path",
+    "migrate",
+    "open_store",
+]

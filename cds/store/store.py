@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select
+from sqlalchemy import Engine, create_engine, event, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, make_url
 
 from cds.errors import InputError
 
+from . import exchange
 from .schema import cases, evaluations, feedback
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -89,9 +90,26 @@ class NewEvaluation:
     client: str | None = None
     case_id: str | None = None  # add a version to this case
     external_key: str | None = None  # or to the case with this key (created on first use)
+    board_date: _dt.date | None = None  # of a case this evaluation creates (an existing case keeps its own)
+    label: str | None = None  # likewise
     hook_instance: str | None = None
     card_uuid: str | None = None
     report_token: str | None = None  # the capability of GET /reports/{token}; generated when None
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """One case and its latest evaluation (None for a case created without one yet)."""
+
+    case_id: str
+    created_at: _dt.datetime
+    created_by: str
+    channel: str
+    patient_id: str | None
+    board_date: _dt.date | None
+    label: str | None
+    versions: int
+    latest: StoredEvaluation | None
 
 
 @dataclass(frozen=True)
@@ -228,9 +246,20 @@ class Store:
                 channel=new.channel,
                 external_key=new.external_key,
                 patient_id=new.patient_id,
+                board_date=new.board_date,
+                label=new.label,
             )
         )
         return case_id
+
+    def set_case(self, case_id: str, **changes: Any) -> None:
+        """Change a case's own row (`board_date`, `label`); its evaluations never change. StoreError if unknown."""
+        unknown = set(changes) - {"board_date", "label"}
+        if unknown:
+            raise ValueError(f"set_case: only board_date and label change, not {sorted(unknown)}")
+        with self.engine.begin() as conn:
+            if conn.execute(update(cases).where(cases.c.id == case_id).values(**changes)).rowcount != 1:
+                raise StoreError(f"case {case_id}: no such case")
 
     def add_feedback(self, items: list[dict[str, Any]], *, service_id: str, client: str | None) -> int:
         """Store feedback items (already validated), linked to the evaluation that showed the card; all or none."""
@@ -274,6 +303,61 @@ class Store:
                 .all()
             )
         return [_stored(r) for r in rows]
+
+    def case(self, case_id: str) -> CaseSummary | None:
+        found = self._cases(cases.c.id == case_id)
+        return found[0] if found else None
+
+    def list_cases(self, board_date: _dt.date | None = None) -> list[CaseSummary]:
+        """The cases of one tumor-board date (every case when None), the latest evaluated first."""
+        return self._cases(None if board_date is None else cases.c.board_date == board_date)
+
+    def _cases(self, where) -> list[CaseSummary]:
+        counts = (
+            select(evaluations.c.case_id, func.max(evaluations.c.version).label("versions"))
+            .group_by(evaluations.c.case_id)
+            .subquery()
+        )
+        query = select(cases, func.coalesce(counts.c.versions, 0).label("versions")).select_from(
+            cases.outerjoin(counts, counts.c.case_id == cases.c.id)
+        )
+        if where is not None:
+            query = query.where(where)
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+            latest: dict[str, StoredEvaluation] = {}
+            wanted = [(r["id"], r["versions"]) for r in rows if r["versions"]]
+            for start in range(0, len(wanted), 200):
+                chunk = wanted[start : start + 200]
+                pairs = tuple_(evaluations.c.case_id, evaluations.c.version).in_(chunk)
+                for e in conn.execute(select(evaluations).where(pairs)).mappings():
+                    latest[e["case_id"]] = _stored(e)
+        out = [
+            CaseSummary(
+                case_id=r["id"],
+                created_at=r["created_at"],
+                created_by=r["created_by"],
+                channel=r["channel"],
+                patient_id=r["patient_id"],
+                board_date=r["board_date"],
+                label=r["label"],
+                versions=r["versions"],
+                latest=latest.get(r["id"]),
+            )
+            for r in rows
+        ]
+        out.sort(key=lambda c: (c.latest.created_at if c.latest else c.created_at, c.case_id), reverse=True)
+        return out
+
+    def export_lines(self, since: _dt.datetime | None = None) -> Iterator[str]:
+        """`cds cases export`: one JSON line per evaluation stored at or after `since` (see exchange.py)."""
+        with self._read() as conn:
+            yield from exchange.export_lines(conn, since)
+
+    def import_lines(self, records: list[exchange.Line]) -> exchange.ImportResult:
+        """`cds cases import`: add the evaluations the store lacks, all in one transaction (InputError: none)."""
+        with self.engine.begin() as conn:
+            return exchange.import_lines(conn, records)
 
     def count_evaluations(self) -> int:
         with self._read() as conn:
@@ -353,11 +437,15 @@ def open_store(db: str | os.PathLike[str] | None = None, *, create: bool = True)
             path = Path(make_url(url).database or "")
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.is_file():
+                raise StoreError(f"--db {path}: no such case store")
             engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
             _sqlite_setup(engine)
         else:
             engine = create_engine(url, pool_pre_ping=True)
         migrate(engine)
+    except StoreError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a database problem reaches the user as one line
         raise StoreError(
             f"--db {make_url(url).render_as_string(hide_password=True)}: cannot open the case store ({type(exc).__name__}: {_first_line(exc)})"

@@ -15,6 +15,7 @@ from a thread, never on the event loop. Errors are JSON `{"error": <one line>, "
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
 import secrets
@@ -147,6 +148,38 @@ class Service:
 
         return await run_in_threadpool(self.store.add_evaluation, NewEvaluation(**record, **fields))
 
+    async def evaluate_and_store(
+        self,
+        text: str,
+        *,
+        user: str,
+        client: str | None = None,
+        channel: str = "web",
+        case_id: str | None = None,
+        site: str | None = None,
+        format: str = "json",
+        board_date: _dt.date | None = None,
+        label: str | None = None,
+    ):
+        """Evaluate a profile or FHIR Bundle (JSON text, as entered) in a worker and store it as a new version.
+
+        -> (StoredEvaluation, document in `format`). Bad input: ApiError 422 with the CLI's message
+        and the field, nothing stored. A new case unless `case_id` names one; `board_date` and
+        `label` are those of a new case (set_case changes an existing one's).
+        """
+        _, result = await self.run({"kind": "evaluate", "text": text, "format": format, "site": self.site_key(site)})
+        stored = await self.store_evaluation(
+            result["record"],
+            user=user,
+            client=client,
+            channel=channel,
+            input_json=text,
+            case_id=case_id,
+            board_date=board_date,
+            label=label,
+        )
+        return stored, result["document"]
+
 
 def _text(body: bytes, what: str = "") -> str:
     """The body as text; `what` prefixes the message as the CLI does ("invalid patient profile: ")."""
@@ -265,15 +298,14 @@ def create_app(settings: Settings) -> FastAPI:
         request: Request, format: Annotated[Format, Query()] = Format.json, site: Annotated[str | None, Query()] = None
     ) -> Response:
         caller = await service.caller(request)
-        site_key = service.site_key(site)
+        service.site_key(site)  # an unknown site before reading the body
         text = _text(await request.body(), "invalid patient profile: ")
-        _, result = await service.run({"kind": "evaluate", "text": text, "format": format.value, "site": site_key})
-        stored = await service.store_evaluation(
-            result["record"], user=caller["user"], client=caller["client"], channel="api", input_json=text
+        stored, document = await service.evaluate_and_store(
+            text, user=caller["user"], client=caller["client"], channel="api", site=site, format=format.value
         )
         report_url = f"{service.base_url}/reports/{stored.report_token}"
         return Response(
-            result["document"],
+            document,
             media_type=MEDIA[format.value],
             headers={"X-CDS-Evaluation-Id": stored.id, "Link": f'<{report_url}>; rel="alternate"'},
         )
