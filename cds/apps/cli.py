@@ -18,25 +18,59 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from cds.apps.outputs import OutputFile, flush_stdout, stdout_error, write_stdout
 from cds.errors import (
     EXIT_FINDINGS,
+    EXIT_INPUT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    MESSAGE_VALUE_LIMIT,
     CdsError,
     InputError,
     ProfileError,
     RuleSetError,
     Terminated,
     printable,
+    quoted,
 )
 
 # Every Path parameter: typer/click check nothing (its checks print a multi-line usage panel);
 # cds's own loaders report a missing, unreadable or wrong kind of path in one `error:` line.
 _PATH = dict(exists=False, file_okay=True, dir_okay=True, readable=False, writable=False, resolve_path=False)
 
+
+class _OneLineUsageErrors(TyperGroup):
+    """A usage error (a missing argument, an unknown option, a bad --format or --jobs value) is one
+    `error:` line and exit 2, like every other bad input, not typer's six-line panel."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, *rest: Any, standalone_mode: bool = True, **extra: Any) -> Any:
+        from typer._click import exceptions as usage  # typer's own copy of click (what it raises)
+
+        try:
+            code = super().main(args, prog_name, *rest, standalone_mode=False, **extra)
+        except usage.NoArgsIsHelpError as exc:  # `cds` or `cds rules` alone: the help (printed already)
+            code = exc.exit_code
+        except usage.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "cds"
+            message = exc.format_message().replace("Value error, ", "")
+            for arg in sys.argv[1:] if args is None else args:  # a long value quoted in the message: cut, like any other
+                if isinstance(arg, str) and len(arg) > MESSAGE_VALUE_LIMIT:
+                    message = message.replace(repr(arg), quoted(arg)).replace(arg, printable(arg))
+            message = printable(" ".join(message.split()), 400)
+            typer.echo(f"error: {message} (see: {where} --help)", err=True)
+            code = EXIT_INPUT
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            code = EXIT_FINDINGS
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
