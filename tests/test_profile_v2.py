@@ -299,6 +299,15 @@ def test_new_patient_fields(evaluator):
     assert facts["cyto_t14_20"].value is True and facts["cyto_del13q"].value is True
 
 
+def test_del1p_counts_as_high_risk(evaluator):
+    # S001: "High-risk deletion events, such as del 1p and del 17p" (issue 12 section B)
+    facts = derive(evaluator.parse(minimal(cytogenetics=["del(1p)"])), evaluator.vocabulary)
+    assert facts["high_risk_cytogenetics"].value is True, facts["high_risk_cytogenetics"].explanation
+    assert "del(1p)" in facts["high_risk_cytogenetics"].explanation
+    facts = derive(evaluator.parse(minimal(cytogenetics=["del(13q)", "t(14;20)"])), evaluator.vocabulary)
+    assert facts["high_risk_cytogenetics"].value is False  # the sources do not call these high-risk
+
+
 def test_notes_never_change_the_decision(evaluator):
     a = evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive")))
     data = load_case("fit_tcr_bcma_naive")
