@@ -113,6 +113,8 @@ _F: list[FactSpec] = [
         True,
         input_field="prior_allogeneic_transplant",
     ),
+    FactSpec("plasma_cell_leukemia", "bool", "Plasma cell leukaemia", True, input_field="plasma_cell_leukemia"),
+    FactSpec("cns_involvement", "bool", "Central nervous system involvement by myeloma", True, input_field="cns_involvement"),
     FactSpec(
         "soluble_bcma_ng_ml", "float", "Serum soluble BCMA (ng/mL)", True, 0, 1_000_000, input_field="labs.soluble_bcma_ng_ml"
     ),
@@ -163,6 +165,7 @@ _F: list[FactSpec] = [
     FactSpec("gprc5d_exposed", "bool", "Prior GPRC5D-directed therapy (bispecific or CAR-T)"),
     _refr("gprc5d_refractory", "Refractory to a GPRC5D-directed therapy"),
     FactSpec("t_cell_redirecting_exposed", "bool", "Prior T-cell redirecting therapy (any CAR-T or bispecific)"),
+    _refr("refractory_chemotherapy", "Refractory to a cytotoxic chemotherapy (e.g. cyclophosphamide, an anthracycline, PACE)"),
 ]
 FACTS: dict[str, FactSpec] = {f.name: f for f in _F}
 
@@ -201,6 +204,8 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
         "organ_function_adequate",
         "active_serious_infection",
         "prior_allogeneic_transplant",
+        "plasma_cell_leukemia",
+        "cns_involvement",
     ):
         value = getattr(profile, name)
         put(name, value, "from the profile" if value is not None else "not given in the profile: unknown")
@@ -351,6 +356,7 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
     exposed("gprc5d_exposed", "gprc5d", "a GPRC5D-directed therapy")
     refractory("gprc5d_refractory", "gprc5d", "a GPRC5D-directed therapy")
     exposed("t_cell_redirecting_exposed", "t_cell_redirecting", "a CAR-T or bispecific antibody")
+    refractory("refractory_chemotherapy", "class:chemotherapy", "a cytotoxic chemotherapy")
 
 
 #: the facts that depend on refractoriness records (unknown when a line does not record it)
