@@ -46,37 +46,15 @@ TARGETS = {"median_ms": 0.5, "batch_per_s": 4500, "cpu_ratio": 1.3, "peak_mb": 2
 # --------------------------------------------------------------------------- 1. in-process
 
 
-class ReferenceEngine:
-    """Same interface as cds.engine.Engine, backed by the pure-Python reference interpreter.
+def ReferenceEngine(ruleset):
+    """The pure-Python reference interpreter (its own reading of the rule folder), with the engine's interface.
 
-    Counterfactual variants are scoped exactly as in the engine (only the rules reading
-    the varied field are evaluated again), so both sides do the same work.
+    Its counterfactual variants are evaluated again only for the rules reading a fact they change,
+    so both sides do the same work.
     """
+    from cds.engine.reference import for_ruleset
 
-    def __init__(self, ruleset):
-        from cds.engine.durable import fact_scope
-        from cds.engine.reference import fired_rules, holds
-        from cds.knowledge.ruleset import leaves
-
-        self.ruleset = ruleset
-        self._fired, self._holds = fired_rules, holds
-        self._in_scope: dict[str, list] = {}
-        for rule in ruleset.rules:
-            for scope in {fact_scope(leaf.fact) for leaf in leaves(rule.condition)} - {None}:
-                self._in_scope.setdefault(scope, []).append(rule)
-
-    def run(self, variants, patient=None):
-        return [self._fired(self.ruleset, v) for v in variants]
-
-    def run_counterfactuals(self, base, variants, patient=None):
-        fired = self._fired(self.ruleset, base)
-        out = [fired]
-        for scope, assignment in variants:
-            facts = {**base, **assignment}
-            rules = self._in_scope.get(scope, ())
-            again = {r.id for r in rules if self._holds(r.condition, facts)}
-            out.append(frozenset((fired - {r.id for r in rules}) | again))
-        return out
+    return for_ruleset(ruleset)
 
 
 def _evaluators():

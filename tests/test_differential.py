@@ -1,6 +1,8 @@
 """Differential testing: the durable-rules engine against the pure-Python reference interpreter.
 
-Both get the same flat fact dicts; the set of fired rules must be identical.
+Both get the same flat fact dicts; the set of fired rules must be identical. The reference reads
+the rule files itself (cds/engine/reference.py), so a bug anywhere on the engine's path, from
+reading the YAML to compiling the patterns, is a difference too (the YAML 1.1 trap test shows one).
 Inputs: thousands of random valid profiles (strategies.random_profiles), as
 many fact dicts drawn straight from the fact catalogue (combinations no profile
 produces), every fixture and case profile with the counterfactual variants of
@@ -10,13 +12,16 @@ the unknown-fact analysis, and a hypothesis run that shrinks any mismatch.
 
 from __future__ import annotations
 
-from conftest import PROFILES, case_names, load_case
+import shutil
+
+import yaml
+from conftest import PROFILES, RULES, case_names, load_case
 from hypothesis import given
 from strategies import DIFFERENTIAL_N, SETTINGS, profiles, random_fact_dicts, random_profiles
 
-from cds.engine.reference import fired_rules, holds
+from cds.decide.pipeline import Evaluator
+from cds.engine.reference import fired_rules, for_ruleset, holds
 from cds.knowledge.fixtures import fixture_profile
-from cds.knowledge.ruleset import parse_condition
 from cds.model.facts import derive, engine_facts
 
 
@@ -84,15 +89,66 @@ def test_engine_matches_reference_hypothesis(evaluator, profile):
     assert mismatches(evaluator, [_facts_of(evaluator, profile)]) == []
 
 
+def test_reference_reads_the_same_rules(evaluator):
+    """The reference's own reading of the folder finds exactly the active rules the loader found."""
+    assert for_ruleset(evaluator.ruleset).rule_ids == {r.id for r in evaluator.ruleset.rules}
+
+
 def test_reference_semantics():
-    c = lambda text: parse_condition(text, "when")  # noqa: E731
-    assert holds(c("ecog >= 3"), {"ecog": 3}) and not holds(c("ecog >= 3"), {"ecog": 2})
-    assert not holds(c("frailty == frail"), {}) and not holds(c("frailty != frail"), {})
-    assert holds(c("frailty != frail"), {"frailty": "fit"})
-    assert holds(c("frailty is unknown"), {}) and not holds(c("frailty is known"), {})
-    assert holds(c("frailty in [fit, frail]"), {"frailty": "fit"}) and not holds(c("frailty in [fit, frail]"), {})
-    assert not holds(c("dialysis == true"), {"dialysis": 1}), "a number is not a boolean"
-    assert not holds(c("crp_mg_l < 50"), {"crp_mg_l": "40"}), "a string is not a number"
-    assert holds(c({"any": ["ecog >= 3", "frailty == frail"]}), {"ecog": 1, "frailty": "frail"})
-    assert not holds(c({"all": ["ecog >= 3", "frailty == frail"]}), {"ecog": 4})
+    assert holds("ecog >= 3", {"ecog": 3}) and not holds("ecog >= 3", {"ecog": 2})
+    assert not holds("frailty == frail", {}) and not holds("frailty != frail", {})
+    assert holds("frailty != frail", {"frailty": "fit"})
+    assert holds("frailty is unknown", {}) and not holds("frailty is known", {})
+    assert holds("frailty in [fit, frail]", {"frailty": "fit"}) and not holds("frailty in [fit, frail]", {})
+    assert not holds("dialysis == true", {"dialysis": 1}), "a number is not a boolean"
+    assert not holds("crp_mg_l < 50", {"crp_mg_l": "40"}), "a string is not a number"
+    assert holds({"any": ["ecog >= 3", "frailty == frail"]}, {"ecog": 1, "frailty": "frail"})
+    assert not holds({"all": ["ecog >= 3", "frailty == frail"]}, {"ecog": 4})
+    assert holds("crp_mg_l >= $high_crp_mg_l", {"crp_mg_l": 50}, {"high_crp_mg_l": 50})
     assert holds(None, {})
+    # YAML 1.2 (JSON schema) literals: YAML 1.1's implicit booleans and integers are plain words here
+    for word in ("off", "no", "0x1", "010", "1_0", "1:30"):
+        assert not holds(f"dialysis == {word}", {"dialysis": False}) and not holds(f"ecog == {word}", {"ecog": 1})
+        assert holds(f"frailty == {word}", {"frailty": word})
+    assert holds("ecog == 1", {"ecog": 1}) and holds("crp_mg_l < 1.0e2", {"crp_mg_l": 99.5})
+
+
+# --------------------------------------------------------------------------- a parser bug is caught
+
+# Conditions the engine's path reads by YAML 1.1 (PyYAML's safe loader: `off` is false, `0x1` is 1,
+# `010` is 8) and the reference by YAML 1.2's JSON schema (three words): a rule author writing them
+# gets a rule that fires where the text does not say it should, and the differential test says so.
+_TRAPS = {"TRAP-OFF-001": "dialysis == off", "TRAP-HEX-001": "ecog == 0x1", "TRAP-OCT-001": "prior_line_count == 010"}
+
+
+def test_a_yaml_1_1_reading_of_a_condition_is_caught(tmp_path):
+    folder = tmp_path / "rules"
+    shutil.copytree(RULES, folder)
+    rules = [
+        {
+            "id": rule_id,
+            "title": "A condition YAML 1.1 reads differently",
+            "kind": "caution",
+            "options": ["bcma_car_t"],
+            "when": when,
+            "rationale": "Generated for tests/test_differential.py.",
+            "cites": ["STMT.S002.CART-LOGISTICS"],
+        }
+        for rule_id, when in _TRAPS.items()
+    ]
+    family = {"family": "trap", "code": "TRAP", "description": "Generated for tests/test_differential.py.", "rules": rules}
+    (folder / "trap.yaml").write_text(yaml.safe_dump(family, sort_keys=False), encoding="utf-8")
+    evaluator = Evaluator(folder, analyze_unknowns=False)
+    # the engine's path took them as YAML 1.1 does (this is the bug the test would catch)
+    assert {r.id: r.condition.value for r in evaluator.ruleset.rules if r.id in _TRAPS} == {
+        "TRAP-OFF-001": False,
+        "TRAP-HEX-001": 1,
+        "TRAP-OCT-001": 8,
+    }
+    dicts = [_facts_of(evaluator, p) for p in random_profiles(300, seed=5)]
+    dicts += [{**dicts[0], "dialysis": False, "ecog": 1, "prior_line_count": 8}]
+    bad = mismatches(evaluator, dicts, batch=16)
+    assert bad, "the differential test did not notice conditions read by YAML 1.1"
+    assert all("engine only: [" in line and "reference only: []" in line for line in bad), bad[:3]
+    caught = {r for line in bad for r in _TRAPS if r in line}
+    assert caught == set(_TRAPS), caught
