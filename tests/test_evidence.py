@@ -291,3 +291,20 @@ def test_the_report_exports_and_prints_each_entrys_level(evaluator):
     md = render(report, "markdown")
     assert "**KarMMa-3** ide-cel, phase III; level: randomized phase 3 |" in md
     assert "level: trial)" not in md  # page 1 no longer calls a review sentence a trial (review M5)
+
+
+def test_cell_doses_read_10e6_outside_the_quote(ruleset):
+    # issue 12 section B: '450x106' in the sources is 450x10^6 cells; the quote keeps the source's text
+    from cds.knowledge.evidence import display_cell_dose
+
+    assert display_cell_dose("final target dose 450x106 CAR-T cells") == "final target dose 450x10^6 CAR-T cells"
+    assert display_cell_dose("25x106 to 150x106 cells") == "25x10^6 to 150x10^6 cells"
+    assert display_cell_dose("1065 days, x1060") == "1065 days, x1060"
+    entry = ruleset.registry.entries["KARMMA-1.S001.TEXT"]
+    assert "450x106" in entry.quote
+    for fig in entry.figures:
+        assert "x106" not in fig.display_measure() and "x106" not in fig.display_value()
+    for eid, e in ruleset.registry.entries.items():
+        for text in (e.note or "", e.population or "", *(f.arm or "" for f in e.figures)):
+            stripped = text.replace("printed as '1x106", "").replace("prints the dose '450x106'", "")
+            assert display_cell_dose(stripped) == stripped, (eid, text)  # our own words say 10^6

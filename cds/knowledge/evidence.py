@@ -94,6 +94,15 @@ class Source(Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+#: a cell dose as the extracted sources print it ("450x106": the superscript of 10^6 was lost)
+_CELL_DOSE = re.compile(r"(?<=\d)x106\b")
+
+
+def display_cell_dose(text: str) -> str:
+    """'450x106 cells' as the sources print it, shown as '450x10^6 cells' (the quote keeps the source's text)."""
+    return _CELL_DOSE.sub("x10^6", text)
+
+
 class Figure(Strict):
     measure: Measure
     value: str = Field(min_length=1, description="exactly as the source prints it")
@@ -114,7 +123,11 @@ class Figure(Strict):
             name = f"{name} at {self.timepoint}"
         if self.arm:
             name = f"{name} ({self.arm})"
-        return name
+        return display_cell_dose(name)
+
+    def display_value(self) -> str:
+        """The value as printed, with a cell dose written 10^6 (the check against the quote uses `value`)."""
+        return display_cell_dose(self.value)
 
 
 # Evidence levels, strongest first (page 1 and the evidence tables print the label).

@@ -16,7 +16,7 @@ from cds.decide.pipeline import Evaluation
 from cds.decide.ranking import Reason
 from cds.decide.unknowns import Effect, UnknownFact
 from cds.errors import InputError, printable, quoted
-from cds.knowledge.evidence import Conflict, EvidenceEntry, reciprocal
+from cds.knowledge.evidence import Conflict, EvidenceEntry, display_cell_dose, reciprocal
 from cds.knowledge.site import Site, availability
 from cds.model.facts import FACTS
 from cds.model.profile import line_drugs, named_drugs
@@ -114,7 +114,13 @@ def _evidence_entry(entry: EvidenceEntry, ev: Evaluation) -> m.Evidence:
         phase=entry.phase,
         note=entry.note,
         figures=[
-            m.Figure(measure=f.measure, label=f.display_measure(), value=f.value, arm=f.arm, timepoint=f.timepoint)
+            m.Figure(
+                measure=f.measure,
+                label=f.display_measure(),
+                value=f.display_value(),
+                arm=display_cell_dose(f.arm) if f.arm else f.arm,
+                timepoint=f.timepoint,
+            )
             for f in entry.figures
         ],
         conflicts=[
@@ -146,7 +152,7 @@ def _conflict_side(e: EvidenceEntry, c: Conflict, ev: Evaluation) -> m.ConflictS
         shown = []
         for f in figs:
             q = qualifier(f.arm, f.timepoint)
-            shown.append((f"{f.label}: " if f.label else "") + f.value + (f" ({q})" if q else ""))
+            shown.append((f"{f.label}: " if f.label else "") + f.display_value() + (f" ({q})" if q else ""))
     elif c.about == "n":
         shown = [f"n={e.n}"] if e.n is not None else []
     else:
