@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import PROFILES, ROOT, RULES
 
-from cds.report.examples import EXAMPLE_CASES, FORMATS, REGENERATE_COMMAND, render_examples, stale
+from cds.report.examples import EXAMPLE_CASES, FORMATS, MANIFEST, REGENERATE_COMMAND, render_examples, stale, write_examples
 
 EXAMPLES = ROOT / "reports" / "examples"
 
@@ -37,11 +37,14 @@ def test_examples_do_not_depend_on_the_clock(expected, monkeypatch):
 
 def test_stale_detects_a_changed_file(expected, tmp_path):
     name = next(iter(expected))
-    for n, text in expected.items():
-        (tmp_path / n).write_text(text, encoding="utf-8")
+    write_examples(tmp_path, expected)
     assert stale(tmp_path, expected) == []
     (tmp_path / name).write_text(expected[name] + " ", encoding="utf-8")
     (tmp_path / "retired_case.md").write_text("old", encoding="utf-8")
+    (tmp_path / "not_ours.md").write_text("someone's", encoding="utf-8")
+    with (tmp_path / MANIFEST).open("a", encoding="utf-8") as fh:
+        fh.write("retired_case.md\n")  # written by an earlier version
     problems = stale(tmp_path, expected)
     assert any(name in p and "out of date" in p for p in problems)
-    assert any("retired_case.md" in p for p in problems)
+    assert any("retired_case.md" in p and "not generated any more" in p for p in problems)
+    assert not any("not_ours.md" in p for p in problems)  # not written by cds examples: none of its business

@@ -100,3 +100,83 @@ def test_a_temporary_output_has_no_name_until_it_is_complete(tmp_path):
     aborted.write("x")
     aborted.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.txt"]
+
+
+# --------------------------------------------------------------------------- generated folders (defect 6)
+
+
+@pytest.fixture(scope="module")
+def examples_dir(tmp_path_factory):
+    """A folder `cds examples` has written once (the run is slow: shared by the tests below, each on a copy)."""
+    from conftest import PROFILES
+
+    folder = tmp_path_factory.mktemp("examples") / "out"
+    result = runner.invoke(app, ["examples", "--output-dir", str(folder), "--profiles", str(PROFILES), "--rules", str(RULES)])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def examples_into(folder) -> object:
+    from conftest import PROFILES
+
+    return runner.invoke(app, ["examples", "--output-dir", str(folder), "--profiles", str(PROFILES), "--rules", str(RULES)])
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_examples_never_remove_a_file_they_did_not_write(tmp_path, examples_dir):
+    import shutil
+
+    folder = tmp_path / "out"
+    shutil.copytree(examples_dir, folder)
+    mine = {"notes.md": b"my notes", "patient.html": b"<p>a report of mine</p>", "data.json": b"{}"}
+    for name, data in mine.items():
+        (folder / name).write_bytes(data)
+    result = examples_into(folder)
+    assert result.exit_code == 0, result.output
+    assert {n: (folder / n).read_bytes() for n in mine} == mine
+
+
+def test_examples_remove_a_retired_file_they_wrote(tmp_path, examples_dir):
+    import shutil
+
+    from cds.report.examples import MANIFEST
+
+    folder = tmp_path / "out"
+    shutil.copytree(examples_dir, folder)
+    (folder / "retired_case.md").write_text("an example of an earlier version", encoding="utf-8")
+    with (folder / MANIFEST).open("a", encoding="utf-8") as fh:
+        fh.write("retired_case.md\n")
+    (folder / "kept.md").write_text("not ours", encoding="utf-8")
+    result = examples_into(folder)
+    assert result.exit_code == 0, result.output
+    assert not (folder / "retired_case.md").exists() and (folder / "kept.md").read_text(encoding="utf-8") == "not ours"
+    assert "retired_case.md" not in (folder / MANIFEST).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_examples_refuse_to_overwrite_a_file_of_the_same_name_they_did_not_write(tmp_path, kind):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    elsewhere = tmp_path / "elsewhere.html"
+    elsewhere.write_text("<p>someone's own report</p>", encoding="utf-8")
+    if kind == "file":
+        (folder / "frail_ecog3.html").write_bytes(elsewhere.read_bytes())
+    else:
+        (folder / "frail_ecog3.html").symlink_to(elsewhere)
+    before = snapshot(folder)
+    line = one_error_line(examples_into(folder))
+    assert "frail_ecog3.html was not written by cds examples" in line and "refusing to overwrite it" in line, line
+    assert snapshot(folder) == before and elsewhere.read_text(encoding="utf-8") == "<p>someone's own report</p>"
+
+
+def test_schemas_never_remove_a_file_they_did_not_write(tmp_path):
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    (folder / "mine.schema.json").write_text("{}", encoding="utf-8")
+    result = runner.invoke(app, ["schemas", "--output-dir", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert (folder / "mine.schema.json").read_text(encoding="utf-8") == "{}"
+    assert (folder / "profile.schema.json").is_file()

@@ -22,19 +22,25 @@ def test_committed_schemas_are_up_to_date():
 
 
 def test_stale_detects_a_changed_schema(tmp_path):
+    from cds.apps.schemas import write
+    from cds.report.examples import MANIFEST
+
     expected = generate()
-    for name, text in expected.items():
-        (tmp_path / name).write_text(text, encoding="utf-8")
+    write(tmp_path, expected)
     assert stale(tmp_path, expected) == []
     (tmp_path / REPORT).write_text(expected[REPORT].replace('"schema_version"', '"format"', 1), encoding="utf-8")
     (tmp_path / SITE).unlink()
     (tmp_path / "retired.schema.json").write_text("{}", encoding="utf-8")
+    with (tmp_path / MANIFEST).open("a", encoding="utf-8") as fh:
+        fh.write("retired.schema.json\n")  # written by an earlier version
+    (tmp_path / "mine.schema.json").write_text("{}", encoding="utf-8")  # not written by cds schemas: left alone
     (tmp_path / "openapi.json").write_text("{}", encoding="utf-8")  # not generated here: left alone
     assert sorted(stale(tmp_path, expected)) == sorted(
         [
             f"{tmp_path / REPORT}: out of date",
             f"{tmp_path / SITE}: missing",
             f"{tmp_path / 'retired.schema.json'}: not generated any more",
+            f"{tmp_path / MANIFEST}: out of date",
         ]
     )
 

@@ -91,10 +91,10 @@ def generate() -> dict[str, str]:
 def stale(folder: Path, expected: dict[str, str]) -> list[str]:
     from cds.report.examples import stale as stale_files
 
-    return stale_files(folder, expected, ("schema.json",))
+    return stale_files(folder, expected, "cds schemas")
 
 
 def write(folder: Path, expected: dict[str, str]) -> list[Path]:
     from cds.report.examples import write_examples
 
-    return write_examples(folder, expected, ("schema.json",))
+    return write_examples(folder, expected, "cds schemas")
