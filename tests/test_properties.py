@@ -37,7 +37,14 @@ from strategies import (
 )
 
 from cds.errors import ProfileError
-from cds.model.facts import CYTOGENETIC_ABNORMALITIES, FACTS, REFRACTORY_FIELD, derive, engine_facts
+from cds.model.facts import (
+    CYTOGENETIC_ABNORMALITIES,
+    FACTS,
+    REFRACTORY_FIELD,
+    derive,
+    engine_facts,
+    not_refractory_by_dates,
+)
 from cds.model.profile import line_drugs
 
 
@@ -241,6 +248,10 @@ def _field_values(field: str) -> list:
             for c in itertools.combinations(CYTOGENETIC_ABNORMALITIES, k)
         ]
     (spec,) = [s for s in FACTS.values() if s.input_field == field]
+    return _spec_values(spec)
+
+
+def _spec_values(spec) -> list:
     if spec.type == "bool":
         return [True, False]
     if spec.type == "enum":
@@ -258,6 +269,8 @@ def _field_variants(evaluator, profile: dict, field: str) -> list[dict]:
     for i, line in enumerate(profile["prior_lines"]):
         if "refractory_to" in line and line["refractory_to"] is not None:
             continue
+        if not_refractory_by_dates(parsed.prior_lines[i]) is not None:
+            continue  # not refractory by its dates (response, progression > 60 days after the end): known
         names = [r.written for r in line_drugs(parsed.prior_lines[i], evaluator.vocabulary)]
         for k in range(len(names) + 1):
             for subset in itertools.combinations(names, k):
@@ -270,16 +283,30 @@ def _field_variants(evaluator, profile: dict, field: str) -> list[dict]:
 def brute_force_unknowns(evaluator, profile: dict, base) -> tuple[set[str], set[str]]:
     """(fields some value of which changes the top option, fields some value of which changes anything)."""
     base_facts = derive(evaluator.parse(profile), evaluator.vocabulary)
-    unknown_fields = sorted({s.input_field for s in FACTS.values() if s.input_field and base_facts[s.name].value is None})
+    unknown_fields = sorted(
+        {
+            s.input_field
+            for s in FACTS.values()
+            if s.input_field and base_facts[s.name].value is None and base_facts[s.name].applies
+        }
+    )
     changes_top, changes_any = set(), set()
     for field in unknown_fields:
         variants = []
-        for candidate in _field_variants(evaluator, profile, field):
-            try:
-                parsed = evaluator.parse(candidate)
-            except ProfileError:
-                continue  # beyond the profile's valid range: not a possible value
-            variants.append(derive(parsed, evaluator.vocabulary))
+        if field.startswith("prior_lines[") and field != REFRACTORY_FIELD:
+            # derived from the lines' dates, responses or intolerances: each value of each unknown fact
+            # of that field (the profile could give it through dates the test cannot invent in general)
+            for spec in FACTS.values():
+                if spec.input_field == field and base_facts[spec.name].value is None:
+                    for value in _spec_values(spec):
+                        variants.append({**base_facts, spec.name: base_facts[spec.name]._replace(value=value)})
+        else:
+            for candidate in _field_variants(evaluator, profile, field):
+                try:
+                    parsed = evaluator.parse(candidate)
+                except ProfileError:
+                    continue  # beyond the profile's valid range: not a possible value
+                variants.append(derive(parsed, evaluator.vocabulary))
         fired = []
         for start in range(0, len(variants), 64):
             fired += evaluator.engine.run([engine_facts(f) for f in variants[start : start + 64]])

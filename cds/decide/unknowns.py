@@ -143,7 +143,7 @@ class VariantPlanner:
         out: list[Variant] = []
         for field, plan in self._plans.items():
             probe = plan[0][1][0][0]
-            if facts[probe].known:
+            if facts[probe].known or not facts[probe].applies:
                 continue
             out.extend(Variant(field, label, assignment) for label, assignment in plan)
         if profile is not None and self._refractory_used:
@@ -187,6 +187,12 @@ def summarize(
         if flags[field][1]
     ]
     result.sort(key=lambda u: (not u.changes_top, u.field))
-    unknown_fields = sorted({spec.input_field for spec in FACTS.values() if spec.input_field and not facts[spec.name].known})
+    unknown_fields = sorted(
+        {
+            spec.input_field
+            for spec in FACTS.values()
+            if spec.input_field and not facts[spec.name].known and facts[spec.name].applies
+        }
+    )
     without = [f for f in unknown_fields if f not in {u.field for u in result}]
     return result, without

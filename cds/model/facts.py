@@ -23,9 +23,18 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
-from cds.model.profile import NON_RESPONSE, PatientProfile, line_drugs, named_drugs
+from cds.model.profile import (
+    NON_RESPONSE,
+    BestResponse,
+    Day,
+    PatientProfile,
+    PriorLine,
+    line_drugs,
+    months_between,
+    named_drugs,
+)
 from cds.model.vocabulary import Vocabulary, read_cytogenetics
 from cds.resources import packaged_rules_dir
 
@@ -69,6 +78,27 @@ FIELD_DESCRIPTIONS = {
     "cytogenetics": "Cytogenetics (FISH) result",
     REFRACTORY_FIELD: "Refractoriness of a prior line (refractory_to not recorded)",
 }
+
+
+#: the profile field intolerance facts come from
+INTOLERANCE_FIELD = "prior_lines[].intolerant_to"
+#: intolerance facts: intolerant_<key>, per class and for the drugs the partner rules name
+INTOLERANCE_GROUPS: tuple[tuple[str, str], ...] = (
+    ("imid", "an IMiD"),
+    ("pi", "a proteasome inhibitor"),
+    ("anti_cd38", "an anti-CD38 antibody"),
+    ("bcma_bispecific", "a BCMA bispecific antibody"),
+    ("gprc5d_bispecific", "a GPRC5D bispecific antibody"),
+    ("lenalidomide", "lenalidomide"),
+    ("pomalidomide", "pomalidomide"),
+    ("bortezomib", "bortezomib"),
+    ("carfilzomib", "carfilzomib"),
+)
+BEST_RESPONSES: tuple[str, ...] = get_args(BestResponse)
+#: best responses that are a response (PR or better, IMWG)
+RESPONSE: tuple[str, ...] = ("sCR", "CR", "VGPR", "PR")
+#: the CAR-T relapse and early-relapse-after-ASCT boundary (S001, Samur et al.: "within 12 months")
+EARLY_MONTHS = 12.0
 
 
 def _refr(name: str, description: str) -> FactSpec:
@@ -166,14 +196,91 @@ _F: list[FactSpec] = [
     _refr("gprc5d_refractory", "Refractory to a GPRC5D-directed therapy"),
     FactSpec("t_cell_redirecting_exposed", "bool", "Prior T-cell redirecting therapy (any CAR-T or bispecific)"),
     _refr("refractory_chemotherapy", "Refractory to a cytotoxic chemotherapy (e.g. cyclophosphamide, an anthracycline, PACE)"),
+    # --- from the dates, responses and stop reasons of the prior lines (profile v2); unknown, never
+    # false, when the dates they need are missing
+    FactSpec(
+        "months_since_bcma_therapy",
+        "float",
+        "Months since the most recent BCMA-directed therapy ended (to the evaluation date)",
+        True,
+        0,
+        2400,
+        input_field="prior_lines[].end_date (BCMA-directed line)",
+        derived=True,
+    ),
+    FactSpec(
+        "months_since_gprc5d_therapy",
+        "float",
+        "Months since the most recent GPRC5D-directed therapy ended (to the evaluation date)",
+        True,
+        0,
+        2400,
+        input_field="prior_lines[].end_date (GPRC5D-directed line)",
+        derived=True,
+    ),
+    FactSpec(
+        "months_car_t_to_progression",
+        "float",
+        "Months from the most recent CAR-T infusion to progression",
+        True,
+        0,
+        2400,
+        input_field="prior_lines[].progression_date (CAR-T line)",
+        derived=True,
+    ),
+    FactSpec(
+        "bcma_car_t_relapse_within_12_months",
+        "bool",
+        "Relapse within 12 months of a BCMA CAR-T infusion",
+        True,
+        input_field="prior_lines[].progression_date (BCMA CAR-T line)",
+        derived=True,
+    ),
+    FactSpec(
+        "early_relapse_after_asct",
+        "bool",
+        "Early relapse after ASCT: progression within 12 months of the start of the line with the transplant",
+        True,
+        input_field="prior_lines[].progression_date (line with ASCT)",
+        derived=True,
+    ),
+    *[
+        FactSpec(
+            f"intolerant_{key}",
+            "bool",
+            f"Intolerant to {label} (stopped for toxicity)",
+            True,
+            input_field=INTOLERANCE_FIELD,
+            derived=True,
+        )
+        for key, label in INTOLERANCE_GROUPS
+    ],
+    FactSpec(
+        "last_line_best_response",
+        "enum",
+        "Best response (IMWG) to the most recent line",
+        True,
+        values=BEST_RESPONSES,
+        input_field="prior_lines[-1].best_response",
+        derived=True,
+    ),
+    FactSpec(
+        "bispecific_stopped_for_toxicity_in_response",
+        "bool",
+        "A bispecific antibody stopped for toxicity while in response (PR or better)",
+        True,
+        input_field="prior_lines[].stop_reason (bispecific line)",
+        derived=True,
+    ),
 ]
 FACTS: dict[str, FactSpec] = {f.name: f for f in _F}
 
 
 class FactValue(NamedTuple):
     name: str
-    value: Value | None  # None: unknown
+    value: Value | None  # None: unknown (or, with applies False, not applicable)
     explanation: str
+    applies: bool = True  # False: the fact has no value for this patient (months since a therapy never given)
 
     @property
     def known(self) -> bool:
@@ -188,9 +295,9 @@ def _fmt_lines(hits: list[tuple[str, int]]) -> str:
 def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactValue]:
     out: dict[str, FactValue] = {}
 
-    def put(name: str, value: Value | None, explanation: str) -> None:
+    def put(name: str, value: Value | None, explanation: str, applies: bool = True) -> None:
         assert name in FACTS, name
-        out[name] = FactValue(name, value, explanation)
+        out[name] = FactValue(name, value, explanation, applies)
 
     put("age", profile.age, "from the profile")
     put("ecog", profile.ecog, "from the profile")
@@ -228,6 +335,7 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
             f"high-risk abnormality detected: {', '.join(hr)}" if hr else "cytogenetics tested: no high-risk abnormality",
         )
     _derive_lines(profile, vocabulary, put)
+    _derive_course(profile, vocabulary, put)
     missing = set(FACTS) - set(out)
     assert not missing, missing
     return {name: out[name] for name in FACTS}
@@ -247,8 +355,11 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
     # One pass over the lines: every exposure (generic name, line number, refractory: True, False or
     # None when the line does not record refractoriness), grouped by the keys the facts below ask about.
     groups: dict[str, list[tuple[str, int, bool | None]]] = defaultdict(list)
+    inferred: dict[int, str] = {}  # line number -> why it is not refractory (refractory_to not recorded)
     for n, line in enumerate(lines, 1):
         refractory = named_drugs(line.refractory_to, line, vocabulary) if line.refractory_to is not None else None
+        if refractory is None and (why := not_refractory_by_dates(line)) is not None:
+            refractory, inferred[n] = set(), why
         for found in line_drugs(line, vocabulary):
             drug = found.drug
             hit = (drug.name, n, None if refractory is None else drug.name in refractory)
@@ -278,7 +389,13 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
         if unrecorded:
             put(fact, None, f"unknown: refractoriness not recorded for {_fmt_lines(unrecorded)}")
             return None, unrecorded
-        put(fact, False, f"no line shows the patient refractory to {what}")
+        by_dates = sorted({n for _, n, _ in hits if n in inferred})
+        put(
+            fact,
+            False,
+            f"no line shows the patient refractory to {what}"
+            + "".join(f"; line {n} not refractory: {inferred[n]}" for n in by_dates),
+        )
         return False, []
 
     cls_refr: dict[str, tuple[bool | None, list[tuple[str, int]]]] = {}
@@ -341,7 +458,9 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
         put("penta_refractory", None, f"unknown: refractoriness to {', '.join(open_)} not recorded")
 
     last = lines[-1]
-    if last.refractory_to is None:
+    if len(lines) in inferred:
+        put("refractory_to_last_line", False, f"line {len(lines)} (most recent) not refractory: {inferred[len(lines)]}")
+    elif last.refractory_to is None:
         put("refractory_to_last_line", None, f"unknown: refractoriness not recorded for line {len(lines)} (most recent)")
     elif last.refractory_to:
         put("refractory_to_last_line", True, f"line {len(lines)} (most recent): refractory to {', '.join(last.refractory_to)}")
@@ -357,6 +476,228 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
     refractory("gprc5d_refractory", "gprc5d", "a GPRC5D-directed therapy")
     exposed("t_cell_redirecting_exposed", "t_cell_redirecting", "a CAR-T or bispecific antibody")
     refractory("refractory_chemotherapy", "class:chemotherapy", "a cytotoxic chemotherapy")
+
+
+#: IMWG: refractory = no response (less than MR) or progression on therapy or within 60 days of the last dose
+REFRACTORY_WINDOW_DAYS = 60
+_RESPONSE_MR_OR_BETTER = ("sCR", "CR", "VGPR", "PR", "MR")
+
+
+def not_refractory_by_dates(line: PriorLine) -> str | None:
+    """Why a line that does not record refractory_to is nonetheless not refractory, or None.
+
+    By the IMWG definition: a response (MR or better) and a progression surely more than 60 days after
+    the last dose (the line's end_date) -- e.g. a bispecific stopped for infections in response.
+    """
+    if line.refractory_to is not None or line.best_response not in _RESPONSE_MR_OR_BETTER:
+        return None
+    if line.end_date is None or line.progression_date is None:
+        return None
+    end, prog = Day.parse(line.end_date), Day.parse(line.progression_date)
+    if prog.bounds()[0] - end.bounds()[1] <= REFRACTORY_WINDOW_DAYS:
+        return None
+    return (
+        f"best response {line.best_response}, progression {line.progression_date} more than "
+        f"{REFRACTORY_WINDOW_DAYS} days after the end of the line {line.end_date} (IMWG)"
+    )
+
+
+def _progression(line: PriorLine) -> tuple[str | None, str]:
+    """When a line progressed, and which field says so (an end for progression is a progression)."""
+    if line.progression_date is not None:
+        return line.progression_date, "progression_date"
+    if line.stop_reason == "progression" and line.end_date is not None:
+        return line.end_date, "end_date, stopped for progression"
+    return None, ""
+
+
+def _span(lo: float, hi: float) -> str:
+    """'6.5' or '5.9-7.0' months, by the precision of the dates."""
+    lo, hi = max(lo, 0.0), max(hi, 0.0)
+    return f"{lo:.1f}" if hi - lo < 0.05 else f"{lo:.1f}-{hi:.1f}"
+
+
+def _months_value(lo: float, hi: float) -> float:
+    """The interval's midpoint in months (one decimal), the shortest possible interval being `lo`."""
+    return round(max((lo + hi) / 2, 0.0), 1)
+
+
+def _within(interval: tuple[float, float], limit: float) -> bool | None:
+    """True when the interval is surely at most `limit` months, False when surely longer, None when the
+    dates' precision leaves it open."""
+    lo, hi = interval
+    if hi <= limit:
+        return True
+    if lo > limit:
+        return False
+    return None
+
+
+def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
+    """Facts from the dates, best responses, stop reasons and intolerances of the prior lines (profile v2).
+
+    A date-derived fact is unknown when a date it needs is missing (or when the dates' precision
+    leaves the 12-month boundary open), never false; a fact about a therapy the patient never had
+    does not apply (months since BCMA therapy) or is false (relapse within 12 months of a BCMA CAR-T).
+    """
+    lines = profile.prior_lines
+    drugs = [line_drugs(line, vocabulary) for line in lines]
+    evaluation = profile.evaluation_date
+
+    def names(n: int, pick) -> str:
+        return ", ".join(r.drug.name for r in drugs[n - 1] if pick(r.drug))
+
+    def months_since(fact: str, pick, what: str) -> None:
+        hits = [n for n in range(1, len(lines) + 1) if any(pick(r.drug) for r in drugs[n - 1])]
+        if not hits:
+            put(fact, None, f"no prior {what}: does not apply", applies=False)
+            return
+        parts = []
+        for n in hits:
+            end = lines[n - 1].end_date
+            if end is None:
+                parts.append(f"{names(n, pick)} (line {n}): end_date not given")
+            elif evaluation is None:
+                parts.append(f"{names(n, pick)} (line {n}) ended {end}")
+            else:
+                lo, hi = months_between(Day.parse(end), Day.parse(evaluation))
+                parts.append(f"{names(n, pick)} (line {n}) ended {end}, {_span(lo, hi)} months before {evaluation}")
+        last = lines[hits[-1] - 1]
+        if last.end_date is None:
+            put(fact, None, "unknown: " + "; ".join(parts))
+        elif evaluation is None:
+            put(fact, None, "unknown: no evaluation_date in the profile; " + "; ".join(parts))
+        else:
+            lo, hi = months_between(Day.parse(last.end_date), Day.parse(evaluation))
+            put(fact, _months_value(lo, hi), "; ".join(parts))
+
+    def bcma(d) -> bool:
+        return "BCMA" in d.targets
+
+    def gprc5d(d) -> bool:
+        return "GPRC5D" in d.targets
+
+    def car_t(d) -> bool:
+        return d.drug_class.endswith("_car_t")
+
+    def bcma_car_t(d) -> bool:
+        return car_t(d) and "BCMA" in d.targets
+
+    months_since("months_since_bcma_therapy", bcma, "BCMA-directed therapy")
+    months_since("months_since_gprc5d_therapy", gprc5d, "GPRC5D-directed therapy")
+
+    def to_progression(n: int) -> tuple[tuple[float, float] | None, str]:
+        """(months from the start of line n to its progression, how it was read)."""
+        line = lines[n - 1]
+        prog, how = _progression(line)
+        if line.start_date is None:
+            return None, f"line {n}: start_date not given"
+        if prog is None:
+            return None, f"line {n}: no progression date (progression_date not given)"
+        lo, hi = months_between(Day.parse(line.start_date), Day.parse(prog))
+        return (lo, hi), f"line {n}: {line.start_date} to progression {prog} ({how}), {_span(lo, hi)} months"
+
+    car_t_lines = [n for n in range(1, len(lines) + 1) if any(car_t(r.drug) for r in drugs[n - 1])]
+    if not car_t_lines:
+        put("months_car_t_to_progression", None, "no prior CAR-T: does not apply", applies=False)
+    else:
+        interval, how = to_progression(car_t_lines[-1])
+        label = f"{names(car_t_lines[-1], car_t)} ({how}; the start of a CAR-T line is read as the infusion)"
+        put(
+            "months_car_t_to_progression",
+            None if interval is None else _months_value(*interval),
+            label if interval else "unknown: " + label,
+        )
+
+    bcma_car_t_lines = [n for n in range(1, len(lines) + 1) if any(bcma_car_t(r.drug) for r in drugs[n - 1])]
+    if not bcma_car_t_lines:
+        put("bcma_car_t_relapse_within_12_months", False, "no prior BCMA CAR-T")
+    else:
+        results = []
+        for n in bcma_car_t_lines:
+            interval, how = to_progression(n)
+            results.append((None if interval is None else _within(interval, EARLY_MONTHS), f"{names(n, bcma_car_t)} ({how})"))
+        text = "; ".join(h for _, h in results) + "; the start of a CAR-T line is read as the infusion"
+        if any(r is True for r, _ in results):
+            put("bcma_car_t_relapse_within_12_months", True, "within 12 months: " + text)
+        elif all(r is False for r, _ in results):
+            put("bcma_car_t_relapse_within_12_months", False, "later than 12 months: " + text)
+        else:
+            put("bcma_car_t_relapse_within_12_months", None, "unknown: " + text)
+
+    asct = [n for n, line in enumerate(lines, 1) if line.autologous_transplant]
+    if not asct:
+        put("early_relapse_after_asct", False, "no line lists an autologous transplant")
+    else:
+        results = []
+        for n in asct:
+            interval, how = to_progression(n)
+            results.append((None if interval is None else _within(interval, EARLY_MONTHS), how))
+        text = "; ".join(h for _, h in results) + " (line with ASCT, from its start)"
+        if any(r is True for r, _ in results):
+            put("early_relapse_after_asct", True, "within 12 months: " + text)
+        elif all(r is False for r, _ in results):
+            put("early_relapse_after_asct", False, "later than 12 months: " + text)
+        else:
+            put("early_relapse_after_asct", None, "unknown: " + text)
+
+    # intolerance: what intolerant_to names; a line stopped for toxicity that does not say which agent
+    # leaves its agents' intolerance unknown
+    intolerant: list[tuple[str, int]] = []
+    open_lines: list[int] = []
+    for n, line in enumerate(lines, 1):
+        if line.intolerant_to:
+            intolerant += [(d, n) for d in sorted(named_drugs(line.intolerant_to, line, vocabulary))]
+        elif line.stop_reason == "toxicity" and line.intolerant_to is None:
+            treatment = [r.drug.name for r in drugs[n - 1] if r.drug.drug_class != "steroid"]
+            if len(treatment) == 1:  # one agent besides steroids: the one stopped for toxicity
+                intolerant.append((treatment[0], n))
+            else:
+                open_lines.append(n)
+    by_name = {r.drug.name: r.drug for ds in drugs for r in ds}
+
+    def member(key: str, drug_name: str) -> bool:
+        d = by_name[drug_name]
+        return d.name == key or d.drug_class == key
+
+    for key, label in INTOLERANCE_GROUPS:
+        hits = [(d, n) for d, n in intolerant if member(key, d)]
+        unsure = [n for n in open_lines if any(member(key, r.drug.name) for r in drugs[n - 1])]
+        if hits:
+            put(f"intolerant_{key}", True, f"intolerant to {_fmt_lines(hits)}")
+        elif unsure:
+            where = ", ".join(map(str, unsure))
+            put(f"intolerant_{key}", None, f"unknown: line {where} stopped for toxicity without intolerant_to")
+        else:
+            put(f"intolerant_{key}", False, f"no line records intolerance to {label}")
+
+    responses = [f"line {n}: {line.best_response}" for n, line in enumerate(lines, 1) if line.best_response]
+    last = lines[-1]
+    if last.best_response is None:
+        put(
+            "last_line_best_response",
+            None,
+            "unknown: best_response of the most recent line not given" + (f" ({'; '.join(responses)})" if responses else ""),
+        )
+    else:
+        put("last_line_best_response", last.best_response, "; ".join(responses))
+
+    stopped = []
+    open_ = []
+    for n, line in enumerate(lines, 1):
+        bispecifics = [r.drug.name for r in drugs[n - 1] if r.drug.drug_class.endswith("_bispecific")]
+        if not bispecifics or line.stop_reason != "toxicity":
+            continue
+        if line.best_response in RESPONSE:
+            stopped.append(f"{', '.join(bispecifics)} (line {n}): stopped for toxicity in {line.best_response}")
+        elif line.best_response is None:
+            open_.append(f"{', '.join(bispecifics)} (line {n}): stopped for toxicity, best_response not given")
+    if stopped:
+        put("bispecific_stopped_for_toxicity_in_response", True, "; ".join(stopped))
+    elif open_:
+        put("bispecific_stopped_for_toxicity_in_response", None, "unknown: " + "; ".join(open_))
+    else:
+        put("bispecific_stopped_for_toxicity_in_response", False, "no bispecific line stopped for toxicity in response")
 
 
 #: the facts that depend on refractoriness records (unknown when a line does not record it)
@@ -385,7 +726,9 @@ def refractoriness_alternatives(
     combination of such groups is tried; with more than `_MAX_ALTERNATIVE_GROUPS` groups in one line,
     only 'none', each group alone and 'all'.
     """
-    unrecorded = [i for i, line in enumerate(profile.prior_lines) if line.refractory_to is None]
+    unrecorded = [
+        i for i, line in enumerate(profile.prior_lines) if line.refractory_to is None and not_refractory_by_dates(line) is None
+    ]
     if not unrecorded:
         return []
     base = _line_facts(profile, vocabulary)

@@ -468,6 +468,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
                 known=fv.known,
                 explanation=fv.explanation,
                 origin=_origin(name),
+                applies=fv.applies,
             )
             for name, fv in ev.facts.items()
         ],

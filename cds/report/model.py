@@ -161,6 +161,7 @@ class DerivedFact:
     known: bool
     explanation: str
     origin: str  # "profile" or "derived"
+    applies: bool = True  # False: no value for this patient (e.g. months since a therapy never given)
 
 
 @_model

@@ -145,10 +145,18 @@ def case_facts(derived: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     names += [f["name"] for f in derived if f["name"] not in names and f["origin"] == "derived"]
     shown: list[dict[str, Any]] = []
     absent: list[dict[str, Any]] = []
+    no_intolerance = True
     for name in names:
         f = by_name[name]
         row = {"name": name, "description": f["description"], "value": f["value"], "explanation": f["explanation"]}
-        (absent if f["value"] is False and name not in _KEY_CASE_FACTS else shown).append(row)
+        does_not_apply = (f["value"] is False and name not in _KEY_CASE_FACTS) or not f.get("applies", True)
+        if name.startswith("intolerant_"):
+            if does_not_apply:
+                continue  # one entry below for all of them
+            no_intolerance = False
+        (absent if does_not_apply else shown).append(row)
+    if no_intolerance and any(n.startswith("intolerant_") for n in names):
+        absent.append({"name": "intolerant_", "description": "Intolerance (no line records an agent stopped for toxicity)"})
     return {"shown": shown, "absent": absent}
 
 

@@ -1,0 +1,108 @@
+"""Facts derived from the dates, responses, stop reasons and intolerances of the prior lines (issue 12 C).
+
+Each is unknown -- never false -- when a date it needs is missing or when the dates' precision leaves
+the 12-month boundary open; a fact about a therapy the patient never had does not apply (months) or is
+false (relapse within 12 months of a BCMA CAR-T). Real validation and derivation on small profiles.
+"""
+
+from __future__ import annotations
+
+from cds.model.facts import derive
+
+
+def facts(evaluator, lines: list[dict], **extra) -> dict:
+    data = {"patient_id": "C", "age": 60, "ecog": 1, "prior_lines": lines, **extra}
+    return derive(evaluator.parse(data), evaluator.vocabulary)
+
+
+ASCT = {"regimen": "VRd", "autologous_transplant": True, "refractory_to": ["lenalidomide"]}
+CILTA = {"agents": ["cilta-cel"], "refractory_to": []}
+TEC = {"agents": ["teclistamab"]}
+
+
+def test_relapse_within_12_months_of_bcma_car_t(evaluator):
+    f = facts(evaluator, [ASCT, {**CILTA, "start_date": "2023-01-05", "progression_date": "2023-10-01"}])
+    assert f["bcma_car_t_relapse_within_12_months"].value is True
+    assert f["months_car_t_to_progression"].value == 8.8
+    assert "2023-01-05" in f["bcma_car_t_relapse_within_12_months"].explanation
+    late = facts(evaluator, [ASCT, {**CILTA, "start_date": "2023-01-05", "progression_date": "2024-06-01"}])
+    assert late["bcma_car_t_relapse_within_12_months"].value is False
+
+
+def test_relapse_after_car_t_is_unknown_without_dates_and_false_without_car_t(evaluator):
+    for line in ({**CILTA}, {**CILTA, "start_date": "2023-01"}, {**CILTA, "progression_date": "2023-06"}):
+        f = facts(evaluator, [ASCT, line])
+        assert f["bcma_car_t_relapse_within_12_months"].value is None, line
+        assert f["months_car_t_to_progression"].value is None
+        assert f["months_car_t_to_progression"].applies
+    # month precision that leaves the boundary open: 2023-01 to 2024-01 is 11.0-13.0 months
+    f = facts(evaluator, [ASCT, {**CILTA, "start_date": "2023-01", "progression_date": "2024-01"}])
+    assert f["bcma_car_t_relapse_within_12_months"].value is None
+    f = facts(evaluator, [ASCT])
+    assert f["bcma_car_t_relapse_within_12_months"].value is False
+    assert f["months_car_t_to_progression"].value is None and not f["months_car_t_to_progression"].applies
+
+
+def test_an_end_for_progression_is_a_progression(evaluator):
+    line = {**CILTA, "start_date": "2023-01-05", "end_date": "2023-05-01", "stop_reason": "progression"}
+    assert facts(evaluator, [ASCT, line])["bcma_car_t_relapse_within_12_months"].value is True
+    line["stop_reason"] = "completed"
+    assert facts(evaluator, [ASCT, line])["bcma_car_t_relapse_within_12_months"].value is None
+
+
+def test_early_relapse_after_asct(evaluator):
+    early = facts(evaluator, [{**ASCT, "start_date": "2022-01", "progression_date": "2022-11-20"}])
+    assert early["early_relapse_after_asct"].value is True
+    late = facts(evaluator, [{**ASCT, "start_date": "2022-01", "progression_date": "2023-06"}])
+    assert late["early_relapse_after_asct"].value is False
+    assert facts(evaluator, [ASCT])["early_relapse_after_asct"].value is None  # no dates: unknown, not false
+    no_asct = {**ASCT, "autologous_transplant": False}
+    assert facts(evaluator, [no_asct])["early_relapse_after_asct"].value is False
+
+
+def test_months_since_bcma_and_gprc5d_therapy(evaluator):
+    lines = [ASCT, {**CILTA, "end_date": "2023-01-05"}, {**TEC, "refractory_to": ["teclistamab"], "end_date": "2024-05-01"}]
+    f = facts(evaluator, lines, evaluation_date="2025-03-10")
+    assert f["months_since_bcma_therapy"].value == 10.3  # from the most recent: teclistamab
+    assert "line 2" in f["months_since_bcma_therapy"].explanation  # each prior BCMA therapy is named
+    assert f["months_since_gprc5d_therapy"].value is None and not f["months_since_gprc5d_therapy"].applies
+    assert facts(evaluator, lines)["months_since_bcma_therapy"].value is None  # no evaluation_date: unknown
+    lines[-1] = {**TEC, "refractory_to": ["teclistamab"]}
+    assert facts(evaluator, lines, evaluation_date="2025-03-10")["months_since_bcma_therapy"].value is None
+
+
+def test_intolerance_per_class(evaluator):
+    line = {**ASCT, "intolerant_to": ["Velcade"]}
+    f = facts(evaluator, [line])
+    assert f["intolerant_pi"].value is True and f["intolerant_bortezomib"].value is True
+    assert f["intolerant_carfilzomib"].value is False and f["intolerant_imid"].value is False
+    # stopped for toxicity without saying which agent: unknown for the line's classes, known for the others
+    f = facts(evaluator, [{**ASCT, "stop_reason": "toxicity"}])
+    assert f["intolerant_pi"].value is None and f["intolerant_imid"].value is None
+    assert f["intolerant_anti_cd38"].value is False
+    # one agent besides steroids: that agent
+    f = facts(evaluator, [ASCT, {**TEC, "refractory_to": [], "stop_reason": "toxicity"}])
+    assert f["intolerant_bcma_bispecific"].value is True
+
+
+def test_a_bispecific_stopped_for_infections_in_response_is_not_refractoriness(evaluator):
+    tec = {**TEC, "start_date": "2023-11", "end_date": "2024-05-01", "best_response": "VGPR", "stop_reason": "toxicity"}
+    f = facts(evaluator, [ASCT, {**tec, "progression_date": "2024-12-01"}])
+    assert f["bcma_bispecific_refractory"].value is False
+    assert f["refractory_to_last_line"].value is False
+    assert "more than 60 days" in f["bcma_bispecific_refractory"].explanation
+    assert f["bispecific_stopped_for_toxicity_in_response"].value is True
+    # progression within 60 days of the last dose, or no progression date: refractoriness stays unknown
+    for prog in ("2024-06-15", None):
+        line = {**tec, "progression_date": prog} if prog else tec
+        assert facts(evaluator, [ASCT, line])["bcma_bispecific_refractory"].value is None
+    # recorded refractoriness wins over the dates
+    f = facts(evaluator, [ASCT, {**tec, "progression_date": "2024-12-01", "refractory_to": ["teclistamab"]}])
+    assert f["bcma_bispecific_refractory"].value is True
+
+
+def test_best_response_of_the_last_line(evaluator):
+    f = facts(evaluator, [{**ASCT, "best_response": "VGPR"}, {**TEC, "refractory_to": ["teclistamab"], "best_response": "PD"}])
+    assert f["last_line_best_response"].value == "PD"
+    assert "line 1: VGPR" in f["last_line_best_response"].explanation
+    assert facts(evaluator, [ASCT])["last_line_best_response"].value is None
