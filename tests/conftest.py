@@ -33,6 +33,14 @@ def ruleset(evaluator):
     return evaluator.ruleset
 
 
+@pytest.fixture(scope="session")
+def rules_with_fixtures():
+    """The active rules with their fixtures (rules/tests/; evaluating never reads them)."""
+    from cds.knowledge.ruleset import load_ruleset
+
+    return load_ruleset(RULES, fixtures=True).rules
+
+
 def load_case(name: str) -> dict:
     return json.loads((PROFILES / f"{name}.json").read_text(encoding="utf-8"))
 

@@ -1,4 +1,8 @@
-"""Every rule fires on its `fires` fixtures and stays silent on its `silent` fixtures (real engine)."""
+"""Every rule fires on its `fires` fixtures and stays silent on its `silent` fixtures (real engine).
+
+The fixtures live in rules/tests/<family>.yaml; `cds rules check` runs them too (one line per
+problem), this test names the rule that fails.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ from conftest import PROFILES, RULES
 from cds.knowledge.fixtures import run_fixtures
 from cds.knowledge.ruleset import load_ruleset
 
-_RULES = load_ruleset(RULES).rules
+_RULES = {r.id: r for r in load_ruleset(RULES, fixtures=True).rules}
 
 
-@pytest.mark.parametrize("rule_id", [r.id for r in _RULES])
+@pytest.mark.parametrize("rule_id", list(_RULES))
 def test_rule_fixtures(rule_id, evaluator):
-    rule = evaluator.ruleset.rule(rule_id)
+    rule = _RULES[rule_id]
+    assert rule.fixtures.fires, "every rule has a case on which it must fire"
     results = run_fixtures(rule, evaluator, PROFILES)
     problems = [r.problem for r in results if not r.ok]
     assert problems == []

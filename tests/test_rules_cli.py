@@ -78,17 +78,26 @@ def dump(data) -> str:
 
 
 def write(path, rules, family="tiny", code="TINY"):
+    """The rule file, and its rules' `fixtures` (written here inline, for short mutations) in tests/<file>."""
+    fixtures = {r["id"]: r["fixtures"] for r in rules if "fixtures" in r and isinstance(r.get("id"), str)}
+    rules = [{k: v for k, v in r.items() if k != "fixtures"} for r in rules]
     path.write_text(
         dump({"family": family, "code": code, "description": "test rules", "rules": rules}),
         encoding="utf-8",
     )
+    (path.parent / "tests").mkdir(exist_ok=True)
+    (path.parent / "tests" / path.name).write_text(dump({"rules": path.name, "fixtures": fixtures}), encoding="utf-8")
 
 
 def edit(folder, fn):
     path = folder / "tiny.yaml"
     data = yaml.safe_load(path.read_text())
+    fixtures = yaml.safe_load((folder / "tests" / path.name).read_text())["fixtures"]
+    for rule in data["rules"]:
+        if rule["id"] in fixtures:
+            rule["fixtures"] = fixtures[rule["id"]]
     fn(data["rules"], "TINY")
-    path.write_text(dump(data), encoding="utf-8")
+    write(path, data["rules"])
 
 
 def check(folder, fixtures=False):
@@ -342,3 +351,29 @@ def test_a_ranking_rule_reading_two_unknowable_fields_is_warned(folder):
 def test_a_caution_reading_two_unknowable_fields_is_not_warned(folder):
     edit(folder, _set(0, kind="caution", when={"any": ["frailty == frail", "organ_function_adequate == false"]}))
     assert not [w for w in check(folder).warnings if "joint effect" in w]
+
+
+def test_fixtures_live_beside_the_rules_and_name_real_rules(folder):
+    """rules/tests/<file>: a fixture file for no rule file, an entry for no rule, and fixtures left
+    inside a rule file are each one problem line."""
+    fx = yaml.safe_load((folder / "tests" / "tiny.yaml").read_text())
+    fx["fixtures"]["TINY-NOPE-001"] = {"fires": [{"profile": "frail_ecog3"}]}
+    (folder / "tests" / "tiny.yaml").write_text(dump(fx), encoding="utf-8")
+    (folder / "tests" / "gone.yaml").write_text(dump({"rules": "gone.yaml", "fixtures": {}}), encoding="utf-8")
+    data = yaml.safe_load((folder / "tiny.yaml").read_text())
+    data["rules"][1]["fixtures"] = {"fires": [{"profile": "frail_ecog3"}]}
+    (folder / "tiny.yaml").write_text(dump(data), encoding="utf-8")
+    problems = check(folder).problems
+    assert "tests/tiny.yaml [TINY-NOPE-001]: no such rule in tiny.yaml" in problems
+    assert "tests/gone.yaml: rules: no rule file 'gone.yaml' in the rule folder" in problems
+    assert any(p.startswith("tiny.yaml [TINY-TRIAL-001] fixtures: fixtures live in tests/tiny.yaml") for p in problems), problems
+
+
+def test_fixtures_do_not_change_the_rule_set_hash_and_are_not_read_to_evaluate(folder):
+    from cds.knowledge.ruleset import load_ruleset, ruleset_digest
+
+    before = ruleset_digest(folder)
+    (folder / "tests" / "tiny.yaml").write_text("not: [valid\n", encoding="utf-8")
+    assert ruleset_digest(folder) == before
+    assert load_ruleset(folder).rules  # evaluating never reads the fixtures
+    assert any(p.startswith("tests/tiny.yaml: not valid YAML") for p in check(folder).problems)

@@ -69,6 +69,14 @@ def test_every_rule_file_matches_the_rule_file_schema(path):
     validate(RULE_FILE, yaml.safe_load(path.read_text(encoding="utf-8")))
 
 
+@pytest.mark.parametrize("path", sorted((RULES / "tests").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_fixture_file_matches_the_rule_tests_schema(path):
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    validate("rule-tests.schema.json", data)
+    with pytest.raises(ValidationError):
+        validate("rule-tests.schema.json", {**data, "fixtures": {"X-Y-001": {"fires": [{"profile": "Not A Case"}]}}})
+
+
 def test_the_default_site_matches_the_site_schema():
     data = yaml.safe_load((RULES / "catalog" / "site_default.yaml").read_text(encoding="utf-8"))
     validate(SITE, data)

@@ -428,12 +428,12 @@ rules_app = typer.Typer(no_args_is_help=True, help="List, show and check the rul
 app.add_typer(rules_app, name="rules")
 
 
-def _load_rules(rules: Path | None):
+def _load_rules(rules: Path | None, fixtures: bool = False):
     from cds.knowledge.ruleset import load_ruleset
     from cds.resources import rules_dir
 
     _check_folder(rules, "--rules")
-    return load_ruleset(rules or rules_dir())
+    return load_ruleset(rules or rules_dir(), fixtures=fixtures)
 
 
 @rules_app.command("list")
@@ -453,12 +453,12 @@ def rules_show(
     rule_id: str = typer.Argument(..., metavar="ID", help="Rule ID, e.g. ELIG-CART-002.", show_default=False),
     rules: Path | None = _rules_option(),
 ) -> None:
-    """One rule in plain language: condition, effect, rationale, evidence with quotes, fixtures."""
+    """One rule in plain language: condition, effect, rationale, evidence with quotes, fixtures (rules/tests/)."""
 
     def go() -> None:
         from cds.knowledge.check import show_rule
 
-        write_stdout(show_rule(_load_rules(rules), rule_id.strip()))
+        write_stdout(show_rule(_load_rules(rules, fixtures=True), rule_id.strip()))
 
     _run(go)
 

@@ -2,6 +2,7 @@
 
     profile.schema.json       a patient profile (cds.model.profile.PatientProfile)
     rule-file.schema.json     a rule file rules/<family>.yaml (cds.knowledge.ruleset.RuleFile)
+    rule-tests.schema.json    the fixtures of a rule file, rules/tests/<family>.yaml (cds.knowledge.ruleset.FixtureFile)
     site.schema.json          a site file, --site (cds.knowledge.site.SiteFile)
     report.schema.json        `cds evaluate --format json` (cds.report.model.Report)
     batch-result.schema.json  one line of `cds batch` output (cds.cohort.batch.ResultLine)
@@ -33,6 +34,12 @@ def _rule_file() -> dict[str, Any]:
     from cds.knowledge.ruleset import RuleFile
 
     return RuleFile.model_json_schema()
+
+
+def _rule_tests() -> dict[str, Any]:
+    from cds.knowledge.ruleset import FixtureFile
+
+    return FixtureFile.model_json_schema()
 
 
 def _site() -> dict[str, Any]:
@@ -69,6 +76,7 @@ def _batch_result() -> dict[str, Any]:
 SCHEMAS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "profile.schema.json": ("A patient profile (cds evaluate PATH)", _profile),
     "rule-file.schema.json": ("A rule file (rules/<family>.yaml)", _rule_file),
+    "rule-tests.schema.json": ("The fixtures of a rule file (rules/tests/<family>.yaml)", _rule_tests),
     "site.schema.json": ("Site settings (cds evaluate --site FILE)", _site),
     "report.schema.json": ("The report (cds evaluate --format json)", _report),
     "batch-result.schema.json": ("One line of cds batch output (JSONL)", _batch_result),

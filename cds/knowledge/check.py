@@ -74,7 +74,7 @@ def check_rules(
     `capacity` plans the engine's rulesets for the rules that compiled: a problem line per
     rule ID that fits in none, and a summary (`cds.check_rules` passes the engine's).
     """
-    ruleset, problems = validate(Path(directory))
+    ruleset, problems = validate(Path(directory), fixtures=True)
     report = CheckReport(problems=problems)
     if ruleset is None:
         return report

@@ -155,6 +155,9 @@ class Fixtures(Strict):
     silent: list[FixtureSpec] = []
 
 
+NO_FIXTURES = Fixtures()  # immutable in use: never edited, only replaced
+
+
 class RuleSpec(Strict):
     id: str = Field(pattern=RULE_ID)
     title: str = Field(min_length=5, max_length=160)
@@ -168,7 +171,6 @@ class RuleSpec(Strict):
         Literal["eligibility", "efficacy", "safety", "monitoring", "logistics", "regulatory", "sequencing", "access"] | None
     ) = None
     status: Literal["active", "retired"] = "active"
-    fixtures: Fixtures = Fixtures()
 
     @model_validator(mode="after")
     def _weight_matches_kind(self) -> RuleSpec:
@@ -177,6 +179,13 @@ class RuleSpec(Strict):
         if self.kind not in ("prefer", "deprefer") and self.weight is not None:
             raise ValueError(f"a {self.kind} rule takes no weight")
         return self
+
+
+class FixtureFile(Strict):
+    """``rules/tests/<family>.yaml``: the fixtures of the rules of one rule file, by rule ID."""
+
+    rules: str = Field(pattern=r"^[a-z0-9_]+\.yaml$", description="the rule file (in the rule folder) whose rules these are")
+    fixtures: dict[str, Fixtures] = Field(description="rule ID -> the profiles on which it must fire and must stay silent")
 
 
 class RuleFile(Strict):
@@ -222,7 +231,7 @@ class Rule:
     cites: tuple[str, ...]
     category: str | None
     status: str
-    fixtures: Fixtures
+    fixtures: Fixtures = NO_FIXTURES  # read from rules/tests/ only by the rule check and `cds rules show`
 
     @classmethod
     def from_spec(cls, spec: RuleSpec, family: str, file: str, condition: Condition | None) -> Rule:
@@ -239,7 +248,6 @@ class Rule:
             cites=tuple(spec.cites),
             category=spec.category,
             status=spec.status,
-            fixtures=spec.fixtures,
         )
 
     @property
@@ -282,10 +290,13 @@ class RuleSet:
 
 
 def ruleset_digest(directory: Path) -> str:
-    """sha256 over every YAML file of the rule folder (relative path + bytes), sorted."""
+    """sha256 over every YAML file of the rule folder (relative path + bytes), sorted; the fixtures
+    (``tests/``) are test data, not what decides, so editing one does not change the hash."""
     h = hashlib.sha256()
     for path in sorted(directory.rglob("*.yaml")):
         rel = path.relative_to(directory).as_posix()
+        if rel.startswith("tests/"):
+            continue
         try:
             data = read_capped(path, RULE_FILE_LIMIT, "a rule-folder file")
         except ReadError as exc:
@@ -338,14 +349,15 @@ def cytogenetics_problems(vocabulary: Vocabulary) -> list[str]:
     ]
 
 
-def load_ruleset(directory: Path) -> RuleSet:
+def load_ruleset(directory: Path, fixtures: bool = False) -> RuleSet:
     """Load and validate every file of the rule folder. Raises RuleSetError listing every problem
-    (the problems `cds rules check` prints: both come from `cds.knowledge.validate.validate`)."""
+    (the problems `cds rules check` prints: both come from `cds.knowledge.validate.validate`).
+    The rule fixtures (``tests/``) are read only with `fixtures` (evaluating never needs them)."""
     from cds.knowledge import rulecache  # both build on this module
     from cds.knowledge.validate import validate
 
     with rulecache.documents(directory) as cached:  # the YAML documents parsed already, if this user has them
-        ruleset, problems = validate(directory)
+        ruleset, problems = validate(directory, fixtures=fixtures)
         if problems:
             raise RuleSetError(problems)
         cached.store()

@@ -18,7 +18,12 @@ hides another; each problem is one line naming the file and the rule:
   ``ecog >= 5``; ``frailty is unknown`` and ``frailty == frail``). An ``any`` is
   impossible only if all its branches are.
 
-Fixtures (test data, not rules) are the checker's: see `cds.knowledge.check`.
+Fixtures (test data, not rules) live beside the rules in ``tests/<family>.yaml``
+(`cds.knowledge.ruleset.FixtureFile`), semgrep-rules style, so that a rule file
+reads like a clinical document; they are read only when asked for
+(``fixtures=True``: the rule check and `cds rules show`), and a fixture file that
+names a rule file or rule ID that does not exist is a problem. Running them is
+the checker's: see `cds.knowledge.check`.
 
 The rule set returned with problems holds every rule that could be parsed and
 compiled (the checker runs their fixtures); it is None when the drug vocabulary
@@ -27,6 +32,7 @@ does not load. Only a rule set returned without problems is fit to evaluate.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable
@@ -40,6 +46,8 @@ from cds.knowledge.evidence import Registry, load_registry
 from cds.knowledge.ruleset import (
     OPS,
     Condition,
+    FixtureFile,
+    Fixtures,
     Leaf,
     OptionsFile,
     OptionSpec,
@@ -326,8 +334,9 @@ def _catalogue_settings(directory: Path, problems: list[str]) -> dict[str, Setti
     return settings
 
 
-def validate(directory: Path) -> Validation:
-    """Every problem of the rule folder, one line each, and the rule set (see the module docstring)."""
+def validate(directory: Path, fixtures: bool = False) -> Validation:
+    """Every problem of the rule folder, one line each, and the rule set (see the module docstring);
+    with `fixtures`, each rule carries its fixtures from ``tests/``."""
     directory = Path(directory)
     problems: list[str] = []
     if not directory.is_dir():
@@ -366,10 +375,11 @@ def validate(directory: Path) -> Validation:
         if len(problems) > before:
             continue  # unreadable or not YAML: reported
         header = None
+        schema_raw = _without_inline_fixtures(raw)  # those get their own line, below (_rule)
         try:
-            header = RuleFile.model_validate(raw)
+            header = RuleFile.model_validate(schema_raw)
         except ValidationError as exc:
-            problems.extend(validation_lines(label, exc, raw))
+            problems.extend(validation_lines(label, exc, schema_raw))
         if not isinstance(raw, dict):
             continue
         raw_code, raw_family, raw_rules = raw.get("code"), raw.get("family"), raw.get("rules")
@@ -385,6 +395,8 @@ def validate(directory: Path) -> Validation:
                 if rule is not None:
                     (rules if rule.status == "active" else retired).append(rule)
 
+    if fixtures:
+        rules, retired = _with_fixtures(directory, rules, retired, {p.name for p in files}, seen, problems)
     if vocabulary is None:
         return Validation(None, problems)
     ruleset = RuleSet(
@@ -398,6 +410,54 @@ def validate(directory: Path) -> Validation:
         directory=directory,
     )
     return Validation(ruleset, problems)
+
+
+def _without_inline_fixtures(raw: object) -> object:
+    """A rule file's document without the `fixtures` of its rules (fixtures moved to tests/)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("rules"), list):
+        return raw
+    rules = [{k: v for k, v in r.items() if k != "fixtures"} if isinstance(r, dict) else r for r in raw["rules"]]
+    return {**raw, "rules": rules}
+
+
+def _with_fixtures(
+    directory: Path,
+    rules: list[Rule],
+    retired: list[Rule],
+    rule_files: set[str],
+    seen: dict[str, str],
+    problems: list[str],
+) -> tuple[list[Rule], list[Rule]]:
+    """The rules with their fixtures from ``tests/*.yaml``; a fixture file or entry that names no rule
+    of its rule file (`seen`: every rule ID written there, valid or not) is a problem."""
+    found: dict[tuple[str, str], Fixtures] = {}
+    for path in sorted((directory / "tests").glob("*.yaml")):
+        label = f"tests/{path.name}"
+        before = len(problems)
+        raw = _read(path, label, problems)
+        if len(problems) > before:
+            continue
+        try:
+            spec = FixtureFile.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(validation_lines(label, exc, raw))
+            continue
+        if spec.rules not in rule_files:
+            problems.append(f"{label}: rules: no rule file {spec.rules!r} in the rule folder")
+            continue
+        ids = {rid for rid, file in seen.items() if file == spec.rules}
+        for rid, fx in spec.fixtures.items():
+            if rid not in ids:
+                problems.append(f"{label} [{rid}]: no such rule in {spec.rules}")
+            elif (spec.rules, rid) in found:
+                problems.append(f"{label} [{rid}]: fixtures given twice for this rule")
+            else:
+                found[(spec.rules, rid)] = fx
+
+    def attach(rs: list[Rule]) -> list[Rule]:
+        return [dataclasses.replace(r, fixtures=found[(r.file, r.id)]) if (r.file, r.id) in found else r for r in rs]
+
+    return attach(rules), attach(retired)
 
 
 def _rule(
@@ -415,8 +475,10 @@ def _rule(
     """Check one rule entry of a file; the rule, if it can be compiled (see the module docstring)."""
     rid = raw_rule.get("id") if isinstance(raw_rule.get("id"), str) else None
     where = f"{label} [{rid or 'rule #' + str(n + 1)}]"
+    if "fixtures" in raw_rule:
+        problems.append(f"{where} fixtures: fixtures live in tests/{label} beside the rules, not in the rule file")
     try:
-        spec: RuleSpec | None = RuleSpec.model_validate(raw_rule)
+        spec: RuleSpec | None = RuleSpec.model_validate({k: v for k, v in raw_rule.items() if k != "fixtures"})
     except ValidationError:
         spec = None  # its problems came with the file's schema lines
     duplicate = False
