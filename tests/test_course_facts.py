@@ -106,3 +106,29 @@ def test_best_response_of_the_last_line(evaluator):
     assert f["last_line_best_response"].value == "PD"
     assert "line 1: VGPR" in f["last_line_best_response"].explanation
     assert facts(evaluator, [ASCT])["last_line_best_response"].value is None
+
+
+def test_the_report_shows_each_lines_course_stop_reason_and_intolerance(evaluator):
+    from cds.report.build import build_report
+    from cds.report.render import render
+
+    lines = [
+        {
+            **ASCT,
+            "start_date": "2022-01",
+            "progression_date": "2022-11-20",
+            "best_response": "VGPR",
+            "intolerant_to": ["Velcade"],
+        },
+        {**TEC, "start_date": "2023-11", "end_date": "2024-05-01", "progression_date": "2024-12-01"}
+        | {"best_response": "VGPR", "stop_reason": "toxicity"},
+    ]
+    data = {"patient_id": "C", "age": 60, "ecog": 1, "prior_lines": lines}
+    report = build_report(evaluator.evaluate(evaluator.parse(data)), "2026-01-01T00:00:00Z")
+    assert report.lines[0].intolerant_to == ["bortezomib"] and report.lines[1].stop_reason == "toxicity"
+    for fmt in ("markdown", "html"):
+        text = render(report, fmt)
+        assert "intolerant to bortezomib" in text, fmt
+        assert "stopped for toxicity" in text, fmt
+        assert "best response VGPR" in text and "progression 2022-11-20" in text, fmt
+        assert "none by the dates" in text, fmt  # teclistamab: not refractory by the IMWG dates rule

@@ -18,7 +18,7 @@ from cds.decide.unknowns import Effect, UnknownFact
 from cds.errors import InputError, printable, quoted
 from cds.knowledge.evidence import Conflict, EvidenceEntry, display_cell_dose, reciprocal
 from cds.knowledge.site import Site, availability
-from cds.model.facts import FACTS
+from cds.model.facts import FACTS, not_refractory_by_dates
 from cds.model.profile import line_drugs, named_drugs
 from cds.report import model as m
 from cds.report.timeline import category
@@ -203,6 +203,12 @@ def _lines(ev: Evaluation) -> list[m.Line]:
                 progression_date=line.progression_date,
                 best_response=line.best_response,
                 stop_reason=line.stop_reason,
+                intolerant_to=(
+                    None
+                    if line.intolerant_to is None
+                    else [x.generic for x in agents if x.generic in named_drugs(line.intolerant_to, line, vocabulary)]
+                ),
+                not_refractory_by_dates=not_refractory_by_dates(line),
             )
         )
     return out

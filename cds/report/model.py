@@ -151,6 +151,8 @@ class Line:
     progression_date: str | None = None
     best_response: str | None = None  # IMWG: sCR, CR, VGPR, PR, MR, SD, PD
     stop_reason: str | None = None
+    intolerant_to: list[str] | None = None  # generic names of the agents stopped for toxicity; None: not recorded
+    not_refractory_by_dates: str | None = None  # refractory_to not recorded, but not refractory by the IMWG dates rule: why
 
 
 @_model

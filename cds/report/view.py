@@ -234,6 +234,32 @@ def _marker_class(item: dict[str, Any]) -> str:
     return "info" if a and a["status"] == "referral" else "bad"
 
 
+_STOP_REASON = {
+    "progression": "stopped for progression",
+    "toxicity": "stopped for toxicity",
+    "completed": "completed as planned",
+    "patient_choice": "stopped by the patient's choice",
+    "other": "stopped for another reason",
+}
+
+
+def course(line: dict[str, Any]) -> str:
+    """The line's course in words: dates, best response, progression, why it stopped, intolerance ('' if none)."""
+    parts = []
+    start, end = line.get("start_date"), line.get("end_date")
+    if start or end:
+        parts.append((f"{start} to {end}" if end else f"from {start}") if start else f"until {end}")
+    if line.get("best_response"):
+        parts.append(f"best response {line['best_response']}")
+    if line.get("progression_date"):
+        parts.append(f"progression {line['progression_date']}")
+    if line.get("stop_reason"):
+        parts.append(_STOP_REASON[line["stop_reason"]])
+    if line.get("intolerant_to"):
+        parts.append("intolerant to " + ", ".join(line["intolerant_to"]))
+    return "; ".join(parts)
+
+
 def _lines_view(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for line in lines:
         agents = line["agents"]
@@ -242,6 +268,7 @@ def _lines_view(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
             a["category_label"] = CATEGORY_LABEL[a["category"]]
             a["alias"] = a["name"] if a["name"].lower() != a["generic"] else None
         line["dates"] = line_dates(line)
+        line["course"] = course(line)
         line["class_summary"] = ", ".join(
             f"{CATEGORY_LABEL[c]}{' (R)' if any(x['refractory'] for x in agents if x['category'] == c) else ''}"
             for c in dict.fromkeys(x["category"] for x in agents)
