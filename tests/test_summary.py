@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import load_case
+from conftest import case_names, load_case
 
 from cds.report.build import build_report
+from cds.report.model import NO_PREFERENCE, why_text
 from cds.report.render import render
 from cds.report.summary import TOP_OPTIONS, summarize
 
@@ -41,6 +42,34 @@ def test_net_why_says_what_lowered_the_score(evaluator):
     page1 = html[: html.index('class="appendix"')]
     assert '<span class="lowered">lowered by \u2212' in page1
     assert "; lowered by **\u2212" in render(report, "markdown")
+
+
+def test_ranked_table_why_shows_what_raised_and_what_lowered_every_score(evaluator):
+    """The ranked table's and each option's "Why" (report.options[].why) name every weighted rule with its
+    weight, the lowered ones after 'lowered by'; 'no preference rule applies' only when none fired."""
+    lowered_seen = 0
+    for name in case_names():
+        report = report_of(evaluator, name)
+        for o in report.options:
+            weighted = [r for r in o.rationale if r.weight]
+            for r in weighted:
+                assert (f"+{r.weight} {r.title}" if r.weight > 0 else f"\u2212{-r.weight} {r.title}") in o.why, (name, o.id)
+            lowered = [r for r in weighted if r.weight < 0]
+            lowered_seen += bool(lowered)
+            assert ("lowered by \u2212" in o.why) == bool(lowered), (name, o.id, o.why)
+            assert (o.why == NO_PREFERENCE) == (not weighted), (name, o.id, o.why)
+            assert o.score == sum(r.weight for r in weighted)
+        if any(r.weight < 0 for o in report.options for r in o.rationale):
+            md = render(report, "markdown")
+            assert "lowered by \u2212" in md[md.index("| Rank | Option | Why | Score |") :]
+    assert lowered_seen, "some case has a lowered score"
+
+
+def test_a_score_only_lowered_never_says_no_preference_rule_applies():
+    assert why_text([(-30, "A")]) == "lowered by \u221230 A"
+    assert why_text([(40, "B"), (-30, "A")]) == "+40 B; lowered by \u221230 A"
+    assert why_text([]) == NO_PREFERENCE
+    assert why_text([(0, "met requirement")]) == NO_PREFERENCE
 
 
 def test_key_figure_comes_from_the_cited_evidence_with_source_and_level(evaluator):

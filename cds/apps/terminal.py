@@ -12,6 +12,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
+from cds.report.model import why_parts
 from cds.report.summary import Summary, TopOption
 from cds.report.view import AVAILABILITY_BADGE
 
@@ -74,10 +75,11 @@ def _lines(s: Summary, path: str, max_excluded: int) -> list[Text]:
                     f"{best.short_title} (rank {best.rank}, score {best.score})",
                 )
             )
-        raised = "; ".join(f"+{r.weight} {r.text}" for r in o.raised) or "eligible; no preference rule applies"
-        out.append(_line("    why: ", raised))
-        if o.lowered:
-            out.append(_line("    lowered by: ", ("; ".join(f"\u2212{-r.weight} {r.text}" for r in o.lowered), "yellow")))
+        raised, lowered = why_parts((r.weight, r.text) for r in [*o.raised, *o.lowered])
+        if raised:
+            out.append(_line("    why: ", raised))
+        if lowered:
+            out.append(_line("    lowered by: ", (lowered, "yellow")))
         if o.key_figure:
             k = o.key_figure
             out.append(_line("    evidence: ", f"{k.study}: {k.measure} {k.value} ({k.source}; level: {k.level})"))

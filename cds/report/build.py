@@ -361,7 +361,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
                 summary=o.summary,
                 score=o.score,
                 tied_with=[t.id for t in ev.ranking.options if t.score == o.score and t.id != o.id],
-                why="; ".join(r.title for r in o.rationale if r.weight > 0) or "eligible; no preference rule applies",
+                why=m.why_text((r.weight, r.title) for r in o.rationale),
                 rationale=[_reason(r) for r in o.rationale],
                 cautions=[_reason(r) for r in o.cautions],
                 next_steps=[_reason(r) for r in o.next_steps],

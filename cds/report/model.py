@@ -19,6 +19,7 @@ module imports nothing heavy (JSON output starts fast).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -38,6 +39,25 @@ FactValue = bool | int | float | str | None
 
 
 _T = TypeVar("_T")
+
+#: what an option's "why" says when no prefer or deprefer rule fired for it (only requirements, met)
+NO_PREFERENCE = "eligible; no preference rule applies"
+
+
+def why_parts(reasons: Iterable[tuple[int, str]]) -> tuple[str, str]:
+    """(what raised the score, what lowered it) from (signed weight, text) pairs: ``'+40 A; +15 B'`` and
+    ``'\u221230 C'``. The first is `NO_PREFERENCE` only when no weighted rule fired at all, so an option whose
+    score was only lowered never reads 'no preference rule applies'."""
+    reasons = list(reasons)
+    raised = "; ".join(f"+{w} {text}" for w, text in reasons if w > 0)
+    lowered = "; ".join(f"\u2212{-w} {text}" for w, text in reasons if w < 0)
+    return raised or ("" if lowered else NO_PREFERENCE), lowered
+
+
+def why_text(reasons: Iterable[tuple[int, str]]) -> str:
+    """An option's net why in one line: ``'+40 A; lowered by \u221230 C'`` (the ranked table, page 1)."""
+    raised, lowered = why_parts(reasons)
+    return "; ".join(p for p in (raised, f"lowered by {lowered}" if lowered else "") if p)
 
 
 @dataclass_transform(frozen_default=True)

@@ -139,8 +139,7 @@ def _caution(option: m.RankedOption) -> str | None:
 
 
 def _why(raised: list[ScoreReason], lowered: list[ScoreReason]) -> str:
-    parts = [f"+{r.weight} {r.text}" for r in raised] + [f"\u2212{-r.weight} {r.text}" for r in lowered]
-    return "; ".join(parts) or "eligible; no preference rule applies"
+    return m.why_text((r.weight, r.text) for r in [*raised, *lowered])
 
 
 def _top(o: m.RankedOption, evidence: dict[str, m.Evidence], tied: bool) -> TopOption:

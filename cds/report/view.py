@@ -19,7 +19,7 @@ from typing import Any
 from cds.decide.unknowns import field_description
 from cds.knowledge.evidence import ABOUT_LABELS, MEASURE_LABELS
 from cds.report.build import qualifier
-from cds.report.model import Report
+from cds.report.model import Report, why_parts
 from cds.report.summary import Summary, summarize
 from cds.report.timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL
 from cds.report.timeline import dates as line_dates
@@ -284,8 +284,7 @@ def summary_view(summary: Summary) -> dict[str, Any]:
     for o in [*v["options"], *([v["best_available"]] if v["best_available"] else [])]:
         badge = AVAILABILITY_BADGE.get(o["availability_status"] or "")
         o["badge"], o["badge_class"] = badge if badge else (None, None)
-        o["raised_text"] = "; ".join(f"+{r['weight']} {r['text']}" for r in o["raised"]) or "eligible; no preference rule applies"
-        o["lowered_text"] = "; ".join(f"\u2212{-r['weight']} {r['text']}" for r in o["lowered"])
+        o["raised_text"], o["lowered_text"] = why_parts((r["weight"], r["text"]) for r in [*o["raised"], *o["lowered"]])
         k = o["key_figure"]
         if k:
             k["text"] = f"{k['study']}: {k['measure']} {k['value']}" + (f" (n={k['n']})" if k["n"] else "")
