@@ -21,7 +21,7 @@ from strategies import DIFFERENTIAL_N, SETTINGS, profiles, random_fact_dicts, ra
 
 from cds.decide.pipeline import Evaluator
 from cds.engine.reference import fired_rules, for_ruleset, holds
-from cds.knowledge.fixtures import fixture_profile
+from cds.knowledge.fixtures import base_folders, fixture_profile
 from cds.model.facts import derive, engine_facts
 
 
@@ -65,7 +65,7 @@ def test_engine_matches_reference_on_every_fixture_case_and_variant(evaluator, r
     for rule in rules_with_fixtures:
         for spec in (*rule.fixtures.fires, *rule.fixtures.silent):
             try:
-                datas.append(fixture_profile(spec, PROFILES))
+                datas.append(fixture_profile(spec, base_folders(RULES, PROFILES)))
             except (OSError, ValueError, IndexError, KeyError):
                 continue  # a broken fixture is reported by `cds rules check` and test_rule_fixtures
     dicts = []

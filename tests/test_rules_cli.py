@@ -377,3 +377,18 @@ def test_fixtures_do_not_change_the_rule_set_hash_and_are_not_read_to_evaluate(f
     assert ruleset_digest(folder) == before
     assert load_ruleset(folder).rules  # evaluating never reads the fixtures
     assert any(p.startswith("tests/tiny.yaml: not valid YAML") for p in check(folder).problems)
+
+
+def test_fixtures_start_from_the_rule_folders_own_base_profiles_first(folder):
+    """rules/tests/profiles/<name>.json is looked up before patient_profiles/; a name in both is a problem."""
+    import json
+
+    base = folder / "tests" / "profiles"
+    base.mkdir()
+    data = json.loads((PROFILES / "fit_tcr_bcma_naive.json").read_text(encoding="utf-8"))
+    (base / "ecog3_base.json").write_text(json.dumps({**data, "ecog": 3}), encoding="utf-8")
+    edit(folder, _fixtures(fires=[{"profile": "ecog3_base"}], silent=[{"profile": "ecog3_base", "set": {"ecog": 2}}]))
+    report = check(folder, fixtures=True)
+    assert report.problems == [] and report.fixtures_run == 3
+    (base / "frail_ecog3.json").write_text(json.dumps(data), encoding="utf-8")
+    assert any(p.startswith("tests/profiles/frail_ecog3.json: a case of") for p in check(folder, fixtures=True).problems)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cds.errors import CdsError, InputError
-from cds.knowledge.fixtures import FixtureRunner
+from cds.knowledge.fixtures import FixtureRunner, base_folders
 from cds.knowledge.fixtures import run_fixtures as _run_fixtures
 from cds.knowledge.ruleset import Condition, Group, Leaf, Rule, RuleSet, leaves
 from cds.knowledge.validate import impossibility, validate
@@ -114,13 +114,19 @@ def check_rules(
                 f"fixtures: the case folder {profiles_dir or 'patient_profiles/'} was not found (use --profiles)"
             )
         else:
+            base = Path(directory) / "tests" / "profiles"
+            for path in sorted(base.glob("*.json")):
+                if (Path(profiles_dir) / path.name).exists():
+                    report.problems.append(
+                        f"tests/profiles/{path.name}: a case of {profiles_dir} has the same name (fixtures would not know which)"
+                    )
             try:
                 evaluator = runner(ruleset)
             except CdsError as exc:
                 report.problems.append(f"fixtures: not run, the rules do not compile on durable-rules: {exc}")
             else:
                 for rule in ruleset.rules:
-                    for result in _run_fixtures(rule, evaluator, Path(profiles_dir)):
+                    for result in _run_fixtures(rule, evaluator, base_folders(Path(directory), Path(profiles_dir))):
                         report.fixtures_run += 1
                         if not result.ok:
                             report.problems.append(f"{rule.file} [{rule.id}] fixtures: {result.problem}")

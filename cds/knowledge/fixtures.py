@@ -1,6 +1,10 @@
 """Rule fixtures: profiles on which a rule must fire and must stay silent.
 
-A fixture names a case from ``patient_profiles/`` and optional overrides::
+Fixtures live in ``rules/tests/<family>.yaml``. A fixture names a base profile
+and optional overrides. Base profiles are looked up first in the rule folder's
+``tests/profiles/`` (profiles kept for the fixtures alone and named for what
+they show, so that editing a tumor-board case in ``patient_profiles/`` can
+never shift a rule's boundaries silently), then in ``patient_profiles/``::
 
     fixtures:
       fires:
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,20 +70,28 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
-def fixture_profile(spec: FixtureSpec, profiles_dir: Path) -> dict[str, Any]:
-    path = profiles_dir / f"{spec.profile}.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return apply_overrides(data, spec.set)
+def base_folders(rules_directory: Path, profiles_dir: Path | None) -> tuple[Path, ...]:
+    """Where fixtures' base profiles are looked up, in order (see the module docstring)."""
+    return (rules_directory / "tests" / "profiles", *(() if profiles_dir is None else (profiles_dir,)))
 
 
-def run_fixtures(rule: Rule, evaluator: FixtureRunner, profiles_dir: Path) -> list[FixtureResult]:
-    """Evaluate every fixture of `rule` through `evaluator` (the real engine)."""
+def fixture_profile(spec: FixtureSpec, folders: Sequence[Path]) -> dict[str, Any]:
+    """The fixture's profile: its base profile (the first of `folders` that has it) with the overrides applied."""
+    for folder in folders:
+        path = folder / f"{spec.profile}.json"
+        if path.is_file():
+            return apply_overrides(json.loads(path.read_text(encoding="utf-8")), spec.set)
+    raise FileNotFoundError(spec.profile)
+
+
+def run_fixtures(rule: Rule, evaluator: FixtureRunner, folders: Sequence[Path]) -> list[FixtureResult]:
+    """Evaluate every fixture of `rule` through `evaluator` (the real engine); base profiles from `folders`."""
     results: list[FixtureResult] = []
     for expectation, specs in (("fires", rule.fixtures.fires), ("silent", rule.fixtures.silent)):
         for i, spec in enumerate(specs):
             where = f"{expectation}[{i}] ({spec.profile}{' ' + json.dumps(spec.set) if spec.set else ''})"
             try:
-                profile = evaluator.parse(fixture_profile(spec, profiles_dir))
+                profile = evaluator.parse(fixture_profile(spec, folders))
             except FileNotFoundError:
                 results.append(FixtureResult(rule.id, expectation, i, False, f"{where}: no such case file"))
                 continue
