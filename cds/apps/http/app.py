@@ -393,6 +393,10 @@ def create_app(settings: Settings) -> FastAPI:
             raise ApiError(410, document)
         return Response(document, media_type=MEDIA[format.value])
 
+    from cds.apps.web import add_routes
+
+    add_routes(app, service)  # the case pages (issue 16)
+
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -62,6 +62,10 @@ class WorkerState:
                 return "ok", self.hook(task)
             if kind == "report":
                 return "ok", self.report(task)
+            if kind.startswith("web-"):  # the case pages (cds.apps.web)
+                from cds.apps.web.tasks import handle
+
+                return "ok", handle(self, task)
             raise ValueError(f"unknown task {kind!r}")
         except NoMyeloma:
             return "no_myeloma", None
