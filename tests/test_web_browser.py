@@ -320,6 +320,12 @@ def test_http_protections(server):
         assert summary.status_code == 200 and "Patient WEB-CSRF" in summary.text
         assert summary.headers["cache-control"] == "no-store"
         case_path = ok.headers["location"].split("?")[0]
+        case_id = case_path.rsplit("/", 1)[1]
+        edit = c.get(f"{case_path}/edit")
+        assert edit.status_code == 200 and 'value="WEB-CSRF"' in edit.text and f'value="{case_id}"' in edit.text
+        again = c.post("/", data={**body, "age": "61", "case_id": case_id, "csrf": tokens[0]})
+        assert again.status_code == 303 and again.headers["location"] == f"{case_path}?version=2"  # a version, not an overwrite
+        assert "version 1" in c.get(again.headers["location"]).text
         for fmt, media in (("json", "application/json"), ("pdf", "application/pdf"), ("markdown", "text/markdown")):
             rep = c.get(f"{case_path}/report", params={"format": fmt})
             assert rep.status_code == 200 and rep.headers["content-type"].startswith(media), (fmt, rep.status_code)

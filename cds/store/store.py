@@ -368,48 +368,6 @@ class Store:
             row = conn.execute(select(evaluations).where(where)).mappings().first()
         return None if row is None else _stored(row)
 
-    # ------------------------------------------------------------------ cases (the case pages, issue 16)
-
-    def case(self, case_id: str) -> dict[str, Any] | None:
-        with self._read() as conn:
-            row = conn.execute(select(cases).where(cases.c.id == case_id)).mappings().first()
-        return None if row is None else dict(row)
-
-    def set_case(self, case_id: str, *, board_date: _dt.date | None, label: str | None = None) -> None:
-        """A case's own row (its tumor-board date, label) may change; its evaluations never do."""
-        with self.engine.begin() as conn:
-            conn.execute(cases.update().where(cases.c.id == case_id).values(board_date=board_date, label=label))
-
-    def list_cases(self, board_date: _dt.date | None = None, limit: int = 500) -> list[dict[str, Any]]:
-        """Each case (of that tumor-board date, or every case) with its latest evaluation, oldest case first."""
-        latest = (
-            select(evaluations.c.case_id, func.max(evaluations.c.version).label("version"))
-            .group_by(evaluations.c.case_id)
-            .subquery()
-        )
-        query = (
-            select(
-                cases.c.id.label("case_id"),
-                cases.c.board_date,
-                cases.c.label,
-                cases.c.channel.label("case_channel"),
-                cases.c.created_at.label("case_created_at"),
-                evaluations,
-            )
-            .select_from(
-                cases.join(latest, latest.c.case_id == cases.c.id).join(
-                    evaluations, (evaluations.c.case_id == latest.c.case_id) & (evaluations.c.version == latest.c.version)
-                )
-            )
-            .order_by(cases.c.created_at, cases.c.id)
-            .limit(limit)
-        )
-        if board_date is not None:
-            query = query.where(cases.c.board_date == board_date)
-        with self._read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [dict(r) for r in rows]
-
     def iter_feedback(self, since: _dt.datetime | None = None) -> Iterator[dict[str, Any]]:
         """Every feedback item in the order received, with the evaluation (rule set, top option) it refers to."""
         query = (

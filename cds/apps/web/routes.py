@@ -184,26 +184,19 @@ class Pages:
         if problems or converted.problems:
             f.place_problems(form, converted, problems)
             return await self.form_page(request, form, 422)
-        store = self.service.store
         when = board_date if isinstance(board_date, _dt.date) else None
-        if existing is None:
-            case_id = await run_in_threadpool(
-                lambda: store.create_case(
-                    created_by=caller["user"], channel="web", patient_id=converted.profile.get("patient_id"), board_date=when
-                )
-            )
-        else:
-            case_id = existing["id"]
-            if existing["board_date"] != when:
-                await run_in_threadpool(lambda: store.set_case(case_id, board_date=when, label=existing["label"]))
+        if existing is not None and existing.board_date != when:
+            await run_in_threadpool(lambda: self.service.store.set_case(existing.case_id, board_date=when))
         stored = await self.service.store_evaluation(
             result["record"],
             user=caller["user"],
             client=caller["client"],
             channel="web",
             input_json=json.dumps(converted.profile, ensure_ascii=False, sort_keys=True),
-            case_id=case_id,
+            case_id=existing.case_id if existing is not None else None,
+            board_date=when,
         )
+        case_id = stored.case_id
         log.info("web: case %s version %d stored", case_id, stored.version)
         return finish(RedirectResponse(f"/cases/{case_id}?version={stored.version}", status_code=303), None, False, self.secure)
 
@@ -286,7 +279,7 @@ class Pages:
         form = f.from_profile(json.loads(stored.row["input_json"]))
         case_row = await run_in_threadpool(self.service.store.case, case_id)
         form.case_id = case_id
-        form.board_date = case_row["board_date"].isoformat() if case_row and case_row["board_date"] else ""
+        form.board_date = case_row.board_date.isoformat() if case_row and case_row.board_date else ""
         form.site = next((k for k in self.service.settings.sites if k == stored.row["site_name"]), "")
         return await self.form_page(request, form)
 
@@ -328,8 +321,7 @@ class Pages:
     async def cases(self, request: Request, date: str | None = None, recheck: int = 0) -> Response:
         await self.service.caller(request)
         day, date_error = _parse_day(date)
-        rows = await run_in_threadpool(self.service.store.list_cases, day)
-        listed = [_list_row(r) for r in rows]
+        listed = await self._listed(day)
         diffs: dict[str, Any] = {}
         if recheck and listed:
             _, result = await self.service.run(
@@ -357,7 +349,7 @@ class Pages:
         day, date_error = _parse_day(date)
         if date_error:
             return self.message(request, 422, "Bad date", date_error)
-        rows = await run_in_threadpool(self.service.store.list_cases, day)
+        rows = await self._listed(day)
         if not rows:
             return self.message(request, 404, "No cases", "No case is listed for this tumor-board date.")
         title = f"the cases of the tumor board of {day.isoformat()}" if day else "every case in the store"
@@ -366,6 +358,11 @@ class Pages:
 
     async def favicon(self) -> Response:
         return Response(status_code=204)  # no icon: a browser's automatic request is answered, not a 404
+
+    async def _listed(self, day: _dt.date | None) -> list[dict[str, Any]]:
+        """The cases of a board date with an evaluation, in the order they were entered (the board's order)."""
+        found = await run_in_threadpool(self.service.store.list_cases, day)
+        return [_list_row(c) for c in sorted(found, key=lambda c: (c.created_at, c.case_id)) if c.latest is not None]
 
     async def css(self) -> Response:
         return Response(
@@ -407,28 +404,28 @@ def _expanded(row: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _list_row(r: dict[str, Any]) -> dict[str, Any]:
+def _list_row(c: Any) -> dict[str, Any]:
     """One row of the case list, from the stored report JSON (what was shown when it was evaluated)."""
-    import zlib
-
-    out = json.loads(zlib.decompress(r["output_zlib"]).decode("utf-8"))
+    latest = c.latest
+    out = latest.output()
+    row = latest.row
     options = out.get("options") or []
     top = options[0] if options else None
     availability = (top or {}).get("availability") or {}
     facts = [u.get("description") or u.get("field") for u in out.get("unknown_facts_that_matter") or []]
     return {
-        "case_id": r["case_id"],
-        "board_date": r["board_date"],
-        "patient_id": r["patient_id"],
+        "case_id": c.case_id,
+        "board_date": c.board_date,
+        "patient_id": row["patient_id"],
         "synopsis": out.get("synopsis") or [],
         "top_title": (top or {}).get("title"),
         "availability": availability.get("status"),
         "availability_note": availability.get("marker"),
         "facts": facts,
-        "evaluated_at": r["evaluated_at"],
-        "created_at": r["created_at"],
-        "version": r["version"],
-        "ruleset_hash": r["ruleset_hash"],
-        "profile_json": r["profile_json"],
+        "evaluated_at": row["evaluated_at"],
+        "created_at": latest.created_at,
+        "version": latest.version,
+        "ruleset_hash": row["ruleset_hash"],
+        "profile_json": row["profile_json"],
         "ranking": [o["id"] for o in options],
     }
