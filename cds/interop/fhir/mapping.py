@@ -10,8 +10,9 @@ the mapping table; `lines.py` holds the line-splitting algorithm.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -88,7 +89,7 @@ class Fact:
     field: str
     value: Any
     status: str  # "imported" | "derived" | "overridden" | "unknown"
-    sources: list[str] = field(default_factory=list)
+    sources: list[str] = dataclasses.field(default_factory=list)
     how: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,7 +105,7 @@ class ImportResult:
     bundle: dict[str, Any]
     evaluation_date: str
     warnings: list[str]
-    referenced: list[str] = field(default_factory=list)  # Medication resources the medication resources refer to
+    referenced: list[str] = dataclasses.field(default_factory=list)  # Medication resources the medication resources refer to
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -413,14 +414,15 @@ class _Import:
     def _med_period(self, e: Entry) -> tuple[Day | None, Day | None]:
         m = e.model
         if e.resource_type == "MedicationRequest":
-            starts, ends = [], []
+            starts: list[Day] = []
+            ends: list[Day] = []
             for d in m.dosageInstruction or []:
                 bp = d.timing.repeat.boundsPeriod if d.timing and d.timing.repeat else None
                 if bp is not None:
-                    if parse_day(bp.start):
-                        starts.append(parse_day(bp.start))
-                    if parse_day(bp.end):
-                        ends.append(parse_day(bp.end))
+                    if (first := parse_day(bp.start)) is not None:
+                        starts.append(first)
+                    if (last := parse_day(bp.end)) is not None:
+                        ends.append(last)
             if starts:
                 return min(starts), (max(ends, key=lambda d: d.latest) if ends else None)
             day = parse_day(m.authoredOn)
