@@ -128,7 +128,13 @@ def test_real_rules_need_shards_and_each_shard_is_within_every_bound(ruleset):
 
 
 def _family(code: str, rules: list[dict]) -> dict:
-    return {"family": code.lower(), "code": code, "description": "Generated for tests/test_capacity.py.", "rules": rules}
+    return {
+        "family": code.lower(),
+        "code": code,
+        "description": "Generated for tests/test_capacity.py.",
+        "last_reviewed": "2026-01-01",
+        "rules": rules,
+    }
 
 
 def _rule(rule_id: str, when: object) -> dict:

@@ -136,7 +136,13 @@ def test_a_yaml_1_1_reading_of_a_condition_is_caught(tmp_path):
         }
         for rule_id, when in _TRAPS.items()
     ]
-    family = {"family": "trap", "code": "TRAP", "description": "Generated for tests/test_differential.py.", "rules": rules}
+    family = {
+        "family": "trap",
+        "code": "TRAP",
+        "description": "Generated for tests/test_differential.py.",
+        "last_reviewed": "2026-01-01",
+        "rules": rules,
+    }
     (folder / "trap.yaml").write_text(yaml.safe_dump(family, sort_keys=False), encoding="utf-8")
     evaluator = Evaluator(folder, analyze_unknowns=False)
     # the engine's path took them as YAML 1.1 does (this is the bug the test would catch)

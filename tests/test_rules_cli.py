@@ -7,6 +7,7 @@ the state of the shipped rules.
 
 from __future__ import annotations
 
+import datetime
 import shutil
 
 import pytest
@@ -82,7 +83,7 @@ def write(path, rules, family="tiny", code="TINY"):
     fixtures = {r["id"]: r["fixtures"] for r in rules if "fixtures" in r and isinstance(r.get("id"), str)}
     rules = [{k: v for k, v in r.items() if k != "fixtures"} for r in rules]
     path.write_text(
-        dump({"family": family, "code": code, "description": "test rules", "rules": rules}),
+        dump({"family": family, "code": code, "description": "test rules", "last_reviewed": "2026-01-01", "rules": rules}),
         encoding="utf-8",
     )
     (path.parent / "tests").mkdir(exist_ok=True)
@@ -168,6 +169,12 @@ MUTATIONS = {
         "{f} [{c}-TRIAL-001] fixtures: no 'fires' fixture",
     ),
     "schema error": (_set(0, colour="red"), "{f} [{c}-CART-001] colour: Extra inputs are not permitted"),
+    "review date in the future": (
+        _set(0, last_reviewed="2999-01-01"),
+        "{f} [{c}-CART-001] last_reviewed: 2999-01-01 is in the future",
+    ),
+    "review date not a date": (_set(0, last_reviewed="2026-13-01"), "{f} [{c}-CART-001] last_reviewed:"),
+    "review date unquoted": (_set(0, last_reviewed=datetime.date(2026, 1, 1)), "{f} [{c}-CART-001] last_reviewed:"),
     "wrong family code": (_set(1, id="SEQ-TRIAL-001"), "{f} [SEQ-TRIAL-001]: rule ID must start with the family code {c}-"),
     "fires fixture does not fire": (
         _fixtures(fires=[{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 2}}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
@@ -392,3 +399,13 @@ def test_fixtures_start_from_the_rule_folders_own_base_profiles_first(folder):
     assert report.problems == [] and report.fixtures_run == 3
     (base / "frail_ecog3.json").write_text(json.dumps(data), encoding="utf-8")
     assert any(p.startswith("tests/profiles/frail_ecog3.json: a case of") for p in check(folder, fixtures=True).problems)
+
+
+def test_every_rule_carries_its_review_date_and_rules_show_prints_it_with_evidence_levels(ruleset):
+    assert all(r.last_reviewed for r in (*ruleset.rules, *ruleset.retired))
+    r = runner.invoke(app, ["rules", "show", "EARLY-CD38-001"])
+    assert r.exit_code == 0, r.stderr
+    rule = ruleset.rule("EARLY-CD38-001")
+    assert f"reviewed: {rule.last_reviewed}" in r.stdout
+    for cid in rule.cites:
+        assert f"level: {ruleset.registry.entries[cid].level_label}" in r.stdout

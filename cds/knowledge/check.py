@@ -207,6 +207,7 @@ def show_rule(ruleset: RuleSet, rule_id: str) -> str:
             opts.append(oid)
     lines.append(f"  options:  {'; '.join(opts)}")
     lines.append(f"  effect:   {_KIND_EFFECT[r.kind].format(w=r.weight)}")
+    lines.append(f"  reviewed: {r.last_reviewed or 'not recorded'} (last clinical review against the sources)")
     lines.append("")
     if r.condition is None:
         lines.append("When: always (no condition)")
@@ -230,7 +231,7 @@ def show_rule(ruleset: RuleSet, rule_id: str) -> str:
             lines.append(f"  {cid}: (not in the evidence registry)")
             continue
         where = entry.source + (f", {entry.location}" if entry.location else "")
-        lines.append(f"  {cid}: {entry.title} [{where}]")
+        lines.append(f"  {cid}: {entry.title} [{where}; level: {entry.level_label}]")
         lines.extend(_wrap(f'"{entry.quote.strip()}"', "      "))
     lines.append("")
     lines.append("Fixtures:")

@@ -26,10 +26,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
 
 from cds.datafile import RULE_FILE_LIMIT, parse_yaml, read_capped, read_yaml
 from cds.errors import ReadError, RuleSetError
@@ -158,6 +159,26 @@ class Fixtures(Strict):
 NO_FIXTURES = Fixtures()  # immutable in use: never edited, only replaced
 
 
+def _quoted_date(value: object) -> object:
+    if isinstance(value, date):
+        raise ValueError(f'write the date in quotes ("{value.isoformat()}"): unquoted, YAML reads it as a date, not text')
+    return value
+
+
+def _review_date(value: str) -> str:
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+    if day.year < 2000:
+        raise ValueError(f"{value!r} is before any of the sources")
+    return value
+
+
+#: the date of a rule's last clinical review against its sources (ONC HTI-1 asks for revision dates)
+ReviewDate = Annotated[str, BeforeValidator(_quoted_date), Field(pattern=r"^\d{4}-\d{2}-\d{2}$"), AfterValidator(_review_date)]
+
+
 class RuleSpec(Strict):
     id: str = Field(pattern=RULE_ID)
     title: str = Field(min_length=5, max_length=160)
@@ -171,6 +192,9 @@ class RuleSpec(Strict):
         Literal["eligibility", "efficacy", "safety", "monitoring", "logistics", "regulatory", "sequencing", "access"] | None
     ) = None
     status: Literal["active", "retired"] = "active"
+    last_reviewed: ReviewDate | None = Field(
+        default=None, description="date of the rule's last clinical review (YYYY-MM-DD); default: the file's last_reviewed"
+    )
 
     @model_validator(mode="after")
     def _weight_matches_kind(self) -> RuleSpec:
@@ -192,6 +216,9 @@ class RuleFile(Strict):
     family: str = Field(pattern=r"^[a-z_]+$")
     code: str = Field(pattern=r"^[A-Z]{2,6}$")
     description: str
+    last_reviewed: ReviewDate | None = Field(
+        default=None, description="date the family's rules were last reviewed against the sources, unless a rule gives its own"
+    )
     rules: list[RuleSpec]
 
 
@@ -232,9 +259,10 @@ class Rule:
     category: str | None
     status: str
     fixtures: Fixtures = NO_FIXTURES  # read from rules/tests/ only by the rule check and `cds rules show`
+    last_reviewed: str | None = None  # YYYY-MM-DD: the rule's own, else its file's (the rule check requires one)
 
     @classmethod
-    def from_spec(cls, spec: RuleSpec, family: str, file: str, condition: Condition | None) -> Rule:
+    def from_spec(cls, spec: RuleSpec, family: str, file: str, condition: Condition | None, reviewed: str | None = None) -> Rule:
         return cls(
             id=spec.id,
             family=family,
@@ -248,6 +276,7 @@ class Rule:
             cites=tuple(spec.cites),
             category=spec.category,
             status=spec.status,
+            last_reviewed=spec.last_reviewed or reviewed,
         )
 
     @property

@@ -36,6 +36,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 from typing import NamedTuple
 
@@ -389,9 +390,10 @@ def validate(directory: Path, fixtures: bool = False) -> Validation:
             if header.code in codes:
                 problems.append(f"{label}: family code {header.code} is also used by {codes[header.code]}")
             codes[header.code] = label
+        reviewed = header.last_reviewed if header is not None else "?"  # "?": the header's problem is reported
         for n, raw_rule in enumerate(raw_rules if isinstance(raw_rules, list) else []):
             if isinstance(raw_rule, dict):  # anything else is reported by the schema
-                rule = _rule(raw_rule, n, label, family, code, option_ids, evidence_files, settings, seen, problems)
+                rule = _rule(raw_rule, n, label, family, code, option_ids, evidence_files, settings, seen, problems, reviewed)
                 if rule is not None:
                     (rules if rule.status == "active" else retired).append(rule)
 
@@ -471,6 +473,7 @@ def _rule(
     settings: dict[str, SettingSpec],
     seen: dict[str, str],
     problems: list[str],
+    reviewed: str | None = None,
 ) -> Rule | None:
     """Check one rule entry of a file; the rule, if it can be compiled (see the module docstring)."""
     rid = raw_rule.get("id") if isinstance(raw_rule.get("id"), str) else None
@@ -523,6 +526,15 @@ def _rule(
         reason = impossibility(condition)
         if reason:
             problems.append(f"{where} when: can never hold: {reason}")
+    if spec is not None:
+        when = spec.last_reviewed or reviewed
+        if when is None:
+            problems.append(
+                f"{where} last_reviewed: missing: the date of the rule's last clinical review (YYYY-MM-DD), "
+                "for the rule or once for its file"
+            )
+        elif when != "?" and when > date.today().isoformat():
+            problems.append(f"{where} last_reviewed: {when} is in the future")
     if spec is None or duplicate:
         return None
-    return Rule.from_spec(spec, family, label, condition)
+    return Rule.from_spec(spec, family, label, condition, None if reviewed == "?" else reviewed)
