@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 
 import httpx
@@ -465,3 +466,34 @@ def test_api_evaluate_takes_a_fhir_bundle(server):
     bad["entry"][0]["resource"]["birthDate"] = "not-a-date"
     r = server.client.post("/api/evaluate", json=bad)
     assert r.status_code == 422 and r.json()["error"].startswith("FHIR bundle: ")
+
+
+def test_the_readme_session_patient_view_and_feedback(server, tmp_path):
+    """The README's curl session: the example request for a test bundle gets a card; feedback on it is stored."""
+    out = tmp_path / "patient-view.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "cds.apps.http.example", str(ROOT / "tests" / "fhir" / "cases" / "car_t_bridging.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    out.write_text(done.stdout)
+    r = server.client.post(SERVICE, content=out.read_bytes(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 200
+    (card,) = r.json()["cards"]
+    check_card(card)
+    assert card["summary"].startswith("R/R MM: ") and card["links"][0]["url"].startswith(server.url + "/reports/")
+    fb = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-12-02T09:00:00Z",
+                "overrideReason": {"userComment": "patient prefers an oral regimen"},
+            }
+        ]
+    }
+    assert server.client.post(SERVICE + "/feedback", json=fb).json() == {"stored": 1}
+    assert httpx.get(card["links"][0]["url"], timeout=60).status_code == 200

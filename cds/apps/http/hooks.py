@@ -181,3 +181,15 @@ def bundle_from_prefetch(prefetch: dict[str, Any] | None) -> dict[str, Any]:
         else:
             entries.append({"resource": value})
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def hook_request(bundle: dict[str, Any], hook_instance: str = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea") -> dict[str, Any]:
+    """The patient-view request an EHR would send for the patient of `bundle` (README example, tests, benchmark)."""
+    prefetch = prefetch_for(bundle)
+    patient = prefetch["patient"] or {}
+    return {
+        "hook": HOOK,
+        "hookInstance": hook_instance,
+        "context": {"userId": "Practitioner/example", "patientId": str(patient.get("id", "example"))},
+        "prefetch": prefetch,
+    }
