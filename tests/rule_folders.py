@@ -2,7 +2,7 @@
 
 `grow(dst, factor)` writes a copy of rules/ with ``factor - 1`` extra copies of every family
 file under a new family name, family code and rule IDs (``CAUT-CART-001`` -> ``CAUTB-CART-001``),
-same options, citations and fixtures. Every second copy has its thresholds shifted so that its
+same options, citations and fixtures (inline, or in ``tests/<family>.yaml`` keyed by rule ID). Every second copy has its thresholds shifted so that its
 conditions differ from the original's while every fixture still holds: on an integer fact the
 comparison is rewritten to an equivalent one with another operator (``ecog >= 3`` -> ``ecog > 2``),
 on a number it moves 0.05 outward (``crp_mg_l >= 50`` -> ``crp_mg_l >= 49.95``,
@@ -83,8 +83,17 @@ def grow(dst: Path, factor: int, src: Path = RULES, shift_every: int = 2) -> Pat
                 rules.append(rule)
             out["rules"] = rules
             target = dst / f"{path.stem}_{letter.lower()}.yaml"
-            target.write_text(yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=1000), encoding="utf-8")
+            _dump(target, out)
+            fixtures = src / "tests" / path.name  # the family's fixtures, where they live beside the rules
+            if fixtures.is_file():
+                tests = yaml.safe_load(fixtures.read_text(encoding="utf-8"))
+                moved = {new_code + rid[len(code) :]: spec for rid, spec in (tests.get("fixtures") or {}).items()}
+                _dump(dst / "tests" / target.name, dict(tests, rules=target.name, fixtures=moved))
     return dst
+
+
+def _dump(path: Path, data: dict) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000), encoding="utf-8")
 
 
 if __name__ == "__main__":
