@@ -121,6 +121,7 @@ def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | 
                 raise ValueError(f"{where}: unknown setting {rest!r} in {raw!r}")
             if op == "in":
                 raise ValueError(f"{where}: 'in' cannot take a setting")
+            # op is any word the pattern reads: an unknown one is reported by check_leaf, with the others
             return Leaf(fact, op, settings[name].value, setting=name)  # type: ignore[arg-type]
         try:
             value = parse_yaml(rest)
@@ -132,6 +133,7 @@ def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | 
             return Leaf(fact, "in", tuple(value))
         if isinstance(value, (list, dict)) or value is None:
             raise ValueError(f"{where}: {op!r} needs a single value, got {rest!r}")
+        # op: as above; value: a YAML scalar that is not null (lists, mappings and null refused above)
         return Leaf(fact, op, value)  # type: ignore[arg-type]
     if isinstance(raw, dict) and len(raw) == 1:
         ((mode, items),) = raw.items()

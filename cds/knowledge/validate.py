@@ -79,15 +79,18 @@ def _dnf(cond: Condition) -> list[tuple[Leaf, ...]] | None:
     """Disjunctive normal form: a list of conjunctions of leaves (None if it would be too large)."""
     if isinstance(cond, Leaf):
         return [(cond,)]
-    parts = [_dnf(item) for item in cond.items]
-    if any(p is None for p in parts):
-        return None
+    parts: list[list[tuple[Leaf, ...]]] = []
+    for item in cond.items:
+        part = _dnf(item)
+        if part is None:
+            return None
+        parts.append(part)
     if cond.mode == "any":
-        out = [c for p in parts for c in p]  # type: ignore[union-attr]
+        out = [c for p in parts for c in p]
         return out if len(out) <= _MAX_CONJUNCTIONS else None
     out2: list[tuple[Leaf, ...]] = [()]
     for p in parts:
-        out2 = [a + b for a in out2 for b in p]  # type: ignore[union-attr]
+        out2 = [a + b for a in out2 for b in p]
         if len(out2) > _MAX_CONJUNCTIONS:
             return None
     return out2
@@ -120,12 +123,14 @@ def _numeric_possible(spec: FactSpec, ls: list[Leaf]) -> bool:
             hi, hi_closed = v, closed
 
     for leaf in ls:
-        v = leaf.value
-        if leaf.op == "in":
-            vals = {float(x) for x in v}  # type: ignore[union-attr]
+        # check_leaf has passed: a numeric fact's values are numbers (a tuple of them for "in")
+        if isinstance(leaf.value, tuple):
+            vals = {float(x) for x in leaf.value if isinstance(x, (int, float))}
             candidates = vals if candidates is None else candidates & vals
             continue
-        v = float(v)  # type: ignore[arg-type]
+        if not isinstance(leaf.value, (int, float)):
+            continue
+        v = float(leaf.value)
         if leaf.op == "==":
             candidates = {v} if candidates is None else candidates & {v}
         elif leaf.op == "!=":
@@ -193,8 +198,8 @@ def _conjunction_problem(conj: tuple[Leaf, ...]) -> str | None:
                     allowed &= {leaf.value}
                 elif leaf.op == "!=":
                     allowed -= {leaf.value}
-                elif leaf.op == "in":
-                    allowed &= set(leaf.value)  # type: ignore[arg-type]
+                elif leaf.op == "in" and isinstance(leaf.value, tuple):
+                    allowed &= set(leaf.value)
             possible = bool(allowed)
         else:
             possible = _numeric_possible(spec, comparisons)

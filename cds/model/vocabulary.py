@@ -19,7 +19,7 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import Field, ValidationError
 
@@ -308,7 +308,10 @@ class Vocabulary:
         return tuple(c.name for c in self.cytogenetics if c.high_risk)
 
 
-def _read(path: Path, label: str, model: type[Strict]) -> Strict:
+_File = TypeVar("_File", bound=Strict)
+
+
+def _read(path: Path, label: str, model: type[_File]) -> _File:
     try:
         raw = read_yaml(path)
     except ReadError as exc:
@@ -320,7 +323,7 @@ def _read(path: Path, label: str, model: type[Strict]) -> Strict:
 
 
 def read_cytogenetics(path: Path) -> CytogeneticsFile:
-    return _read(path, "catalog/cytogenetics.yaml", CytogeneticsFile)  # type: ignore[return-value]
+    return _read(path, "catalog/cytogenetics.yaml", CytogeneticsFile)
 
 
 def load_vocabulary(path: Path) -> Vocabulary:
@@ -329,4 +332,4 @@ def load_vocabulary(path: Path) -> Vocabulary:
     spec = _read(path, "catalog/drugs.yaml", VocabularyFile)
     regimens = _read(path.with_name("regimens.yaml"), "catalog/regimens.yaml", RegimensFile)
     cyto = read_cytogenetics(path.with_name("cytogenetics.yaml"))
-    return Vocabulary(spec, regimens, cyto)  # type: ignore[arg-type]
+    return Vocabulary(spec, regimens, cyto)

@@ -17,6 +17,7 @@ import report.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -220,9 +221,9 @@ def _conditioning(therapy: list[Exposure], transplants: list[Transplant]) -> set
 
 def split_lines(
     exposures: list[Exposure],
-    transplants: list[Transplant] = (),  # type: ignore[assignment]
-    apheresis: list[Apheresis] = (),  # type: ignore[assignment]
-    assessments: list[Assessment] = (),  # type: ignore[assignment]
+    transplants: Sequence[Transplant] = (),
+    apheresis: Sequence[Apheresis] = (),
+    assessments: Sequence[Assessment] = (),
 ) -> tuple[list[Line], list[tuple[Exposure, str]]]:
     """Group exposures into lines. Returns (lines in chronological order, exposures placed in no line with why)."""
     therapy = [e for e in exposures if e.drug_class not in PARTNER_CLASSES]
@@ -234,7 +235,7 @@ def split_lines(
     lines: list[Line] = []
     by_number: dict[int, Line] = {}
     placed: set[str] = set()
-    events: list[tuple[date, int, str, object]] = [(e.first, 0, e.ref, e) for e in therapy]
+    events: list[tuple[date, int, str, Exposure | Transplant]] = [(e.first, 0, e.ref, e) for e in therapy]
     events += [(t.day.earliest, 1, t.ref, t) for t in transplants]
     events.sort(key=lambda x: (x[0], x[1], getattr(x[3], "drug", ""), x[2]))
 
@@ -249,18 +250,18 @@ def split_lines(
         line.members.append(Member(e, rule))
         placed.add(e.ref)
 
-    for day, kind, ref, item in events:
+    for day, _kind, ref, item in events:
         if ref in placed:
             continue
         current = lines[-1] if lines else None
-        if kind == 1:  # a transplant joins the line running on its date
-            t: Transplant = item  # type: ignore[assignment]
+        if isinstance(item, Transplant):  # a transplant joins the line running on its date
+            t = item
             if current is None:
                 current = open_line("LOT-OPEN-FIRST", day, f"{t.ref} on {t.day.iso()}")
             current.transplants.append(t)
             placed.add(ref)
             continue
-        e: Exposure = item  # type: ignore[assignment]
+        e = item
         # a CAR-T block (bridging, lymphodepletion, infusion) always opens its own line
         car_t = e if e.drug_class in CAR_T_CLASSES else (block_owner[e.ref][0] if e.ref in block_owner else None)
         if car_t is not None and e.line_number is None:
