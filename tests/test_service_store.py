@@ -93,3 +93,45 @@ def test_a_report_link_is_served_for_the_configured_time_then_404(server):
     gone = server.client.get(link)
     assert gone.status_code == 404 and gone.json()["error"].startswith("no such report")
     assert gone.headers["cache-control"] == "no-store"
+
+
+def test_a_server_killed_under_load_keeps_every_acknowledged_evaluation(tmp_path):
+    """SIGKILL mid-request (no shutdown at all): every evaluation answered 200 is stored whole, the file is intact."""
+    s = Server(tmp_path, "--no-auth", "--workers", "2")
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=s.url, timeout=REQUEST_TIMEOUT_S) as http:
+            for i in range(PER_CLIENT):  # bounded; ends at the kill
+                if stop.is_set():
+                    return
+                try:
+                    r = http.post("/api/evaluate", content=json.dumps({**PROFILE, "patient_id": f"K{n}-{i}"}))
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    acknowledged.append(r.headers["x-cds-evaluation-id"])
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(acknowledged) >= 20, 600, "20 acknowledged evaluations")
+        s.kill()  # SIGKILL: requests in flight, a transaction possibly open
+    finally:
+        stop.set()
+        s.kill()
+        for t in threads:
+            t.join(REQUEST_TIMEOUT_S + 30)
+    store = open_store(s.db)  # reopening recovers the WAL and migrates nothing
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        for eid in acknowledged:
+            stored = store.evaluation(eid)
+            assert stored is not None, eid
+            assert stored.output()["patient_id"] == stored.row["patient_id"]  # whole, not half-written
+        assert store.count_evaluations() >= len(acknowledged)
+    finally:
+        store.close()
