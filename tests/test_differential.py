@@ -158,3 +158,19 @@ def test_a_yaml_1_1_reading_of_a_condition_is_caught(tmp_path):
     assert all("engine only: [" in line and "reference only: []" in line for line in bad), bad[:3]
     caught = {r for line in bad for r in _TRAPS if r in line}
     assert caught == set(_TRAPS), caught
+
+
+def test_the_whole_pipeline_decides_the_same_on_the_reference_matcher(evaluator):
+    """Evaluator(matcher=...) takes any cds.engine.matcher.Matcher: on the reference interpreter every
+    case gets the same fired rules, ranking, exclusions and unknown-fact analysis as on durable-rules."""
+    on_reference = Evaluator(ruleset=evaluator.ruleset, matcher=for_ruleset)
+    assert type(on_reference.engine).__name__ == "Reference"
+    for name in case_names():
+        profile = evaluator.parse(load_case(name))
+        a, b = evaluator.evaluate(profile), on_reference.evaluate(profile)
+        assert (a.fired, a.decision, a.unknown_facts, a.unknown_without_effect) == (
+            b.fired,
+            b.decision,
+            b.unknown_facts,
+            b.unknown_without_effect,
+        ), name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from cds.decide.decision import Decider, Decision
 from cds.decide.ranking import Ranking, rank
 from cds.decide.unknowns import UnknownFact, VariantPlanner, summarize
 from cds.engine.durable import Engine, durable_version
+from cds.engine.matcher import Matcher
 from cds.knowledge.ruleset import RuleSet, load_ruleset
 from cds.model.facts import REFRACTORY_FIELD, FactValue, derive, engine_facts
 from cds.model.profile import PatientProfile, load_profile, parse_profile
@@ -59,12 +61,21 @@ class Evaluator:
     """A rule set compiled on the engine: validates profiles and evaluates them.
 
     Built from a rule folder (`directory`, default the packaged rules) or from an
-    already loaded `ruleset` (e.g. the rules `cds rules check` could compile).
+    already loaded `ruleset` (e.g. the rules `cds rules check` could compile). The
+    rules are matched by `matcher(ruleset)`: the durable-rules `Engine`, or any
+    `cds.engine.matcher.Matcher` (the reference interpreter, for the differential
+    tests and the benchmark's baseline).
     """
 
-    def __init__(self, directory: Path | None = None, analyze_unknowns: bool = True, ruleset: RuleSet | None = None):
+    def __init__(
+        self,
+        directory: Path | None = None,
+        analyze_unknowns: bool = True,
+        ruleset: RuleSet | None = None,
+        matcher: Callable[[RuleSet], Matcher] = Engine,
+    ):
         self.ruleset = ruleset if ruleset is not None else load_ruleset(directory or rules_dir())
-        self.engine = Engine(self.ruleset)
+        self.engine: Matcher = matcher(self.ruleset)
         self.decider = Decider(self.ruleset)
         self.planner = VariantPlanner(self.ruleset)
         self.analyze_unknowns = analyze_unknowns

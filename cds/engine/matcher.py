@@ -1,0 +1,29 @@
+"""What the decision layer needs from a rule matcher: the `Matcher` protocol.
+
+Two implementations: `cds.engine.durable.Engine` (durable-rules, what every
+evaluation runs on) and `cds.engine.reference.Reference` (a pure-Python
+interpreter of the same rule files, the differential tests' oracle and the
+benchmark's baseline). `cds.decide.pipeline.Evaluator` takes either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from cds.model.facts import Value
+
+
+class Matcher(Protocol):
+    """Rules fired per set of facts (a fact set is the engine's dict of fact name -> value)."""
+
+    def run(self, variants: Sequence[dict[str, Value]], patient: str | None = None) -> list[frozenset[str]]:
+        """The rules fired for each fact set; `patient` (an ID) only names the patient in an error."""
+        ...
+
+    def run_counterfactuals(
+        self, base: dict[str, Value], variants: Sequence[tuple[str, Mapping[str, Value]]], patient: str | None = None
+    ) -> list[frozenset[str]]:
+        """The rules fired for `base`, then for each ``base | assignment`` (``(scope, assignment)``: the
+        profile field the assignment's facts come from; see `cds.engine.durable.fact_scope`)."""
+        ...
