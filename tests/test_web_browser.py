@@ -334,7 +334,7 @@ def test_http_protections(server):
         c.close()
 
 
-def test_cases_list_board_and_restart(watched, server, tmp_path_factory):
+def test_cases_list_board_and_restart(watched, server, browser, tmp_path_factory):
     page = watched.page
     page.goto(f"{server.url}/cases?date={BOARD_DATE}")
     rows = page.locator("table.cases tbody tr")
@@ -343,6 +343,8 @@ def test_cases_list_board_and_restart(watched, server, tmp_path_factory):
     assert "WEB-TCR-1" in text and "triple-class refractory" in text
     headers = [h.strip() for h in page.locator("table.cases thead th").all_inner_texts()]
     assert headers == ["Patient", "Synopsis", "Top option", "Availability", "Facts to obtain", "Last evaluated", "Rule set"]
+    n_rows = rows.count()
+    tcr_path = rows.filter(has_text="WEB-TCR-1").get_by_role("link", name="WEB-TCR-1").get_attribute("href")
     page.get_by_role("button", name="Re-evaluate under the current rule set").click()
     page.wait_for_selector("[role=status]")
     assert page.locator(".badge.good", has_text="unchanged").count() == rows.count()  # same rule set: no change
@@ -351,12 +353,52 @@ def test_cases_list_board_and_restart(watched, server, tmp_path_factory):
     page.get_by_role("link", name="Printable board").click()
     assert "WEB-TCR-1" in page.locator("body").inner_text()
     watched.check()
-    before = sorted(re.findall(r"WEB-[A-Z]+-\d", text))
-    # restart the server on the same store: the cases are still listed
+    before = sorted(set(re.findall(r"WEB-[A-Z]+-\d", text)))
+    report = server.client.get(f"{tcr_path}/report", params={"format": "json"}).json()
     server.stop()
+    # restart on the same store: the cases are still listed
     again = Server(server.tmp, "--no-auth", "--workers", "1")
     try:
         listed = again.client.get("/cases", params={"date": BOARD_DATE}).text
-        assert sorted(set(re.findall(r"WEB-[A-Z]+-\d", listed))) == sorted(set(before))
+        assert sorted(set(re.findall(r"WEB-[A-Z]+-\d", listed))) == before
     finally:
         again.stop()
+    # restart under a rule set that lifts the runner-up above the top option: the list shows the change on demand
+    first, second = report["options"][0], report["options"][1]
+    rule = next(r for r in second["rationale"] if r["kind"] == "prefer" and r["weight"] > 0)
+    rules = _rules_with_weight(
+        tmp_path_factory.mktemp("rules"), rule["rule_id"], rule["weight"] + first["score"] - second["score"] + 50
+    )
+    changed = Server(server.tmp, "--no-auth", "--workers", "1", "--rules", str(rules))
+    try:
+        w = Watched(browser, changed.url)
+        try:
+            w.page.goto(f"{changed.url}/cases?date={BOARD_DATE}")
+            assert w.page.locator(".badge", has_text="older rule set").count() == n_rows
+            w.page.get_by_role("button", name="Re-evaluate under the current rule set").click()
+            w.page.wait_for_selector("[role=status]")
+            row = w.page.locator("table.cases tbody tr", has_text="WEB-TCR-1")
+            assert row.locator(".badge", has_text="ranking would change").count() == 1
+            row.locator("summary").click()
+            diff = row.locator("details").inner_text()
+            assert f"{first['id']} \u2192 {second['id']}" in diff, diff
+            w.shot("web-cases-rules-changed")
+            w.check()
+        finally:
+            w.close()
+    finally:
+        changed.stop()
+
+
+def _rules_with_weight(tmp: Path, rule_id: str, weight: int) -> Path:
+    """A copy of the packaged rules with one prefer rule's weight changed (as tests/test_batch.py does for diff-rules)."""
+    new = tmp / "rules"
+    shutil.copytree(ROOT / "rules", new)
+    for path in new.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        m = re.search(rf"- id: {re.escape(rule_id)}\n(?:(?!\n  - id:).)*?\n(\s+)weight: (\d+)", text, re.S)
+        if m:
+            start, end = m.span(2)
+            path.write_text(text[:start] + str(weight) + text[end:], encoding="utf-8")
+            return new
+    raise AssertionError(f"rule {rule_id} with a weight not found")
