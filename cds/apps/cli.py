@@ -9,6 +9,7 @@ stderr, never a traceback (set CDS_DEBUG=1 to see one).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -105,7 +106,10 @@ def output_format(format: Format | None, output: str | None, option: str = "--ou
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
+    # every part that quotes user data is escaped and cut where the message is made; escaping each
+    # line once more makes sure that no character a terminal acts on is ever printed raw
+    safe = "\n".join(printable(line, None) for line in message.split("\n"))
+    typer.echo(f"error: {safe}", err=True)
     raise typer.Exit(code)
 
 
@@ -159,6 +163,9 @@ def _stdout_failed(exc: BaseException) -> bool:
     return False
 
 
+_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.ENOENT})
+
+
 def _run(fn, signals: bool = True):
     """Map every error to one message and an exit code; never show a traceback.
 
@@ -186,6 +193,16 @@ def _run(fn, signals: bool = True):
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:  # signals could not be handled here (not the main thread)
         _fail("interrupted (SIGINT); no output file was written", EXIT_INTERRUPTED)
+    except OSError as exc:
+        if _stdout_failed(exc):
+            err = stdout_error(exc)
+            _fail(str(err), err.exit_code)
+        if exc.filename is not None and exc.errno in _PATH_ERRNOS and not os.environ.get("CDS_DEBUG"):
+            # a path given on the command line that the system refuses (too long, a loop of links, ...)
+            _fail(f"{printable(exc.filename, 200)}: {exc.strerror}", EXIT_INPUT)
+        if os.environ.get("CDS_DEBUG"):
+            raise
+        _fail(f"internal error ({type(exc).__name__}: {printable(exc, 300)}); rerun with CDS_DEBUG=1 for details", EXIT_INTERNAL)
     except Exception as exc:
         if _stdout_failed(exc):
             err = stdout_error(exc)  # type: ignore[arg-type]
@@ -205,9 +222,9 @@ def _check_folder(path: Path | None, option: str) -> None:
     if path is None:
         return
     if not path.exists():
-        raise InputError(f"{option} {path}: no such folder")
+        raise InputError(f"{option} {printable(path, 200)}: no such folder")
     if not path.is_dir():
-        raise InputError(f"{option} {path}: not a folder")
+        raise InputError(f"{option} {printable(path, 200)}: not a folder")
 
 
 def _not_over_inputs(
@@ -740,7 +757,10 @@ def batch(
                 summary_out.abort()
             raise
         if result.records == 0:
-            typer.echo(f"warning: {input}: no records (an empty file, or no *.json in the folder); the output is empty", err=True)
+            typer.echo(
+                f"warning: {printable(input, 200)}: no records (an empty file, or no *.json in the folder); the output is empty",
+                err=True,
+            )
         if not quiet:
             sys.stderr.write(result.text())
         if result.exit_code:
@@ -818,12 +838,12 @@ def diff_rules(
     def go() -> None:
         import json
 
-        from cds.cohort.batch import check_input, diff_row_text, evaluator_for, run_diff
+        from cds.cohort.batch import check_input, diff_row_text, evaluator_for, json_line, run_diff
 
         check_input(input)
         for d in (old_rules, new_rules):
             if not d.is_dir():
-                raise InputError(f"rule folder {d}: no such folder")
+                raise InputError(f"rule folder {printable(d, 200)}: no such folder")
         out = OutputFile(output) if output is not None else None
         folder = input.is_dir()
         for d in (old_rules, new_rules):
@@ -848,7 +868,7 @@ def diff_rules(
             cells = diff_row_text(row)
             write_stdout("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n")
             if out is not None:
-                out.write(("\n" if first[0] else ",\n") + json.dumps(row, ensure_ascii=False))
+                out.write(("\n" if first[0] else ",\n") + json_line(row))
                 first[0] = False
 
         try:
@@ -866,7 +886,7 @@ def diff_rules(
                 out.abort()
             raise
         if totals["records"] == 0:
-            typer.echo(f"warning: {input}: no records (an empty file, or no *.json in the folder)", err=True)
+            typer.echo(f"warning: {printable(input, 200)}: no records (an empty file, or no *.json in the folder)", err=True)
         write_stdout(
             f"{totals['records']} record(s): top option changed for {totals['top_changed']}, "
             f"ranking changed for {totals['ranking_changed']}, {totals['invalid']} invalid "
@@ -934,16 +954,16 @@ def serve(
         from cds.apps.http.settings import default_workers
 
         _check_folder(rules, "--rules")
-        if jwks is not None and not jwks.is_file():
-            raise InputError(f"--jwks {jwks}: no such file")
+        if jwks is not None and not os.path.isfile(jwks):
+            raise InputError(f"--jwks {printable(jwks, 200)}: no such file")
         sites: dict[str, str] = {}
         for item in site:
             name, sep, path = item.partition("=")
             name, path = (name, path) if sep else (Path(item).stem, item)
-            if not Path(path).is_file():
-                raise InputError(f"--site {item}: no such file")
+            if not os.path.isfile(path):
+                raise InputError(f"--site {printable(item, 200)}: no such file")
             if name in sites:
-                raise InputError(f"--site {item}: the site name {name!r} is given twice")
+                raise InputError(f"--site {printable(item, 200)}: the site name {quoted(name)} is given twice")
             sites[name] = path
         if report_hours <= 0:
             raise InputError("--report-hours: must be more than 0")
@@ -996,7 +1016,7 @@ def feedback_export(
             try:
                 when = dt.datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
             except ValueError:
-                raise InputError(f"--since: {since!r} is not an ISO-8601 date (e.g. 2026-01-01)") from None
+                raise InputError(f"--since: {quoted(since)} is not an ISO-8601 date (e.g. 2026-01-01)") from None
             if when.tzinfo is None:
                 when = when.replace(tzinfo=dt.UTC)
         out = OutputFile(output)
@@ -1026,7 +1046,7 @@ def _since(since: str | None):
     try:
         when = dt.datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InputError(f"--since: {since!r} is not an ISO-8601 date (e.g. 2026-01-01)") from None
+        raise InputError(f"--since: {quoted(since)} is not an ISO-8601 date (e.g. 2026-01-01)") from None
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 

@@ -45,7 +45,7 @@ from typing_extensions import TypedDict
 from cds.cohort.pool import WorkerPool
 from cds.datafile import PROFILE_LIMIT, over_limit
 from cds.decide.decision import exclusions
-from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError
+from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError, printable
 
 FORMAT_VERSION = "cds-batch/1"
 CHUNK = 128  # records per task sent to a worker
@@ -113,20 +113,33 @@ def read_records(source: Path) -> Iterator[Record]:
 def check_input(source: Path) -> None:
     """Usage errors before anything starts (exit 2)."""
     if not source.exists():
-        raise InputError(f"input {source}: no such file or folder")
+        raise InputError(f"input {printable(source, 200)}: no such file or folder")
     try:
         if source.is_dir():
             _profile_files(source)
             return
         if not source.is_file():
-            raise InputError(f"input {source}: not a regular file or folder")
+            raise InputError(f"input {printable(source, 200)}: not a regular file or folder")
         with source.open("rb"):
             pass
     except OSError as exc:
-        raise InputError(f"input {source}: cannot be read ({exc.strerror})") from None
+        raise InputError(f"input {printable(source, 200)}: cannot be read ({exc.strerror})") from None
 
 
 # --------------------------------------------------------------------------- one record (in a worker)
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# characters JSON leaves raw that Python's str.splitlines() (and JavaScript) take for a line break
+_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def json_line(record: Any) -> str:
+    """`record` as one line of JSON: a value with U+2028, U+2029 or U+0085 in it cannot break the line."""
+    text = _ENCODE(record)
+    if "\u2028" in text or "\u2029" in text or "\x85" in text:
+        text = text.translate(_LINE_BREAKS)
+    return text
 
 
 def _line_text(raw: bytes | LongLine, line_no: int) -> str:
@@ -345,7 +358,7 @@ def evaluate_chunk(task: tuple[Any, ...]) -> tuple[str, ChunkStats]:
     evaluator = evaluator_for(rules)
     stats = ChunkStats()
     out = []
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    dumps = json_line
     for _, key, payload in records:
         where = {key[0]: key[1]}
         try:
@@ -467,7 +480,7 @@ class Summary:
                 lines.append(f"  {d['option'] or 'none'!s:<{width}}  {d['patients']:>8}  {100 * d['share']:5.1f}%")
         for where, msg in self.problems[:20]:
             ((k, v),) = where.items()
-            lines.append(f"  {k} {v}: {msg}")
+            lines.append(f"  {k} {printable(v, 200)}: {msg}")
         if self.invalid + self.errors > 20:
             lines.append(f"  ... ({self.invalid + self.errors - 20} more in the output)")
         return "\n".join(lines) + "\n"
@@ -574,8 +587,9 @@ def run_diff(
 
 
 def diff_row_text(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
-    where = f"line {row['line']}" if "line" in row else str(row.get("file"))
-    pid = str(row.get("patient_id") or "-")
+    # the patient ID and the file name are the user's: escaped and cut, so that no row can forge another
+    where = f"line {row['line']}" if "line" in row else printable(row.get("file"))
+    pid = printable(row.get("patient_id") or "-")
 
     def side(s: dict[str, Any]) -> str:
         if s.get("status") in ("invalid", "error"):

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cds.errors import CdsError, InputError
+from cds.errors import CdsError, InputError, quoted
 from cds.knowledge.fixtures import FixtureRunner, base_folders
 from cds.knowledge.fixtures import run_fixtures as _run_fixtures
 from cds.knowledge.ruleset import Condition, Group, Leaf, Rule, RuleSet, leaves
@@ -193,7 +193,7 @@ def show_rule(ruleset: RuleSet, rule_id: str) -> str:
         ids = [x.id for x in (*ruleset.rules, *ruleset.retired)]
         close = difflib.get_close_matches(rule_id.upper(), ids, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else " (see `cds rules list`)"
-        raise InputError(f"unknown rule ID {rule_id!r}{hint}") from None
+        raise InputError(f"unknown rule ID {quoted(rule_id)}{hint}") from None
     lines = [f"{r.id}: {r.title}", ""]
     lines.append(f"  file:     {r.file} (family {r.family}){'   RETIRED' if r.status == 'retired' else ''}")
     lines.append(

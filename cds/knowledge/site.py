@@ -57,7 +57,7 @@ from typing import Literal, Self
 from pydantic import Field, ValidationError, model_validator
 
 from cds.datafile import SITE_LIMIT, parse_yaml, read_capped
-from cds.errors import ReadError, SiteError
+from cds.errors import ReadError, SiteError, printable, quoted
 from cds.knowledge.ruleset import RuleSet
 from cds.model.base import Strict, schema_problems
 
@@ -119,7 +119,7 @@ def _fail(label: str, problems: list[str]) -> SiteError:
 
 def load_site(path: Path, ruleset: RuleSet, default: bool = False) -> Site:
     """Read and validate a site file against the rule set's options, drugs and evidence. Raises SiteError."""
-    label = str(path)
+    label = printable(path, 200)
     try:
         data = read_capped(path, SITE_LIMIT, "a site file")
     except ReadError as exc:
@@ -138,26 +138,27 @@ def load_site(path: Path, ruleset: RuleSet, default: bool = False) -> Site:
     problems: list[str] = []
     options = {o.id: o for o in ruleset.options}
     for oid, entry in spec.availability.items():
-        where = f"availability.{oid}"
+        where = f"availability.{printable(oid)}"
         if oid not in options:
-            problems.append(f"{where}: unknown option ID {oid!r} (options: {', '.join(options)})")
+            problems.append(f"{where}: unknown option ID {quoted(oid)} (options: {', '.join(options)})")
             continue
         for cid in entry.cites:
             if cid not in ruleset.registry.entries:
-                problems.append(f"{where}.cites: unknown evidence ID {cid!r}")
+                problems.append(f"{where}.cites: unknown evidence ID {quoted(cid)}")
         for product, pa in entry.products.items():
+            there = f"{where}.products.{printable(product)}"
             drug = ruleset.vocabulary.lookup(product)
             if drug is None:
-                problems.append(f"{where}.products.{product}: unknown drug {product!r}")
+                problems.append(f"{there}: unknown drug {quoted(product)}")
                 continue
             classes = options[oid].drug_classes
             if classes and drug.drug_class not in classes:
                 problems.append(
-                    f"{where}.products.{product}: {drug.name} is a {drug.drug_class}, not a product of option {oid} ({', '.join(classes)})"
+                    f"{there}: {drug.name} is a {drug.drug_class}, not a product of option {oid} ({', '.join(classes)})"
                 )
             for cid in pa.cites:
                 if cid not in ruleset.registry.entries:
-                    problems.append(f"{where}.products.{product}.cites: unknown evidence ID {cid!r}")
+                    problems.append(f"{there}.cites: unknown evidence ID {quoted(cid)}")
     if problems:
         raise _fail(label, problems)
     return Site(spec=spec, path=path, digest=hashlib.sha256(data).hexdigest(), default=default)

@@ -34,7 +34,7 @@ from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_
 from pydantic_core import ErrorDetails
 
 from cds.datafile import PROFILE_LIMIT, read_capped
-from cds.errors import ProfileError, ReadError, printable, quoted
+from cds.errors import MESSAGE_VALUE_LIMIT, ProfileError, ReadError, printable, quoted
 from cds.model.base import Strict
 from cds.model.vocabulary import Drug, Resolution, Vocabulary
 
@@ -48,15 +48,20 @@ NON_RESPONSE: tuple[str, ...] = ("SD", "PD")
 _DATE_RE = re.compile(r"^(\d{4})-(\d{2})(?:-(\d{2}))?$")
 
 
+def _json_quoted(value: str) -> str:
+    """A string from the profile as JSON writes it, safe to print and cut to a message's length."""
+    return printable(json.dumps(value[: MESSAGE_VALUE_LIMIT + 1], ensure_ascii=False))
+
+
 def _valid_date(value: str) -> str:
     m = _DATE_RE.match(value)
     if not m:
-        raise ValueError(f"{json.dumps(value)} is not a date: write YYYY-MM-DD or YYYY-MM (e.g. 2024-03-15 or 2024-03)")
+        raise ValueError(f"{_json_quoted(value)} is not a date: write YYYY-MM-DD or YYYY-MM (e.g. 2024-03-15 or 2024-03)")
     year, month, day = int(m.group(1)), int(m.group(2)), m.group(3)
     if not 1900 <= year <= 2200 or not 1 <= month <= 12:
-        raise ValueError(f"{json.dumps(value)} is not a valid month")
+        raise ValueError(f"{_json_quoted(value)} is not a valid month")
     if day is not None and not 1 <= int(day) <= calendar.monthrange(year, month)[1]:
-        raise ValueError(f"{json.dumps(value)} is not a valid day of that month")
+        raise ValueError(f"{_json_quoted(value)} is not a valid day of that month")
     return value
 
 
@@ -504,7 +509,7 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                 out.append(
                     (
                         f"{where}.agents",
-                        f"required: the regimen {label!r} is not a known label, so its agents must be listed{hint}",
+                        f"required: the regimen {quoted(label)} is not a known label, so its agents must be listed{hint}",
                     )
                 )
             else:
@@ -523,7 +528,7 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                         out.append(
                             (
                                 field,
-                                f"{agent!r} is a regimen label, not an agent: put it in 'regimen' and list its agents "
+                                f"{quoted(agent)} is a regimen label, not an agent: put it in 'regimen' and list its agents "
                                 f"({', '.join(reg.agents)}) or leave 'agents' out",
                             )
                         )
@@ -533,7 +538,7 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                         out.append(
                             (
                                 field,
-                                f"unknown drug {agent!r}{hint} (a trial agent can be entered as "
+                                f"unknown drug {quoted(agent)}{hint} (a trial agent can be entered as "
                                 '{"investigational": "<name>", "class": "<class>"})',
                             )
                         )
@@ -542,14 +547,17 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                 cls = agent.get("class")
                 name = agent["investigational"]
                 if vocabulary.resolve(name) is not None:
-                    out.append((f"{field}.investigational", f"{name!r} is a known drug: write it as a name"))
+                    out.append((f"{field}.investigational", f"{quoted(name)} is a known drug: write it as a name"))
                     continue
                 if not isinstance(cls, str) or cls not in vocabulary.classes:
                     if isinstance(cls, str):
                         close = difflib.get_close_matches(cls, list(vocabulary.classes), n=2, cutoff=0.5)
                         hint = f"; did you mean {' or '.join(close)}?" if close else ""
                         out.append(
-                            (f"{field}.class", f"unknown class {cls!r}{hint} (one of {', '.join(sorted(vocabulary.classes))})")
+                            (
+                                f"{field}.class",
+                                f"unknown class {quoted(cls)}{hint} (one of {', '.join(sorted(vocabulary.classes))})",
+                            )
                         )
                     continue
                 found = Resolution(
@@ -559,7 +567,9 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                 continue  # the structure check reports it
             written = agent if isinstance(agent, str) else agent["investigational"]
             if found.drug.name in seen:
-                out.append((field, f"{written!r} is listed twice in this line (same drug as {seen[found.drug.name]!r})"))
+                out.append(
+                    (field, f"{quoted(written)} is listed twice in this line (same drug as {quoted(seen[found.drug.name])})")
+                )
                 continue
             seen[found.drug.name] = written
             drugs.append(found)
@@ -585,12 +595,15 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
             d = _named(name, drugs, vocabulary)
             field = f"{where}.{key}[{j}]"
             if d is None:
-                listed = ", ".join(r.written for r in drugs)
+                listed = ", ".join(printable(r.written) for r in drugs)
                 out.append(
-                    (field, f"{name!r} is not one of this line's agents ({listed}); {key} must name agents of the same line")
+                    (
+                        field,
+                        f"{quoted(name)} is not one of this line's agents ({listed}); {key} must name agents of the same line",
+                    )
                 )
             elif d.name in taken:
-                out.append((field, f"{name!r} is listed twice"))
+                out.append((field, f"{quoted(name)} is listed twice"))
             else:
                 taken.add(d.name)
     if line.get("refractory_to") == [] and line.get("best_response") in NON_RESPONSE:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cds.errors import InputError
+from cds.errors import InputError, quoted
 
 from . import codes
 
@@ -184,7 +184,7 @@ def read_bundle(data: Any) -> Bundle:
         try:
             model_class = get_fhir_model_class(rtype)
         except (ValueError, KeyError):
-            problems.append(f"{label}: resourceType: {rtype!r} is not an R4 resource type")
+            problems.append(f"{label}: resourceType: {quoted(rtype)} is not an R4 resource type")
             continue
         try:
             model = model_class.model_validate(resource)

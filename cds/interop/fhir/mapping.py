@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from cds.errors import InputError
+from cds.errors import InputError, printable, quoted
 from cds.model.vocabulary import Drug, Vocabulary
 
 from . import codes
@@ -357,14 +357,14 @@ class _Import:
                     drug = self.v.by_rxnorm(c.code)
                     if drug is not None:
                         return drug, None, f"RxNorm {c.code}", c.display or c.code
-                    seen = seen or f"RxNorm {c.code}" + (f" {c.display!r}" if c.display else "")
+                    seen = seen or f"RxNorm {c.code}" + (f" {quoted(c.display)}" if c.display else "")
             for text in _texts(cc):
                 drug = _name_lookup(text, self.v.lookup)
                 if drug is not None:
-                    return drug, None, f"name {text!r}", text
+                    return drug, None, f"name {quoted(text)}", text
                 sup = _name_lookup(text, self.v.supportive)
                 if sup is not None:
-                    return None, sup, f"name {text!r}", text
+                    return None, sup, f"name {quoted(text)}", text
                 seen = seen or repr(text)
         return None, None, "", seen or "(no code or text)"
 
@@ -564,7 +564,7 @@ class _Import:
             elif re.search(r"\bresponse\b", label, re.I):
                 cat = self._response(m)
                 if cat is None:
-                    self.skip(e, f"response assessment {label!r} without an IMWG category (sCR, CR, VGPR, PR, MR, SD, PD)")
+                    self.skip(e, f"response assessment {quoted(label)} without an IMWG category (sCR, CR, VGPR, PR, MR, SD, PD)")
                     continue
                 assessments.append(Assessment(e.ref, day, worsened=False, response=cat))
                 self.assessment_how[e.ref] = f"IMWG response {cat} ({day.iso()})"
@@ -577,7 +577,7 @@ class _Import:
                 else:
                     self.skip(
                         e,
-                        f"Observation {label or '(no code text)'!r} ({', '.join(loinc) or 'no LOINC'}) is not one the importer reads",
+                        f"Observation {quoted(label or '(no code text)')} ({', '.join(loinc) or 'no LOINC'}) is not one the importer reads",
                     )
         for key, (day, e, value, how) in latest.items():
             if key.startswith("labs."):
@@ -598,7 +598,7 @@ class _Import:
         m, raw = e.model, e.raw
         if "valueInteger" in raw:
             if type(raw["valueInteger"]) is not int or not 0 <= raw["valueInteger"] <= 4:
-                self.problems.append(f"{e.label}: valueInteger: {raw['valueInteger']!r} is not an ECOG score 0-4")
+                self.problems.append(f"{e.label}: valueInteger: {printable(repr(raw['valueInteger']))} is not an ECOG score 0-4")
                 return None
             return raw["valueInteger"], "ECOG (LOINC 89247-1) valueInteger"
         for cc in [m.valueCodeableConcept, *(m.interpretation or [])]:
@@ -665,7 +665,7 @@ class _Import:
                 return [], True
             if positive:
                 return named, True
-            self.warnings.append(f"{e.label}: {code_text!r} without a Detected/Not detected value: not used")
+            self.warnings.append(f"{e.label}: {quoted(code_text)} without a Detected/Not detected value: not used")
             return [], False
         if fish:  # a panel: its value names what was found, or says nothing was
             found = find_abnormalities(value_text + " " + " ".join(iscn))
@@ -707,7 +707,7 @@ def _evaluation_date(bundle: Bundle, given: str | None) -> tuple[date, str]:
         try:
             return date.fromisoformat(given), "--evaluation-date"
         except ValueError:
-            raise InputError(f"--evaluation-date: {given!r} is not a date (YYYY-MM-DD)") from None
+            raise InputError(f"--evaluation-date: {quoted(given)} is not a date (YYYY-MM-DD)") from None
     if bundle.timestamp is not None:
         day = parse_day(bundle.timestamp)
         assert day is not None

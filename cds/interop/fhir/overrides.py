@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cds.errors import ProfileError
+from cds.errors import ProfileError, printable
 
 from .mapping import Fact, ImportResult
 
@@ -36,6 +36,6 @@ def apply_overrides(result: ImportResult, overrides: Any, source: str) -> None:
 
 
 def _mark(facts: dict[str, Fact], result: ImportResult, name: str, old: Any, new: Any, source: str) -> None:
-    before = "unknown" if old is None else f"imported {old!r}"
+    before = "unknown" if old is None else f"imported {printable(repr(old))}"
     how = f"from {source} (was {before})"
     facts[name] = Fact(name, new, "overridden", [source], how)

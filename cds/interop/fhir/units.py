@@ -11,6 +11,8 @@ Factors: 1 mg/dL = 10 mg/L; 1 g/dL = 10 g/L; 1 mg/dL = 0.01 g/L; 1 ukat/L = 60 U
 
 from __future__ import annotations
 
+from cds.errors import quoted
+
 _COUNT = {
     "10*9/l": 1.0,
     "10^9/l": 1.0,
@@ -50,7 +52,7 @@ def convert(field: str, value: float, unit: str | None) -> tuple[float | None, s
     factor = factors.get(_key(unit))
     if factor is None:
         known = ", ".join(sorted({u for u in factors}))
-        return None, f"unit {unit!r} is not one the importer converts to {target} (known: {known})"
+        return None, f"unit {quoted(unit)} is not one the importer converts to {target} (known: {known})"
     converted = round(value * factor, 6)
     if factor == 1.0:
         return converted, f"{value:g} {unit}"
