@@ -344,6 +344,44 @@ def test_7_brute_force_sees_a_known_effect(evaluator):
     assert "cytogenetics" in changes_any
 
 
+_DATES = ("start_date", "end_date", "progression_date")
+#: facts derived from the lines' dates (issue 12 C)
+_DATE_FACTS = (
+    "bcma_car_t_relapse_within_12_months",
+    "early_relapse_after_asct",
+    "months_car_t_to_progression",
+    "months_since_bcma_therapy",
+    "months_since_gprc5d_therapy",
+)
+
+
+@SETTINGS
+@given(profile=profiles(), data=st.data())
+def test_7_a_missing_date_makes_a_date_fact_unknown_never_false(evaluator, profile, data):
+    """Removing dates from a v2 profile never turns a date-derived fact into a known value it did not
+    have: a known fact either stays as it was (other dates still decide it) or becomes unknown --
+    except a fact about a therapy never given, which does not depend on dates at all."""
+    before = derive(evaluator.parse(profile), evaluator.vocabulary)
+    stripped = copy.deepcopy(profile)
+    for line in stripped["prior_lines"]:
+        for key in _DATES:
+            if key in line and data.draw(st.booleans(), label=f"drop {key}"):
+                del line[key]
+    after = derive(evaluator.parse(stripped), evaluator.vocabulary)
+    for name in _DATE_FACTS:
+        b, a = before[name], after[name]
+        assert a.applies == b.applies, name  # whether a therapy was given does not depend on dates
+        assert a.value is None or a.value == b.value, f"{name}: {b.value} -> {a.value} after removing dates"
+    no_dates = copy.deepcopy(profile)
+    for line in no_dates["prior_lines"]:
+        for key in _DATES:
+            line.pop(key, None)
+    none = derive(evaluator.parse(no_dates), evaluator.vocabulary)
+    for name in ("bcma_car_t_relapse_within_12_months", "early_relapse_after_asct"):
+        exposed = none["bcma_car_t_exposed" if name.startswith("bcma") else "prior_autologous_transplant"].value
+        assert none[name].value is (None if exposed else False), f"{name} without any date: {none[name].value}"
+
+
 # --------------------------------------------------------------------------- 8. robustness of `cds evaluate`
 
 _WORKER = r"""

@@ -17,6 +17,7 @@ from cds.decide.ranking import Reason
 from cds.decide.unknowns import Effect, UnknownFact
 from cds.errors import InputError, printable, quoted
 from cds.knowledge.evidence import Conflict, EvidenceEntry, display_cell_dose, reciprocal
+from cds.knowledge.ruleset import RuleSet
 from cds.knowledge.site import Site, availability
 from cds.model.facts import FACTS, not_refractory_by_dates
 from cds.model.profile import line_drugs, named_drugs
@@ -61,7 +62,7 @@ def evaluation_time(fixed: str | None = None) -> str:
     return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _reason(r: Reason) -> m.Reason:
+def _reason(r: Reason, rs: RuleSet) -> m.Reason:
     return m.Reason(
         rule_id=r.rule_id,
         kind=r.kind,
@@ -71,6 +72,7 @@ def _reason(r: Reason) -> m.Reason:
         weight=r.weight,
         category=r.category,
         unknown_facts=list(r.unknown_facts),
+        reviewed=rs.rule(r.rule_id).last_reviewed,
     )
 
 
@@ -362,9 +364,9 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
                 score=o.score,
                 tied_with=[t.id for t in ev.ranking.options if t.score == o.score and t.id != o.id],
                 why=m.why_text((r.weight, r.title) for r in o.rationale),
-                rationale=[_reason(r) for r in o.rationale],
-                cautions=[_reason(r) for r in o.cautions],
-                next_steps=[_reason(r) for r in o.next_steps],
+                rationale=[_reason(r, rs) for r in o.rationale],
+                cautions=[_reason(r, rs) for r in o.cautions],
+                next_steps=[_reason(r, rs) for r in o.next_steps],
                 key_evidence=list(dict.fromkeys(e for r in o.rationale for e in r.evidence)),
                 availability=None,
             )
@@ -373,7 +375,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
     for x in ev.ranking.excluded:
         for r in x.reasons:
             cite(r.evidence)
-        excluded.append(m.ExcludedOption(id=x.id, title=x.title, reasons=[_reason(r) for r in x.reasons], availability=None))
+        excluded.append(m.ExcludedOption(id=x.id, title=x.title, reasons=[_reason(r, rs) for r in x.reasons], availability=None))
 
     def unknown(u: UnknownFact) -> m.UnknownFact:
         return m.UnknownFact(

@@ -99,6 +99,7 @@ class Reason:
     weight: int
     category: str | None
     unknown_facts: list[str]
+    reviewed: str | None = None  # the rule's last_reviewed (YYYY-MM-DD)
 
 
 @_model
