@@ -314,6 +314,12 @@ def test_http_protections(server):
             assert c2.post("/", data={**body, "csrf": tokens[0]}).status_code == 403
         finally:
             c2.close()
+        profile = ROOT / "patient_profiles" / "fit_tcr_bcma_naive.json"
+        files = {"file": (profile.name, profile.read_bytes(), "application/json")}
+        assert c.post("/upload", data={"csrf": "forged"}, files=files).status_code == 403
+        up = c.post("/upload", data={"csrf": tokens[0]}, files=files)
+        assert up.status_code == 200 and 'value="TB-001"' in up.text and "Prefilled from the profile" in up.text
+        assert up.text.count('class="imported"') >= 10  # every value the file gave is marked
         ok = c.post("/", data={**body, "csrf": tokens[0]})
         assert ok.status_code == 303, ok.text[:500]
         summary = c.get(ok.headers["location"])

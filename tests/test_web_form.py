@@ -164,3 +164,30 @@ def test_add_and_remove_rows():
     assert f.apply_action(form, "add_agent:1") and len(form.lines[1].agents) == f.DEFAULT_AGENT_SLOTS + 1
     assert f.apply_action(form, "remove_line:0") and len(form.lines) == 1
     assert not f.apply_action(form, "evaluate")
+
+
+def test_a_trial_agent_is_an_investigational_object():
+    profile = {
+        "patient_id": "P3",
+        "age": 60,
+        "ecog": 1,
+        "prior_lines": [
+            {
+                "agents": [{"investigational": "XYZ-101", "class": "bcma_car_t", "target": "BCMA"}, "dexamethasone"],
+                "refractory_to": ["XYZ-101"],
+            }
+        ],
+    }
+    form = f.from_profile(profile)
+    assert form.lines[0].agents[0].drug_class == "bcma_car_t"
+    assert f.to_profile(form).profile == profile
+    converted = f.to_profile(form)
+    f.place_problems(form, converted, [("prior_lines[0].agents[0].class", "unknown class")])
+    assert form.errors[f.input_id(f.agent_name(0, 0, "class"))] == ["unknown class"]
+    assert form.error_labels[f.input_id(f.agent_name(0, 0, "class"))] == "Line 1, agent 1: Trial agent class"
+
+
+def test_problems_are_named_in_the_form_s_words():
+    assert f.describe("labs.crp_mg_l") == "CRP (mg/L)"
+    assert f.describe("prior_lines[1].start_date") == "Line 2: Start date"
+    assert f.describe("prior_lines[0].agents[2].refractory") == "Line 1, agent 3: Refractory"

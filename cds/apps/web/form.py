@@ -207,6 +207,17 @@ class Agent:
     refractory: str = ""  # "" unknown | yes | no
     intolerant: bool = False
     from_label: bool = False
+    drug_class: str = ""  # a trial agent the vocabulary does not name: its class (then name is its name or code)
+    target: str = ""  # and, optionally, its target
+
+    def entry(self) -> str | dict[str, str]:
+        """The agent as the profile writes it: a name, or an investigational agent object."""
+        if not self.drug_class.strip():
+            return self.name.strip()
+        out = {"investigational": self.name.strip(), "class": self.drug_class.strip()}
+        if self.target.strip():
+            out["target"] = self.target.strip()
+        return out
 
 
 @dataclass
@@ -230,6 +241,7 @@ class Form:
     imported: set[str] = field(default_factory=set)  # input names whose value came from an upload
     import_note: str | None = None
     errors: dict[str, list[str]] = field(default_factory=dict)  # input id -> problems
+    error_labels: dict[str, str] = field(default_factory=dict)  # input id -> where it is, in words ("Line 2, agent 1: Agent")
     general_errors: list[tuple[str, str]] = field(default_factory=list)  # (path, problem) with no input of its own
 
     @classmethod
@@ -295,6 +307,10 @@ def from_submission(items: list[tuple[str, str]]) -> tuple[Form, str]:
                 a.intolerant = value == "yes"
             elif sub == "from_label":
                 a.from_label = value == "yes"
+            elif sub == "class":
+                a.drug_class = value
+            elif sub == "target":
+                a.target = value
         elif m := _LINE_KEY.match(key):
             i = int(m.group(1))
             if i < MAX_LINES and m.group(2) in LINE:
@@ -415,9 +431,12 @@ def to_profile(form: Form) -> Converted:
                 where[f"prior_lines[{k}].{key}"] = line_name(i, key)
         named = [(j, a) for j, a in enumerate(line.agents) if a.name.strip() and not a.from_label]
         if named:
-            out["agents"] = [a.name.strip() for _, a in named]
+            out["agents"] = [a.entry() for _, a in named]
             for n, (j, _) in enumerate(named):
                 where[f"prior_lines[{k}].agents[{n}]"] = agent_name(i, j)
+                where[f"prior_lines[{k}].agents[{n}].investigational"] = agent_name(i, j)
+                where[f"prior_lines[{k}].agents[{n}].class"] = agent_name(i, j, "class")
+                where[f"prior_lines[{k}].agents[{n}].target"] = agent_name(i, j, "target")
         recorded = [(j, a) for j, a in named if a.refractory]
         if recorded and len(recorded) < len(named):
             for j, a in named:
@@ -451,14 +470,38 @@ def to_profile(form: Form) -> Converted:
 def place_problems(form: Form, converted: Converted, problems: list[tuple[str, str]]) -> None:
     """Put each (profile path, problem) beside the input it concerns (or its nearest group)."""
     known = _input_names(form)
-    for name, problem in converted.problems:
-        form.errors.setdefault(input_id(name), []).append(problem)
+    placed = list(converted.problems)
     for path, problem in problems:
         target = _target(path, converted.where, known)
         if target is None:
             form.general_errors.append((path, problem))
         else:
-            form.errors.setdefault(input_id(target), []).append(problem)
+            placed.append((target, problem))
+    for name, problem in placed:
+        form.errors.setdefault(input_id(name), []).append(problem)
+        form.error_labels[input_id(name)] = describe(name)
+
+
+_AGENT_WORDS = {
+    None: "Agent",
+    "refractory": "Refractory",
+    "intolerant": "Intolerant",
+    "class": "Trial agent class",
+    "target": "Trial agent target",
+}
+
+
+def describe(name: str) -> str:
+    """Where an input is, in the words of the form ("Age", "Line 2: Start date", "Line 2, agent 1: Refractory")."""
+    if m := _AGENT_KEY.match(name):
+        return f"Line {int(m.group(1)) + 1}, agent {int(m.group(2)) + 1}: {_AGENT_WORDS.get(m.group(3), m.group(3))}"
+    if m := _LINE_KEY.match(name):
+        return f"Line {int(m.group(1)) + 1}: " + (LABELS.get(m.group(2), m.group(2)) if m.group(2) != "agents" else "agents")
+    if m := re.fullmatch(r"prior_lines\[(\d+)\]", name):
+        return f"Line {int(m.group(1)) + 1}"
+    if name == "board_date":
+        return "Tumor-board date"
+    return LABELS.get(name.removeprefix("labs."), name)
 
 
 def _target(path: str, where: dict[str, str], known: set[str]) -> str | None:
@@ -529,11 +572,14 @@ def from_profile(data: dict[str, Any], *, imported: bool = False) -> Form:
                 row.values[key] = _text(line[key])
                 if imported:
                     form.imported.add(line_name(i, key))
-        names = [a if isinstance(a, str) else str(a.get("investigational", "")) for a in line.get("agents") or []]
+        entries = [a for a in line.get("agents") or [] if isinstance(a, (str, dict))]
         refractory = line.get("refractory_to")
         intolerant = {str(x).lower() for x in line.get("intolerant_to") or []}
-        for j, name in enumerate(names):
+        for j, entry in enumerate(entries):
+            name = entry if isinstance(entry, str) else str(entry.get("investigational", ""))
             a = Agent(name=name, intolerant=name.lower() in intolerant)
+            if isinstance(entry, dict):
+                a.drug_class, a.target = str(entry.get("class") or ""), str(entry.get("target") or "")
             if isinstance(refractory, list):
                 a.refractory = "yes" if name.lower() in {str(x).lower() for x in refractory} else "no"
             row.agents.append(a)

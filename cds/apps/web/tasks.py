@@ -41,6 +41,7 @@ def vocabulary(state: Any, task: dict[str, Any]) -> dict[str, Any]:
         "names": v.names(),
         "regimens": v.regimen_items(),
         "cytogenetics": list(v.cytogenetic_names),
+        "classes": sorted(v.classes.items()),
     }
 
 
