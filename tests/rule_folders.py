@@ -99,3 +99,16 @@ def _dump(path: Path, data: dict) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     print(grow(Path(sys.argv[1]), int(sys.argv[2])))
+
+
+def with_weight(dst: Path, rule_id: str, weight: int) -> Path:
+    """A copy of the packaged rules at `dst` with one rule's weight changed (diff-rules and re-evaluation tests)."""
+    shutil.copytree(RULES, dst)
+    for path in dst.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        m = re.search(rf"- id: {re.escape(rule_id)}\n(?:(?!\n  - id:).)*?\n(\s+)weight: (\d+)", text, re.S)
+        if m:
+            start, end = m.span(2)
+            path.write_text(text[:start] + str(weight) + text[end:], encoding="utf-8")
+            return dst
+    raise AssertionError(f"rule {rule_id} with a weight not found")

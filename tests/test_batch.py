@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import shutil
 
 import pytest
 from conftest import PROFILES, ROOT, RULES, case_names, load_case
+from rule_folders import with_weight
 from typer.testing import CliRunner
 
 from cds.apps.cli import app
@@ -193,16 +193,7 @@ def test_usage_errors_exit_2_and_write_nothing(tmp_path):
 
 
 def _copy_rules_with_weight(tmp_path, rule_id: str, weight: int):
-    new = tmp_path / "new_rules"
-    shutil.copytree(RULES, new)
-    for path in new.glob("*.yaml"):
-        text = path.read_text(encoding="utf-8")
-        m = re.search(rf"- id: {re.escape(rule_id)}\n(?:(?!\n  - id:).)*?\n(\s+)weight: (\d+)", text, re.S)
-        if m:
-            start, end = m.span(2)
-            path.write_text(text[:start] + str(weight) + text[end:], encoding="utf-8")
-            return new
-    raise AssertionError(f"rule {rule_id} with a weight not found")
+    return with_weight(tmp_path / "new_rules", rule_id, weight)
 
 
 def test_diff_rules_detects_a_weight_change(tmp_path, evaluator):

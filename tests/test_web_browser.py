@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from live_server import Server
+from rule_folders import with_weight
 
 pytestmark = pytest.mark.browser
 
@@ -372,8 +373,8 @@ def test_cases_list_board_and_restart(watched, server, browser, tmp_path_factory
     # restart under a rule set that lifts the runner-up above the top option: the list shows the change on demand
     first, second = report["options"][0], report["options"][1]
     rule = next(r for r in second["rationale"] if r["kind"] == "prefer" and r["weight"] > 0)
-    rules = _rules_with_weight(
-        tmp_path_factory.mktemp("rules"), rule["rule_id"], rule["weight"] + first["score"] - second["score"] + 50
+    rules = with_weight(
+        tmp_path_factory.mktemp("rules") / "rules", rule["rule_id"], rule["weight"] + first["score"] - second["score"] + 50
     )
     changed = Server(server.tmp, "--no-auth", "--workers", "1", "--rules", str(rules))
     try:
@@ -394,17 +395,3 @@ def test_cases_list_board_and_restart(watched, server, browser, tmp_path_factory
             w.close()
     finally:
         changed.stop()
-
-
-def _rules_with_weight(tmp: Path, rule_id: str, weight: int) -> Path:
-    """A copy of the packaged rules with one prefer rule's weight changed (as tests/test_batch.py does for diff-rules)."""
-    new = tmp / "rules"
-    shutil.copytree(ROOT / "rules", new)
-    for path in new.glob("*.yaml"):
-        text = path.read_text(encoding="utf-8")
-        m = re.search(rf"- id: {re.escape(rule_id)}\n(?:(?!\n  - id:).)*?\n(\s+)weight: (\d+)", text, re.S)
-        if m:
-            start, end = m.span(2)
-            path.write_text(text[:start] + str(weight) + text[end:], encoding="utf-8")
-            return new
-    raise AssertionError(f"rule {rule_id} with a weight not found")
