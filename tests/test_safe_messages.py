@@ -200,3 +200,28 @@ def test_diff_rules_table_shows_a_hostile_patient_id_escaped(tmp_path, evaluator
     header, row, totals = result.stdout.splitlines()
     assert header.startswith("RECORD") and totals.startswith("1 record(s): top option changed for 1")
     assert row.startswith("line 1") and ESCAPED in row and "\u2026" in row and len(row) < 250, row
+
+
+# --------------------------------------------------------------------------- message wording (defect 11)
+
+
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        (b'{"patient_id": "a\x01b"}', "not valid JSON: Invalid control character at line 1, column 18"),
+        (b'{"age": ' + b"9" * 5000 + b"}", "not valid JSON: an integer with more than 4300 digits"),
+    ],
+    ids=["control character", "huge integer"],
+)
+def test_bad_json_reads_the_same_from_the_cli_and_the_api(tmp_path, body, says):
+    """Not "... character at at line ...", never Python's hint to call sys.set_int_max_str_digits()."""
+    from cds.apps.http.app import ApiError, _json_body
+
+    path = tmp_path / "p.json"
+    path.write_bytes(body)
+    result = runner.invoke(app, ["evaluate", str(path), "--rules", str(RULES)])
+    assert result.exit_code == 2 and result.stderr == f"error: invalid patient profile: (file): {says}\n"
+    with pytest.raises(ApiError) as raised:
+        _json_body(body)
+    assert raised.value.status == 422 and raised.value.message == f"(body): {says}"
+    assert "at at" not in raised.value.message and "set_int_max_str_digits" not in raised.value.message

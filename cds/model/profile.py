@@ -740,6 +740,16 @@ def strip_comment_lines(text: str) -> str:
     return _COMMENT_LINE.sub("", text) if "//" in text else text
 
 
+def json_problem(exc: ValueError) -> str:
+    """What `json.loads` found wrong, in words for the user (the CLI and the HTTP API say the same)."""
+    if isinstance(exc, json.JSONDecodeError):
+        # json's messages for some errors end in "at" ("Invalid control character at"): one "at" is enough
+        return f"{exc.msg.removesuffix(' at')} at line {exc.lineno}, column {exc.colno}"
+    if "integer string conversion" in str(exc):  # not Python's hint about sys.set_int_max_str_digits()
+        return f"an integer with more than {sys.get_int_max_str_digits()} digits"
+    return printable(exc, 200)
+
+
 def decode_json(text: str) -> Any:
     """Strict JSON decoding of an input file's text (a key given twice, NaN, absurd nesting are errors).
 
@@ -753,18 +763,10 @@ def decode_json(text: str) -> Any:
         raise ProfileError(
             "(file)", f"the key {quoted(exc.key)} appears twice in one JSON object; every field must be given once"
         ) from None
-    except json.JSONDecodeError as exc:
-        # json's messages for some errors end in "at" ("Invalid control character at"): one "at" is enough
-        what = exc.msg.removesuffix(" at")
-        raise ProfileError("(file)", f"not valid JSON: {what} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
         raise ProfileError("(file)", "not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # an integer with more digits than Python converts (sys.get_int_max_str_digits)
-        if "integer string conversion" in str(exc):
-            raise ProfileError(
-                "(file)", f"not valid JSON: an integer with more than {sys.get_int_max_str_digits()} digits"
-            ) from None
-        raise ProfileError("(file)", f"not valid JSON: {printable(exc, 200)}") from None
+    except ValueError as exc:
+        raise ProfileError("(file)", f"not valid JSON: {json_problem(exc)}") from None
     _check_structure(data)
     return data
 

@@ -199,8 +199,9 @@ def _json_body(body: bytes) -> Any:
     except RecursionError:
         raise ApiError(422, "(body): not valid JSON: nested too deeply", "(body)") from None
     except ValueError as exc:
-        detail = f"{exc.msg} at line {exc.lineno}, column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise ApiError(422, f"(body): not valid JSON: {detail}", "(body)") from None
+        from cds.model.profile import json_problem
+
+        raise ApiError(422, f"(body): not valid JSON: {json_problem(exc)}", "(body)") from None
 
 
 def _validated(model, data: Any):
