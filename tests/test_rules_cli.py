@@ -409,3 +409,72 @@ def test_every_rule_carries_its_review_date_and_rules_show_prints_it_with_eviden
     assert f"reviewed: {rule.last_reviewed}" in r.stdout
     for cid in rule.cites:
         assert f"level: {ruleset.registry.entries[cid].level_label}" in r.stdout
+
+
+# ------------------------------------------------------------------ key figures (page 1's figure per option)
+
+
+def _key_figure_rule(**key):
+    """TINY-TRIAL-001 turned into a prefer rule for an option, citing the entry of its key figure."""
+
+    def fn(rules, code):
+        evidence = key.get("evidence", "POLLUX.S000.TABLE1")
+        option = key.pop("option", "anti_cd38_combination")
+        rules[1].update(options=[option], cites=[evidence], key_figures=[{"evidence": evidence, "measure": "orr", **key}])
+
+    return fn
+
+
+def test_a_key_figure_of_the_options_own_arm_passes(folder):
+    edit(folder, _key_figure_rule())
+    assert check(folder).problems == []
+    edit(folder, _key_figure_rule(evidence="KARMMA-3.S001.TABLE1", arm="ide-cel", option="bcma_car_t", measure="median_pfs"))
+    assert check(folder).problems == []
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        # the ide-cel trial's figures shown for the standard-regimen option
+        (
+            {"evidence": "KARMMA-3.S001.TABLE1", "arm": "ide-cel", "option": "pi_imid_regimen"},
+            "KARMMA-3.S001.TABLE1 has agent 'ide-cel', not a drug of option pi_imid_regimen",
+        ),
+        # two arms: which one must be said
+        ({"evidence": "KARMMA-3.S001.TABLE1", "option": "bcma_car_t"}, "KARMMA-3.S001.TABLE1 has 0 orr figures with arm None"),
+        # a review's pooled range is not an arm's figure
+        ({"evidence": "DARA-IMID.S000.ABSTRACT"}, "DARA-IMID.S000.ABSTRACT is a review statement, not a trial arm's result"),
+        ({"measure": "crs_grade3plus"}, "measure 'crs_grade3plus' is not an efficacy measure"),
+        ({"evidence": "NO-SUCH.S000.TEXT"}, "unknown evidence ID 'NO-SUCH.S000.TEXT'"),
+    ],
+)
+def test_a_key_figure_that_is_not_the_options_arm_fails(folder, key, expected):
+    edit(folder, _key_figure_rule(**key))
+    problems = check(folder).problems
+    assert any(p.startswith("tiny.yaml [TINY-TRIAL-001] key_figures[0]: ") and expected in p for p in problems), problems
+
+
+def test_a_key_figure_must_be_cited_and_its_when_checked(folder):
+    def fn(rules, code):
+        rules[1].update(
+            options=["anti_cd38_combination"],
+            cites=["POLLUX.S000.TEXT"],
+            key_figures=[{"evidence": "POLLUX.S000.TABLE1", "measure": "orr", "when": "refractory_lenalidomde == false"}],
+        )
+
+    edit(folder, fn)
+    problems = check(folder).problems
+    assert any("key_figures[0].when: unknown fact 'refractory_lenalidomde'" in p for p in problems), problems
+    edit(folder, lambda rules, code: rules[1]["key_figures"][0].update(when="refractory_lenalidomide == false"))
+    problems = check(folder).problems
+    assert problems == [
+        "tiny.yaml [TINY-TRIAL-001] key_figures[0]: POLLUX.S000.TABLE1 is not cited by the rule (add it to cites)"
+    ]
+
+
+def test_only_ranking_rules_name_key_figures_and_only_requirements_say_unmet(folder):
+    edit(folder, _key_figure_rule())
+    edit(folder, lambda rules, code: rules[1].update(kind="caution", weight=None))
+    assert any("key_figures: only a prefer or require rule" in p for p in check(folder).problems)
+    edit(folder, lambda rules, code: rules[0].update(unmet="not fit"))
+    assert any("unmet: only a require rule" in p for p in check(folder).problems)

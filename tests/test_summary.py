@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import case_names, load_case
 
 from cds.report.build import build_report
@@ -74,14 +75,116 @@ def test_a_score_only_lowered_never_says_no_preference_rule_applies():
 
 def test_key_figure_comes_from_the_cited_evidence_with_source_and_level(evaluator):
     report = report_of(evaluator, "fit_tcr_bcma_naive")
-    for top, option in zip(summarize(report).options, report.options):
+    tops = summarize(report).options
+    assert tops[0].key_figure is not None
+    for top, option in zip(tops, report.options):
         if top.key_figure is None:
-            assert all(not report.evidence[e].figures for e in option.key_evidence)
             continue
         entry = report.evidence[top.key_figure.evidence_id]
         assert entry.id in option.key_evidence
         assert top.key_figure.value in [f.value for f in entry.figures]
         assert top.key_figure.source.startswith(entry.source_id) and top.key_figure.level
+
+
+def _key_figures(evaluator, case, **changes):
+    report = report_of(evaluator, case, **changes)
+    return report, {o.id: o.key_figure for o in report.options}
+
+
+@pytest.mark.parametrize("case", case_names())
+def test_every_key_figure_is_named_by_a_fired_rule_for_the_options_own_arm(evaluator, case):
+    """H1: the figure is one the source gives for this option's agent and arm, named in the rule data."""
+    report = report_of(evaluator, case)
+    rs = evaluator.ruleset
+    for o in report.options:
+        k = o.key_figure
+        if k is None:
+            continue
+        assert k.rule_id in [r.rule_id for r in o.rationale], "named by a rule that fired (or held) for the option"
+        entry = rs.registry.get(k.evidence)
+        fig = [f for f in entry.figures if (f.measure, f.arm, f.timepoint) == (k.measure, k.arm, k.timepoint)]
+        assert [f.value for f in fig] == [k.value]
+        assert rs.vocabulary.lookup(entry.agent).drug_class in rs.option(o.id).drug_classes
+        # CARTITUDE-1 enrolled BCMA-naive patients after >= 3 lines; MajesTEC-1 BCMA-naive; POLLUX not lenalidomide-refractory
+        facts = {f.name: f.value for f in report.derived_facts}
+        if k.evidence.startswith(("CARTITUDE-1.", "MAJESTEC-1.")):
+            assert facts["bcma_exposed"] is False and facts["prior_line_count"] >= 3
+        if k.evidence.startswith("POLLUX."):
+            assert facts["refractory_lenalidomide"] is False
+
+
+def test_no_ide_cel_arm_figure_for_the_standard_regimen_option(evaluator):
+    """H1: KarMMa-3's ide-cel ORR 71% was shown for the PI/IMiD regimen (the comparator option)."""
+    for case in ("first_relapse_len_refractory", "len_refractory_second_relapse", "pollux_type_early_relapse"):
+        report, figures = _key_figures(evaluator, case)
+        assert "pi_imid_regimen" in figures and figures["pi_imid_regimen"] is None
+        page1 = render(report, "markdown").split("# Appendix")[0]
+        assert "71%" not in page1 and "KarMMa-3: ORR" not in page1
+
+
+def test_no_pollux_figure_for_a_lenalidomide_refractory_patient(evaluator):
+    """H1: POLLUX excluded lenalidomide-refractory patients."""
+    for case in ("first_relapse_len_refractory", "len_refractory_second_relapse"):
+        report, figures = _key_figures(evaluator, case)
+        assert figures["anti_cd38_combination"] is None
+        assert "POLLUX" not in render(report, "markdown").split("# Appendix")[0]
+    _, figures = _key_figures(evaluator, "pollux_type_early_relapse")
+    k = figures["anti_cd38_combination"]
+    assert k is not None and (k.evidence, k.measure, k.value) == ("POLLUX.S000.TABLE1", "orr", "91%")
+
+
+def test_car_t_figure_follows_the_trial_population(evaluator):
+    """H1: CARTITUDE-1's 34.9 months was shown after BCMA exposure and at 1 prior line."""
+    # 1 prior line, lenalidomide-refractory: CARTITUDE-4's cilta-cel arm
+    _, figures = _key_figures(evaluator, "first_relapse_len_refractory")
+    k = figures["bcma_car_t"]
+    assert (k.evidence, k.label, k.value) == ("CARTITUDE-4.S001.TABLE2", "ORR (cilta-cel)", "84.6%")
+    # after BCMA-directed therapy: no CAR-T trial in the sources enrolled such patients for these figures
+    for case in ("prior_belantamab_cart_candidate", "relapse_after_bcma_bispecific", "penta_refractory_after_teclistamab"):
+        _, figures = _key_figures(evaluator, case)
+        assert figures["bcma_car_t"] is None, case
+    # 3 lines, triple-class exposed, refractory to the last: the randomized KarMMa-3 ide-cel arm beats single-arm data
+    _, figures = _key_figures(evaluator, "fit_tcr_bcma_naive")
+    assert (figures["bcma_car_t"].evidence, figures["bcma_car_t"].arm) == ("KARMMA-3.S001.TABLE1", "ide-cel")
+    # 4 lines, not refractory to the last (outside KarMMa-3 and CARTITUDE-4): CARTITUDE-1, the sources' disagreement marked
+    data = load_case("prior_allo_cart_candidate")
+    data["prior_lines"][-1]["refractory_to"] = []
+    report = build_report(evaluator.evaluate(evaluator.parse(data)), FIXED)
+    k = next(o.key_figure for o in report.options if o.id == "bcma_car_t")
+    assert (k.evidence, k.value) == ("CARTITUDE-1.S001.TABLE2", "34.9m")
+    top = summarize(report).options[0]
+    assert top.key_figure is not None and top.key_figure.conflicts == ["S000, Table 1 gives Not reached"]
+    page1 = render(report, "html").split('class="appendix"')[0]
+    assert "sources differ: S000, Table 1 gives Not reached" in page1
+    assert "sources differ:** S000, Table 1 gives Not reached" in render(report, "markdown")
+
+
+def test_the_patients_own_caution_comes_before_the_generic_ones(evaluator):
+    """H2: an active serious infection, not the generic CAR-T toxicity, is page 1's CAR-T caution."""
+    s = summarize(report_of(evaluator, "active_serious_infection"))
+    by_id = {o.id: o for o in s.options}
+    assert by_id["bcma_car_t"].caution == "Active serious infection: defer lymphodepletion until controlled"
+    assert by_id["bcma_bispecific"].caution.startswith("Active serious infection")
+
+
+@pytest.mark.parametrize("case", case_names())
+def test_no_generic_or_favourable_caution_hides_a_patient_specific_one(evaluator, case):
+    from cds.report.highlights import patient_specific
+
+    rs = evaluator.ruleset
+    report = report_of(evaluator, case)
+    for o in report.options:
+        warnings = [c for c in o.cautions if not rs.rule(c.rule_id).favourable]
+        if not warnings:
+            assert o.key_caution is None
+            continue
+        chosen = rs.rule(o.key_caution)
+        assert not chosen.favourable
+        if any(patient_specific(rs.rule(c.rule_id)) for c in warnings):
+            assert patient_specific(chosen), (o.id, chosen.id)
+            own_safety = [c for c in warnings if c.category == "safety" and patient_specific(rs.rule(c.rule_id))]
+            if own_safety:
+                assert chosen.id == own_safety[0].rule_id
 
 
 def test_best_option_available_here_when_rank_1_needs_referral(evaluator):
@@ -112,8 +215,29 @@ def test_excluded_one_line_each(evaluator):
     s = summarize(report)
     assert [x.id for x in s.excluded] == [x.id for x in report.excluded]
     for line, x in zip(s.excluded, report.excluded):
-        assert line.reason == x.reasons[0].title and line.more == len(x.reasons) - 1
+        assert line.reason == x.reason and line.more == len(x.reasons) - 1
         assert "(" not in line.short_title
+
+
+def test_exclusion_lines_give_a_plain_reason(evaluator):
+    """An unmet requirement says what is missing ("No t(11;14)"), not the requirement's title."""
+    lines = {x.id: x.reason for x in summarize(report_of(evaluator, "fit_tcr_bcma_naive")).excluded}
+    assert lines["bcl2_inhibitor"] == "No t(11;14)"
+    assert lines["anti_slamf7_combination"] == "Refractory to lenalidomide and pomalidomide"
+    assert lines["anti_cd38_combination"] == "Refractory to an anti-CD38 antibody"  # an exclude rule's title is its reason
+    # an unknown fact is not "no": the requirement could not be confirmed
+    lines = {x.id: x.reason for x in summarize(report_of(evaluator, "unknowns_not_assessed")).excluded}
+    assert lines["bcl2_inhibitor"] == "Not known: t(11;14) detected"
+
+
+def test_review_statements_are_quoted_not_shown_as_studies(evaluator):
+    from cds.report.view import report_view
+
+    view = report_view(report_of(evaluator, "pollux_type_early_relapse"))
+    cd38 = next(o for o in view["options"] if o["id"] == "anti_cd38_combination")
+    assert "DARA-IMID.S000.ABSTRACT" in cd38["key_statements"] and "DARA-IMID.S000.ABSTRACT" not in cd38["key_studies"]
+    for o in view["options"]:
+        assert all(view["evidence"][e]["level"] not in ("review_statement", "expert_statement") for e in o["key_studies"])
 
 
 def test_page_one_comes_first_in_both_formats(evaluator):

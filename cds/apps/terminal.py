@@ -82,7 +82,8 @@ def _lines(s: Summary, path: str, max_excluded: int) -> list[Text]:
             out.append(_line("    lowered by: ", (lowered, "yellow")))
         if o.key_figure:
             k = o.key_figure
-            out.append(_line("    evidence: ", f"{k.study}: {k.measure} {k.value} ({k.source}; level: {k.level})"))
+            differ = ("  [sources differ: " + "; ".join(k.conflicts) + "]", "yellow") if k.conflicts else ""
+            out.append(_line("    evidence: ", f"{k.study}: {k.measure} {k.value} ({k.source}; level: {k.level})", differ))
         if o.caution:
             out.append(_line("    caution: ", o.caution))
 

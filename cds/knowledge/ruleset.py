@@ -19,12 +19,23 @@ Rule kinds:
     deprefer   subtracts ``weight`` from the option's score when the condition holds
     caution    attaches a caution or monitoring note to the option
     next_step  attaches a sequencing note: what comes next at relapse after this option
+
+Page-1 data on a rule (never read by the ranking):
+    key_figures  on a ``prefer`` or ``require`` rule of one option: the figure page 1 shows for
+                 the option when the rule fires (or holds), as evidence ID, measure and arm of a
+                 figure the cited entry gives for that option's agent; ``when`` narrows the rule's
+                 population to the trial's where the rule covers more (checked: `cds rules check`)
+    unmet        on a ``require`` rule: the plain reason page 1 gives when it does not hold
+                 ("no t(11;14)"); an unknown fact is said as unknown instead
+    favourable   on a ``caution`` rule: ``true`` when the note favours the option or reassures
+                 ("not an exclusion", "retains its efficacy"): page 1 never shows it as the caution
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -34,7 +45,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, mo
 
 from cds.datafile import RULE_FILE_LIMIT, parse_yaml, read_capped, read_yaml
 from cds.errors import ReadError, RuleSetError
-from cds.knowledge.evidence import Registry
+from cds.knowledge.evidence import ID_PATTERN, Measure, Registry
 from cds.model.base import Strict, schema_problems
 from cds.model.facts import CYTO_FACT, FACTS, Value
 from cds.model.vocabulary import Vocabulary
@@ -84,6 +95,46 @@ def _show(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+def _same_kind(a: object, b: object) -> bool:
+    number = (int, float)
+    return isinstance(a, bool) == isinstance(b, bool) and (
+        isinstance(a, bool) or (isinstance(a, number) and isinstance(b, number)) or type(a) is type(b)
+    )
+
+
+def _leaf_holds(leaf: Leaf, facts: Mapping[str, object]) -> bool:
+    present = facts.get(leaf.fact) is not None
+    if leaf.op in ("known", "unknown"):
+        return present == (leaf.op == "known")
+    if not present:
+        return False  # a comparison on an unknown fact is never true
+    value = facts[leaf.fact]
+    if leaf.op == "in":
+        assert isinstance(leaf.value, tuple)
+        return any(_same_kind(value, v) and value == v for v in leaf.value)
+    if leaf.op in ("==", "!="):
+        return (_same_kind(value, leaf.value) and value == leaf.value) == (leaf.op == "==")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _same_kind(value, leaf.value):
+        return False
+    target = float(leaf.value)  # type: ignore[arg-type]  # a number: check_leaf accepted it for a numeric fact
+    return {"<": value < target, "<=": value <= target, ">": value > target, ">=": value >= target}[leaf.op]
+
+
+def condition_holds(cond: Condition | None, facts: Mapping[str, object]) -> bool:
+    """Whether a parsed condition holds for the flat fact dict the engine receives (unknown facts absent).
+
+    For page-1 data only (a key figure's ``when``, whether a caution is about the patient's facts):
+    the ranking is the engine's alone. The semantics are those of the module docstring; a test
+    checks this against the reference interpreter (`cds.engine.reference`) on every case.
+    """
+    if cond is None:
+        return True
+    if isinstance(cond, Leaf):
+        return _leaf_holds(cond, facts)
+    results = (condition_holds(item, facts) for item in cond.items)
+    return all(results) if cond.mode == "all" else any(results)
 
 
 def leaves(cond: Condition | None) -> list[Leaf]:
@@ -181,6 +232,16 @@ def _review_date(value: str) -> str:
 ReviewDate = Annotated[str, BeforeValidator(_quoted_date), Field(pattern=r"^\d{4}-\d{2}-\d{2}$"), AfterValidator(_review_date)]
 
 
+class KeyFigureSpec(Strict):
+    """The figure page 1 shows for the rule's option: one figure of one cited evidence entry."""
+
+    evidence: str = Field(pattern=ID_PATTERN, description="a cited evidence ID")
+    measure: Measure
+    arm: str | None = Field(default=None, description="the figure's arm, exactly as the registry gives it")
+    timepoint: str | None = None
+    when: object = Field(default=None, description="narrows the rule's population to the trial's")
+
+
 class RuleSpec(Strict):
     id: str = Field(pattern=RULE_ID)
     title: str = Field(min_length=5, max_length=160)
@@ -197,6 +258,9 @@ class RuleSpec(Strict):
     last_reviewed: ReviewDate | None = Field(
         default=None, description="date of the rule's last clinical review (YYYY-MM-DD); default: the file's last_reviewed"
     )
+    key_figures: list[KeyFigureSpec] = []
+    unmet: str | None = Field(default=None, min_length=3, max_length=80)
+    favourable: bool = False
 
     @model_validator(mode="after")
     def _weight_matches_kind(self) -> RuleSpec:
@@ -204,6 +268,12 @@ class RuleSpec(Strict):
             raise ValueError(f"a {self.kind} rule needs a weight")
         if self.kind not in ("prefer", "deprefer") and self.weight is not None:
             raise ValueError(f"a {self.kind} rule takes no weight")
+        if self.key_figures and self.kind not in ("prefer", "require"):
+            raise ValueError("key_figures: only a prefer or require rule names the figure page 1 shows for its option")
+        if self.unmet is not None and self.kind != "require":
+            raise ValueError("unmet: only a require rule has a reason for not holding")
+        if self.favourable and self.kind != "caution":
+            raise ValueError("favourable: only a caution rule is marked favourable")
         return self
 
 
@@ -247,6 +317,15 @@ class SettingsFile(Strict):
 
 
 @dataclass(frozen=True)
+class KeyFigureRef:
+    evidence: str
+    measure: str
+    arm: str | None
+    timepoint: str | None
+    condition: Condition | None  # None: whenever the rule fires
+
+
+@dataclass(frozen=True)
 class Rule:
     id: str
     family: str
@@ -262,9 +341,20 @@ class Rule:
     status: str
     fixtures: Fixtures = NO_FIXTURES  # read from rules/tests/ only by the rule check and `cds rules show`
     last_reviewed: str | None = None  # YYYY-MM-DD: the rule's own, else its file's (the rule check requires one)
+    key_figures: tuple[KeyFigureRef, ...] = ()
+    unmet: str | None = None
+    favourable: bool = False
 
     @classmethod
-    def from_spec(cls, spec: RuleSpec, family: str, file: str, condition: Condition | None, reviewed: str | None = None) -> Rule:
+    def from_spec(
+        cls,
+        spec: RuleSpec,
+        family: str,
+        file: str,
+        condition: Condition | None,
+        reviewed: str | None = None,
+        key_conditions: tuple[Condition | None, ...] = (),
+    ) -> Rule:
         return cls(
             id=spec.id,
             family=family,
@@ -279,6 +369,12 @@ class Rule:
             category=spec.category,
             status=spec.status,
             last_reviewed=spec.last_reviewed or reviewed,
+            key_figures=tuple(
+                KeyFigureRef(k.evidence, k.measure, k.arm, k.timepoint, c)
+                for k, c in zip(spec.key_figures, key_conditions or (None,) * len(spec.key_figures))
+            ),
+            unmet=" ".join(spec.unmet.split()) if spec.unmet else None,
+            favourable=spec.favourable,
         )
 
     @property

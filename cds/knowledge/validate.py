@@ -12,6 +12,10 @@ hides another; each problem is one line naming the file and the rule:
 - duplicate rule IDs (also across files), IDs without the family code, a family
   code used twice;
 - an unknown option, fact, operator, setting or evidence ID;
+- a key figure (the figure page 1 shows for an option) that is not a figure of that
+  option's arm: an unknown or uncited evidence entry, a review's pooled figure, an agent
+  outside the option's drug classes, no figure (or two) with the measure and arm named
+  (`key_figure_problems`);
 - a condition that can never hold (`impossibility`): interval reasoning per fact
   over each conjunction of the condition's disjunctive normal form, using the
   fact catalogue's ranges, types and values (``ecog >= 3`` and ``ecog <= 1``;
@@ -406,6 +410,8 @@ def validate(directory: Path, fixtures: bool = False) -> Validation:
         rules, retired = _with_fixtures(directory, rules, retired, {p.name for p in files}, seen, problems)
     if vocabulary is None:
         return Validation(None, problems)
+    if registry.entries:  # a registry that did not load is reported; its key figures cannot be checked
+        problems.extend(key_figure_problems([*rules, *retired], registry, vocabulary, options))
     ruleset = RuleSet(
         rules=tuple(rules),
         retired=tuple(retired),
@@ -510,27 +516,18 @@ def _rule(
         for cid in raw_cites:
             if isinstance(cid, str) and cid not in evidence_files:
                 problems.append(f"{where} cites: unknown evidence ID {cid!r}")
-    condition: Condition | None = None
-    raw_when = raw_rule.get("when")
-    if raw_when is not None:
-        op_problems = [p for s in _condition_strings(raw_when) if (p := _operator_problem(s))]
-        for p in op_problems:
-            problems.append(f"{where} when: {p}")
-        try:
-            condition = parse_condition(raw_when, "when", settings)
-        except ValueError as exc:
-            if not op_problems:
-                problems.append(f"{where} {exc}")
+    ok, condition = _condition(raw_rule.get("when"), where, "when", settings, problems)
+    if not ok:
+        return None
+    key_conditions: list[Condition | None] = []
+    raw_keys = raw_rule.get("key_figures")
+    for k, raw_key in enumerate(raw_keys if isinstance(raw_keys, list) else []):
+        key_ok, key_condition = _condition(
+            raw_key.get("when") if isinstance(raw_key, dict) else None, where, f"key_figures[{k}].when", settings, problems
+        )
+        if not key_ok:
             return None
-        leaf_problems = [p for leaf in leaves(condition) if (p := check_leaf(leaf))]
-        for p in leaf_problems:
-            if not (op_problems and "wrong type" in p):
-                problems.append(f"{where} when: {p}")
-        if leaf_problems or op_problems:
-            return None
-        reason = impossibility(condition)
-        if reason:
-            problems.append(f"{where} when: can never hold: {reason}")
+        key_conditions.append(key_condition)
     if spec is not None:
         when = spec.last_reviewed or reviewed
         if when is None:
@@ -542,4 +539,83 @@ def _rule(
             problems.append(f"{where} last_reviewed: {when} is in the future")
     if spec is None or duplicate:
         return None
-    return Rule.from_spec(spec, family, label, condition, None if reviewed == "?" else reviewed)
+    return Rule.from_spec(spec, family, label, condition, None if reviewed == "?" else reviewed, tuple(key_conditions))
+
+
+def _condition(
+    raw_when: object, where: str, name: str, settings: dict[str, SettingSpec], problems: list[str]
+) -> tuple[bool, Condition | None]:
+    """A rule's condition (or a key figure's), checked: (False, None) when it cannot be compiled."""
+    if raw_when is None:
+        return True, None
+    op_problems = [p for s in _condition_strings(raw_when) if (p := _operator_problem(s))]
+    for p in op_problems:
+        problems.append(f"{where} {name}: {p}")
+    try:
+        condition = parse_condition(raw_when, name, settings)
+    except ValueError as exc:
+        if not op_problems:
+            problems.append(f"{where} {exc}")
+        return False, None
+    leaf_problems = [p for leaf in leaves(condition) if (p := check_leaf(leaf))]
+    for p in leaf_problems:
+        if not (op_problems and "wrong type" in p):
+            problems.append(f"{where} {name}: {p}")
+    if leaf_problems or op_problems:
+        return False, None
+    reason = impossibility(condition)
+    if reason:
+        problems.append(f"{where} {name}: can never hold: {reason}")
+    return True, condition
+
+
+# The levels whose figures are a trial arm's (or a cohort's): a review's or an expert's pooled
+# figure is not the figure of the option's arm.
+_ARM_LEVELS = ("randomized_phase3", "randomized_phase2", "single_arm", "subgroup_analysis", "real_world")
+# The measures page 1 shows as a key figure: efficacy, as a haematologist compares options.
+KEY_FIGURE_MEASURES = ("orr", "cr", "median_pfs", "median_os", "pfs_rate", "os_rate", "median_dor")
+
+
+def key_figure_problems(
+    rules: Iterable[Rule], registry: Registry, vocabulary: Vocabulary, options: list[OptionSpec]
+) -> list[str]:
+    """A key figure must exist in the registry, be cited by its rule, and be a figure of the rule's option.
+
+    "Of the option": the rule acts on one option, the entry is a trial (or cohort) result, its
+    agent is a drug of one of the option's drug classes, and exactly one figure of the entry has
+    the measure, arm and timepoint named (an entry with figures for two arms needs the arm).
+    """
+    problems = []
+    by_id = {o.id: o for o in options}
+    for rule in rules:
+        where = f"{rule.file} [{rule.id}] key_figures"
+        for n, k in enumerate(rule.key_figures):
+            at = f"{where}[{n}]"
+            if len(rule.options) != 1:
+                problems.append(f"{at}: a key figure belongs to one option; the rule acts on {len(rule.options)}")
+                continue
+            option = by_id.get(rule.options[0])
+            entry = registry.entries.get(k.evidence)
+            if entry is None:
+                problems.append(f"{at}: unknown evidence ID {k.evidence!r}")
+                continue
+            if k.evidence not in rule.cites:
+                problems.append(f"{at}: {k.evidence} is not cited by the rule (add it to cites)")
+            if k.measure not in KEY_FIGURE_MEASURES:
+                problems.append(f"{at}: measure {k.measure!r} is not an efficacy measure ({', '.join(KEY_FIGURE_MEASURES)})")
+            if entry.level not in _ARM_LEVELS:
+                problems.append(f"{at}: {k.evidence} is a {entry.level_label}, not a trial arm's result")
+            drug = vocabulary.lookup(entry.agent) if entry.agent else None
+            if option is not None and (drug is None or drug.drug_class not in option.drug_classes):
+                agent = f"agent {entry.agent!r}" if entry.agent else "no agent"
+                problems.append(
+                    f"{at}: {k.evidence} has {agent}, not a drug of option {option.id} ({', '.join(option.drug_classes) or 'no drug class'})"
+                )
+            matches = [f for f in entry.figures if f.measure == k.measure and f.arm == k.arm and f.timepoint == k.timepoint]
+            if len(matches) != 1:
+                given = "; ".join(f"arm {f.arm!r}, timepoint {f.timepoint!r}" for f in entry.figures if f.measure == k.measure)
+                problems.append(
+                    f"{at}: {k.evidence} has {len(matches)} {k.measure} figures with arm {k.arm!r} and timepoint {k.timepoint!r}"
+                    + (f" (it has: {given})" if given else "")
+                )
+    return problems

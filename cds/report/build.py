@@ -19,9 +19,10 @@ from cds.errors import InputError, printable, quoted
 from cds.knowledge.evidence import Conflict, EvidenceEntry, display_cell_dose, reciprocal
 from cds.knowledge.ruleset import RuleSet
 from cds.knowledge.site import Site, availability
-from cds.model.facts import FACTS, not_refractory_by_dates
+from cds.model.facts import FACTS, engine_facts, not_refractory_by_dates
 from cds.model.profile import line_drugs, named_drugs
 from cds.report import model as m
+from cds.report.highlights import exclusion_reason, key_caution, key_figure
 from cds.report.timeline import category
 
 DISCLAIMER = (
@@ -351,6 +352,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
                 cited.append(i)
 
     options = []
+    facts = engine_facts(ev.facts)
     for o in ev.ranking.options:
         for group in (o.rationale, o.cautions, o.next_steps):
             for r in group:
@@ -369,13 +371,23 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
                 next_steps=[_reason(r, rs) for r in o.next_steps],
                 key_evidence=list(dict.fromkeys(e for r in o.rationale for e in r.evidence)),
                 availability=None,
+                key_figure=key_figure(rs, o.rationale, facts),
+                key_caution=key_caution(rs, o.cautions),
             )
         )
     excluded = []
     for x in ev.ranking.excluded:
         for r in x.reasons:
             cite(r.evidence)
-        excluded.append(m.ExcludedOption(id=x.id, title=x.title, reasons=[_reason(r, rs) for r in x.reasons], availability=None))
+        excluded.append(
+            m.ExcludedOption(
+                id=x.id,
+                title=x.title,
+                reasons=[_reason(r, rs) for r in x.reasons],
+                availability=None,
+                reason=exclusion_reason(rs, x.reasons),
+            )
+        )
 
     def unknown(u: UnknownFact) -> m.UnknownFact:
         return m.UnknownFact(

@@ -32,7 +32,9 @@ from cds.knowledge.site import Availability
 # 2.2: evidence conflicts have a kind ("sources" or "erratum": the source against the trial's publication,
 #      outside the sources) and say what they are about; `measure` is null for one not about a figure;
 #      every evidence entry has its level (and, where the source states no design, a design_reference).
-SCHEMA_VERSION = "2.2"
+# 2.3: page-1 data, chosen from rule data: an option's `key_figure` (a figure its fired rules name for
+#      that option's arm in the patient's population, or null) and `key_caution`; an excluded option's `reason`.
+SCHEMA_VERSION = "2.3"
 
 # JSON values a derived fact, a setting or a profile input can take.
 FactValue = bool | int | float | str | None
@@ -103,6 +105,19 @@ class Reason:
 
 
 @_model
+class KeyFigure:
+    """The figure page 1 shows for an option: named by a rule that fired for it (`key_figures` in the rule file)."""
+
+    evidence: str
+    rule_id: str  # the rule that names it
+    measure: str  # registry measure: orr, median_pfs, ...
+    label: str  # the measure in words, with its arm: "median PFS (ide-cel)"
+    value: str  # exactly as the source prints it
+    arm: str | None
+    timepoint: str | None
+
+
+@_model
 class RankedOption:
     id: str
     rank: int
@@ -116,6 +131,9 @@ class RankedOption:
     next_steps: list[Reason]
     key_evidence: list[str]  # evidence IDs cited by the rationale, in order
     availability: Availability | None  # at the report's site; None without a site
+    # the strongest figure the fired rules name for this option's arm in this patient's population; None: none does
+    key_figure: KeyFigure | None = None
+    key_caution: str | None = None  # rule ID of the caution page 1 shows: the patient's own before the generic ones
 
 
 @_model
@@ -124,6 +142,7 @@ class ExcludedOption:
     title: str
     reasons: list[Reason]
     availability: Availability | None
+    reason: str = ""  # the first reason in a few plain words ("no t(11;14)", "not known: t(11;14) detected")
 
 
 @_model

@@ -23,10 +23,6 @@ from cds.report import model as m
 TOP_OPTIONS = 3
 # availability statuses for which page 1 names the best option available here beside rank 1
 NOT_HERE = ("unavailable", "not_reimbursed", "referral")
-# The measures a key figure is taken from, in the order a haematologist compares them.
-KEY_MEASURES = ("orr", "cr", "median_pfs", "median_os", "pfs_rate", "os_rate", "median_dor")
-# Evidence kinds from strongest to weakest, until evidence levels are in the registry.
-_KIND_STRENGTH = {"trial": 0, "real_world": 1, "regulatory": 2, "statement": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,9 +31,14 @@ class KeyFigure:
     study: str  # trial name or entry title
     measure: str  # e.g. "ORR", "median PFS"
     value: str  # exactly as the source prints it
-    n: int | None
+    n: int | None  # the study's (not the arm's)
+    arm: str | None  # the figure's arm, when the study has more than one
     source: str  # e.g. "S001, Table 2"
-    level: str  # evidence level (or kind until levels are in the registry)
+    level: str  # the registry's evidence level, in words
+    population: str | None  # the entry's population as the source prints it
+    # where a source disagrees on this figure, or the trial's publication corrects it:
+    # "S000, Table 1 gives Not reached", "erratum: phase 3" (the appendix has both sides)
+    conflicts: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ class TopOption:
     raised: list[ScoreReason]
     lowered: list[ScoreReason]
     key_figure: KeyFigure | None
-    caution: str | None  # the most important caution (a safety caution first)
+    caution: str | None  # the most important caution: the patient's own first (see cds.report.highlights)
     availability_status: str | None  # available, unavailable, not_reimbursed, referral, unknown; None: no site
     availability: str | None  # the marker text, or None when available or not stated
 
@@ -76,7 +77,7 @@ class ExcludedLine:
     id: str
     title: str
     short_title: str
-    reason: str  # the first reason, in a few words (the rule's title)
+    reason: str  # the first reason, in a few plain words (cds.report.highlights.exclusion_reason)
     more: int  # further reasons not shown
 
 
@@ -111,31 +112,45 @@ def _level(e: m.Evidence) -> str:
     return e.level_label  # the registry's evidence level, in words
 
 
+def _conflicts(k: m.KeyFigure, e: m.Evidence, evidence: dict[str, m.Evidence]) -> list[str]:
+    """What other sources (or the trial's publication) say of the key figure: one phrase each."""
+    out = []
+    for c in e.conflicts:
+        if c.measure != k.measure:
+            continue
+        if c.kind == "erratum":
+            if c.value in (None, k.value):
+                out.append(f"{'erratum' if c.certain else 'probable erratum'}: {c.published}")
+        elif c.with_ is not None and c.with_ in evidence:
+            other = evidence[c.with_]
+            values = [f.value for f in other.figures if f.measure == k.measure]
+            out.append(f"{_source(other)} gives {' / '.join(values)}" if values else f"disagrees with {_source(other)}")
+    return list(dict.fromkeys(out))
+
+
 def key_figure(option: m.RankedOption, evidence: dict[str, m.Evidence]) -> KeyFigure | None:
-    """The first key measure of the strongest study the option's rationale cites (statements have no figures)."""
-    entries = [evidence[i] for i in option.key_evidence if i in evidence]
-    ordered = sorted(enumerate(entries), key=lambda t: (_KIND_STRENGTH.get(t[1].kind, 9), t[0]))
-    for _, e in ordered:
-        for measure in KEY_MEASURES:
-            fig = next((f for f in e.figures if f.measure == measure), None)
-            if fig is not None:
-                return KeyFigure(
-                    evidence_id=e.id,
-                    study=e.trial or e.title,
-                    measure=fig.label,
-                    value=fig.value,
-                    n=e.n,
-                    source=_source(e),
-                    level=_level(e),
-                )
-    return None
+    """The option's key figure (chosen from rule data by the report builder), with its study and source."""
+    k = option.key_figure
+    if k is None or k.evidence not in evidence:
+        return None
+    e = evidence[k.evidence]
+    return KeyFigure(
+        evidence_id=e.id,
+        study=e.trial or e.title,
+        measure=k.label,
+        value=k.value,
+        n=e.n,
+        arm=k.arm,
+        source=_source(e),
+        level=_level(e),
+        population=e.population,
+        conflicts=_conflicts(k, e, evidence),
+    )
 
 
 def _caution(option: m.RankedOption) -> str | None:
-    for c in option.cautions:
-        if c.category == "safety":
-            return c.title
-    return option.cautions[0].title if option.cautions else None
+    chosen = next((c for c in option.cautions if c.rule_id == option.key_caution), None)
+    return chosen.title if chosen is not None else None
 
 
 def _why(raised: list[ScoreReason], lowered: list[ScoreReason]) -> str:
@@ -216,7 +231,7 @@ def summarize(report: m.Report) -> Summary:
                 id=x.id,
                 title=x.title,
                 short_title=short_title(x.title),
-                reason=x.reasons[0].title if x.reasons else "excluded",
+                reason=x.reason or (x.reasons[0].title if x.reasons else "excluded"),
                 more=max(len(x.reasons) - 1, 0),
             )
             for x in report.excluded

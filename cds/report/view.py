@@ -217,6 +217,15 @@ def _evidence_view(e: dict[str, Any]) -> dict[str, Any]:
     return e
 
 
+# Evidence levels that are a statement about results, not a study's own results (a review's range,
+# an expert's recollection), whatever the entry's kind: shown as quoted statements with their level.
+STATEMENT_LEVELS = frozenset({"review_statement", "expert_statement"})
+
+
+def _is_statement(e: dict[str, Any]) -> bool:
+    return e["kind"] == "statement" or e["level"] in STATEMENT_LEVELS
+
+
 def _reasons_view(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for x in items:
         x["weight_text"] = f"{x['weight']:+d}" if x["weight"] else None
@@ -287,7 +296,9 @@ def summary_view(summary: Summary) -> dict[str, Any]:
         o["raised_text"], o["lowered_text"] = why_parts((r["weight"], r["text"]) for r in [*o["raised"], *o["lowered"]])
         k = o["key_figure"]
         if k:
-            k["text"] = f"{k['study']}: {k['measure']} {k['value']}" + (f" (n={k['n']})" if k["n"] else "")
+            # n is the study's; beside one arm's figure it would read as that arm's, so it is left out there
+            k["text"] = f"{k['study']}: {k['measure']} {k['value']}" + (f" (n={k['n']})" if k["n"] and not k["arm"] else "")
+            k["conflict_text"] = "; ".join(k["conflicts"]) or None
     facts, excluded = v["facts_to_obtain"], v["excluded"]
     v["facts_to_obtain"], v["facts_more"] = facts[:PAGE1_FACTS], max(len(facts) - PAGE1_FACTS, 0)
     v["excluded"], v["excluded_more"] = excluded[:PAGE1_EXCLUDED], max(len(excluded) - PAGE1_EXCLUDED, 0)
@@ -304,8 +315,9 @@ def report_view(report: Report) -> dict[str, Any]:
     for o in r["options"]:
         for group in ("rationale", "cautions", "next_steps"):
             _reasons_view(o[group])
-        o["key_studies"] = [e for e in o["key_evidence"] if evidence[e]["kind"] != "statement"]
-        o["key_statements"] = [e for e in o["key_evidence"] if evidence[e]["kind"] == "statement"]
+        # a review's or an expert's statement is quoted as a statement with its level, never a study row
+        o["key_studies"] = [e for e in o["key_evidence"] if not _is_statement(evidence[e])]
+        o["key_statements"] = [e for e in o["key_evidence"] if _is_statement(evidence[e])]
         o["marker"], o["marker_class"] = _marker(o), _marker_class(o)
         size = len(o["rationale"]) + len(o["key_evidence"]) + len(o["cautions"]) + len(o["next_steps"])
         o["keep"] = size <= _KEEP_TOGETHER_ITEMS
