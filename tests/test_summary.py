@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import case_names, load_case
+from conftest import PROFILES, case_names, load_case
 
 from cds.report.build import build_report
 from cds.report.model import NO_PREFERENCE, why_text
@@ -260,3 +260,33 @@ def test_timeline_shows_the_dates_the_profile_gives(evaluator):
     assert "(2019-02 \u2013 2020-11 \u00b7 VGPR)" in render(report, "markdown")
     undated = render(report_of(evaluator, "unknowns_not_assessed"), "html")
     assert "ongoing" not in undated
+
+
+def test_page_one_conditions_read_as_the_reference_interpreter_reads_them(evaluator):
+    """condition_holds (key figures' `when`, whether a caution is the patient's own) against cds.engine.reference,
+    which reads the rule files on its own: every rule's condition and every key figure's, on every case and on
+    a patient about whom nothing is known."""
+    import yaml
+
+    from cds.engine import reference
+    from cds.knowledge.ruleset import condition_holds
+    from cds.model.facts import derive, engine_facts
+
+    rs = evaluator.ruleset
+    settings = {name: spec.value for name, spec in rs.settings.items()}
+    raw = {}
+    for path in sorted(rs.directory.glob("*.yaml")):
+        for rule in yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader).get("rules") or ():
+            raw[rule["id"]] = rule
+    pairs = []
+    for rule in rs.rules:
+        pairs.append((rule.condition, raw[rule.id].get("when")))
+        pairs += [(k.condition, r.get("when")) for k, r in zip(rule.key_figures, raw[rule.id].get("key_figures") or ())]
+    assert sum(1 for r in rs.rules if r.key_figures) >= 5
+    fact_sets = [{}] + [engine_facts(derive(evaluator.load(PROFILES / f"{c}.json"), rs.vocabulary)) for c in case_names()]
+    checked = 0
+    for facts in fact_sets:
+        for parsed, when in pairs:
+            assert condition_holds(parsed, facts) == reference.holds(when, facts, settings), when
+            checked += 1
+    assert checked > 1000
