@@ -478,3 +478,15 @@ def test_only_ranking_rules_name_key_figures_and_only_requirements_say_unmet(fol
     assert any("key_figures: only a prefer or require rule" in p for p in check(folder).problems)
     edit(folder, lambda rules, code: rules[0].update(unmet="not fit"))
     assert any("unmet: only a require rule" in p for p in check(folder).problems)
+
+
+def test_a_requirement_without_a_plain_reason_is_warned(folder):
+    edit(folder, lambda rules, code: rules[0].update(kind="require", when="ecog <= 2"))
+    report = check(folder)
+    assert report.problems == []
+    assert [w for w in report.warnings if "unmet: not given" in w] == [
+        "tiny.yaml [TINY-CART-001] unmet: not given; page 1 says 'Requirement not met: ECOG 3-4: not fit enough for CAR-T' "
+        "when it does not hold"
+    ]
+    edit(folder, lambda rules, code: rules[0].update(unmet="ECOG 3-4"))
+    assert not [w for w in check(folder).warnings if "unmet" in w]

@@ -12,8 +12,9 @@ adds what concerns the fixtures, one line per problem naming the file and the ru
   durable-rules engine (`cds.knowledge.fixtures.run_fixtures`) on every rule
   that could be compiled.
 
-Warnings do not fail the check: evidence entries that no rule cites, and
-ranking rules that read two or more fields that can be unknown.
+Warnings do not fail the check: evidence entries that no rule cites,
+ranking rules that read two or more fields that can be unknown, and require
+rules without an ``unmet`` reason (page 1 then prints the requirement's title).
 
 The module also formats `cds rules list` and `cds rules show` (plain text; the
 CLI only prints it).
@@ -94,6 +95,10 @@ def check_rules(
                 if leaf.fact in FACTS and FACTS[leaf.fact].may_be_unknown
             }
         )
+        if rule.kind == "require" and rule.unmet is None:
+            report.warnings.append(
+                f"{where} unmet: not given; page 1 says 'Requirement not met: {rule.title}' when it does not hold"
+            )
         if len(fields) > 1 and rule.kind in _RANKING_KINDS:
             report.warnings.append(
                 f"{where} when: reads {len(fields)} fields that can be unknown ({', '.join(fields)}); "
