@@ -14,7 +14,8 @@ of the two cores). Prints, in one run:
 2. latency p50/p99 and throughput at concurrency 1, 8 and 32, bounded in count and time,
    errors (anything but 200 with one card), the median time inside the server (its access
    log: from the request's arrival to the response's end, queueing for a worker included),
-   and p50 / in-process median as a ratio;
+   the CPU per request of the server process and of the workers (less moved by the load than
+   times are), and p50 / in-process median as a ratio;
 3. the PSS of the server's whole process tree (server and workers) over --memory requests
    at concurrency 8, sampled every tenth of the run: first and last sample, and their ratio.
 
@@ -69,7 +70,10 @@ def in_process(bundles: list[dict], rounds: int) -> dict:
     state = WorkerState(None, {})
     built = [bundle_from_prefetch(prefetch_for(b)) for b in bundles]
     hook, evaluate = [], []
+    cpu0 = time.process_time()
     for r in range(rounds + 1):
+        if r == 1:
+            cpu0 = time.process_time()
         for b in built:
             t0 = time.perf_counter()
             kind, _ = state.handle({"kind": "hook", "bundle": b, "card_uuid": str(uuid.uuid4()), "report_url": "http://x/r"})
@@ -80,7 +84,13 @@ def in_process(bundles: list[dict], rounds: int) -> dict:
             if r:  # round 0 is the warm-up
                 hook.append(t1 - t0)
                 evaluate.append(t2 - t1)
-    return {"hook_ms": statistics.median(hook) * 1e3, "evaluate_ms": statistics.median(evaluate) * 1e3, "n": len(hook)}
+    cpu_ms = (time.process_time() - cpu0) / len(hook) * 1e3  # hook task + evaluate, per request
+    return {
+        "hook_ms": statistics.median(hook) * 1e3,
+        "evaluate_ms": statistics.median(evaluate) * 1e3,
+        "n": len(hook),
+        "hook_cpu_ms": cpu_ms * sum(hook) / (sum(hook) + sum(evaluate)),
+    }
 
 
 # --------------------------------------------------------------------------- 2. the server
@@ -170,10 +180,12 @@ async def load(server: Server, bodies: list[bytes], concurrency: int, total: int
             writer.close()
 
     t0 = time.perf_counter()
+    cpu0 = _cpu_s(server.proc.pid)
     logged = len(server.server_ms)
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     wall = time.perf_counter() - t0
     ordered = sorted(latencies)
+    cpu1 = _cpu_s(server.proc.pid)
     time.sleep(0.5)  # the last access-log lines
     inside = sorted(server.server_ms[logged:]) or [0.0]
     return {
@@ -183,6 +195,8 @@ async def load(server: Server, bodies: list[bytes], concurrency: int, total: int
         "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3,
         "per_s": len(ordered) / wall,
         "server_p50_ms": inside[len(inside) // 2],
+        "server_cpu_ms": (cpu1[0] - cpu0[0]) / max(1, len(ordered)) * 1e3,
+        "worker_cpu_ms": (cpu1[1] - cpu0[1]) / max(1, len(ordered)) * 1e3,
         "errors": errors,
         "complete": len(ordered) == total,
     }
@@ -196,8 +210,30 @@ def memory(server: Server, bodies: list[bytes], total: int) -> dict:
         if done % step == 0:
             samples.append((done, _tree_pss_kb(server.proc.pid)[0]))
 
-    r = asyncio.run(load(server, bodies, 8, total, LEVEL_DEADLINE_S * 3, progress))
+    r = asyncio.run(load(server, bodies, 8, total, LEVEL_DEADLINE_S * 6, progress))
     return {**r, "samples": samples}
+
+
+def _cpu_s(root: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of the server process and of its children (the workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    kids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1]) == root:
+                    kids.append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return cpu(root), sum(cpu(k) for k in kids)
 
 
 def _mark(ok: bool) -> str:
@@ -223,6 +259,7 @@ def main() -> None:
     print(f"\n1. In-process, median of {ip['n']} runs of the same bundles")
     print(f"   the worker's hook task (FHIR mapping, evaluation, report, card)  {ip['hook_ms']:.2f} ms")
     print(f"   cds.evaluate(bundle) alone                                        {ip['evaluate_ms']:.2f} ms")
+    print(f"   CPU of the hook task (its share of this process's CPU time)       {ip['hook_cpu_ms']:.2f} ms")
     with tempfile.TemporaryDirectory(prefix="cds-bench-serve-") as tmp:
         server = Server(Path(tmp), args.workers)
         try:
@@ -241,6 +278,10 @@ def main() -> None:
                 print(
                     f"   {c:>11d} {r['n']:>9,d} {r['p50_ms']:7.1f}ms {r['p99_ms']:7.1f}ms {r['per_s']:8.1f} {len(r['errors']):>7d} {r['server_p50_ms']:7.1f}ms"
                     f"  {r['p50_ms'] / ip['hook_ms']:.1f}x (/ evaluate alone {r['p50_ms'] / ip['evaluate_ms']:.1f}x){cut}"
+                )
+                print(
+                    f"   {'':11s} CPU per request: server process {r['server_cpu_ms']:.1f} ms, workers {r['worker_cpu_ms']:.1f} ms"
+                    f" ({r['worker_cpu_ms'] / ip['hook_cpu_ms']:.2f}x the in-process hook task's CPU)"
                 )
                 for e in r["errors"][:3]:
                     print(f"      error: {e}")

@@ -13,10 +13,12 @@ snapshot. A write is one transaction: it is stored completely or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import secrets
+import threading
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -149,6 +151,19 @@ def _sqlite_setup(engine: Engine) -> None:
 class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps and polls
+        # (1, 2, 5, ... 100 ms): threads of this process queue on a lock of their own instead, which
+        # hands over at once. Other processes (a second server, `cds cases import`) still meet
+        # SQLite's busy timeout. PostgreSQL locks rows, not the database: no lock here.
+        self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction: stored completely or not at all."""
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     @property
     def url(self) -> str:
@@ -172,7 +187,7 @@ class Store:
         label: str | None = None,
     ) -> str:
         case_id = _new_id()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 insert(cases).values(
                     id=case_id,
@@ -191,7 +206,7 @@ class Store:
         now = _now()
         eval_id = _new_id()
         token = new.report_token or secrets.token_urlsafe(32)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             case_id = self._case_for(conn, new, now)
             # the case row is locked (PostgreSQL) / the database is (SQLite, BEGIN IMMEDIATE): versions never collide
             version = (
@@ -257,14 +272,14 @@ class Store:
         unknown = set(changes) - {"board_date", "label"}
         if unknown:
             raise ValueError(f"set_case: only board_date and label change, not {sorted(unknown)}")
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if conn.execute(update(cases).where(cases.c.id == case_id).values(**changes)).rowcount != 1:
                 raise StoreError(f"case {case_id}: no such case")
 
     def add_feedback(self, items: list[dict[str, Any]], *, service_id: str, client: str | None) -> int:
         """Store feedback items (already validated), linked to the evaluation that showed the card; all or none."""
         now = _now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for item in items:
                 eval_id = conn.execute(select(evaluations.c.id).where(evaluations.c.card_uuid == item["card"])).scalar()
                 conn.execute(
@@ -356,7 +371,7 @@ class Store:
 
     def import_lines(self, records: list[exchange.Line]) -> exchange.ImportResult:
         """`cds cases import`: add the evaluations the store lacks, all in one transaction (InputError: none)."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return exchange.import_lines(conn, records)
 
     def count_evaluations(self) -> int:
