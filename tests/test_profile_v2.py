@@ -450,3 +450,15 @@ def test_comment_lines_keep_json_line_numbers(evaluator):
         decode_json('// a comment\n{\n  // another\n  "age": 1,\n}')
     assert "line 5" in str(info.value)  # the trailing comma is reported where it is
     assert decode_json('{"notes": "http://example.org // not a comment"}')["notes"].endswith("not a comment")
+
+
+def test_agents_that_are_not_a_list_are_one_problem_each_beside_refractory_and_intolerant_lists(evaluator):
+    """Found by property 8: `agents: true` with a refractory_to list was an internal error (len of a bool)."""
+    data = minimal()
+    data["prior_lines"] = [
+        {"regimen": "VRd", "agents": True, "refractory_to": ["lenalidomide"]},
+        {"regimen": "KRd", "agents": "carfilzomib", "intolerant_to": ["carfilzomib"]},
+        {"agents": 3, "refractory_to": []},
+    ]
+    found = problems(evaluator, data)
+    assert [f for f, _ in found] == ["prior_lines[0].agents", "prior_lines[1].agents", "prior_lines[2].agents"], found

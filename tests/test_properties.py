@@ -396,7 +396,7 @@ for line in sys.stdin:
     out = {
         "exit_code": r.exit_code,
         "traceback": "Traceback" in r.stdout or "Traceback" in r.stderr,
-        "stderr": r.stderr[-1500:],
+        "stderr": r.stderr[:1500],  # the start: the test checks that it begins with "error: "
         "exception": None if exc is None or isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"[:500],
     }
     sys.stdout.write(json.dumps(out) + "\n")

@@ -586,7 +586,7 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                 )
     for key in ("refractory_to", "intolerant_to"):
         names = line.get(key)
-        if not isinstance(names, list) or (agents is not None and len(drugs) != len(agents or ())):
+        if not isinstance(names, list) or (agents is not None and (not isinstance(agents, list) or len(drugs) != len(agents))):
             continue  # a broken agents list: its own problems are reported
         taken: set[str] = set()
         for j, name in enumerate(names):
