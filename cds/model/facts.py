@@ -609,37 +609,38 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put) -> None
             label if interval else "unknown: " + label,
         )
 
-    bcma_car_t_lines = [n for n in range(1, len(lines) + 1) if any(bcma_car_t(r.drug) for r in drugs[n - 1])]
-    if not bcma_car_t_lines:
-        put("bcma_car_t_relapse_within_12_months", False, "no prior BCMA CAR-T")
-    else:
+    def within_12_months(fact: str, line_numbers: list[int], label, none: str, suffix: str) -> None:
+        """True when some line surely progressed within 12 months of its start, False when every one
+        surely later, else unknown; `none` explains False without any such line."""
+        if not line_numbers:
+            put(fact, False, none)
+            return
         results = []
-        for n in bcma_car_t_lines:
+        for n in line_numbers:
             interval, how = to_progression(n)
-            results.append((None if interval is None else _within(interval, EARLY_MONTHS), f"{names(n, bcma_car_t)} ({how})"))
-        text = "; ".join(h for _, h in results) + "; the start of a CAR-T line is read as the infusion"
+            results.append((None if interval is None else _within(interval, EARLY_MONTHS), label(n, how)))
+        text = "; ".join(h for _, h in results) + suffix
         if any(r is True for r, _ in results):
-            put("bcma_car_t_relapse_within_12_months", True, "within 12 months: " + text)
+            put(fact, True, "within 12 months: " + text)
         elif all(r is False for r, _ in results):
-            put("bcma_car_t_relapse_within_12_months", False, "later than 12 months: " + text)
+            put(fact, False, "later than 12 months: " + text)
         else:
-            put("bcma_car_t_relapse_within_12_months", None, "unknown: " + text)
+            put(fact, None, "unknown: " + text)
 
-    asct = [n for n, line in enumerate(lines, 1) if line.autologous_transplant]
-    if not asct:
-        put("early_relapse_after_asct", False, "no line lists an autologous transplant")
-    else:
-        results = []
-        for n in asct:
-            interval, how = to_progression(n)
-            results.append((None if interval is None else _within(interval, EARLY_MONTHS), how))
-        text = "; ".join(h for _, h in results) + " (line with ASCT, from its start)"
-        if any(r is True for r, _ in results):
-            put("early_relapse_after_asct", True, "within 12 months: " + text)
-        elif all(r is False for r, _ in results):
-            put("early_relapse_after_asct", False, "later than 12 months: " + text)
-        else:
-            put("early_relapse_after_asct", None, "unknown: " + text)
+    within_12_months(
+        "bcma_car_t_relapse_within_12_months",
+        [n for n in range(1, len(lines) + 1) if any(bcma_car_t(r.drug) for r in drugs[n - 1])],
+        lambda n, how: f"{names(n, bcma_car_t)} ({how})",
+        "no prior BCMA CAR-T",
+        "; the start of a CAR-T line is read as the infusion",
+    )
+    within_12_months(
+        "early_relapse_after_asct",
+        [n for n, line in enumerate(lines, 1) if line.autologous_transplant],
+        lambda n, how: how,
+        "no line lists an autologous transplant",
+        " (line with ASCT, from its start)",
+    )
 
     # intolerance: what intolerant_to names; a line stopped for toxicity that does not say which agent
     # leaves its agents' intolerance unknown
