@@ -126,6 +126,7 @@ def test_the_report_shows_each_lines_course_stop_reason_and_intolerance(evaluato
     data = {"patient_id": "C", "age": 60, "ecog": 1, "prior_lines": lines}
     report = build_report(evaluator.evaluate(evaluator.parse(data)), "2026-01-01T00:00:00Z")
     assert report.lines[0].intolerant_to == ["bortezomib"] and report.lines[1].stop_reason == "toxicity"
+    assert "intolerant to bortezomib" in report.synopsis  # page 1's first line
     for fmt in ("markdown", "html"):
         text = render(report, fmt)
         assert "intolerant to bortezomib" in text, fmt

@@ -240,6 +240,13 @@ def _synopsis(ev: Evaluation) -> list[str]:
         out.append("BCMA-naive")
     if f["gprc5d_exposed"]:
         out.append("GPRC5D-exposed")
+    if f["bcma_car_t_relapse_within_12_months"]:
+        out.append("relapse within 12 months of BCMA CAR-T")
+    if f["early_relapse_after_asct"]:
+        out.append("early relapse after ASCT")
+    intolerant = sorted({d for line in p.prior_lines for d in named_drugs(line.intolerant_to, line, ev.ruleset.vocabulary)})
+    if intolerant:
+        out.append("intolerant to " + ", ".join(intolerant))
     if f["high_risk_cytogenetics"]:
         hr = [a for a in (p.cytogenetics or []) if a in ("del(17p)", "t(4;14)", "t(14;16)", "gain(1q)", "amp(1q)")]
         out.append("high-risk cytogenetics: " + ", ".join(hr))
