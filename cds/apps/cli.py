@@ -989,6 +989,18 @@ def serve(
     _run(go, signals=False)
 
 
+def _since(since: str | None):
+    import datetime as dt
+
+    if since is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--since: {quoted(since)} is not an ISO-8601 date (e.g. 2026-01-01)") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
 feedback_app = typer.Typer(
     no_args_is_help=True, help="Clinicians' feedback on CDS Hooks cards (where they disagree with the ranking)."
 )
@@ -1006,24 +1018,13 @@ def feedback_export(
     """Every feedback item as one JSON line, with the evaluation it refers to (top option, rule-set hash)."""
 
     def go() -> None:
-        import datetime as dt
         import json
 
-        from cds.store import StoreError, open_store
+        from cds.store import open_store
 
-        when = None
-        if since is not None:
-            try:
-                when = dt.datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
-            except ValueError:
-                raise InputError(f"--since: {quoted(since)} is not an ISO-8601 date (e.g. 2026-01-01)") from None
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.UTC)
+        when = _since(since)
         out = OutputFile(output)
-        try:
-            store = open_store(db)
-        except StoreError as exc:
-            raise InputError(str(exc)) from None
+        store = open_store(db)  # StoreError is an InputError: one line, exit 2
         try:
             out.write_all(
                 "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in store.iter_feedback(when))
@@ -1036,18 +1037,6 @@ def feedback_export(
 
 cases_app = typer.Typer(no_args_is_help=True, help="The case store: every evaluation, as JSON Lines out and back in.")
 app.add_typer(cases_app, name="cases")
-
-
-def _since(since: str | None):
-    import datetime as dt
-
-    if since is None:
-        return None
-    try:
-        when = dt.datetime.fromisoformat(since.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"--since: {quoted(since)} is not an ISO-8601 date (e.g. 2026-01-01)") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 @cases_app.command("export")
