@@ -327,6 +327,15 @@ def test_http_protections(server):
         assert summary.status_code == 200 and "Patient WEB-CSRF" in summary.text
         assert summary.headers["cache-control"] == "no-store"
         case_path = ok.headers["location"].split("?")[0]
+        # a case that came through the API is listed too, and its edit form starts from its validated profile
+        api = c.post("/api/evaluate", content=(ROOT / "patient_profiles" / "frail_ecog3.json").read_bytes())
+        assert api.status_code == 200, api.text[:300]
+        api_pid = json.loads((ROOT / "patient_profiles" / "frail_ecog3.json").read_text())["patient_id"]
+        listed = c.get("/cases").text
+        link = re.search(rf'<a href="(/cases/[0-9a-f-]{{36}})">{re.escape(api_pid)}</a>', listed)
+        assert link, listed[:2000]
+        api_edit = c.get(f"{link.group(1)}/edit")
+        assert api_edit.status_code == 200 and f'value="{api_pid}"' in api_edit.text
         case_id = case_path.rsplit("/", 1)[1]
         edit = c.get(f"{case_path}/edit")
         assert edit.status_code == 200 and 'value="WEB-CSRF"' in edit.text and f'value="{case_id}"' in edit.text

@@ -276,7 +276,7 @@ class Pages:
         stored, _ = await self._latest(case_id, None)
         if stored is None:
             return self.message(request, 404, "No such case", "There is no case with this address.")
-        form = f.from_profile(json.loads(stored.row["input_json"]))
+        form = f.from_profile(_as_entered(stored.row))
         case_row = await run_in_threadpool(self.service.store.case, case_id)
         form.case_id = case_id
         form.board_date = case_row.board_date.isoformat() if case_row and case_row.board_date else ""
@@ -393,9 +393,22 @@ def _parse_day(text: str | None) -> tuple[_dt.date | None, str | None]:
         return None, f"{text!r} is not a date: write YYYY-MM-DD"
 
 
+def _as_entered(row: dict[str, Any]) -> dict[str, Any]:
+    """The profile to edit: as entered on the form; for a case from the API or CDS Hooks (whose input is a
+    request or a Bundle), the validated profile."""
+    if row["channel"] == "web":
+        data = json.loads(row["input_json"])
+        if isinstance(data, dict):
+            return data
+    loaded = json.loads(row["profile_json"])
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def _expanded(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Lines entered by a regimen label alone, with the agents the label stood for."""
-    entered = json.loads(row["input_json"]).get("prior_lines") or []
+    if row["channel"] != "web":
+        return []
+    entered = _as_entered(row).get("prior_lines") or []
     validated = json.loads(row["profile_json"]).get("prior_lines") or []
     out = []
     for i, (a, b) in enumerate(zip(entered, validated)):
