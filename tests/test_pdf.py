@@ -4,7 +4,7 @@ Every case in patient_profiles/ (the committed examples among them) is printed
 to PDF with the real engine; pdftotext (Debian's poppler-utils, installed by
 .ci/run) reads page 1 and page 2: page 1 ends with the summary's last line and
 page 2 starts the appendix, so the summary occupies exactly one A4 page. For
-three contrasting cases page 1 is also rendered to PNG with pdftoppm and saved
+four contrasting cases page 1 is also rendered to PNG with pdftoppm and saved
 as tests/artifacts/page1-<case>.png to look at.
 """
 
@@ -31,8 +31,8 @@ pytestmark = pytest.mark.browser
 FIXED = "2026-01-01T00:00:00Z"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 # contrasting page 1s: referral with facts to obtain; penta-refractory with a lowered score and many
-# exclusions; frail with one line of therapy
-SCREENSHOT_CASES = ("unknowns_not_assessed", "penta_refractory_after_teclistamab", "frail_ecog3")
+# exclusions; frail (ECOG 3), CAR-T excluded; first relapse, whose key figure another source contradicts
+SCREENSHOT_CASES = ("unknowns_not_assessed", "penta_refractory_after_teclistamab", "frail_ecog3", "pollux_type_early_relapse")
 A4_POINTS = (595, 842)
 
 
@@ -106,11 +106,17 @@ def test_page_one_shows_the_decision_and_is_saved_as_png(printed, case):
     summary = summarize(report)
     first = page_text(pdf, 1)
     assert report.patient_id in first
-    assert summary.options[0].title in first, "the rank-1 option is on page 1"
+    # the title without its examples: a long title wraps beside the score, which pdftotext reads in between
+    assert summary.options[0].short_title in first, "the rank-1 option is on page 1"
     for fact in summary.facts_to_obtain:
         assert fact.description in first, f"fact to obtain {fact.description!r} is on page 1"
     if not summary.facts_to_obtain:
         assert "no missing fact would change the top option" in first
+    for o in summary.options:
+        if o.key_figure is not None:
+            assert f"{o.key_figure.measure} {o.key_figure.value}" in first
+            for c in o.key_figure.conflicts:
+                assert f"sources differ: {c}" in first, "a contradicted key figure is marked on page 1"
     for x in summary.excluded:
         assert x.short_title in first
     size = re.findall(r"[\d.]+", pdf_info(pdf)["Page size"])[:2]
