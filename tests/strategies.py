@@ -345,7 +345,7 @@ def build_profile(src, tce_bcma_naive: bool = False) -> dict:
     refractory to the last line and not known to be unfit for CAR-T (both BCMA T-cell options in play)."""
     p: dict[str, Any] = {}
     p["patient_id"] = src.text(1, 30) if src.chance(0.5) else f"P-{src.int(0, 99999)}"
-    p["age"] = src.pick([18, 74, 75, 76, 120]) if src.chance(0.3) else src.int(18, 120)
+    p["age"] = src.pick([18, 74, 75, 76, 80, 81, 120]) if src.chance(0.3) else src.int(18, 120)
     if tce_bcma_naive:
         p["ecog"] = src.int(0, 2)
         _put(p, "frailty", _optional(src, lambda: src.pick(["fit", "intermediate"])))

@@ -197,16 +197,87 @@ def test_4_a_bcma_directed_prior_line_never_moves_a_bcma_option_up(evaluator, pr
 
 # --------------------------------------------------------------------------- 5. CAR-T before the bispecific
 
+#: the off-the-shelf standard combinations that are CAR-T's alternative before the bispecifics' indication
+STANDARD_COMBINATIONS = ("anti_cd38_combination", "anti_slamf7_combination", "pi_imid_regimen")
+
+
+def relative_contraindication(ruleset, facts) -> bool:
+    """Issue 12 A, written out independently of rules/fitness.yaml: dialysis or CrCl below the severe
+    renal impairment threshold; ECOG 2 with age >= the elderly age or with frailty intermediate or not
+    recorded; age over the frailty-score age with frailty intermediate or not recorded."""
+    value = {name: f.value for name, f in facts.items()}
+    setting = {name: s.value for name, s in ruleset.settings.items()}
+    crcl, frailty, ecog, age = (value[k] for k in ("creatinine_clearance_ml_min", "frailty", "ecog", "age"))
+    not_documented_fit = frailty in ("intermediate", None)
+    return bool(
+        value["dialysis"] is True
+        or (crcl is not None and crcl < setting["severe_renal_impairment_crcl_ml_min"])
+        or (ecog == 2 and (age >= setting["elderly_age_years"] or not_documented_fit))
+        or (age > setting["frailty_score_age_years"] and not_documented_fit)
+    )
+
+
+def off_the_shelf_alternative(ev, pos: dict[str, int]) -> str | None:
+    """The alternative CAR-T ranks below on a relative contraindication: the BCMA bispecific when it is
+    offered; before 3 lines with triple-class exposure, the best-ranked standard combination offered."""
+    if "bcma_bispecific" in pos:
+        return "bcma_bispecific"
+    f = ev.facts
+    if f["prior_line_count"].value < 3 or f["triple_class_exposed"].value is False:
+        offered = [o for o in STANDARD_COMBINATIONS if o in pos]
+        return min(offered, key=pos.__getitem__) if offered else None
+    return None
+
 
 @SETTINGS
 @given(profile=st.one_of(profiles(tce_bcma_naive=True), profiles()))
-def test_5_bcma_naive_patient_offered_both_gets_car_t_first(evaluator, profile):
+def test_5_bcma_naive_patient_offered_both_without_a_relative_contraindication_gets_car_t_first(evaluator, profile):
     ev = evaluate(evaluator, profile)
     pos = {o.id: o.rank for o in ev.ranking.options}
+    contraindicated = relative_contraindication(evaluator.ruleset, ev.facts)
+    assert ("FIT-CART-001" in ev.fired) == contraindicated, "FIT-CART-001 disagrees with issue 12 A's definition"
     assume("bcma_car_t" in pos and "bcma_bispecific" in pos)
     assume(ev.facts["bcma_exposed"].value is False)
     assume(ev.facts["rapidly_progressive"].value is not True)
+    assume(not contraindicated)
     assert pos["bcma_car_t"] < pos["bcma_bispecific"], ev.decision.order
+
+
+@SETTINGS
+@given(profile=st.one_of(profiles(tce_bcma_naive=True), profiles()))
+def test_5_a_relative_contraindication_ranks_car_t_below_the_off_the_shelf_alternative(evaluator, profile):
+    ev = evaluate(evaluator, profile)
+    pos = {o.id: o.rank for o in ev.ranking.options}
+    assume("bcma_car_t" in pos and relative_contraindication(evaluator.ruleset, ev.facts))
+    alternative = off_the_shelf_alternative(ev, pos)
+    assume(alternative is not None)
+    assert pos[alternative] < pos["bcma_car_t"], f"CAR-T above {alternative}: {ev.decision.order}"
+
+
+@SETTINGS
+@given(profile=st.one_of(profiles(tce_bcma_naive=True), profiles()), data=st.data())
+def test_5_unknown_renal_function_or_frailty_that_would_flip_car_t_is_a_fact_that_matters(evaluator, profile, data):
+    """CAR-T first with renal function unknown: CrCl < 30 or dialysis would put the alternative first, so
+    each unknown one is listed as changing the top option; the alternative first only because frailty is
+    not recorded: 'fit' would put CAR-T back above it, so frailty is listed."""
+    field = data.draw(st.sampled_from(["creatinine_clearance_ml_min", "dialysis", "frailty"]), label="unknown")
+    profile = copy.deepcopy(profile)
+    profile.pop(field, None)
+    ev = evaluate(evaluator, profile)
+    pos = {o.id: o.rank for o in ev.ranking.options}
+    assume("bcma_car_t" in pos and off_the_shelf_alternative(ev, pos) is not None)
+    listed = {u.field for u in ev.unknown_facts if u.changes_top}
+    if field != "frailty":
+        assume(ev.ranking.top == "bcma_car_t")
+        assert field in listed, f"{field} unknown with CAR-T first; listed {sorted(listed)}"
+        return
+    fit = copy.deepcopy(profile)
+    fit["frailty"] = "fit"
+    assume(relative_contraindication(evaluator.ruleset, ev.facts))
+    assume(not relative_contraindication(evaluator.ruleset, evaluate(evaluator, fit).facts))
+    assume(ev.ranking.top == "bcma_bispecific" and ev.facts["bcma_exposed"].value is False)
+    assume(ev.facts["rapidly_progressive"].value is not True)
+    assert "frailty" in listed, f"frailty unknown puts the bispecific first; listed {sorted(listed)}"
 
 
 # --------------------------------------------------------------------------- 6. eligibility invariants

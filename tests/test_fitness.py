@@ -1,0 +1,59 @@
+"""Issue 12 A: fitness decides CAR-T against the off-the-shelf alternative (rules/fitness.yaml).
+
+The cases and their boundary pairs are in patient_profiles/ (fitness_*.json, checked by
+tests/test_cases.py); the properties are test_5* in tests/test_properties.py. Here: the
+unknown-fact analysis names renal function and frailty with the value that flips the order,
+and the report says what lowered CAR-T.
+"""
+
+from __future__ import annotations
+
+from conftest import load_case
+
+from cds.report.build import build_report
+
+FIXED = "2026-01-01T00:00:00Z"
+
+
+def evaluate(evaluator, name: str, **changes):
+    return evaluator.evaluate(evaluator.parse({**load_case(name), **changes}))
+
+
+def effects(ev) -> dict[str, dict[str, str | None]]:
+    return {u.field: {e.label: e.top for e in u.effects} for u in ev.unknown_facts if u.changes_top}
+
+
+def test_unknown_renal_function_is_listed_with_the_value_that_puts_the_bispecific_first(evaluator):
+    ev = evaluate(evaluator, "fitness_renal_not_assessed")
+    assert ev.ranking.top == "bcma_car_t"
+    found = effects(ev)
+    assert found["creatinine_clearance_ml_min"] == {"< 30": "bcma_bispecific"}
+    assert found["dialysis"] == {"true": "bcma_bispecific"}
+
+
+def test_unknown_frailty_over_80_is_listed_with_fit_putting_car_t_first(evaluator):
+    ev = evaluate(evaluator, "fitness_age81_frailty_not_assessed")
+    assert ev.ranking.top == "bcma_bispecific" and "FIT-CART-001" in ev.fired
+    assert effects(ev)["frailty"]["fit"] == "bcma_car_t"
+    assert "intermediate" not in effects(ev)["frailty"], "intermediate lowers CAR-T just as unknown does"
+
+
+def test_unknown_frailty_with_ecog_2_at_first_relapse_is_listed(evaluator):
+    ev = evaluate(evaluator, "fitness_first_relapse_77_ecog2", age=70, frailty=None)
+    assert ev.ranking.top == "anti_cd38_combination" and "FIT-STD-001" in ev.fired
+    assert effects(ev)["frailty"]["fit"] == "bcma_car_t"
+
+
+def test_the_report_says_what_lowered_car_t(evaluator):
+    report = build_report(evaluate(evaluator, "fitness_dialysis_78_ecog2"), FIXED)
+    car_t = next(o for o in report.options if o.id == "bcma_car_t")
+    assert car_t.rank == 2
+    assert "lowered by \u221230 Relative contraindication to CAR-T" in car_t.why
+    assert car_t.score == sum(r.weight for r in car_t.rationale)
+
+
+def test_car_t_stays_an_option_whatever_lowers_it(evaluator):
+    for name in ("fitness_dialysis_78_ecog2", "fitness_crcl29_tce", "fitness_first_relapse_dialysis"):
+        ev = evaluate(evaluator, name)
+        assert "bcma_car_t" in ev.decision.order, name
+        assert "bcma_car_t" not in ev.decision.excluded, name
