@@ -36,7 +36,7 @@ from .auth import Authenticator, AuthError, load_jwks
 from .middleware import ServiceMiddleware
 from .pool import WorkerPool, WorkerUnavailable
 from .settings import Settings
-from .work import worker_main
+from .work import report_task, worker_main
 
 log = logging.getLogger("cds.serve")
 
@@ -377,19 +377,7 @@ def create_app(settings: Settings) -> FastAPI:
         stored = await run_in_threadpool(service.store.evaluation_by_report_token, token, settings.report_ttl)
         if stored is None:
             raise ApiError(404, "no such report (unknown, or older than the time reports are kept)")
-        row = stored.row
-        task = {
-            "kind": "report",
-            "format": format.value,
-            "stored": {
-                "output_json": stored.output_text(),
-                "profile_json": row["profile_json"],
-                "evaluated_at": row["evaluated_at"],
-                "ruleset_hash": row["ruleset_hash"],
-                "site_hash": row["site_hash"],
-            },
-        }
-        kind, document = await service.run(task)
+        kind, document = await service.run(report_task(stored, format.value))
         if kind == "gone":
             raise ApiError(410, document)
         return Response(document, media_type=MEDIA[format.value])

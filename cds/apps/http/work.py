@@ -139,6 +139,22 @@ class WorkerState:
             raise NoMyeloma() from None
 
 
+def report_task(stored: Any, fmt: str) -> dict[str, Any]:
+    """The "report" task for a stored evaluation (`cds.store.StoredEvaluation`): its report JSON, or rendered again."""
+    row = stored.row
+    return {
+        "kind": "report",
+        "format": fmt,
+        "stored": {
+            "output_json": stored.output_text(),
+            "profile_json": row["profile_json"],
+            "evaluated_at": row["evaluated_at"],
+            "ruleset_hash": row["ruleset_hash"],
+            "site_hash": row["site_hash"],
+        },
+    }
+
+
 def _engine_version(version: str) -> str:
     """The stamp every report carries: cds and durable-rules versions."""
     from importlib.metadata import version as installed

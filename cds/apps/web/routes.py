@@ -27,6 +27,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from cds.apps.http.work import report_task
+
 from . import form as f
 from .security import CSRF_FIELD, DOCUMENT_CSP, csrf_ok, csrf_token, finish
 
@@ -291,17 +293,7 @@ class Pages:
         if stored is None:
             return self.message(request, 404, "No such case", "There is no case (or no such version of it) with this address.")
         row = stored.row
-        task = {
-            "kind": "report",
-            "format": "html" if format == "pdf" else format,
-            "stored": {
-                "output_json": stored.output_text(),
-                "profile_json": row["profile_json"],
-                "evaluated_at": row["evaluated_at"],
-                "ruleset_hash": row["ruleset_hash"],
-                "site_hash": row["site_hash"],
-            },
-        }
+        task = report_task(stored, "html" if format == "pdf" else format)
         kind, document = await self.service.run(task)
         if kind == "gone":
             return self.message(request, 410, "Made under another rule set", document)
