@@ -55,7 +55,7 @@ def test_cds_refuses_to_start_with_another_durable_rules(tmp_path, version):
     env = _fake_install(tmp_path / "site", version)
     case = str(PROFILES / "fit_tcr_bcma_naive.json")
     for args in (["evaluate", case], ["rules", "check"], ["--help"]):
-        out = subprocess.run([sys.executable, "-m", "cds", *args], capture_output=True, text=True, env=env, timeout=120)
+        out = subprocess.run([sys.executable, "-m", "cds", *args], capture_output=True, text=True, env=env, timeout=600)
         assert out.returncode == 3, (args, out.returncode, out.stderr)
         assert out.stdout == ""
         lines = out.stderr.splitlines()
@@ -64,7 +64,7 @@ def test_cds_refuses_to_start_with_another_durable_rules(tmp_path, version):
         assert (f"durable-rules {version} is installed" if version else "cannot tell which durable-rules") in lines[0]
     # the library refuses too: compiling an Engine is an EngineError with the same message
     code = "from cds.decide.pipeline import Evaluator\ntry:\n    Evaluator()\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0 and out.stdout.startswith("EngineError ") and "durable-rules==2.0.28" in out.stdout, out
 
 

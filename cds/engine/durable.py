@@ -12,17 +12,20 @@ session's state fact (pitfall 5). The action of every rule only records the rule
 ``$or`` firing once per true branch (pitfall 3) is harmless. A lowest-priority sentinel rule fires
 for every fact; if it does not, the run is reported as an engine failure instead of an empty result.
 
-Capacity: shards. One durable-rules ruleset holds only so much (`cds.engine.capacity`, derived
-from the C source): its alpha-network walk keeps pending nodes on a 64-entry stack (error 303 past
-it), and its per-node tables (511 tests, 127 ``$nex``/``$or`` links, 255 rules per node) fail
-silently or crash the process past theirs. `capacity.plan` packs the rules, in order, into as many
-rulesets ("shards") as it takes for every shard to stay within every table and to have at most
-`capacity.MAX_PENDING` = 32 alpha nodes pending at once for any fact (a proved upper bound, half the
-stack). `cds rules check` runs the same plan, so a rule folder that passes the check fits; a rule
-that does not fit even alone is a `RuleSetError` here and a problem there. Each shard has its own
-sentinel. A patient's fact(s) are asserted into every shard (each shard gets only the facts its
-rules read) and the fired sets are merged; every result code, exception or missing sentinel is an
-`EngineError` naming the shard, the patient and the code.
+Capacity: shards. One durable-rules ruleset holds only so much (`cds.engine.capacity`, derived from
+the C source, jruizgit/rules ``src/rules/``). Two bounds: (1) the compiler's fixed tables per alpha
+node (``rules.h``: 512 tests, 128 ``$nex``/``$or`` links, 256 rules ending at it): past the link
+table ``linkAlpha`` returns error 107 (how the rule base failed at 4x in one ruleset), past the
+rule table 108, and at their last entry the walk reads past the list, fires another rule's action
+or loops forever; (2) the alpha-network walk (``handleAlpha``, events.c) keeps pending nodes on a
+64-entry stack and returns error 303 when one fact would leave a 65th pending. `capacity.plan`
+packs the rules, in order, into as many rulesets ("shards") as it takes for every shard to stay
+within every table and to have at most `capacity.MAX_PENDING` = 32 alpha nodes pending at once for
+any fact (a proved upper bound, half the stack). `cds rules check` runs the same plan, so a rule
+folder that passes the check fits; a rule that does not fit even alone is a `RuleSetError` here and
+a problem there. Each shard has its own sentinel. A patient's fact(s) are asserted into every shard
+(each shard gets only the facts its rules read) and the fired sets are merged; every result code,
+exception or missing sentinel is an `EngineError` naming the shard, the patient and the code.
 
 Version. All of this is written against durable-rules 2.0.28's C core (its functions' return
 shapes, its action-message text, its bugs): `cds.engine.pin` refuses any other version (the
@@ -69,6 +72,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import durable_rules_engine as _core  # durable-rules' C core (what durable.engine.Ruleset wraps)
 
@@ -124,7 +128,7 @@ CODES = {
 _PRIMED_SLOTS = 6  # a state pool starts with 8 slots, slot 0 unused, and grows when the 7th is taken
 
 
-def _dumps(value: list[dict] | dict) -> str:
+def _dumps(value: list[dict[str, Any]] | dict[str, Any]) -> str:
     text = _ENCODE(value)
     if "e+" in text or "e-" in text:  # Python's float repr always signs the exponent
         text = _BARE_EXPONENT.sub(r"\1.0", text)
@@ -142,7 +146,7 @@ def _code(exc: BaseException) -> str:
     return f"{code} ({CODES.get(code, 'see durable-rules src/rules/rules.h')})"
 
 
-def plan_rules(rules: Sequence[Rule], max_pending: int = capacity.MAX_PENDING) -> tuple[capacity.Plan, dict[str, dict]]:
+def plan_rules(rules: Sequence[Rule], max_pending: int = capacity.MAX_PENDING) -> tuple[capacity.Plan, dict[str, dict[str, Any]]]:
     """The shard plan of the (active) rules and each rule's durable-rules definition: what `Engine` compiles."""
     definitions = {rule.id: rule_definition(rule, pri) for pri, rule in enumerate(rules)}
     plan = capacity.plan(list(definitions.items()), _sentinel(rules), BOOKKEEPING, max_pending)
@@ -163,7 +167,7 @@ def _problem_lines(rules: Sequence[Rule], plan: capacity.Plan) -> list[str]:
     ]
 
 
-def _sentinel(rules: Sequence[Rule]) -> dict:
+def _sentinel(rules: Sequence[Rule]) -> dict[str, Any]:
     return sentinel_definition(len(rules) + 1)
 
 
@@ -203,7 +207,7 @@ class Engine:
         #: scope -> the rules that read a fact of that scope
         self.rules_in_scope = {s: frozenset(ids) for s, ids in in_scope.items()}
         #: fact -> its scope, for the facts rules read that can be unknown
-        self._scope_of = {f: s for f in self.used_facts if (s := fact_scope(f)) is not None}
+        self._scope_of = {f: scope for f in self.used_facts if (scope := fact_scope(f)) is not None}
 
         self.plan, definitions = plan_rules(ruleset.rules, max_pending)
         if self.plan.problems:
@@ -219,7 +223,7 @@ class Engine:
                 definition = {rid: definitions[rid] for rid in part.rule_ids}
                 definition[SENTINEL] = sentinel
                 try:
-                    handle = _core.create_ruleset(f"{base}_{number}", _dumps(definition))  # type: ignore[arg-type]
+                    handle = _core.create_ruleset(f"{base}_{number}", _dumps(definition))
                 except BaseException as exc:  # noqa: BLE001 - the C core reports bare numeric codes
                     raise EngineError(f"durable-rules refused {label}: error code {_code(exc)}") from None
                 scope_facts: dict[str, set[str]] = {}
@@ -261,7 +265,7 @@ class Engine:
                 keys = shard.facts
                 facts = []
                 for i, v in enumerate(variants):
-                    fact: dict = {"cds_variant": i}
+                    fact: dict[str, Any] = {"cds_variant": i}
                     fact.update({k: v[k] for k in keys if k in v})
                     fact.update(t=PATIENT, cds_scope=ALL, id=f"v{i}", sid=sid)
                     facts.append(fact)
@@ -288,7 +292,7 @@ class Engine:
         with self._lock:
             sid = f"e{next(self._sids)}"
             for shard in self._shards:
-                fact: dict = {"cds_variant": 0}
+                fact: dict[str, Any] = {"cds_variant": 0}
                 fact.update({k: base[k] for k in shard.facts if k in base})
                 fact.update(t=PATIENT, cds_scope=ALL, id="v0", sid=sid)
                 facts = [fact]
@@ -315,7 +319,7 @@ class Engine:
         who = f"patient {patient}" if patient else "a fact without patient ID"
         return EngineError(f"durable-rules {shard.label} failed for {who}: {what}")
 
-    def _fire(self, shard: _Shard, sid: str, facts: list[dict], patient: str | None) -> dict[int, set[str]]:
+    def _fire(self, shard: _Shard, sid: str, facts: list[dict[str, Any]], patient: str | None) -> dict[int, set[str]]:
         """Assert `facts` into one shard's session `sid`; the rules fired per variant number (sentinel checked)."""
         h = shard.handle
         try:
@@ -356,14 +360,14 @@ class Engine:
                 fired[int(variant)].add(prefixes[prefix])
         except (KeyError, ValueError):
             raise self._fail(shard, patient, f"unexpected action message {head[:80]!r}") from None
-        for variant, got in fired.items():
+        for number, got in fired.items():
             if SENTINEL not in got:
-                raise self._fail(shard, patient, f"fact {variant} was not evaluated to the end (the sentinel rule did not fire)")
+                raise self._fail(shard, patient, f"fact {number} was not evaluated to the end (the sentinel rule did not fire)")
             got.discard(SENTINEL)
         return fired
 
     @staticmethod
-    def _abandon(handle: int, state_offset) -> None:
+    def _abandon(handle: int, state_offset: int | None) -> None:
         if state_offset is None:
             return
         with contextlib.suppress(BaseException):  # no action in progress
