@@ -46,26 +46,17 @@ TARGETS = {"median_ms": 0.5, "batch_per_s": 4500, "cpu_ratio": 1.3, "peak_mb": 2
 # --------------------------------------------------------------------------- 1. in-process
 
 
-def ReferenceEngine(ruleset):
-    """The pure-Python reference interpreter (its own reading of the rule folder), with the engine's interface.
-
-    Its counterfactual variants are evaluated again only for the rules reading a fact they change,
-    so both sides do the same work.
-    """
+def _evaluators():
+    """The pipeline on durable-rules and on the reference interpreter (cds.engine.reference: its own reading of
+    the rule folder; its counterfactual variants re-evaluate only the rules reading a fact they change, so both
+    sides do the same work), with and without the unknown-fact analysis."""
+    from cds.decide.pipeline import Evaluator
     from cds.engine.reference import for_ruleset
 
-    return for_ruleset(ruleset)
-
-
-def _evaluators():
-    from cds.decide.pipeline import Evaluator
-
     engine_full = Evaluator()
-    engine_base = Evaluator(analyze_unknowns=False)
-    ref_full = Evaluator()
-    ref_full.engine = ReferenceEngine(ref_full.ruleset)
-    ref_base = Evaluator(analyze_unknowns=False)
-    ref_base.engine = ReferenceEngine(ref_base.ruleset)
+    engine_base = Evaluator(analyze_unknowns=False, ruleset=engine_full.ruleset)
+    ref_full = Evaluator(ruleset=engine_full.ruleset, matcher=for_ruleset)
+    ref_base = Evaluator(analyze_unknowns=False, ruleset=engine_full.ruleset, matcher=for_ruleset)
     return engine_full, engine_base, ref_full, ref_base
 
 
@@ -210,11 +201,11 @@ def pipeline_cpu(n: int, workdir: Path) -> dict:
     in this process, with durable-rules and with the reference interpreter as the engine."""
     from cds.cohort import batch as cohort
     from cds.decide.pipeline import Evaluator
+    from cds.engine.reference import for_ruleset
 
     records = [(i, ("line", i + 1), raw) for i, raw in enumerate(_cohort(n, workdir).open("rb"))]
     durable = Evaluator()
-    reference = Evaluator()
-    reference.engine = ReferenceEngine(reference.ruleset)
+    reference = Evaluator(ruleset=durable.ruleset, matcher=for_ruleset)
     out = {}
     for label, evaluator in (("durable", durable), ("reference", reference)):
         cohort._EVALUATORS["None|True"] = evaluator  # the worker's evaluator (cds.cohort.batch.evaluator_for)
