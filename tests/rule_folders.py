@@ -1,7 +1,7 @@
 """Generated rule folders for the capacity tests and the benchmark: the real rules grown k-fold.
 
 `grow(dst, factor)` writes a copy of rules/ with ``factor - 1`` extra copies of every family
-file under a new family name, family code and rule IDs (``CAUT-CART-001`` -> ``CAUTB-CART-001``),
+file under a new family name, family code and rule IDs (``CAUT-CART-001`` -> ``CAUTB-CART-001``; `copy_codes`),
 same options, citations and fixtures (inline, or in ``tests/<family>.yaml`` keyed by rule ID). Every second copy has its thresholds shifted so that its
 conditions differ from the original's while every fixture still holds: on an integer fact the
 comparison is rewritten to an equivalent one with another operator (``ecog >= 3`` -> ``ecog > 2``),
@@ -59,6 +59,30 @@ def _letter(copy: int) -> str:
     return chr(ord("A") + copy)  # copy 1 -> B, ..., 9 -> J
 
 
+def copy_codes(factor: int, src: Path = RULES) -> dict[str, list[str]]:
+    """Family code -> the family codes of its copies 1 .. factor-1 (``ELIG`` -> ``ELIGB``, ``ELIGC``, ...).
+
+    A code is 2-6 capital letters, so a six-letter code loses its last letter (``COURSE`` -> ``COURSB``);
+    where that meets an original code or another copy's (``COURSE`` + ``E``), the next of a few other
+    spellings is taken (``COURQE``). Every code in the grown folder is distinct.
+    """
+    codes = [yaml.safe_load(p.read_text(encoding="utf-8"))["code"] for p in sorted(src.glob("*.yaml"))]
+    used = set(codes)
+    out: dict[str, list[str]] = {}
+    for code in codes:
+        out[code] = []
+        for copy in range(1, factor):
+            letter = _letter(copy)
+            for new in (code[:5] + letter, code[:4] + "Q" + letter, code[:4] + "X" + letter, code[:3] + "QX" + letter):
+                if new not in used:
+                    break
+            else:
+                raise ValueError(f"no free family code for copy {copy} of {code}")
+            used.add(new)
+            out[code].append(new)
+    return out
+
+
 def grow(dst: Path, factor: int, src: Path = RULES, shift_every: int = 2) -> Path:
     """Write `src` grown `factor`-fold into `dst` (see the module docstring); returns `dst`."""
     if not 1 <= factor <= 25:
@@ -67,12 +91,13 @@ def grow(dst: Path, factor: int, src: Path = RULES, shift_every: int = 2) -> Pat
     shutil.copytree(src, dst)
     settings = yaml.safe_load((src / "catalog" / "settings.yaml").read_text(encoding="utf-8"))["settings"]
     types = _fact_types()
+    codes = copy_codes(factor, src)
     for path in sorted(src.glob("*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         code = data["code"]
         for copy in range(1, factor):
             letter = _letter(copy)
-            new_code = code[:5] + letter
+            new_code = codes[code][copy - 1]
             out = dict(data, family=f"{data['family']}_{letter.lower()}", code=new_code)
             out["description"] = f"Generated copy {copy} of {path.name} (capacity tests). {data['description']}"
             rules = []
