@@ -360,6 +360,9 @@ def test_cases_list_board_and_restart(watched, server, browser, tmp_path_factory
     headers = [h.strip() for h in page.locator("table.cases thead th").all_inner_texts()]
     assert headers == ["Patient", "Synopsis", "Top option", "Availability", "Facts to obtain", "Last evaluated", "Rule set"]
     n_rows = rows.count()
+    assert page.get_by_role("navigation", name="Tumor-board dates").get_by_role("link", name=BOARD_DATE).count() == 1
+    bad_date = server.client.get("/cases", params={"date": "2026-13-45"})
+    assert bad_date.status_code == 422 and "is not a date" in bad_date.text and "<tbody>" not in bad_date.text
     tcr_path = rows.filter(has_text="WEB-TCR-1").get_by_role("link", name="WEB-TCR-1").get_attribute("href")
     page.get_by_role("button", name="Re-evaluate under the current rule set").click()
     page.wait_for_selector("[role=status]")

@@ -313,7 +313,9 @@ class Pages:
     async def cases(self, request: Request, date: str | None = None, recheck: int = 0) -> Response:
         await self.service.caller(request)
         day, date_error = _parse_day(date)
-        listed = await self._listed(day)
+        listed = [] if date_error else await self._listed(day)
+        every = await run_in_threadpool(self.service.store.list_cases, None)
+        dates = sorted({c.board_date for c in every if c.board_date is not None and c.latest is not None}, reverse=True)
         diffs: dict[str, Any] = {}
         if recheck and listed:
             _, result = await self.service.run(
@@ -328,7 +330,9 @@ class Pages:
         return self.page(
             request,
             "cases.html",
+            422 if date_error else 200,
             rows=listed,
+            dates=dates,
             date=date or "",
             date_error=date_error,
             diffs=diffs,
