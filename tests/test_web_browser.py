@@ -318,6 +318,14 @@ def test_http_protections(server):
         profile = ROOT / "patient_profiles" / "fit_tcr_bcma_naive.json"
         files = {"file": (profile.name, profile.read_bytes(), "application/json")}
         assert c.post("/upload", data={"csrf": "forged"}, files=files).status_code == 403
+        for content, status, text in (
+            (b"{not json", 422, "not valid JSON"),
+            (b"\xff\xfe", 422, "not UTF-8"),
+            (b" " * (1024 * 1024 + 1), 413, "larger than 1 MiB"),
+            (b'{"resourceType": "Bundle", "type": "collection", "entry": []}', 422, "FHIR Bundle cannot be imported"),
+        ):
+            bad = c.post("/upload", data={"csrf": tokens[0]}, files={"file": ("x.json", content, "application/json")})
+            assert bad.status_code == status and text in bad.text, (content[:20], bad.status_code, bad.text[-3000:])
         up = c.post("/upload", data={"csrf": tokens[0]}, files=files)
         assert up.status_code == 200 and 'value="TB-001"' in up.text and "Prefilled from the profile" in up.text
         assert up.text.count('class="imported"') >= 10  # every value the file gave is marked
