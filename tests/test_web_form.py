@@ -191,3 +191,21 @@ def test_problems_are_named_in_the_form_s_words():
     assert f.describe("labs.crp_mg_l") == "CRP (mg/L)"
     assert f.describe("prior_lines[1].start_date") == "Line 2: Start date"
     assert f.describe("prior_lines[0].agents[2].refractory") == "Line 1, agent 3: Refractory"
+
+
+def test_problems_are_listed_in_the_order_of_the_form():
+    form, _ = f.from_submission([("prior_lines[0].agents[0]", "x"), ("prior_lines[0].start_date", "2024-13")])
+    converted = f.to_profile(form)
+    problems = [
+        ("prior_lines[0].start_date", "bad date"),
+        ("prior_lines[0].agents[0]", "unknown drug"),
+        ("ecog", "required"),
+        ("age", "required"),
+    ]
+    f.place_problems(form, converted, problems)
+    assert list(form.errors) == [
+        "f-age",
+        "f-ecog",
+        f.input_id("prior_lines[0].agents[0]"),
+        f.input_id("prior_lines[0].start_date"),
+    ]

@@ -477,9 +477,35 @@ def place_problems(form: Form, converted: Converted, problems: list[tuple[str, s
             form.general_errors.append((path, problem))
         else:
             placed.append((target, problem))
-    for name, problem in placed:
+    for name, problem in sorted(placed, key=lambda p: _position(p[0])):  # in the order of the form
         form.errors.setdefault(input_id(name), []).append(problem)
         form.error_labels[input_id(name)] = describe(name)
+
+
+_TOP_ORDER = ["board_date", *(p for _, _, paths in GROUPS for p in paths)]
+_LINE_ORDER = ["regimen", "agents", *(k for k in LINE if k != "regimen")]
+_AGENT_ORDER = [None, "refractory", "class", "target", "intolerant"]
+
+
+def _position(name: str) -> tuple[int, ...]:
+    if m := _AGENT_KEY.match(name):
+        sub = m.group(3)
+        return (1000, int(m.group(1)), 1, int(m.group(2)), _AGENT_ORDER.index(sub) if sub in _AGENT_ORDER else 9)
+    if m := _LINE_KEY.match(name):
+        key = m.group(2)
+        return (
+            1000,
+            int(m.group(1)),
+            0 if key in ("regimen", "agents") else 2,
+            _LINE_ORDER.index(key) if key in _LINE_ORDER else 99,
+        )
+    if m := re.fullmatch(r"prior_lines\[(\d+)\]", name):
+        return (1000, int(m.group(1)), -1)
+    if name in _TOP_ORDER:
+        return (_TOP_ORDER.index(name),)
+    if name == "notes":
+        return (2000,)
+    return (999,)  # prior_lines, labs, cytogenetics as a whole
 
 
 _AGENT_WORDS = {
