@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 from live_server import REQUEST_TIMEOUT_S, ROOT, Server, wait_for
+from test_store import postgres_url  # noqa: F401 - the throwaway PostgreSQL server fixture, used by name
 
 from cds.store import open_store
 
@@ -133,5 +134,32 @@ def test_a_server_killed_under_load_keeps_every_acknowledged_evaluation(tmp_path
             assert stored is not None, eid
             assert stored.output()["patient_id"] == stored.row["patient_id"]  # whole, not half-written
         assert store.count_evaluations() >= len(acknowledged)
+    finally:
+        store.close()
+
+
+def test_cds_serve_on_postgresql_stores_and_serves_the_report(tmp_path, request):
+    """`cds serve --db postgresql://...`: the schema is migrated at start, evaluations land in PostgreSQL."""
+    from sqlalchemy import text
+
+    pg_url = request.getfixturevalue("postgres_url")
+    reset = open_store(pg_url)
+    with reset.engine.begin() as conn:  # a clean database: drop what other tests left, the server migrates again
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    reset.close()
+    s = Server(tmp_path, "--no-auth", "--workers", "1", "--db", pg_url)
+    try:
+        r = s.client.post("/api/evaluate?format=json", content=json.dumps(PROFILE))
+        assert r.status_code == 200
+        link = r.headers["link"].split(">")[0].lstrip("<")
+        assert s.client.get(link + "?format=json").text == r.text
+    finally:
+        assert s.stop() in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    store = open_store(pg_url)
+    try:
+        assert store.engine.dialect.name == "postgresql"
+        stored = store.evaluation(r.headers["x-cds-evaluation-id"])
+        assert stored is not None and stored.version == 1 and stored.row["user"] == "local"
+        assert not (tmp_path / "cases.db").exists()  # the last --db wins: nothing went to SQLite
     finally:
         store.close()
