@@ -462,3 +462,13 @@ def test_agents_that_are_not_a_list_are_one_problem_each_beside_refractory_and_i
     ]
     found = problems(evaluator, data)
     assert [f for f, _ in found] == ["prior_lines[0].agents", "prior_lines[1].agents", "prior_lines[2].agents"], found
+
+
+def test_crd_is_ambiguous_so_its_agents_must_be_listed(evaluator):
+    # review finding (issue 12): "CRd" is KRd in some papers and cyclophosphamide-Rd in others
+    field, problem = one_problem(evaluator, minimal(prior_lines=[{"regimen": "CRd", "refractory_to": []}]))
+    assert field == "prior_lines[0].agents" and "not a known label" in problem, (field, problem)
+    for agents in (["carfilzomib", "lenalidomide", "dexamethasone"], ["cyclophosphamide", "lenalidomide", "dexamethasone"]):
+        line = {"regimen": "CRd", "agents": agents, "refractory_to": []}
+        facts = derive(evaluator.parse(minimal(prior_lines=[line])), evaluator.vocabulary)
+        assert facts["exposed_pi"].value is (agents[0] == "carfilzomib")
