@@ -162,6 +162,7 @@ def test_two_patients_and_no_patient(vocabulary):
     "data, message",
     [
         ({"resourceType": "Patient", "id": "x"}, "resourceType: 'Patient' is not a Bundle"),
+        ({"patient_id": "TB-001", "age": 58}, "resourceType: missing, so this is not a FHIR Bundle"),
         (
             {"resourceType": "Bundle", "type": "history", "entry": []},
             "type: 'history' is not one of collection, searchset, document, transaction",

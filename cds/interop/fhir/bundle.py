@@ -133,6 +133,12 @@ def check_kind(data: Any) -> None:
     if not isinstance(data, dict):
         raise BundleError([f"(file): expected a JSON object (a FHIR Bundle), got {type(data).__name__}"])
     rtype = data.get("resourceType")
+    if rtype is None:
+        raise BundleError(
+            [
+                f"resourceType: missing, so this is not a FHIR Bundle ({', '.join(BUNDLE_TYPES)}); a patient profile needs no import: give it to cds evaluate or cds validate"
+            ]
+        )
     if rtype != "Bundle":
         raise BundleError(
             [
