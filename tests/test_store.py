@@ -96,6 +96,17 @@ def postgres_url():
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "postgres exited"
         assert time.monotonic() < deadline, "PostgreSQL did not start"
         time.sleep(0.05)
+    import psycopg
+
+    while True:  # the socket exists before the server takes queries ("the database system is starting up")
+        try:
+            with psycopg.connect(host=str(sock), port=5432, user="postgres", dbname="postgres", connect_timeout=10) as conn:
+                conn.execute("SELECT 1")
+            break
+        except psycopg.OperationalError:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "postgres exited"
+            assert time.monotonic() < deadline, "PostgreSQL did not become ready"
+            time.sleep(0.1)
     yield f"postgresql://postgres@/postgres?host={sock}&port=5432"
     proc.terminate()
     try:
