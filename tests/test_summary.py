@@ -292,3 +292,13 @@ def test_page_one_conditions_read_as_the_reference_interpreter_reads_them(evalua
             assert condition_holds(parsed, facts) == reference.holds(when, facts, settings), when
             checked += 1
     assert checked > 1000
+
+
+@pytest.mark.parametrize("abnormality", ["del(1p)", "del(17p)", "amp(1q)"])
+def test_synopsis_names_every_high_risk_abnormality_of_the_catalogue(evaluator, abnormality):
+    """Page 1 names the high-risk abnormality the profile lists, from the catalogue's high-risk list
+    (rules/catalog/cytogenetics.yaml), never a label with nothing after it (del(1p) once was)."""
+    report = report_of(evaluator, "fit_tcr_bcma_naive", cytogenetics=[abnormality, "t(11;14)"])
+    assert abnormality in evaluator.ruleset.vocabulary.high_risk_cytogenetics
+    assert f"high-risk cytogenetics: {abnormality}" in report.synopsis, report.synopsis
+    assert "t(11;14)" not in " ".join(report.synopsis)

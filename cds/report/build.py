@@ -248,7 +248,8 @@ def _synopsis(ev: Evaluation) -> list[str]:
     if intolerant:
         out.append("intolerant to " + ", ".join(intolerant))
     if f["high_risk_cytogenetics"]:
-        hr = [a for a in (p.cytogenetics or []) if a in ("del(17p)", "t(4;14)", "t(14;16)", "gain(1q)", "amp(1q)")]
+        found = set(p.cytogenetics or [])  # validated: the catalogue's spellings
+        hr = [a for a in ev.ruleset.vocabulary.high_risk_cytogenetics if a in found]  # rules/catalog/cytogenetics.yaml
         out.append("high-risk cytogenetics: " + ", ".join(hr))
     if p.extramedullary_disease:
         out.append("extramedullary disease")
