@@ -53,8 +53,17 @@ def test_an_end_for_progression_is_a_progression(evaluator):
 def test_early_relapse_after_asct(evaluator):
     early = facts(evaluator, [{**ASCT, "start_date": "2022-01", "progression_date": "2022-11-20"}])
     assert early["early_relapse_after_asct"].value is True
-    late = facts(evaluator, [{**ASCT, "start_date": "2022-01", "progression_date": "2023-06"}])
+    # 17 months after the line began, but the transplant may have come ~6 months into it (induction
+    # first): within 12 months of the transplant cannot be told without its date -> unknown, not false
+    # (clinical review M4: a known false for a patient who relapsed ~10 months after a usual ASCT)
+    later = facts(evaluator, [{**ASCT, "start_date": "2022-01", "progression_date": "2023-06"}])
+    assert later["early_relapse_after_asct"].value is None
+    assert "transplant date is not in the profile" in later["early_relapse_after_asct"].explanation
+    # the transplant is in the line, so before its end: progression over 12 months after the end is surely late
+    late = facts(evaluator, [{**ASCT, "start_date": "2022-01", "end_date": "2022-07", "progression_date": "2023-09"}])
     assert late["early_relapse_after_asct"].value is False
+    edge = facts(evaluator, [{**ASCT, "start_date": "2022-01", "end_date": "2022-07", "progression_date": "2023-06"}])
+    assert edge["early_relapse_after_asct"].value is None
     assert facts(evaluator, [ASCT])["early_relapse_after_asct"].value is None  # no dates: unknown, not false
     no_asct = {**ASCT, "autologous_transplant": False}
     assert facts(evaluator, [no_asct])["early_relapse_after_asct"].value is False

@@ -239,7 +239,7 @@ _F: list[FactSpec] = [
     FactSpec(
         "early_relapse_after_asct",
         "bool",
-        "Early relapse after ASCT: progression within 12 months of the start of the line with the transplant",
+        "Early relapse after ASCT: progression within 12 months of the transplant",
         True,
         input_field="prior_lines[].progression_date (line with ASCT)",
         derived=True,
@@ -609,16 +609,21 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put) -> None
             label if interval else "unknown: " + label,
         )
 
-    def within_12_months(fact: str, line_numbers: list[int], label, none: str, suffix: str) -> None:
+    def within_12_months(fact: str, line_numbers: list[int], label, none: str, suffix: str, later=None) -> None:
         """True when some line surely progressed within 12 months of its start, False when every one
-        surely later, else unknown; `none` explains False without any such line."""
+        surely later, else unknown; `none` explains False without any such line. `later(n)`, when
+        given, decides "surely later" for line n instead (True, or None when it cannot be known)."""
         if not line_numbers:
             put(fact, False, none)
             return
         results = []
         for n in line_numbers:
             interval, how = to_progression(n)
-            results.append((None if interval is None else _within(interval, EARLY_MONTHS), label(n, how)))
+            result = None if interval is None else _within(interval, EARLY_MONTHS)
+            if result is False and later is not None:
+                result, why = later(n)
+                how += why
+            results.append((result, label(n, how)))
         text = "; ".join(h for _, h in results) + suffix
         if any(r is True for r, _ in results):
             put(fact, True, "within 12 months: " + text)
@@ -634,12 +639,26 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put) -> None
         "no prior BCMA CAR-T",
         "; the start of a CAR-T line is read as the infusion",
     )
+
+    def after_the_transplant(n: int) -> tuple[bool | None, str]:
+        """More than 12 months from the line's start: the profile has no transplant date, and the
+        transplant may have come months into the line (induction first), so progression is surely
+        later than 12 months after it only when it came more than 12 months after the line ended."""
+        line = lines[n - 1]
+        prog, _ = _progression(line)
+        if line.end_date is not None and prog is not None:
+            lo, _hi = months_between(Day.parse(line.end_date), Day.parse(prog))
+            if lo > EARLY_MONTHS:
+                return False, f"; more than 12 months after the line ended {line.end_date}"
+        return None, "; the transplant date is not in the profile, so 12 months after it cannot be told"
+
     within_12_months(
         "early_relapse_after_asct",
         [n for n, line in enumerate(lines, 1) if line.autologous_transplant],
         lambda n, how: how,
         "no line lists an autologous transplant",
         " (line with ASCT, from its start)",
+        later=after_the_transplant,
     )
 
     # intolerance: what intolerant_to names; a line stopped for toxicity that does not say which agent
