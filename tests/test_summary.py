@@ -302,3 +302,15 @@ def test_synopsis_names_every_high_risk_abnormality_of_the_catalogue(evaluator, 
     assert abnormality in evaluator.ruleset.vocabulary.high_risk_cytogenetics
     assert f"high-risk cytogenetics: {abnormality}" in report.synopsis, report.synopsis
     assert "t(11;14)" not in " ".join(report.synopsis)
+
+
+def test_synopsis_names_plasma_cell_leukaemia_and_cns_involvement(evaluator):
+    """Both change what can be given (M5): page 1's first line names them when true, never when false or unknown."""
+    report = report_of(evaluator, "pcl_cns_tcr")
+    assert "plasma cell leukaemia" in report.synopsis and "CNS involvement" in report.synopsis, report.synopsis
+    html, md = render(report, "html"), render(report, "markdown")
+    for page1 in (html[: html.index('class="appendix"')], md[: md.index("# Appendix")]):
+        assert "plasma cell leukaemia" in page1 and "CNS involvement" in page1
+    for value in (False, None):
+        other = report_of(evaluator, "pcl_cns_tcr", plasma_cell_leukemia=value, cns_involvement=value)
+        assert "plasma cell leukaemia" not in other.synopsis and "CNS involvement" not in other.synopsis

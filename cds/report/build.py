@@ -251,6 +251,10 @@ def _synopsis(ev: Evaluation) -> list[str]:
         found = set(p.cytogenetics or [])  # validated: the catalogue's spellings
         hr = [a for a in ev.ruleset.vocabulary.high_risk_cytogenetics if a in found]  # rules/catalog/cytogenetics.yaml
         out.append("high-risk cytogenetics: " + ", ".join(hr))
+    if p.plasma_cell_leukemia:
+        out.append("plasma cell leukaemia")
+    if p.cns_involvement:
+        out.append("CNS involvement")
     if p.extramedullary_disease:
         out.append("extramedullary disease")
     if p.rapidly_progressive:
