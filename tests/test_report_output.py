@@ -193,3 +193,22 @@ def test_same_output_across_processes_and_hash_seeds():
         outputs.append(proc.stdout)
     assert outputs[0] == outputs[1] == outputs[2]
     schemas.validate(schemas.REPORT, json.loads(outputs[0]))  # a subprocess's output: not seen by conftest's check
+
+
+@pytest.mark.parametrize("case", ["first_relapse_len_refractory", "penta_refractory_after_teclistamab"])
+def test_markdown_appendix_puts_every_rule_item_on_its_own_line(evaluator, case):
+    """L6: a rule item ran onto the line before it (`*(rule reviewed ...)*- **SEQ-CART-000**`), so the
+    whole list rendered as one paragraph. Every rule the report names opens its own line in the appendix."""
+    report = build_report(evaluator.evaluate(evaluator.parse(load_case(case))), "2026-01-01T00:00:00Z")
+    md = render(report, "markdown")
+    appendix = md[md.index("# Appendix") :]
+    items = 0
+    for o in report.options:
+        for r in [*o.rationale, *o.cautions, *o.next_steps]:
+            assert f"\n- **{r.rule_id}** " in appendix, (o.id, r.rule_id)
+            items += 1
+    for x in report.excluded:
+        for r in x.reasons:
+            assert f"\n- **{r.rule_id}** " in appendix, (x.id, r.rule_id)
+    assert items > 1
+    assert not re.search(r"\S- \*\*[A-Z]+-", appendix), "a rule item runs onto the line before it"
