@@ -12,6 +12,7 @@ import threading
 
 import httpx
 import pytest
+from conftest import load_case
 from live_server import CDS, ROOT, Server, alive, wait_for
 from typer.testing import CliRunner
 
@@ -115,7 +116,7 @@ def test_bad_input_is_422_with_the_clis_message(server, case, tmp_path):
     r = server.client.post("/api/evaluate", content=body)
     assert r.status_code == 422, r.text
     got = r.json()
-    assert set(got) == {"error", "field"} and got["field"]
+    assert set(got) - {"problems"} == {"error", "field"} and got["field"]
     path = tmp_path / "profile.json"
     path.write_bytes(body)
     code, _, err = cli("evaluate", str(path))
@@ -123,6 +124,22 @@ def test_bad_input_is_422_with_the_clis_message(server, case, tmp_path):
     expected = err.strip().removeprefix("error: ").replace("(file)", "(body)")
     assert got["error"] == expected
     assert "\n" not in got["error"]
+
+
+def test_every_problem_of_a_profile_at_once_as_the_cli_names_them(server, tmp_path):
+    """Principle 3 (all problems at once): the API named only the first of several (newuser finding)."""
+    data = {**load_case("frail_ecog3"), "ecog": 7, "cytogenetics": ["del17p"], "frailty": "unknown"}
+    r = server.client.post("/api/evaluate", content=json.dumps(data).encode())
+    assert r.status_code == 422, r.text
+    got = r.json()
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    code, _, err = cli("evaluate", str(path))
+    cli_fields = [line.strip().split(":")[0] for line in err.splitlines()[1:] if line.startswith("  ")]
+    assert code == 2 and len(cli_fields) == 3
+    assert [p["field"] for p in got["problems"]] == cli_fields
+    assert got["field"] == cli_fields[0] and got["error"].startswith("invalid patient profile: 3 problems: ")
+    assert "\n" not in got["error"] and all(p["problem"] in got["error"] for p in got["problems"])
 
 
 def test_empty_body_and_bad_query_are_4xx_not_500(server):

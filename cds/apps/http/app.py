@@ -50,13 +50,30 @@ class Format(StrEnum):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        problems: list[dict[str, Any]] | None = None,
+    ):
         super().__init__(message)
-        self.status, self.message, self.field, self.headers = status, message, field, headers
+        self.status, self.message, self.field, self.headers, self.problems = status, message, field, headers, problems
 
 
-def _error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+def _error(
+    status: int,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    problems: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    """`{"error", "field"}`; an invalid profile adds `problems`: every one, as the CLI lists them."""
+    body: dict[str, Any] = {"error": message, "field": field}
+    if problems is not None:
+        body["problems"] = problems
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class Service:
@@ -129,7 +146,7 @@ class Service:
         except WorkerUnavailable as exc:
             raise ApiError(503, f"service unavailable: {exc}; retry", None, {"Retry-After": "1"}) from None
         if kind == "invalid":
-            raise ApiError(422, value["error"], value["field"])
+            raise ApiError(422, value["error"], value["field"], problems=value.get("problems"))
         if kind == "error":
             log.error("worker: %s", value)
             raise ApiError(500, "internal error", None)
@@ -240,7 +257,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError):
-        return _error(exc.status, exc.message, exc.field, exc.headers)
+        return _error(exc.status, exc.message, exc.field, exc.headers, exc.problems)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError):

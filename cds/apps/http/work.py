@@ -4,7 +4,8 @@ Runs only in the worker processes of `cds.apps.http.pool` (the parent never load
 engine). Every task gets one reply, never an exception across the pipe:
 
     ("ok", {...})                       the result
-    ("invalid", {"error", "field"})     bad input: the CLI's one-line message and the field path
+    ("invalid", {"error", "field"[, "problems"]})  bad input: the CLI's message in one line, the (first) field
+                                        path and, for a profile, every problem as {field, problem}
     ("no_myeloma", None)                a CDS Hooks patient without a myeloma diagnosis
     ("gone", message)                   a stored report that this rule set can no longer reproduce
     ("error", message)                  an internal error (500), logged by the server
@@ -166,14 +167,21 @@ def _site_info(site) -> dict[str, Any] | None:
     return None if site is None else {"name": site.name, "hash": site.digest}
 
 
-def _invalid(exc) -> dict[str, str]:
-    """The CLI's message (`error: invalid patient profile: <field>: <problem>`), for a body instead of a file."""
-    field = "(body)" if exc.field == "(file)" else exc.field
-    problem = exc.problem
-    return {
-        "error": f"invalid patient profile: {field}: {problem}" if field else f"invalid patient profile: {problem}",
-        "field": field or None,
-    }
+def _invalid(exc) -> dict[str, Any]:
+    """The CLI's message (`error: invalid patient profile: <field>: <problem>`), for a body instead of a file;
+    with more than one problem (the CLI prints them one per line) every one, in one line and as a list."""
+
+    def body(field: str) -> str:
+        return "(body)" if field == "(file)" else field
+
+    problems = [{"field": body(f) or None, "problem": p} for f, p in exc.problems]
+    if len(problems) == 1:
+        field, problem = body(exc.field), exc.problem
+        error = f"invalid patient profile: {field}: {problem}" if field else f"invalid patient profile: {problem}"
+    else:
+        listed = "; ".join(f"{p['field']}: {p['problem']}" if p["field"] else p["problem"] for p in problems)
+        error = f"invalid patient profile: {len(problems)} problems: {listed}"
+    return {"error": error, "field": body(exc.field) or None, "problems": problems}
 
 
 def _record(evaluation, report: dict[str, Any], input_kind: str) -> dict[str, Any]:
