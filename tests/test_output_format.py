@@ -53,7 +53,7 @@ def test_a_suffix_that_disagrees_with_format_is_exit_2(tmp_path):
     assert not out.exists()
 
 
-def test_an_unknown_suffix_keeps_markdown(tmp_path):
+def test_a_txt_suffix_is_markdown(tmp_path):
     out = tmp_path / "report.txt"
     assert cli("evaluate", CASE, "--output", str(out)).exit_code == 0
     assert out.read_text(encoding="utf-8").startswith("# Tumor-board summary")
@@ -128,3 +128,19 @@ def test_a_pdf_is_not_written_to_a_terminal():
     os.close(follower)
     os.close(leader)
     assert proc.returncode == 2 and "give --output FILE.pdf" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["report.docx", "summary.2026-12-01"])
+def test_an_output_suffix_that_names_no_format_is_refused_without_format(tmp_path, name):
+    """--output report.docx wrote Markdown that Word cannot open (newuser finding): exit 2, nothing written;
+    with --format given, any name is the user's choice."""
+    from conftest import PROFILES
+    from typer.testing import CliRunner
+
+    from cds.apps.cli import app
+
+    out = tmp_path / name
+    r = CliRunner().invoke(app, ["evaluate", str(PROFILES / "frail_ecog3.json"), "--output", str(out)])
+    assert r.exit_code == 2 and "names no report format" in r.output and not out.exists()
+    r = CliRunner().invoke(app, ["evaluate", str(PROFILES / "frail_ecog3.json"), "--output", str(out), "--format", "markdown"])
+    assert r.exit_code == 0 and out.read_text(encoding="utf-8").startswith("#")

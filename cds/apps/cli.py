@@ -92,12 +92,26 @@ class Format(str, Enum):  # noqa: UP042 - typer renders str-mixin enums as plain
 
 
 # --output's suffix gives the format when --format is not given (and must agree with it when it is)
-SUFFIX_FORMAT = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".json": "json", ".pdf": "pdf"}
+SUFFIX_FORMAT = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "markdown",  # Markdown is text
+    ".html": "html",
+    ".htm": "html",
+    ".json": "json",
+    ".pdf": "pdf",
+}
 
 
 def output_format(format: Format | None, output: str | None, option: str = "--output") -> str | None:
     """The report format: --format, else --output's suffix; None: neither (the caller's default)."""
-    implied = SUFFIX_FORMAT.get(Path(output).suffix.lower()) if output else None
+    suffix = Path(output).suffix.lower() if output else ""
+    implied = SUFFIX_FORMAT.get(suffix)
+    if format is None and suffix and implied is None:  # e.g. report.docx: never Markdown under a name that says otherwise
+        raise InputError(
+            f"{option} {quoted(output)}: the suffix {quoted(suffix)} names no report format "
+            "(.md .txt .html .json .pdf); use one of those or give --format"
+        )
     if format is not None:
         if implied is not None and implied != format.value:
             raise InputError(f"{option} {output}: the suffix says {implied}, but --format is {format.value}")
