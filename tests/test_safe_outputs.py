@@ -72,7 +72,9 @@ def test_the_output_is_never_a_file_of_the_rule_folder(tmp_path):
     shutil.copytree(RULES, rules)
     target = rules / "eligibility.yaml"
     before = target.read_bytes()
-    line = one_error_line(runner.invoke(app, ["evaluate", str(profile(tmp_path)), "--rules", str(rules), "-o", str(target), "--format", "markdown"]))
+    line = one_error_line(
+        runner.invoke(app, ["evaluate", str(profile(tmp_path)), "--rules", str(rules), "-o", str(target), "--format", "markdown"])
+    )
     assert "is inside the rule folder" in line
     assert target.read_bytes() == before
 
