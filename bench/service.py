@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import _tree_pss_kb  # noqa: E402
+from bench import _mark, _tree_pss_kb  # noqa: E402
 
 CASES = sorted(p for p in (ROOT / "tests" / "fhir" / "cases").glob("*.json") if not p.name.endswith(".expected.json"))
 PATH = "/cds-services/mm-treatment-sequencing"
@@ -234,10 +234,6 @@ def _cpu_s(root: int) -> tuple[float, float]:
             except (OSError, ValueError, IndexError):
                 continue
     return cpu(root), sum(cpu(k) for k in kids)
-
-
-def _mark(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def main() -> None:
