@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -39,20 +40,20 @@ metadata = MetaData(
 )
 
 
-class UTC(TypeDecorator):
+class UTC(TypeDecorator[_dt.datetime]):
     """A moment in UTC: stored without a zone (SQLite has none), always returned timezone-aware."""
 
     impl = DateTime
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: _dt.datetime | None, dialect: Dialect) -> _dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the store; use UTC-aware datetimes")
         return value.astimezone(_dt.UTC).replace(tzinfo=None)
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: _dt.datetime | None, dialect: Dialect) -> _dt.datetime | None:
         return None if value is None else value.replace(tzinfo=_dt.UTC)
 
 

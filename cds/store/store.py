@@ -18,6 +18,7 @@ import datetime as _dt
 import json
 import os
 import secrets
+import sqlite3
 import threading
 import uuid
 import zlib
@@ -26,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, Engine, RowMapping, create_engine, event, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from cds.errors import InputError
 
@@ -128,12 +130,13 @@ class StoredEvaluation:
         return zlib.decompress(self.row["output_zlib"]).decode("utf-8")
 
     def output(self) -> dict[str, Any]:
-        return json.loads(self.output_text())
+        report: dict[str, Any] = json.loads(self.output_text())  # the report JSON is an object
+        return report
 
 
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection, record) -> None:
+    def on_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
         cur = dbapi_connection.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -172,7 +175,7 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def _read(self):
+    def _read(self) -> Connection:
         return self.engine.connect().execution_options(read_only=True)
 
     # ------------------------------------------------------------------ writes (append-only)
@@ -244,14 +247,16 @@ class Store:
 
     def _case_for(self, conn: Connection, new: NewEvaluation, now: _dt.datetime) -> str:
         if new.case_id is not None:
-            found = conn.execute(select(cases.c.id).where(cases.c.id == new.case_id).with_for_update()).scalar()
+            found: str | None = conn.execute(select(cases.c.id).where(cases.c.id == new.case_id).with_for_update()).scalar()
             if found is None:
                 raise StoreError(f"case {new.case_id}: no such case")
             return found
         if new.external_key is not None:
-            found = conn.execute(select(cases.c.id).where(cases.c.external_key == new.external_key).with_for_update()).scalar()
-            if found is not None:
-                return found
+            by_key: str | None = conn.execute(
+                select(cases.c.id).where(cases.c.external_key == new.external_key).with_for_update()
+            ).scalar()
+            if by_key is not None:
+                return by_key
         case_id = _new_id()
         conn.execute(
             insert(cases).values(
@@ -327,7 +332,7 @@ class Store:
         """The cases of one tumor-board date (every case when None), the latest evaluated first."""
         return self._cases(None if board_date is None else cases.c.board_date == board_date)
 
-    def _cases(self, where) -> list[CaseSummary]:
+    def _cases(self, where: ColumnElement[bool] | None) -> list[CaseSummary]:
         counts = (
             select(evaluations.c.case_id, func.max(evaluations.c.version).label("versions"))
             .group_by(evaluations.c.case_id)
@@ -376,9 +381,10 @@ class Store:
 
     def count_evaluations(self) -> int:
         with self._read() as conn:
-            return conn.execute(select(func.count()).select_from(evaluations)).scalar_one()
+            count: int = conn.execute(select(func.count()).select_from(evaluations)).scalar_one()
+        return count
 
-    def _one(self, where) -> StoredEvaluation | None:
+    def _one(self, where: ColumnElement[bool]) -> StoredEvaluation | None:
         with self._read() as conn:
             row = conn.execute(select(evaluations).where(where)).mappings().first()
         return None if row is None else _stored(row)
@@ -419,7 +425,7 @@ class Store:
                 yield out
 
 
-def _stored(row) -> StoredEvaluation:
+def _stored(row: RowMapping) -> StoredEvaluation:
     r = dict(row)
     return StoredEvaluation(r["id"], r["case_id"], r["version"], r["created_at"], r["report_token"], r)
 
