@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import yaml
 from conftest import PROFILES, RULES, case_names, load_case
 from hypothesis import given
@@ -116,14 +117,15 @@ def test_reference_semantics():
 # --------------------------------------------------------------------------- a parser bug is caught
 
 # Conditions the engine's path reads by YAML 1.1 (PyYAML's safe loader: `off` is false, `0x1` is 1,
-# `010` is 8) and the reference by YAML 1.2's JSON schema (three words): a rule author writing them
-# gets a rule that fires where the text does not say it should, and the differential test says so.
+# `010` is 8) and the reference by YAML 1.2's JSON schema (three words). The validator refuses such
+# literals (tests/test_rules_cli.py), so the engine here loads what YAML 1.1 makes of them and the
+# reference then reads the text as written: the mismatch a parser bug would make, which the
+# differential test must notice.
 _TRAPS = {"TRAP-OFF-001": "dialysis == off", "TRAP-HEX-001": "ecog == 0x1", "TRAP-OCT-001": "prior_line_count == 010"}
+_AS_YAML_1_1 = {"TRAP-OFF-001": "dialysis == false", "TRAP-HEX-001": "ecog == 1", "TRAP-OCT-001": "prior_line_count == 8"}
 
 
-def test_a_yaml_1_1_reading_of_a_condition_is_caught(tmp_path):
-    folder = tmp_path / "rules"
-    shutil.copytree(RULES, folder)
+def _trap_family(conditions: dict[str, str]) -> str:
     rules = [
         {
             "id": rule_id,
@@ -134,7 +136,7 @@ def test_a_yaml_1_1_reading_of_a_condition_is_caught(tmp_path):
             "rationale": "Generated for tests/test_differential.py.",
             "cites": ["STMT.S002.CART-LOGISTICS"],
         }
-        for rule_id, when in _TRAPS.items()
+        for rule_id, when in conditions.items()
     ]
     family = {
         "family": "trap",
@@ -143,14 +145,26 @@ def test_a_yaml_1_1_reading_of_a_condition_is_caught(tmp_path):
         "last_reviewed": "2026-01-01",
         "rules": rules,
     }
-    (folder / "trap.yaml").write_text(yaml.safe_dump(family, sort_keys=False), encoding="utf-8")
+    return yaml.safe_dump(family, sort_keys=False)
+
+
+def test_a_yaml_1_1_reading_of_a_condition_is_caught(tmp_path):
+    from cds.errors import RuleSetError
+
+    folder = tmp_path / "rules"
+    shutil.copytree(RULES, folder)
+    (folder / "trap.yaml").write_text(_trap_family(_TRAPS), encoding="utf-8")
+    with pytest.raises(RuleSetError) as raised:
+        Evaluator(folder, analyze_unknowns=False)
+    assert sum("YAML 1.1" in p for p in raised.value.problems) == 3, raised.value.problems
+    (folder / "trap.yaml").write_text(_trap_family(_AS_YAML_1_1), encoding="utf-8")
     evaluator = Evaluator(folder, analyze_unknowns=False)
-    # the engine's path took them as YAML 1.1 does (this is the bug the test would catch)
     assert {r.id: r.condition.value for r in evaluator.ruleset.rules if r.id in _TRAPS} == {
         "TRAP-OFF-001": False,
         "TRAP-HEX-001": 1,
         "TRAP-OCT-001": 8,
     }
+    (folder / "trap.yaml").write_text(_trap_family(_TRAPS), encoding="utf-8")  # the reference reads the text
     dicts = [_facts_of(evaluator, p) for p in random_profiles(300, seed=5)]
     dicts += [{**dicts[0], "dialysis": False, "ecog": 1, "prior_line_count": 8}]
     bad = mismatches(evaluator, dicts, batch=16)

@@ -277,6 +277,45 @@ def test_the_loader_and_the_check_report_the_same_problems(folder, evidence_ids)
     assert raised.value.problems == check(folder).problems
 
 
+# literal as written -> what the problem must tell the author to write instead
+YAML_1_1_LITERALS = {
+    "dialysis == off": ("off", "write false"),
+    "dialysis == on": ("on", "write true"),
+    "dialysis == yes": ("yes", "write true"),
+    "dialysis == no": ("no", "write false"),
+    "ecog == 0x1": ("0x1", "write 1"),
+    "prior_line_count == 010": ("010", "write 8"),
+    "crp_mg_l < 1_000": ("1_000", "write 1000"),
+    "crp_mg_l < .inf": (".inf", "write a finite number"),
+    "crp_mg_l < 1e3": ("1e3", "write 1000.0"),
+    "crp_mg_l < 1.0e2": ("1.0e2", "write 100.0"),
+    "frailty in [fit, off]": ("off", "write false"),
+}
+
+
+@pytest.mark.parametrize("when", YAML_1_1_LITERALS)
+def test_a_literal_yaml_1_1_reads_otherwise_than_yaml_1_2_is_refused(folder, when):
+    """`off`, `0x1`, `010`, ... in a condition: the loader (YAML 1.1) would read false, 1, 8, ... silently."""
+    from cds.errors import RuleSetError
+    from cds.knowledge.ruleset import load_ruleset
+
+    literal, fix = YAML_1_1_LITERALS[when]
+    edit(folder, _set(0, when=when))
+    problems = [p for p in check(folder).problems if "YAML 1.1" in p]
+    assert len(problems) == 1, check(folder).problems
+    (problem,) = problems
+    assert problem.startswith("tiny.yaml [TINY-CART-001] when: "), problem
+    assert f"{literal!r} in {when!r}" in problem and fix in problem, problem
+    with pytest.raises(RuleSetError) as raised:
+        load_ruleset(folder)
+    assert problem in raised.value.problems
+
+
+def test_literals_both_yaml_versions_read_alike_pass(folder):
+    edit(folder, _set(0, when={"all": ["ecog >= 3", "dialysis == false", "crp_mg_l < 1.0e+2", "frailty in ['fit', frail]"]}))
+    assert check(folder).problems == []
+
+
 def test_impossibility_reasoning():
     def imp(raw):
         return impossibility(parse_condition(raw, "when"))

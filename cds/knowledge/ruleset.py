@@ -11,6 +11,10 @@ A condition is written either as a string ``"<fact> <op> <value>"`` with op one
 of ``== != < <= > >= in`` or ``"<fact> is known"`` / ``"<fact> is unknown"``,
 or as a group ``{all: [...]}`` / ``{any: [...]}``. A comparison on an unknown
 fact is never true (unknown is not false); only ``is unknown`` matches it.
+A value is ``true``/``false``, a number as JSON writes it (``3``, ``0.5``, ``1.0e+2``), ``$name``
+(a setting), a quoted string or a word. A literal that YAML 1.1 (the loader) reads otherwise than
+YAML 1.2 (``off``, ``yes``, ``0x1``, ``010``, ``1_000``, ``.inf``, ``1e3``) is a validation problem
+that says what to write instead (`cds.knowledge.validate`).
 
 Rule kinds:
     require    the option is offered only if the condition holds (else excluded, with the reason)

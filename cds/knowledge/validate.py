@@ -12,6 +12,8 @@ hides another; each problem is one line naming the file and the rule:
 - duplicate rule IDs (also across files), IDs without the family code, a family
   code used twice;
 - an unknown option, fact, operator, setting or evidence ID;
+- a literal in a condition that YAML 1.1 (the loader) reads otherwise than YAML 1.2 (``off`` is
+  false, ``010`` is 8, ``1e3`` a word), with what to write instead;
 - a key figure (the figure page 1 shows for an option) that is not a figure of that
   option's arm: an unknown or uncited evidence entry, a review's pooled figure, an agent
   outside the option's drug classes, no figure (or two) with the measure and arm named
@@ -256,6 +258,89 @@ def _operator_problem(text: str) -> str | None:
         op = words[0] if words[0] != "is" else " ".join(words)
         return f"unknown operator {op!r} in {text!r} (use one of == != < <= > >= in, is known, is unknown)"
     return None
+
+
+# --------------------------------------------------------------------------- YAML 1.1 literals
+
+# A condition's value is read by PyYAML's safe loader, which follows YAML 1.1: `off`/`no`/`yes`/`on`
+# are booleans, `0x1`, `010` (octal: 8), `1_000`, `+1` and `1:30` (sexagesimal: 90) integers, `.inf`
+# and `.5` floats, `2026-01-01` a date, while `1e3` stays a word. A rule author reads the text as YAML
+# 1.2 (JSON schema) does, which is how the reference interpreter (cds/engine/reference.py) reads it:
+# where the two readings differ, the rule would test something other than what it says. Refused.
+_VALUE_RE = re.compile(r"^\s*[a-z][a-z0-9_]*\s*(?:==|!=|<=|>=|<|>|\bin\b)\s*(.*?)\s*$", re.DOTALL)
+_JSON_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_JSON_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?")
+_JSON_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_JSON_NULL = ("null", "Null", "NULL", "~", "")
+
+
+def _yaml12(text: str) -> object:
+    """A plain scalar as YAML 1.2's JSON schema types it (a word that is no literal stays the word)."""
+    if text in _JSON_NULL:
+        return None
+    if text in _JSON_BOOL:
+        return _JSON_BOOL[text]
+    if _JSON_INT.fullmatch(text):
+        return int(text)
+    if _JSON_FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def _read_as(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else "infinity"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    return f"a {type(value).__name__}"
+
+
+def _spelled(value: object, literal: str) -> str:
+    """How to write `value` (read from `literal`) so that YAML 1.1 and 1.2 read it alike."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a finite number"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return f"'{literal}' (quoted)"
+
+
+def _literal_problems(text: str) -> list[str]:
+    """Each plain literal in the value of condition `text` that YAML 1.1 reads otherwise than YAML 1.2."""
+    import yaml
+
+    m = _VALUE_RE.match(text)
+    if not m or not m.group(1) or m.group(1).startswith("$"):
+        return []
+    try:
+        root = yaml.compose(m.group(1), Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return []  # parse_condition says that the value cannot be read
+    nodes = root.value if isinstance(root, yaml.SequenceNode) else [root]
+    problems = []
+    for node in nodes:
+        if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+            continue  # quoted: a string in both
+        literal = node.value
+        v11, v12 = yaml.safe_load(literal), _yaml12(literal)
+        if type(v11) is type(v12) and (v11 == v12 or (v11 != v11 and v12 != v12)):
+            continue
+        if isinstance(v12, str):
+            fix = _spelled(v11, literal)
+            word = "" if fix.endswith("(quoted)") else f", or '{literal}' (quoted) for the word"
+            problems.append(
+                f"{literal!r} in {text!r} is {_read_as(v11)} to the rule loader (YAML 1.1) but the word "
+                f"{literal!r} in YAML 1.2; write {fix}{word}"
+            )
+        else:
+            problems.append(
+                f"{literal!r} in {text!r} is {_read_as(v11) if not isinstance(v11, str) else 'a word'} to the "
+                f"rule loader (YAML 1.1) but {_read_as(v12)} in YAML 1.2; write {_spelled(v12, literal)}"
+            )
+    return problems
 
 
 def _condition_strings(raw: object) -> Iterable[str]:
@@ -549,6 +634,7 @@ def _condition(
     if raw_when is None:
         return True, None
     op_problems = [p for s in _condition_strings(raw_when) if (p := _operator_problem(s))]
+    op_problems += [p for s in _condition_strings(raw_when) for p in _literal_problems(s)]
     for p in op_problems:
         problems.append(f"{where} {name}: {p}")
     try:
