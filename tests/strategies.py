@@ -392,6 +392,7 @@ def build_profile(src, tce_bcma_naive: bool = False) -> dict:
         _put(p, key, _optional(src, lambda: src.chance(0.1), 0.6, 0.1))
     _put(p, "r_iss", _optional(src, lambda: src.int(1, 3), 0.5, 0.1))
     _put(p, "notes", _optional(src, lambda: src.text(0, 60), 0.7, 0.1))
+    _put(p, "prior_serious_infections", _optional(src, lambda: src.chance(0.3), 0.5, 0.1))
     dates = [line[k] for line in p["prior_lines"] for k in ("start_date", "end_date", "progression_date") if k in line]
     if src.chance(0.5):
         last = max((int(d[:4]) * 12 + int(d[5:7]) - 1 - 2010 * 12 for d in dates), default=180)

@@ -137,6 +137,13 @@ _F: list[FactSpec] = [
     ),
     FactSpec("active_serious_infection", "bool", "Active serious infection", True, input_field="active_serious_infection"),
     FactSpec(
+        "prior_serious_infections",
+        "bool",
+        "Serious infections (grade 3 or more, or needing admission) on earlier treatment",
+        True,
+        input_field="prior_serious_infections",
+    ),
+    FactSpec(
         "prior_allogeneic_transplant",
         "bool",
         "Prior allogeneic stem-cell transplant",
@@ -311,6 +318,7 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
         "car_t_center_access",
         "organ_function_adequate",
         "active_serious_infection",
+        "prior_serious_infections",
         "prior_allogeneic_transplant",
         "plasma_cell_leukemia",
         "cns_involvement",

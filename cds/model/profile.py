@@ -149,6 +149,7 @@ class PatientProfile(Strict):
     car_t_center_access: bool | None = None
     organ_function_adequate: bool | None = None
     active_serious_infection: bool | None = None
+    prior_serious_infections: bool | None = None  # serious (grade >= 3 or hospitalised) infections on earlier treatment
     prior_allogeneic_transplant: bool | None = None
     labs: Labs | None = None
     prior_lines: list[PriorLine] = Field(max_length=40)

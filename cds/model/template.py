@@ -32,6 +32,7 @@ _PATIENT: tuple[tuple[str, str, str], ...] = (
     ("car_t_center_access", "true", "access to a certified CAR-T centre"),
     ("organ_function_adequate", "true", "cardiac, pulmonary, hepatic function adequate for lymphodepletion and CRS"),
     ("active_serious_infection", "false", "active serious infection"),
+    ("prior_serious_infections", "false", "serious infections (grade >= 3 or admitted) on earlier treatment"),
     ("prior_allogeneic_transplant", "false", "prior allogeneic stem-cell transplant"),
     ("labs", "{labs}", "each lab optional: {lab_fields}"),
     ("notes", '"free text for the tumor board"', "printed in the report, never read by a rule"),

@@ -115,6 +115,7 @@ def case_inputs(inputs: dict[str, Any]) -> list[dict[str, Any]]:
         ("Access to a CAR-T centre", _yes_no(p.get("car_t_center_access"))),
         ("Organ function adequate for CAR-T", _yes_no(p.get("organ_function_adequate"))),
         ("Active serious infection", _yes_no(p.get("active_serious_infection"))),
+        ("Serious infections on earlier treatment", _yes_no(p.get("prior_serious_infections"))),
         ("Prior allogeneic transplant", _yes_no(p.get("prior_allogeneic_transplant"))),
     ]
     for field, label, unit in (

@@ -44,6 +44,7 @@ LABELS: dict[str, str] = {
     "car_t_center_access": "Access to a CAR-T centre",
     "organ_function_adequate": "Organ function adequate for CAR-T",
     "active_serious_infection": "Active serious infection",
+    "prior_serious_infections": "Serious infections on earlier treatment",
     "prior_allogeneic_transplant": "Prior allogeneic transplant",
     "labs": "Labs",
     "prior_lines": "Prior lines",
@@ -75,7 +76,14 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "fitness",
         "Fitness",
-        ("ecog", "frailty", "organ_function_adequate", "active_serious_infection", "prior_allogeneic_transplant"),
+        (
+            "ecog",
+            "frailty",
+            "organ_function_adequate",
+            "active_serious_infection",
+            "prior_serious_infections",
+            "prior_allogeneic_transplant",
+        ),
     ),
     ("kidney", "Kidney", ("creatinine_clearance_ml_min", "dialysis")),
     ("disease", "Disease", ("r_iss", "extramedullary_disease", "plasma_cell_leukemia", "cns_involvement", "rapidly_progressive")),

@@ -32,6 +32,7 @@ NOT_IN_FHIR = {
     "car_t_center_access": "about the care pathway, not the patient's record",
     "organ_function_adequate": "a clinical judgement over several results",
     "active_serious_infection": "not read from FHIR (an infection Condition does not say 'serious' or 'active now')",
+    "prior_serious_infections": "a clinical summary of the course (grade and admission of past infections), not one FHIR datum",
     "cns_involvement": "no verified code for CNS myeloma",
     "notes": "free text for the clinician",
 }
@@ -53,6 +54,7 @@ TOP_FIELDS = (
     "car_t_center_access",
     "organ_function_adequate",
     "active_serious_infection",
+    "prior_serious_infections",
     "prior_allogeneic_transplant",
     "notes",
 )
