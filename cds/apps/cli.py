@@ -13,10 +13,11 @@ import errno
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -37,20 +38,49 @@ from cds.errors import (
     quoted,
 )
 
+if TYPE_CHECKING:  # imported where used: `cds --help` and `cds evaluate` do not load what they do not need
+    import datetime as dt
+
+    from rich.progress import Progress
+
+    from cds.cohort.batch import RecordOptions
+    from cds.decide.pipeline import Evaluator
+    from cds.knowledge.ruleset import RuleSet
+
+_T = TypeVar("_T")
+
+
+class _PathChecks(TypedDict):
+    exists: bool
+    file_okay: bool
+    dir_okay: bool
+    readable: bool
+    writable: bool
+    resolve_path: bool
+
+
 # Every Path parameter: typer/click check nothing (its checks print a multi-line usage panel);
 # cds's own loaders report a missing, unreadable or wrong kind of path in one `error:` line.
-_PATH = dict(exists=False, file_okay=True, dir_okay=True, readable=False, writable=False, resolve_path=False)
+_PATH: _PathChecks = dict(exists=False, file_okay=True, dir_okay=True, readable=False, writable=False, resolve_path=False)
 
 
 class _OneLineUsageErrors(TyperGroup):
     """A usage error (a missing argument, an unknown option, a bad --format or --jobs value) is one
     `error:` line and exit 2, like every other bad input, not typer's six-line panel."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, *rest: Any, standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         from typer._click import exceptions as usage  # typer's own copy of click (what it raises)
 
         try:
-            code = super().main(args, prog_name, *rest, standalone_mode=False, **extra)
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         except usage.NoArgsIsHelpError as exc:  # `cds` or `cds rules` alone: the help (printed already)
             code = exc.exit_code
         except usage.UsageError as exc:
@@ -119,7 +149,7 @@ def output_format(format: Format | None, output: str | None, option: str = "--ou
     return implied
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     # every part that quotes user data is escaped and cut where the message is made; escaping each
     # line once more makes sure that no character a terminal acts on is ever printed raw
     safe = "\n".join(printable(line, None) for line in message.split("\n"))
@@ -136,7 +166,7 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @contextmanager
-def _signals_stop():
+def _signals_stop() -> Iterator[None]:
     """While inside, SIGTERM, SIGINT (Ctrl-C) and SIGHUP raise `Terminated` in the main thread, once.
 
     The command unwinds (temporary files removed, workers stopped) and exits 128 + the signal.
@@ -144,7 +174,7 @@ def _signals_stop():
     own clean-up at exit): the first one is being obeyed, and an exception raised in the middle of
     the clean-up could leave a file or a worker behind. SIGKILL still works.
     """
-    stopping = []
+    stopping: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         if not stopping:
@@ -166,10 +196,8 @@ def _signals_stop():
                 signal.signal(s, h)
 
 
-def _stdout_failed(exc: BaseException) -> bool:
+def _stdout_failed(exc: OSError) -> bool:
     """An OSError that escaped from a write to standard output (then flushing it fails too)."""
-    if not isinstance(exc, OSError):
-        return False
     try:
         sys.stdout.flush()
     except OSError:
@@ -180,7 +208,7 @@ def _stdout_failed(exc: BaseException) -> bool:
 _PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.ENOENT})
 
 
-def _run(fn, signals: bool = True):
+def _run(fn: Callable[[], _T], signals: bool = True) -> _T:
     """Map every error to one message and an exit code; never show a traceback.
 
     With `signals` (every command but `cds serve`, whose server handles them itself), SIGTERM,
@@ -217,10 +245,7 @@ def _run(fn, signals: bool = True):
         if os.environ.get("CDS_DEBUG"):
             raise
         _fail(f"internal error ({type(exc).__name__}: {printable(exc, 300)}); rerun with CDS_DEBUG=1 for details", EXIT_INTERNAL)
-    except Exception as exc:
-        if _stdout_failed(exc):
-            err = stdout_error(exc)  # type: ignore[arg-type]
-            _fail(str(err), err.exit_code)
+    except Exception as exc:  # an OSError from stdout is the branch above
         if os.environ.get("CDS_DEBUG"):
             raise
         _fail(f"internal error ({type(exc).__name__}: {printable(exc, 300)}); rerun with CDS_DEBUG=1 for details", EXIT_INTERNAL)
@@ -242,7 +267,10 @@ def _check_folder(path: Path | None, option: str) -> None:
 
 
 def _not_over_inputs(
-    outputs: list[OutputFile | None], files: tuple[Path | None, ...] = (), rules: Path | None = None, records: Path | None = None
+    outputs: Sequence[OutputFile | None],
+    files: tuple[Path | None, ...] = (),
+    rules: Path | None = None,
+    records: Path | None = None,
 ) -> None:
     """Refuse (exit 2) an output that would replace an input: one of `files`, a file of the rule
     folder (default: the packaged one), or a record (``*.json``) of the input folder `records`."""
@@ -258,7 +286,7 @@ def _not_over_inputs(
             out.refuse_record(records, lambda name: name.lower().endswith(".json"))
 
 
-def _rules_option() -> Path | None:
+def _rules_option() -> Any:
     return typer.Option(None, "--rules", help="Rule folder to use instead of the packaged rules/.", show_default=False, **_PATH)
 
 
@@ -459,7 +487,7 @@ rules_app = typer.Typer(no_args_is_help=True, help="List, show and check the rul
 app.add_typer(rules_app, name="rules")
 
 
-def _load_rules(rules: Path | None, fixtures: bool = False):
+def _load_rules(rules: Path | None, fixtures: bool = False) -> RuleSet:
     from cds.knowledge.ruleset import load_ruleset
     from cds.resources import rules_dir
 
@@ -595,7 +623,7 @@ def schemas(
     _run(go)
 
 
-def _progress(total_of, quiet: bool):
+def _progress(total_of: Callable[[], int | None], quiet: bool) -> tuple[Progress, int | None] | None:
     """A rich progress bar on stderr when it is a terminal; None (no output) otherwise."""
     if quiet or not sys.stderr.isatty():
         return None
@@ -627,7 +655,7 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-def _jobs_option():
+def _jobs_option() -> Any:
     return typer.Option(
         default_jobs(),
         "--jobs",
@@ -638,7 +666,7 @@ def _jobs_option():
     )
 
 
-def _with_progress(label: str, source: Path, quiet: bool, work):
+def _with_progress(label: str, source: Path, quiet: bool, work: Callable[[Callable[[int], None] | None], _T]) -> _T:
     """Run work(advance) under a progress bar (terminal only)."""
     import time
 
@@ -677,7 +705,9 @@ def _reports_option(what: str) -> Any:
     )
 
 
-def _record_options(reports: str | None, report_format: Format | None, site: Path | None, evaluator: Any) -> Any:
+def _record_options(
+    reports: str | None, report_format: Format | None, site: Path | None, evaluator: Evaluator
+) -> RecordOptions | None:
     """--reports/--format/--site of `cds batch` (and `cds board`), checked before anything is written."""
     from cds.cohort.batch import RecordOptions
     from cds.cohort.reports import ReportOptions, check_reports_dir
@@ -878,7 +908,7 @@ def diff_rules(
                 + f'"input": {json.dumps(str(input))},\n"changes": ['
             )
 
-        def on_change(row) -> None:
+        def on_change(row: dict[str, Any]) -> None:
             cells = diff_row_text(row)
             write_stdout("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n")
             if out is not None:
@@ -912,7 +942,7 @@ def diff_rules(
     _run(go)
 
 
-def _db_option() -> str | None:
+def _db_option() -> Any:
     return typer.Option(
         None,
         "--db",
@@ -1003,7 +1033,7 @@ def serve(
     _run(go, signals=False)
 
 
-def _since(since: str | None):
+def _since(since: str | None) -> dt.datetime | None:
     import datetime as dt
 
     if since is None:

@@ -37,7 +37,7 @@ from typing import (
     Any,
     Literal,
     NotRequired,  # pydantic reads TypedDicts from here on Python < 3.12 (schemas)
-    TextIO,
+    Protocol,
 )
 
 from typing_extensions import TypedDict
@@ -486,9 +486,15 @@ class Summary:
         return "\n".join(lines) + "\n"
 
 
+class TextSink(Protocol):
+    """Where `run_batch` writes the result lines: `cds batch`'s OutputFile, an open text file, io.StringIO."""
+
+    def write(self, text: str, /) -> object: ...
+
+
 def run_batch(
     source: Path,
-    out: TextIO,
+    out: TextSink,
     rules: str | None,
     evaluated_at: str,
     jobs: int,

@@ -156,7 +156,7 @@ def list_rows(ruleset: RuleSet) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def format_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     widths[-1] = 0  # the last column is not padded
     out = []
