@@ -29,6 +29,7 @@ import errno
 import hashlib
 import json
 import os
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,10 @@ _RECORDING: dict[str, str] | None = None
 def _strict_loader() -> Any:
     """A safe YAML loader (libyaml's C parser when PyYAML has it) that refuses duplicate keys."""
     import yaml
+    from yaml.nodes import MappingNode
 
-    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-    class StrictLoader(base):  # type: ignore[misc, valid-type]
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+    class NoDuplicateKeys(yaml.constructor.SafeConstructor):
+        def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
             seen = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
@@ -114,7 +114,8 @@ def _strict_loader() -> Any:
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
-    return StrictLoader
+    # the C loader is chosen at run time (PyYAML built without libyaml has only SafeLoader): a class made by type()
+    return type("StrictLoader", (NoDuplicateKeys, getattr(yaml, "CSafeLoader", yaml.SafeLoader)), {})
 
 
 def _where(mark: Any) -> str:

@@ -156,9 +156,9 @@ def printable(value: Any, limit: int | None = MESSAGE_VALUE_LIMIT) -> str:
     ``limit=None`` escapes without cutting (for whole messages).
     """
     text = value if isinstance(value, str) else str(value)
-    cut = limit is not None and len(text) > limit
-    if cut:
-        text = text[: max(limit - 1, 1)]  # type: ignore[operator]
+    cut = False
+    if limit is not None and len(text) > limit:
+        text, cut = text[: max(limit - 1, 1)], True
     if not (text.isascii() and text.isprintable()):
         text = "".join(map(_escape_char, text))
     return text + "\u2026" if cut else text

@@ -119,6 +119,12 @@ class OutputFile:
     def _name(self) -> str:
         return f"{self.option} {printable(self.raw, 200)}"
 
+    @property
+    def _file(self) -> str:
+        """The target path of a file output (`open`/`commit` reach it only for a named one: raw is not None)."""
+        assert self.target is not None
+        return self.target
+
     def _error(self, exc: OSError) -> InputError:
         return InputError(f"{self._name}: cannot write ({exc.strerror or exc})")
 
@@ -163,7 +169,7 @@ class OutputFile:
             return self
         try:
             if self.direct:
-                self.fh = open(self.target, "wb") if self.binary else open(self.target, "w", encoding="utf-8")  # type: ignore[arg-type]  # noqa: SIM115 - kept open until commit()
+                self.fh = open(self._file, "wb") if self.binary else open(self._file, "w", encoding="utf-8")  # noqa: SIM115 - kept open until commit()
                 return self
             fd = None
             if _tmpfile_supported():
@@ -174,7 +180,7 @@ class OutputFile:
                     if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
                         raise
             if fd is None:  # no O_TMPFILE here: a hidden name beside the target, removed on abort
-                fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir=self.directory)  # type: ignore[type-var]
+                fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self._file)}.", suffix=".tmp", dir=self.directory)
             self.fd = fd
             self.fh = os.fdopen(fd, "wb", closefd=False) if self.binary else os.fdopen(fd, "w", encoding="utf-8", closefd=False)
             os.fchmod(fd, self.mode)
@@ -210,7 +216,7 @@ class OutputFile:
             self.fh.flush()
             if self.unnamed:
                 # give the unnamed file a (hidden) name, then rename it over the target in one step
-                name = tempfile.mktemp(prefix=f".{os.path.basename(self.target)}.", suffix=".tmp", dir="")  # type: ignore[type-var]  # noqa: S306 - linkat fails if the name exists
+                name = tempfile.mktemp(prefix=f".{os.path.basename(self._file)}.", suffix=".tmp", dir="")  # noqa: S306 - linkat fails if the name exists
                 folder = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
                 try:
                     # linkat(AT_SYMLINK_FOLLOW) through /proc/self/fd (a dst_dir_fd makes os.link use linkat)
@@ -224,7 +230,7 @@ class OutputFile:
                 os.close(self.fd)
                 self.fd = None
             if self.tmp is not None:
-                os.replace(self.tmp, self.target)  # type: ignore[arg-type]
+                os.replace(self.tmp, self._file)
                 self.tmp = None
         except OSError as exc:
             raise self._error(exc) from None

@@ -72,7 +72,7 @@ garbage. `cds.engine.durable` primes every ruleset's session slots once (see the
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 STACK_SIZE = 64  # MAX_STACK_SIZE, events.c:18
@@ -110,6 +110,15 @@ def _literal(value: object) -> tuple[str, object]:
     raise ValueError(f"durable-rules cannot test against {value!r}")
 
 
+@dataclass
+class _PropTests:
+    """The children of one node that test one property (what `width` counts)."""
+
+    nex: int = 0  # $nex tests
+    types: set[str] = field(default_factory=set)  # JSON types of == tests that share a hash slot
+    other: int = 0  # every other test
+
+
 class _Node:
     __slots__ = ("betas", "forward", "hashset", "literal", "next_list", "op", "parents", "prop")
 
@@ -123,20 +132,21 @@ class _Node:
     def width(self) -> int:
         """The most children handleAlpha can push at once for one fact."""
         forward = 0
-        per: dict[str, list[Any]] = {}  # property -> [#$nex tests, JSON types of == tests, #other tests]
+        per: dict[str | None, _PropTests] = {}
         for c in self.next_list:
             if c.forward:
                 forward += 1
             else:
-                per.setdefault(c.prop, [0, set(), 0])[0] += 1  # type: ignore[arg-type]
+                per.setdefault(c.prop, _PropTests()).nex += 1
         for c in self.hashset:
-            entry = per.setdefault(c.prop, [0, set(), 0])  # type: ignore[arg-type]
-            kind, value = c.literal  # type: ignore[misc]
-            if c.op == "eq" and not (kind == "string" and ('"' in value or "\\" in value)):  # type: ignore[operator]
-                entry[1].add(kind)
+            entry = per.setdefault(c.prop, _PropTests())
+            assert c.literal is not None  # only forward nodes test no literal, and they are in next_list
+            kind, value = c.literal
+            if c.op == "eq" and not (kind == "string" and isinstance(value, str) and ('"' in value or "\\" in value)):
+                entry.types.add(kind)
             else:
-                entry[2] += 1
-        return int(forward + sum(max(nex, len(types) + other) for nex, types, other in per.values()))
+                entry.other += 1
+        return forward + sum(max(t.nex, len(t.types) + t.other) for t in per.values())
 
 
 @dataclass(frozen=True)

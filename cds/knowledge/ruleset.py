@@ -59,6 +59,18 @@ OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "known", "unknown")
 Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "known", "unknown"]
 Kind = Literal["require", "exclude", "prefer", "deprefer", "caution", "next_step"]
 
+# an operator as the condition pattern reads it (whitespace collapsed) -> the Leaf's op
+_OP_TEXT: dict[str, Op] = {
+    "==": "==",
+    "!=": "!=",
+    "<": "<",
+    "<=": "<=",
+    ">": ">",
+    ">=": ">=",
+    "in": "in",
+    "is known": "known",
+    "is unknown": "unknown",
+}
 _COND_RE = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(==|!=|<=|>=|<|>|\bin\b|\bis\s+known\b|\bis\s+unknown\b)\s*(.*?)\s*$")
 
 
@@ -120,9 +132,14 @@ def _leaf_holds(leaf: Leaf, facts: Mapping[str, object]) -> bool:
         return any(_same_kind(value, v) and value == v for v in leaf.value)
     if leaf.op in ("==", "!="):
         return (_same_kind(value, leaf.value) and value == leaf.value) == (leaf.op == "==")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _same_kind(value, leaf.value):
+    target = leaf.value  # a number of the same kind (check_leaf accepted it for a numeric fact), else never true
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or isinstance(target, bool)
+        or not isinstance(target, (int, float))
+    ):
         return False
-    target = float(leaf.value)  # type: ignore[arg-type]  # a number: check_leaf accepted it for a numeric fact
     return {"<": value < target, "<=": value <= target, ">": value > target, ">=": value >= target}[leaf.op]
 
 
@@ -162,12 +179,12 @@ def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | 
         m = _COND_RE.match(raw)
         if not m:
             raise ValueError(f"{where}: cannot read condition {raw!r} (expected '<fact> <op> <value>')")
-        fact, op, rest = m.group(1), m.group(2), m.group(3)
-        op = " ".join(op.split())
-        if op in ("is known", "is unknown"):
+        fact, written, rest = m.group(1), " ".join(m.group(2).split()), m.group(3)
+        op = _OP_TEXT[written]
+        if op in ("known", "unknown"):
             if rest:
-                raise ValueError(f"{where}: unexpected text after {op!r} in {raw!r}")
-            return Leaf(fact, "known" if op == "is known" else "unknown")
+                raise ValueError(f"{where}: unexpected text after {written!r} in {raw!r}")
+            return Leaf(fact, op)
         if not rest:
             raise ValueError(f"{where}: condition {raw!r} has no value")
         if rest.startswith("$"):
@@ -176,8 +193,7 @@ def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | 
                 raise ValueError(f"{where}: unknown setting {rest!r} in {raw!r}")
             if op == "in":
                 raise ValueError(f"{where}: 'in' cannot take a setting")
-            # op is any word the pattern reads: an unknown one is reported by check_leaf, with the others
-            return Leaf(fact, op, settings[name].value, setting=name)  # type: ignore[arg-type]
+            return Leaf(fact, op, settings[name].value, setting=name)
         try:
             value = parse_yaml(rest)
         except ReadError:
@@ -188,7 +204,8 @@ def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | 
             return Leaf(fact, "in", tuple(value))
         if isinstance(value, (list, dict)) or value is None:
             raise ValueError(f"{where}: {op!r} needs a single value, got {rest!r}")
-        # op: as above; value: a YAML scalar that is not null (lists, mappings and null refused above)
+        # a YAML scalar that is not null (lists, mappings and null refused above): a date is not a Value, but
+        # stays in the Leaf until check_leaf reports it with the other problems ("value ... has the wrong type")
         return Leaf(fact, op, value)  # type: ignore[arg-type]
     if isinstance(raw, dict) and len(raw) == 1:
         ((mode, items),) = raw.items()

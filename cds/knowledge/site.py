@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator, with_config
 
 from cds.datafile import SITE_LIMIT, parse_yaml, read_capped
 from cds.errors import ReadError, SiteError, printable, quoted
@@ -195,6 +195,7 @@ def _status(available: bool | None, reimbursed: bool | None) -> Status:
     return "unknown"
 
 
+@with_config(ConfigDict(extra="forbid"))  # no properties beyond these fields in the report's JSON Schema
 @dataclass(frozen=True, slots=True)
 class ProductStatus:
     """Availability of one product of an option at a site."""
@@ -207,6 +208,7 @@ class ProductStatus:
     cites: list[str]
 
 
+@with_config(ConfigDict(extra="forbid"))  # no properties beyond these fields in the report's JSON Schema
 @dataclass(frozen=True, slots=True)
 class Availability:
     """The ``availability`` of one option at a site (see the module docstring for the rules)."""
@@ -219,10 +221,6 @@ class Availability:
     marker: str | None  # "Not available at this site: <reason>", ...; None when available or not stated
     cites: list[str]
     products: list[ProductStatus]
-
-
-# no properties beyond the fields in the report's JSON Schema (read by pydantic's schema generator)
-ProductStatus.__pydantic_config__ = Availability.__pydantic_config__ = {"extra": "forbid"}  # type: ignore[attr-defined]
 
 
 def availability(site: Site, ruleset: RuleSet, option_id: str, car_t_center_access: bool | None) -> Availability:

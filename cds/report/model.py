@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pydantic import ConfigDict, with_config
 from typing_extensions import dataclass_transform
 
 from cds.knowledge.site import Availability
@@ -65,9 +66,7 @@ def why_text(reasons: Iterable[tuple[int, str]]) -> str:
 @dataclass_transform(frozen_default=True)
 def _model(cls: type[_T]) -> type[_T]:
     """A frozen, slotted dataclass, marked for the JSON Schema generator: no properties beyond its fields."""
-    made = dataclass(frozen=True, slots=True)(cls)
-    made.__pydantic_config__ = {"extra": "forbid"}  # type: ignore[attr-defined]  # read by pydantic (cds schemas)
-    return made
+    return with_config(ConfigDict(extra="forbid"))(dataclass(frozen=True, slots=True)(cls))  # read by `cds schemas`
 
 
 _FIELDS: dict[type, tuple[str, ...] | None] = {}  # per class: its dataclass field names, or None

@@ -86,6 +86,8 @@ class PdfPrinter:
         self._next_id = 0
         self._buffer = b""
         self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._to_browser: int | None = None  # our ends of the two pipes (None: closed)
+        self._from_browser: int | None = None
 
     # ---------------------------------------------------------------- process
 
@@ -133,11 +135,11 @@ class PdfPrinter:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-        for fd in (getattr(self, "_to_browser", None), getattr(self, "_from_browser", None)):
+        for fd in (self._to_browser, self._from_browser):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._to_browser = self._from_browser = None  # type: ignore[assignment]
+        self._to_browser = self._from_browser = None
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
@@ -150,25 +152,32 @@ class PdfPrinter:
         if session is not None:
             message["sessionId"] = session
         data = json.dumps(message).encode() + b"\0"
+        fd = self._to_browser
+        if fd is None:
+            raise PdfError("Chromium is not running")
         while data:
-            written = os.write(self._to_browser, data)
+            written = os.write(fd, data)
             data = data[written:]
         return self._next_id
 
     def _read(self, deadline: float) -> dict[str, Any]:
+        fd = self._from_browser
+        if fd is None:
+            raise PdfError("Chromium is not running")
         while b"\0" not in self._buffer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise PdfError(f"Chromium did not answer within {self.timeout:g} s")
-            ready, _, _ = select.select([self._from_browser], [], [], left)
+            ready, _, _ = select.select([fd], [], [], left)
             if not ready:
                 continue
-            chunk = os.read(self._from_browser, 1 << 20)
+            chunk = os.read(fd, 1 << 20)
             if not chunk:
                 raise PdfError("Chromium exited while printing")
             self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(raw)  # type: ignore[no-any-return]
+        message: dict[str, Any] = json.loads(raw)  # the DevTools protocol sends JSON objects
+        return message
 
     def _call(self, method: str, params: dict[str, Any], session: str | None = None) -> dict[str, Any]:
         """Send a command and wait for its answer (events that arrive meanwhile are dropped)."""
@@ -179,7 +188,8 @@ class PdfPrinter:
             if message.get("id") == wanted:
                 if "error" in message:
                     raise PdfError(f"Chromium: {method} failed: {message['error'].get('message')}")
-                return message.get("result", {})  # type: ignore[no-any-return]
+                result: dict[str, Any] = message.get("result", {})
+                return result
 
     def _wait_event(self, method: str, session: str) -> None:
         deadline = time.monotonic() + self.timeout

@@ -23,6 +23,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
+from pydantic import BaseModel
+
 from cds.model.profile import Labs, PatientProfile, PriorLine
 
 #: the label of every field: the "name" column of the README's profile tables (a test checks they agree)
@@ -148,8 +150,8 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _spec(model: type, name: str, path: str) -> Spec:
-    info = model.model_fields[name]  # type: ignore[attr-defined]
+def _spec(model: type[BaseModel], name: str, path: str) -> Spec:
+    info = model.model_fields[name]
     t = _unwrap(info.annotation)
     required = info.is_required()
     choices: tuple[tuple[str, str], ...]
