@@ -5,9 +5,11 @@ that fired, the evidence behind them, and the facts they were computed from.
 
 The public API (see `cds.api`; imported on first use, so ``import cds`` is cheap)::
 
-    evaluate(data, *, rules=None) -> Evaluation      one patient (profile dict, PatientProfile or file path)
+    evaluate(data, *, rules=None, evaluated_at=None) -> Evaluation   one patient (profile dict, PatientProfile or
+                                                     file path) at an instant (None: SOURCE_DATE_EPOCH or now)
     load_rules(directory=None) -> Evaluator          a compiled rule folder (once per process)
-    build_report(evaluation, evaluated_at=None, site=None) -> Report   (cds.report.model; .to_dict() is the JSON)
+    build_report(evaluation, evaluated_at=None, site=None) -> Report   (cds.report.model; .to_dict() is the JSON;
+                                                     stamped with the evaluation's instant)
     summarize(report) -> Summary                     page 1: top options, facts to obtain, exclusions (cds.report.summary)
     render(report, fmt) -> str                       "json" | "markdown" | "html"
     evaluation_time(fixed=None) -> str               ISO-8601 UTC evaluation time (``--timestamp``)
@@ -29,7 +31,7 @@ _EXPORTS = {
     "load_rules": "cds.api",
     "check_rules": "cds.api",
     "build_report": "cds.report.build",
-    "evaluation_time": "cds.report.build",
+    "evaluation_time": "cds.model.clock",
     "render": "cds.report.render",
     "Report": "cds.report.model",
     "summarize": "cds.report.summary",

@@ -2,8 +2,8 @@
 
     import cds
     evaluator = cds.load_rules()                      # compiled once per process per rule folder
-    evaluation = cds.evaluate({"patient_id": ...})     # a profile dict, a PatientProfile or a file path
-    report = cds.build_report(evaluation, evaluated_at="2026-01-01T00:00:00Z")
+    evaluation = cds.evaluate({"patient_id": ...}, evaluated_at="2026-01-01T00:00:00Z")  # a dict, PatientProfile or path
+    report = cds.build_report(evaluation)             # stamped with the evaluation's instant
     text = cds.render(report, "html")                 # "json" | "markdown" | "html"
     problems = cds.check_rules().problems              # `cds rules check`, fixtures on the real engine
 
@@ -29,22 +29,26 @@ def load_rules(directory: str | os.PathLike[str] | None = None) -> Evaluator:
     return default_evaluator(str(directory) if directory is not None else None)
 
 
-def evaluate(data: Any, *, rules: str | os.PathLike[str] | None = None) -> Evaluation:
+def evaluate(data: Any, *, rules: str | os.PathLike[str] | None = None, evaluated_at: str | None = None) -> Evaluation:
     """Evaluate one patient: a decoded profile or FHIR Bundle (dict), a validated `PatientProfile`, or a file path.
 
-    Raises `cds.errors.ProfileError` (naming the field) for bad input.
+    At `evaluated_at` (ISO 8601; None: `evaluation_time()`, i.e. ``SOURCE_DATE_EPOCH`` or now): a profile
+    without `evaluation_date` is evaluated on that instant's date, and `build_report` stamps the report
+    with the same instant. Raises `cds.errors.ProfileError` (naming the field) for bad input.
     """
     from cds.interop.inputs import load_input, parse_input
+    from cds.model.clock import evaluation_day, evaluation_time
     from cds.model.profile import PatientProfile
 
+    at = evaluation_time(evaluated_at)
     evaluator = load_rules(rules)
     if isinstance(data, PatientProfile):
         profile = data
     elif isinstance(data, (str, os.PathLike)):
-        profile = load_input(Path(data), evaluator.vocabulary).profile
-    else:
-        profile = parse_input(data, evaluator.vocabulary).profile  # a profile dict or a FHIR Bundle dict
-    return evaluator.evaluate(profile)
+        profile = load_input(Path(data), evaluator.vocabulary, default_date=evaluation_day(at)).profile
+    else:  # a profile dict or a FHIR Bundle dict
+        profile = parse_input(data, evaluator.vocabulary, default_date=evaluation_day(at)).profile
+    return evaluator.evaluate(profile, at)
 
 
 def check_rules(

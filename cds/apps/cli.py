@@ -320,9 +320,11 @@ def evaluate(
     def go() -> None:
         from cds.decide.pipeline import default_evaluator
         from cds.interop.inputs import load_input
+        from cds.model.clock import evaluation_day, evaluation_time
         from cds.report.build import build_report
         from cds.report.render import render
 
+        at = evaluation_time(timestamp)  # the report's stamp, and the evaluation date a profile without one gets
         fmt = output_format(format, output)
         summary_only = fmt is None and output is None and sys.stdout.isatty()
         fmt = fmt or "markdown"
@@ -341,8 +343,8 @@ def evaluate(
             from cds.knowledge.site import load_site
 
             site_settings = load_site(site, evaluator.ruleset)
-        loaded = load_input(path, evaluator.vocabulary)
-        report = build_report(evaluator.evaluate(loaded.profile), timestamp, site_settings)
+        loaded = load_input(path, evaluator.vocabulary, default_date=evaluation_day(at))
+        report = build_report(evaluator.evaluate(loaded.profile, at), at, site_settings)
         if summary_only:
             from cds.apps.terminal import print_summary
             from cds.report.summary import summarize
@@ -376,15 +378,17 @@ def validate(
 
     def go() -> None:
         from cds.interop.inputs import load_input
+        from cds.model.clock import evaluation_day, evaluation_time
         from cds.model.vocabulary import load_vocabulary
         from cds.resources import rules_dir
 
         _check_folder(rules, "--rules")
         vocabulary = load_vocabulary((rules or rules_dir()) / "catalog" / "drugs.yaml")
+        today = evaluation_day(evaluation_time(None))  # what `cds evaluate` would default evaluation_date to now
         invalid = 0
         for path in paths:
             try:
-                load_input(path, vocabulary)
+                load_input(path, vocabulary, default_date=today)
             except ProfileError as exc:
                 invalid += 1
                 n = len(exc.problems)
@@ -765,7 +769,7 @@ def batch(
     def go() -> None:
         from cds.cohort.batch import check_input, run_batch
         from cds.decide.pipeline import default_evaluator
-        from cds.report.build import evaluation_time
+        from cds.model.clock import evaluation_time
 
         check_input(input)
         # every output path is checked before any file is created
@@ -836,7 +840,7 @@ def board(
         from cds.cohort.batch import check_input
         from cds.cohort.board import build_board
         from cds.decide.pipeline import default_evaluator
-        from cds.report.build import evaluation_time
+        from cds.model.clock import evaluation_time
         from cds.report.render import render_board
 
         check_input(input)
@@ -893,6 +897,9 @@ def diff_rules(
         for d in (old_rules, new_rules):
             _not_over_inputs([out], () if folder else (input,), d, input if folder else None)
         old_dir, new_dir = str(old_rules), str(new_rules)
+        from cds.model.clock import evaluation_time
+
+        at = evaluation_time(None)  # both rule sets at one instant (SOURCE_DATE_EPOCH or now): only the rules differ
         # compiled once here (a bad rule folder fails before anything starts); workers inherit them
         old_ev, new_ev = evaluator_for(old_dir, False), evaluator_for(new_dir, False)
         widths = (12, 20, 24, 24, 10)
@@ -920,7 +927,7 @@ def diff_rules(
                 out.open()
                 out.write(header_json())
             totals = _with_progress(
-                "comparing", input, quiet, lambda advance: run_diff(old_dir, new_dir, input, jobs, on_change, advance)
+                "comparing", input, quiet, lambda advance: run_diff(old_dir, new_dir, input, jobs, on_change, advance, at)
             )
             if out is not None:
                 out.write("\n],\n" + f'"totals": {json.dumps(totals)}' + "}\n")

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from cds.report.model import why_parts
 from cds.report.summary import Summary, TopOption
-from cds.report.view import AVAILABILITY_BADGE
+from cds.report.view import AVAILABILITY_BADGE, evaluation_date_text
 
 MAX_LINES = 40
 MAX_FACTS = 5
@@ -48,7 +48,9 @@ def _lines(s: Summary, path: str, max_excluded: int) -> list[Text]:
         _line((f"Patient {s.patient_id}", "bold"), "  " + " · ".join(s.synopsis)),
         _line(
             (
-                f"evaluated {s.evaluated_at[:10]} · {s.engine_version} · rule set {s.ruleset_hash[:12]} · "
+                f"evaluated {s.evaluated_at[:10]} · evaluation date "
+                f"{evaluation_date_text(s.evaluation_date, s.evaluation_date_source, short=True)} · "
+                f"{s.engine_version} · rule set {s.ruleset_hash[:12]} · "
                 f"site: {s.site_name or 'not assessed'}",
                 "dim",
             )

@@ -182,15 +182,18 @@ def _check_profile_file(path: str) -> None:
         raise ProfileError("(file)", f"{path}: is {kind}, not a profile file")
 
 
-def _load(evaluator, key: tuple[str, Any], payload: Any):
-    """A record's profile; a FHIR Bundle (a file, or one JSONL line) is imported (cds.interop)."""
+def _load(evaluator, key: tuple[str, Any], payload: Any, evaluated_at: str | None = None):
+    """A record's profile; a FHIR Bundle (a file, or one JSONL line) is imported (cds.interop), on the
+    evaluation time's date when it has no timestamp."""
     from cds.interop.inputs import load_input, load_input_text
+    from cds.model.clock import evaluation_day
 
+    day = evaluation_day(evaluated_at) if evaluated_at is not None else None
     if key[0] == "file":
         _check_profile_file(payload)
-        return load_input(Path(payload), evaluator.vocabulary).profile
+        return load_input(Path(payload), evaluator.vocabulary, default_date=day).profile
     try:
-        return load_input_text(_line_text(payload, key[1]), evaluator.vocabulary).profile
+        return load_input_text(_line_text(payload, key[1]), evaluator.vocabulary, default_date=day).profile
     except ProfileError as exc:
         if exc.field != "(file)":
             raise
@@ -226,6 +229,11 @@ class UnknownTop(TypedDict):
     effects: list[EffectTop]
 
 
+class EvaluationDateLine(TypedDict):
+    date: str | None  # the date the date-relative facts count to (the report's evaluation_date)
+    source: str  # "profile", "evaluation_time" or "not_given"
+
+
 class EvaluatedLine(_Where):
     status: Literal["evaluated"]
     patient_id: str
@@ -239,6 +247,7 @@ class EvaluatedLine(_Where):
     ruleset_hash: str
     engine_version: str
     evaluated_at: str
+    evaluation_date: EvaluationDateLine
     # with --site: the site file's sha256 and the top option's availability status there
     site_hash: NotRequired[str]
     top_option_availability: NotRequired[str | None]
@@ -281,6 +290,7 @@ def compact(ev, evaluated_at: str) -> dict[str, Any]:
         "ruleset_hash": ev.ruleset.digest,
         "engine_version": ev.engine_version,
         "evaluated_at": evaluated_at,
+        "evaluation_date": {"date": ev.evaluation_date, "source": ev.evaluation_date_source},
     }
 
 
@@ -362,7 +372,7 @@ def evaluate_chunk(task: tuple[Any, ...]) -> tuple[str, ChunkStats]:
     for _, key, payload in records:
         where = {key[0]: key[1]}
         try:
-            ev = evaluator.evaluate(_load(evaluator, key, payload))
+            ev = evaluator.evaluate(_load(evaluator, key, payload, evaluated_at), evaluated_at)
             record = {**where, **compact(ev, evaluated_at)}
             if opts is not None:
                 _with_options(record, ev, key, evaluated_at, opts, stats)
@@ -525,9 +535,9 @@ def run_batch(
 # --------------------------------------------------------------------------- diff-rules
 
 
-def _outcome(evaluator, key, payload) -> dict[str, Any]:
+def _outcome(evaluator, key, payload, evaluated_at: str) -> dict[str, Any]:
     try:
-        ev = evaluator.evaluate(_load(evaluator, key, payload))
+        ev = evaluator.evaluate(_load(evaluator, key, payload, evaluated_at), evaluated_at)
     except Exception as exc:
         if os.environ.get("CDS_DEBUG") and not isinstance(exc, CdsError):
             raise
@@ -540,13 +550,13 @@ def _outcome(evaluator, key, payload) -> dict[str, Any]:
     }
 
 
-def diff_chunk(task: tuple[str, str, list[Record]]) -> list[dict[str, Any]]:
-    """Worker: each record under both rule sets; returns one small row per record."""
-    old_dir, new_dir, records = task
+def diff_chunk(task: tuple[str, str, list[Record], str]) -> list[dict[str, Any]]:
+    """Worker: each record under both rule sets, at the same instant; returns one small row per record."""
+    old_dir, new_dir, records, evaluated_at = task
     old, new = evaluator_for(old_dir, False), evaluator_for(new_dir, False)
     rows = []
     for _, key, payload in records:
-        a, b = _outcome(old, key, payload), _outcome(new, key, payload)
+        a, b = _outcome(old, key, payload, evaluated_at), _outcome(new, key, payload, evaluated_at)
         row: dict[str, Any] = {key[0]: key[1], "patient_id": a.get("patient_id") or b.get("patient_id")}
         if a["status"] != "evaluated" or b["status"] != "evaluated":
             row["status"] = "invalid"
@@ -571,10 +581,15 @@ def run_diff(
     jobs: int,
     on_change: Callable[[dict[str, Any]], None],
     progress: Callable[[int], None] | None = None,
+    evaluated_at: str | None = None,
 ) -> dict[str, Any]:
-    """Stream every record whose outcome differs to `on_change`; return the totals."""
+    """Stream every record whose outcome differs to `on_change`; return the totals. Both rule sets
+    evaluate every record at `evaluated_at` (None: `evaluation_time()`), so only the rules differ."""
+    from cds.model.clock import evaluation_time
+
+    at = evaluation_time(evaluated_at)
     totals = Counter()
-    tasks = ((old_dir, new_dir, chunk) for chunk in _chunks(read_records(source), CHUNK))
+    tasks = ((old_dir, new_dir, chunk, at) for chunk in _chunks(read_records(source), CHUNK))
     with closing(run_ordered(diff_chunk, tasks, jobs, ([old_dir, new_dir], False))) as results:
         for rows in results:
             for row in rows:

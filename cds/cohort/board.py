@@ -71,7 +71,7 @@ def build_board(
         for _, key, payload in read_records(source):
             where = f"line {key[1]}" if key[0] == "line" else str(key[1])
             try:
-                ev = evaluator.evaluate(_load(evaluator, key, payload))
+                ev = evaluator.evaluate(_load(evaluator, key, payload, evaluated_at), evaluated_at)
             except (ProfileError, CdsError) as exc:
                 message = f"invalid patient profile: {exc}" if isinstance(exc, ProfileError) else str(exc)
                 rows.append(BoardRow(where, None, "invalid", [], None, None, None, [], 0, None, message))

@@ -20,9 +20,11 @@ from cds.decide.ranking import Ranking, rank
 from cds.decide.unknowns import UnknownFact, VariantPlanner, summarize
 from cds.engine.durable import Engine, durable_version
 from cds.engine.matcher import Matcher
+from cds.errors import ProfileError
 from cds.knowledge.ruleset import RuleSet, load_ruleset
+from cds.model.clock import FROM_EVALUATION_TIME, FROM_PROFILE, NOT_GIVEN, evaluation_day, evaluation_time
 from cds.model.facts import REFRACTORY_FIELD, FactValue, derive, engine_facts
-from cds.model.profile import PatientProfile, load_profile, parse_profile
+from cds.model.profile import PatientProfile, dates_after, evaluation_time_phrase, load_profile, parse_profile
 from cds.model.vocabulary import Vocabulary
 from cds.resources import rules_dir
 
@@ -37,6 +39,11 @@ class Evaluation:
     unknown_without_effect: tuple[str, ...]
     ruleset: RuleSet
     decision: Decision  # ranked options with their scores, excluded options
+    # the instant the evaluation was made at (cds.model.clock.evaluation_time), None when it was not given;
+    # the evaluation date the date-relative facts count to, and where it came from (cds.model.clock: FROM_*)
+    evaluated_at: str | None = None
+    evaluation_date: str | None = None
+    evaluation_date_source: str = NOT_GIVEN
 
     @functools.cached_property
     def ranking(self) -> Ranking:
@@ -90,12 +97,19 @@ class Evaluator:
     def load(self, path: Path) -> PatientProfile:
         return load_profile(path, self.vocabulary)
 
-    def fired_rules(self, profile: PatientProfile) -> frozenset[str]:
-        facts = derive(profile, self.vocabulary)
+    def fired_rules(self, profile: PatientProfile, evaluated_at: str | None = None) -> frozenset[str]:
+        facts = derive(profile, self.vocabulary, evaluation_date_for(profile, evaluated_at)[0])
         return self.engine.run([engine_facts(facts)], patient=profile.patient_id)[0]
 
-    def evaluate(self, profile: PatientProfile) -> Evaluation:
-        facts = derive(profile, self.vocabulary)
+    def evaluate(self, profile: PatientProfile, evaluated_at: str | None = None) -> Evaluation:
+        """One patient, evaluated at `evaluated_at` (an `evaluation_time` stamp: the instant the report is
+        stamped with). A profile without `evaluation_date` is evaluated on that instant's date; without
+        either, the date-relative facts are unknown. A profile date after the evaluation time is a
+        ProfileError naming every such field (as one after the profile's evaluation_date is)."""
+        if evaluated_at is not None:
+            evaluated_at = evaluation_time(evaluated_at)  # the report's stamp, to the second in UTC
+        on, source = evaluation_date_for(profile, evaluated_at)
+        facts = derive(profile, self.vocabulary, on)
         base_facts = engine_facts(facts)
         variants = self.planner.variants(facts, profile) if self.analyze_unknowns else []
         # each variant is the patient's facts with one unknown field set (scoped: see cds.engine.durable);
@@ -126,7 +140,25 @@ class Evaluator:
             unknown_without_effect=tuple(without),
             ruleset=self.ruleset,
             decision=base,
+            evaluated_at=evaluated_at,
+            evaluation_date=on,
+            evaluation_date_source=source,
         )
+
+
+def evaluation_date_for(profile: PatientProfile, evaluated_at: str | None) -> tuple[str | None, str]:
+    """(the evaluation date, where it came from): the profile's `evaluation_date`, else the date of
+    `evaluated_at`, else none. A profile date after a defaulted evaluation date is a ProfileError: a date
+    in the future is almost surely a typing error, and counting months to it would be wrong."""
+    if profile.evaluation_date is not None:
+        return profile.evaluation_date, FROM_PROFILE
+    if evaluated_at is None:
+        return None, NOT_GIVEN
+    on = evaluation_day(evaluated_at)
+    late = dates_after(profile.model_dump(exclude_none=True), on, evaluation_time_phrase(on))
+    if late:
+        raise ProfileError.many(late)
+    return on, FROM_EVALUATION_TIME
 
 
 @functools.lru_cache(maxsize=4)

@@ -5,8 +5,10 @@ description). Rules may only name facts listed here; `cds rules check` uses
 the ranges to find conditions that can never hold, and the unknown-facts
 analysis uses them to try every possible value of a missing fact.
 
-`derive(profile, vocabulary)` computes every fact with a one-line explanation
-of how it was obtained. A fact the profile leaves out is ``None`` (unknown).
+`derive(profile, vocabulary, default_evaluation_date)` computes every fact with a one-line
+explanation of how it was obtained; the date-relative facts count to the profile's
+`evaluation_date`, or else to `default_evaluation_date` (the evaluation time's date). A fact
+the profile leaves out is ``None`` (unknown).
 Exposure facts are always known (a line lists what was given). Refractoriness
 facts are three-valued: a line whose ``refractory_to`` is not recorded makes
 every refractoriness fact it could change unknown, unless another line already
@@ -300,7 +302,13 @@ def _fmt_lines(hits: list[tuple[str, int]]) -> str:
     return ", ".join(f"{a} (line {n})" for a, n in hits)
 
 
-def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactValue]:
+def derive(profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None = None) -> dict[str, FactValue]:
+    """Every fact of `FACTS`, each with how it was obtained.
+
+    `default_evaluation_date` (``YYYY-MM-DD``: the date of the evaluation time the report is stamped
+    with) stands for the profile's `evaluation_date` when the profile gives none; without either, the
+    date-relative facts are unknown.
+    """
     out: dict[str, FactValue] = {}
 
     def put(name: str, value: Value | None, explanation: str, applies: bool = True) -> None:
@@ -344,7 +352,7 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, FactVal
             f"high-risk abnormality detected: {', '.join(hr)}" if hr else "cytogenetics tested: no high-risk abnormality",
         )
     _derive_lines(profile, vocabulary, put)
-    _derive_course(profile, vocabulary, put)
+    _derive_course(profile, vocabulary, put, default_evaluation_date)
     missing = set(FACTS) - set(out)
     assert not missing, missing
     return {name: out[name] for name in FACTS}
@@ -542,7 +550,7 @@ def _within(interval: tuple[float, float], limit: float) -> bool | None:
     return None
 
 
-def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
+def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put, default_evaluation_date: str | None) -> None:
     """Facts from the dates, best responses, stop reasons and intolerances of the prior lines (profile v2).
 
     A date-derived fact is unknown when a date it needs is missing (or when the dates' precision
@@ -551,7 +559,13 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put) -> None
     """
     lines = profile.prior_lines
     drugs = [line_drugs(line, vocabulary) for line in lines]
-    evaluation = profile.evaluation_date
+    evaluation = profile.evaluation_date or default_evaluation_date
+    # said once per fact when the date is the evaluation time's, not the profile's
+    defaulted = (
+        ""
+        if profile.evaluation_date or evaluation is None
+        else f"; {evaluation} is the evaluation time (no evaluation_date in the profile)"
+    )
 
     def names(n: int, pick) -> str:
         return ", ".join(r.drug.name for r in drugs[n - 1] if pick(r.drug))
@@ -575,10 +589,10 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put) -> None
         if last.end_date is None:
             put(fact, None, "unknown: " + "; ".join(parts))
         elif evaluation is None:
-            put(fact, None, "unknown: no evaluation_date in the profile; " + "; ".join(parts))
+            put(fact, None, "unknown: no evaluation_date in the profile and no evaluation time; " + "; ".join(parts))
         else:
             lo, hi = months_between(Day.parse(last.end_date), Day.parse(evaluation))
-            put(fact, _months_value(lo, hi), "; ".join(parts))
+            put(fact, _months_value(lo, hi), "; ".join(parts) + defaulted)
 
     def bcma(d) -> bool:
         return "BCMA" in d.targets

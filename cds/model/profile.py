@@ -684,14 +684,27 @@ def _check_lines(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
             )
     ev = data.get("evaluation_date")
     if isinstance(ev, str) and _date_ok(ev):
-        at = Day.parse(ev)
-        for i, line in enumerate(lines):
-            if not isinstance(line, dict):
-                continue
-            for k in ("start_date", "end_date", "progression_date"):
-                v = line.get(k)
-                if isinstance(v, str) and _date_ok(v) and at.surely_before(Day.parse(v)):
-                    out.append((f"prior_lines[{i}].{k}", f"{v} is after the evaluation_date {ev}"))
+        out.extend(dates_after(data, ev, f"the evaluation_date {ev}"))
+    return out
+
+
+def evaluation_time_phrase(on: str) -> str:
+    """How a problem names a defaulted evaluation date."""
+    return f"the evaluation time {on} (no evaluation_date in the profile)"
+
+
+def dates_after(data: dict[str, Any], on: str, what: str) -> list[Problem]:
+    """Every date of the profile (`data`, decoded JSON) surely after the evaluation date `on`, described as `what`."""
+    at = Day.parse(on)
+    out: list[Problem] = []
+    lines = data.get("prior_lines")
+    for i, line in enumerate(lines if isinstance(lines, list) else ()):
+        if not isinstance(line, dict):
+            continue
+        for k in ("start_date", "end_date", "progression_date"):
+            v = line.get(k)
+            if isinstance(v, str) and _date_ok(v) and at.surely_before(Day.parse(v)):
+                out.append((f"prior_lines[{i}].{k}", f"{v} is after {what}"))
     return out
 
 
@@ -712,8 +725,11 @@ def _expand(profile: PatientProfile, vocabulary: Vocabulary) -> PatientProfile:
     return profile.model_copy(update={"prior_lines": lines})
 
 
-def parse_profile(data: Any, vocabulary: Vocabulary) -> PatientProfile:
-    """Validate an already-decoded JSON value. Raises ProfileError with every problem found."""
+def parse_profile(data: Any, vocabulary: Vocabulary, default_evaluation_date: str | None = None) -> PatientProfile:
+    """Validate an already-decoded JSON value. Raises ProfileError with every problem found.
+
+    `default_evaluation_date` (the evaluation time's date, ``YYYY-MM-DD``): a profile without
+    `evaluation_date` is evaluated on it, so none of its dates may be after it either."""
     if not isinstance(data, dict):
         raise ProfileError("(profile)", f"the profile must be a JSON object, got {type(data).__name__}")
     _check_sizes(data)
@@ -724,6 +740,8 @@ def parse_profile(data: Any, vocabulary: Vocabulary) -> PatientProfile:
     except ValidationError as exc:
         problems.extend(m for e in exc.errors() if (m := _error_message(e)) is not None)
     problems.extend(check_content(data, vocabulary))
+    if default_evaluation_date is not None and data.get("evaluation_date") is None:
+        problems.extend(dates_after(data, default_evaluation_date, evaluation_time_phrase(default_evaluation_date)))
     if problems:
         # one message per field and problem, in the order of the fields in the profile
         unique = list(dict.fromkeys(problems))

@@ -8,17 +8,15 @@ turns a report into what the templates show and `cds.report.render` renders it.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import os
 from collections.abc import Iterable
 
 from cds.decide.pipeline import Evaluation
 from cds.decide.ranking import Reason
 from cds.decide.unknowns import Effect, UnknownFact
-from cds.errors import InputError, printable, quoted
 from cds.knowledge.evidence import Conflict, EvidenceEntry, display_cell_dose, reciprocal
 from cds.knowledge.ruleset import RuleSet
 from cds.knowledge.site import Site, availability
+from cds.model.clock import evaluation_time
 from cds.model.facts import FACTS, engine_facts, not_refractory_by_dates
 from cds.model.profile import line_drugs, named_drugs
 from cds.report import model as m
@@ -30,37 +28,6 @@ DISCLAIMER = (
     "judgement of the treating haematologist and the tumor board. Check every recommendation against "
     "its inputs, rules and sources."
 )
-
-
-def evaluation_time(fixed: str | None = None) -> str:
-    """ISO-8601 UTC time of the evaluation, e.g. ``2026-01-01T00:00:00Z``.
-
-    Fixed by `fixed` (``--timestamp``: an ISO-8601 date-time; without a zone it
-    is taken as UTC) or by ``SOURCE_DATE_EPOCH`` (seconds since 1970) for
-    reproducible output. An unreadable value is an input error, never ignored.
-    """
-    if fixed is not None:
-        try:
-            moment = _dt.datetime.fromisoformat(fixed.strip())
-        except ValueError:
-            raise InputError(f"--timestamp: {quoted(fixed)} is not an ISO-8601 date-time (e.g. 2026-01-01T00:00:00Z)") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=_dt.UTC)
-    elif "SOURCE_DATE_EPOCH" in os.environ:
-        epoch = os.environ["SOURCE_DATE_EPOCH"].strip()
-        if not epoch.isdigit():
-            raise InputError(f"SOURCE_DATE_EPOCH: {quoted(epoch)} is not a whole number of seconds since 1970")
-        try:
-            moment = _dt.datetime.fromtimestamp(int(epoch), tz=_dt.UTC)
-        except (OverflowError, OSError, ValueError):
-            raise InputError(f"SOURCE_DATE_EPOCH: {printable(epoch)} is out of range") from None
-    else:
-        moment = _dt.datetime.now(tz=_dt.UTC)
-    try:
-        moment = moment.astimezone(_dt.UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
-        raise InputError(f"--timestamp: {quoted(fixed)} is out of range (in UTC it must fall in the years 1-9999)") from None
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _reason(r: Reason, rs: RuleSet) -> m.Reason:
@@ -294,11 +261,19 @@ def _effect_text(effect: Effect, ev: Evaluation, field: str) -> str:
 
 
 def build_report(ev: Evaluation, evaluated_at: str | None = None, site: Site | None = None) -> m.Report:
-    """The report, with availability at `site` (None: the rule folder's default site, if it has one)."""
+    """The report, with availability at `site` (None: the rule folder's default site, if it has one).
+
+    Stamped with `evaluated_at` (None: the evaluation's own time, else `evaluation_time()`). An evaluation
+    made at another instant cannot be stamped with this one (ValueError): the evaluation date the facts
+    count to defaults to the stamp's date, so the two must be the same instant.
+    """
     from cds.knowledge.site import default_site
 
+    stamp = evaluation_time(evaluated_at) if evaluated_at is not None or ev.evaluated_at is None else ev.evaluated_at
+    if ev.evaluated_at is not None and stamp != ev.evaluated_at:
+        raise ValueError(f"build_report: evaluated_at {stamp} is not the instant the evaluation was made at ({ev.evaluated_at})")
     site = site if site is not None else default_site(ev.ruleset)
-    return apply_site(_build_report(ev, evaluated_at), site, ev)
+    return apply_site(_build_report(ev, stamp), site, ev)
 
 
 _NO_SITE = m.SiteSection(
@@ -481,6 +456,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
         patient_id=profile.patient_id,
         age=profile.age,
         evaluated_at=evaluation_time(evaluated_at),
+        evaluation_date=m.EvaluationDate(date=ev.evaluation_date, source=ev.evaluation_date_source),
         engine_version=ev.engine_version,
         ruleset_hash=rs.digest,
         input_hash=ev.input_hash,

@@ -47,7 +47,7 @@ def render_examples(profiles_dir: Path, rules: Path | None = None) -> dict[str, 
         path = profiles_dir / f"{case}.json"
         if not path.is_file():
             raise InputError(f"--profiles: example case {path} not found (run from the checkout root or pass --profiles)")
-        report = build_report(evaluator.evaluate(evaluator.load(path)), EXAMPLE_TIMESTAMP)
+        report = build_report(evaluator.evaluate(evaluator.load(path), EXAMPLE_TIMESTAMP), EXAMPLE_TIMESTAMP)
         for fmt, ext in FORMATS:
             out[f"{case}.{ext}"] = render(report, fmt)
     return out

@@ -35,7 +35,9 @@ from cds.knowledge.site import Availability
 #      every evidence entry has its level (and, where the source states no design, a design_reference).
 # 2.3: page-1 data, chosen from rule data: an option's `key_figure` (a figure its fired rules name for
 #      that option's arm in the patient's population, or null) and `key_caution`; an excluded option's `reason`.
-SCHEMA_VERSION = "2.3"
+# 2.4: `evaluation_date`: the date the date-relative facts count to, and whether it came from the profile
+#      or defaulted to the evaluation time (the instant `evaluated_at` stamps).
+SCHEMA_VERSION = "2.4"
 
 # JSON values a derived fact, a setting or a profile input can take.
 FactValue = bool | int | float | str | None
@@ -314,11 +316,20 @@ class SourceDocument:
 
 
 @_model
+class EvaluationDate:
+    """The date the date-relative facts (months since a therapy ended) count to."""
+
+    date: str | None  # YYYY-MM-DD or YYYY-MM; null: none (the date-relative facts are unknown)
+    source: str  # "profile" (its evaluation_date), "evaluation_time" (the date of evaluated_at), "not_given"
+
+
+@_model
 class Report:
     schema_version: str
     patient_id: str
     age: int
     evaluated_at: str
+    evaluation_date: EvaluationDate
     engine_version: str
     ruleset_hash: str
     input_hash: str

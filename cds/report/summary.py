@@ -88,6 +88,8 @@ class Summary:
     sex: str | None
     synopsis: list[str]
     evaluated_at: str
+    evaluation_date: str | None  # the date the date-relative facts count to (None: none)
+    evaluation_date_source: str  # "profile", "evaluation_time" (the date of evaluated_at) or "not_given"
     engine_version: str
     ruleset_hash: str
     site_name: str | None
@@ -216,6 +218,8 @@ def summarize(report: m.Report) -> Summary:
         sex=sex if isinstance(sex, str) else None,
         synopsis=list(report.synopsis),
         evaluated_at=report.evaluated_at,
+        evaluation_date=report.evaluation_date.date,
+        evaluation_date_source=report.evaluation_date.source,
         engine_version=report.engine_version,
         ruleset_hash=report.ruleset_hash,
         site_name=report.site_name,

@@ -89,8 +89,22 @@ def _yes_no(value: bool | None) -> str:
     return "unknown" if value is None else ("yes" if value else "no")
 
 
-def case_inputs(inputs: dict[str, Any]) -> list[dict[str, Any]]:
-    """The profile's clinical inputs (other than the prior lines) as label/value rows; unknown is said."""
+def evaluation_date_text(date: str | None, source: str, short: bool = False) -> str:
+    """Which evaluation date the date-relative facts count to, and where it came from."""
+    if date is None:
+        return (
+            "not given"
+            if short
+            else "not given (no evaluation_date in the profile, no evaluation time): date-relative facts unknown"
+        )
+    if source == "profile":
+        return f"{date} (profile)" if short else f"{date} (the profile's evaluation_date)"
+    return f"{date} (evaluation time)" if short else f"{date} (the evaluation time: no evaluation_date in the profile)"
+
+
+def case_inputs(inputs: dict[str, Any], evaluation_date: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The profile's clinical inputs (other than the prior lines) as label/value rows; unknown is said.
+    With the report's `evaluation_date`, its row says where the date came from."""
     p = inputs
     labs = p.get("labs") or {}
     cyto = p.get("cytogenetics")
@@ -129,8 +143,10 @@ def case_inputs(inputs: dict[str, Any]) -> list[dict[str, Any]]:
     ):
         value = labs.get(field)
         rows.append((label, None if value is None else f"{_num(value)} {unit}"))
-    if p.get("evaluation_date"):
-        rows.insert(1, ("Clinical evaluation date", p["evaluation_date"]))
+    if evaluation_date is not None:
+        rows.insert(1, ("Evaluation date", evaluation_date_text(evaluation_date["date"], evaluation_date["source"])))
+    elif p.get("evaluation_date"):
+        rows.insert(1, ("Evaluation date", p["evaluation_date"]))
     if p.get("notes"):
         rows.append(("Notes (not read by the rules)", p["notes"]))
     return [
@@ -305,6 +321,7 @@ def summary_view(summary: Summary) -> dict[str, Any]:
     v["excluded"], v["excluded_more"] = excluded[:PAGE1_EXCLUDED], max(len(excluded) - PAGE1_EXCLUDED, 0)
     v["ruleset_hash_short"] = v["ruleset_hash"][:12]
     v["evaluated_date"] = v["evaluated_at"][:10]
+    v["evaluation_date_text"] = evaluation_date_text(v["evaluation_date"], v["evaluation_date_source"], short=True)
     v["ranked_more"] = v["ranked_count"] - len(v["options"])
     return v
 
@@ -331,7 +348,8 @@ def report_view(report: Report) -> dict[str, Any]:
         _reasons_view(x["reasons"])
         x["marker"], x["marker_class"] = _marker(x), _marker_class(x)
     r.update(
-        case_inputs=case_inputs(r["inputs"]),
+        case_inputs=case_inputs(r["inputs"], r["evaluation_date"]),
+        evaluation_date_text=evaluation_date_text(r["evaluation_date"]["date"], r["evaluation_date"]["source"]),
         case_facts=case_facts(r["derived_facts"]),
         lines=_lines_view(r["lines"]),
         drug_categories=[{"id": k, "label": label, "colour": colour} for k, label, colour in CATEGORIES],

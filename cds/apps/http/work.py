@@ -81,22 +81,23 @@ class WorkerState:
                 log.exception("internal error")
             return "error", f"internal error ({type(exc).__name__})"
 
-    def _from_text(self, text: str):
+    def _from_text(self, text: str, evaluated_at: str | None):
         """The body: a profile or a FHIR Bundle, decoded as strictly as the CLI reads a file; (evaluation, input kind)."""
         from cds.interop.inputs import is_fhir
         from cds.model.profile import decode_json
 
         data = decode_json(text)
-        return self.cds.evaluate(data, rules=self.rules), "fhir-bundle" if is_fhir(data) else "profile"
+        return self.cds.evaluate(data, rules=self.rules, evaluated_at=evaluated_at), "fhir-bundle" if is_fhir(data) else "profile"
 
-    def _report(self, evaluation, site_key: str | None, evaluated_at: str | None):
+    def _report(self, evaluation, site_key: str | None, evaluated_at: str | None = None):
+        """The report of `evaluation`, stamped with the instant it was evaluated at (`evaluated_at`: the same)."""
         site = self.sites[site_key] if site_key else None
         return self.cds.build_report(evaluation, evaluated_at, site)
 
     def evaluate_text(self, task: dict[str, Any]) -> dict[str, Any]:
         """POST /api/evaluate: the body (JSON text) -> the document in the format asked, and the record to store."""
-        evaluation, kind = self._from_text(task["text"])
-        report = self._report(evaluation, task.get("site"), task.get("evaluated_at"))
+        evaluation, kind = self._from_text(task["text"], task.get("evaluated_at"))
+        report = self._report(evaluation, task.get("site"))
         fmt = task["format"]
         document = self.cds.render(report, fmt)
         return {"document": document, "record": _record(evaluation, report.to_dict(), kind)}
@@ -105,8 +106,8 @@ class WorkerState:
         """patient-view: the Bundle built from the prefetch -> the card and the record to store."""
         from .card import build_card
 
-        evaluation = self._evaluate_bundle(task["bundle"])
-        data = self._report(evaluation, task.get("site"), None).to_dict()
+        evaluation = self._evaluate_bundle(task["bundle"], task.get("evaluated_at"))
+        data = self._report(evaluation, task.get("site")).to_dict()
         card = build_card(data, card_uuid=task["card_uuid"], report_url=task["report_url"], version=self.cds.__version__)
         return {"card": card, "record": _record(evaluation, data, "cds-hooks")}
 
@@ -127,15 +128,16 @@ class WorkerState:
         if stored["ruleset_hash"] != self.evaluator.ruleset.digest or not same_site:
             raise Gone("this report was made under another rule set or site file; its JSON is still available (?format=json)")
         profile = self.evaluator.parse(json.loads(stored["profile_json"]))
-        report = self._report(self.cds.evaluate(profile, rules=self.rules), site_key, stored["evaluated_at"])
+        at = stored["evaluated_at"]  # the stored time: the same evaluation date as the stored report
+        report = self._report(self.cds.evaluate(profile, rules=self.rules, evaluated_at=at), site_key, at)
         return self.cds.render(report, task["format"])
 
-    def _evaluate_bundle(self, bundle: dict[str, Any]):
+    def _evaluate_bundle(self, bundle: dict[str, Any], evaluated_at: str | None):
         """prefetch Bundle -> evaluation, or NoMyeloma: the FHIR importer (issue 14) decides both."""
         from cds.interop.fhir import NoMyelomaDiagnosis
 
         try:
-            return self.cds.evaluate(bundle, rules=self.rules)
+            return self.cds.evaluate(bundle, rules=self.rules, evaluated_at=evaluated_at)
         except NoMyelomaDiagnosis:
             raise NoMyeloma() from None
 

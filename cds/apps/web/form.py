@@ -103,7 +103,7 @@ LINE_SCALARS: tuple[str, ...] = (
     "autologous_transplant",
 )
 HINTS: dict[str, str] = {
-    "evaluation_date": "YYYY-MM-DD or YYYY-MM; blank: today",
+    "evaluation_date": "YYYY-MM-DD or YYYY-MM; blank: the evaluation time (today)",
     "start_date": "YYYY-MM-DD or YYYY-MM",
     "end_date": "YYYY-MM-DD or YYYY-MM (last dose)",
     "progression_date": "YYYY-MM-DD or YYYY-MM",

@@ -322,7 +322,13 @@ class Pages:
                 {
                     "kind": "web-recheck",
                     "cases": [
-                        {"case_id": r["case_id"], "profile_json": r["profile_json"], "ranking": r["ranking"]} for r in listed
+                        {
+                            "case_id": r["case_id"],
+                            "profile_json": r["profile_json"],
+                            "ranking": r["ranking"],
+                            "evaluated_at": r["evaluated_at"],  # rechecked at its time: only the rules differ
+                        }
+                        for r in listed
                     ],
                 }
             )

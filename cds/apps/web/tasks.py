@@ -62,10 +62,10 @@ def evaluate(state: Any, task: dict[str, Any]) -> dict[str, Any]:
 
     cds = state.cds
     try:
-        evaluation = cds.evaluate(task["profile"], rules=state.rules)
+        evaluation = cds.evaluate(task["profile"], rules=state.rules, evaluated_at=task.get("evaluated_at"))
     except cds.ProfileError as exc:
         return {"problems": [list(p) for p in exc.problems]}
-    report = cds.build_report(evaluation, task.get("evaluated_at"), _site(state, task.get("site")))
+    report = cds.build_report(evaluation, None, _site(state, task.get("site")))  # stamped with the evaluation's time
     expanded = [
         {"line": i, "regimen": line.regimen, "agents": [str(a) for a in line.agent_list]}
         for i, line in enumerate(evaluation.profile.prior_lines)
@@ -120,7 +120,8 @@ def summary(state: Any, task: dict[str, Any]) -> dict[str, Any]:
     stored = task["stored"]
     profile = state.evaluator.parse(json.loads(stored["profile_json"]))
     site_key = next((k for k, s in state.sites.items() if s.digest == stored.get("site_hash")), None)
-    report = cds.build_report(cds.evaluate(profile, rules=state.rules), stored["evaluated_at"], _site(state, site_key))
+    at = stored["evaluated_at"]  # the stored time: the same evaluation date as the stored summary
+    report = cds.build_report(cds.evaluate(profile, rules=state.rules, evaluated_at=at), at, _site(state, site_key))
     return {"summary": _summary_view(report), "ruleset_hash": state.evaluator.ruleset.digest}
 
 
@@ -131,7 +132,9 @@ def recheck(state: Any, task: dict[str, Any]) -> dict[str, Any]:
     for case in task["cases"]:
         old = case["ranking"]
         try:
-            ev = cds.evaluate(state.evaluator.parse(json.loads(case["profile_json"])), rules=state.rules)
+            # at the stored time: a changed ranking is the rules', not the months gone by since
+            profile = state.evaluator.parse(json.loads(case["profile_json"]))
+            ev = cds.evaluate(profile, rules=state.rules, evaluated_at=case.get("evaluated_at"))
         except cds.InputError as exc:
             rows.append({"case_id": case["case_id"], "status": "invalid", "error": str(exc)})
             continue
@@ -152,7 +155,7 @@ def recheck(state: Any, task: dict[str, Any]) -> dict[str, Any]:
 def board(state: Any, task: dict[str, Any]) -> dict[str, Any]:
     """The printable board of the listed cases: their stored profiles through `cds.cohort.board.build_board`."""
     from cds.cohort.board import build_board
-    from cds.report.build import evaluation_time
+    from cds.model.clock import evaluation_time
     from cds.report.render import render_board
 
     with tempfile.TemporaryDirectory(prefix="cds-board-") as tmp:

@@ -704,7 +704,7 @@ def find_abnormalities(text: str) -> list[str]:
     return found
 
 
-def _evaluation_date(bundle: Bundle, given: str | None) -> tuple[date, str]:
+def _evaluation_date(bundle: Bundle, given: str | None, default: str | None = None) -> tuple[date, str]:
     if given:
         try:
             return date.fromisoformat(given), "--evaluation-date"
@@ -714,6 +714,8 @@ def _evaluation_date(bundle: Bundle, given: str | None) -> tuple[date, str]:
         day = parse_day(bundle.timestamp)
         assert day is not None
         return day.earliest, "Bundle.timestamp (the export date)"
+    if default is not None:
+        return date.fromisoformat(default), "the evaluation time (no --evaluation-date and no Bundle.timestamp)"
     return datetime.now(UTC).date(), "today (no --evaluation-date and no Bundle.timestamp)"
 
 
@@ -725,10 +727,16 @@ def _regimen_label(agents: list[str], vocabulary: Vocabulary) -> str | None:
     return None
 
 
-def import_bundle(data: Any, vocabulary: Vocabulary, evaluation_date: str | None = None) -> ImportResult:
-    """Map a decoded Bundle to a profile with provenance. Raises BundleError / InputError (exit 2)."""
+def import_bundle(
+    data: Any, vocabulary: Vocabulary, evaluation_date: str | None = None, default_date: str | None = None
+) -> ImportResult:
+    """Map a decoded Bundle to a profile with provenance. Raises BundleError / InputError (exit 2).
+
+    The profile's evaluation date: `evaluation_date` (``--evaluation-date``), else the Bundle's
+    timestamp, else `default_date` (the evaluation time's date), else today.
+    """
     bundle = read_bundle(data)
-    on, how = _evaluation_date(bundle, evaluation_date)
+    on, how = _evaluation_date(bundle, evaluation_date, default_date)
     imp = _Import(bundle, vocabulary, on, how)
     imp.patient()
     imp.conditions()
