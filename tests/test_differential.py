@@ -16,13 +16,13 @@ import shutil
 
 import pytest
 import yaml
-from conftest import PROFILES, RULES, case_names, load_case
+from conftest import RULES, case_names, load_case
 from hypothesis import given
 from strategies import DIFFERENTIAL_N, SETTINGS, profiles, random_fact_dicts, random_profiles
 
 from cds.decide.pipeline import Evaluator
 from cds.engine.reference import fired_rules, for_ruleset, holds
-from cds.knowledge.fixtures import base_folders, fixture_profile
+from cds.knowledge.fixtures import base_folder, fixture_profile
 from cds.model.facts import derive, engine_facts
 
 
@@ -66,7 +66,7 @@ def test_engine_matches_reference_on_every_fixture_case_and_variant(evaluator, r
     for rule in rules_with_fixtures:
         for spec in (*rule.fixtures.fires, *rule.fixtures.silent):
             try:
-                datas.append(fixture_profile(spec, base_folders(RULES, PROFILES)))
+                datas.append(fixture_profile(spec, base_folder(RULES)))
             except (OSError, ValueError, IndexError, KeyError):
                 continue  # a broken fixture is reported by `cds rules check` and test_rule_fixtures
     dicts = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from conftest import PROFILES, RULES
 
-from cds.knowledge.fixtures import base_folders, run_fixtures
+from cds.knowledge.fixtures import base_folder, run_fixtures
 from cds.knowledge.ruleset import load_ruleset
 
 _RULES = {r.id: r for r in load_ruleset(RULES, fixtures=True).rules}
@@ -19,6 +19,6 @@ _RULES = {r.id: r for r in load_ruleset(RULES, fixtures=True).rules}
 def test_rule_fixtures(rule_id, evaluator):
     rule = _RULES[rule_id]
     assert rule.fixtures.fires, "every rule has a case on which it must fire"
-    results = run_fixtures(rule, evaluator, base_folders(RULES, PROFILES))
+    results = run_fixtures(rule, evaluator, base_folder(RULES), PROFILES)
     problems = [r.problem for r in results if not r.ok]
     assert problems == []

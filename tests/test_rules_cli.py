@@ -40,8 +40,8 @@ def tiny_rules(evidence_ids: list[str]) -> list[dict]:
             "rationale": "A test rule with a boundary pair of fixtures.",
             "cites": [evidence_ids[0]],
             "fixtures": {
-                "fires": [{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 3}}],
-                "silent": [{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 2}}],
+                "fires": [{"profile": "tcr_fit_3_lines", "set": {"ecog": 3}}],
+                "silent": [{"profile": "tcr_fit_3_lines", "set": {"ecog": 2}}],
             },
         },
         {
@@ -52,7 +52,7 @@ def tiny_rules(evidence_ids: list[str]) -> list[dict]:
             "options": ["clinical_trial"],
             "rationale": "An unconditional test rule: it needs only fires fixtures.",
             "cites": [evidence_ids[1]],
-            "fixtures": {"fires": [{"profile": "frail_ecog3"}]},
+            "fixtures": {"fires": [{"profile": "tcr_3_lines_ecog3_frail_81y"}]},
         },
     ]
 
@@ -63,6 +63,7 @@ def folder(tmp_path, evidence_ids):
     dst = tmp_path / "rules"
     shutil.copytree(RULES / "catalog", dst / "catalog")
     shutil.copytree(RULES / "evidence", dst / "evidence")
+    shutil.copytree(RULES / "tests" / "profiles", dst / "tests" / "profiles")
     write(dst / "tiny.yaml", tiny_rules(evidence_ids))
     return dst
 
@@ -177,20 +178,24 @@ MUTATIONS = {
     "review date unquoted": (_set(0, last_reviewed=datetime.date(2026, 1, 1)), "{f} [{c}-CART-001] last_reviewed:"),
     "wrong family code": (_set(1, id="SEQ-TRIAL-001"), "{f} [SEQ-TRIAL-001]: rule ID must start with the family code {c}-"),
     "fires fixture does not fire": (
-        _fixtures(fires=[{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 2}}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
-        '{f} [{c}-CART-001] fixtures: fires[0] (fit_tcr_bcma_naive {{"ecog": 2}}): did not fire',
+        _fixtures(fires=[{"profile": "tcr_fit_3_lines", "set": {"ecog": 2}}], silent=[{"profile": "tcr_fit_3_lines"}]),
+        '{f} [{c}-CART-001] fixtures: fires[0] (tcr_fit_3_lines {{"ecog": 2}}): did not fire',
     ),
     "silent fixture fires": (
-        _fixtures(fires=[{"profile": "frail_ecog3"}], silent=[{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 4}}]),
-        '{f} [{c}-CART-001] fixtures: silent[0] (fit_tcr_bcma_naive {{"ecog": 4}}): fired',
+        _fixtures(
+            fires=[{"profile": "tcr_3_lines_ecog3_frail_81y"}], silent=[{"profile": "tcr_fit_3_lines", "set": {"ecog": 4}}]
+        ),
+        '{f} [{c}-CART-001] fixtures: silent[0] (tcr_fit_3_lines {{"ecog": 4}}): fired',
     ),
     "fixture case missing": (
-        _fixtures(fires=[{"profile": "no_such_case"}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
-        "{f} [{c}-CART-001] fixtures: fires[0] (no_such_case): no such case file",
+        _fixtures(fires=[{"profile": "no_such_case"}], silent=[{"profile": "tcr_fit_3_lines"}]),
+        "{f} [{c}-CART-001] fixtures: fires[0] (no_such_case): no base profile tests/profiles/no_such_case.json",
     ),
     "fixture profile invalid": (
-        _fixtures(fires=[{"profile": "frail_ecog3", "set": {"ecog": 9}}], silent=[{"profile": "fit_tcr_bcma_naive"}]),
-        '{f} [{c}-CART-001] fixtures: fires[0] (frail_ecog3 {{"ecog": 9}}): not a valid profile',
+        _fixtures(
+            fires=[{"profile": "tcr_3_lines_ecog3_frail_81y", "set": {"ecog": 9}}], silent=[{"profile": "tcr_fit_3_lines"}]
+        ),
+        '{f} [{c}-CART-001] fixtures: fires[0] (tcr_3_lines_ecog3_frail_81y {{"ecog": 9}}): not a valid profile',
     ),
 }
 POSSIBLE_ANY = _set(0, when={"any": [{"all": ["ecog >= 3", "ecog <= 1"]}, "ecog >= 3"]})
@@ -207,6 +212,7 @@ def mutated(tmp_path_factory, evidence_ids):
     dst = tmp_path_factory.mktemp("mutated") / "rules"
     shutil.copytree(RULES / "catalog", dst / "catalog")
     shutil.copytree(RULES / "evidence", dst / "evidence")
+    shutil.copytree(RULES / "tests" / "profiles", dst / "tests" / "profiles")
     where = {}
     for n, label in enumerate([*sorted(MUTATIONS), "possible any"]):
         code = _code(n)
@@ -403,11 +409,11 @@ def test_fixtures_live_beside_the_rules_and_name_real_rules(folder):
     """rules/tests/<file>: a fixture file for no rule file, an entry for no rule, and fixtures left
     inside a rule file are each one problem line."""
     fx = yaml.safe_load((folder / "tests" / "tiny.yaml").read_text())
-    fx["fixtures"]["TINY-NOPE-001"] = {"fires": [{"profile": "frail_ecog3"}]}
+    fx["fixtures"]["TINY-NOPE-001"] = {"fires": [{"profile": "tcr_3_lines_ecog3_frail_81y"}]}
     (folder / "tests" / "tiny.yaml").write_text(dump(fx), encoding="utf-8")
     (folder / "tests" / "gone.yaml").write_text(dump({"rules": "gone.yaml", "fixtures": {}}), encoding="utf-8")
     data = yaml.safe_load((folder / "tiny.yaml").read_text())
-    data["rules"][1]["fixtures"] = {"fires": [{"profile": "frail_ecog3"}]}
+    data["rules"][1]["fixtures"] = {"fires": [{"profile": "tcr_3_lines_ecog3_frail_81y"}]}
     (folder / "tiny.yaml").write_text(dump(data), encoding="utf-8")
     problems = check(folder).problems
     assert "tests/tiny.yaml [TINY-NOPE-001]: no such rule in tiny.yaml" in problems
@@ -425,19 +431,44 @@ def test_fixtures_do_not_change_the_rule_set_hash_and_are_not_read_to_evaluate(f
     assert any(p.startswith("tests/tiny.yaml: not valid YAML") for p in check(folder).problems)
 
 
-def test_fixtures_start_from_the_rule_folders_own_base_profiles_first(folder):
-    """rules/tests/profiles/<name>.json is looked up before patient_profiles/; a name in both is a problem."""
+def test_fixtures_start_from_the_rule_folders_own_base_profiles_only(folder):
+    """rules/tests/profiles/<name>.json is a fixture's base; a tumor-board case of patient_profiles/ is
+    refused (editing it would move the rule's boundary silently), and so is a base named like a case."""
     import json
 
     base = folder / "tests" / "profiles"
-    base.mkdir()
-    data = json.loads((PROFILES / "fit_tcr_bcma_naive.json").read_text(encoding="utf-8"))
+    data = json.loads((base / "tcr_fit_3_lines.json").read_text(encoding="utf-8"))
     (base / "ecog3_base.json").write_text(json.dumps({**data, "ecog": 3}), encoding="utf-8")
     edit(folder, _fixtures(fires=[{"profile": "ecog3_base"}], silent=[{"profile": "ecog3_base", "set": {"ecog": 2}}]))
     report = check(folder, fixtures=True)
     assert report.problems == [] and report.fixtures_run == 3
+    assert (PROFILES / "fit_tcr_bcma_naive.json").is_file()
+    edit(folder, _fixtures(fires=[{"profile": "fit_tcr_bcma_naive", "set": {"ecog": 3}}], silent=[{"profile": "ecog3_base"}]))
+    problems = check(folder, fixtures=True).problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(
+        'tiny.yaml [TINY-CART-001] fixtures: fires[0] (fit_tcr_bcma_naive {"ecog": 3}): fit_tcr_bcma_naive is a '
+        "tumor-board case of patient_profiles/, not a base profile: start from one of tests/profiles/"
+    ), problems
+    assert problems[1] == "tiny.yaml [TINY-CART-001] fixtures: silent[0] (ecog3_base): fired"
     (base / "frail_ecog3.json").write_text(json.dumps(data), encoding="utf-8")
     assert any(p.startswith("tests/profiles/frail_ecog3.json: a case of") for p in check(folder, fixtures=True).problems)
+
+
+def test_every_shipped_fixture_starts_from_a_base_profile():
+    """No fixture of rules/tests/ names a tumor-board case (the check refuses it; this names the offenders)."""
+    cases = {p.stem for p in PROFILES.glob("*.json")}
+    named = {
+        spec["profile"]
+        for path in (RULES / "tests").glob("*.yaml")
+        for fixtures in (yaml.safe_load(path.read_text(encoding="utf-8"))["fixtures"] or {}).values()
+        for specs in fixtures.values()
+        for spec in specs
+    }
+    assert named and not named & cases, sorted(named & cases)
+    assert {p.stem for p in (RULES / "tests" / "profiles").glob("*.json")} == named, "every base profile is used"
+    readme = (RULES / "tests" / "profiles" / "README.md").read_text(encoding="utf-8")
+    assert all(f"`{name}.json`" in readme for name in named), "every base profile is described in the README"
 
 
 def test_every_rule_carries_its_review_date_and_rules_show_prints_it_with_evidence_levels(ruleset):

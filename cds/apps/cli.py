@@ -532,7 +532,7 @@ def rules_check(
     profiles: Path | None = typer.Option(
         None,
         "--profiles",
-        help="Case folder the fixtures name (default: patient_profiles/ beside the rules, or here).",
+        help="Tumor-board case folder: a fixture naming one of its cases is refused (default: patient_profiles/ beside the rules, or here).",
         show_default=False,
         **_PATH,
     ),

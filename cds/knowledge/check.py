@@ -10,7 +10,9 @@ adds what concerns the fixtures, one line per problem naming the file and the ru
   shard plan the engine compiles, `cds.engine.capacity`), and the plan's summary;
 - a fixture that does not behave as declared, run through the real
   durable-rules engine (`cds.knowledge.fixtures.run_fixtures`) on every rule
-  that could be compiled.
+  that could be compiled, and a fixture whose base is not a profile of the rule folder's
+  ``tests/profiles/`` (a tumor-board case of ``patient_profiles/`` is named as such: editing a
+  case must never move a rule's boundary), or a base profile named like a case.
 
 Warnings do not fail the check: evidence entries that no rule cites,
 ranking rules that read two or more fields that can be unknown, and require
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cds.errors import CdsError, InputError, quoted
-from cds.knowledge.fixtures import FixtureRunner, base_folders
+from cds.knowledge.fixtures import FixtureRunner, base_folder
 from cds.knowledge.fixtures import run_fixtures as _run_fixtures
 from cds.knowledge.ruleset import Condition, Group, Leaf, Rule, RuleSet, leaves
 from cds.knowledge.validate import impossibility, validate
@@ -54,7 +56,7 @@ class CheckReport:
 
 
 def default_profiles_dir(rules_directory: Path) -> Path | None:
-    """The case folder fixtures refer to: beside the rule folder, else in the working directory."""
+    """The tumor-board case folder (fixtures may not start from its cases): beside the rule folder, else here."""
     for candidate in (rules_directory.parent / "patient_profiles", Path.cwd() / "patient_profiles"):
         if candidate.is_dir():
             return candidate
@@ -114,27 +116,25 @@ def check_rules(
 
     # --- fixtures, through the real engine, on every rule that could be compiled
     if run_fixtures and runner is not None and any(r.fixtures.fires or r.fixtures.silent for r in ruleset.rules):
-        if profiles_dir is None or not Path(profiles_dir).is_dir():
-            report.problems.append(
-                f"fixtures: the case folder {profiles_dir or 'patient_profiles/'} was not found (use --profiles)"
-            )
-        else:
-            base = Path(directory) / "tests" / "profiles"
-            for path in sorted(base.glob("*.json")):
-                if (Path(profiles_dir) / path.name).exists():
+        cases = Path(profiles_dir) if profiles_dir is not None and Path(profiles_dir).is_dir() else None
+        folder = base_folder(Path(directory))
+        if cases is not None:
+            for path in sorted(folder.glob("*.json")):
+                if (cases / path.name).exists():
                     report.problems.append(
-                        f"tests/profiles/{path.name}: a case of {profiles_dir} has the same name (fixtures would not know which)"
+                        f"tests/profiles/{path.name}: a case of {profiles_dir} has the same name (a base profile is named "
+                        "for what it shows, a tumor-board case is not a fixture's base)"
                     )
-            try:
-                evaluator = runner(ruleset)
-            except CdsError as exc:
-                report.problems.append(f"fixtures: not run, the rules do not compile on durable-rules: {exc}")
-            else:
-                for rule in ruleset.rules:
-                    for result in _run_fixtures(rule, evaluator, base_folders(Path(directory), Path(profiles_dir))):
-                        report.fixtures_run += 1
-                        if not result.ok:
-                            report.problems.append(f"{rule.file} [{rule.id}] fixtures: {result.problem}")
+        try:
+            evaluator = runner(ruleset)
+        except CdsError as exc:
+            report.problems.append(f"fixtures: not run, the rules do not compile on durable-rules: {exc}")
+        else:
+            for rule in ruleset.rules:
+                for result in _run_fixtures(rule, evaluator, folder, cases):
+                    report.fixtures_run += 1
+                    if not result.ok:
+                        report.problems.append(f"{rule.file} [{rule.id}] fixtures: {result.problem}")
 
     # --- warnings
     cited = {cid for r in ruleset.rules for cid in r.cites}

@@ -1,16 +1,17 @@
 """Rule fixtures: profiles on which a rule must fire and must stay silent.
 
 Fixtures live in ``rules/tests/<family>.yaml``. A fixture names a base profile
-and optional overrides. Base profiles are looked up first in the rule folder's
-``tests/profiles/`` (profiles kept for the fixtures alone and named for what
-they show, so that editing a tumor-board case in ``patient_profiles/`` can
-never shift a rule's boundaries silently), then in ``patient_profiles/``::
+of the rule folder's ``tests/profiles/`` and optional overrides. A base profile is
+kept for the fixtures alone, small and named for what it shows (its README lists
+them), so that editing a tumor-board case in ``patient_profiles/`` can never shift a
+rule's boundaries silently: a fixture that names a tumor-board case is a
+problem of `cds rules check`, which says so::
 
     fixtures:
       fires:
-        - {profile: fit_tcr_bcma_naive, set: {ecog: 3}}
+        - {profile: tcr_fit_3_lines, set: {ecog: 3}}
       silent:
-        - {profile: fit_tcr_bcma_naive, set: {ecog: 2}, note: "boundary"}
+        - {profile: tcr_fit_3_lines, set: {ecog: 2}, note: "boundary"}
 
 ``set`` keys are dotted paths into the profile JSON (``labs.crp_mg_l``,
 ``prior_lines`` to replace the whole list, ``prior_lines.-1.refractory_to``
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,30 +70,40 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
-def base_folders(rules_directory: Path, profiles_dir: Path | None) -> tuple[Path, ...]:
-    """Where fixtures' base profiles are looked up, in order (see the module docstring)."""
-    return (rules_directory / "tests" / "profiles", *(() if profiles_dir is None else (profiles_dir,)))
+def base_folder(rules_directory: Path) -> Path:
+    """Where fixtures' base profiles live (see the module docstring)."""
+    return rules_directory / "tests" / "profiles"
 
 
-def fixture_profile(spec: FixtureSpec, folders: Sequence[Path]) -> dict[str, Any]:
-    """The fixture's profile: its base profile (the first of `folders` that has it) with the overrides applied."""
-    for folder in folders:
-        path = folder / f"{spec.profile}.json"
-        if path.is_file():
-            return apply_overrides(json.loads(path.read_text(encoding="utf-8")), spec.set)
-    raise FileNotFoundError(spec.profile)
+def fixture_profile(spec: FixtureSpec, folder: Path) -> dict[str, Any]:
+    """The fixture's profile: its base profile in `folder` with the overrides applied."""
+    path = folder / f"{spec.profile}.json"
+    if not path.is_file():
+        raise FileNotFoundError(spec.profile)
+    return apply_overrides(json.loads(path.read_text(encoding="utf-8")), spec.set)
 
 
-def run_fixtures(rule: Rule, evaluator: FixtureRunner, folders: Sequence[Path]) -> list[FixtureResult]:
-    """Evaluate every fixture of `rule` through `evaluator` (the real engine); base profiles from `folders`."""
+def run_fixtures(rule: Rule, evaluator: FixtureRunner, folder: Path, cases: Path | None = None) -> list[FixtureResult]:
+    """Evaluate every fixture of `rule` through `evaluator` (the real engine); base profiles from `folder`.
+
+    `cases` is the tumor-board case folder, if any: a fixture naming one of its cases is told so.
+    """
     results: list[FixtureResult] = []
     for expectation, specs in (("fires", rule.fixtures.fires), ("silent", rule.fixtures.silent)):
         for i, spec in enumerate(specs):
             where = f"{expectation}[{i}] ({spec.profile}{' ' + json.dumps(spec.set) if spec.set else ''})"
             try:
-                profile = evaluator.parse(fixture_profile(spec, folders))
+                profile = evaluator.parse(fixture_profile(spec, folder))
             except FileNotFoundError:
-                results.append(FixtureResult(rule.id, expectation, i, False, f"{where}: no such case file"))
+                if cases is not None and (cases / f"{spec.profile}.json").is_file():
+                    missing = (
+                        f"{where}: {spec.profile} is a tumor-board case of {cases.name}/, not a base profile: "
+                        f"start from one of tests/profiles/ (small, named for what it shows; add one there if none "
+                        "fits), so that editing the case cannot move the rule's boundary"
+                    )
+                else:
+                    missing = f"{where}: no base profile tests/profiles/{spec.profile}.json"
+                results.append(FixtureResult(rule.id, expectation, i, False, missing))
                 continue
             except (CdsError, ValueError, IndexError, KeyError) as exc:
                 results.append(FixtureResult(rule.id, expectation, i, False, f"{where}: not a valid profile: {exc}"))

@@ -218,9 +218,9 @@ def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | 
 
 
 class FixtureSpec(Strict):
-    """A profile on which a rule must (or must not) fire: a case file plus overrides."""
+    """A profile on which a rule must (or must not) fire: a base profile plus overrides."""
 
-    profile: str = Field(pattern=r"^[a-z0-9_]+$", description="stem of a patient_profiles/*.json case")
+    profile: str = Field(pattern=r"^[a-z0-9_]+$", description="stem of a base profile tests/profiles/*.json of the rule folder")
     set: dict[str, object] = {}
     note: str | None = None
 
