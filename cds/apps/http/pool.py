@@ -98,6 +98,9 @@ class WorkerPool:
         self.workers.add(worker)
         worker.waiter = self.loop.create_future()
         self.loop.add_reader(worker.conn.fileno(), self._readable, worker)
+        # uvloop (libuv) makes a polled descriptor non-blocking; a reply larger than the pipe's buffer
+        # would then fail half-read. Blocking again: readable means a reply is coming, read it whole.
+        os.set_blocking(worker.conn.fileno(), True)
         return worker.waiter
 
     def _readable(self, worker: _Worker) -> None:

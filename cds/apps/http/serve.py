@@ -101,6 +101,7 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=10,
         proxy_headers=False,
         date_header=False,
+        http="httptools",  # the C parser: h11 (pure Python) cost ~2 ms of the server's CPU per request
     )
     server = uvicorn.Server(config)
 
@@ -114,4 +115,8 @@ def serve(settings: Settings) -> None:
         print(f"cds serve: ready on {service.base_url}", file=sys.stderr, flush=True)
         await server.serve(sockets=[sock])  # the lifespan's shutdown stops the workers
 
-    asyncio.run(main())
+    import uvloop
+
+    # uvloop: a libuv event loop, cheaper per request than asyncio's (the pool's add_reader works on both)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
