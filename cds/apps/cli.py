@@ -560,6 +560,27 @@ def rules_check(
     _run(go)
 
 
+@rules_app.command("lock")
+def rules_lock(rules: Path | None = _rules_option()) -> None:
+    """Refresh rules/review.lock after reviewing changed rules (refused while a changed rule keeps its old last_reviewed)."""
+
+    def go() -> None:
+        from cds.knowledge.reviewlock import LOCK_NAME, refresh
+        from cds.resources import rules_dir
+
+        _check_folder(rules, "--rules")
+        folder = rules or rules_dir()
+        count, refusals = refresh(folder)
+        for line in refusals:
+            _say(line)
+        if refusals:
+            typer.echo(f"{LOCK_NAME} not written: {len(refusals)} rule(s) changed without a newer last_reviewed", err=True)
+            raise typer.Exit(EXIT_FINDINGS)
+        typer.echo(f"wrote {folder / LOCK_NAME}: {count} rules", err=True)
+
+    _run(go)
+
+
 @app.command()
 def examples(
     output_dir: Path = typer.Option(Path("reports/examples"), "--output-dir", help="Folder for the example reports.", **_PATH),

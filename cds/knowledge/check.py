@@ -34,6 +34,7 @@ from pathlib import Path
 from cds.errors import CdsError, InputError, quoted
 from cds.knowledge.fixtures import FixtureRunner, base_folder
 from cds.knowledge.fixtures import run_fixtures as _run_fixtures
+from cds.knowledge.reviewlock import compare as review_lock
 from cds.knowledge.ruleset import Condition, Group, Leaf, Rule, RuleSet, leaves
 from cds.knowledge.validate import impossibility, validate
 from cds.model.facts import FACTS
@@ -79,6 +80,10 @@ def check_rules(
     """
     ruleset, problems = validate(Path(directory), fixtures=True)
     report = CheckReport(problems=problems)
+    # --- the review lock: a rule changed without a newer last_reviewed (cds.knowledge.reviewlock)
+    lock_problems, lock_warnings = review_lock(Path(directory))
+    report.problems.extend(lock_problems)
+    report.warnings.extend(lock_warnings)
     if ruleset is None:
         return report
     report.rules_checked = len(ruleset.rules) + len(ruleset.retired)
