@@ -112,12 +112,8 @@ def in_process(n: int) -> dict:
 # --------------------------------------------------------------------------- 2. batch
 
 
-def _tree_pss_kb(root: int) -> tuple[int, int]:
-    """(sum of Pss over root and its descendants, number of processes) from /proc.
-
-    PSS divides every page among the processes that share it, so the copy-on-write
-    pages the forked workers share with the parent are counted once (summed RSS
-    counts them once per process)."""
+def _tree_pids(root: int) -> list[int]:
+    """`root` and its descendants, from /proc (each process's parent in its stat line)."""
     children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -129,20 +125,43 @@ def _tree_pss_kb(root: int) -> tuple[int, int]:
             continue
         ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(name))
-    total, count, stack = 0, 0, [root]
+    pids, stack = [], [root]
     while stack:
         pid = stack.pop()
+        pids.append(pid)
         stack.extend(children.get(pid, ()))
+    return pids
+
+
+def _tree_kb(root: int, file: str, key: bytes) -> tuple[int, int]:
+    """(sum of the `key` line's kB over root and its descendants, number of processes read):
+    `/proc/<pid>/<file>`; a process gone meanwhile is left out."""
+    total = count = 0
+    for pid in _tree_pids(root):
         try:
-            with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            with open(f"/proc/{pid}/{file}", "rb") as fh:
                 for line in fh:
-                    if line.startswith(b"Pss:"):
+                    if line.startswith(key):
                         total += int(line.split()[1])
                         count += 1
                         break
         except OSError:
             pass
     return total, count
+
+
+def _tree_pss_kb(root: int) -> tuple[int, int]:
+    """(sum of Pss over root and its descendants, number of processes) from /proc.
+
+    PSS divides every page among the processes that share it, so the copy-on-write
+    pages the forked workers share with the parent are counted once (summed RSS
+    counts them once per process: `_tree_rss_kb`, an upper bound)."""
+    return _tree_kb(root, "smaps_rollup", b"Pss:")
+
+
+def _tree_rss_kb(root: int) -> int:
+    """Sum of VmRSS over root and its descendants (shared pages counted once per process)."""
+    return _tree_kb(root, "status", b"VmRSS:")[0]
 
 
 def _cohort(n: int, workdir: Path, seed: int = 2) -> Path:

@@ -29,21 +29,6 @@ _bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(_bench)  # type: ignore[union-attr]
 
 
-def _tree_rss_kb(root: int) -> int:
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as fh:
-                    stack.extend(int(x) for x in fh.read().split())
-            with open(f"/proc/{pid}/status") as fh:
-                total += int(fh.read().split("VmRSS:")[1].split()[0])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
-
-
 def inputs() -> Iterator[tuple[str, Callable[[Path], None]]]:
     valid = json.dumps(json.loads((ROOT / "patient_profiles" / "frail_ecog3.json").read_text(encoding="utf-8")))
     item = '"del(17p)", '
@@ -82,7 +67,7 @@ def peak(src: Path, out: Path, jobs: int) -> tuple[int, float, float, float]:
     pss = rss = 0
     while proc.poll() is None:
         pss = max(pss, _bench._tree_pss_kb(proc.pid)[0])
-        rss = max(rss, _tree_rss_kb(proc.pid))
+        rss = max(rss, _bench._tree_rss_kb(proc.pid))
         time.sleep(0.01)
     return proc.returncode, pss / 1024, rss / 1024, time.perf_counter() - start
 
