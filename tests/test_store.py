@@ -292,6 +292,32 @@ def test_a_bad_export_file_names_every_problem_by_line(store):
     assert store.count_evaluations() == 1
 
 
+def test_an_export_line_without_an_optional_field_is_refused(store):
+    """The export writes every field; a line missing one that may be null is not imported as null."""
+    store.add_evaluation(new())
+    good = json.loads(_export(store).splitlines()[0])
+    del good["evaluation"]["card_uuid"], good["evaluation"]["site_name"]
+    with pytest.raises(InputError) as info:
+        _import(store, (json.dumps(good) + "\n").encode())
+    assert "line 1: evaluation.card_uuid: missing" in str(info.value)
+    assert "line 1: evaluation.site_name: missing" in str(info.value)
+
+
+def test_the_export_record_is_the_evaluation_row_and_shares_its_fields_with_new_evaluation():
+    """One definition (cds.store.schema.EvaluationFields): the export line's evaluation is every column
+    of the row (the report as text), and NewEvaluation takes exactly the caller-given ones plus its case."""
+    from cds.store.exchange import EvaluationRecord
+    from cds.store.schema import EvaluationFields, evaluations
+
+    columns = {c.name for c in evaluations.columns} - {"output_zlib"} | {"output_json"}
+    assert set(EvaluationRecord.model_fields) == columns
+    given = set(EvaluationFields.model_fields)
+    assert given < columns and columns - given == {"id", "case_id", "version", "created_at", "report_token"}
+    assert set(NewEvaluation.model_fields) - given == {"case_id", "external_key", "board_date", "label", "report_token"}
+    with pytest.raises(ValueError, match="no_such_field"):
+        new(no_such_field=1)
+
+
 def test_reports_expire(store):
     ev = store.add_evaluation(new())
     assert store.evaluation_by_report_token(ev.report_token, dt.timedelta(hours=24)).id == ev.id

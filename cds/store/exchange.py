@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 
 from cds.errors import PROBLEMS_SHOWN, InputError
 
-from .schema import cases, evaluations
+from .schema import EvaluationFields, cases, evaluations
 
 FORMAT = "cds-cases/1"
 MAX_LINE_BYTES = 64 * 1024 * 1024  # one evaluation: its input (at most the body cap) and its report
@@ -50,29 +50,18 @@ class CaseRecord(_Record):
     label: str | None
 
 
-class EvaluationRecord(_Record):
+class EvaluationRecord(EvaluationFields):
+    """The evaluation of one line: the caller-given fields of the row (`EvaluationFields`, the
+    definition the store adds with) and what the store added. Every field is required (the export
+    writes them all; `read_lines` names a missing one), strictly typed, and no other."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
     id: str
     case_id: str
     version: int
     created_at: _dt.datetime
-    user: str
-    client: str | None
-    channel: str
-    input_kind: str
-    input_json: str
-    profile_json: str
-    output_json: str
-    engine_version: str
-    ruleset_hash: str
-    input_hash: str
-    site_name: str | None
-    site_hash: str | None
-    patient_id: str | None
-    top_option: str | None
-    evaluated_at: str
     report_token: str
-    hook_instance: str | None
-    card_uuid: str | None
 
 
 class Line(_Record):
@@ -142,6 +131,8 @@ def read_lines(fh: IO[bytes], name: str) -> list[Line]:
             problems.append(f"line {number}: evaluation.case_id: {record.evaluation.case_id!r} is not case.id {record.case.id!r}")
         elif record.case.created_at.tzinfo is None or record.evaluation.created_at.tzinfo is None:
             problems.append(f"line {number}: created_at: a time without a zone (the export writes UTC, ending in Z)")
+        elif missing := sorted(EvaluationRecord.model_fields.keys() - record.evaluation.model_fields_set):
+            problems.extend(f"line {number}: evaluation.{field}: missing" for field in missing)
         elif record.evaluation.version < 1:
             problems.append(f"line {number}: evaluation.version: must be 1 or more")
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
     Column,
     Date,
@@ -100,6 +101,34 @@ evaluations = Table(
     UniqueConstraint("case_id", "version", name="uq_evaluations_case_version"),
 )
 Index("ix_evaluations_created_at", evaluations.c.created_at)
+
+
+class EvaluationFields(BaseModel):
+    """The columns of an evaluation row that the caller gives, stored as given (the report as text,
+    `output_json`, is `output_zlib` compressed). The one definition that `cds.store.NewEvaluation`
+    (adding an evaluation) and the cases export line (`cds.store.exchange.EvaluationRecord`) share;
+    the store adds id, case, version, time and report token."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user: str
+    channel: str  # api | cds-hooks | web | import
+    input_kind: str  # profile | fhir-bundle | cds-hooks
+    input_json: str
+    profile_json: str
+    output_json: str
+    engine_version: str
+    ruleset_hash: str
+    input_hash: str
+    evaluated_at: str
+    patient_id: str | None = None
+    top_option: str | None = None
+    site_name: str | None = None
+    site_hash: str | None = None
+    client: str | None = None
+    hook_instance: str | None = None
+    card_uuid: str | None = None
+
 
 feedback = Table(
     "feedback",

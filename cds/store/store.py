@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict
 from sqlalchemy import ColumnElement, Engine, RowMapping, create_engine, event, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -34,7 +35,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from cds.errors import InputError
 
 from . import exchange
-from .schema import cases, evaluations, feedback
+from .schema import EvaluationFields, cases, evaluations, feedback
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
@@ -73,31 +74,16 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-@dataclass(frozen=True)
-class NewEvaluation:
-    """What the caller knows about one evaluation; the store adds ids, version, time and the report token."""
+class NewEvaluation(EvaluationFields):
+    """What the caller knows about one evaluation (`EvaluationFields`, and which case it belongs to);
+    the store adds ids, version, time and the report token."""
 
-    user: str
-    channel: str  # api | cds-hooks | web | import
-    input_kind: str  # profile | fhir-bundle | cds-hooks
-    input_json: str
-    profile_json: str
-    output_json: str
-    engine_version: str
-    ruleset_hash: str
-    input_hash: str
-    evaluated_at: str
-    patient_id: str | None = None
-    top_option: str | None = None
-    site_name: str | None = None
-    site_hash: str | None = None
-    client: str | None = None
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     case_id: str | None = None  # add a version to this case
     external_key: str | None = None  # or to the case with this key (created on first use)
     board_date: _dt.date | None = None  # of a case this evaluation creates (an existing case keeps its own)
     label: str | None = None  # likewise
-    hook_instance: str | None = None
-    card_uuid: str | None = None
     report_token: str | None = None  # the capability of GET /reports/{token}; generated when None
 
 
@@ -218,29 +204,15 @@ class Store:
                 ).scalar_one()
                 + 1
             )
-            row = dict(
+            row: dict[str, Any] = new.model_dump(include=set(EvaluationFields.model_fields))
+            output = row.pop("output_json")
+            row.update(
                 id=eval_id,
                 case_id=case_id,
                 version=version,
                 created_at=now,
-                user=new.user,
-                client=new.client,
-                channel=new.channel,
-                input_kind=new.input_kind,
-                input_json=new.input_json,
-                profile_json=new.profile_json,
-                output_zlib=zlib.compress(new.output_json.encode("utf-8"), 1),
-                engine_version=new.engine_version,
-                ruleset_hash=new.ruleset_hash,
-                input_hash=new.input_hash,
-                site_name=new.site_name,
-                site_hash=new.site_hash,
-                patient_id=new.patient_id,
-                top_option=new.top_option,
-                evaluated_at=new.evaluated_at,
+                output_zlib=zlib.compress(output.encode("utf-8"), 1),
                 report_token=token,
-                hook_instance=new.hook_instance,
-                card_uuid=new.card_uuid,
             )
             conn.execute(insert(evaluations).values(**row))
         return StoredEvaluation(eval_id, case_id, version, now, token, row)
