@@ -295,6 +295,11 @@ def test_6_bispecific_and_bcl2_are_offered_only_inside_their_indication(evaluato
         assert {"imid", "pi", "anti_cd38"} <= classes, f"BCMA bispecific offered without triple-class exposure: {classes}"
     if "bcl2_inhibitor" in offered:
         assert "t(11;14)" in (profile.get("cytogenetics") or []), "BCL2 inhibitor offered without t(11;14)"
+    # best supportive care as the plan: offered exactly at ECOG 3-4, and on page 1 (the top three) at ECOG 4
+    # (clinical review M10; SEQ-BSC-001)
+    assert ("best_supportive_care" in offered) == (profile["ecog"] >= 3), (profile["ecog"], sorted(offered))
+    if profile["ecog"] == 4:
+        assert "best_supportive_care" in [o.id for o in ev.ranking.options][:3], ev.decision.order
 
 
 # --------------------------------------------------------------------------- 7. unknown facts, by brute force
