@@ -20,14 +20,15 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,7 +39,13 @@ from .pool import WorkerPool, WorkerUnavailable
 from .settings import Settings
 from .work import report_task, worker_main
 
+if TYPE_CHECKING:
+    from cds.store import StoredEvaluation
+    from cds.store.store import Store
+
 log = logging.getLogger("cds.serve")
+
+_M = TypeVar("_M", bound=BaseModel)
 
 MEDIA = {"json": "application/json", "html": "text/html; charset=utf-8", "markdown": "text/markdown; charset=utf-8"}
 
@@ -82,10 +89,10 @@ class Service:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.pool: WorkerPool | None = None
-        self.store = None
+        self._store: Store | None = None
         self.info: dict[str, Any] = {}
         self.bound_port: int | None = None
-        self.auth = None
+        self.auth: Authenticator | None = None
         self.started = False
         if settings.auth_configured:
             keys = load_jwks(settings.jwks) if settings.jwks else {}
@@ -99,7 +106,7 @@ class Service:
     async def start(self) -> None:
         from cds.store import open_store
 
-        self.store = await run_in_threadpool(open_store, self.settings.db)
+        self._store = await run_in_threadpool(open_store, self.settings.db)
         self.pool = WorkerPool(
             self.settings.workers,
             worker_main,
@@ -116,8 +123,15 @@ class Service:
     async def stop(self) -> None:
         if self.pool is not None:
             await self.pool.stop()
-        if self.store is not None:
-            self.store.close()
+        if self._store is not None:
+            self._store.close()
+
+    @property
+    def store(self) -> Store:
+        """The case store (opened by `start`)."""
+        if self._store is None:
+            raise RuntimeError("the service is not started")
+        return self._store
 
     @property
     def base_url(self) -> str:
@@ -160,7 +174,7 @@ class Service:
             raise ApiError(422, f"site: unknown site {site!r} (configured: {known})", "site")
         return site
 
-    async def store_evaluation(self, record: dict[str, Any], **fields: Any):
+    async def store_evaluation(self, record: dict[str, Any], **fields: Any) -> StoredEvaluation:
         from cds.store import NewEvaluation
 
         return await run_in_threadpool(self.store.add_evaluation, NewEvaluation(**record, **fields))
@@ -177,7 +191,7 @@ class Service:
         format: str = "json",
         board_date: _dt.date | None = None,
         label: str | None = None,
-    ):
+    ) -> tuple[StoredEvaluation, str]:
         """Evaluate a profile or FHIR Bundle (JSON text, as entered) in a worker and store it as a new version.
 
         -> (StoredEvaluation, document in `format`). Bad input: ApiError 422 with the CLI's message
@@ -221,7 +235,7 @@ def _json_body(body: bytes) -> Any:
         raise ApiError(422, f"(body): not valid JSON: {json_problem(exc)}", "(body)") from None
 
 
-def _validated(model, data: Any):
+def _validated(model: type[_M], data: Any) -> _M:
     if not isinstance(data, dict):
         raise ApiError(422, f"(body): must be a JSON object, got {type(data).__name__}", "(body)")
     try:
@@ -235,7 +249,7 @@ def create_app(settings: Settings) -> FastAPI:
     service = Service(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not service.started:  # `cds serve` starts it before uvicorn, to fail in one line
             await service.start()
         try:
@@ -256,18 +270,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.service = service
 
     @app.exception_handler(ApiError)
-    async def on_api_error(request: Request, exc: ApiError):
+    async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.message, exc.field, exc.headers, exc.problems)
 
     @app.exception_handler(RequestValidationError)
-    async def on_validation(request: Request, exc: RequestValidationError):
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"] if p not in ("query", "path", "body")]
         field = ".".join(loc) or "(request)"
         return _error(422, f"{field}: {err['msg']}", field)
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http(request: Request, exc: StarletteHTTPException):
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(
             exc.status_code,
             str(exc.detail).lower() if exc.status_code == 404 else str(exc.detail),
@@ -276,7 +290,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.exception_handler(Exception)
-    async def on_internal(request: Request, exc: Exception):
+    async def on_internal(request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error on %s: %s", request.url.path, type(exc).__name__)
         return _error(500, "internal error")
 

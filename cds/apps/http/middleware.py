@@ -11,7 +11,8 @@ import json
 import logging
 import re
 import time
-from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("cds.serve.access")
 
@@ -41,19 +42,20 @@ def error_body(message: str, field: str | None = None) -> bytes:
 
 
 class ServiceMiddleware:
-    def __init__(self, app: Any, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
         self.app = app
         self.max_body = max_body_bytes
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
         path = scope.get("path", "")
         extra = _headers(path)
         status_seen = [0]
 
-        async def send_with_headers(message):
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen[0] = message["status"]
                 names = {k.lower() for k, _ in message.get("headers", [])}
@@ -80,9 +82,10 @@ class ServiceMiddleware:
             (time.perf_counter() - start) * 1000,
         )
 
-    async def _read(self, receive) -> tuple[bytes, bool]:
+    async def _read(self, receive: Receive) -> tuple[bytes, bool]:
         """The whole request body, or (partial, False) as soon as it exceeds the cap."""
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -95,7 +98,7 @@ class ServiceMiddleware:
             if not message.get("more_body", False):
                 return b"".join(chunks), True
 
-    async def _too_large(self, send) -> None:
+    async def _too_large(self, send: Send) -> None:
         body = error_body(f"the request body is larger than {self.max_body} bytes", "(body)")
         await send(
             {
@@ -111,10 +114,10 @@ class ServiceMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _replay(body: bytes, receive):
+def _replay(body: bytes, receive: Receive) -> Receive:
     sent = [False]
 
-    async def replay():
+    async def replay() -> Message:
         if not sent[0]:
             sent[0] = True
             return {"type": "http.request", "body": body, "more_body": False}

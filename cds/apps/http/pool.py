@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ import signal
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
 from typing import Any
 
 log = logging.getLogger("cds.serve")
@@ -45,13 +47,13 @@ class WorkerStartError(Exception):
 
 
 class _Worker:
-    def __init__(self, ctx, target: Callable[..., None], args: tuple):
+    def __init__(self, ctx: SpawnContext, target: Callable[..., None], args: tuple[Any, ...]):
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=target, args=(child, *args), daemon=True, name="cds-worker")
         self.process.start()
         child.close()  # only the worker holds its end: its death is EOF here
         self.pid = self.process.pid
-        self.waiter: asyncio.Future | None = None
+        self.waiter: asyncio.Future[Any] | None = None
         self.ready = False
 
     def close(self) -> None:
@@ -61,7 +63,13 @@ class _Worker:
 
 class WorkerPool:
     def __init__(
-        self, size: int, target: Callable[..., None], args: tuple = (), *, task_timeout: float = 60.0, queue_timeout: float = 30.0
+        self,
+        size: int,
+        target: Callable[..., None],
+        args: tuple[Any, ...] = (),
+        *,
+        task_timeout: float = 60.0,
+        queue_timeout: float = 30.0,
     ):
         if size < 1:
             raise ValueError("at least one worker")
@@ -91,7 +99,7 @@ class WorkerPool:
         self.info = results[0]
         return self.info
 
-    def _spawn(self) -> asyncio.Future:
+    def _spawn(self) -> asyncio.Future[Any]:
         """Start one worker; the future resolves with its ready payload (it joins the idle queue then)."""
         assert self.loop is not None
         worker = _Worker(self.ctx, self.target, self.args)
@@ -217,19 +225,19 @@ class WorkerPool:
                 raise WorkerUnavailable("the evaluation took too long") from None
             except asyncio.CancelledError:
                 # the client went away mid-task: the worker finishes it; it rejoins the queue when its reply arrives
-                worker.waiter.add_done_callback(lambda f, w=worker: self._requeue(w, f))
+                worker.waiter.add_done_callback(functools.partial(self._requeue, worker))
                 raise
         finally:
             self.busy -= 1
         self.idle.put_nowait(worker)
         return result
 
-    def _requeue(self, worker: _Worker, future: asyncio.Future) -> None:
+    def _requeue(self, worker: _Worker, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None and worker in self.workers:
             self.idle.put_nowait(worker)
 
 
-def _log_failed_start(future: asyncio.Future) -> None:
+def _log_failed_start(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("a replacement worker could not start: %s", future.exception())
 

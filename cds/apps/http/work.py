@@ -16,8 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cds.decide.pipeline import Evaluation, Evaluator
+    from cds.errors import ProfileError
+    from cds.knowledge.site import Site
+    from cds.report.model import Report
+    from cds.store import StoredEvaluation
 
 log = logging.getLogger("cds.serve.worker")
 
@@ -38,8 +46,8 @@ class WorkerState:
 
         self.cds = cds
         self.rules = rules
-        self.evaluator = cds.load_rules(rules)
-        self.sites = {key: cds.load_site(Path(path), self.evaluator.ruleset) for key, path in sites.items()}
+        self.evaluator: Evaluator = cds.load_rules(rules)
+        self.sites: dict[str, Site] = {key: cds.load_site(Path(path), self.evaluator.ruleset) for key, path in sites.items()}
 
     def ready_info(self) -> dict[str, Any]:
         from cds.knowledge.site import default_site
@@ -81,25 +89,27 @@ class WorkerState:
                 log.exception("internal error")
             return "error", f"internal error ({type(exc).__name__})"
 
-    def _from_text(self, text: str, evaluated_at: str | None):
+    def _from_text(self, text: str, evaluated_at: str | None) -> tuple[Evaluation, str]:
         """The body: a profile or a FHIR Bundle, decoded as strictly as the CLI reads a file; (evaluation, input kind)."""
         from cds.interop.inputs import is_fhir
         from cds.model.profile import decode_json
 
         data = decode_json(text)
-        return self.cds.evaluate(data, rules=self.rules, evaluated_at=evaluated_at), "fhir-bundle" if is_fhir(data) else "profile"
+        evaluation: Evaluation = self.cds.evaluate(data, rules=self.rules, evaluated_at=evaluated_at)
+        return evaluation, "fhir-bundle" if is_fhir(data) else "profile"
 
-    def _report(self, evaluation, site_key: str | None, evaluated_at: str | None = None):
+    def _report(self, evaluation: Evaluation, site_key: str | None, evaluated_at: str | None = None) -> Report:
         """The report of `evaluation`, stamped with the instant it was evaluated at (`evaluated_at`: the same)."""
         site = self.sites[site_key] if site_key else None
-        return self.cds.build_report(evaluation, evaluated_at, site)
+        report: Report = self.cds.build_report(evaluation, evaluated_at, site)
+        return report
 
     def evaluate_text(self, task: dict[str, Any]) -> dict[str, Any]:
         """POST /api/evaluate: the body (JSON text) -> the document in the format asked, and the record to store."""
         evaluation, kind = self._from_text(task["text"], task.get("evaluated_at"))
         report = self._report(evaluation, task.get("site"))
         fmt = task["format"]
-        document = self.cds.render(report, fmt)
+        document: str = self.cds.render(report, fmt)
         return {"document": document, "record": _record(evaluation, report.to_dict(), kind)}
 
     def hook(self, task: dict[str, Any]) -> dict[str, Any]:
@@ -130,19 +140,21 @@ class WorkerState:
         profile = self.evaluator.parse(json.loads(stored["profile_json"]))
         at = stored["evaluated_at"]  # the stored time: the same evaluation date as the stored report
         report = self._report(self.cds.evaluate(profile, rules=self.rules, evaluated_at=at), site_key, at)
-        return self.cds.render(report, task["format"])
+        document: str = self.cds.render(report, task["format"])
+        return document
 
-    def _evaluate_bundle(self, bundle: dict[str, Any], evaluated_at: str | None):
+    def _evaluate_bundle(self, bundle: dict[str, Any], evaluated_at: str | None) -> Evaluation:
         """prefetch Bundle -> evaluation, or NoMyeloma: the FHIR importer (issue 14) decides both."""
         from cds.interop.fhir import NoMyelomaDiagnosis
 
         try:
-            return self.cds.evaluate(bundle, rules=self.rules, evaluated_at=evaluated_at)
+            evaluation: Evaluation = self.cds.evaluate(bundle, rules=self.rules, evaluated_at=evaluated_at)
         except NoMyelomaDiagnosis:
             raise NoMyeloma() from None
+        return evaluation
 
 
-def report_task(stored: Any, fmt: str) -> dict[str, Any]:
+def report_task(stored: StoredEvaluation, fmt: str) -> dict[str, Any]:
     """The "report" task for a stored evaluation (`cds.store.StoredEvaluation`): its report JSON, or rendered again."""
     row = stored.row
     return {
@@ -165,18 +177,18 @@ def _engine_version(version: str) -> str:
     return f"cds {version} (durable-rules {installed('durable_rules')})"
 
 
-def _site_info(site) -> dict[str, Any] | None:
+def _site_info(site: Site | None) -> dict[str, Any] | None:
     return None if site is None else {"name": site.name, "hash": site.digest}
 
 
-def _invalid(exc) -> dict[str, Any]:
+def _invalid(exc: ProfileError) -> dict[str, Any]:
     """The CLI's message (`error: invalid patient profile: <field>: <problem>`), for a body instead of a file;
     with more than one problem (the CLI prints them one per line) every one, in one line and as a list."""
 
     def body(field: str) -> str:
         return "(body)" if field == "(file)" else field
 
-    problems = [{"field": body(f) or None, "problem": p} for f, p in exc.problems]
+    problems: list[dict[str, Any]] = [{"field": body(f) or None, "problem": p} for f, p in exc.problems]
     if len(problems) == 1:
         field, problem = body(exc.field), exc.problem
         error = f"invalid patient profile: {field}: {problem}" if field else f"invalid patient profile: {problem}"
@@ -186,7 +198,7 @@ def _invalid(exc) -> dict[str, Any]:
     return {"error": error, "field": body(exc.field) or None, "problems": problems}
 
 
-def _record(evaluation, report: dict[str, Any], input_kind: str) -> dict[str, Any]:
+def _record(evaluation: Evaluation, report: dict[str, Any], input_kind: str) -> dict[str, Any]:
     """What the store keeps of an evaluation (the input text is added by the server, which has it)."""
     profile = evaluation.profile.model_dump(mode="json")
     options = report["options"]
@@ -205,7 +217,7 @@ def _record(evaluation, report: dict[str, Any], input_kind: str) -> dict[str, An
     }
 
 
-def worker_main(conn, rules: str | None, sites: dict[str, str]) -> None:
+def worker_main(conn: Connection, rules: str | None, sites: dict[str, str]) -> None:
     """Entry point of a worker process (spawned): compile once, then serve tasks until the pipe closes."""
     from .pool import worker_loop, worker_signals
 
