@@ -5,7 +5,8 @@
 (2) the shapes those functions return on the pinned version are checked here, straight on the C
 module: ``create_ruleset`` -> int handle, ``assert_facts`` -> (code, state offset),
 ``start_action_for_state`` -> (state, message) or None, ``complete_and_start_action`` -> message or
-None, ``abandon_action``/``delete_state``/``delete_ruleset`` -> None, failures as the module's
+None, ``retract_facts`` -> (code, state offset) leaving the session empty and firing nothing, so that
+`Engine` reuses one session per shard, ``abandon_action``/``delete_state``/``delete_ruleset`` -> None, failures as the module's
 ``error`` with "error code: N", and an action message that is one rule and one fact, in the
 fact's own key order (what `Engine._fire` reads up to its first comma).
 """
@@ -28,6 +29,7 @@ from conftest import PROFILES, ROOT
 
 from cds.engine import pin
 from cds.engine.durable import _code, durable_version
+from cds.errors import EngineError
 
 _names = itertools.count()
 
@@ -121,6 +123,18 @@ def test_shapes_the_engine_relies_on():
             assert re.fullmatch(r'\{"(\w+)":\{"m":\{"cds_variant": ?(\d+)', head), text
             seen.add((rule, fact["cds_variant"]))
         assert seen == {("r_all", 0), ("r_all", 1), ("r_one", 0)} and len(messages) == 3
+
+        # the same facts again without retracting them: code 2 (ERR_EVENT_OBSERVED), nothing fires
+        code, offset = core.assert_facts(h, json.dumps(facts))
+        assert code == 2 and core.start_action_for_state(h, offset) is None
+        # retracted, the session holds no fact, nothing fires, and the same IDs can be asserted again
+        result = core.retract_facts(h, json.dumps(facts))
+        assert type(result) is tuple and len(result) == 2 and result[0] == 0
+        assert json.loads(core.get_facts(h, "s")) == [] and core.start_action_for_state(h, offset) is None
+        code, offset = core.assert_facts(h, json.dumps(facts))
+        assert code == 0 and core.start_action_for_state(h, offset) is not None
+        while core.complete_and_start_action(h, offset) is not None:
+            pass
         assert core.delete_state(h, "s") is None
 
         # a fact no rule matches: code 1 (ERR_EVENT_NOT_HANDLED), no action
@@ -145,3 +159,32 @@ def test_failures_are_the_module_error_with_a_numeric_code():
         core.create_ruleset("contract_bad", json.dumps({"r": {"all": [{"m": {"$nope": {"x": 1}}}]}}))
     assert re.fullmatch(r"Could not create ruleset, error code: \d+", str(err.value)), str(err.value)
     assert _code(err.value).startswith(str(err.value).rsplit(" ", 1)[1] + " (")
+
+
+def test_the_engine_reuses_one_empty_session_per_shard():
+    """`Engine` retracts every evaluation's facts instead of deleting the session (creating one costs more
+    than the matching); after a failure the session is deleted and the next evaluation gets a new one."""
+    from conftest import case_names, load_case
+
+    from cds.decide.pipeline import Evaluator
+    from cds.model.facts import derive, engine_facts
+
+    evaluator = Evaluator(analyze_unknowns=False)
+    engine = evaluator.engine
+    facts = [engine_facts(derive(evaluator.parse(load_case(n)), evaluator.vocabulary)) for n in case_names()]
+    first = engine.run(facts)
+    sessions = dict(engine._live)
+    assert len(sessions) == engine.shard_count
+    assert engine.run(facts) == first and [engine.run([f])[0] for f in facts] == first
+    assert engine._live == sessions  # the same sessions, each left empty
+    for shard in engine._shards:
+        assert json.loads(core.get_facts(shard.handle, sessions[shard.number])) == []
+    with pytest.raises(EngineError):
+        engine.run([{"age": float("nan")}])  # refused before the engine: the sessions stay
+    assert engine._live == sessions
+    # a failure inside the C core (a fact no rule accepts: code 1): that shard's session is deleted, the next is new
+    shard = engine._shards[0]
+    with pytest.raises(EngineError, match="code 1"):
+        engine._fire(shard, sessions[shard.number], [{"cds_variant": 0, "t": "other", "id": "v0", "sid": sessions[1]}], "P")
+    assert shard.number not in engine._live
+    assert engine.run(facts) == first and engine._live[shard.number] != sessions[shard.number]

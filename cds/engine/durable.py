@@ -3,9 +3,10 @@
 Rules are compiled once per process (`cds.engine.compile`) into durable-rules rulesets defined as
 plain JSON (no `durable.lang` host, so no background timer threads). Each evaluation asserts one or
 more *facts* (never events: an event is consumed by the first matching rule, shared/notes pitfall 1)
-into a fresh session id, runs the actions synchronously, checks for errors the engine would
-otherwise swallow (pitfall 2), and always deletes the session (pitfall 7: at most 1,024 live
-sessions).
+into the shard's session, runs the actions synchronously, checks for errors the engine would
+otherwise swallow (pitfall 2), and retracts the facts again, which leaves the session empty for the
+next evaluation; after any failure the session is deleted and the next evaluation opens a new one
+(pitfall 7: at most 1,024 live sessions; each shard has at most one).
 
 Every pattern carries a type discriminator ``t == "patient"`` so that no rule can match the
 session's state fact (pitfall 5). The action of every rule only records the rule ID in a set, so an
@@ -43,11 +44,14 @@ Speed. durable's Python layer (``durable.engine.Ruleset._flush_actions``) runs e
 through a ``Closure``: ``json.loads`` of the state and of the whole matched fact, then ``json.dumps``
 + ``update_state`` of an unchanged state, about 20 us per fired rule. Our actions have no side
 effect on the session, so `Engine.run` drives the same C functions directly (``assert_facts``,
-``start_action_for_state``, ``complete_and_start_action``, ``abandon_action``, ``delete_state``),
-reads the rule name and the variant number from the action message, and never writes the state
-back. Matching, conflict resolution and firing order are still durable-rules' own; every safety
-check stays (result codes, sentinel rule, unknown rule or malformed message -> EngineError,
-``abandon_action`` on failure, ``delete_state`` in ``finally``), in every shard. Only the facts some
+``start_action_for_state``, ``complete_and_start_action``, ``retract_facts``, ``abandon_action``,
+``delete_state``), reads the rule name and the variant number from the action message (each
+message head seen once is remembered), and never writes the state back. Matching, conflict
+resolution and firing order are still durable-rules' own; every safety check stays (result codes,
+sentinel rule, unknown rule or malformed message -> EngineError, a rule firing on retraction ->
+EngineError, ``abandon_action`` and ``delete_state`` on failure), in every shard. Sessions are kept
+because creating one (``createStateNode``: it clears the frame tables of every beta node) cost
+about a quarter of a patient's evaluation, more than the matching. Only the facts some
 rule of the shard names are asserted into it (the others cannot change what fires), and numbers in
 exponent form are written with a decimal point (``1.0e-05``): durable-rules' JSON reader crashes the
 process on ``1e-05``.
@@ -71,7 +75,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import durable_rules_engine as _core  # durable-rules' C core (what durable.engine.Ruleset wraps)
@@ -179,6 +183,8 @@ class _Shard:
     facts: tuple[str, ...]  # the facts its rules read: the only ones asserted into it
     scope_facts: Mapping[str, tuple[str, ...]]  # scope -> facts read by its rules of that scope
     prefixes: Mapping[str, str]  # action-message head -> rule ID (incl. the sentinel)
+    # '{"<rule id>":{"m":{"cds_variant": <i>' -> (i, rule ID), filled as action messages are read
+    heads: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 _names = itertools.count()
@@ -196,6 +202,7 @@ class Engine:
         self.ruleset = ruleset
         self._lock = threading.Lock()  # the C core is not re-entrant; one evaluation at a time
         self._sids = itertools.count()
+        self._live: dict[int, str] = {}  # shard number -> its open session, empty between evaluations
         self.rule_ids = frozenset(r.id for r in ruleset.rules) | {SENTINEL}
         by_id = {r.id: r for r in ruleset.rules}
         in_scope: dict[str, set[str]] = {}
@@ -260,8 +267,8 @@ class Engine:
             return []
         fired: list[set[str]] = [set() for _ in variants]
         with self._lock:
-            sid = f"e{next(self._sids)}"
             for shard in self._shards:
+                sid = self._session(shard)
                 keys = shard.facts
                 facts = []
                 for i, v in enumerate(variants):
@@ -290,8 +297,8 @@ class Engine:
                     raise EngineError(f"a variant scoped to {scope!r} also changes {name!r}")
         fired: list[set[str]] = [set() for _ in range(len(variants) + 1)]
         with self._lock:
-            sid = f"e{next(self._sids)}"
             for shard in self._shards:
+                sid = self._session(shard)
                 fact: dict[str, Any] = {"cds_variant": 0}
                 fact.update({k: base[k] for k in shard.facts if k in base})
                 fact.update(t=PATIENT, cds_scope=ALL, id="v0", sid=sid)
@@ -319,8 +326,19 @@ class Engine:
         who = f"patient {patient}" if patient else "a fact without patient ID"
         return EngineError(f"durable-rules {shard.label} failed for {who}: {what}")
 
+    def _session(self, shard: _Shard) -> str:
+        """The shard's open session (a new one after a failure): creating one costs more than the matching."""
+        sid = self._live.get(shard.number)
+        if sid is None:
+            sid = self._live[shard.number] = f"s{next(self._sids)}"
+        return sid
+
     def _fire(self, shard: _Shard, sid: str, facts: list[dict[str, Any]], patient: str | None) -> dict[int, set[str]]:
-        """Assert `facts` into one shard's session `sid`; the rules fired per variant number (sentinel checked)."""
+        """Assert `facts` into one shard's session `sid`; the rules fired per variant number (sentinel checked).
+
+        The facts are retracted once their actions have run, which leaves the session empty for the
+        next evaluation; on any failure the session is deleted instead (the next one is new).
+        """
         h = shard.handle
         try:
             payload = _dumps(facts)
@@ -328,6 +346,7 @@ class Engine:
             raise EngineError(f"a fact of {patient or 'a patient'} cannot be sent to the engine: {exc}") from None
         heads: list[str] = []
         state_offset = None
+        emptied = False
         try:
             code, state_offset = _core.assert_facts(h, payload)
             if code != 0:
@@ -341,6 +360,12 @@ class Engine:
             while message is not None:
                 append(message[: message.find(",")])
                 message = complete(h, state_offset)
+            code, _ = _core.retract_facts(h, payload)
+            if code != 0:
+                raise self._fail(shard, patient, f"retract_facts returned code {code} ({CODES.get(code, '?')})")
+            if _core.start_action_for_state(h, state_offset) is not None:
+                raise self._fail(shard, patient, "a rule fired when the facts were retracted")
+            emptied = True
         except EngineError:
             self._abandon(h, state_offset)
             raise
@@ -348,16 +373,18 @@ class Engine:
             self._abandon(h, state_offset)
             raise self._fail(shard, patient, f"error code {_code(exc)}") from None
         finally:
-            with contextlib.suppress(BaseException):  # nothing more to clean
-                _core.delete_state(h, sid)
+            if not emptied:
+                self._live.pop(shard.number, None)
+                with contextlib.suppress(BaseException):  # nothing more to clean
+                    _core.delete_state(h, sid)
         fired: dict[int, set[str]] = {f["cds_variant"]: set() for f in facts}
-        prefixes = shard.prefixes
+        known = shard.heads
         try:
             for head in heads:
-                prefix, _, variant = head.rpartition(":")
-                if not variant.lstrip().isdigit():
-                    raise ValueError(variant)
-                fired[int(variant)].add(prefixes[prefix])
+                hit = known.get(head)
+                if hit is None:
+                    hit = self._head(shard, head)
+                fired[hit[0]].add(hit[1])
         except (KeyError, ValueError):
             raise self._fail(shard, patient, f"unexpected action message {head[:80]!r}") from None
         for number, got in fired.items():
@@ -365,6 +392,17 @@ class Engine:
                 raise self._fail(shard, patient, f"fact {number} was not evaluated to the end (the sentinel rule did not fire)")
             got.discard(SENTINEL)
         return fired
+
+    @staticmethod
+    def _head(shard: _Shard, head: str) -> tuple[int, str]:
+        """(variant number, rule ID) of an action message's head; remembered (at most 64 variants per rule)."""
+        prefix, _, variant = head.rpartition(":")
+        if not variant.lstrip().isdigit():
+            raise ValueError(variant)
+        hit = int(variant), shard.prefixes[prefix]
+        if hit[0] < 64:
+            shard.heads[head] = hit
+        return hit
 
     @staticmethod
     def _abandon(handle: int, state_offset: int | None) -> None:
