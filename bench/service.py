@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import _mark, _tree_pss_kb  # noqa: E402
+from bench import _mark, _tree_pids, _tree_pss_kb  # noqa: E402
 
 CASES = sorted(p for p in (ROOT / "tests" / "fhir" / "cases").glob("*.json") if not p.name.endswith(".expected.json"))
 PATH = "/cds-services/mm-treatment-sequencing"
@@ -215,7 +215,7 @@ def memory(server: Server, bodies: list[bytes], total: int) -> dict:
 
 
 def _cpu_s(root: int) -> tuple[float, float]:
-    """CPU seconds (user + system) of the server process and of its children (the workers), from /proc."""
+    """CPU seconds (user + system) of the server process and of its descendants (the workers), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
 
     def cpu(pid: int) -> float:
@@ -225,14 +225,7 @@ def _cpu_s(root: int) -> tuple[float, float]:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / tick
 
-    kids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if int(Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[1]) == root:
-                    kids.append(int(name))
-            except (OSError, ValueError, IndexError):
-                continue
+    kids = _tree_pids(root)[1:]  # the workers (and anything they start)
     return cpu(root), sum(cpu(k) for k in kids)
 
 
