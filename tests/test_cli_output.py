@@ -214,11 +214,11 @@ def test_no_path_parameter_is_checked_by_typer():
     """typer's checks (readable=True by default) print a multi-line usage panel; cds's loaders say it in one line."""
     checked = 0
     for callback in _callbacks(app):
-        hints = typing.get_type_hints(callback)
-        for name, param in inspect.signature(callback).parameters.items():
-            if Path not in (hints[name], *typing.get_args(hints[name])):
+        hints = typing.get_type_hints(callback, include_extras=True)
+        for name in inspect.signature(callback).parameters:
+            annotated, info = typing.get_args(hints[name])  # Annotated[type, typer.Option/Argument(...)]
+            if Path not in (annotated, *typing.get_args(annotated)):
                 continue
-            info = param.default
             flags = (info.exists, info.readable, info.writable, info.file_okay, info.dir_okay, info.resolve_path)
             assert flags == (False, False, False, True, True, False), (callback.__name__, name, flags)
             checked += 1

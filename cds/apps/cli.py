@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypedDict, TypeVar
 
 import typer
 from typer.core import TyperGroup
@@ -253,7 +253,7 @@ def _run(fn: Callable[[], _T], signals: bool = True) -> _T:
 
 def _output_option(help: str, *decls: str) -> Any:
     # str, not Path: typer turns "" into Path(".") and an empty path could not be reported
-    return typer.Option(None, *(decls or ("--output", "-o")), metavar="FILE", help=help, show_default=False)
+    return typer.Option(*(decls or ("--output", "-o")), metavar="FILE", help=help, show_default=False)
 
 
 def _check_folder(path: Path | None, option: str) -> None:
@@ -287,33 +287,42 @@ def _not_over_inputs(
 
 
 def _rules_option() -> Any:
-    return typer.Option(None, "--rules", help="Rule folder to use instead of the packaged rules/.", show_default=False, **_PATH)
+    return typer.Option("--rules", help="Rule folder to use instead of the packaged rules/.", show_default=False, **_PATH)
 
 
 @app.command()
 def evaluate(
-    path: Path = typer.Argument(..., help="Patient profile (JSON) or FHIR R4 Bundle.", show_default=False, **_PATH),
-    format: Format | None = typer.Option(
-        None,
-        "--format",
-        "-f",
-        help="Output format. Default: from --output's suffix (.md .html .json .pdf); on a terminal a short summary; "
-        "piped, Markdown.",
-        show_default=False,
-    ),
-    output: str | None = _output_option("Write the report to FILE instead of stdout (the whole report or nothing)."),
-    timestamp: str | None = typer.Option(
-        None, "--timestamp", help="Fix the evaluation time (ISO 8601) for reproducible output; SOURCE_DATE_EPOCH works too."
-    ),
-    rules: Path | None = _rules_option(),
-    site: Path | None = typer.Option(
-        None,
-        "--site",
-        help="Site settings (YAML): availability, reimbursement and CAR-T delivery at this centre. "
-        "Default: the sources' setting shipped with the rules (catalog/site_default.yaml).",
-        show_default=False,
-        **_PATH,
-    ),
+    path: Annotated[Path, typer.Argument(help="Patient profile (JSON) or FHIR R4 Bundle.", show_default=False, **_PATH)],
+    format: Annotated[
+        Format | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output format. Default: from --output's suffix (.md .html .json .pdf); on a terminal a short summary; "
+            "piped, Markdown.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        str | None, _output_option("Write the report to FILE instead of stdout (the whole report or nothing).")
+    ] = None,
+    timestamp: Annotated[
+        str | None,
+        typer.Option(
+            "--timestamp", help="Fix the evaluation time (ISO 8601) for reproducible output; SOURCE_DATE_EPOCH works too."
+        ),
+    ] = None,
+    rules: Annotated[Path | None, _rules_option()] = None,
+    site: Annotated[
+        Path | None,
+        typer.Option(
+            "--site",
+            help="Site settings (YAML): availability, reimbursement and CAR-T delivery at this centre. "
+            "Default: the sources' setting shipped with the rules (catalog/site_default.yaml).",
+            show_default=False,
+            **_PATH,
+        ),
+    ] = None,
 ) -> None:
     """Rank the treatment options for one patient, with rules, evidence, cautions and exclusions."""
 
@@ -369,8 +378,8 @@ def evaluate(
 
 @app.command()
 def validate(
-    paths: list[Path] = typer.Argument(..., help="Patient profiles (JSON) or FHIR R4 Bundles.", show_default=False, **_PATH),
-    rules: Path | None = _rules_option(),
+    paths: Annotated[list[Path], typer.Argument(help="Patient profiles (JSON) or FHIR R4 Bundles.", show_default=False, **_PATH)],
+    rules: Annotated[Path | None, _rules_option()] = None,
 ) -> None:
     """Check profiles without evaluating them: every problem of every file, each naming its field.
 
@@ -410,9 +419,9 @@ def validate(
 
 @app.command("new-profile")
 def new_profile(
-    output: str | None = typer.Argument(None, metavar="[FILE]", help="Write the template to FILE (default: stdout)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite FILE if it exists."),
-    rules: Path | None = _rules_option(),
+    output: Annotated[str | None, typer.Argument(metavar="[FILE]", help="Write the template to FILE (default: stdout).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite FILE if it exists.")] = False,
+    rules: Annotated[Path | None, _rules_option()] = None,
 ) -> None:
     """Write a commented profile template: every field with what it means; fill it in, then `cds validate` it."""
 
@@ -435,27 +444,34 @@ def new_profile(
 
 @app.command("import-fhir")
 def import_fhir(
-    path: Path = typer.Argument(
-        ..., help="FHIR R4 Bundle (collection, searchset, document or transaction), JSON.", show_default=False, **_PATH
-    ),
-    output: str | None = _output_option("Write the profile (JSON) to FILE instead of stdout."),
-    report: str | None = _output_option(
-        "Also write the import report (JSON: every fact's source resources) to FILE.", "--report"
-    ),
-    evaluation_date: str | None = typer.Option(
-        None,
-        "--evaluation-date",
-        metavar="YYYY-MM-DD",
-        help="Age and 'latest result' as of this date (default: Bundle.timestamp, else today).",
-    ),
-    overrides: Path | None = typer.Option(
-        None,
-        "--with",
-        help="A partial profile (JSON) merged over the imported one, for facts EHRs rarely hold.",
-        show_default=False,
-        **_PATH,
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the import report on stderr."),
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="FHIR R4 Bundle (collection, searchset, document or transaction), JSON.", show_default=False, **_PATH
+        ),
+    ],
+    output: Annotated[str | None, _output_option("Write the profile (JSON) to FILE instead of stdout.")] = None,
+    report: Annotated[
+        str | None, _output_option("Also write the import report (JSON: every fact's source resources) to FILE.", "--report")
+    ] = None,
+    evaluation_date: Annotated[
+        str | None,
+        typer.Option(
+            "--evaluation-date",
+            metavar="YYYY-MM-DD",
+            help="Age and 'latest result' as of this date (default: Bundle.timestamp, else today).",
+        ),
+    ] = None,
+    overrides: Annotated[
+        Path | None,
+        typer.Option(
+            "--with",
+            help="A partial profile (JSON) merged over the imported one, for facts EHRs rarely hold.",
+            show_default=False,
+            **_PATH,
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the import report on stderr.")] = False,
 ) -> None:
     """Import a patient from a FHIR R4 / mCODE Bundle: a profile, and where each fact came from (stderr)."""
 
@@ -500,7 +516,7 @@ def _load_rules(rules: Path | None, fixtures: bool = False) -> RuleSet:
 
 
 @rules_app.command("list")
-def rules_list(rules: Path | None = _rules_option()) -> None:
+def rules_list(rules: Annotated[Path | None, _rules_option()] = None) -> None:
     """Every rule: ID, family, kind, option(s), title."""
 
     def go() -> None:
@@ -513,8 +529,8 @@ def rules_list(rules: Path | None = _rules_option()) -> None:
 
 @rules_app.command("show")
 def rules_show(
-    rule_id: str = typer.Argument(..., metavar="ID", help="Rule ID, e.g. ELIG-CART-002.", show_default=False),
-    rules: Path | None = _rules_option(),
+    rule_id: Annotated[str, typer.Argument(metavar="ID", help="Rule ID, e.g. ELIG-CART-002.", show_default=False)],
+    rules: Annotated[Path | None, _rules_option()] = None,
 ) -> None:
     """One rule in plain language: condition, effect, rationale, evidence with quotes, fixtures (rules/tests/)."""
 
@@ -528,14 +544,16 @@ def rules_show(
 
 @rules_app.command("check")
 def rules_check(
-    rules: Path | None = _rules_option(),
-    profiles: Path | None = typer.Option(
-        None,
-        "--profiles",
-        help="Tumor-board case folder: a fixture naming one of its cases is refused (default: patient_profiles/ beside the rules, or here).",
-        show_default=False,
-        **_PATH,
-    ),
+    rules: Annotated[Path | None, _rules_option()] = None,
+    profiles: Annotated[
+        Path | None,
+        typer.Option(
+            "--profiles",
+            help="Tumor-board case folder: a fixture naming one of its cases is refused (default: patient_profiles/ beside the rules, or here).",
+            show_default=False,
+            **_PATH,
+        ),
+    ] = None,
 ) -> None:
     """Prove the rules consistent: one line per problem (exit 2); uncited evidence is a warning (exit 0)."""
 
@@ -561,7 +579,7 @@ def rules_check(
 
 
 @rules_app.command("lock")
-def rules_lock(rules: Path | None = _rules_option()) -> None:
+def rules_lock(rules: Annotated[Path | None, _rules_option()] = None) -> None:
     """Refresh rules/review.lock after reviewing changed rules (refused while a changed rule keeps its old last_reviewed)."""
 
     def go() -> None:
@@ -583,10 +601,14 @@ def rules_lock(rules: Path | None = _rules_option()) -> None:
 
 @app.command()
 def examples(
-    output_dir: Path = typer.Option(Path("reports/examples"), "--output-dir", help="Folder for the example reports.", **_PATH),
-    profiles: Path = typer.Option(Path("patient_profiles"), "--profiles", help="Folder of the example cases.", **_PATH),
-    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if the examples are out of date."),
-    rules: Path | None = _rules_option(),
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Folder for the example reports.", **_PATH)] = Path(
+        "reports/examples"
+    ),
+    profiles: Annotated[Path, typer.Option("--profiles", help="Folder of the example cases.", **_PATH)] = Path(
+        "patient_profiles"
+    ),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the examples are out of date.")] = False,
+    rules: Annotated[Path | None, _rules_option()] = None,
 ) -> None:
     """Regenerate the example reports (HTML, Markdown, JSON) in reports/examples at a fixed time."""
 
@@ -619,8 +641,8 @@ def examples(
 
 @app.command()
 def schemas(
-    output_dir: Path = typer.Option(Path("schemas"), "--output-dir", help="Folder for the JSON Schemas.", **_PATH),
-    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if a committed schema is out of date."),
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Folder for the JSON Schemas.", **_PATH)] = Path("schemas"),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if a committed schema is out of date.")] = False,
 ) -> None:
     """Regenerate the JSON Schemas in schemas/ (profile, rule file, site file, JSON report, batch result line)."""
 
@@ -682,7 +704,6 @@ def default_jobs() -> int:
 
 def _jobs_option() -> Any:
     return typer.Option(
-        default_jobs(),
         "--jobs",
         "-j",
         min=1,
@@ -722,7 +743,6 @@ def _with_progress(label: str, source: Path, quiet: bool, work: Callable[[Callab
 
 def _reports_option(what: str) -> Any:
     return typer.Option(
-        None,
         "--reports",
         metavar="DIR",
         help=f"Also write each patient's report into DIR (new or empty), {what}.",
@@ -755,28 +775,37 @@ def _record_options(
 
 @app.command()
 def batch(
-    input: Path = typer.Argument(
-        ..., help="JSONL file (one profile per line) or folder of profile JSON files.", show_default=False, **_PATH
-    ),
-    output: str | None = _output_option("Write the results (JSONL) to FILE instead of stdout."),
-    summary: str | None = _output_option("Also write the summary (JSON) to FILE.", "--summary"),
-    timestamp: str | None = typer.Option(
-        None, "--timestamp", help="Fix the evaluation time (ISO 8601) for reproducible output; SOURCE_DATE_EPOCH works too."
-    ),
-    rules: Path | None = _rules_option(),
-    jobs: int = _jobs_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary on stderr."),
-    reports: str | None = _reports_option("named from the patient ID and the record"),
-    report_format: Format | None = typer.Option(
-        None, "--format", "-f", help="Format of the --reports files: html (default), markdown or pdf.", show_default=False
-    ),
-    site: Path | None = typer.Option(
-        None,
-        "--site",
-        help="Site settings (YAML): each result line gets the top option's availability there; the reports use it.",
-        show_default=False,
-        **_PATH,
-    ),
+    input: Annotated[
+        Path,
+        typer.Argument(help="JSONL file (one profile per line) or folder of profile JSON files.", show_default=False, **_PATH),
+    ],
+    output: Annotated[str | None, _output_option("Write the results (JSONL) to FILE instead of stdout.")] = None,
+    summary: Annotated[str | None, _output_option("Also write the summary (JSON) to FILE.", "--summary")] = None,
+    timestamp: Annotated[
+        str | None,
+        typer.Option(
+            "--timestamp", help="Fix the evaluation time (ISO 8601) for reproducible output; SOURCE_DATE_EPOCH works too."
+        ),
+    ] = None,
+    rules: Annotated[Path | None, _rules_option()] = None,
+    jobs: Annotated[int, _jobs_option()] = default_jobs(),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary on stderr.")] = False,
+    reports: Annotated[str | None, _reports_option("named from the patient ID and the record")] = None,
+    report_format: Annotated[
+        Format | None,
+        typer.Option(
+            "--format", "-f", help="Format of the --reports files: html (default), markdown or pdf.", show_default=False
+        ),
+    ] = None,
+    site: Annotated[
+        Path | None,
+        typer.Option(
+            "--site",
+            help="Site settings (YAML): each result line gets the top option's availability there; the reports use it.",
+            show_default=False,
+            **_PATH,
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a cohort: one result line per record, in input order; exit 1 if some records are invalid.
 
@@ -840,20 +869,27 @@ def batch(
 
 @app.command()
 def board(
-    input: Path = typer.Argument(
-        ...,
-        help="JSONL file (one profile per line) or folder of profile JSON files: the week's list.",
-        show_default=False,
-        **_PATH,
-    ),
-    output: str | None = _output_option("Write the board to FILE (.html, .pdf, .md; default: Markdown on stdout)."),
-    format: Format | None = typer.Option(
-        None, "--format", "-f", help="html, pdf or markdown (default: from --output's suffix).", show_default=False
-    ),
-    reports: str | None = _reports_option("linked from the board"),
-    site: Path | None = typer.Option(None, "--site", help="Site settings (YAML) for availability.", show_default=False, **_PATH),
-    timestamp: str | None = typer.Option(None, "--timestamp", help="Fix the evaluation time (ISO 8601)."),
-    rules: Path | None = _rules_option(),
+    input: Annotated[
+        Path,
+        typer.Argument(
+            help="JSONL file (one profile per line) or folder of profile JSON files: the week's list.",
+            show_default=False,
+            **_PATH,
+        ),
+    ],
+    output: Annotated[
+        str | None, _output_option("Write the board to FILE (.html, .pdf, .md; default: Markdown on stdout).")
+    ] = None,
+    format: Annotated[
+        Format | None,
+        typer.Option("--format", "-f", help="html, pdf or markdown (default: from --output's suffix).", show_default=False),
+    ] = None,
+    reports: Annotated[str | None, _reports_option("linked from the board")] = None,
+    site: Annotated[
+        Path | None, typer.Option("--site", help="Site settings (YAML) for availability.", show_default=False, **_PATH)
+    ] = None,
+    timestamp: Annotated[str | None, typer.Option("--timestamp", help="Fix the evaluation time (ISO 8601).")] = None,
+    rules: Annotated[Path | None, _rules_option()] = None,
 ) -> None:
     """The week's tumor board on one table: one row per patient, in input order (top option, runner-up, facts to obtain)."""
 
@@ -895,12 +931,16 @@ def board(
 
 @app.command("diff-rules")
 def diff_rules(
-    old_rules: Path = typer.Argument(..., metavar="OLD_RULES_DIR", help="The current rule folder.", show_default=False, **_PATH),
-    new_rules: Path = typer.Argument(..., metavar="NEW_RULES_DIR", help="The changed rule folder.", show_default=False, **_PATH),
-    input: Path = typer.Argument(..., help="JSONL file or folder of profile JSON files.", show_default=False, **_PATH),
-    output: str | None = _output_option("Also write every change and the totals (JSON) to FILE."),
-    jobs: int = _jobs_option(),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    old_rules: Annotated[
+        Path, typer.Argument(metavar="OLD_RULES_DIR", help="The current rule folder.", show_default=False, **_PATH)
+    ],
+    new_rules: Annotated[
+        Path, typer.Argument(metavar="NEW_RULES_DIR", help="The changed rule folder.", show_default=False, **_PATH)
+    ],
+    input: Annotated[Path, typer.Argument(help="JSONL file or folder of profile JSON files.", show_default=False, **_PATH)],
+    output: Annotated[str | None, _output_option("Also write every change and the totals (JSON) to FILE.")] = None,
+    jobs: Annotated[int, _jobs_option()] = default_jobs(),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Which patients' top option (or ranking) changes between two rule sets (an empty input: a warning, exit 0)."""
 
@@ -972,7 +1012,6 @@ def diff_rules(
 
 def _db_option() -> Any:
     return typer.Option(
-        None,
         "--db",
         help="Case store: an SQLite file or a database URL (postgresql://...). Default: cases.db in the user's data directory.",
         show_default=False,
@@ -981,40 +1020,49 @@ def _db_option() -> Any:
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but loopback needs authentication."),
-    port: int = typer.Option(8040, "--port", help="Port (0: any free port; the ready line names it)."),
-    workers: int = typer.Option(
-        0, "--workers", help="Evaluation worker processes (default: one per CPU core).", show_default=False
-    ),
-    rules: Path | None = _rules_option(),
-    site: list[str] = typer.Option(
-        [],
-        "--site",
-        metavar="[NAME=]FILE",
-        help="A site file callers select with ?site=NAME (default NAME: the file name without .yaml); repeatable.",
-    ),
-    db: str | None = _db_option(),
-    public_url: str | None = typer.Option(
-        None,
-        "--public-url",
-        help="The URL the EHR calls (token audience, report links). Default: http://HOST:PORT.",
-        show_default=False,
-    ),
-    jwks: Path | None = typer.Option(
-        None, "--jwks", help="JWK Set file with the EHRs' public keys (ES384/RS384).", show_default=False, **_PATH
-    ),
-    trusted_issuer: list[str] = typer.Option(
-        [], "--trusted-issuer", metavar="ISS", help="Accept tokens only from this issuer (repeatable)."
-    ),
-    trusted_jku: list[str] = typer.Option(
-        [], "--trusted-jku", metavar="URL", help="JWK Set URL a token's jku may name (repeatable)."
-    ),
-    no_auth: bool = typer.Option(False, "--no-auth", help="No authentication (loopback only; prints a warning)."),
-    cors_origin: list[str] = typer.Option(
-        [], "--cors-origin", metavar="ORIGIN", help="Allow browser calls from this origin (repeatable)."
-    ),
-    max_body: int = typer.Option(5 * 1024 * 1024, "--max-body-bytes", help="Larger request bodies get 413."),
-    report_hours: float = typer.Option(24.0, "--report-hours", help="How long GET /reports/{id} serves a report (then 404)."),
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; anything but loopback needs authentication.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free port; the ready line names it).")] = 8040,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Evaluation worker processes (default: one per CPU core).", show_default=False)
+    ] = 0,
+    rules: Annotated[Path | None, _rules_option()] = None,
+    site: Annotated[
+        list[str],
+        typer.Option(
+            "--site",
+            metavar="[NAME=]FILE",
+            help="A site file callers select with ?site=NAME (default NAME: the file name without .yaml); repeatable.",
+        ),
+    ] = [],
+    db: Annotated[str | None, _db_option()] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            help="The URL the EHR calls (token audience, report links). Default: http://HOST:PORT.",
+            show_default=False,
+        ),
+    ] = None,
+    jwks: Annotated[
+        Path | None,
+        typer.Option("--jwks", help="JWK Set file with the EHRs' public keys (ES384/RS384).", show_default=False, **_PATH),
+    ] = None,
+    trusted_issuer: Annotated[
+        list[str], typer.Option("--trusted-issuer", metavar="ISS", help="Accept tokens only from this issuer (repeatable).")
+    ] = [],
+    trusted_jku: Annotated[
+        list[str], typer.Option("--trusted-jku", metavar="URL", help="JWK Set URL a token's jku may name (repeatable).")
+    ] = [],
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="No authentication (loopback only; prints a warning).")] = False,
+    cors_origin: Annotated[
+        list[str], typer.Option("--cors-origin", metavar="ORIGIN", help="Allow browser calls from this origin (repeatable).")
+    ] = [],
+    max_body: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 5 * 1024 * 1024,
+    report_hours: Annotated[
+        float, typer.Option("--report-hours", help="How long GET /reports/{id} serves a report (then 404).")
+    ] = 24.0,
 ) -> None:
     """Serve the HTTP API and the CDS Hooks service (until SIGTERM or Ctrl-C)."""
 
@@ -1081,11 +1129,12 @@ app.add_typer(feedback_app, name="feedback")
 
 @feedback_app.command("export")
 def feedback_export(
-    db: str | None = _db_option(),
-    since: str | None = typer.Option(
-        None, "--since", metavar="DATE", help="Only feedback received from this date (ISO 8601) on.", show_default=False
-    ),
-    output: str | None = _output_option("Write the feedback (JSONL) to FILE instead of stdout."),
+    db: Annotated[str | None, _db_option()] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="DATE", help="Only feedback received from this date (ISO 8601) on.", show_default=False),
+    ] = None,
+    output: Annotated[str | None, _output_option("Write the feedback (JSONL) to FILE instead of stdout.")] = None,
 ) -> None:
     """Every feedback item as one JSON line, with the evaluation it refers to (top option, rule-set hash)."""
 
@@ -1113,11 +1162,14 @@ app.add_typer(cases_app, name="cases")
 
 @cases_app.command("export")
 def cases_export(
-    db: str | None = _db_option(),
-    since: str | None = typer.Option(
-        None, "--since", metavar="DATE", help="Only evaluations stored from this date (ISO 8601, UTC) on.", show_default=False
-    ),
-    output: str | None = _output_option("Write the cases (JSONL) to FILE instead of stdout."),
+    db: Annotated[str | None, _db_option()] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", metavar="DATE", help="Only evaluations stored from this date (ISO 8601, UTC) on.", show_default=False
+        ),
+    ] = None,
+    output: Annotated[str | None, _output_option("Write the cases (JSONL) to FILE instead of stdout.")] = None,
 ) -> None:
     """Every stored evaluation as one JSON line with its case (input, profile, report, versions), oldest first."""
 
@@ -1143,8 +1195,8 @@ def cases_export(
 
 @cases_app.command("import")
 def cases_import(
-    source: Path = typer.Argument(..., metavar="FILE", help="A `cds cases export` file (JSONL).", **_PATH),
-    db: str | None = _db_option(),
+    source: Annotated[Path, typer.Argument(metavar="FILE", help="A `cds cases export` file (JSONL).", **_PATH)],
+    db: Annotated[str | None, _db_option()] = None,
 ) -> None:
     """Restore an export: adds the evaluations the store lacks (one transaction; existing ones are never changed)."""
 
