@@ -18,7 +18,9 @@ from cds.errors import printable
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # defer_build: a model's validator is built when it first validates, not when the class is made;
+    # a command that never reads a site file (or finds the rule set in its cache) never pays for those
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 def schema_problems(
