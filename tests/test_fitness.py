@@ -48,7 +48,7 @@ def test_the_report_says_what_lowered_car_t(evaluator):
     report = build_report(evaluate(evaluator, "fitness_dialysis_78_ecog2"), FIXED)
     car_t = next(o for o in report.options if o.id == "bcma_car_t")
     assert car_t.rank == 2
-    assert "lowered by \u221230 Relative contraindication to CAR-T" in car_t.why
+    assert "lowered by \u221220 Relative contraindication to CAR-T" in car_t.why
     assert car_t.score == sum(r.weight for r in car_t.rationale)
 
 
@@ -57,3 +57,15 @@ def test_car_t_stays_an_option_whatever_lowers_it(evaluator):
         ev = evaluate(evaluator, name)
         assert "bcma_car_t" in ev.decision.order, name
         assert "bcma_car_t" not in ev.decision.excluded, name
+
+
+def test_randomized_evidence_preference_follows_the_fitness_rule(evaluator):
+    """SEQ-CART-002 (KarMMa-3 / CARTITUDE-4, ECOG 0-1 trials) is given to a younger fit ECOG 2 patient and
+    withheld at the boundary where FIT-CART-001 ranks CAR-T below the alternative (ECOG 2 at 75), so CAR-T is
+    lowered by the contraindication and never also raised by randomized evidence (clinical review)."""
+    young = evaluate(evaluator, "first_relapse_len_refractory", ecog=2, age=74)
+    old = evaluate(evaluator, "first_relapse_len_refractory", ecog=2, age=75)
+    assert "SEQ-CART-002" in young.fired and "FIT-CART-001" not in young.fired
+    assert "FIT-CART-001" in old.fired and "SEQ-CART-002" not in old.fired
+    score = {o.id: o.score for o in old.ranking.options}
+    assert score["bcma_car_t"] < score["anti_cd38_combination"], old.decision.order
