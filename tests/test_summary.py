@@ -212,6 +212,16 @@ def test_facts_to_obtain_say_what_each_value_would_change(evaluator):
     assert access.effects == ["if no: BCMA x CD3 bispecific antibody ranks first"]
 
 
+def test_cartitude_2_cohort_c_figure_only_inside_its_population(evaluator):
+    """Clinical review: CARTITUDE-2 cohort C's ORR was shown for any BCMA-exposed patient; the cohort enrolled
+    ECOG 0-1 after a PI, an IMiD, an anti-CD38 antibody and non-cellular anti-BCMA therapy (Cohen et al., Blood
+    2023; outside the sources)."""
+    for ecog, expected in ((1, ("CARTITUDE-2C.S001.TEXT", "60%")), (2, None)):
+        _, figures = _key_figures(evaluator, "prior_belantamab_cart_candidate", ecog=ecog)
+        k = figures["bcma_car_t"]
+        assert (None if k is None else (k.evidence, k.value)) == expected, (ecog, k)
+
+
 def test_excluded_one_line_each(evaluator):
     report = report_of(evaluator, "t1114_penta_refractory")
     s = summarize(report)
