@@ -29,11 +29,12 @@ import json
 import os
 import stat
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
+    TYPE_CHECKING,
     Any,
     Literal,
     NotRequired,  # pydantic reads TypedDicts from here on Python < 3.12 (schemas)
@@ -46,6 +47,11 @@ from cds.cohort.pool import WorkerPool
 from cds.datafile import PROFILE_LIMIT, over_limit
 from cds.decide.decision import exclusions
 from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError, printable
+
+if TYPE_CHECKING:  # imported where used: a worker or the parent loads them only when it needs them
+    from cds.cohort.reports import ReportOptions
+    from cds.decide.pipeline import Evaluation, Evaluator
+    from cds.model.profile import PatientProfile
 
 FORMAT_VERSION = "cds-batch/1"
 CHUNK = 128  # records per task sent to a worker
@@ -182,7 +188,7 @@ def _check_profile_file(path: str) -> None:
         raise ProfileError("(file)", f"{path}: is {kind}, not a profile file")
 
 
-def _load(evaluator, key: tuple[str, Any], payload: Any, evaluated_at: str | None = None):
+def _load(evaluator: Evaluator, key: tuple[str, Any], payload: Any, evaluated_at: str | None = None) -> PatientProfile:
     """A record's profile; a FHIR Bundle (a file, or one JSONL line) is imported (cds.interop), on the
     evaluation time's date when it has no timestamp."""
     from cds.interop.inputs import load_input, load_input_text
@@ -270,7 +276,7 @@ class ErrorLine(_Where):
 ResultLine = EvaluatedLine | InvalidLine | ErrorLine
 
 
-def compact(ev, evaluated_at: str) -> dict[str, Any]:
+def compact(ev: Evaluation, evaluated_at: str) -> dict[str, Any]:
     """The compact batch form of an evaluation: what the `cds evaluate --format json` report decides."""
     d = ev.decision  # the decision of ev.ranking, without building the reasons' texts
     return {
@@ -298,7 +304,8 @@ def _error_record(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, ProfileError):
         # exactly what `cds evaluate` prints after "error: "
         return {"status": "invalid", "error": f"invalid patient profile: {exc}", "field": exc.field, "problem": exc.problem}
-    if isinstance(exc, InputError) and hasattr(exc, "field"):  # a FHIR Bundle that cannot be imported
+    # a FHIR Bundle that cannot be imported (cds.interop.fhir.bundle.BundleError: field and problem as ProfileError's)
+    if isinstance(exc, InputError) and hasattr(exc, "field") and hasattr(exc, "problem"):
         return {"status": "invalid", "error": str(exc), "field": exc.field, "problem": exc.problem}
     if isinstance(exc, CdsError):
         return {"status": "error", "error": str(exc)}
@@ -310,7 +317,7 @@ class ChunkStats:
     evaluated: int = 0
     invalid: int = 0
     errors: int = 0
-    tops: Counter = field(default_factory=Counter)
+    tops: Counter[str | None] = field(default_factory=Counter)
     problems: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (key, message), capped
     pdfs: list[str] = field(default_factory=list)  # reports queued for printing by the parent
 
@@ -320,11 +327,11 @@ class RecordOptions:
     """What `cds batch` adds to each evaluated record: availability at a site file, a report file."""
 
     site: str | None = None
-    reports: Any = None  # cds.cohort.reports.ReportOptions
+    reports: ReportOptions | None = None
 
 
 def _with_options(
-    record: dict[str, Any], ev: Any, key: tuple[str, Any], evaluated_at: str, opts: RecordOptions, stats: ChunkStats
+    record: dict[str, Any], ev: Evaluation, key: tuple[str, Any], evaluated_at: str, opts: RecordOptions, stats: ChunkStats
 ) -> None:
     from cds.cohort.reports import site_for, write_report
 
@@ -333,6 +340,7 @@ def _with_options(
 
         site = site_for(opts.site, ev.ruleset)
         access = ev.facts["car_t_center_access"].value
+        assert access is None or isinstance(access, bool)  # a bool fact (cds.model.facts.FACTS)
         record["site_hash"] = site.digest
         top = record["top_option"]
         record["top_option_availability"] = availability(site, ev.ruleset, top, access).status if top else None
@@ -342,10 +350,10 @@ def _with_options(
             stats.pdfs.append(record["report"])
 
 
-_EVALUATORS: dict[str, Any] = {}
+_EVALUATORS: dict[str, Evaluator] = {}
 
 
-def evaluator_for(rules: str | None, analyze_unknowns: bool = True):
+def evaluator_for(rules: str | None, analyze_unknowns: bool = True) -> Evaluator:
     """One compiled evaluator per rule folder per process (recompiling leaks in durable-rules)."""
     key = f"{rules}|{analyze_unknowns}"
     if key not in _EVALUATORS:
@@ -367,7 +375,7 @@ def evaluate_chunk(task: tuple[Any, ...]) -> tuple[str, ChunkStats]:
     opts: RecordOptions | None = task[3] if len(task) > 3 else None
     evaluator = evaluator_for(rules)
     stats = ChunkStats()
-    out = []
+    out: list[str] = []
     dumps = json_line
     for _, key, payload in records:
         where = {key[0]: key[1]}
@@ -421,7 +429,7 @@ def run_ordered(
     jobs: int,
     init: tuple[list[str | None], bool],
     method: str | None = None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """fn over tasks on `jobs` worker processes (cds.cohort.pool); results in task order, a bounded number in flight.
 
     Tasks are taken as results are (never the whole input at once). A worker that dies raises
@@ -446,7 +454,7 @@ class Summary:
     evaluated: int = 0
     invalid: int = 0
     errors: int = 0
-    tops: Counter = field(default_factory=Counter)
+    tops: Counter[str | None] = field(default_factory=Counter)
     problems: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
     def add(self, s: ChunkStats) -> None:
@@ -523,8 +531,9 @@ def run_batch(
             pdf = stack.enter_context(PdfStage(reports.directory, evaluated_at))
         results = stack.enter_context(closing(run_ordered(evaluate_chunk, tasks, jobs, ([rules], True))))
         for text, stats in results:
-            for name in stats.pdfs if pdf is not None else ():
-                pdf.print(name)
+            if pdf is not None:
+                for name in stats.pdfs:
+                    pdf.print(name)
             out.write(text)
             summary.add(stats)
             if progress is not None:
@@ -535,7 +544,7 @@ def run_batch(
 # --------------------------------------------------------------------------- diff-rules
 
 
-def _outcome(evaluator, key, payload, evaluated_at: str) -> dict[str, Any]:
+def _outcome(evaluator: Evaluator, key: tuple[str, Any], payload: Any, evaluated_at: str) -> dict[str, Any]:
     try:
         ev = evaluator.evaluate(_load(evaluator, key, payload, evaluated_at), evaluated_at)
     except Exception as exc:
@@ -554,7 +563,7 @@ def diff_chunk(task: tuple[str, str, list[Record], str]) -> list[dict[str, Any]]
     """Worker: each record under both rule sets, at the same instant; returns one small row per record."""
     old_dir, new_dir, records, evaluated_at = task
     old, new = evaluator_for(old_dir, False), evaluator_for(new_dir, False)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for _, key, payload in records:
         a, b = _outcome(old, key, payload, evaluated_at), _outcome(new, key, payload, evaluated_at)
         row: dict[str, Any] = {key[0]: key[1], "patient_id": a.get("patient_id") or b.get("patient_id")}
@@ -588,7 +597,7 @@ def run_diff(
     from cds.model.clock import evaluation_time
 
     at = evaluation_time(evaluated_at)
-    totals = Counter()
+    totals: Counter[str] = Counter()
     tasks = ((old_dir, new_dir, chunk, at) for chunk in _chunks(read_records(source), CHUNK))
     with closing(run_ordered(diff_chunk, tasks, jobs, ([old_dir, new_dir], False))) as results:
         for rows in results:

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, Protocol, get_args
 
 from cds.model.profile import (
     NON_RESPONSE,
@@ -37,7 +38,7 @@ from cds.model.profile import (
     months_between,
     named_drugs,
 )
-from cds.model.vocabulary import Vocabulary, read_cytogenetics
+from cds.model.vocabulary import Drug, Vocabulary, read_cytogenetics
 from cds.resources import packaged_rules_dir
 
 Value = bool | int | float | str
@@ -286,6 +287,16 @@ _F: list[FactSpec] = [
 FACTS: dict[str, FactSpec] = {f.name: f for f in _F}
 
 
+class _Put(Protocol):
+    """How `derive`'s helpers record a fact: name, value (None: unknown), how it was obtained, whether it applies."""
+
+    def __call__(self, name: str, value: Value | None, explanation: str, applies: bool = True) -> None: ...
+
+
+#: how the exposure and refractoriness helper records a fact (it never sets `applies`)
+_PutLine = Callable[[str, Value | None, str], None]
+
+
 class FactValue(NamedTuple):
     name: str
     value: Value | None  # None: unknown (or, with applies False, not applicable)
@@ -358,7 +369,7 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_d
     return {name: out[name] for name in FACTS}
 
 
-def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
+def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put: _PutLine) -> None:
     """Exposure (always known) and refractoriness (three-valued) from the prior lines."""
     lines = profile.prior_lines
     put("prior_line_count", len(lines), f"{len(lines)} prior line(s) listed")
@@ -374,12 +385,12 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
     groups: dict[str, list[tuple[str, int, bool | None]]] = defaultdict(list)
     inferred: dict[int, str] = {}  # line number -> why it is not refractory (refractory_to not recorded)
     for n, line in enumerate(lines, 1):
-        refractory = named_drugs(line.refractory_to, line, vocabulary) if line.refractory_to is not None else None
-        if refractory is None and (why := not_refractory_by_dates(line)) is not None:
-            refractory, inferred[n] = set(), why
+        refractory_to = named_drugs(line.refractory_to, line, vocabulary) if line.refractory_to is not None else None
+        if refractory_to is None and (why := not_refractory_by_dates(line)) is not None:
+            refractory_to, inferred[n] = set(), why
         for found in line_drugs(line, vocabulary):
             drug = found.drug
-            hit = (drug.name, n, None if refractory is None else drug.name in refractory)
+            hit = (drug.name, n, None if refractory_to is None else drug.name in refractory_to)
             cls = drug.drug_class
             groups["class:" + cls].append(hit)
             groups["drug:" + drug.name].append(hit)
@@ -397,7 +408,7 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put) -> None:
         return h
 
     def refractory(fact: str, group: str, what: str) -> tuple[bool | None, list[tuple[str, int]]]:
-        hits = groups.get(group, ())
+        hits = groups.get(group, [])
         h = [(name, n) for name, n, r in hits if r]
         if h:
             put(fact, True, f"refractory to {_fmt_lines(h)}")
@@ -550,7 +561,7 @@ def _within(interval: tuple[float, float], limit: float) -> bool | None:
     return None
 
 
-def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put, default_evaluation_date: str | None) -> None:
+def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, default_evaluation_date: str | None) -> None:
     """Facts from the dates, best responses, stop reasons and intolerances of the prior lines (profile v2).
 
     A date-derived fact is unknown when a date it needs is missing (or when the dates' precision
@@ -567,10 +578,10 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put, default
         else f"; {evaluation} is the evaluation time (no evaluation_date in the profile)"
     )
 
-    def names(n: int, pick) -> str:
+    def names(n: int, pick: Callable[[Drug], bool]) -> str:
         return ", ".join(r.drug.name for r in drugs[n - 1] if pick(r.drug))
 
-    def months_since(fact: str, pick, what: str) -> None:
+    def months_since(fact: str, pick: Callable[[Drug], bool], what: str) -> None:
         hits = [n for n in range(1, len(lines) + 1) if any(pick(r.drug) for r in drugs[n - 1])]
         if not hits:
             put(fact, None, f"no prior {what}: does not apply", applies=False)
@@ -594,16 +605,16 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put, default
             lo, hi = months_between(Day.parse(last.end_date), Day.parse(evaluation))
             put(fact, _months_value(lo, hi), "; ".join(parts) + defaulted)
 
-    def bcma(d) -> bool:
+    def bcma(d: Drug) -> bool:
         return "BCMA" in d.targets
 
-    def gprc5d(d) -> bool:
+    def gprc5d(d: Drug) -> bool:
         return "GPRC5D" in d.targets
 
-    def car_t(d) -> bool:
+    def car_t(d: Drug) -> bool:
         return d.drug_class.endswith("_car_t")
 
-    def bcma_car_t(d) -> bool:
+    def bcma_car_t(d: Drug) -> bool:
         return car_t(d) and "BCMA" in d.targets
 
     months_since("months_since_bcma_therapy", bcma, "BCMA-directed therapy")
@@ -632,7 +643,14 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put, default
             label if interval else "unknown: " + label,
         )
 
-    def within_12_months(fact: str, line_numbers: list[int], label, none: str, suffix: str, later=None) -> None:
+    def within_12_months(
+        fact: str,
+        line_numbers: list[int],
+        label: Callable[[int, str], str],
+        none: str,
+        suffix: str,
+        later: Callable[[int], tuple[bool | None, str]] | None = None,
+    ) -> None:
         """True when some line surely progressed within 12 months of its start, False when every one
         surely later, else unknown; `none` explains False without any such line. `later(n)`, when
         given, decides "surely later" for line n instead (True, or None when it cannot be known)."""
@@ -786,10 +804,10 @@ def refractoriness_alternatives(
         return _line_facts(profile.model_copy(update={"prior_lines": lines}), vocabulary)
 
     out: list[tuple[str, dict[str, Value]]] = []
-    seen: set[tuple] = set()
+    seen: set[tuple[tuple[str, Value], ...]] = set()
     for i in unrecorded:
         line = profile.prior_lines[i]
-        reps: dict[tuple, str] = {}
+        reps: dict[tuple[tuple[str, Value | None], ...], str] = {}
         for agent in line.agent_list:
             name = agent if isinstance(agent, str) else agent.investigational
             alone = with_record(i, [name])
@@ -805,13 +823,13 @@ def refractoriness_alternatives(
             if not subset and line.best_response in NON_RESPONSE:
                 continue  # no response is refractoriness: 'refractory to none' is not a possible record
             facts = with_record(i, subset)
-            assignment = {f: facts[f] for f in keep if facts[f] is not None}
+            assignment = {f: v for f in keep if (v := facts[f]) is not None}
             key = tuple(sorted(assignment.items()))
             if key in seen or not assignment:
                 continue
             seen.add(key)
             label = f"line {i + 1}: refractory to {', '.join(subset)}" if subset else f"line {i + 1}: refractory to none"
-            out.append((label, assignment))  # type: ignore[arg-type]
+            out.append((label, assignment))
     return out
 
 
