@@ -73,6 +73,38 @@ def test_a_score_only_lowered_never_says_no_preference_rule_applies():
     assert why_text([(0, "met requirement")]) == NO_PREFERENCE
 
 
+def test_why_lists_reasons_by_the_size_of_their_contribution():
+    """Largest contribution first within what raised and within what lowered (a -35 before a -10, a +15
+    before a +5), ties in the order given (rule order); file order was the review's finding (issue 12 A)."""
+    assert why_text([(5, "A"), (15, "B"), (-10, "C"), (-35, "D")]) == "+15 B; +5 A; lowered by \u221235 D; \u221210 C"
+    assert why_text([(15, "X"), (-15, "Z"), (15, "Y")]) == "+15 X; +15 Y; lowered by \u221215 Z"
+
+
+def test_every_view_orders_the_why_by_contribution(evaluator):
+    """The report's rationale (JSON, the appendix), page 1's raised/lowered and the ranked table's Why all
+    list reasons by absolute weight, ties in rule order; relapse_after_bcma_bispecific's GPRC5D option is
+    raised by +30 (an earlier rule) and +60 (a later one), so file order would put the +30 first."""
+    seen = 0
+    for name in case_names():
+        report = report_of(evaluator, name)
+        s = summarize(report)
+        for o in report.options:
+            weights = [abs(r.weight) for r in o.rationale]
+            assert weights == sorted(weights, reverse=True), (name, o.id, weights)
+            seen += len({w for w in weights if w}) > 1
+        for t in s.options:
+            for part in (t.raised, t.lowered):
+                assert [abs(r.weight) for r in part] == sorted((abs(r.weight) for r in part), reverse=True)
+    assert seen, "some option has reasons of different weights"
+    report = report_of(evaluator, "relapse_after_bcma_bispecific")
+    gprc5d = next(o for o in report.options if o.id == "gprc5d_bispecific")
+    assert gprc5d.why.index("+60 ") < gprc5d.why.index("+30 "), gprc5d.why
+    md, html = render(report, "markdown"), render(report, "html")
+    for text in (md, html):
+        row = text[text.index("+60 After a BCMA bispecific") :]
+        assert row.index("+60 ") < row.index("+30 Triple-class exposed: GPRC5D")
+
+
 def test_key_figure_comes_from_the_cited_evidence_with_source_and_level(evaluator):
     report = report_of(evaluator, "fit_tcr_bcma_naive")
     tops = summarize(report).options

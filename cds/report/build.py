@@ -353,10 +353,11 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
                 score=o.score,
                 tied_with=[t.id for t in ev.ranking.options if t.score == o.score and t.id != o.id],
                 why=m.why_text((r.weight, r.title) for r in o.rationale),
-                rationale=[_reason(r, rs) for r in o.rationale],
+                # the rationale as the "why" reads it: largest contribution first, ties in rule order
+                rationale=[_reason(r, rs) for r in m.by_contribution(o.rationale)],
                 cautions=[_reason(r, rs) for r in o.cautions],
                 next_steps=[_reason(r, rs) for r in o.next_steps],
-                key_evidence=list(dict.fromkeys(e for r in o.rationale for e in r.evidence)),
+                key_evidence=list(dict.fromkeys(e for r in m.by_contribution(o.rationale) for e in r.evidence)),
                 availability=None,
                 key_figure=key_figure(rs, o.rationale, facts),
                 key_caution=key_caution(rs, o.cautions),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ConfigDict, with_config
 from typing_extensions import dataclass_transform
@@ -45,15 +45,30 @@ FactValue = bool | int | float | str | None
 
 _T = TypeVar("_T")
 
+
+class _Weighted(Protocol):
+    @property
+    def weight(self) -> int: ...
+
+
+_W = TypeVar("_W", bound=_Weighted)
+
 #: what an option's "why" says when no prefer or deprefer rule fired for it (only requirements, met)
 NO_PREFERENCE = "eligible; no preference rule applies"
 
 
+def by_contribution(reasons: Iterable[_W]) -> list[_W]:
+    """Reasons in the order a reader weighs them: the largest contribution to the score first (absolute
+    weight, so a -35 comes before a +5), ties and unweighted requirements in rule order (a stable sort)."""
+    return sorted(reasons, key=lambda r: -abs(r.weight))
+
+
 def why_parts(reasons: Iterable[tuple[int, str]]) -> tuple[str, str]:
     """(what raised the score, what lowered it) from (signed weight, text) pairs: ``'+40 A; +15 B'`` and
-    ``'\u221230 C'``. The first is `NO_PREFERENCE` only when no weighted rule fired at all, so an option whose
-    score was only lowered never reads 'no preference rule applies'."""
-    reasons = list(reasons)
+    ``'\u221230 C'``, each largest first (ties in the order given, which is rule order). The first is
+    `NO_PREFERENCE` only when no weighted rule fired at all, so an option whose score was only lowered never
+    reads 'no preference rule applies'."""
+    reasons = sorted(reasons, key=lambda r: -abs(r[0]))
     raised = "; ".join(f"+{w} {text}" for w, text in reasons if w > 0)
     lowered = "; ".join(f"\u2212{-w} {text}" for w, text in reasons if w < 0)
     return raised or ("" if lowered else NO_PREFERENCE), lowered
