@@ -45,6 +45,23 @@ def test_stale_detects_a_changed_schema(tmp_path):
     )
 
 
+def test_schemas_check_exits_with_the_findings_code_when_a_schema_is_stale(tmp_path):
+    from typer.testing import CliRunner
+
+    from cds.apps.cli import app
+    from cds.apps.schemas import write
+    from cds.errors import EXIT_FINDINGS
+
+    runner = CliRunner()
+    write(tmp_path, generate())
+    result = runner.invoke(app, ["schemas", "--check", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (tmp_path / SITE).unlink()
+    result = runner.invoke(app, ["schemas", "--check", "--output-dir", str(tmp_path)])
+    assert result.exit_code == EXIT_FINDINGS == 1, result.output
+    assert f"{tmp_path / SITE}: missing" in result.stderr and REGENERATE_COMMAND in result.stderr
+
+
 @pytest.mark.parametrize("name", SCHEMA_FILES)
 def test_schema_is_valid_draft_2020_12(name):
     schema = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))

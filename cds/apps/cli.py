@@ -674,7 +674,7 @@ def schemas(
                 typer.echo(p, err=True)
             if problems:
                 typer.echo(f"schemas are out of date; regenerate with: {s.REGENERATE_COMMAND}", err=True)
-                raise typer.Exit(1)
+                raise typer.Exit(EXIT_FINDINGS)
             typer.echo(f"{len(expected)} schemas up to date in {output_dir}", err=True)
             return
         try:
