@@ -2,8 +2,10 @@
 
 ``CDS_CACHE_DIR`` names it (``off`` turns every cache off); otherwise it is
 ``$XDG_CACHE_HOME/cds`` or ``~/.cache/cds``. What is cached there only saves
-time: the validated rule set (`cds.knowledge.rulecache`, JSON that is validated
-again on reading) and Jinja's compiled templates (`cds.report.render`).
+time: the rule folder's YAML documents as JSON and the validated rule set
+(`cds.knowledge.rulecache`), the cytogenetics catalogue the fact catalogue is
+built from (`cds.model.vocabulary`), the engine's shard plan (`cds.engine.durable`)
+and Jinja's compiled templates (`cds.report.render`).
 
 A cache another user could write is never read: `cache_dir` returns a folder
 only if it is a real directory (not a symbolic link) owned by this user and
@@ -11,12 +13,19 @@ writable by nobody else, creating it (mode 0700) when it is missing; files are
 written under a temporary name (mode 0600) and renamed into place, and
 `read_private` opens a file only if the same holds for it. Any problem means
 "no cache", never an error.
+
+A pickle can run code when it is loaded: `read_pickle` loads one only from such
+a private file, only after the header line that names what the file is for
+(its cache key), and through an unpickler that builds nothing but the classes
+of cds's own modules and pathlib's paths.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import pickle
 import stat
 import tempfile
 from pathlib import Path
@@ -85,3 +94,38 @@ def write_private(path: Path, data: bytes) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+class _OwnClasses(pickle.Unpickler):
+    """Builds only the classes of cds's own modules and pathlib's paths."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if module == "pathlib" and name in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"):
+            return super().find_class(module, name)
+        if module.startswith("cds.") and "." not in name:
+            found = super().find_class(module, name)
+            if isinstance(found, type) and found.__module__ == module:
+                return found
+        raise pickle.UnpicklingError(f"{module}.{name}: not a class of cds")
+
+
+def read_pickle(path: Path, head: str) -> object | None:
+    """The object a private cache file (`read_private`) holds after the line `head`, or None (see the module docstring)."""
+    data = read_private(path)
+    first = head.encode() + b"\n"
+    if data is None or not data.startswith(first):
+        return None
+    try:
+        value: object = _OwnClasses(io.BytesIO(data[len(first) :])).load()
+    except Exception:  # noqa: BLE001 - a file that does not load is no cache
+        return None
+    return value
+
+
+def write_pickle(path: Path, head: str, value: object) -> None:
+    """Write `value` for `read_pickle` (nothing when it does not pickle)."""
+    try:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return
+    write_private(path, head.encode() + b"\n" + data)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from cds.usercache import cache_dir, read_private, write_private
+from cds.usercache import cache_dir, read_pickle, read_private, write_pickle, write_private
 
 
 @pytest.fixture
@@ -63,3 +63,30 @@ def test_a_file_others_can_write_or_own_is_not_read(base):
     if os.getuid() == 0:  # CI runs as root: hand the file to another user
         os.chown(path, 65534, 65534)
         assert read_private(path) is None
+
+
+class _Runs:
+    """A pickle that would run a command when loaded (the class is os.system, not one of cds's)."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_a_pickle_is_read_only_after_its_header_and_builds_only_cds_classes(base, tmp_path):
+    from cds.knowledge.ruleset import Leaf
+
+    folder = cache_dir("things")
+    path = folder / "a.pickle"
+    write_pickle(path, "format/1 key", [Leaf("ecog", ">=", 3), tmp_path])
+    assert read_pickle(path, "format/1 key") == [Leaf("ecog", ">=", 3), tmp_path]
+    assert read_pickle(path, "format/1 other") is None  # another key's file
+    marker = tmp_path / "ran"
+    write_pickle(path, "format/1 key", _Runs(f"touch {marker}"))
+    assert read_pickle(path, "format/1 key") is None
+    assert not marker.exists()
+    write_pickle(path, "format/1 key", [Leaf("ecog", ">=", 3)])
+    os.chmod(path, 0o666)
+    assert read_pickle(path, "format/1 key") is None  # others could have written it

@@ -19,11 +19,25 @@ times faster. `documents(directory)` wraps a load (`cds.knowledge.ruleset.load_r
   "parse the YAML", never an error. ``CDS_CACHE_DIR=off`` turns it off.
 
 At most `KEEP` cache files are kept (the oldest go first).
+
+The validated rule set itself (`cached_ruleset` / `store_ruleset`, folder ``ruleset``): a
+load without fixtures that found no problem is kept as a pickle of the `RuleSet` it returned,
+so that the next process skips the YAML, the schema validation and every check. Exactly what
+validation gave, by construction: the file is named by a key over the folder's path as given,
+its rule-set hash, every cds source file, the packaged cytogenetics catalogue (the fact
+catalogue is built from it), and the versions of PyYAML, pydantic, pydantic-core and Python;
+the key is written again inside the file and must match. A pickle can run code when it is
+loaded, so (issue 11) it is read only from this user's own cache folder, only if nobody else
+could have written the file (`cds.usercache.read_pickle`: owner and mode), and through an
+unpickler that builds nothing but the classes of cds's own modules and pathlib's paths; anything
+else, a file that does not load, or anything but a `RuleSet` means "validate", never an error.
+A JSON form validated on reading would cost what the validation costs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -31,17 +45,25 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cds
 from cds import datafile
+from cds.errors import RuleSetError
 from cds.knowledge.ruleset import ruleset_digest
-from cds.usercache import cache_dir, read_private, write_private
+from cds.resources import packaged_rules_dir
+from cds.usercache import cache_dir, read_pickle, read_private, write_pickle, write_private
+
+if TYPE_CHECKING:
+    from cds.knowledge.ruleset import RuleSet
 
 FORMAT = "cds-rule-documents/1"
+RULESET_FORMAT = "cds-ruleset/1"
 KEEP = 16
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+@functools.cache
 def _code_fingerprint() -> str:
     """sha256 over the cds package's source files, PyYAML's version file and Python's version."""
     h = hashlib.sha256()
@@ -78,9 +100,9 @@ def _read(path: Path, key: str) -> dict[str, str] | None:
     return docs
 
 
-def _prune(folder: Path) -> None:
+def _prune(folder: Path, pattern: str = "*.json") -> None:
     with contextlib.suppress(OSError):
-        files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        files = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in files[KEEP:]:
             old.unlink()
 
@@ -122,3 +144,57 @@ def documents(directory: Path) -> Iterator[Documents]:
         yield Documents(path, key, hit=False)
     finally:
         datafile._RECORDING = None
+
+
+# --------------------------------------------------------------------------- the validated rule set
+
+
+def ruleset_key(directory: Path) -> str:
+    """The name of the rule-set cache file for `directory`: everything a validated rule set depends on."""
+    import pydantic.version
+    import pydantic_core
+
+    h = hashlib.sha256()
+    for part in (
+        RULESET_FORMAT,
+        _code_fingerprint(),  # every cds source file, PyYAML's version, Python's
+        f"pydantic {pydantic.version.VERSION} pydantic-core {pydantic_core.__version__}",
+        str(directory),  # the RuleSet names its folder as it was given
+        ruleset_digest(directory),
+    ):
+        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    h.update((packaged_rules_dir() / "catalog" / "cytogenetics.yaml").read_bytes())
+    return h.hexdigest()
+
+
+def _ruleset_file(directory: Path) -> tuple[Path, str] | None:
+    folder = cache_dir("ruleset")
+    if folder is None:
+        return None
+    try:
+        key = ruleset_key(directory)
+    except (OSError, RuleSetError):  # a file that cannot be read (or is too large): the load reports it
+        return None
+    return folder / f"{key}.pickle", key
+
+
+def cached_ruleset(directory: Path) -> RuleSet | None:
+    """The rule set a load of `directory` (without fixtures) validated before, if this user's cache has it."""
+    from cds.knowledge.ruleset import RuleSet
+
+    where = _ruleset_file(directory)
+    if where is None:
+        return None
+    path, key = where
+    ruleset = read_pickle(path, f"{RULESET_FORMAT} {key}")
+    return ruleset if type(ruleset) is RuleSet else None
+
+
+def store_ruleset(directory: Path, ruleset: RuleSet) -> None:
+    """Keep the rule set a load of `directory` (without fixtures) found no problem in."""
+    where = _ruleset_file(directory)
+    if where is None:
+        return
+    path, key = where
+    write_pickle(path, f"{RULESET_FORMAT} {key}", ruleset)
+    _prune(path.parent, "*.pickle")

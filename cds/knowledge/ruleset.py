@@ -500,8 +500,14 @@ def cytogenetics_problems(vocabulary: Vocabulary) -> list[str]:
 def load_ruleset(directory: Path, fixtures: bool = False) -> RuleSet:
     """Load and validate every file of the rule folder. Raises RuleSetError listing every problem
     (the problems `cds rules check` prints: both come from `cds.knowledge.validate.validate`).
-    The rule fixtures (``tests/``) are read only with `fixtures` (evaluating never needs them)."""
+    The rule fixtures (``tests/``) are read only with `fixtures` (evaluating never needs them).
+    Without them, a rule set validated before comes from this user's cache (`cds.knowledge.rulecache`)."""
     from cds.knowledge import rulecache  # both build on this module
+
+    if not fixtures:  # the rule set a load found no problem in before, if this user has it
+        known = rulecache.cached_ruleset(directory)
+        if known is not None:
+            return known
     from cds.knowledge.validate import validate
 
     with rulecache.documents(directory) as cached:  # the YAML documents parsed already, if this user has them
@@ -510,4 +516,6 @@ def load_ruleset(directory: Path, fixtures: bool = False) -> RuleSet:
             raise RuleSetError(problems)
         cached.store()
     assert ruleset is not None  # no problem: the vocabulary loaded
+    if not fixtures:
+        rulecache.store_ruleset(directory, ruleset)
     return ruleset
