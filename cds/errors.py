@@ -7,9 +7,14 @@
     |   +-- RuleSetError          a rule, evidence or catalogue file that is invalid (problems, one line each);
     |   |                         exit 2 from every command, `cds rules check` included
     |   +-- ReadError             a file that cannot be read as data: unreadable, over its size limit,
-    |                             not UTF-8, not valid YAML, nested too deeply, anchors/aliases (problem)
+    |   |                         not UTF-8, not valid YAML, nested too deeply, anchors/aliases (problem)
+    |   +-- BundleError           a FHIR Bundle that cannot be imported (problems, one line each; field
+    |       |                     and problem as ProfileError's)
+    |       +-- NoMyelomaDiagnosis  a Bundle without a multiple-myeloma diagnosis (CDS Hooks: no card)
     +-- EngineError               the rules engine reported a failure (internal: exit 3)
     +-- WorkerLost                a batch worker process died (killed, out of memory, crashed): exit 3
+    +-- WorkerFailed              a worker's exception that could not be sent back as it was: exit 3
+    +-- PdfError                  the PDF engine (headless Chromium) failed: exit 3
 
     BaseException
     +-- Terminated                a signal (SIGTERM, SIGINT, SIGHUP) stops the command: exit 128 + signal
@@ -23,7 +28,8 @@ that names the field or file and the problem: pydantic.ValidationError and
 json.JSONDecodeError in cds.model.profile and the knowledge loaders, yaml.YAMLError
 and OSError on reading in cds.datafile, OSError on writing in cds.apps.outputs,
 errors swallowed into durable-rules' state in cds.engine.durable, a dead worker
-process in cds.cohort.pool.
+process in cds.cohort.pool, fhir.resources' ValidationError in cds.interop.fhir.bundle,
+Chromium's failures (OSError, its DevTools errors) in cds.report.pdf.
 
 Every message that quotes user data (a key, a name, a value, a path) passes it
 through `printable`, so that no input can break a message over several lines,
@@ -44,7 +50,7 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
-PROBLEMS_SHOWN = 20  # problems of one profile spelled out in its message (all are in `.problems`)
+PROBLEMS_SHOWN = 20  # problems of one profile or Bundle spelled out in its message (all are in `.problems`)
 
 
 class CdsError(Exception):
@@ -108,6 +114,37 @@ class WorkerLost(CdsError):
     """A worker process died (killed, out of memory, crashed): the run stops, nothing is written."""
 
     exit_code = EXIT_INTERNAL
+
+
+class WorkerFailed(CdsError):
+    """A task raised an exception in a worker that could not be sent back as it was (internal: exit 3)."""
+
+
+class PdfError(CdsError):
+    """The PDF engine failed (exit code 3; a missing engine is an InputError, exit 2, saying how to install it)."""
+
+
+class BundleError(InputError):
+    """A Bundle that cannot be imported. `problems`: one line each, naming the entry."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        # like ProfileError: where (the first problem's entry, or "(bundle)") and what
+        head, sep, rest = self.problems[0].partition(": ") if self.problems else ("", "", "")
+        self.field, self.problem = (
+            (head, rest) if sep and head.startswith("entry[") else ("(bundle)", self.problems[0] if self.problems else "")
+        )
+        shown = self.problems[:PROBLEMS_SHOWN]
+        more = f"\n  (and {len(self.problems) - PROBLEMS_SHOWN} more)" if len(self.problems) > PROBLEMS_SHOWN else ""
+        if len(shown) == 1:
+            text = f"FHIR bundle: {shown[0]}"
+        else:
+            text = f"FHIR bundle: {len(self.problems)} problems:\n  " + "\n  ".join(shown) + more
+        super().__init__(text)
+
+
+class NoMyelomaDiagnosis(BundleError):
+    """The Bundle has no multiple-myeloma diagnosis: not a patient for cds (a CDS Hooks call answers with no card)."""
 
 
 class Terminated(BaseException):

@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from cds.errors import CdsError, WorkerLost
+from cds.errors import WorkerFailed, WorkerLost
 
 IN_FLIGHT_PER_JOB = 4  # tasks in flight (sent, running or waiting to be taken in order) per worker
 QUEUED_PER_WORKER = 2  # tasks sent to one worker at a time: one running, one waiting in its pipe
@@ -62,10 +62,6 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 def start_method() -> str:
     """fork on Linux only (elsewhere, notably macOS, fork is unsafe with system libraries): spawn."""
     return "fork" if sys.platform.startswith("linux") else "spawn"
-
-
-class WorkerFailed(CdsError):
-    """A task raised an exception in a worker that could not be sent back as it was (internal: exit 3)."""
 
 
 # --------------------------------------------------------------------------- in the worker

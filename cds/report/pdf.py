@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cds.errors import CdsError, InputError
+from cds.errors import InputError, PdfError
 
 CHROMIUM_ENV = "CDS_CHROMIUM"  # path of the browser, if not chromium on PATH
 TIMEOUT_S = 120.0
@@ -53,10 +53,6 @@ _FLAGS = (
     "--mute-audio",
     "--remote-debugging-pipe",
 )
-
-
-class PdfError(CdsError):
-    """The PDF engine is missing or failed (exit code 3 unless it is missing: then 2, with how to install it)."""
 
 
 def chromium_path() -> str:

@@ -14,7 +14,8 @@ line-of-therapy and refractoriness algorithm), `mapping` (Bundle -> profile),
 
 from __future__ import annotations
 
-from .bundle import BundleError, NoMyelomaDiagnosis
+from cds.errors import BundleError, NoMyelomaDiagnosis
+
 from .mapping import Fact, ImportResult, import_bundle
 
 __all__ = ["BundleError", "Fact", "ImportResult", "NoMyelomaDiagnosis", "import_bundle"]

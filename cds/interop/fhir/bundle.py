@@ -18,35 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cds.errors import InputError, quoted
+from cds.errors import BundleError, quoted
 
 from . import codes
 
 BUNDLE_TYPES = ("collection", "searchset", "document", "transaction")
-MAX_PROBLEMS = 20
-
-
-class BundleError(InputError):
-    """A Bundle that cannot be imported. `problems`: one line each, naming the entry."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        # like ProfileError: where (the first problem's entry, or "(bundle)") and what
-        head, sep, rest = self.problems[0].partition(": ") if self.problems else ("", "", "")
-        self.field, self.problem = (
-            (head, rest) if sep and head.startswith("entry[") else ("(bundle)", self.problems[0] if self.problems else "")
-        )
-        shown = self.problems[:MAX_PROBLEMS]
-        more = f"\n  (and {len(self.problems) - MAX_PROBLEMS} more)" if len(self.problems) > MAX_PROBLEMS else ""
-        if len(shown) == 1:
-            text = f"FHIR bundle: {shown[0]}"
-        else:
-            text = f"FHIR bundle: {len(self.problems)} problems:\n  " + "\n  ".join(shown) + more
-        super().__init__(text)
-
-
-class NoMyelomaDiagnosis(BundleError):
-    """The Bundle has no multiple-myeloma diagnosis: not a patient for cds (a CDS Hooks call answers with no card)."""
 
 
 @dataclass(frozen=True)

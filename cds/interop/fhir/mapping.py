@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from cds.errors import InputError, printable, quoted
+from cds.errors import BundleError, InputError, NoMyelomaDiagnosis, printable, quoted
 from cds.model.vocabulary import Drug, Vocabulary
 
 from . import codes
-from .bundle import Bundle, BundleError, Entry, NoMyelomaDiagnosis, read_bundle
+from .bundle import Bundle, Entry, read_bundle
 from .dates import Day, age_on, parse_day
 from .lines import RULES, Apheresis, Assessment, Exposure, Line, Transplant, derive_outcomes, split_lines
 from .units import convert
