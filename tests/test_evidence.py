@@ -116,8 +116,19 @@ def test_the_sources_errata_are_flagged_and_the_figures_kept_as_printed(ruleset)
     (mean,) = _errata(reg, "POST-CART-RELAPSE-79.S001.TEXT", "figure")
     assert mean.certain is False and "mean PFS" in mean.printed and mean.published.startswith("median PFS")
     assert mean.value in [f.value for f in reg.get("POST-CART-RELAPSE-79.S001.TEXT").figures]
-    (pfs, _) = reg.get("POLLUX.S000.TABLE1").errata
-    assert pfs.measure == "median_pfs" and "Leukemia 2020;34:1875-1884" in pfs.reference
+    (pfs,) = [c for c in reg.get("POLLUX.S000.TABLE1").errata if c.measure == "median_pfs"]
+    assert "Leukemia 2020;34:1875-1884" in pfs.reference
+    # review R12-01: POLLUX ORR printed 91%, published 92.9% (vs 76.4%)
+    for eid in ("POLLUX.S000.TEXT", "POLLUX.S000.TABLE1"):
+        (orr,) = [c for c in reg.get(eid).errata if c.measure == "orr"]
+        assert "91%" in orr.printed and orr.published.startswith("ORR 92.9%") and "2016;375:1319-1331" in orr.reference
+        assert [f.value for f in reg.get(eid).figures if f.measure == "orr"] == ["91%"]  # as printed
+    # review R12-04: CARTITUDE-4's 4.5% is ICANS at any grade; 12-month PFS with standard care 48.6%
+    for eid in ("CARTITUDE-4.S001.TABLE2", "CARTITUDE-4.S001.TEXT"):
+        (neuro,) = [c for c in reg.get(eid).errata if c.measure == "neurotox_grade3plus"]
+        assert "4.5%" in neuro.printed and "any grade" in neuro.published and "2023;389:335-347" in neuro.reference
+    (rate,) = [c for c in reg.get("CARTITUDE-4.S001.TEXT").errata if c.measure == "pfs_rate"]
+    assert (rate.value, rate.published) == ("48.5%", "48.6%")
     for eid in ("STMT.S001.APPROVAL-IDECEL", "STMT.S001.APPROVAL-CILTACEL"):
         (label,) = _errata(reg, eid, "statement")
         assert "April 2024" in label.published
