@@ -5,10 +5,15 @@
     store.evaluation_by_report_token(token, max_age)   # GET /reports/{token}
     for row in store.iter_feedback(): ...               # cds feedback export
 
-SQLite runs in WAL mode with ``synchronous=FULL`` (a committed evaluation survives a crash or
-power loss); every write transaction starts with ``BEGIN IMMEDIATE`` so that concurrent
-writers (threads or processes) queue on the database lock instead of failing on a stale
-snapshot. A write is one transaction: it is stored completely or not at all.
+SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit returns once the transaction is
+in the write-ahead log, written to the operating system, so every acknowledged evaluation
+survives a crash of the server process (SIGKILL included: tests/test_service_store.py); the log
+is fsynced at checkpoints, not at every commit, so a power loss or kernel crash may lose the
+last transactions since the last checkpoint (never corrupting the file). ``FULL`` would also
+survive that, for an fsync per evaluation (about 16 ms of wall time each on the shared disk
+under load, and about 0.5-1 ms of CPU). Every write transaction starts with ``BEGIN IMMEDIATE``
+so that concurrent writers (threads or processes) queue on the database lock instead of failing
+on a stale snapshot. A write is one transaction: it is stored completely or not at all.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from . import exchange
 from .schema import EvaluationFields, cases, evaluations, feedback
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# in WAL mode: durable against a crash of the process, not of the machine (see the module docstring)
+SQLITE_SYNCHRONOUS = "NORMAL"
 
 
 class StoreError(InputError):
@@ -126,7 +133,7 @@ def _sqlite_setup(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
         cur = dbapi_connection.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cur.close()
