@@ -424,6 +424,17 @@ def test_patient_view_gives_one_card_for_the_cases_top_option(server, case, tmp_
     assert link["type"] == "absolute" and link["url"] == card["source"]["url"]
     page = httpx.get(link["url"], timeout=60)
     assert page.status_code == 200 and report["patient_id"] in page.text
+    # the card stored only its part of the report: every format of the report is built again from the stored
+    # profile, time and site, and is the CLI's document for the same data at the same time, byte for byte
+    as_json = httpx.get(link["url"] + "?format=json", timeout=60)
+    at = as_json.json()["evaluated_at"]
+    for fmt, text in (
+        ("json", as_json.text),
+        ("html", page.text),
+        ("markdown", httpx.get(link["url"] + "?format=markdown").text),
+    ):
+        code, out, err = cli("evaluate", str(rebuilt), "--format", fmt, "--timestamp", at)
+        assert code == 0 and text == out, fmt
 
 
 def test_patient_view_is_stored_and_its_feedback_linked(server, tmp_path):

@@ -14,6 +14,7 @@ from cds.apps.http.card import SUMMARY_LIMIT, build_card, md
 from cds.apps.http.openapi import text as openapi_text
 
 EXAMPLES = sorted((ROOT / "reports" / "examples").glob("*.json"))
+EXAMPLE_PROFILES = sorted((ROOT / "patient_profiles").glob("*.json"))
 
 
 def check_card(card: dict) -> None:
@@ -56,6 +57,35 @@ def test_cards_of_the_example_reports(path: Path):
         assert md(fact["description"]) in card["detail"]
 
 
+FHIR_CASES = sorted(p for p in (ROOT / "tests" / "fhir" / "cases").glob("*.json") if not p.name.endswith(".expected.json"))
+SITES = [None, ROOT / "tests" / "data" / "site_no_cart.yaml"]
+
+
+@pytest.mark.parametrize("site", SITES, ids=["default site", "site without CAR-T"])
+@pytest.mark.parametrize("case", [*FHIR_CASES, *EXAMPLE_PROFILES], ids=lambda p: p.stem)
+def test_the_card_from_the_typed_report_is_the_card_of_its_json(case: Path, site: Path | None):
+    """A patient-view builds its card from `card_data` of the typed report, never its JSON: the same dict as the
+    JSON's part the card reads (`card_data_of`), hence the same card (and the same stored summary)."""
+    import cds
+    from cds.apps.http.card import card_data, card_data_of
+    from cds.apps.http.hooks import bundle_from_prefetch, prefetch_for
+    from cds.interop.fhir import NoMyelomaDiagnosis
+
+    data = json.loads(case.read_text(encoding="utf-8"))
+    if data.get("resourceType") == "Bundle":
+        data = bundle_from_prefetch(prefetch_for(data))
+    try:
+        evaluation = cds.evaluate(data, evaluated_at="2026-03-01T09:00:00Z")
+    except NoMyelomaDiagnosis:
+        pytest.skip("no myeloma diagnosis: no card")
+    report = cds.build_report(evaluation, None, cds.load_site(site, evaluation.ruleset) if site else None)
+    full = report.to_dict()
+    light = card_data(report)
+    assert json.dumps(light) == json.dumps(card_data_of(full))  # same keys, same order, same values
+    same = {"card_uuid": "00000000-0000-4000-8000-000000000000", "report_url": "http://x/reports/t", "version": "0.1.0"}
+    assert build_card(light, **same) == build_card(full, **same)
+
+
 def test_warning_when_rank_1_is_unavailable_at_the_site():
     report = json.loads(EXAMPLES[0].read_text(encoding="utf-8"))
     report["unknown_facts_that_matter"] = []
@@ -94,3 +124,32 @@ def test_openapi_document_is_committed_and_current():
         "/reports/{token}",
     ):
         assert path in doc["paths"]
+
+
+def test_a_report_under_another_rule_set_is_gone_unless_its_json_was_stored():
+    """GET /reports of an evaluation made under other rules: a stored report JSON is still served as stored;
+    a CDS Hooks card stored only its part of the report, so nothing can be served (410), in any format."""
+    from cds.apps.http.work import WorkerState
+
+    state = WorkerState(None, {})
+    profile = (EXAMPLE_PROFILES[0]).read_text(encoding="utf-8")
+    stored = {
+        "output_json": None,
+        "profile_json": profile,
+        "evaluated_at": "2026-03-01T09:00:00Z",
+        "ruleset_hash": "0" * 64,
+        "site_hash": (state.ready_info()["default_site"] or {}).get("hash"),
+    }
+    for fmt in ("json", "html"):
+        kind, message = state.handle({"kind": "report", "format": fmt, "stored": stored})
+        assert kind == "gone" and "another rule set" in message and "still available" not in message
+    kept = {**stored, "output_json": '{"schema_version":"2.4","x":[1.5e-07]}'}
+    assert state.handle({"kind": "report", "format": "json", "stored": kept}) == (
+        "ok",
+        '{\n  "schema_version": "2.4",\n  "x": [\n    1.5e-07\n  ]\n}\n',
+    )
+    kind, message = state.handle({"kind": "report", "format": "html", "stored": kept})
+    assert kind == "gone" and "still available (?format=json)" in message
+    same = {**stored, "ruleset_hash": state.evaluator.ruleset.digest}  # the same rules: built again
+    kind, text = state.handle({"kind": "report", "format": "json", "stored": same})
+    assert kind == "ok" and json.loads(text)["evaluated_at"] == "2026-03-01T09:00:00Z"

@@ -250,11 +250,23 @@ def _import(store, data: bytes):
 def test_export_and_import_restore_every_version(store, tmp_path):
     a = store.add_evaluation(new(board_date=dt.date(2026, 3, 2), label="A", output_json='{"options": [], "x": "é"}'))
     store.add_evaluation(new(case_id=a.case_id, top_option="bcma_bispecific"))
-    store.add_evaluation(new(external_key="cds-hooks ehr Patient/9", channel="cds-hooks", card_uuid=str(uuid.uuid4())))
+    hooks = store.add_evaluation(  # a CDS Hooks card: its summary, no report (rebuilt on GET /reports)
+        new(
+            external_key="cds-hooks ehr Patient/9",
+            channel="cds-hooks",
+            card_uuid=str(uuid.uuid4()),
+            output_json=None,
+            summary_json='{"options": [{"id": "bcma_car_t"}]}',
+        )
+    )
+    assert hooks.output() is None and hooks.summary() == {"options": [{"id": "bcma_car_t"}]}
+    assert store.evaluation(a.id).summary() == {"options": [], "x": "é"}  # a stored report is its own summary
     data = _export(store)
     assert len(data.splitlines()) == 3
+    assert [json.loads(x)["evaluation"]["output_json"] is None for x in data.splitlines()] == [False, False, True]
     target = open_store(tmp_path / "restored.db")
     assert _import(target, data).added == 3
+    assert target.evaluation(hooks.id).output() is None and target.evaluation(hooks.id).summary() == hooks.summary()
     assert _export(target) == data  # every field, the report byte for byte
     again = _import(target, data)  # importing twice adds nothing
     assert (again.added, again.already_present) == (0, 3)
@@ -290,6 +302,20 @@ def test_a_bad_export_file_names_every_problem_by_line(store):
     ):
         assert expected in message, message
     assert store.count_evaluations() == 1
+
+
+def test_an_export_of_format_1_still_imports(store, tmp_path):
+    """Format 1 (before summary_json): its lines have a report and no summary; they import as they were."""
+    ev = store.add_evaluation(new())
+    line = json.loads(_export(store).splitlines()[0])
+    assert line["format"] == "cds-cases/2"
+    del line["evaluation"]["summary_json"]
+    target = open_store(tmp_path / "restored.db")
+    with pytest.raises(InputError, match=r"evaluation\.summary_json: missing"):  # format 2 writes every field
+        _import(target, (json.dumps(line) + "\n").encode())
+    assert _import(target, (json.dumps({**line, "format": "cds-cases/1"}) + "\n").encode()).added == 1
+    assert target.evaluation(ev.id).output() == ev.output() and target.evaluation(ev.id).row["summary_json"] is None
+    target.close()
 
 
 def test_an_export_line_without_an_optional_field_is_refused(store):

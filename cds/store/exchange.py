@@ -2,10 +2,12 @@
 
 One line per stored evaluation, oldest first, with the case it belongs to:
 
-    {"format": "cds-cases/1", "case": {id, created_at, created_by, channel, external_key, patient_id,
+    {"format": "cds-cases/2", "case": {id, created_at, created_by, channel, external_key, patient_id,
      board_date, label}, "evaluation": {id, case_id, version, created_at, user, ..., "output_json": "<report>"}}
 
-The report JSON is kept as the text the engine produced (byte for byte). Importing is one
+The report JSON is kept as the text the engine produced (byte for byte); it is null for a CDS Hooks
+evaluation, which stores only what its card showed (`summary_json`; the report is reproducible
+from `profile_json` at `evaluated_at` under the same rule set and site). Importing is one
 transaction: every line is checked first (every problem named by line and field, at most
 `PROBLEMS_SHOWN` spelled out), then each evaluation is added unless the store already holds it
 (the same id with the same content: skipped, so importing twice adds nothing). A line that
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -29,9 +30,12 @@ from sqlalchemy.engine import Connection
 
 from cds.errors import PROBLEMS_SHOWN, InputError
 
-from .schema import EvaluationFields, cases, evaluations
+from .schema import EvaluationFields, cases, evaluations, output_text, output_zlib
 
-FORMAT = "cds-cases/1"
+# 2: `summary_json` (the card's part of a report that was not stored) and `output_json` null for such an
+# evaluation. A line of format 1 (before either) still reads: it has no summary_json, and its report.
+FORMAT = "cds-cases/2"
+READABLE = {"cds-cases/1": frozenset({"summary_json"}), FORMAT: frozenset()}  # format -> fields its lines may lack
 MAX_LINE_BYTES = 64 * 1024 * 1024  # one evaluation: its input (at most the body cap) and its report
 
 
@@ -96,7 +100,7 @@ def export_lines(conn: Connection, since: _dt.datetime | None = None) -> Iterato
             case["board_date"] = case["board_date"].isoformat()
         evaluation = {c.name: row[c.name] for c in evaluations.columns if c.name != "output_zlib"}
         evaluation["created_at"] = _iso(row["created_at"])
-        evaluation["output_json"] = zlib.decompress(row["output_zlib"]).decode("utf-8")
+        evaluation["output_json"] = output_text(row["output_zlib"])
         yield json.dumps({"format": FORMAT, "case": case, "evaluation": evaluation}, ensure_ascii=False, sort_keys=True) + "\n"
 
 
@@ -125,13 +129,15 @@ def read_lines(fh: IO[bytes], name: str) -> list[Line]:
                 where = ".".join(str(p) for p in err["loc"]) or "(line)"
                 problems.append(f"line {number}: {where}: {_message(err)}")
             continue
-        if record.format != FORMAT:
+        if record.format not in READABLE:
             problems.append(f"line {number}: format: {record.format!r} is not {FORMAT!r}")
         elif record.evaluation.case_id != record.case.id:
             problems.append(f"line {number}: evaluation.case_id: {record.evaluation.case_id!r} is not case.id {record.case.id!r}")
         elif record.case.created_at.tzinfo is None or record.evaluation.created_at.tzinfo is None:
             problems.append(f"line {number}: created_at: a time without a zone (the export writes UTC, ending in Z)")
-        elif missing := sorted(EvaluationRecord.model_fields.keys() - record.evaluation.model_fields_set):
+        elif missing := sorted(
+            EvaluationRecord.model_fields.keys() - record.evaluation.model_fields_set - READABLE[record.format]
+        ):
             problems.extend(f"line {number}: evaluation.{field}: missing" for field in missing)
         elif record.evaluation.version < 1:
             problems.append(f"line {number}: evaluation.version: must be 1 or more")
@@ -164,7 +170,7 @@ def import_lines(conn: Connection, records: Iterable[Line]) -> ImportResult:
         output = row.pop("output_json")
         existing = conn.execute(select(evaluations).where(evaluations.c.id == ev.id)).mappings().first()
         if existing is not None:
-            same = {k: existing[k] for k in row} == row and zlib.decompress(existing["output_zlib"]).decode("utf-8") == output
+            same = {k: existing[k] for k in row} == row and output_text(existing["output_zlib"]) == output
             if not same:
                 raise InputError(
                     f"evaluation {ev.id} (record {n}): the store holds another evaluation under this id; nothing imported"
@@ -178,7 +184,7 @@ def import_lines(conn: Connection, records: Iterable[Line]) -> ImportResult:
             raise InputError(
                 f"evaluation {ev.id} (record {n}): version {ev.version} of case {ev.case_id} is already evaluation {taken}; nothing imported"
             )
-        conn.execute(insert(evaluations).values(**row, output_zlib=zlib.compress(output.encode("utf-8"), 1)))
+        conn.execute(insert(evaluations).values(**row, output_zlib=output_zlib(output)))
         added += 1
     return ImportResult(added, present)
 

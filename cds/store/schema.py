@@ -12,6 +12,7 @@ recorded decision. A case's own row (its board date, label) may change; its eval
 from __future__ import annotations
 
 import datetime as _dt
+import zlib
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
@@ -86,7 +87,9 @@ evaluations = Table(
     Column("input_kind", String(40), nullable=False),  # profile | fhir-bundle | cds-hooks
     Column("input_json", Text(), nullable=False),  # the input as received (decoded text)
     Column("profile_json", Text(), nullable=False),  # the validated profile (canonical JSON)
-    Column("output_zlib", LargeBinary(), nullable=False),  # the report JSON, zlib-compressed
+    # the report JSON, zlib-compressed; empty (b"") when the report was not built at evaluation time
+    # (a CDS Hooks card: GET /reports rebuilds it from profile_json at evaluated_at, same rule set and site)
+    Column("output_zlib", LargeBinary(), nullable=False),
     Column("engine_version", String(200), nullable=False),
     Column("ruleset_hash", String(64), nullable=False),
     Column("input_hash", String(64), nullable=False),
@@ -98,6 +101,9 @@ evaluations = Table(
     Column("report_token", String(64), nullable=False, unique=True),  # capability for GET /reports/{token}
     Column("hook_instance", String(36), nullable=True),
     Column("card_uuid", String(36), nullable=True, unique=True),
+    # the part of the report JSON a CDS Hooks card shows (cds.apps.http.card.card_data), where the
+    # report itself was not stored; NULL where it was (the summary is then read from the report)
+    Column("summary_json", Text(), nullable=True),
     UniqueConstraint("case_id", "version", name="uq_evaluations_case_version"),
 )
 Index("ix_evaluations_created_at", evaluations.c.created_at)
@@ -105,7 +111,7 @@ Index("ix_evaluations_created_at", evaluations.c.created_at)
 
 class EvaluationFields(BaseModel):
     """The columns of an evaluation row that the caller gives, stored as given (the report as text,
-    `output_json`, is `output_zlib` compressed). The one definition that `cds.store.NewEvaluation`
+    `output_json`, is `output_zlib` compressed; None: not built, see `summary_json`). The one definition that `cds.store.NewEvaluation`
     (adding an evaluation) and the cases export line (`cds.store.exchange.EvaluationRecord`) share;
     the store adds id, case, version, time and report token."""
 
@@ -116,7 +122,7 @@ class EvaluationFields(BaseModel):
     input_kind: str  # profile | fhir-bundle | cds-hooks
     input_json: str
     profile_json: str
-    output_json: str
+    output_json: str | None  # None: the report was not built (a CDS Hooks card); `summary_json` holds its card's part
     engine_version: str
     ruleset_hash: str
     input_hash: str
@@ -128,6 +134,7 @@ class EvaluationFields(BaseModel):
     client: str | None = None
     hook_instance: str | None = None
     card_uuid: str | None = None
+    summary_json: str | None = None
 
 
 feedback = Table(
@@ -146,3 +153,13 @@ feedback = Table(
     Column("raw_json", Text(), nullable=False),  # the feedback item as received
 )
 Index("ix_feedback_received_at", feedback.c.received_at)
+
+
+def output_text(output_zlib: bytes) -> str | None:
+    """The stored report JSON (the `output_zlib` column), or None where it was not built (stored as b"")."""
+    return zlib.decompress(output_zlib).decode("utf-8") if output_zlib else None
+
+
+def output_zlib(output_json: str | None) -> bytes:
+    """The `output_zlib` column of a report JSON (None: not built)."""
+    return b"" if output_json is None else zlib.compress(output_json.encode("utf-8"), 1)

@@ -26,7 +26,6 @@ import secrets
 import sqlite3
 import threading
 import uuid
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from cds.errors import InputError
 
 from . import exchange
-from .schema import EvaluationFields, cases, evaluations, feedback
+from .schema import EvaluationFields, cases, evaluations, feedback, output_text, output_zlib
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # in WAL mode: durable against a crash of the process, not of the machine (see the module docstring)
@@ -118,13 +117,22 @@ class StoredEvaluation:
     report_token: str
     row: dict[str, Any]
 
-    def output_text(self) -> str:
-        """The report JSON as produced."""
-        return zlib.decompress(self.row["output_zlib"]).decode("utf-8")
+    def output_text(self) -> str | None:
+        """The report JSON as produced; None when it was not built (a CDS Hooks card: see `summary`)."""
+        return output_text(self.row["output_zlib"])
 
-    def output(self) -> dict[str, Any]:
-        report: dict[str, Any] = json.loads(self.output_text())  # the report JSON is an object
+    def output(self) -> dict[str, Any] | None:
+        text = self.output_text()
+        report: dict[str, Any] | None = None if text is None else json.loads(text)  # the report JSON is an object
         return report
+
+    def summary(self) -> dict[str, Any]:
+        """What a card shows of the report (`cds.apps.http.card.card_data`): the stored summary, or the stored
+        report itself (every key of the summary at the same path, and more)."""
+        text = self.row.get("summary_json") or self.output_text()
+        assert text is not None, "an evaluation stores its report or its summary"
+        summary: dict[str, Any] = json.loads(text)
+        return summary
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -218,7 +226,7 @@ class Store:
                 case_id=case_id,
                 version=version,
                 created_at=now,
-                output_zlib=zlib.compress(output.encode("utf-8"), 1),
+                output_zlib=output_zlib(output),
                 report_token=token,
             )
             conn.execute(insert(evaluations).values(**row))

@@ -1,7 +1,8 @@
 """The CDS Hooks card for one evaluation, built from the report (nothing clinical is decided here).
 
-One small module on purpose: when the report's one-page summary (issue 13) is on main the
-card reads it instead of the full report, and only this file changes.
+One small module on purpose: the card reads only `card_data` of the report (top 3, cautions of
+rank 1, facts to obtain, the stamp), so a patient-view never builds the report's JSON (about
+half of a worker's time per call); the full report is built again when its link is opened.
 
 The card: `summary` (< 140 characters) naming rank 1 (and rank 2 when it fits), `indicator`
 `warning` when a fact that could change the top option is unknown or rank 1 is not
@@ -13,7 +14,10 @@ the full report served by this service. Every string is escaped for Markdown.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cds.report.model import Report
 
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0.1: "<140 characters"
 TOP = 3
@@ -22,6 +26,67 @@ UNAVAILABLE = {"unavailable", "not_reimbursed"}
 TOPIC = {"system": "urn:cds-myeloma:topic", "code": "mm-treatment-sequencing", "display": "Myeloma treatment sequencing"}
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
+
+
+# What the card (and the case list of the web pages) reads of a report: these keys, at these paths, of the
+# report JSON. `card_data` takes them from the typed report without building its JSON (the patient-view's
+# fast path); `card_data_of` projects them out of a report's JSON. The two are the same dict (tested).
+STAMP_KEYS = ("patient_id", "evaluated_at", "engine_version", "ruleset_hash", "input_hash", "site_name", "site_hash")
+
+
+def card_data(report: Report) -> dict[str, Any]:
+    """The part of `report.to_dict()` the card reads (`card_data_of` of the whole JSON), without building the rest."""
+    from cds.report.model import to_data
+
+    return {
+        **{key: getattr(report, key) for key in STAMP_KEYS},
+        "disclaimer": report.disclaimer,
+        "synopsis": list(report.synopsis),
+        "options": [
+            {
+                "id": o.id,
+                "rank": o.rank,
+                "title": o.title,
+                "tied_with": list(o.tied_with),
+                "why": o.why,
+                "availability": to_data(o.availability),
+                "cautions": [{"rule_id": c.rule_id, "title": c.title} for c in o.cautions],
+            }
+            for o in report.options[:TOP]
+        ],
+        "unknown_facts_that_matter": [
+            {
+                "field": u.field,
+                "description": u.description,
+                "changes_top_option": u.changes_top_option,
+                "effects": [{"text": e.text} for e in u.effects],
+            }
+            for u in report.unknown_facts_that_matter
+        ],
+    }
+
+
+def card_data_of(report: dict[str, Any]) -> dict[str, Any]:
+    """The part of a report's JSON the card reads: the same dict `card_data` builds from the typed report."""
+    return {
+        **{key: report[key] for key in STAMP_KEYS},
+        "disclaimer": report["disclaimer"],
+        "synopsis": report["synopsis"],
+        "options": [
+            {
+                **{key: o[key] for key in ("id", "rank", "title", "tied_with", "why", "availability")},
+                "cautions": [{"rule_id": c["rule_id"], "title": c["title"]} for c in o["cautions"]],
+            }
+            for o in report["options"][:TOP]
+        ],
+        "unknown_facts_that_matter": [
+            {
+                **{key: u[key] for key in ("field", "description", "changes_top_option")},
+                "effects": [{"text": e["text"]} for e in u["effects"]],
+            }
+            for u in report["unknown_facts_that_matter"]
+        ],
+    }
 
 
 def md(value: Any) -> str:
@@ -94,6 +159,7 @@ def detail(report: dict[str, Any]) -> str:
 
 
 def build_card(report: dict[str, Any], *, card_uuid: str, report_url: str, version: str) -> dict[str, Any]:
+    """The card of a report's JSON, or of its `card_data` (the same card: it reads nothing else)."""
     return {
         "uuid": card_uuid,
         "summary": summary_line(report["options"]),

@@ -114,29 +114,35 @@ class WorkerState:
 
     def hook(self, task: dict[str, Any]) -> dict[str, Any]:
         """patient-view: the Bundle built from the prefetch -> the card and the record to store."""
-        from .card import build_card
+        from .card import build_card, card_data
 
         evaluation = self._evaluate_bundle(task["bundle"], task.get("evaluated_at"))
-        data = self._report(evaluation, task.get("site")).to_dict()
+        # the card's part of the report only: its JSON (half of this task's time when built) is made
+        # again from the stored profile when the card's link is opened (`report`)
+        data = card_data(self._report(evaluation, task.get("site")))
         card = build_card(data, card_uuid=task["card_uuid"], report_url=task["report_url"], version=self.cds.__version__)
-        return {"card": card, "record": _record(evaluation, data, "cds-hooks")}
+        return {"card": card, "record": _record(evaluation, data, "cds-hooks", full=False)}
 
     def report(self, task: dict[str, Any]) -> str:
         """GET /reports/{token}: the stored evaluation's report in the format asked.
 
-        JSON is the stored output itself. HTML and Markdown are rendered again from the stored
-        validated profile at the stored time and site: same input, same rule set, same output
-        (principle 4). A report made under another rule set or site file cannot be reproduced
-        here: ("gone", ...) and the JSON stays available.
+        JSON is the stored output itself, where the report was stored (POST /api/evaluate, the case
+        pages). Everything else (HTML, Markdown, and every format of a CDS Hooks evaluation, which
+        stores only its card's data) is made again from the stored validated profile at the stored
+        time and site: same input, same rule set, same output (principle 4; the JSON is byte for
+        byte what storing it would have kept, tested against the CLI). A report made under another
+        rule set or site file cannot be reproduced here: ("gone", ...), and a stored JSON stays
+        available.
         """
         stored = task["stored"]
-        if task["format"] == "json":
+        if task["format"] == "json" and stored["output_json"] is not None:
             return json.dumps(json.loads(stored["output_json"]), indent=2, ensure_ascii=False) + "\n"
         site_key = next((k for k, site in self.sites.items() if site.digest == stored["site_hash"]), None)
         default = self.ready_info()["default_site"]
         same_site = site_key is not None or stored["site_hash"] == (default or {}).get("hash")
         if stored["ruleset_hash"] != self.evaluator.ruleset.digest or not same_site:
-            raise Gone("this report was made under another rule set or site file; its JSON is still available (?format=json)")
+            kept = "; its JSON is still available (?format=json)" if stored["output_json"] is not None else ""
+            raise Gone(f"this report was made under another rule set or site file{kept}")
         profile = self.evaluator.parse(json.loads(stored["profile_json"]))
         at = stored["evaluated_at"]  # the stored time: the same evaluation date as the stored report
         report = self._report(self.cds.evaluate(profile, rules=self.rules, evaluated_at=at), site_key, at)
@@ -198,14 +204,20 @@ def _invalid(exc: ProfileError) -> dict[str, Any]:
     return {"error": error, "field": body(exc.field) or None, "problems": problems}
 
 
-def _record(evaluation: Evaluation, report: dict[str, Any], input_kind: str) -> dict[str, Any]:
-    """What the store keeps of an evaluation (the input text is added by the server, which has it)."""
+def _record(evaluation: Evaluation, report: dict[str, Any], input_kind: str, *, full: bool = True) -> dict[str, Any]:
+    """What the store keeps of an evaluation (the input text is added by the server, which has it).
+
+    `report`: the report JSON (stored, `full`), or only its card's part (`card.card_data`: stored
+    as the summary, and the report is rebuilt from the profile when asked for).
+    """
     profile = evaluation.profile.model_dump(mode="json")
     options = report["options"]
+    text = json.dumps(report, separators=(",", ":"), ensure_ascii=False)
     return {
         "input_kind": input_kind,
         "profile_json": json.dumps(profile, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-        "output_json": json.dumps(report, separators=(",", ":"), ensure_ascii=False),
+        "output_json": text if full else None,
+        "summary_json": None if full else text,
         "engine_version": report["engine_version"],
         "ruleset_hash": report["ruleset_hash"],
         "input_hash": report["input_hash"],

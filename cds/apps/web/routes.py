@@ -420,9 +420,9 @@ def _expanded(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _list_row(c: Any) -> dict[str, Any]:
-    """One row of the case list, from the stored report JSON (what was shown when it was evaluated)."""
+    """One row of the case list, from the stored report JSON or card summary (what was shown when it was evaluated)."""
     latest = c.latest
-    out = latest.output()
+    out = latest.summary()
     row = latest.row
     options = out.get("options") or []
     top = options[0] if options else None
