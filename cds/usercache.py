@@ -23,14 +23,36 @@ of cds's own modules and pathlib's paths.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import importlib.util
 import io
 import os
 import pickle
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
 MAX_FILE = 64 << 20  # a cache file larger than this is not read
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 over the cds package's source files and the versions of PyYAML, pydantic, pydantic-core and Python:
+    what a cached result of reading and validating a data file depends on besides the file itself."""
+    import pydantic.version
+    import pydantic_core
+
+    h = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    spec = importlib.util.find_spec("yaml")
+    if spec is not None and spec.origin:
+        h.update(Path(spec.origin).read_bytes())  # yaml/__init__.py carries __version__
+    h.update(f"pydantic {pydantic.version.VERSION} pydantic-core {pydantic_core.__version__} {sys.version}".encode())
+    return h.hexdigest()
 
 
 def _base() -> Path | None:

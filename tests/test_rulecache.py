@@ -191,3 +191,38 @@ def test_loads_with_fixtures_or_with_problems_are_not_kept_as_rule_sets(ruleset_
     with pytest.raises(RuleSetError):
         load_ruleset(rules)
     assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_the_cytogenetics_catalogue_is_validated_once_per_text(ruleset_cache, tmp_path, monkeypatch):
+    from cds.model.vocabulary import read_cytogenetics
+
+    path = tmp_path / "cytogenetics.yaml"
+    shutil.copyfile(RULES / "catalog" / "cytogenetics.yaml", path)
+    first = read_cytogenetics(path)
+    _no_yaml(monkeypatch)
+    again = read_cytogenetics(path)
+    assert again == first and again is not first
+    path.write_text(path.read_text(encoding="utf-8") + "\n# changed\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match="YAML parsed"):
+        read_cytogenetics(path)
+
+
+def test_the_default_site_is_validated_once_per_rule_set(ruleset_cache, monkeypatch):
+    import dataclasses
+
+    from cds.knowledge import site
+
+    ruleset = load_ruleset(RULES)
+    first = site.default_site(ruleset)
+    assert first is not None and first.default
+    monkeypatch.setattr(site, "_DEFAULTS", {})
+    loads = []
+    real = site.load_site
+    monkeypatch.setattr(site, "load_site", lambda *a, **k: loads.append(a) or real(*a, **k))
+    again = site.default_site(load_ruleset(RULES))  # a rule set read from the cache, as a new process gets it
+    assert again == first and again is not first
+    assert loads == []
+    monkeypatch.setattr(site, "_DEFAULTS", {})
+    changed = dataclasses.replace(ruleset)  # equal, but not an object load_ruleset gave: no key
+    site.default_site(changed)
+    assert len(loads) == 1

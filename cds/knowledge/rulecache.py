@@ -7,7 +7,8 @@ times faster. `documents(directory)` wraps a load (`cds.knowledge.ruleset.load_r
 - The cache file is named by a key over everything the documents depend on:
   the rule-set hash (every YAML file of the folder, `ruleset_digest`), every
   source file of the cds package (the YAML reader and its checks among them),
-  PyYAML's version and Python's. A change to any of them is a different file.
+  the versions of PyYAML, pydantic, pydantic-core and Python
+  (`cds.usercache.code_fingerprint`). A change to any of them is a different file.
 - What is cached is data, never code or objects: per YAML text (by its sha256),
   the document it parses to, as JSON. A document is used only for exactly the
   text it came from (`cds.datafile.parse_yaml`), and it then goes through the
@@ -37,22 +38,18 @@ A JSON form validated on reading would cost what the validation costs.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cds
 from cds import datafile
 from cds.errors import RuleSetError
 from cds.knowledge.ruleset import ruleset_digest
 from cds.resources import packaged_rules_dir
-from cds.usercache import cache_dir, read_pickle, read_private, write_pickle, write_private
+from cds.usercache import cache_dir, code_fingerprint, read_pickle, read_private, write_pickle, write_private
 
 if TYPE_CHECKING:
     from cds.knowledge.ruleset import RuleSet
@@ -63,22 +60,8 @@ KEEP = 16
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-@functools.cache
-def _code_fingerprint() -> str:
-    """sha256 over the cds package's source files, PyYAML's version file and Python's version."""
-    h = hashlib.sha256()
-    package = Path(cds.__file__).resolve().parent
-    for path in sorted(package.rglob("*.py")):
-        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    spec = importlib.util.find_spec("yaml")
-    if spec is not None and spec.origin:
-        h.update(Path(spec.origin).read_bytes())  # yaml/__init__.py carries __version__
-    h.update(sys.version.encode())
-    return h.hexdigest()
-
-
 def cache_key(directory: Path) -> str:
-    return hashlib.sha256(f"{FORMAT}\0{_code_fingerprint()}\0{ruleset_digest(directory)}".encode()).hexdigest()
+    return hashlib.sha256(f"{FORMAT}\0{code_fingerprint()}\0{ruleset_digest(directory)}".encode()).hexdigest()
 
 
 def _read(path: Path, key: str) -> dict[str, str] | None:
@@ -151,14 +134,10 @@ def documents(directory: Path) -> Iterator[Documents]:
 
 def ruleset_key(directory: Path) -> str:
     """The name of the rule-set cache file for `directory`: everything a validated rule set depends on."""
-    import pydantic.version
-    import pydantic_core
-
     h = hashlib.sha256()
     for part in (
         RULESET_FORMAT,
-        _code_fingerprint(),  # every cds source file, PyYAML's version, Python's
-        f"pydantic {pydantic.version.VERSION} pydantic-core {pydantic_core.__version__}",
+        code_fingerprint(),  # every cds source file; PyYAML's, pydantic's, pydantic-core's and Python's versions
         str(directory),  # the RuleSet names its folder as it was given
         ruleset_digest(directory),
     ):
@@ -178,6 +157,19 @@ def _ruleset_file(directory: Path) -> tuple[Path, str] | None:
     return folder / f"{key}.pickle", key
 
 
+# the rule sets this process loaded without problems (object id -> the object, its key): what `loaded_key` knows
+_LOADED: dict[int, tuple[RuleSet, str]] = {}
+
+
+def loaded_key(ruleset: RuleSet) -> str | None:
+    """The cache key of a rule set `load_ruleset` returned (read from the cache or just validated), else None.
+
+    What is derived from such a rule set alone can be cached under it (`cds.knowledge.site.default_site`);
+    a rule set built any other way (or changed with `dataclasses.replace`: a new object) has no key."""
+    known = _LOADED.get(id(ruleset))
+    return known[1] if known is not None and known[0] is ruleset else None
+
+
 def cached_ruleset(directory: Path) -> RuleSet | None:
     """The rule set a load of `directory` (without fixtures) validated before, if this user's cache has it."""
     from cds.knowledge.ruleset import RuleSet
@@ -187,7 +179,10 @@ def cached_ruleset(directory: Path) -> RuleSet | None:
         return None
     path, key = where
     ruleset = read_pickle(path, f"{RULESET_FORMAT} {key}")
-    return ruleset if type(ruleset) is RuleSet else None
+    if type(ruleset) is not RuleSet:
+        return None
+    _LOADED[id(ruleset)] = (ruleset, key)
+    return ruleset
 
 
 def store_ruleset(directory: Path, ruleset: RuleSet) -> None:
@@ -196,5 +191,6 @@ def store_ruleset(directory: Path, ruleset: RuleSet) -> None:
     if where is None:
         return
     path, key = where
+    _LOADED[id(ruleset)] = (ruleset, key)
     write_pickle(path, f"{RULESET_FORMAT} {key}", ruleset)
     _prune(path.parent, "*.pickle")
