@@ -322,6 +322,71 @@ def test_literals_both_yaml_versions_read_alike_pass(folder):
     assert check(folder).problems == []
 
 
+# a plain scalar outside a condition: (file, text replaced, its replacement, expected problem line's start, what to write)
+YAML_1_1_SCALARS = {
+    "a setting's value, octal": (
+        "catalog/settings.yaml",
+        "value: 30\n",
+        "value: 030\n",
+        "catalog/settings.yaml (line 6) settings.severe_renal_impairment_crcl_ml_min.value: 030 is the number 24",
+        "write 24, or '030' (quoted) for the word",
+    ),
+    "a fixture's set, hexadecimal": (
+        "tests/tiny.yaml",
+        "ecog: 3\n",
+        "ecog: 0x3\n",
+        "tests/tiny.yaml (line 7) fixtures.TINY-CART-001.fires[0].set.ecog: 0x3 is the number 3",
+        "write 3, or '0x3' (quoted) for the word",
+    ),
+    "a fixture's set, yes": (
+        "tests/tiny.yaml",
+        "ecog: 3\n",
+        "ecog: 3\n        dialysis: no\n",
+        "tests/tiny.yaml (line 8) fixtures.TINY-CART-001.fires[0].set.dialysis: no is false",
+        "write false, or 'no' (quoted) for the word",
+    ),
+    "a rule's weight, sexagesimal": (
+        "tiny.yaml",
+        "weight: 10\n",
+        "weight: 1:30\n",
+        "tiny.yaml (line ",
+        "rules[1].weight: 1:30 is the number 90 to the rule loader (YAML 1.1) but the word '1:30' in YAML 1.2",
+    ),
+    "a key": (
+        "tests/tiny.yaml",
+        "ecog: 3\n",
+        "ecog: 3\n        on: true\n",
+        "tests/tiny.yaml (line 8) fixtures.TINY-CART-001.fires[0].set (a key): on is true",
+        "write true, or 'on' (quoted) for the word",
+    ),
+}
+
+
+@pytest.mark.parametrize("label", YAML_1_1_SCALARS)
+def test_a_plain_scalar_yaml_1_1_reads_otherwise_than_yaml_1_2_is_refused_anywhere(folder, label):
+    """A setting read as 24 where the reference interpreter (and every YAML 1.2 tool) reads the word '030'; a
+    fixture whose ECOG is 3 to the loader only: the check names file, line, key path and what to write."""
+    name, old, new, start, fix = YAML_1_1_SCALARS[label]
+    path = folder / name
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    problems = [p for p in check(folder).problems if "YAML 1.1" in p]
+    assert len(problems) == 1, check(folder).problems
+    assert problems[0].startswith(start) and fix in problems[0], problems[0]
+
+
+def test_quoted_and_yaml_1_2_spellings_pass_the_scalar_check(folder):
+    for name, old, new in [
+        ("catalog/settings.yaml", "value: 30\n", "value: 30.0\n"),
+        ("tests/tiny.yaml", "ecog: 3\n", "ecog: 3\n        dialysis: false\n        frailty: 'no'\n"),
+        ("tiny.yaml", "weight: 10\n", "weight: -10\n"),
+    ]:
+        path = folder / name
+        path.write_text(path.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
+    assert [p for p in check(folder).problems if "YAML" in p] == []
+
+
 def test_impossibility_reasoning():
     def imp(raw):
         return impossibility(parse_condition(raw, "when"))

@@ -4,6 +4,10 @@ The problems of the rule folder itself come from the one collecting validator,
 `cds.knowledge.validate.validate` (which the rule loader uses too); the check
 adds what concerns the fixtures, one line per problem naming the file and the rule:
 
+- a plain value or key anywhere in the folder's YAML (rule files, catalogues, evidence,
+  fixtures) that YAML 1.1, which the loader follows, reads otherwise than YAML 1.2
+  (`scalar_literal_problems`: ``value: 030`` is 24, ``set: {dialysis: no}`` false to the
+  loader; the reference interpreter and YAML 1.2 tools read the words);
 - a rule without fixtures (a rule without ``when`` needs ``fires`` fixtures; a
   conditional rule needs ``fires`` and ``silent`` ones);
 - a rule too large for durable-rules even in a ruleset of its own (`capacity`: the same
@@ -36,7 +40,7 @@ from cds.knowledge.fixtures import FixtureRunner, base_folder
 from cds.knowledge.fixtures import run_fixtures as _run_fixtures
 from cds.knowledge.reviewlock import compare as review_lock
 from cds.knowledge.ruleset import Condition, Group, Leaf, Rule, RuleSet, leaves
-from cds.knowledge.validate import impossibility, validate
+from cds.knowledge.validate import impossibility, scalar_literal_problems, validate
 from cds.model.facts import FACTS
 
 #: rule kinds that take part in the ranking (the unknown-fact analysis varies the fields they read)
@@ -80,6 +84,7 @@ def check_rules(
     """
     ruleset, problems = validate(Path(directory), fixtures=True)
     report = CheckReport(problems=problems)
+    report.problems.extend(scalar_literal_problems(Path(directory)))
     # --- the review lock: a rule changed without a newer last_reviewed (cds.knowledge.reviewlock)
     lock_problems, lock_warnings = review_lock(Path(directory))
     report.problems.extend(lock_problems)

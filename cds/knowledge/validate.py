@@ -13,7 +13,8 @@ hides another; each problem is one line naming the file and the rule:
   code used twice;
 - an unknown option, fact, operator, setting or evidence ID;
 - a literal in a condition that YAML 1.1 (the loader) reads otherwise than YAML 1.2 (``off`` is
-  false, ``010`` is 8, ``1e3`` a word), with what to write instead;
+  false, ``010`` is 8, ``1e3`` a word), with what to write instead (`scalar_literal_problems`
+  finds the same anywhere else in the folder's YAML: `cds rules check` runs it);
 - a key figure (the figure page 1 shows for an option) that is not a figure of that
   option's arm: an unknown or uncited evidence entry, a review's pooled figure, an agent
   outside the option's drug classes, no figure (or two) with the measure and arm named
@@ -41,14 +42,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 from pydantic import ValidationError
 
-from cds.errors import RuleSetError
+from cds.errors import RuleSetError, printable
 from cds.knowledge.evidence import Registry, load_registry
 from cds.knowledge.ruleset import (
     OPS,
@@ -325,22 +326,102 @@ def _literal_problems(text: str) -> list[str]:
         if not isinstance(node, yaml.ScalarNode) or node.style is not None:
             continue  # quoted: a string in both
         literal = node.value
-        v11, v12 = yaml.safe_load(literal), _yaml12(literal)
-        if type(v11) is type(v12) and (v11 == v12 or (v11 != v11 and v12 != v12)):
-            continue
-        if isinstance(v12, str):
-            fix = _spelled(v11, literal)
-            word = "" if fix.endswith("(quoted)") else f", or '{literal}' (quoted) for the word"
-            problems.append(
-                f"{literal!r} in {text!r} is {_read_as(v11)} to the rule loader (YAML 1.1) but the word "
-                f"{literal!r} in YAML 1.2; write {fix}{word}"
-            )
-        else:
-            problems.append(
-                f"{literal!r} in {text!r} is {_read_as(v11) if not isinstance(v11, str) else 'a word'} to the "
-                f"rule loader (YAML 1.1) but {_read_as(v12)} in YAML 1.2; write {_spelled(v12, literal)}"
-            )
+        difference = _difference(literal, yaml.safe_load(literal), _yaml12(literal))
+        if difference is not None:
+            problems.append(f"{literal!r} in {text!r} {difference}")
     return problems
+
+
+def _difference(literal: str, v11: object, v12: object) -> str | None:
+    """How YAML 1.1 (`v11`, the loader's reading) and 1.2 (`v12`) read the plain scalar `literal` apart, and what to
+    write instead; None when they read it alike."""
+    if type(v11) is type(v12) and (v11 == v12 or (v11 != v11 and v12 != v12)):
+        return None
+    if isinstance(v12, str):
+        fix = _spelled(v11, literal)
+        word = "" if fix.endswith("(quoted)") else f", or '{literal}' (quoted) for the word"
+        return f"is {_read_as(v11)} to the rule loader (YAML 1.1) but the word {literal!r} in YAML 1.2; write {fix}{word}"
+    return (
+        f"is {_read_as(v11) if not isinstance(v11, str) else 'a word'} to the rule loader (YAML 1.1) but "
+        f"{_read_as(v12)} in YAML 1.2; write {_spelled(v12, literal)}"
+    )
+
+
+def scalar_literal_problems(directory: Path) -> list[str]:
+    """Every plain scalar of the rule folder's YAML files that YAML 1.1 reads otherwise than YAML 1.2, one line each
+    (``<file> (line n) <key path>: <literal> is ...; write ...``): a value or a key anywhere in a rule file, a
+    catalogue (``catalog/settings.yaml``'s ``value``s are read by the reference interpreter too), an evidence file or a
+    fixture file (a fixture's ``set``: ``{ecog: 0x1, dialysis: no}`` is ECOG 1 and false to the loader only).
+
+    `cds rules check` runs it (the loader does not: it would read every file a second time on each start; a literal
+    inside a condition's text is the validator's own problem, `_literal_problems`). Dates are left to the schemas,
+    which refuse a date wherever one is written unquoted (no field of these files takes a YAML date). The parser's
+    events are walked (iterative: no nesting is too deep for it); a file that cannot be read or parsed is left to
+    the validator, which reports it.
+    """
+    import yaml
+
+    from cds.datafile import RULE_FILE_LIMIT, read_capped
+    from cds.errors import ReadError
+
+    resolver = yaml.resolver.Resolver()
+    # the loader's implicit typing of a plain scalar (PyYAML's resolver is untyped)
+    resolve = cast(Callable[[type[yaml.Node], str, tuple[bool, bool]], str], resolver.resolve)
+    constructor = yaml.constructor.SafeConstructor()
+    typed_first = set(resolver.yaml_implicit_resolvers)  # the first characters of every non-string YAML 1.1 plain scalar
+    problems: list[str] = []
+    for path in sorted(directory.rglob("*.yaml")):
+        label = path.relative_to(directory).as_posix()
+        try:
+            text = read_capped(path, RULE_FILE_LIMIT, "a rule-folder file").decode("utf-8")
+            found = []
+            for line, where, literal in _plain_scalars(text):
+                if literal[:1] not in typed_first:
+                    continue  # a word to both versions (nearly every scalar)
+                v11 = constructor.construct_object(yaml.ScalarNode(resolve(yaml.ScalarNode, literal, (True, False)), literal))
+                difference = None if isinstance(v11, date) else _difference(literal, v11, _yaml12(literal))
+                if difference is not None:
+                    found.append(f"{label} (line {line}) {where}: {printable(literal)} {difference}")
+        except (ReadError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        problems.extend(found)
+    return problems
+
+
+def _plain_scalars(text: str) -> Iterable[tuple[int, str, str]]:
+    """(line, key path, literal) of each plain scalar without a tag in the YAML `text`, walking the parser's events.
+
+    The key path is ``settings.x.value``, ``fixtures.R-1.fires[0].set.ecog``; a key is named by its mapping's path
+    and ``(a key)``; ``(file)`` is the whole document.
+    """
+    import yaml
+
+    # per open collection: [a mapping?, its key path, its current key (mapping) or item index (sequence), at a key?]
+    stack: list[list[Any]] = []
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        if isinstance(event, yaml.CollectionEndEvent):
+            stack.pop()
+            continue
+        if not isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
+            continue
+        top = stack[-1] if stack else None
+        if top is None:
+            where = ""
+        elif not top[0]:
+            where = f"{top[1]}[{top[2]}]"
+            top[2] += 1
+        elif top[3]:
+            where = f"{top[1]} (a key)" if top[1] else "(a key)"
+            top[2] = event.value if isinstance(event, yaml.ScalarEvent) else "?"
+        else:
+            where = f"{top[1]}.{printable(top[2])}" if top[1] else printable(top[2])
+        if top is not None and top[0]:
+            top[3] = not top[3]
+        if isinstance(event, yaml.ScalarEvent):
+            if not event.style and event.implicit[0]:  # plain (the C parser says "", the Python one None), no tag
+                yield (event.start_mark.line + 1 if event.start_mark else 0), where or "(file)", event.value
+        else:
+            stack.append([isinstance(event, yaml.MappingStartEvent), where.removesuffix(" (a key)"), 0, True])
 
 
 def _condition_strings(raw: object) -> Iterable[str]:
