@@ -129,6 +129,12 @@ def test_the_sources_errata_are_flagged_and_the_figures_kept_as_printed(ruleset)
         assert "4.5%" in neuro.printed and "any grade" in neuro.published and "2023;389:335-347" in neuro.reference
     (rate,) = [c for c in reg.get("CARTITUDE-4.S001.TEXT").errata if c.measure == "pfs_rate"]
     assert (rate.value, rate.published) == ("48.5%", "48.6%")
+    # review R12-16: KarMMa-1 CR 35% printed, CR or better 33% published; PFS at 450x10^6 12.2 vs 12.1 months
+    for eid in ("KARMMA-1.S001.TEXT", "KARMMA-1.S001.TABLE1"):
+        (cr,) = [c for c in reg.get(eid).errata if c.measure == "cr"]
+        assert "35%" in cr.printed and "33%" in cr.published and "2021;384:705-716" in cr.reference
+    (pfs450,) = [c for c in reg.get("KARMMA-1.S001.TEXT").errata if c.measure == "median_pfs"]
+    assert (pfs450.value, pfs450.published) == ("12.2 months", "12.1 months at 450x10^6 CAR-T cells")
     for eid in ("STMT.S001.APPROVAL-IDECEL", "STMT.S001.APPROVAL-CILTACEL"):
         (label,) = _errata(reg, eid, "statement")
         assert "April 2024" in label.published
