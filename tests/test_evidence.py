@@ -304,7 +304,14 @@ def test_the_report_exports_and_prints_each_entrys_level(evaluator):
     assert data["evidence"]["KARMMA-3.S001.TEXT"]["level_label"] == "randomized phase 3"
     for top in summarize(report).options:
         if top.key_figure is not None:
-            assert top.key_figure.level == report.evidence[top.key_figure.evidence_id].level_label
+            entry = report.evidence[top.key_figure.evidence_id]
+            assert top.key_figure.level.startswith(entry.level_label)
+            # review R12-12: a level resting on a phase erratum says what the cited row prints
+            if any(c.kind == "erratum" and c.about == "phase" for c in entry.conflicts):
+                assert top.key_figure.level.endswith(f"[erratum: the source prints phase {entry.phase}]")
+    early = build_report(evaluator.evaluate(evaluator.parse(load_case("first_relapse_len_refractory"))), "2026-01-01T00:00:00Z")
+    levels = [t.key_figure.level for t in summarize(early).options if t.key_figure is not None]
+    assert "randomized phase 3 [erratum: the source prints phase II]" in levels  # CARTITUDE-4, S001 Table 2
     md = render(report, "markdown")
     assert "**KarMMa-3** ide-cel, phase III; level: randomized phase 3 |" in md
     assert "level: trial)" not in md  # page 1 no longer calls a review sentence a trial (review M5)

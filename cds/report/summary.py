@@ -111,7 +111,13 @@ def _source(e: m.Evidence) -> str:
 
 
 def _level(e: m.Evidence) -> str:
-    return e.level_label  # the registry's evidence level, in words
+    """The registry's evidence level, in words; when it rests on an erratum correcting the phase the
+    cited row prints (CARTITUDE-4: 'phase II' in S001), page 1 says so beside it (review R12-12)."""
+    phase = next((c for c in e.conflicts if c.kind == "erratum" and c.about == "phase"), None)
+    if phase is None or e.phase is None:
+        return e.level_label
+    word = "probable erratum" if not phase.certain else "erratum"
+    return f"{e.level_label} [{word}: the source prints phase {e.phase}]"
 
 
 def _conflicts(k: m.KeyFigure, e: m.Evidence, evidence: dict[str, m.Evidence]) -> list[str]:
