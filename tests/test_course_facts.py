@@ -29,6 +29,36 @@ def test_relapse_within_12_months_of_bcma_car_t(evaluator):
     assert late["bcma_car_t_relapse_within_12_months"].value is False
 
 
+def test_relapse_after_car_t_counts_from_the_infusion_date(evaluator):
+    """Review R12-19: a CAR-T line that starts at its apheresis counts the relapse from its infusion_date."""
+    line = {**CILTA, "start_date": "2023-01-05", "infusion_date": "2023-03-06", "progression_date": "2024-02-05"}
+    f = facts(evaluator, [ASCT, line])
+    assert f["bcma_car_t_relapse_within_12_months"].value is True  # 11.0 months after the infusion
+    assert f["months_car_t_to_progression"].value == 11.0
+    assert "infused 2023-03-06" in f["months_car_t_to_progression"].explanation
+    assert "read as the infusion" not in f["bcma_car_t_relapse_within_12_months"].explanation
+    without = facts(evaluator, [ASCT, {k: v for k, v in line.items() if k != "infusion_date"}])
+    assert without["bcma_car_t_relapse_within_12_months"].value is False  # 13.0 months after the start
+    assert "the start of a CAR-T line is read as the infusion" in without["months_car_t_to_progression"].explanation
+    # a progression before the infusion (during bridging) is no relapse after the CAR-T: unknown, never true
+    bridging = {**line, "progression_date": "2023-02-20"}
+    f = facts(evaluator, [ASCT, bridging])
+    assert f["bcma_car_t_relapse_within_12_months"].value is None
+    assert f["months_car_t_to_progression"].value is None
+    assert "before the infusion" in f["months_car_t_to_progression"].explanation
+
+
+def test_the_report_shows_the_infusion_date_of_a_car_t_line(evaluator):
+    from cds.report.build import build_report
+    from cds.report.render import render
+
+    line = {**CILTA, "start_date": "2023-01-05", "infusion_date": "2023-03-06", "progression_date": "2024-02-05"}
+    data = {"patient_id": "C", "age": 60, "ecog": 1, "prior_lines": [ASCT, line]}
+    report = build_report(evaluator.evaluate(evaluator.parse(data)), "2026-01-01T00:00:00Z")
+    assert report.lines[1].infusion_date == "2023-03-06"
+    assert "from 2023-01-05; CAR-T infused 2023-03-06; progression 2024-02-05" in render(report, "markdown")
+
+
 def test_relapse_after_car_t_is_unknown_without_dates_and_false_without_car_t(evaluator):
     for line in ({**CILTA}, {**CILTA, "start_date": "2023-01"}, {**CILTA, "progression_date": "2023-06"}):
         f = facts(evaluator, [ASCT, line])

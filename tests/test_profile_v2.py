@@ -258,12 +258,28 @@ def test_dates_to_the_day_or_the_month(evaluator):
         ({"start_date": "2021-13"}, "prior_lines[0].start_date", "not a valid month"),
         ({"start_date": "2022-05", "end_date": "2022-04-30"}, "prior_lines[0].end_date", "before the line's start_date"),
         ({"start_date": "2022-05-10", "progression_date": "2022-05-01"}, "prior_lines[0].progression_date", "before"),
+        ({"infusion_date": "2022-05-10"}, "prior_lines[0].infusion_date", "only for a CAR-T line"),
     ],
 )
 def test_bad_dates(evaluator, changes, field, words):
     line = dict(minimal()["prior_lines"][0], **changes)
     f, problem = one_problem(evaluator, minimal(prior_lines=[line]))
     assert f == field and words in problem, problem
+
+
+def test_infusion_date_of_a_car_t_line(evaluator):
+    """Review R12-19: a CAR-T line may start at its apheresis; infusion_date is the infusion."""
+    cart = {"agents": ["cilta-cel", "carfilzomib", "dexamethasone"], "refractory_to": [], "start_date": "2023-01-10"}
+    line = evaluator.parse(minimal(prior_lines=[minimal()["prior_lines"][0], {**cart, "infusion_date": "2023-03"}]))
+    assert line.prior_lines[1].infusion_date == "2023-03"
+    field, problem = one_problem(
+        evaluator, minimal(prior_lines=[minimal()["prior_lines"][0], {**cart, "infusion_date": "2022-12-20"}])
+    )
+    assert field == "prior_lines[1].infusion_date" and "before the line's start_date" in problem
+    field, problem = one_problem(
+        evaluator, minimal(prior_lines=[{**cart, "infusion_date": "2023-03-02"}], evaluation_date="2023-02-01")
+    )
+    assert field == "prior_lines[0].infusion_date" and "after the evaluation_date" in problem
 
 
 def test_a_month_and_a_day_in_that_month_are_not_in_conflict(evaluator):

@@ -620,23 +620,40 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
     months_since("months_since_bcma_therapy", bcma, "BCMA-directed therapy")
     months_since("months_since_gprc5d_therapy", gprc5d, "GPRC5D-directed therapy")
 
-    def to_progression(n: int) -> tuple[tuple[float, float] | None, str]:
-        """(months from the start of line n to its progression, how it was read)."""
+    def to_progression(n: int, infusion: bool = False) -> tuple[tuple[float, float] | None, str]:
+        """(months from the start of line n -- with `infusion`, from its infusion_date when it has one --
+        to its progression, how it was read)."""
         line = lines[n - 1]
         prog, how = _progression(line)
-        if line.start_date is None:
+        if infusion and line.infusion_date is not None:
+            origin, what = line.infusion_date, "infused "
+        elif line.start_date is None:
             return None, f"line {n}: start_date not given"
+        else:
+            origin, what = line.start_date, ""
         if prog is None:
             return None, f"line {n}: no progression date (progression_date not given)"
-        lo, hi = months_between(Day.parse(line.start_date), Day.parse(prog))
-        return (lo, hi), f"line {n}: {line.start_date} to progression {prog} ({how}), {_span(lo, hi)} months"
+        lo, hi = months_between(Day.parse(origin), Day.parse(prog))
+        if hi < 0:  # only an infusion can be after the progression (a start_date cannot): bridging
+            return None, f"line {n}: progression {prog} ({how}) before the infusion {origin}: no relapse after it recorded"
+        return (lo, hi), f"line {n}: {what}{origin} to progression {prog} ({how}), {_span(lo, hi)} months"
+
+    def read_as_infusion(numbers: list[int]) -> str:
+        """What the explanation says of the CAR-T lines without infusion_date (their start is read as it)."""
+        without = [n for n in numbers if lines[n - 1].infusion_date is None]
+        if not without:
+            return ""
+        if len(without) == len(numbers):
+            return "the start of a CAR-T line is read as the infusion"
+        return "the start of a CAR-T line without infusion_date is read as the infusion"
 
     car_t_lines = [n for n in range(1, len(lines) + 1) if any(car_t(r.drug) for r in drugs[n - 1])]
     if not car_t_lines:
         put("months_car_t_to_progression", None, "no prior CAR-T: does not apply", applies=False)
     else:
-        interval, how = to_progression(car_t_lines[-1])
-        label = f"{names(car_t_lines[-1], car_t)} ({how}; the start of a CAR-T line is read as the infusion)"
+        interval, how = to_progression(car_t_lines[-1], infusion=True)
+        note = read_as_infusion(car_t_lines[-1:])
+        label = f"{names(car_t_lines[-1], car_t)} ({how}{'; ' + note if note else ''})"
         put(
             "months_car_t_to_progression",
             None if interval is None else _months_value(*interval),
@@ -650,16 +667,18 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
         none: str,
         suffix: str,
         later: Callable[[int], tuple[bool | None, str]] | None = None,
+        infusion: bool = False,
     ) -> None:
         """True when some line surely progressed within 12 months of its start, False when every one
         surely later, else unknown; `none` explains False without any such line. `later(n)`, when
-        given, decides "surely later" for line n instead (True, or None when it cannot be known)."""
+        given, decides "surely later" for line n instead (True, or None when it cannot be known);
+        `infusion`: count from a CAR-T line's infusion_date when it has one."""
         if not line_numbers:
             put(fact, False, none)
             return
         results = []
         for n in line_numbers:
-            interval, how = to_progression(n)
+            interval, how = to_progression(n, infusion)
             result = None if interval is None else _within(interval, EARLY_MONTHS)
             if result is False and later is not None:
                 result, why = later(n)
@@ -673,12 +692,15 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
         else:
             put(fact, None, "unknown: " + text)
 
+    bcma_car_t_lines = [n for n in range(1, len(lines) + 1) if any(bcma_car_t(r.drug) for r in drugs[n - 1])]
+    note = read_as_infusion(bcma_car_t_lines)
     within_12_months(
         "bcma_car_t_relapse_within_12_months",
-        [n for n in range(1, len(lines) + 1) if any(bcma_car_t(r.drug) for r in drugs[n - 1])],
+        bcma_car_t_lines,
         lambda n, how: f"{names(n, bcma_car_t)} ({how})",
         "no prior BCMA CAR-T",
-        "; the start of a CAR-T line is read as the infusion",
+        "; " + note if note else "",
+        infusion=True,
     )
 
     def after_the_transplant(n: int) -> tuple[bool | None, str]:

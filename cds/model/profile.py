@@ -14,7 +14,10 @@ label (rules/catalog/regimens.yaml; the line then has the label's agents and
 `PriorLine.agents_from_regimen` says so); ``refractory_to`` absent means *not
 recorded* (the facts that depend on it become unknown, never false), ``[]``
 means refractory to none; ``autologous_transplant`` absent means no transplant
-recorded in that line; ``intolerant_to`` absent means no intolerance recorded.
+recorded in that line; ``intolerant_to`` absent means no intolerance recorded;
+``infusion_date`` (a CAR-T line only) is the day the CAR-T cells were infused, when the line's
+``start_date`` is earlier (the apheresis, bridging): absent, the ``start_date`` of a CAR-T line is
+read as the infusion, as before.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class PriorLine(Strict):
     intolerant_to: list[NonEmptyName] | None = Field(default=None, max_length=30)
     autologous_transplant: bool | None = None
     start_date: PartialDate | None = None
+    infusion_date: PartialDate | None = None  # a CAR-T line: the infusion (absent: start_date is read as it)
     end_date: PartialDate | None = None
     progression_date: PartialDate | None = None
     best_response: BestResponse | None = None
@@ -615,13 +619,29 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                 "list the agents, or leave refractory_to out if it is not known",
             )
         )
-    dates = {k: line.get(k) for k in ("start_date", "end_date", "progression_date")}
+    complete = agents is None or (isinstance(agents, list) and len(drugs) == len(agents))
+    if line.get("infusion_date") is not None and complete and drugs and not any(_car_t(r.drug) for r in drugs):
+        out.append(
+            (
+                f"{where}.infusion_date",
+                "is only for a CAR-T line (the day the CAR-T cells were infused); this line has no CAR-T agent",
+            )
+        )
+    dates = {k: line.get(k) for k in LINE_DATES}
     parsed = {k: Day.parse(v) for k, v in dates.items() if isinstance(v, str) and _date_ok(v)}
     if "start_date" in parsed:
-        for k in ("end_date", "progression_date"):
+        for k in ("infusion_date", "end_date", "progression_date"):
             if k in parsed and parsed[k].surely_before(parsed["start_date"]):
                 out.append((f"{where}.{k}", f"{dates[k]} is before the line's start_date {dates['start_date']}"))
     return out
+
+
+#: the dates of a prior line (none may be after the evaluation date)
+LINE_DATES: tuple[str, ...] = ("start_date", "infusion_date", "end_date", "progression_date")
+
+
+def _car_t(drug: Drug) -> bool:
+    return drug.drug_class.endswith("_car_t")
 
 
 def _date_ok(text: str) -> bool:
@@ -701,7 +721,7 @@ def dates_after(data: dict[str, Any], on: str, what: str) -> list[Problem]:
     for i, line in enumerate(lines if isinstance(lines, list) else ()):
         if not isinstance(line, dict):
             continue
-        for k in ("start_date", "end_date", "progression_date"):
+        for k in LINE_DATES:
             v = line.get(k)
             if isinstance(v, str) and _date_ok(v) and at.surely_before(Day.parse(v)):
                 out.append((f"prior_lines[{i}].{k}", f"{v} is after {what}"))

@@ -56,7 +56,16 @@ _LINE: tuple[tuple[str, str, str], ...] = (
     ),
     ("intolerant_to", "[]", "agents of this line stopped for toxicity"),
     ("autologous_transplant", "false", "an autologous transplant was part of this line"),
-    ("start_date", '"2023-01"', "YYYY-MM-DD or YYYY-MM; for a CAR-T line, the infusion date"),
+    (
+        "start_date",
+        '"2023-01"',
+        "YYYY-MM-DD or YYYY-MM; for a CAR-T line, the infusion date unless infusion_date is given",
+    ),
+    (
+        "infusion_date",
+        '"2023-03-02"',
+        "a CAR-T line only: the infusion, when the line starts earlier (apheresis, bridging)",
+    ),
     ("end_date", '"2024-06"', "last dose of the line"),
     ("progression_date", '"2024-06-15"', "progression on or after the line"),
     ("best_response", '"VGPR"', '"sCR" | "CR" | "VGPR" | "PR" | "MR" | "SD" | "PD" (IMWG)'),

@@ -169,6 +169,7 @@ def _lines(ev: Evaluation) -> list[m.Line]:
                 refractoriness_recorded=line.refractory_to is not None,
                 agents_from_regimen=line.agents_from_regimen,
                 start_date=line.start_date,
+                infusion_date=line.infusion_date,
                 end_date=line.end_date,
                 progression_date=line.progression_date,
                 best_response=line.best_response,

@@ -107,6 +107,36 @@ def test_overrides_are_marked(vocabulary):
     assert "was imported 1" in facts["ecog"].how and facts["labs.crp_mg_l"].value == 5
 
 
+def test_car_t_relapse_is_counted_from_the_infusion_not_the_apheresis(vocabulary):
+    """Review R12-19: the CAR-T line starts at its apheresis (LOT-OPEN-CAR-T), but relapse within 12 months
+    (S001, Samur et al.) counts from the infusion. Infusion 2024-07-08, progression 2025-06-10 (11.1 months
+    later), apheresis 2024-05-08 (two months before the infusion: 13.1 months from the line's start)."""
+    from cds.model.facts import derive
+    from cds.model.profile import parse_profile
+
+    b = load("car_t_bridging")
+    for e in b["entry"]:
+        r = e["resource"]
+        if r["id"] == "proc13":  # the leukapheresis
+            r["performedDateTime"] = "2024-05-08"
+        if r["id"] == "obs22":  # the relapse after the CAR-T
+            r["effectiveDateTime"] = "2025-06-10"
+    result = import_bundle(b, vocabulary, "2026-01-15")
+    line = result.profile["prior_lines"][2]
+    assert (line["start_date"], line["infusion_date"], line["progression_date"]) == ("2024-05-08", "2024-07-08", "2025-06-10")
+    assert result.lines[2]["derived"]["infusion_date"]["sources"] == ["MedicationAdministration/ma18"]
+    assert "infusion_date: 2024-07-08" in result.text() and "apheresis 2024-05-08" in result.text()
+    facts = derive(parse_profile(result.profile, vocabulary), vocabulary)
+    assert facts["bcma_car_t_relapse_within_12_months"].value is True
+    assert facts["months_car_t_to_progression"].value == 11.1
+    assert "infused 2024-07-08 to progression 2025-06-10" in facts["bcma_car_t_relapse_within_12_months"].explanation
+    # the same profile without the infusion date reads the apheresis as the infusion (the old import): later
+    lines = [*result.profile["prior_lines"][:2], {k: v for k, v in line.items() if k != "infusion_date"}]
+    old = derive(parse_profile({**result.profile, "prior_lines": lines}, vocabulary), vocabulary)
+    assert old["bcma_car_t_relapse_within_12_months"].value is False
+    assert old["months_car_t_to_progression"].value == 13.1
+
+
 # --- bad bundles: exit 2 naming the entry ---------------------------------------------------------
 
 

@@ -66,6 +66,7 @@ LABELS: dict[str, str] = {
     "intolerant_to": "Intolerant",
     "autologous_transplant": "Autologous transplant (ASCT)",
     "start_date": "Start date",
+    "infusion_date": "CAR-T infusion date",
     "end_date": "End date",
     "progression_date": "Progression date",
     "best_response": "Best response",
@@ -96,6 +97,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 LINE_SCALARS: tuple[str, ...] = (
     "regimen",
     "start_date",
+    "infusion_date",
     "end_date",
     "progression_date",
     "best_response",
@@ -105,6 +107,7 @@ LINE_SCALARS: tuple[str, ...] = (
 HINTS: dict[str, str] = {
     "evaluation_date": "YYYY-MM-DD or YYYY-MM; blank: the evaluation time (today)",
     "start_date": "YYYY-MM-DD or YYYY-MM",
+    "infusion_date": "a CAR-T line only; blank: the start date is the infusion",
     "end_date": "YYYY-MM-DD or YYYY-MM (last dose)",
     "progression_date": "YYYY-MM-DD or YYYY-MM",
     "regimen": "a known label (KRd, D-VRd, ...) stands for its agents; leave the agents blank to use them",

@@ -154,6 +154,7 @@ class ImportResult:
                 )
             for key in (
                 "autologous_transplant",
+                "infusion_date",
                 "refractory_to",
                 "intolerant_to",
                 "best_response",
@@ -913,6 +914,14 @@ def _lines_out(
                 "sources": [r for v in ln.intolerant.values() for r in v[1:]],
             }
         prof["start_date"] = ln.start_day().profile_text()
+        if ln.car_t is not None and ln.car_t.start.precision != "year":
+            # the line starts at its apheresis (or bridging, lymphodepletion): the facts count from the infusion
+            prof["infusion_date"] = ln.car_t.start.profile_text()
+            derived["infusion_date"] = {
+                "value": prof["infusion_date"],
+                "how": f"the {ln.car_t.drug} administration that opened the line (LOT-OPEN-CAR-T)",
+                "sources": [ln.car_t.ref],
+            }
         end = ln.end_day()
         if end is not None:
             prof["end_date"] = end.profile_text()
