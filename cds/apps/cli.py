@@ -267,6 +267,25 @@ def _run(fn: Callable[[], _T], signals: bool = True, *, single: bool = False) ->
         _fail(f"internal error ({type(exc).__name__}: {printable(exc, 300)}); rerun with CDS_DEBUG=1 for details", EXIT_INTERNAL)
 
 
+@contextmanager
+def _no_pydantic_plugins() -> Iterator[None]:
+    """Within: pydantic looks for no plugins (``PYDANTIC_DISABLE_PLUGINS``, pydantic's own switch).
+
+    cds uses none, and the first validator pydantic builds would otherwise walk every installed
+    distribution's metadata for them (importlib.metadata: about a twentieth of a cold
+    `cds evaluate`). typer does the same while it builds its parameters' adapters.
+    """
+    before = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+        else:
+            os.environ["PYDANTIC_DISABLE_PLUGINS"] = before
+
+
 def _output_option(help: str, *decls: str) -> Any:
     # str, not Path: typer turns "" into Path(".") and an empty path could not be reported
     return typer.Option(*(decls or ("--output", "-o")), metavar="FILE", help=help, show_default=False)
@@ -389,7 +408,8 @@ def evaluate(
                 err=True,
             )
 
-    _run(go, single=True)
+    with _no_pydantic_plugins():
+        _run(go, single=True)
 
 
 @app.command()
