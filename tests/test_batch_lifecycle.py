@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, RULES
 
+import schemas
 from cds.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
@@ -269,7 +270,9 @@ def test_peak_memory_stays_under_200_mb_whatever_the_lines(tmp_path):
         time.sleep(0.01)
     code, err, _ = run.finish()
     assert code == 1, err  # the huge lines are invalid records, the others are evaluated
-    rows = [json.loads(line) for line in (out_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    text = (out_dir / "results.jsonl").read_text(encoding="utf-8")
+    schemas.validate_jsonl(schemas.BATCH_RESULT, text)  # a subprocess's output: not seen by conftest's check
+    rows = [json.loads(line) for line in text.splitlines()]
     assert len(rows) == 1 + 60 * 21 and [r["status"] for r in rows[:3]] == ["invalid", "invalid", "evaluated"]
     print(f"peak memory of the process tree: {peak:.0f} MB")
     assert 0 < peak < 200

@@ -28,6 +28,7 @@ from rule_folders import copy_codes, grow
 from strategies import LONG, random_fact_dicts, random_profiles
 from test_differential import mismatches
 
+import schemas
 from cds.decide.pipeline import Evaluator
 from cds.engine import capacity
 from cds.engine.reference import for_ruleset
@@ -69,13 +70,14 @@ def test_cli_evaluates_every_example_on_the_grown_folder(grown, tmp_path):
     factor, folder, _ = grown
     out = _run(["batch", str(PROFILES), "--rules", str(folder), "-j", "1", "-q", "--timestamp", "2026-01-01T00:00:00Z"])
     assert out.returncode == 0, out.stderr[-3000:]
+    schemas.validate_jsonl(schemas.BATCH_RESULT, out.stdout)  # a subprocess's output: not seen by conftest's check
     records = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(records) == len(case_names())
     assert {r["status"] for r in records} == {"evaluated"}, [r for r in records if r["status"] != "evaluated"][:2]
     for name in case_names() if factor >= 10 else case_names()[:1]:
         out = _run(["evaluate", str(PROFILES / f"{name}.json"), "--rules", str(folder), "--format", "json"])
         assert out.returncode == 0, (name, out.stderr[-2000:])
-        assert json.loads(out.stdout)["patient_id"]
+        assert schemas.validate(schemas.REPORT, json.loads(out.stdout))["patient_id"]
 
 
 def _copies(rule_id: str, codes: dict[str, list[str]]) -> list[str]:

@@ -465,18 +465,27 @@ def test_7_a_missing_date_makes_a_date_fact_unknown_never_false(evaluator, profi
 
 _WORKER = r"""
 import json, sys
+sys.path.insert(0, "tests")  # cwd is the checkout: tests/schemas.py checks a JSON report against its schema
 from typer.testing import CliRunner
 from cds.apps.cli import app
+import schemas
 runner = CliRunner()
 for line in sys.stdin:
     args = json.loads(line)
     r = runner.invoke(app, args)
     exc = r.exception
+    schema_error = None
+    if r.exit_code == 0 and args[-2:] == ["--format", "json"]:
+        try:
+            schemas.validate(schemas.REPORT, json.loads(r.stdout))
+        except Exception as e:
+            schema_error = f"{type(e).__name__}: {e}"[:1500]
     out = {
         "exit_code": r.exit_code,
         "traceback": "Traceback" in r.stdout or "Traceback" in r.stderr,
         "stderr": r.stderr[:1500],  # the start: the test checks that it begins with "error: "
         "exception": None if exc is None or isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"[:500],
+        "schema_error": schema_error,  # a report on stdout that breaks report.schema.json (a subprocess: not seen by conftest)
     }
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
@@ -546,6 +555,7 @@ def check_cli(worker: CliWorker, scratch: Path, content: bytes, fmt: str = "json
     assert result["exception"] is None, f"{result['exception']} on input {shown!r}"
     assert not result["traceback"], f"a traceback was printed on input {shown!r}: {result['stderr']}"
     assert result["exit_code"] in (0, 2), f"exit {result['exit_code']} on input {shown!r}: {result['stderr']}"
+    assert result.get("schema_error") is None, f"{result['schema_error']} on input {shown!r}"
     if result["exit_code"] == 2:
         assert result["stderr"].startswith("error: "), result["stderr"]
     return result
