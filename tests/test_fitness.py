@@ -47,7 +47,7 @@ def test_unknown_frailty_with_ecog_2_at_first_relapse_is_listed(evaluator):
 def test_the_report_says_what_lowered_car_t(evaluator):
     report = build_report(evaluate(evaluator, "fitness_dialysis_78_ecog2"), FIXED)
     car_t = next(o for o in report.options if o.id == "bcma_car_t")
-    assert car_t.rank == 2
+    assert car_t.rank == 3  # below both bispecifics (review R12-17)
     assert "lowered by \u221220 Relative contraindication to CAR-T" in car_t.why
     assert car_t.score == sum(r.weight for r in car_t.rationale)
 
@@ -69,3 +69,18 @@ def test_randomized_evidence_preference_follows_the_fitness_rule(evaluator):
     assert "FIT-CART-001" in old.fired and "SEQ-CART-002" not in old.fired
     score = {o.id: o.score for o in old.ranking.options}
     assert score["bcma_car_t"] < score["anti_cd38_combination"], old.decision.order
+
+
+def test_car_t_before_bispecific_preference_follows_the_fitness_rule(evaluator):
+    """SEQ-CART-001 ('BCMA CAR-T before a BCMA bispecific', +15) applies exactly to the patients eligible for
+    both without a relative contraindication (issue 12 A): page 1 must not give that instruction on the very
+    line that ranks CAR-T below the bispecific (independent review R12-17)."""
+    fit = evaluate(evaluator, "fitness_ecog1_age76_fit")
+    unfit = evaluate(evaluator, "fitness_ecog2_age76_fit")
+    assert "SEQ-CART-001" in fit.fired and fit.ranking.top == "bcma_car_t"
+    assert "FIT-CART-001" in unfit.fired and "SEQ-CART-001" not in unfit.fired
+    for name in ("fitness_dialysis_78_ecog2", "fitness_crcl29_tce", "fitness_age81_frailty_not_assessed"):
+        ev = evaluate(evaluator, name)
+        assert "FIT-CART-001" in ev.fired and "SEQ-CART-001" not in ev.fired, name
+        order = ev.decision.order
+        assert order.index("bcma_bispecific") < order.index("bcma_car_t"), (name, order)

@@ -239,6 +239,8 @@ def test_5_bcma_naive_patient_offered_both_without_a_relative_contraindication_g
     # the randomized-evidence preference (KarMMa-3, CARTITUDE-4: ECOG 0-1) is never given to a patient with a
     # relative contraindication (clinical review: SEQ-CART-002 fired at ECOG 2 where CAR-T should rank lower)
     assert not (contraindicated and "SEQ-CART-002" in ev.fired), "SEQ-CART-002 fired with a relative contraindication"
+    # nor the CAR-T-before-bispecific preference: it is for patients eligible for both without one (review R12-17)
+    assert not (contraindicated and "SEQ-CART-001" in ev.fired), "SEQ-CART-001 fired with a relative contraindication"
     assume("bcma_car_t" in pos and "bcma_bispecific" in pos)
     assume(ev.facts["bcma_exposed"].value is False)
     assume(ev.facts["rapidly_progressive"].value is not True)
