@@ -210,3 +210,19 @@ def test_a_rule_too_large_for_any_ruleset_fails_the_check_and_the_engine(tmp_pat
     with pytest.raises(RuleSetError) as err:
         Evaluator(folder)
     assert lines[0] in err.value.problems
+
+
+def test_a_plan_made_before_comes_from_the_cache_and_equals_a_fresh_one(ruleset, tmp_path, monkeypatch):
+    monkeypatch.setenv("CDS_CACHE_DIR", str(tmp_path / "cache"))
+    made = []
+    real = capacity.plan
+    monkeypatch.setattr(capacity, "plan", lambda *a, **k: made.append(a[-1] if len(a) > 3 else None) or real(*a, **k))
+    first, definitions = plan_rules(ruleset.rules)
+    again, same_definitions = plan_rules(ruleset.rules)
+    assert len(made) == 1 and again == first and again is not first and same_definitions == definitions
+    assert plan_rules(ruleset.rules, max_pending=capacity.MAX_PENDING - 4)[0] != first  # another bound: planned again
+    plan_rules(ruleset.rules[:-1])  # other definitions: planned again
+    assert len(made) == 3
+    (tmp_path / "cache" / "shard-plan").chmod(0o777)  # a folder others could write: not used
+    plan_rules(ruleset.rules)
+    assert len(made) == 4
