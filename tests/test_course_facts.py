@@ -124,6 +124,26 @@ def test_intolerance_per_class(evaluator):
     assert f["intolerant_bcma_bispecific"].value is True
 
 
+def test_intolerance_not_recorded_is_unknown_never_false(evaluator):
+    """Review R12-21 (issue 12 C: "all absent = unknown"): a line that gave a drug without recording
+    intolerant_to says nothing of its tolerance; a drug never given is no intolerance; [] is none."""
+    f = facts(evaluator, [{**ASCT}])  # VRd, intolerant_to not recorded
+    assert f["intolerant_bortezomib"].value is None and f["intolerant_imid"].value is None
+    assert "intolerance not recorded for bortezomib (line 1)" in f["intolerant_bortezomib"].explanation
+    assert f["intolerant_carfilzomib"].value is False and "no line gave carfilzomib" in f["intolerant_carfilzomib"].explanation
+    f = facts(evaluator, [{**ASCT, "intolerant_to": []}])
+    assert f["intolerant_bortezomib"].value is False and f["intolerant_pi"].value is False
+    # a recorded intolerance decides the class whatever other lines leave unrecorded
+    kd = {"regimen": "Kd", "refractory_to": ["carfilzomib"]}
+    f = facts(evaluator, [{**ASCT, "intolerant_to": ["bortezomib"]}, kd])
+    assert f["intolerant_pi"].value is True and f["intolerant_bortezomib"].value is True
+    assert f["intolerant_carfilzomib"].value is None  # line 2 does not record it
+    assert (
+        facts(evaluator, [{**ASCT, "intolerant_to": ["bortezomib"]}, {**kd, "intolerant_to": []}])["intolerant_carfilzomib"].value
+        is False
+    )
+
+
 def test_a_bispecific_stopped_for_infections_in_response_is_not_refractoriness(evaluator):
     tec = {**TEC, "start_date": "2023-11", "end_date": "2024-05-01", "best_response": "VGPR", "stop_reason": "toxicity"}
     f = facts(evaluator, [ASCT, {**tec, "progression_date": "2024-12-01"}])

@@ -76,15 +76,15 @@ _HIGH_RISK_TEXT = ", ".join(_HIGH_RISK[:-1]) + " or " + _HIGH_RISK[-1] if len(_H
 
 #: the profile field refractoriness facts come from (unknown when a line does not record it)
 REFRACTORY_FIELD = "prior_lines[].refractory_to"
+#: the profile field intolerance facts come from (unknown where a line that gave the drug does not record it)
+INTOLERANCE_FIELD = "prior_lines[].intolerant_to"
 #: how the unknown-fact analysis names fields that are not a single fact's description
 FIELD_DESCRIPTIONS = {
     "cytogenetics": "Cytogenetics (FISH) result",
     REFRACTORY_FIELD: "Refractoriness of a prior line (refractory_to not recorded)",
+    INTOLERANCE_FIELD: "Intolerance of a prior line (intolerant_to not recorded)",
 }
 
-
-#: the profile field intolerance facts come from
-INTOLERANCE_FIELD = "prior_lines[].intolerant_to"
 #: intolerance facts: intolerant_<key>, per class and for the drugs the partner rules name
 INTOLERANCE_GROUPS: tuple[tuple[str, str], ...] = (
     ("imid", "an IMiD"),
@@ -746,11 +746,24 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
     for key, label in INTOLERANCE_GROUPS:
         hits = [(d, n) for d, n in intolerant if member(key, d)]
         unsure = [n for n in open_lines if any(member(key, r.drug.name) for r in drugs[n - 1])]
+        # a line that gave it without recording intolerant_to: its tolerance is not recorded (unknown)
+        unrecorded = [
+            (r.drug.name, n)
+            for n, line in enumerate(lines, 1)
+            if line.intolerant_to is None and n not in open_lines
+            for r in drugs[n - 1]
+            if member(key, r.drug.name) and (r.drug.name, n) not in intolerant
+        ]
+        given = any(member(key, r.drug.name) for ds in drugs for r in ds)
         if hits:
             put(f"intolerant_{key}", True, f"intolerant to {_fmt_lines(hits)}")
         elif unsure:
             where = ", ".join(map(str, unsure))
             put(f"intolerant_{key}", None, f"unknown: line {where} stopped for toxicity without intolerant_to")
+        elif unrecorded:
+            put(f"intolerant_{key}", None, f"unknown: intolerance not recorded for {_fmt_lines(unrecorded)}")
+        elif not given:
+            put(f"intolerant_{key}", False, f"no line gave {label}")
         else:
             put(f"intolerant_{key}", False, f"no line records intolerance to {label}")
 

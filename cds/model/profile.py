@@ -14,7 +14,8 @@ label (rules/catalog/regimens.yaml; the line then has the label's agents and
 `PriorLine.agents_from_regimen` says so); ``refractory_to`` absent means *not
 recorded* (the facts that depend on it become unknown, never false), ``[]``
 means refractory to none; ``autologous_transplant`` absent means no transplant
-recorded in that line; ``intolerant_to`` absent means no intolerance recorded;
+recorded in that line; ``intolerant_to`` absent means *not recorded* (intolerance to the line's agents
+is unknown, never false), ``[]`` intolerant to none;
 ``infusion_date`` (a CAR-T line only) is the day the CAR-T cells were infused, when the line's
 ``start_date`` is earlier (the apheresis, bridging): absent, the ``start_date`` of a CAR-T line is
 read as the infusion, as before.

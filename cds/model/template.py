@@ -54,7 +54,7 @@ _LINE: tuple[tuple[str, str, str], ...] = (
         '["lenalidomide"]',
         "agents of this line the disease was refractory to; [] = none; leave out = not recorded",
     ),
-    ("intolerant_to", "[]", "agents of this line stopped for toxicity"),
+    ("intolerant_to", "[]", "agents of this line stopped for toxicity; [] = none; leave out = not recorded"),
     ("autologous_transplant", "false", "an autologous transplant was part of this line"),
     (
         "start_date",

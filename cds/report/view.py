@@ -163,6 +163,7 @@ def case_facts(derived: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     shown: list[dict[str, Any]] = []
     absent: list[dict[str, Any]] = []
     no_intolerance = True
+    unknown_intolerance: list[str] = []  # explanations of the unknown ones: one row for all of them
     for name in names:
         f = by_name[name]
         row = {"name": name, "description": f["description"], "value": f["value"], "explanation": f["explanation"]}
@@ -171,10 +172,31 @@ def case_facts(derived: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
             if does_not_apply:
                 continue  # one entry below for all of them
             no_intolerance = False
+            if f["value"] is None:
+                if name.removeprefix("intolerant_") in _INTOLERANCE_CLASSES:  # a drug's is part of its class's
+                    unknown_intolerance.append(f["explanation"].removeprefix("unknown: "))
+                continue
         (absent if does_not_apply else shown).append(row)
+    if unknown_intolerance:
+        prefix = "intolerance not recorded for "
+        agents = [e.removeprefix(prefix) for e in unknown_intolerance if e.startswith(prefix)]
+        other = [e for e in unknown_intolerance if not e.startswith(prefix)]
+        parts = list(dict.fromkeys(other)) + ([prefix + ", ".join(agents)] if agents else [])
+        shown.append(
+            {
+                "name": "intolerant_",
+                "description": "Intolerance (agents stopped for toxicity)",
+                "value": None,
+                "explanation": "unknown: " + "; ".join(parts),
+            }
+        )
     if no_intolerance and any(n.startswith("intolerant_") for n in names):
         absent.append({"name": "intolerant_", "description": "Intolerance (no line records an agent stopped for toxicity)"})
     return {"shown": shown, "absent": absent}
+
+
+#: the intolerance facts of a class (each drug's intolerance fact is part of its class's)
+_INTOLERANCE_CLASSES = frozenset({"imid", "pi", "anti_cd38", "bcma_bispecific", "gprc5d_bispecific"})
 
 
 def _custom_label(fig: dict[str, Any]) -> bool:
