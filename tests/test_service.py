@@ -442,8 +442,12 @@ def test_patient_view_is_stored_and_its_feedback_linked(server, tmp_path):
     from cds.store import open_store
 
     bundle = json.loads(FHIR_CASES[0].read_text(encoding="utf-8"))
+    token = {"access_token": "s3cr3t-t0ken", "token_type": "Bearer", "expires_in": 300, "scope": "s", "subject": "x"}
     body = hook_request(
-        prefetch=prefetch_for(bundle), hookInstance="7c3a0d4e-1f0b-4a51-9f0e-5b1de7d54a10", fhirAuthorization=None
+        prefetch=prefetch_for(bundle),
+        hookInstance="7c3a0d4e-1f0b-4a51-9f0e-5b1de7d54a10",
+        fhirServer="https://fhir.example.org",
+        fhirAuthorization=token,
     )
     (card,) = server.client.post(SERVICE, json=body).json()["cards"]
     r = server.client.post(
@@ -467,7 +471,8 @@ def test_patient_view_is_stored_and_its_feedback_linked(server, tmp_path):
         ev = store.evaluation(rows[0]["evaluation_id"])
         assert ev.row["channel"] == "cds-hooks" and ev.row["hook_instance"] == body["hookInstance"]
         assert ev.row["user"] == "Practitioner/example" and rows[0]["top_option"] == ev.row["top_option"]
-        assert "fhirAuthorization" not in ev.row["input_json"]
+        assert "fhirAuthorization" not in ev.row["input_json"] and "s3cr3t" not in ev.row["input_json"]
+        assert json.loads(ev.row["input_json"]) == {k: v for k, v in body.items() if k != "fhirAuthorization"}
         assert json.loads(ev.row["profile_json"])["patient_id"] == ev.row["patient_id"]
         again = store.add_evaluation  # the same patient seen again is the next version of the same case
         assert again is not None
