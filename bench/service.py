@@ -10,7 +10,8 @@ keep-alive connections from one asyncio client (raw HTTP/1.1, so that the client
 of the two cores). Prints, in one run:
 
 1. the in-process time of the same work (the worker's whole hook task: FHIR mapping,
-   evaluation, report, card; and `cds.evaluate` of the Bundle alone), median per request;
+   evaluation, the card's part of the report, card; and `cds.evaluate` of the Bundle alone),
+   median per request;
 2. latency p50/p99 and throughput at concurrency 1, 8 and 32, bounded in count and time,
    errors (anything but 200 with one card), the median time inside the server (its access
    log: from the request's arrival to the response's end, queueing for a worker included),
@@ -246,7 +247,7 @@ def main() -> None:
     )
     ip = in_process(bundles, 40)
     print(f"\n1. In-process, median of {ip['n']} runs of the same bundles")
-    print(f"   the worker's hook task (FHIR mapping, evaluation, report, card)  {ip['hook_ms']:.2f} ms")
+    print(f"   the worker's hook task (FHIR mapping, evaluation, card data, card) {ip['hook_ms']:.2f} ms")
     print(f"   cds.evaluate(bundle) alone                                        {ip['evaluate_ms']:.2f} ms")
     print(f"   CPU of the hook task (its share of this process's CPU time)       {ip['hook_cpu_ms']:.2f} ms")
     with tempfile.TemporaryDirectory(prefix="cds-bench-serve-") as tmp:
@@ -254,7 +255,7 @@ def main() -> None:
         try:
             asyncio.run(load(server, bodies, 2, 40, 120))  # warm-up: connections, the store, every worker
             print(
-                f"\n2. patient-view against cds serve --workers {args.workers} ({server.url}), store on SQLite (WAL, synchronous=FULL)"
+                f"\n2. patient-view against cds serve --workers {args.workers} ({server.url}), store on SQLite (WAL, synchronous=NORMAL)"
             )
             print(
                 f"   {'concurrency':>11s} {'requests':>9s} {'p50':>9s} {'p99':>9s} {'req/s':>8s} {'errors':>7s} {'in server':>9s}  p50 / in-process hook task"
