@@ -213,6 +213,7 @@ def test_the_default_site_is_validated_once_per_rule_set(ruleset_cache, monkeypa
     from cds.knowledge import site
 
     ruleset = load_ruleset(RULES)
+    monkeypatch.setattr(site, "_DEFAULTS", {})  # not the site an earlier test of this process loaded: this one is cached
     first = site.default_site(ruleset)
     assert first is not None and first.default
     monkeypatch.setattr(site, "_DEFAULTS", {})
