@@ -10,6 +10,8 @@ The public API (see `cds.api`; imported on first use, so ``import cds`` is cheap
     load_rules(directory=None) -> Evaluator          a compiled rule folder (once per process)
     build_report(evaluation, evaluated_at=None, site=None) -> Report   (cds.report.model; .to_dict() is the JSON;
                                                      stamped with the evaluation's instant)
+    build_card_data(evaluation, evaluated_at=None, site=None) -> dict   the part of the report's JSON a CDS
+                                                     Hooks card shows, without building the report
     summarize(report) -> Summary                     page 1: top options, facts to obtain, exclusions (cds.report.summary)
     render(report, fmt) -> str                       "json" | "markdown" | "html"
     evaluation_time(fixed=None) -> str               ISO-8601 UTC evaluation time (``--timestamp``)
@@ -31,6 +33,7 @@ _EXPORTS = {
     "load_rules": "cds.api",
     "check_rules": "cds.api",
     "build_report": "cds.report.build",
+    "build_card_data": "cds.report.build",
     "evaluation_time": "cds.model.clock",
     "render": "cds.report.render",
     "Report": "cds.report.model",

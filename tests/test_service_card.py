@@ -64,10 +64,10 @@ SITES = [None, ROOT / "tests" / "data" / "site_no_cart.yaml"]
 @pytest.mark.parametrize("site", SITES, ids=["default site", "site without CAR-T"])
 @pytest.mark.parametrize("case", [*FHIR_CASES, *EXAMPLE_PROFILES], ids=lambda p: p.stem)
 def test_the_card_from_the_typed_report_is_the_card_of_its_json(case: Path, site: Path | None):
-    """A patient-view builds its card from `card_data` of the typed report, never its JSON: the same dict as the
-    JSON's part the card reads (`card_data_of`), hence the same card (and the same stored summary)."""
+    """A patient-view builds its card from `cds.build_card_data` of the evaluation, never the report: the same
+    dict as the report JSON's part the card reads (`card_data_of`), hence the same card (and stored summary)."""
     import cds
-    from cds.apps.http.card import card_data, card_data_of
+    from cds.apps.http.card import card_data_of
     from cds.apps.http.hooks import bundle_from_prefetch, prefetch_for
     from cds.interop.fhir import NoMyelomaDiagnosis
 
@@ -78,9 +78,9 @@ def test_the_card_from_the_typed_report_is_the_card_of_its_json(case: Path, site
         evaluation = cds.evaluate(data, evaluated_at="2026-03-01T09:00:00Z")
     except NoMyelomaDiagnosis:
         pytest.skip("no myeloma diagnosis: no card")
-    report = cds.build_report(evaluation, None, cds.load_site(site, evaluation.ruleset) if site else None)
-    full = report.to_dict()
-    light = card_data(report)
+    at_site = cds.load_site(site, evaluation.ruleset) if site else None
+    full = cds.build_report(evaluation, None, at_site).to_dict()
+    light = cds.build_card_data(evaluation, None, at_site)
     assert json.dumps(light) == json.dumps(card_data_of(full))  # same keys, same order, same values
     same = {"card_uuid": "00000000-0000-4000-8000-000000000000", "report_url": "http://x/reports/t", "version": "0.1.0"}
     assert build_card(light, **same) == build_card(full, **same)

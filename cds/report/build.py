@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from cds.decide.pipeline import Evaluation
+from cds.decide.ranking import RankedOption as RankedOptionResult
 from cds.decide.ranking import Reason
 from cds.decide.unknowns import Effect, UnknownFact
 from cds.knowledge.evidence import Conflict, EvidenceEntry, display_cell_dose, reciprocal
@@ -268,13 +270,76 @@ def build_report(ev: Evaluation, evaluated_at: str | None = None, site: Site | N
     made at another instant cannot be stamped with this one (ValueError): the evaluation date the facts
     count to defaults to the stamp's date, so the two must be the same instant.
     """
+    stamp, site = _stamp_and_site(ev, evaluated_at, site)
+    return apply_site(_build_report(ev, stamp), site, ev)
+
+
+def _stamp_and_site(ev: Evaluation, evaluated_at: str | None, site: Site | None) -> tuple[str, Site | None]:
+    """The instant a report is stamped with, and its site (see `build_report`)."""
     from cds.knowledge.site import default_site
 
     stamp = evaluation_time(evaluated_at) if evaluated_at is not None or ev.evaluated_at is None else ev.evaluated_at
     if ev.evaluated_at is not None and stamp != ev.evaluated_at:
         raise ValueError(f"build_report: evaluated_at {stamp} is not the instant the evaluation was made at ({ev.evaluated_at})")
-    site = site if site is not None else default_site(ev.ruleset)
-    return apply_site(_build_report(ev, stamp), site, ev)
+    return stamp, site if site is not None else default_site(ev.ruleset)
+
+
+def build_card_data(ev: Evaluation, evaluated_at: str | None = None, site: Site | None = None, top: int = 3) -> dict[str, Any]:
+    """The part of ``build_report(ev, evaluated_at, site).to_dict()`` a CDS Hooks card shows, without building
+    the rest (evidence, derived facts, lines: about 2.6 ms of a report's 2.7): the stamp, the disclaimer, the
+    synopsis, the first `top` options (id, rank, title, tied_with, why, availability, the cautions' rule_id and
+    title) and the unknown facts that matter (field, description, changes_top_option, each effect's text).
+    The same keys in the same order with the same values as the report's JSON has them (`card_data_of` in
+    cds.apps.http.card projects them out of a report; the tests compare the two), from the same functions.
+    """
+    from cds.knowledge.site import availability
+
+    stamp, site = _stamp_and_site(ev, evaluated_at, site)
+    rs = ev.ruleset
+    access = ev.facts["car_t_center_access"].value if site is not None else None
+    assert access is None or isinstance(access, bool)
+    return {
+        "patient_id": ev.profile.patient_id,
+        "evaluated_at": evaluation_time(stamp),
+        "engine_version": ev.engine_version,
+        "ruleset_hash": rs.digest,
+        "input_hash": ev.input_hash,
+        "site_name": site.name if site is not None else None,
+        "site_hash": site.digest if site is not None else None,
+        "disclaimer": DISCLAIMER,
+        "synopsis": _synopsis(ev),
+        "options": [
+            {
+                "id": o.id,
+                "rank": o.rank,
+                "title": o.title,
+                "tied_with": _tied_with(o, ev),
+                "why": _why(o),
+                "availability": m.to_data(availability(site, rs, o.id, access)) if site is not None else None,
+                "cautions": [{"rule_id": c.rule_id, "title": c.title} for c in o.cautions],
+            }
+            for o in ev.ranking.options[:top]
+        ],
+        "unknown_facts_that_matter": [
+            {
+                "field": u.field,
+                "description": u.description,
+                "changes_top_option": u.changes_top,
+                "effects": [{"text": _effect_text(e, ev, u.field)} for e in u.effects],
+            }
+            for u in ev.unknown_facts
+            if u.changes_top
+        ],
+    }
+
+
+def _tied_with(o: RankedOptionResult, ev: Evaluation) -> list[str]:
+    """The options with the same score: their relative order is the catalogue's, not a clinical preference."""
+    return [t.id for t in ev.ranking.options if t.score == o.score and t.id != o.id]
+
+
+def _why(o: RankedOptionResult) -> str:
+    return m.why_text((r.weight, r.title) for r in o.rationale)
 
 
 _NO_SITE = m.SiteSection(
@@ -352,8 +417,8 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
                 title=o.title,
                 summary=o.summary,
                 score=o.score,
-                tied_with=[t.id for t in ev.ranking.options if t.score == o.score and t.id != o.id],
-                why=m.why_text((r.weight, r.title) for r in o.rationale),
+                tied_with=_tied_with(o, ev),
+                why=_why(o),
                 # the rationale as the "why" reads it: largest contribution first, ties in rule order
                 rationale=[_reason(r, rs) for r in m.by_contribution(o.rationale)],
                 cautions=[_reason(r, rs) for r in o.cautions],

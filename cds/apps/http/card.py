@@ -1,8 +1,9 @@
 """The CDS Hooks card for one evaluation, built from the report (nothing clinical is decided here).
 
-One small module on purpose: the card reads only `card_data` of the report (top 3, cautions of
-rank 1, facts to obtain, the stamp), so a patient-view never builds the report's JSON (about
-half of a worker's time per call); the full report is built again when its link is opened.
+One small module on purpose: the card reads only `card_data_of` the report (top 3, cautions of
+rank 1, facts to obtain, the stamp), which `cds.build_card_data` builds from the evaluation, so a
+patient-view never builds the report (its JSON and typed model were about 45% of a worker's time
+per call); the full report is built again when its link is opened.
 
 The card: `summary` (< 140 characters) naming rank 1 (and rank 2 when it fits), `indicator`
 `warning` when a fact that could change the top option is unknown or rank 1 is not
@@ -14,10 +15,7 @@ the full report served by this service. Every string is escaped for Markdown.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from cds.report.model import Report
+from typing import Any
 
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0.1: "<140 characters"
 TOP = 3
@@ -29,45 +27,13 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")
 
 
 # What the card (and the case list of the web pages) reads of a report: these keys, at these paths, of the
-# report JSON. `card_data` takes them from the typed report without building its JSON (the patient-view's
-# fast path); `card_data_of` projects them out of a report's JSON. The two are the same dict (tested).
+# report JSON. `cds.build_card_data` builds them from the evaluation without building the report (the
+# patient-view's path); `card_data_of` projects them out of a report's JSON. The two are the same dict (tested).
 STAMP_KEYS = ("patient_id", "evaluated_at", "engine_version", "ruleset_hash", "input_hash", "site_name", "site_hash")
 
 
-def card_data(report: Report) -> dict[str, Any]:
-    """The part of `report.to_dict()` the card reads (`card_data_of` of the whole JSON), without building the rest."""
-    from cds.report.model import to_data
-
-    return {
-        **{key: getattr(report, key) for key in STAMP_KEYS},
-        "disclaimer": report.disclaimer,
-        "synopsis": list(report.synopsis),
-        "options": [
-            {
-                "id": o.id,
-                "rank": o.rank,
-                "title": o.title,
-                "tied_with": list(o.tied_with),
-                "why": o.why,
-                "availability": to_data(o.availability),
-                "cautions": [{"rule_id": c.rule_id, "title": c.title} for c in o.cautions],
-            }
-            for o in report.options[:TOP]
-        ],
-        "unknown_facts_that_matter": [
-            {
-                "field": u.field,
-                "description": u.description,
-                "changes_top_option": u.changes_top_option,
-                "effects": [{"text": e.text} for e in u.effects],
-            }
-            for u in report.unknown_facts_that_matter
-        ],
-    }
-
-
 def card_data_of(report: dict[str, Any]) -> dict[str, Any]:
-    """The part of a report's JSON the card reads: the same dict `card_data` builds from the typed report."""
+    """The part of a report's JSON the card reads: the same dict `cds.build_card_data` builds from its evaluation."""
     return {
         **{key: report[key] for key in STAMP_KEYS},
         "disclaimer": report["disclaimer"],

@@ -114,12 +114,13 @@ class WorkerState:
 
     def hook(self, task: dict[str, Any]) -> dict[str, Any]:
         """patient-view: the Bundle built from the prefetch -> the card and the record to store."""
-        from .card import build_card, card_data
+        from .card import build_card
 
         evaluation = self._evaluate_bundle(task["bundle"], task.get("evaluated_at"))
-        # the card's part of the report only: its JSON (half of this task's time when built) is made
+        # the card's part of the report only: the report (nearly half of this task's time when built) is made
         # again from the stored profile when the card's link is opened (`report`)
-        data = card_data(self._report(evaluation, task.get("site")))
+        site_key = task.get("site")
+        data: dict[str, Any] = self.cds.build_card_data(evaluation, None, self.sites[site_key] if site_key else None)
         card = build_card(data, card_uuid=task["card_uuid"], report_url=task["report_url"], version=self.cds.__version__)
         return {"card": card, "record": _record(evaluation, data, "cds-hooks", full=False)}
 
