@@ -54,12 +54,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator, with_config
+from pydantic import Field, ValidationError, model_validator
 
 from cds.datafile import SITE_LIMIT, parse_yaml, read_capped
 from cds.errors import ReadError, SiteError, printable, quoted
 from cds.knowledge.ruleset import RuleSet
-from cds.model.base import Strict, schema_problems
+from cds.model.base import Strict, record, schema_problems
 from cds.usercache import cache_dir, read_pickle, write_pickle
 
 DEFAULT_SITE_FILE = Path("catalog") / "site_default.yaml"
@@ -227,8 +227,7 @@ def _status(available: bool | None, reimbursed: bool | None) -> Status:
     return "unknown"
 
 
-@with_config(ConfigDict(extra="forbid"))  # no properties beyond these fields in the report's JSON Schema
-@dataclass(frozen=True, slots=True)
+@record  # in the report: no properties beyond these fields in its JSON Schema
 class ProductStatus:
     """Availability of one product of an option at a site."""
 
@@ -240,8 +239,7 @@ class ProductStatus:
     cites: list[str]
 
 
-@with_config(ConfigDict(extra="forbid"))  # no properties beyond these fields in the report's JSON Schema
-@dataclass(frozen=True, slots=True)
+@record  # in the report: no properties beyond these fields in its JSON Schema
 class Availability:
     """The ``availability`` of one option at a site (see the module docstring for the rules)."""
 

@@ -1,4 +1,5 @@
-"""The one strict pydantic base class for every input and data-file model, and the one way its errors are written.
+"""The one strict pydantic base class for every input and data-file model, the one way its errors are written,
+and the one decorator for output records (`record`).
 
 Strict types (no coercion of ``"40"`` to 40 or ``"true"`` to true), unknown
 keys are errors (a typo is never silently ignored), and validated objects are
@@ -10,17 +11,28 @@ clinicians.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, with_config
+from typing_extensions import dataclass_transform
 
 from cds.errors import printable
+
+_T = TypeVar("_T")
 
 
 class Strict(BaseModel):
     # defer_build: a model's validator is built when it first validates, not when the class is made;
     # a command that never reads a site file (or finds the rule set in its cache) never pays for those
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+
+
+@dataclass_transform(frozen_default=True)
+def record(cls: type[_T]) -> type[_T]:
+    """A frozen, slotted dataclass for output data (the report and what it embeds), marked for the JSON Schema
+    generator (`cds schemas`): no properties beyond its fields."""
+    return with_config(ConfigDict(extra="forbid"))(dataclass(frozen=True, slots=True)(cls))
 
 
 def schema_problems(

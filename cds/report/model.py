@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from pydantic import ConfigDict, with_config
-from typing_extensions import dataclass_transform
-
 from cds.knowledge.site import Availability
+from cds.model.base import record
 
 # 2.0: the typed model (issue 11): view-only fields left the JSON and `format` became `schema_version`.
 # 2.1: lines carry their dates, best response and stop reason (profile v2).
@@ -41,9 +38,6 @@ SCHEMA_VERSION = "2.4"
 
 # JSON values a derived fact, a setting or a profile input can take.
 FactValue = bool | int | float | str | None
-
-
-_T = TypeVar("_T")
 
 
 class _Weighted(Protocol):
@@ -80,12 +74,6 @@ def why_text(reasons: Iterable[tuple[int, str]]) -> str:
     return "; ".join(p for p in (raised, f"lowered by {lowered}" if lowered else "") if p)
 
 
-@dataclass_transform(frozen_default=True)
-def _model(cls: type[_T]) -> type[_T]:
-    """A frozen, slotted dataclass, marked for the JSON Schema generator: no properties beyond its fields."""
-    return with_config(ConfigDict(extra="forbid"))(dataclass(frozen=True, slots=True)(cls))  # read by `cds schemas`
-
-
 _FIELDS: dict[type, tuple[str, ...] | None] = {}  # per class: its dataclass field names, or None
 
 
@@ -105,7 +93,7 @@ def to_data(value: Any) -> Any:
     return {n: to_data(getattr(value, n)) for n in names}
 
 
-@_model
+@record
 class Reason:
     """A rule that acted on an option: why it is ranked, cautioned, excluded or followed by a next step."""
 
@@ -120,7 +108,7 @@ class Reason:
     reviewed: str | None = None  # the rule's last_reviewed (YYYY-MM-DD)
 
 
-@_model
+@record
 class KeyFigure:
     """The figure page 1 shows for an option: named by a rule that fired for it (`key_figures` in the rule file)."""
 
@@ -133,7 +121,7 @@ class KeyFigure:
     timepoint: str | None
 
 
-@_model
+@record
 class RankedOption:
     id: str
     rank: int
@@ -152,7 +140,7 @@ class RankedOption:
     key_caution: str | None = None  # rule ID of the caution page 1 shows: the patient's own before the generic ones
 
 
-@_model
+@record
 class ExcludedOption:
     id: str
     title: str
@@ -161,7 +149,7 @@ class ExcludedOption:
     reason: str = ""  # the first reason in a few plain words ("no t(11;14)", "not known: t(11;14) detected")
 
 
-@_model
+@record
 class UnavailableOption:
     id: str
     title: str
@@ -170,7 +158,7 @@ class UnavailableOption:
     reason: str
 
 
-@_model
+@record
 class SiteSection:
     name: str | None
     description: str
@@ -182,7 +170,7 @@ class SiteSection:
     unavailable: list[UnavailableOption]
 
 
-@_model
+@record
 class Agent:
     name: str  # as entered
     generic: str
@@ -192,7 +180,7 @@ class Agent:
     refractory: bool
 
 
-@_model
+@record
 class Line:
     index: int
     regimen: str | None
@@ -212,7 +200,7 @@ class Line:
     not_refractory_by_dates: str | None = None  # refractory_to not recorded, but not refractory by the IMWG dates rule: why
 
 
-@_model
+@record
 class DerivedFact:
     name: str
     description: str
@@ -223,7 +211,7 @@ class DerivedFact:
     applies: bool = True  # False: no value for this patient (e.g. months since a therapy never given)
 
 
-@_model
+@record
 class Effect:
     if_value: str
     top_option: str | None
@@ -233,7 +221,7 @@ class Effect:
     text: str
 
 
-@_model
+@record
 class UnknownFact:
     field: str
     description: str
@@ -241,14 +229,14 @@ class UnknownFact:
     effects: list[Effect]
 
 
-@_model
+@record
 class SettingUsed:
     value: int | float
     unit: str
     why: str
 
 
-@_model
+@record
 class Figure:
     measure: str
     label: str
@@ -257,7 +245,7 @@ class Figure:
     timepoint: str | None
 
 
-@_model
+@record
 class EvidenceConflictRef:
     """One of an entry's conflicts: with another entry (kind "sources") or with the trial's publication ("erratum")."""
 
@@ -274,7 +262,7 @@ class EvidenceConflictRef:
     preferred: str | None = None  # sources: the entry whose reading is preferred (the note says why)
 
 
-@_model
+@record
 class Evidence:
     id: str
     kind: str
@@ -299,7 +287,7 @@ class Evidence:
     conflicts: list[EvidenceConflictRef]
 
 
-@_model
+@record
 class ConflictSide:
     evidence: str
     title: str
@@ -310,7 +298,7 @@ class ConflictSide:
     shown: list[str]  # each figure as printed, with its label and qualifier
 
 
-@_model
+@record
 class EvidenceConflict:
     measure: str  # what the conflict is about, in words ("median PFS", "phase", "number of patients")
     note: str
@@ -323,7 +311,7 @@ class EvidenceConflict:
     preferred: str | None = None  # the evidence ID whose reading is preferred
 
 
-@_model
+@record
 class SourceDocument:
     id: str
     file: str
@@ -331,7 +319,7 @@ class SourceDocument:
     citation: str
 
 
-@_model
+@record
 class EvaluationDate:
     """The date the date-relative facts (months since a therapy ended) count to."""
 
@@ -339,7 +327,7 @@ class EvaluationDate:
     source: str  # "profile" (its evaluation_date), "evaluation_time" (the date of evaluated_at), "not_given"
 
 
-@_model
+@record
 class Report:
     schema_version: str
     patient_id: str
