@@ -1019,20 +1019,14 @@ def diff_rules(
                 out.write(("\n" if first[0] else ",\n") + json_line(row))
                 first[0] = False
 
-        try:
+        with out.writing() if out is not None else contextlib.nullcontext():
             if out is not None:
-                out.open()
                 out.write(header_json())
             totals = _with_progress(
                 "comparing", input, quiet, lambda advance: run_diff(old_dir, new_dir, input, jobs, on_change, advance, at)
             )
             if out is not None:
                 out.write("\n],\n" + f'"totals": {json.dumps(totals)}' + "}\n")
-                out.commit()
-        except BaseException:
-            if out is not None:
-                out.abort()
-            raise
         if totals["records"] == 0:
             typer.echo(f"warning: {printable(input, 200)}: no records (an empty file, or no *.json in the folder)", err=True)
         write_stdout(
@@ -1216,13 +1210,9 @@ def cases_export(
         out = OutputFile(output)
         store = open_store(db, create=False)
         try:
-            out.open()
-            for line in store.export_lines(when):
-                out.write(line)
-            out.commit()
-        except BaseException:
-            out.abort()
-            raise
+            with out.writing():
+                for line in store.export_lines(when):
+                    out.write(line)
         finally:
             store.close()
 

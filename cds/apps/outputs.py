@@ -28,6 +28,7 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,15 +199,21 @@ class OutputFile:
         except OSError as exc:
             raise self._error(exc) from None
 
-    def write_all(self, text: str | bytes) -> None:
-        """Open, write the whole text and commit; on any failure remove what was started."""
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[OutputFile]:
+        """Open; when the block ends, commit; if it (or the commit) raises anything, remove what was started."""
         try:
             self.open()
-            self.write(text)
+            yield self
             self.commit()
         except BaseException:
             self.abort()
             raise
+
+    def write_all(self, text: str | bytes) -> None:
+        """Open, write the whole text and commit; on any failure remove what was started."""
+        with self.writing():
+            self.write(text)
 
     def commit(self) -> None:
         if self.raw is None:
