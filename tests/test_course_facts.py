@@ -53,10 +53,12 @@ def test_the_report_shows_the_infusion_date_of_a_car_t_line(evaluator):
     from cds.report.render import render
 
     line = {**CILTA, "start_date": "2023-01-05", "infusion_date": "2023-03-06", "progression_date": "2024-02-05"}
-    data = {"patient_id": "C", "age": 60, "ecog": 1, "prior_lines": [ASCT, line]}
+    data = {"patient_id": "C", "age": 60, "ecog": 1, "prior_lines": [{**ASCT, "transplant_date": "2022-06-01"}, line]}
     report = build_report(evaluator.evaluate(evaluator.parse(data)), "2026-01-01T00:00:00Z")
-    assert report.lines[1].infusion_date == "2023-03-06"
-    assert "from 2023-01-05; CAR-T infused 2023-03-06; progression 2024-02-05" in render(report, "markdown")
+    assert report.lines[1].infusion_date == "2023-03-06" and report.lines[0].transplant_date == "2022-06-01"
+    text = render(report, "markdown")
+    assert "from 2023-01-05; CAR-T infused 2023-03-06; progression 2024-02-05" in text
+    assert "ASCT 2022-06-01" in text
 
 
 def test_relapse_after_car_t_is_unknown_without_dates_and_false_without_car_t(evaluator):
@@ -97,6 +99,23 @@ def test_early_relapse_after_asct(evaluator):
     assert facts(evaluator, [ASCT])["early_relapse_after_asct"].value is None  # no dates: unknown, not false
     no_asct = {**ASCT, "autologous_transplant": False}
     assert facts(evaluator, [no_asct])["early_relapse_after_asct"].value is False
+
+
+def test_early_relapse_after_asct_counts_from_the_transplant_date(evaluator):
+    """Review R12-20: induction then ASCT; with the transplant's date the 12 months count from it."""
+    line = {**ASCT, "start_date": "2022-01", "transplant_date": "2022-07-10", "progression_date": "2023-05-15"}
+    f = facts(evaluator, [line])  # 10.2 months after the transplant, 16 months after induction began
+    assert f["early_relapse_after_asct"].value is True
+    assert "transplant 2022-07-10 to progression 2023-05-15" in f["early_relapse_after_asct"].explanation
+    assert "from its start" not in f["early_relapse_after_asct"].explanation
+    without = {k: v for k, v in line.items() if k != "transplant_date"}
+    assert facts(evaluator, [without])["early_relapse_after_asct"].value is None  # proxy: 16 months from the start
+    late = facts(evaluator, [{**line, "progression_date": "2023-09-01"}])  # 13.7 months after the transplant
+    assert late["early_relapse_after_asct"].value is False
+    # progression before the transplant is no relapse after it
+    before = facts(evaluator, [{**line, "progression_date": "2022-06-20"}])
+    assert before["early_relapse_after_asct"].value is None
+    assert "before the transplant 2022-07-10" in before["early_relapse_after_asct"].explanation
 
 
 def test_months_since_bcma_and_gprc5d_therapy(evaluator):

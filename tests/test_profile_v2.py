@@ -259,6 +259,12 @@ def test_dates_to_the_day_or_the_month(evaluator):
         ({"start_date": "2022-05", "end_date": "2022-04-30"}, "prior_lines[0].end_date", "before the line's start_date"),
         ({"start_date": "2022-05-10", "progression_date": "2022-05-01"}, "prior_lines[0].progression_date", "before"),
         ({"infusion_date": "2022-05-10"}, "prior_lines[0].infusion_date", "only for a CAR-T line"),
+        ({"start_date": "2022-05", "transplant_date": "2022-04-30"}, "prior_lines[0].transplant_date", "before the line's"),
+        (
+            {"autologous_transplant": None, "transplant_date": "2022-09-01"},
+            "prior_lines[0].transplant_date",
+            "autologous_transplant: true",
+        ),
     ],
 )
 def test_bad_dates(evaluator, changes, field, words):

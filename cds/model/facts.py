@@ -620,13 +620,15 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
     months_since("months_since_bcma_therapy", bcma, "BCMA-directed therapy")
     months_since("months_since_gprc5d_therapy", gprc5d, "GPRC5D-directed therapy")
 
-    def to_progression(n: int, infusion: bool = False) -> tuple[tuple[float, float] | None, str]:
-        """(months from the start of line n -- with `infusion`, from its infusion_date when it has one --
-        to its progression, how it was read)."""
+    def to_progression(n: int, infusion: bool = False, transplant: bool = False) -> tuple[tuple[float, float] | None, str]:
+        """(months from the start of line n -- with `infusion` / `transplant`, from its infusion_date /
+        transplant_date when it has one -- to its progression, how it was read)."""
         line = lines[n - 1]
         prog, how = _progression(line)
         if infusion and line.infusion_date is not None:
             origin, what = line.infusion_date, "infused "
+        elif transplant and line.transplant_date is not None:
+            origin, what = line.transplant_date, "transplant "
         elif line.start_date is None:
             return None, f"line {n}: start_date not given"
         else:
@@ -634,8 +636,9 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
         if prog is None:
             return None, f"line {n}: no progression date (progression_date not given)"
         lo, hi = months_between(Day.parse(origin), Day.parse(prog))
-        if hi < 0:  # only an infusion can be after the progression (a start_date cannot): bridging
-            return None, f"line {n}: progression {prog} ({how}) before the infusion {origin}: no relapse after it recorded"
+        if hi < 0:  # only an infusion or a transplant can be after the progression (a start_date cannot)
+            event = "infusion" if what == "infused " else "transplant"
+            return None, f"line {n}: progression {prog} ({how}) before the {event} {origin}: no relapse after it recorded"
         return (lo, hi), f"line {n}: {what}{origin} to progression {prog} ({how}), {_span(lo, hi)} months"
 
     def read_as_infusion(numbers: list[int]) -> str:
@@ -668,17 +671,18 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
         suffix: str,
         later: Callable[[int], tuple[bool | None, str]] | None = None,
         infusion: bool = False,
+        transplant: bool = False,
     ) -> None:
         """True when some line surely progressed within 12 months of its start, False when every one
         surely later, else unknown; `none` explains False without any such line. `later(n)`, when
         given, decides "surely later" for line n instead (True, or None when it cannot be known);
-        `infusion`: count from a CAR-T line's infusion_date when it has one."""
+        `infusion` / `transplant`: count from a line's infusion_date / transplant_date when it has one."""
         if not line_numbers:
             put(fact, False, none)
             return
         results = []
         for n in line_numbers:
-            interval, how = to_progression(n, infusion)
+            interval, how = to_progression(n, infusion, transplant)
             result = None if interval is None else _within(interval, EARLY_MONTHS)
             if result is False and later is not None:
                 result, why = later(n)
@@ -708,6 +712,8 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
         transplant may have come months into the line (induction first), so progression is surely
         later than 12 months after it only when it came more than 12 months after the line ended."""
         line = lines[n - 1]
+        if line.transplant_date is not None:
+            return False, ""  # counted from the transplant: surely later
         prog, _ = _progression(line)
         if line.end_date is not None and prog is not None:
             lo, _hi = months_between(Day.parse(line.end_date), Day.parse(prog))
@@ -715,13 +721,20 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
                 return False, f"; more than 12 months after the line ended {line.end_date}"
         return None, "; the transplant date is not in the profile, so 12 months after it cannot be told"
 
+    asct_lines = [n for n, line in enumerate(lines, 1) if line.autologous_transplant]
+    undated = [n for n in asct_lines if lines[n - 1].transplant_date is None]
     within_12_months(
         "early_relapse_after_asct",
-        [n for n, line in enumerate(lines, 1) if line.autologous_transplant],
+        asct_lines,
         lambda n, how: how,
         "no line lists an autologous transplant",
-        " (line with ASCT, from its start)",
+        ""
+        if not undated
+        else " (line with ASCT, from its start)"
+        if len(undated) == len(asct_lines)
+        else " (a line with ASCT without transplant_date: from its start)",
         later=after_the_transplant,
+        transplant=True,
     )
 
     # intolerance: what intolerant_to names; a line stopped for toxicity that does not say which agent

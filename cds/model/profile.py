@@ -18,7 +18,9 @@ recorded in that line; ``intolerant_to`` absent means *not recorded* (intoleranc
 is unknown, never false), ``[]`` intolerant to none;
 ``infusion_date`` (a CAR-T line only) is the day the CAR-T cells were infused, when the line's
 ``start_date`` is earlier (the apheresis, bridging): absent, the ``start_date`` of a CAR-T line is
-read as the infusion, as before.
+read as the infusion, as before; ``transplant_date`` (with ``autologous_transplant: true``) is the day
+of the line's (last) autologous transplant: early relapse after ASCT is counted from it, and without it
+from the start of the line.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class PriorLine(Strict):
     refractory_to: list[NonEmptyName] | None = Field(default=None, max_length=30)
     intolerant_to: list[NonEmptyName] | None = Field(default=None, max_length=30)
     autologous_transplant: bool | None = None
+    transplant_date: PartialDate | None = None  # the (last) autologous transplant of the line, when known
     start_date: PartialDate | None = None
     infusion_date: PartialDate | None = None  # a CAR-T line: the infusion (absent: start_date is read as it)
     end_date: PartialDate | None = None
@@ -628,17 +631,24 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                 "is only for a CAR-T line (the day the CAR-T cells were infused); this line has no CAR-T agent",
             )
         )
+    if line.get("transplant_date") is not None and line.get("autologous_transplant") is not True:
+        out.append(
+            (
+                f"{where}.transplant_date",
+                "is the date of the line's autologous transplant: give it with autologous_transplant: true",
+            )
+        )
     dates = {k: line.get(k) for k in LINE_DATES}
     parsed = {k: Day.parse(v) for k, v in dates.items() if isinstance(v, str) and _date_ok(v)}
     if "start_date" in parsed:
-        for k in ("infusion_date", "end_date", "progression_date"):
+        for k in ("infusion_date", "transplant_date", "end_date", "progression_date"):
             if k in parsed and parsed[k].surely_before(parsed["start_date"]):
                 out.append((f"{where}.{k}", f"{dates[k]} is before the line's start_date {dates['start_date']}"))
     return out
 
 
 #: the dates of a prior line (none may be after the evaluation date)
-LINE_DATES: tuple[str, ...] = ("start_date", "infusion_date", "end_date", "progression_date")
+LINE_DATES: tuple[str, ...] = ("start_date", "infusion_date", "transplant_date", "end_date", "progression_date")
 
 
 def _car_t(drug: Drug) -> bool:

@@ -56,6 +56,7 @@ _LINE: tuple[tuple[str, str, str], ...] = (
     ),
     ("intolerant_to", "[]", "agents of this line stopped for toxicity; [] = none; leave out = not recorded"),
     ("autologous_transplant", "false", "an autologous transplant was part of this line"),
+    ("transplant_date", '"2023-06-12"', "with autologous_transplant: true, the transplant's date (the last, if tandem)"),
     (
         "start_date",
         '"2023-01"',

@@ -172,6 +172,7 @@ def _lines(ev: Evaluation) -> list[m.Line]:
                 agents_from_regimen=line.agents_from_regimen,
                 start_date=line.start_date,
                 infusion_date=line.infusion_date,
+                transplant_date=line.transplant_date,
                 end_date=line.end_date,
                 progression_date=line.progression_date,
                 best_response=line.best_response,

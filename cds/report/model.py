@@ -192,6 +192,7 @@ class Line:
     agents_from_regimen: bool = False  # True: agents were left out and are the regimen label's
     start_date: str | None = None  # "YYYY-MM-DD" or "YYYY-MM", as the profile gives them
     infusion_date: str | None = None  # a CAR-T line: the infusion, when the profile gives it
+    transplant_date: str | None = None  # the line's (last) autologous transplant, when the profile gives it
     end_date: str | None = None
     progression_date: str | None = None
     best_response: str | None = None  # IMWG: sCR, CR, VGPR, PR, MR, SD, PD

@@ -297,6 +297,8 @@ def course(line: dict[str, Any]) -> str:
     start, end = line.get("start_date"), line.get("end_date")
     if start or end:
         parts.append((f"{start} to {end}" if end else f"from {start}") if start else f"until {end}")
+    if line.get("transplant_date"):
+        parts.append(f"ASCT {line['transplant_date']}")
     if line.get("infusion_date"):
         parts.append(f"CAR-T infused {line['infusion_date']}")
     if line.get("best_response"):

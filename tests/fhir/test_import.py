@@ -107,6 +107,15 @@ def test_overrides_are_marked(vocabulary):
     assert "was imported 1" in facts["ecog"].how and facts["labs.crp_mg_l"].value == 5
 
 
+def _asct_id(bundle: dict) -> str:
+    (found,) = (
+        e["resource"]["id"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Procedure" and "transplant" in e["resource"]["code"].get("text", "")
+    )
+    return str(found)
+
+
 def test_car_t_relapse_is_counted_from_the_infusion_not_the_apheresis(vocabulary):
     """Review R12-19: the CAR-T line starts at its apheresis (LOT-OPEN-CAR-T), but relapse within 12 months
     (S001, Samur et al.) counts from the infusion. Infusion 2024-07-08, progression 2025-06-10 (11.1 months
@@ -130,6 +139,8 @@ def test_car_t_relapse_is_counted_from_the_infusion_not_the_apheresis(vocabulary
     assert facts["bcma_car_t_relapse_within_12_months"].value is True
     assert facts["months_car_t_to_progression"].value == 11.1
     assert "infused 2024-07-08 to progression 2025-06-10" in facts["bcma_car_t_relapse_within_12_months"].explanation
+    assert result.profile["prior_lines"][0]["transplant_date"] == "2018-08-01"  # R12-20: the ASCT Procedure
+    assert result.lines[0]["derived"]["transplant_date"]["sources"] == ["Procedure/" + _asct_id(b)]
     # the same profile without the infusion date reads the apheresis as the infusion (the old import): later
     lines = [*result.profile["prior_lines"][:2], {k: v for k, v in line.items() if k != "infusion_date"}]
     old = derive(parse_profile({**result.profile, "prior_lines": lines}, vocabulary), vocabulary)

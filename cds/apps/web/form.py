@@ -65,6 +65,7 @@ LABELS: dict[str, str] = {
     "refractory_to": "Refractory",
     "intolerant_to": "Intolerant",
     "autologous_transplant": "Autologous transplant (ASCT)",
+    "transplant_date": "Transplant date",
     "start_date": "Start date",
     "infusion_date": "CAR-T infusion date",
     "end_date": "End date",
@@ -103,11 +104,13 @@ LINE_SCALARS: tuple[str, ...] = (
     "best_response",
     "stop_reason",
     "autologous_transplant",
+    "transplant_date",
 )
 HINTS: dict[str, str] = {
     "evaluation_date": "YYYY-MM-DD or YYYY-MM; blank: the evaluation time (today)",
     "start_date": "YYYY-MM-DD or YYYY-MM",
     "infusion_date": "a CAR-T line only; blank: the start date is the infusion",
+    "transplant_date": "with an autologous transplant; blank: early relapse is counted from the start date",
     "end_date": "YYYY-MM-DD or YYYY-MM (last dose)",
     "progression_date": "YYYY-MM-DD or YYYY-MM",
     "regimen": "a known label (KRd, D-VRd, ...) stands for its agents; leave the agents blank to use them",

@@ -154,6 +154,7 @@ class ImportResult:
                 )
             for key in (
                 "autologous_transplant",
+                "transplant_date",
                 "infusion_date",
                 "refractory_to",
                 "intolerant_to",
@@ -893,6 +894,14 @@ def _lines_out(
                 "how": "autologous stem-cell transplant in this line",
                 "sources": [t.ref for t in autos],
             }
+            last = max(autos, key=lambda t: (t.day.earliest, t.ref))
+            if last.day.precision != "year":  # early relapse after ASCT counts from it
+                prof["transplant_date"] = last.day.profile_text()
+                derived["transplant_date"] = {
+                    "value": prof["transplant_date"],
+                    "how": "the performed date of the line's (last) autologous stem-cell transplant Procedure",
+                    "sources": [last.ref],
+                }
         assessed = bool(ln.assessed_by) or any(m.exposure.stop for m in ln.members)
         if assessed:
             prof["refractory_to"] = [d for d in agents if d in ln.refractory]
