@@ -397,6 +397,10 @@ def build_profile(src, tce_bcma_naive: bool = False) -> dict:
     if src.chance(0.5):
         last = max((int(d[:4]) * 12 + int(d[5:7]) - 1 - 2010 * 12 for d in dates), default=180)
         p["evaluation_date"] = _date(src, last + src.int(1, 30)) if src.chance(0.8) else _month(last + 1)
+    # a partial FISH panel (review R12-09): the probes done; drawn last, so the fields above stay as they were
+    if isinstance(p.get("cytogenetics"), list) and src.chance(0.2):
+        probes = [a for a in CYTOGENETIC_ABNORMALITIES if src.chance(0.5)]
+        p["cytogenetics_tested"] = probes or [src.pick(CYTOGENETIC_ABNORMALITIES)]
     return p
 
 

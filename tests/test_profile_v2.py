@@ -326,8 +326,55 @@ def test_del1p_counts_as_high_risk(evaluator):
     facts = derive(evaluator.parse(minimal(cytogenetics=["del(1p)"])), evaluator.vocabulary)
     assert facts["high_risk_cytogenetics"].value is True, facts["high_risk_cytogenetics"].explanation
     assert "del(1p)" in facts["high_risk_cytogenetics"].explanation
-    facts = derive(evaluator.parse(minimal(cytogenetics=["del(13q)", "t(14;20)"])), evaluator.vocabulary)
-    assert facts["high_risk_cytogenetics"].value is False  # the sources do not call these high-risk
+    facts = derive(evaluator.parse(minimal(cytogenetics=["del(13q)"])), evaluator.vocabulary)
+    assert facts["high_risk_cytogenetics"].value is False  # the sources do not call del(13q) high-risk
+
+
+def test_t14_20_is_not_classified_by_the_sources_so_the_risk_is_unknown(evaluator):
+    """Review R12-10: t(14;20) alone leaves high_risk_cytogenetics unknown (IMWG counts it high risk,
+    outside the sources), never 'not high risk'; with a high-risk abnormality the risk is high."""
+    facts = derive(evaluator.parse(minimal(cytogenetics=["t(14;20)", "del(13q)"])), evaluator.vocabulary)
+    assert facts["cyto_t14_20"].value is True
+    assert facts["high_risk_cytogenetics"].value is None, facts["high_risk_cytogenetics"].explanation
+    assert "not classified by the sources" in facts["high_risk_cytogenetics"].explanation
+    facts = derive(evaluator.parse(minimal(cytogenetics=["t(14;20)", "del(17p)"])), evaluator.vocabulary)
+    assert facts["high_risk_cytogenetics"].value is True
+
+
+def test_a_partial_panel_leaves_what_was_not_probed_unknown(evaluator):
+    """Review R12-09: `cytogenetics_tested` names the probes of a partial panel; an abnormality outside it
+    is unknown, not 'not detected', and the risk is unknown unless a high-risk one is found."""
+    tested = ["t(11;14)", "t(4;14)", "t(14;16)", "del(17p)"]
+    facts = derive(evaluator.parse(minimal(cytogenetics=["t(11;14)"], cytogenetics_tested=tested)), evaluator.vocabulary)
+    assert facts["cyto_t11_14"].value is True and facts["cyto_t4_14"].value is False and facts["cyto_del17p"].value is False
+    for fact in ("cyto_gain1q", "cyto_amp1q", "cyto_del1p", "cyto_t14_20", "cyto_del13q"):
+        assert facts[fact].value is None and "not in the tested panel" in facts[fact].explanation, fact
+    assert facts["high_risk_cytogenetics"].value is None
+    # one 1q probe shows gain and amplification: naming either counts both as tested
+    full = [*tested, "gain(1q)", "del(1p)", "t(14;20)"]
+    facts = derive(evaluator.parse(minimal(cytogenetics=[], cytogenetics_tested=full)), evaluator.vocabulary)
+    assert facts["cyto_amp1q"].value is False and facts["high_risk_cytogenetics"].value is False
+    assert facts["cyto_del13q"].value is None  # not probed
+    # a detected abnormality is tested, whatever the list says; high risk found decides the risk
+    facts = derive(evaluator.parse(minimal(cytogenetics=["del(1p)"], cytogenetics_tested=["t(11;14)"])), evaluator.vocabulary)
+    assert facts["cyto_del1p"].value is True and facts["high_risk_cytogenetics"].value is True
+    # without cytogenetics_tested the list is the whole panel, as before (the contract of v1 profiles)
+    facts = derive(evaluator.parse(minimal(cytogenetics=["t(11;14)"])), evaluator.vocabulary)
+    assert facts["cyto_del1p"].value is False and facts["high_risk_cytogenetics"].value is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [
+        ({"cytogenetics_tested": ["del(17p)"]}, "cytogenetics_tested", "give it too"),
+        ({"cytogenetics": [], "cytogenetics_tested": ["del17p"]}, "cytogenetics_tested[0]", "did you mean del(17p)"),
+        ({"cytogenetics": [], "cytogenetics_tested": []}, "cytogenetics_tested", ""),
+        ({"cytogenetics": [], "cytogenetics_tested": ["t(4;14)", "t(4;14)"]}, "cytogenetics_tested", "more than once"),
+    ],
+)
+def test_cytogenetics_tested_problems_name_the_field(evaluator, extra, field, words):
+    found = dict(problems(evaluator, minimal(**extra)))
+    assert field in found and words in found[field], found
 
 
 def test_notes_never_change_the_decision(evaluator):

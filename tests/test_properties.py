@@ -38,6 +38,7 @@ from strategies import (
 
 from cds.errors import ProfileError
 from cds.model.facts import (
+    CYTO_FACT,
     CYTOGENETIC_ABNORMALITIES,
     FACTS,
     REFRACTORY_FIELD,
@@ -343,6 +344,18 @@ def _spec_values(spec) -> list:
 def _field_variants(evaluator, profile: dict, field: str) -> list[dict]:
     """Every profile that gives the unknown `field` a value (for refractoriness: each line that does not
     record it, one at a time, with every subset of its agents)."""
+    if field == "cytogenetics" and profile.get("cytogenetics_tested") is not None:
+        # a partial panel: keep what was found and tested; complete what was not probed (then a whole panel)
+        found = list(profile.get("cytogenetics") or [])
+        tested = evaluator.vocabulary.cytogenetics_tested(found, profile["cytogenetics_tested"])
+        untested = [a for a in CYTOGENETIC_ABNORMALITIES if a not in tested]
+        out = []
+        for k in range(len(untested) + 1):
+            for extra in itertools.combinations(untested, k):
+                variant = _set_field(profile, "cytogenetics", [*found, *extra])
+                del variant["cytogenetics_tested"]
+                out.append(variant)
+        return out
     if field != REFRACTORY_FIELD:
         return [_set_field(profile, field, value) for value in _field_values(field)]
     parsed = evaluator.parse(profile)
@@ -414,6 +427,29 @@ def test_7_unknown_facts_that_matter_are_exactly_those_that_can_change_the_top_o
     assert listed_any == expected_any, (
         f"unknown facts with any effect: listed {sorted(listed_any)}, brute force {sorted(expected_any)}"
     )
+
+
+@SETTINGS
+@given(profile=profiles())
+def test_7_an_abnormality_outside_a_stated_panel_is_never_not_detected(evaluator, profile):
+    """Review R12-09 (unknown is not false): with `cytogenetics_tested`, an abnormality neither found nor in
+    the panel (by its probe) is unknown, and the risk is 'not high' only when every high-risk and
+    unclassified abnormality was tested; without it, the list is the whole panel (the v1 meaning)."""
+    vocab = evaluator.vocabulary
+    facts = derive(evaluator.parse(profile), vocab)
+    cyto = profile.get("cytogenetics")
+    if cyto is None:
+        assert all(facts[f].value is None for f in (*CYTO_FACT.values(), "high_risk_cytogenetics"))
+        return
+    tested = vocab.cytogenetics_tested(cyto, profile.get("cytogenetics_tested"))
+    for abn, fact in CYTO_FACT.items():
+        expected = True if abn in cyto else (False if abn in tested else None)
+        assert facts[fact].value is expected, (abn, facts[fact])
+    risk = facts["high_risk_cytogenetics"].value
+    assert (risk is True) == any(a in cyto for a in vocab.high_risk_cytogenetics)
+    if risk is False:
+        assert set(vocab.high_risk_cytogenetics) | set(vocab.unclassified_cytogenetics) <= tested
+        assert not set(vocab.unclassified_cytogenetics) & set(cyto)
 
 
 def test_7_brute_force_sees_a_known_effect(evaluator):

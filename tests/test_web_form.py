@@ -120,6 +120,21 @@ def test_cytogenetics_tested_none_found_is_not_unknown():
     assert "cytogenetics" not in f.to_profile(untested).profile
 
 
+def test_a_partial_panel_survives_the_form_both_ways():
+    """Review R12-09: the probes of a partial panel are a second set of boxes; editing a stored case on
+    the page must not turn its partial panel into a whole one (the abnormalities outside it stay unknown)."""
+    form, _ = f.from_submission(
+        [("cytogenetics_status", "tested"), ("cytogenetics_tested[]", "del(17p)"), ("cytogenetics_tested[]", "t(4;14)")]
+    )
+    profile = f.to_profile(form).profile
+    assert profile["cytogenetics"] == [] and profile["cytogenetics_tested"] == ["del(17p)", "t(4;14)"]
+    back = f.from_profile({"cytogenetics": ["t(4;14)"], "cytogenetics_tested": ["t(4;14)", "del(17p)"]})
+    again = f.to_profile(back).profile
+    assert again["cytogenetics"] == ["t(4;14)"] and again["cytogenetics_tested"] == ["t(4;14)", "del(17p)"]
+    whole, _ = f.from_submission([("cytogenetics_status", "tested")])
+    assert "cytogenetics_tested" not in f.to_profile(whole).profile  # none ticked: the whole list
+
+
 def test_problems_land_beside_their_input_after_blank_lines_are_dropped():
     form, _ = f.from_submission(
         [("prior_lines[0].regimen", ""), ("prior_lines[1].agents[0]", "x"), ("prior_lines[1].agents[1]", "bortezomibb")]

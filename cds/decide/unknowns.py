@@ -25,6 +25,7 @@ from cds.model.facts import (
     REFRACTORY_FIELD,
     FactValue,
     Value,
+    cytogenetic_risk,
     refractoriness_alternatives,
 )
 from cds.model.profile import PatientProfile
@@ -121,21 +122,37 @@ class VariantPlanner:
             self._plans[field] = plan
         self._refractory_used = any(FACTS[f].input_field == REFRACTORY_FIELD for f in used)
         self._vocabulary = ruleset.vocabulary
-        cyto_used = [f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used]
-        if cyto_used:
-            seen: dict[tuple[Value, ...], tuple[str, Assignment]] = {}
-            names = tuple(CYTO_FACT)
-            high_risk = set(ruleset.vocabulary.high_risk_cytogenetics)
-            for k in range(len(names) + 1):
-                for combo in itertools.combinations(names, k):
-                    found = set(combo)
-                    full: dict[str, Value] = {fact: abn in found for abn, fact in CYTO_FACT.items()}
-                    full["high_risk_cytogenetics"] = bool(found & high_risk)
-                    key = tuple(full[f] for f in cyto_used)
-                    if key not in seen:
-                        label = ", ".join(combo) if combo else "tested, no abnormality"
-                        seen[key] = (label, tuple(full.items()))
-            self._plans["cytogenetics"] = list(seen.values())
+        self._cyto_used = tuple(f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used)
+        self._cyto_plans: dict[frozenset[str], list[tuple[str, Assignment]]] = {}
+
+    def _cytogenetics_plan(self, facts: dict[str, FactValue]) -> list[tuple[str, Assignment]]:
+        """Every distinguishable completion of the abnormalities the profile leaves unknown (all of them
+        when cytogenetics were not tested; those outside the tested panel of a partial one), keeping the
+        known results; `high_risk_cytogenetics` follows (left unknown where the sources do not classify)."""
+        unknown = tuple(abn for abn, fact in CYTO_FACT.items() if not facts[fact].known)
+        if not self._cyto_used or not unknown:
+            return []
+        known_found = frozenset(abn for abn, fact in CYTO_FACT.items() if facts[fact].value is True)
+        cache_key = frozenset(unknown) | frozenset(f"+{a}" for a in known_found)
+        if cache_key in self._cyto_plans:
+            return self._cyto_plans[cache_key]
+        seen: dict[tuple[Value | None, ...], tuple[str, Assignment]] = {}
+        everything = frozenset(CYTO_FACT)
+        partial = len(unknown) < len(CYTO_FACT)
+        for k in range(len(unknown) + 1):
+            for combo in itertools.combinations(unknown, k):
+                found = known_found | set(combo)
+                full: dict[str, Value | None] = {CYTO_FACT[abn]: abn in found for abn in unknown}
+                full["high_risk_cytogenetics"] = cytogenetic_risk(set(found), everything, self._vocabulary)[0]
+                key = tuple(full.get(f, facts[f].value) for f in self._cyto_used)
+                if key not in seen:
+                    if combo:
+                        label = ", ".join(combo)
+                    else:
+                        label = "none of the untested abnormalities" if partial else "tested, no abnormality"
+                    seen[key] = (label, tuple((f, v) for f, v in full.items() if v is not None))
+        plan = self._cyto_plans[cache_key] = list(seen.values())
+        return plan
 
     def variants(self, facts: dict[str, FactValue], profile: PatientProfile | None = None) -> list[Variant]:
         """The counterfactual variants of every unknown field a deciding rule reads (with `profile`,
@@ -146,6 +163,7 @@ class VariantPlanner:
             if facts[probe].known or not facts[probe].applies:
                 continue
             out.extend(Variant(field, label, assignment) for label, assignment in plan)
+        out.extend(Variant("cytogenetics", label, assignment) for label, assignment in self._cytogenetics_plan(facts))
         if profile is not None and self._refractory_used:
             for label, assignment in refractoriness_alternatives(profile, self._vocabulary, self.used_facts):
                 out.append(Variant(REFRACTORY_FIELD, label, tuple(assignment.items())))

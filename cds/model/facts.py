@@ -71,7 +71,7 @@ class FactSpec:
 _CYTO_CATALOGUE = read_cytogenetics(packaged_rules_dir() / "catalog" / "cytogenetics.yaml").abnormalities
 CYTO_FACT: dict[str, str] = {c.name: c.fact for c in _CYTO_CATALOGUE}
 CYTOGENETIC_ABNORMALITIES: tuple[str, ...] = tuple(CYTO_FACT)
-_HIGH_RISK = [c.name for c in _CYTO_CATALOGUE if c.high_risk]
+_HIGH_RISK = [c.name for c in _CYTO_CATALOGUE if c.high_risk is True]
 _HIGH_RISK_TEXT = ", ".join(_HIGH_RISK[:-1]) + " or " + _HIGH_RISK[-1] if len(_HIGH_RISK) > 1 else "".join(_HIGH_RISK)
 
 #: the profile field refractoriness facts come from (unknown when a line does not record it)
@@ -313,6 +313,36 @@ def _fmt_lines(hits: list[tuple[str, int]]) -> str:
     return ", ".join(f"{a} (line {n})" for a, n in hits)
 
 
+def cytogenetic_risk(found: set[str], tested: frozenset[str], vocabulary: Vocabulary) -> tuple[bool | None, str]:
+    """`high_risk_cytogenetics` from what was detected and what the panel covered, with its explanation:
+    true when a high-risk abnormality is detected; unknown when a high-risk (or unclassified) one was
+    not tested, or an abnormality the sources do not classify (t(14;20)) was detected; else false."""
+    hr = [abn for abn in vocabulary.high_risk_cytogenetics if abn in found]
+    if hr:
+        return True, f"high-risk abnormality detected: {', '.join(hr)}"
+    untested = [abn for abn in (*vocabulary.high_risk_cytogenetics, *vocabulary.unclassified_cytogenetics) if abn not in tested]
+    if untested:
+        return None, f"not in the tested panel: {', '.join(untested)}: risk unknown"
+    unclassified = [abn for abn in vocabulary.unclassified_cytogenetics if abn in found]
+    if unclassified:
+        return None, f"{', '.join(unclassified)} detected: not classified by the sources, risk unknown"
+    return False, "cytogenetics tested: no high-risk abnormality"
+
+
+def _derive_cytogenetics(cytogenetics: list[str], tested_list: list[str] | None, vocabulary: Vocabulary, put: _Put) -> None:
+    found = set(cytogenetics)
+    tested = vocabulary.cytogenetics_tested(cytogenetics, tested_list)
+    for abn, fact in CYTO_FACT.items():
+        if abn in found:
+            put(fact, True, f"cytogenetics tested: {abn} detected")
+        elif abn in tested:
+            put(fact, False, f"cytogenetics tested: {abn} not detected")
+        else:
+            put(fact, None, f"not in the tested panel (cytogenetics_tested): {abn} unknown")
+    value, explanation = cytogenetic_risk(found, tested, vocabulary)
+    put("high_risk_cytogenetics", value, explanation)
+
+
 def derive(profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None = None) -> dict[str, FactValue]:
     """Every fact of `FACTS`, each with how it was obtained.
 
@@ -353,15 +383,7 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_d
         for fact in (*CYTO_FACT.values(), "high_risk_cytogenetics"):
             put(fact, None, "cytogenetics not tested/not given: unknown")
     else:
-        found = set(profile.cytogenetics)
-        for abn, fact in CYTO_FACT.items():
-            put(fact, abn in found, f"cytogenetics tested: {abn} {'detected' if abn in found else 'not detected'}")
-        hr = [abn for abn in vocabulary.high_risk_cytogenetics if abn in found]
-        put(
-            "high_risk_cytogenetics",
-            bool(hr),
-            f"high-risk abnormality detected: {', '.join(hr)}" if hr else "cytogenetics tested: no high-risk abnormality",
-        )
+        _derive_cytogenetics(profile.cytogenetics, profile.cytogenetics_tested, vocabulary, put)
     _derive_lines(profile, vocabulary, put)
     _derive_course(profile, vocabulary, put, default_evaluation_date)
     missing = set(FACTS) - set(out)

@@ -153,6 +153,10 @@ class PatientProfile(Strict):
     cns_involvement: bool | None = None
     r_iss: int | None = Field(default=None, ge=1, le=3)
     cytogenetics: list[Annotated[str, Field(min_length=1, max_length=40)]] | None = Field(default=None, max_length=30)
+    # the probes of a partial panel: abnormalities outside it are unknown (absent: `cytogenetics` is the whole panel)
+    cytogenetics_tested: list[Annotated[str, Field(min_length=1, max_length=40)]] | None = Field(
+        default=None, min_length=1, max_length=30
+    )
     rapidly_progressive: bool | None = None
     car_t_center_access: bool | None = None
     organ_function_adequate: bool | None = None
@@ -163,7 +167,7 @@ class PatientProfile(Strict):
     prior_lines: list[PriorLine] = Field(max_length=40)
     notes: Annotated[str, Field(max_length=10_000)] | None = None  # free text: printed escaped, never read by rules
 
-    @field_validator("cytogenetics")
+    @field_validator("cytogenetics", "cytogenetics_tested")
     @classmethod
     def _no_duplicate_cytogenetics(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and len(set(v)) != len(v):
@@ -663,6 +667,30 @@ def _date_ok(text: str) -> bool:
     return True
 
 
+def _check_tested(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
+    """`cytogenetics_tested`: catalogue names, and only beside a `cytogenetics` result."""
+    tested = data.get("cytogenetics_tested")
+    if not isinstance(tested, list):
+        return []
+    out: list[Problem] = []
+    for j, abn in enumerate(tested):
+        if isinstance(abn, str) and abn not in vocabulary.cytogenetic_names:
+            sugg = vocabulary.cytogenetic_suggestions(abn)
+            hint = f"; did you mean {' or '.join(sugg)}?" if sugg else ""
+            out.append(
+                (f"cytogenetics_tested[{j}]", f"{_describe(abn)} is not one of {', '.join(vocabulary.cytogenetic_names)}{hint}")
+            )
+    if data.get("cytogenetics") is None:
+        out.append(
+            (
+                "cytogenetics_tested",
+                "names the probes of a panel whose result is `cytogenetics`: give it too ([] when none was found), "
+                "or omit both for not tested",
+            )
+        )
+    return out
+
+
 def check_content(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
     """Every content problem of a decoded profile, leniently (whatever its structure problems are)."""
     out: list[Problem] = []
@@ -681,8 +709,8 @@ def check_content(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]
                 )
     elif isinstance(cyto, str):
         out.append(("cytogenetics", f"expected a list, got str {_describe(cyto)}{_unknown_hint(cyto, 'cytogenetics')}"))
-        return out + _check_lines(data, vocabulary)
-    return out + _check_lines(data, vocabulary)
+        return out + _check_tested(data, vocabulary) + _check_lines(data, vocabulary)
+    return out + _check_tested(data, vocabulary) + _check_lines(data, vocabulary)
 
 
 def _check_lines(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:

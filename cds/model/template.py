@@ -28,6 +28,11 @@ _PATIENT: tuple[tuple[str, str, str], ...] = (
     ("cns_involvement", "false", "CNS myeloma"),
     ("r_iss", "2", "R-ISS stage 1-3"),
     ("cytogenetics", '["t(4;14)"]', "{cytogenetics}; [] = tested, none found; leave out = not tested"),
+    (
+        "cytogenetics_tested",
+        '["t(4;14)", "t(14;16)", "del(17p)"]',
+        "a partial panel: the probes done (the others are unknown); leave out when the whole list was tested",
+    ),
     ("rapidly_progressive", "false", "disease that cannot wait weeks for therapy"),
     ("car_t_center_access", "true", "access to a certified CAR-T centre"),
     ("organ_function_adequate", "true", "cardiac, pulmonary, hepatic function adequate for lymphodepletion and CRS"),

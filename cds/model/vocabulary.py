@@ -20,7 +20,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 
@@ -69,7 +69,8 @@ class RegimensFile(Strict):
 class CytogeneticSpec(Strict):
     name: str = Field(min_length=3, max_length=30)
     fact: str = Field(pattern=r"^cyto_[a-z0-9_]+$")
-    high_risk: bool
+    high_risk: bool | Literal["unclassified"]  # unclassified: the sources do not classify it
+    probe: str | None = Field(default=None, min_length=1, max_length=30)  # one probe detecting several (1q)
     basis: str = Field(min_length=10)
     typos: list[str] = Field(default_factory=list)
 
@@ -105,9 +106,10 @@ class Regimen:
 class Cytogenetic:
     name: str
     fact: str
-    high_risk: bool
+    high_risk: bool | str  # True, False or "unclassified" (the sources do not classify it)
     basis: str
     typos: tuple[str, ...]
+    probe: str = ""  # the FISH probe that detects it (its own name unless the catalogue says otherwise)
 
 
 def _key(text: str) -> str:
@@ -193,7 +195,7 @@ class Vocabulary:
                 self._regimens[k] = regimen
 
         self.cytogenetics: tuple[Cytogenetic, ...] = tuple(
-            Cytogenetic(c.name, c.fact, c.high_risk, " ".join(c.basis.split()), tuple(c.typos))
+            Cytogenetic(c.name, c.fact, c.high_risk, " ".join(c.basis.split()), tuple(c.typos), c.probe or c.name)
             for c in (cytogenetics.abnormalities if cytogenetics is not None else ())
         )
         self._cyto_by_key: dict[str, str] = {}
@@ -307,7 +309,20 @@ class Vocabulary:
 
     @property
     def high_risk_cytogenetics(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.cytogenetics if c.high_risk)
+        return tuple(c.name for c in self.cytogenetics if c.high_risk is True)
+
+    @property
+    def unclassified_cytogenetics(self) -> tuple[str, ...]:
+        """Abnormalities the sources do not classify (t(14;20)): with one, the risk is unknown."""
+        return tuple(c.name for c in self.cytogenetics if c.high_risk == "unclassified")
+
+    def cytogenetics_tested(self, found: list[str], tested: list[str] | None) -> frozenset[str]:
+        """The abnormalities a profile's result speaks for: every one when `tested` is None (the whole
+        panel, the meaning of `cytogenetics` alone), else those sharing a probe with one tested or found."""
+        if tested is None:
+            return frozenset(self.cytogenetic_names)
+        probes = {c.probe for c in self.cytogenetics if c.name in set(found) | set(tested)}
+        return frozenset(c.name for c in self.cytogenetics if c.probe in probes)
 
 
 _File = TypeVar("_File", bound=Strict)

@@ -102,6 +102,16 @@ def evaluation_date_text(date: str | None, source: str, short: bool = False) -> 
     return f"{date} (evaluation time)" if short else f"{date} (the evaluation time: no evaluation_date in the profile)"
 
 
+def _cytogenetics_text(cyto: list[str] | None, tested: list[str] | None) -> str | None:
+    """The FISH result as entered: None (not tested), what was found, and for a partial panel its probes."""
+    if cyto is None:
+        return None
+    if tested is None:
+        return ", ".join(cyto) if cyto else "tested, none of the listed abnormalities"
+    found = ", ".join(cyto) if cyto else "none found"
+    return f"{found} (partial panel: {', '.join(tested)} tested; the others not tested, unknown)"
+
+
 def case_inputs(inputs: dict[str, Any], evaluation_date: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The profile's clinical inputs (other than the prior lines) as label/value rows; unknown is said.
     With the report's `evaluation_date`, its row says where the date came from."""
@@ -118,10 +128,7 @@ def case_inputs(inputs: dict[str, Any], evaluation_date: dict[str, Any] | None =
         ("R-ISS stage", None if r_iss is None else f"R-ISS {r_iss}"),
         ("Creatinine clearance", None if crcl is None else f"{_num(crcl)} mL/min"),
         ("Dialysis", _yes_no(p.get("dialysis"))),
-        (
-            "Cytogenetics (FISH)",
-            None if cyto is None else (", ".join(cyto) if cyto else "tested, none of the listed abnormalities"),
-        ),
+        ("Cytogenetics (FISH)", _cytogenetics_text(cyto, p.get("cytogenetics_tested"))),
         ("Extramedullary disease", _yes_no(p.get("extramedullary_disease"))),
         ("Plasma cell leukaemia", _yes_no(p.get("plasma_cell_leukemia"))),
         ("CNS involvement", _yes_no(p.get("cns_involvement"))),

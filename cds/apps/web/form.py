@@ -42,6 +42,7 @@ LABELS: dict[str, str] = {
     "cns_involvement": "CNS involvement",
     "r_iss": "R-ISS stage",
     "cytogenetics": "Cytogenetics",
+    "cytogenetics_tested": "Probes tested (partial panel)",
     "rapidly_progressive": "Rapidly progressive disease",
     "car_t_center_access": "Access to a CAR-T centre",
     "organ_function_adequate": "Organ function adequate for CAR-T",
@@ -91,7 +92,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     ("kidney", "Kidney", ("creatinine_clearance_ml_min", "dialysis")),
     ("disease", "Disease", ("r_iss", "extramedullary_disease", "plasma_cell_leukemia", "cns_involvement", "rapidly_progressive")),
-    ("cytogenetics", "Cytogenetics", ("cytogenetics",)),
+    ("cytogenetics", "Cytogenetics", ("cytogenetics", "cytogenetics_tested")),
     ("labs", "Labs", tuple(f"labs.{k}" for k in Labs.model_fields)),
     ("cart", "CAR-T logistics", ("car_t_center_access",)),
 )
@@ -163,7 +164,7 @@ def _spec(model: type[BaseModel], name: str, path: str) -> Spec:
     choices: tuple[tuple[str, str], ...]
     if name in ("notes",):
         kind, choices = "textarea", ()
-    elif name == "cytogenetics":
+    elif name in ("cytogenetics", "cytogenetics_tested"):
         kind, choices = "cytogenetics", ()
     elif name.endswith("_date"):
         kind, choices = "date", ()
@@ -250,6 +251,7 @@ class Line:
 class Form:
     values: dict[str, str] = field(default_factory=dict)  # top-level path -> text as entered
     cytogenetics: list[str] = field(default_factory=list)  # ticked abnormalities
+    cytogenetics_tested: list[str] = field(default_factory=list)  # ticked probes of a partial panel (none: the whole list)
     lines: list[Line] = field(default_factory=list)
     board_date: str = ""
     site: str = ""
@@ -308,6 +310,8 @@ def from_submission(items: list[tuple[str, str]]) -> tuple[Form, str]:
             form.imported.update(v for v in value.split(",") if v)
         elif key == "cytogenetics[]":
             form.cytogenetics.append(value)
+        elif key == "cytogenetics_tested[]":
+            form.cytogenetics_tested.append(value)
         elif key == "lines":
             n_lines = _small_int(value, MAX_LINES)
         elif m := _AGENT_KEY.match(key):
@@ -434,6 +438,11 @@ def to_profile(form: Form) -> Converted:
         data["cytogenetics"] = list(form.cytogenetics)
         for j in range(len(form.cytogenetics)):
             where[f"cytogenetics[{j}]"] = "cytogenetics"
+    if form.cytogenetics_tested:  # a partial panel (without a result the validation says what is missing)
+        data["cytogenetics_tested"] = list(form.cytogenetics_tested)
+        where["cytogenetics_tested"] = "cytogenetics"
+        for j in range(len(form.cytogenetics_tested)):
+            where[f"cytogenetics_tested[{j}]"] = "cytogenetics"
     lines: list[dict[str, Any]] = []
     for i, line in enumerate(form.lines):
         if line.blank():
@@ -605,6 +614,9 @@ def from_profile(data: dict[str, Any], *, imported: bool = False) -> Form:
         form.values["cytogenetics_status"] = "tested"
         if imported:
             form.imported.add("cytogenetics")
+    tested = data.get("cytogenetics_tested")
+    if isinstance(tested, list):
+        form.cytogenetics_tested = [str(c) for c in tested]
     for i, line in enumerate(data.get("prior_lines") or []):
         if not isinstance(line, dict):
             continue
