@@ -53,6 +53,22 @@ def test_case_imports_to_its_expected_profile(name, vocabulary):
     assert [ln["opened_by"]["rule"] for ln in result.lines] == exp["line_rules"]
 
 
+def test_single_probe_fish_results_are_a_partial_panel_not_a_whole_one(evaluator, vocabulary):
+    """Review R12-09: two probes reported Not detected (del(17p), t(4;14)) say nothing of 1q or 1p: the
+    import names the probes (cytogenetics_tested), so what was not probed stays unknown, never negative;
+    a panel result (GenomicVariant, a FISH panel as text) still stands for every abnormality."""
+    from cds.model.facts import derive
+
+    result = import_bundle(load("old_sender_statements"), vocabulary, "2026-01-15")
+    assert result.profile["cytogenetics"] == [] and result.profile["cytogenetics_tested"] == ["del(17p)", "t(4;14)"]
+    facts = derive(evaluator.parse(result.profile), vocabulary)
+    assert facts["cyto_del17p"].value is False and facts["cyto_t4_14"].value is False
+    assert facts["cyto_del1p"].value is None and facts["cyto_gain1q"].value is None
+    assert facts["high_risk_cytogenetics"].value is None
+    panel = import_bundle(load("relapse_on_bispecific"), vocabulary, "2026-01-15")
+    assert panel.profile["cytogenetics"] == [] and "cytogenetics_tested" not in panel.profile
+
+
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_every_resource_is_used_or_listed_once(name, vocabulary):
     result = import_bundle(load(name), vocabulary, "2026-01-15")

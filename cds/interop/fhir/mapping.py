@@ -49,6 +49,7 @@ TOP_FIELDS = (
     "plasma_cell_leukemia",
     "cns_involvement",
     "cytogenetics",
+    "cytogenetics_tested",
     "r_iss",
     "rapidly_progressive",
     "car_t_center_access",
@@ -495,6 +496,8 @@ class _Import:
         assessments: list[Assessment] = []
         cyto_tested: list[Entry] = []
         cyto_found: dict[str, list[str]] = {}
+        cyto_probes: set[str] = set()  # the probes of single-probe results
+        whole_panel = False  # a panel or karyotype result: every abnormality tested
 
         def offer(key: str, day: Day, e: Entry, value: Any, how: str) -> None:
             old = latest.get(key)
@@ -573,11 +576,15 @@ class _Import:
                 assessments.append(Assessment(e.ref, day, worsened=False, response=cat))
                 self.assessment_how[e.ref] = f"IMWG response {cat} ({day.iso()})"
             else:
-                found, tested = self._cytogenetics(e)
+                found, tested, probes = self._cytogenetics(e)
                 if tested:
                     cyto_tested.append(e)
                     for abn in found:
                         cyto_found.setdefault(abn, []).append(e.ref)
+                    if probes is None:
+                        whole_panel = True
+                    else:
+                        cyto_probes.update(probes)
                 else:
                     self.skip(
                         e,
@@ -590,12 +597,16 @@ class _Import:
                 self.put(key, value, [e.ref], f"{how}, {day.iso()} (the latest)")
         if cyto_tested:
             found = sorted(cyto_found)
+            refs = [e.ref for e in cyto_tested]
             how = (
                 "abnormalities named in FISH/cytogenetic results"
                 if found
                 else "FISH/cytogenetic results, none detected: tested, none found"
             )
-            self.put("cytogenetics", found, [e.ref for e in cyto_tested], how)
+            self.put("cytogenetics", found, refs, how)
+            if not whole_panel:  # single-probe results only: what was not probed stays unknown (review R12-09)
+                probes = sorted(cyto_probes | set(found))
+                self.put("cytogenetics_tested", probes, refs, "single-probe FISH results: a partial panel of these probes")
         return assessments
 
     def _ecog(self, e: Entry) -> tuple[int, str] | None:
@@ -642,8 +653,9 @@ class _Import:
                 return RESPONSES[c.code.strip().lower()]
         return None
 
-    def _cytogenetics(self, e: Entry) -> tuple[list[str], bool]:
-        """(abnormalities detected, whether this is a cytogenetic/FISH result at all)."""
+    def _cytogenetics(self, e: Entry) -> tuple[list[str], bool, list[str] | None]:
+        """(abnormalities detected, whether this is a cytogenetic/FISH result at all, the probes it speaks
+        for: those it names for a single-probe result, None for a panel or karyotype, i.e. all of them)."""
         m = e.model
         code_text = " ".join(_texts(m.code))
         loinc = [c.code for c in _codings(m.code) if c.system == codes.LOINC]
@@ -657,7 +669,7 @@ class _Import:
         if codes.LOINC_GENOMIC_VARIANT in loinc:
             found = find_abnormalities(" ".join(iscn) + " " + value_text + " " + code_text)
             negative = bool(value_codes & codes.RESULT_NOT_DETECTED) or _negative(value_text)
-            return ([] if negative else found), True
+            return ([] if negative else found), True, None
         named = find_abnormalities(code_text)
         fish = re.search(r"\bfish\b|cytogenetic|karyotype|\biscn\b", code_text, re.I) is not None
         if named:  # one probe: "del(17p) by FISH" = Detected / Not detected
@@ -666,16 +678,16 @@ class _Import:
                 r"\b(detected|positive|present)\b", value_text, re.I
             )
             if negative:
-                return [], True
+                return [], True, named
             if positive:
-                return named, True
+                return named, True, named
             self.warnings.append(f"{e.label}: {quoted(code_text)} without a Detected/Not detected value: not used")
-            return [], False
+            return [], False, None
         if fish:  # a panel: its value names what was found, or says nothing was
             found = find_abnormalities(value_text + " " + " ".join(iscn))
             if found or _negative(value_text) or value_codes & codes.RESULT_NOT_DETECTED:
-                return found, True
-        return [], False
+                return found, True, None
+        return [], False, None
 
     def _of(self, rtype: str) -> list[Entry]:
         return [e for e in self.b.entries if e.resource_type == rtype]
@@ -778,6 +790,8 @@ def import_bundle(
     ]
     for name in TOP_FIELDS:
         f = imp.facts.get(name)
+        if f is None and name == "cytogenetics_tested":
+            continue  # given only for a partial panel (single-probe results); absent: cytogenetics is the whole panel
         if f is None:
             why = NOT_IN_FHIR.get(name) or _unknown_why(imp, name)
             f = Fact(name, None, "unknown", [], why)
