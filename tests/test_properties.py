@@ -381,7 +381,12 @@ def brute_force_unknowns(evaluator, profile: dict, base) -> tuple[set[str], set[
         {
             s.input_field
             for s in FACTS.values()
-            if s.input_field and base_facts[s.name].value is None and base_facts[s.name].applies
+            if s.input_field
+            and base_facts[s.name].value is None
+            and base_facts[s.name].applies
+            # a risk unknown only because the sources do not classify what was found (t(14;20)) on a
+            # complete result is no unknown input: no value of the profile's fields is left to vary
+            and not (s.name == "high_risk_cytogenetics" and all(base_facts[f].value is not None for f in CYTO_FACT.values()))
         }
     )
     changes_top, changes_any = set(), set()
