@@ -7,6 +7,8 @@ false (relapse within 12 months of a BCMA CAR-T). Real validation and derivation
 
 from __future__ import annotations
 
+import pytest
+
 from cds.model.facts import derive
 
 
@@ -211,3 +213,23 @@ def test_the_report_shows_each_lines_course_stop_reason_and_intolerance(evaluato
         assert "stopped for toxicity" in text, fmt
         assert "best response VGPR" in text and "progression 2022-11-20" in text, fmt
         assert "none by the dates" in text, fmt  # teclistamab: not refractory by the IMWG dates rule
+
+
+def test_lazy_explanations_are_the_eager_ones_and_check_their_values(evaluator):
+    """The pipeline derives the facts without their explanations (a batch never reads them); reading one
+    derives again with them: the same texts as an eager derivation, and a value that is not the one
+    derived (a fact edited after the derivation) cannot borrow an explanation."""
+    from conftest import case_names, load_case
+
+    checked = 0
+    for name in case_names():
+        ev = evaluator.evaluate(evaluator.parse(load_case(name)), "2026-01-01T00:00:00Z")
+        eager = derive(ev.profile, evaluator.vocabulary, ev.evaluation_date)
+        assert all(not isinstance(f.how, str) for f in ev.facts.values()), name  # nothing written yet
+        assert [(k, f.value, f.applies) for k, f in ev.facts.items()] == [(k, f.value, f.applies) for k, f in eager.items()]
+        assert [f.explanation for f in ev.facts.values()] == [f.explanation for f in eager.values()], name
+        checked += 1
+    assert checked > 20
+    age = ev.facts["age"]
+    with pytest.raises(AssertionError):
+        _ = age._replace(value=age.value + 1).explanation

@@ -98,7 +98,7 @@ class Evaluator:
         return load_profile(path, self.vocabulary)
 
     def fired_rules(self, profile: PatientProfile, evaluated_at: str | None = None) -> frozenset[str]:
-        facts = derive(profile, self.vocabulary, evaluation_date_for(profile, evaluated_at)[0])
+        facts = derive(profile, self.vocabulary, evaluation_date_for(profile, evaluated_at)[0], lazy=True)
         return self.engine.run([engine_facts(facts)], patient=profile.patient_id)[0]
 
     def evaluate(self, profile: PatientProfile, evaluated_at: str | None = None) -> Evaluation:
@@ -109,7 +109,7 @@ class Evaluator:
         if evaluated_at is not None:
             evaluated_at = evaluation_time(evaluated_at)  # the report's stamp, to the second in UTC
         on, source = evaluation_date_for(profile, evaluated_at)
-        facts = derive(profile, self.vocabulary, on)
+        facts = derive(profile, self.vocabulary, on, lazy=True)  # explanations written if a report reads them
         base_facts = engine_facts(facts)
         variants = self.planner.variants(facts, profile) if self.analyze_unknowns else []
         # each variant is the patient's facts with one unknown field set (scoped: see cds.engine.durable);

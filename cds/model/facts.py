@@ -300,12 +300,39 @@ _PutLine = Callable[[str, Value | None, str], None]
 class FactValue(NamedTuple):
     name: str
     value: Value | None  # None: unknown (or, with applies False, not applicable)
-    explanation: str
+    how: str | Explainer  # the explanation, or what writes it on first use (`derive(..., lazy=True)`)
     applies: bool = True  # False: the fact has no value for this patient (months since a therapy never given)
 
     @property
     def known(self) -> bool:
         return self.value is not None
+
+    @property
+    def explanation(self) -> str:
+        """How the fact was obtained, in one line."""
+        how = self.how
+        return how if isinstance(how, str) else how.explanation(self.name, self.value)
+
+
+class Explainer:
+    """The explanations of one lazy derivation, written on first use by deriving again with them.
+
+    `derive` is a function of its arguments only, so the second derivation gives the same values
+    (checked for each fact read); a batch, which never shows an explanation, never pays for them.
+    """
+
+    __slots__ = ("_args", "_facts")
+
+    def __init__(self, profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None):
+        self._args = (profile, vocabulary, default_evaluation_date)
+        self._facts: dict[str, FactValue] | None = None
+
+    def explanation(self, name: str, value: Value | None) -> str:
+        if self._facts is None:
+            self._facts = derive(*self._args)
+        fact = self._facts[name]
+        assert fact.value == value and type(fact.value) is type(value), (name, value, fact.value)
+        return fact.explanation
 
 
 def _fmt_lines(hits: list[tuple[str, int]]) -> str:
@@ -329,32 +356,39 @@ def cytogenetic_risk(found: set[str], tested: frozenset[str], vocabulary: Vocabu
     return False, "cytogenetics tested: no high-risk abnormality"
 
 
-def _derive_cytogenetics(cytogenetics: list[str], tested_list: list[str] | None, vocabulary: Vocabulary, put: _Put) -> None:
+def _derive_cytogenetics(
+    cytogenetics: list[str], tested_list: list[str] | None, vocabulary: Vocabulary, put: _Put, explain: bool = True
+) -> None:
     found = set(cytogenetics)
     tested = vocabulary.cytogenetics_tested(cytogenetics, tested_list)
     for abn, fact in CYTO_FACT.items():
         if abn in found:
-            put(fact, True, f"cytogenetics tested: {abn} detected")
+            put(fact, True, f"cytogenetics tested: {abn} detected" if explain else "")
         elif abn in tested:
-            put(fact, False, f"cytogenetics tested: {abn} not detected")
+            put(fact, False, f"cytogenetics tested: {abn} not detected" if explain else "")
         else:
-            put(fact, None, f"not in the tested panel (cytogenetics_tested): {abn} unknown")
+            put(fact, None, f"not in the tested panel (cytogenetics_tested): {abn} unknown" if explain else "")
     value, explanation = cytogenetic_risk(found, tested, vocabulary)
     put("high_risk_cytogenetics", value, explanation)
 
 
-def derive(profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None = None) -> dict[str, FactValue]:
+def derive(
+    profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None = None, lazy: bool = False
+) -> dict[str, FactValue]:
     """Every fact of `FACTS`, each with how it was obtained.
 
     `default_evaluation_date` (``YYYY-MM-DD``: the date of the evaluation time the report is stamped
     with) stands for the profile's `evaluation_date` when the profile gives none; without either, the
-    date-relative facts are unknown.
+    date-relative facts are unknown. With `lazy`, the explanations are written only when one is
+    first read (`Explainer`): the helpers below build an explanation only when `explain` is true.
     """
     out: dict[str, FactValue] = {}
+    explain = not lazy
+    explainer = Explainer(profile, vocabulary, default_evaluation_date) if lazy else None
 
     def put(name: str, value: Value | None, explanation: str, applies: bool = True) -> None:
         assert name in FACTS, name
-        out[name] = FactValue(name, value, explanation, applies)
+        out[name] = FactValue(name, value, explanation if explainer is None else explainer, applies)
 
     put("age", profile.age, "from the profile")
     put("ecog", profile.ecog, "from the profile")
@@ -383,23 +417,26 @@ def derive(profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_d
         for fact in (*CYTO_FACT.values(), "high_risk_cytogenetics"):
             put(fact, None, "cytogenetics not tested/not given: unknown")
     else:
-        _derive_cytogenetics(profile.cytogenetics, profile.cytogenetics_tested, vocabulary, put)
-    _derive_lines(profile, vocabulary, put)
-    _derive_course(profile, vocabulary, put, default_evaluation_date)
+        _derive_cytogenetics(profile.cytogenetics, profile.cytogenetics_tested, vocabulary, put, explain)
+    _derive_lines(profile, vocabulary, put, explain)
+    _derive_course(profile, vocabulary, put, default_evaluation_date, explain)
     missing = set(FACTS) - set(out)
     assert not missing, missing
     return {name: out[name] for name in FACTS}
 
 
-def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put: _PutLine) -> None:
-    """Exposure (always known) and refractoriness (three-valued) from the prior lines."""
+def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put: _PutLine, explain: bool = True) -> None:
+    """Exposure (always known) and refractoriness (three-valued) from the prior lines; each explanation
+    only when `explain` (else "")."""
     lines = profile.prior_lines
-    put("prior_line_count", len(lines), f"{len(lines)} prior line(s) listed")
+    put("prior_line_count", len(lines), f"{len(lines)} prior line(s) listed" if explain else "")
     asct = [n for n, line in enumerate(lines, 1) if line.autologous_transplant]
     put(
         "prior_autologous_transplant",
         bool(asct),
-        f"autologous transplant in line {', '.join(map(str, asct))}" if asct else "no line lists an autologous transplant",
+        (f"autologous transplant in line {', '.join(map(str, asct))}" if asct else "no line lists an autologous transplant")
+        if explain
+        else "",
     )
 
     # One pass over the lines: every exposure (generic name, line number, refractory: True, False or
@@ -426,19 +463,26 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put: _PutLine
 
     def exposed(fact: str, group: str, what: str) -> list[tuple[str, int]]:
         h = [(name, n) for name, n, _ in groups.get(group, ())]
-        put(fact, bool(h), f"exposed to {_fmt_lines(h)}" if h else f"no line shows the patient exposed to {what}")
+        put(
+            fact,
+            bool(h),
+            (f"exposed to {_fmt_lines(h)}" if h else f"no line shows the patient exposed to {what}") if explain else "",
+        )
         return h
 
     def refractory(fact: str, group: str, what: str) -> tuple[bool | None, list[tuple[str, int]]]:
         hits = groups.get(group, [])
         h = [(name, n) for name, n, r in hits if r]
         if h:
-            put(fact, True, f"refractory to {_fmt_lines(h)}")
+            put(fact, True, f"refractory to {_fmt_lines(h)}" if explain else "")
             return True, h
         unrecorded = [(name, n) for name, n, r in hits if r is None]
         if unrecorded:
-            put(fact, None, f"unknown: refractoriness not recorded for {_fmt_lines(unrecorded)}")
+            put(fact, None, f"unknown: refractoriness not recorded for {_fmt_lines(unrecorded)}" if explain else "")
             return None, unrecorded
+        if not explain:
+            put(fact, False, "")
+            return False, []
         by_dates = sorted({n for _, n, _ in hits if n in inferred})
         put(
             fact,
@@ -471,9 +515,13 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put: _PutLine
         free = [d for d in drugs if refr_drug[d][0] is False]
         open_ = [d for d in drugs if refr_drug[d][0] is None]
         if free:
-            put(fact, True, f"not refractory to {' or '.join(free)}")
+            put(fact, True, f"not refractory to {' or '.join(free)}" if explain else "")
         elif open_:
-            put(fact, None, f"unknown: refractoriness to {' and '.join(open_)} not recorded in every line that gave it")
+            put(
+                fact,
+                None,
+                f"unknown: refractoriness to {' and '.join(open_)} not recorded in every line that gave it" if explain else "",
+            )
         else:
             put(fact, False, both)
 
@@ -482,40 +530,64 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put: _PutLine
     labels = ("IMiD", "PI", "anti-CD38 antibody")
     parts = [cls_exp[c] for c in classes]
     if all(parts):
-        put("triple_class_exposed", True, "triple-class exposed: " + "; ".join(_fmt_lines(p[:1]) for p in parts))
+        put(
+            "triple_class_exposed",
+            True,
+            "triple-class exposed: " + "; ".join(_fmt_lines(p[:1]) for p in parts) if explain else "",
+        )
     else:
-        missing = [lbl for p, lbl in zip(parts, labels) if not p]
-        put("triple_class_exposed", False, f"not triple-class exposed: no {', '.join(missing)} exposure")
+        missing = [lbl for p, lbl in zip(parts, labels) if not p] if explain else []
+        put("triple_class_exposed", False, f"not triple-class exposed: no {', '.join(missing)} exposure" if explain else "")
     values = [cls_refr[c] for c in classes]
     if all(v is True for v, _ in values):
-        put("triple_class_refractory", True, "triple-class refractory: " + "; ".join(_fmt_lines(h) for _, h in values))
+        put(
+            "triple_class_refractory",
+            True,
+            "triple-class refractory: " + "; ".join(_fmt_lines(h) for _, h in values) if explain else "",
+        )
     elif any(v is False for v, _ in values):
-        missing = [lbl for (v, _), lbl in zip(values, labels) if v is False]
-        put("triple_class_refractory", False, f"not triple-class refractory: no {', '.join(missing)} refractoriness")
+        missing = [lbl for (v, _), lbl in zip(values, labels) if v is False] if explain else []
+        put(
+            "triple_class_refractory",
+            False,
+            f"not triple-class refractory: no {', '.join(missing)} refractoriness" if explain else "",
+        )
     else:
-        open_ = [lbl for (v, _), lbl in zip(values, labels) if v is None]
-        put("triple_class_refractory", None, f"unknown: refractoriness to {', '.join(open_)} not recorded")
+        open_ = [lbl for (v, _), lbl in zip(values, labels) if v is None] if explain else []
+        put("triple_class_refractory", None, f"unknown: refractoriness to {', '.join(open_)} not recorded" if explain else "")
 
     penta_names = ("lenalidomide", "pomalidomide", "bortezomib", "carfilzomib", "an anti-CD38 antibody")
     penta = [refr_drug[d] for d in penta_names[:4]] + [cls_refr["anti_cd38"]]
     if all(v is True for v, _ in penta):
-        put("penta_refractory", True, "penta-refractory: " + "; ".join(_fmt_lines(h[:1]) for _, h in penta))
+        put("penta_refractory", True, "penta-refractory: " + "; ".join(_fmt_lines(h[:1]) for _, h in penta) if explain else "")
     elif any(v is False for v, _ in penta):
-        missing = [nm for (v, _), nm in zip(penta, penta_names) if v is False]
-        put("penta_refractory", False, f"not penta-refractory: not refractory to {', '.join(missing)}")
+        missing = [nm for (v, _), nm in zip(penta, penta_names) if v is False] if explain else []
+        put("penta_refractory", False, f"not penta-refractory: not refractory to {', '.join(missing)}" if explain else "")
     else:
-        open_ = [nm for (v, _), nm in zip(penta, penta_names) if v is None]
-        put("penta_refractory", None, f"unknown: refractoriness to {', '.join(open_)} not recorded")
+        open_ = [nm for (v, _), nm in zip(penta, penta_names) if v is None] if explain else []
+        put("penta_refractory", None, f"unknown: refractoriness to {', '.join(open_)} not recorded" if explain else "")
 
     last = lines[-1]
     if len(lines) in inferred:
-        put("refractory_to_last_line", False, f"line {len(lines)} (most recent) not refractory: {inferred[len(lines)]}")
+        put(
+            "refractory_to_last_line",
+            False,
+            f"line {len(lines)} (most recent) not refractory: {inferred[len(lines)]}" if explain else "",
+        )
     elif last.refractory_to is None:
-        put("refractory_to_last_line", None, f"unknown: refractoriness not recorded for line {len(lines)} (most recent)")
+        put(
+            "refractory_to_last_line",
+            None,
+            f"unknown: refractoriness not recorded for line {len(lines)} (most recent)" if explain else "",
+        )
     elif last.refractory_to:
-        put("refractory_to_last_line", True, f"line {len(lines)} (most recent): refractory to {', '.join(last.refractory_to)}")
+        put(
+            "refractory_to_last_line",
+            True,
+            f"line {len(lines)} (most recent): refractory to {', '.join(last.refractory_to)}" if explain else "",
+        )
     else:
-        put("refractory_to_last_line", False, f"line {len(lines)} (most recent) lists no refractoriness")
+        put("refractory_to_last_line", False, f"line {len(lines)} (most recent) lists no refractoriness" if explain else "")
 
     exposed("bcma_exposed", "bcma", "a BCMA-directed therapy")
     refractory("bcma_refractory", "bcma", "a BCMA-directed therapy")
@@ -583,8 +655,11 @@ def _within(interval: tuple[float, float], limit: float) -> bool | None:
     return None
 
 
-def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, default_evaluation_date: str | None) -> None:
-    """Facts from the dates, best responses, stop reasons and intolerances of the prior lines (profile v2).
+def _derive_course(
+    profile: PatientProfile, vocabulary: Vocabulary, put: _Put, default_evaluation_date: str | None, explain: bool = True
+) -> None:
+    """Facts from the dates, best responses, stop reasons and intolerances of the prior lines (profile v2);
+    each explanation only when `explain` (else "").
 
     A date-derived fact is unknown when a date it needs is missing (or when the dates' precision
     leaves the 12-month boundary open), never false; a fact about a therapy the patient never had
@@ -596,7 +671,7 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
     # said once per fact when the date is the evaluation time's, not the profile's
     defaulted = (
         ""
-        if profile.evaluation_date or evaluation is None
+        if not explain or profile.evaluation_date or evaluation is None
         else f"; {evaluation} is the evaluation time (no evaluation_date in the profile)"
     )
 
@@ -606,10 +681,10 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
     def months_since(fact: str, pick: Callable[[Drug], bool], what: str) -> None:
         hits = [n for n in range(1, len(lines) + 1) if any(pick(r.drug) for r in drugs[n - 1])]
         if not hits:
-            put(fact, None, f"no prior {what}: does not apply", applies=False)
+            put(fact, None, f"no prior {what}: does not apply" if explain else "", applies=False)
             return
         parts = []
-        for n in hits:
+        for n in hits if explain else ():
             end = lines[n - 1].end_date
             if end is None:
                 parts.append(f"{names(n, pick)} (line {n}): end_date not given")
@@ -620,12 +695,16 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
                 parts.append(f"{names(n, pick)} (line {n}) ended {end}, {_span(lo, hi)} months before {evaluation}")
         last = lines[hits[-1] - 1]
         if last.end_date is None:
-            put(fact, None, "unknown: " + "; ".join(parts))
+            put(fact, None, "unknown: " + "; ".join(parts) if explain else "")
         elif evaluation is None:
-            put(fact, None, "unknown: no evaluation_date in the profile and no evaluation time; " + "; ".join(parts))
+            put(
+                fact,
+                None,
+                "unknown: no evaluation_date in the profile and no evaluation time; " + "; ".join(parts) if explain else "",
+            )
         else:
             lo, hi = months_between(Day.parse(last.end_date), Day.parse(evaluation))
-            put(fact, _months_value(lo, hi), "; ".join(parts) + defaulted)
+            put(fact, _months_value(lo, hi), "; ".join(parts) + defaulted if explain else "")
 
     def bcma(d: Drug) -> bool:
         return "BCMA" in d.targets
@@ -644,7 +723,7 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
 
     def to_progression(n: int, infusion: bool = False, transplant: bool = False) -> tuple[tuple[float, float] | None, str]:
         """(months from the start of line n -- with `infusion` / `transplant`, from its infusion_date /
-        transplant_date when it has one -- to its progression, how it was read)."""
+        transplant_date when it has one -- to its progression, how it was read: "" unless `explain`)."""
         line = lines[n - 1]
         prog, how = _progression(line)
         if infusion and line.infusion_date is not None:
@@ -652,16 +731,20 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
         elif transplant and line.transplant_date is not None:
             origin, what = line.transplant_date, "transplant "
         elif line.start_date is None:
-            return None, f"line {n}: start_date not given"
+            return None, f"line {n}: start_date not given" if explain else ""
         else:
             origin, what = line.start_date, ""
         if prog is None:
-            return None, f"line {n}: no progression date (progression_date not given)"
+            return None, f"line {n}: no progression date (progression_date not given)" if explain else ""
         lo, hi = months_between(Day.parse(origin), Day.parse(prog))
         if hi < 0:  # only an infusion or a transplant can be after the progression (a start_date cannot)
             event = "infusion" if what == "infused " else "transplant"
-            return None, f"line {n}: progression {prog} ({how}) before the {event} {origin}: no relapse after it recorded"
-        return (lo, hi), f"line {n}: {what}{origin} to progression {prog} ({how}), {_span(lo, hi)} months"
+            return None, (
+                f"line {n}: progression {prog} ({how}) before the {event} {origin}: no relapse after it recorded"
+                if explain
+                else ""
+            )
+        return (lo, hi), f"line {n}: {what}{origin} to progression {prog} ({how}), {_span(lo, hi)} months" if explain else ""
 
     def read_as_infusion(numbers: list[int]) -> str:
         """What the explanation says of the CAR-T lines without infusion_date (their start is read as it)."""
@@ -677,12 +760,12 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
         put("months_car_t_to_progression", None, "no prior CAR-T: does not apply", applies=False)
     else:
         interval, how = to_progression(car_t_lines[-1], infusion=True)
-        note = read_as_infusion(car_t_lines[-1:])
-        label = f"{names(car_t_lines[-1], car_t)} ({how}{'; ' + note if note else ''})"
+        note = read_as_infusion(car_t_lines[-1:]) if explain else ""
+        label = f"{names(car_t_lines[-1], car_t)} ({how}{'; ' + note if note else ''})" if explain else ""
         put(
             "months_car_t_to_progression",
             None if interval is None else _months_value(*interval),
-            label if interval else "unknown: " + label,
+            (label if interval else "unknown: " + label) if explain else "",
         )
 
     def within_12_months(
@@ -709,17 +792,17 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
             if result is False and later is not None:
                 result, why = later(n)
                 how += why
-            results.append((result, label(n, how)))
-        text = "; ".join(h for _, h in results) + suffix
+            results.append((result, label(n, how) if explain else ""))
+        text = "; ".join(h for _, h in results) + suffix if explain else ""
         if any(r is True for r, _ in results):
-            put(fact, True, "within 12 months: " + text)
+            put(fact, True, "within 12 months: " + text if explain else "")
         elif all(r is False for r, _ in results):
-            put(fact, False, "later than 12 months: " + text)
+            put(fact, False, "later than 12 months: " + text if explain else "")
         else:
-            put(fact, None, "unknown: " + text)
+            put(fact, None, "unknown: " + text if explain else "")
 
     bcma_car_t_lines = [n for n in range(1, len(lines) + 1) if any(bcma_car_t(r.drug) for r in drugs[n - 1])]
-    note = read_as_infusion(bcma_car_t_lines)
+    note = read_as_infusion(bcma_car_t_lines) if explain else ""
     within_12_months(
         "bcma_car_t_relapse_within_12_months",
         bcma_car_t_lines,
@@ -791,27 +874,29 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
         ]
         given = any(member(key, r.drug.name) for ds in drugs for r in ds)
         if hits:
-            put(f"intolerant_{key}", True, f"intolerant to {_fmt_lines(hits)}")
+            put(f"intolerant_{key}", True, f"intolerant to {_fmt_lines(hits)}" if explain else "")
         elif unsure:
-            where = ", ".join(map(str, unsure))
-            put(f"intolerant_{key}", None, f"unknown: line {where} stopped for toxicity without intolerant_to")
+            where = ", ".join(map(str, unsure)) if explain else ""
+            put(f"intolerant_{key}", None, f"unknown: line {where} stopped for toxicity without intolerant_to" if explain else "")
         elif unrecorded:
-            put(f"intolerant_{key}", None, f"unknown: intolerance not recorded for {_fmt_lines(unrecorded)}")
+            put(f"intolerant_{key}", None, f"unknown: intolerance not recorded for {_fmt_lines(unrecorded)}" if explain else "")
         elif not given:
-            put(f"intolerant_{key}", False, f"no line gave {label}")
+            put(f"intolerant_{key}", False, f"no line gave {label}" if explain else "")
         else:
-            put(f"intolerant_{key}", False, f"no line records intolerance to {label}")
+            put(f"intolerant_{key}", False, f"no line records intolerance to {label}" if explain else "")
 
-    responses = [f"line {n}: {line.best_response}" for n, line in enumerate(lines, 1) if line.best_response]
+    responses = [f"line {n}: {line.best_response}" for n, line in enumerate(lines, 1) if line.best_response] if explain else []
     last = lines[-1]
     if last.best_response is None:
         put(
             "last_line_best_response",
             None,
-            "unknown: best_response of the most recent line not given" + (f" ({'; '.join(responses)})" if responses else ""),
+            "unknown: best_response of the most recent line not given" + (f" ({'; '.join(responses)})" if responses else "")
+            if explain
+            else "",
         )
     else:
-        put("last_line_best_response", last.best_response, "; ".join(responses))
+        put("last_line_best_response", last.best_response, "; ".join(responses) if explain else "")
 
     stopped = []
     open_ = []
@@ -824,9 +909,9 @@ def _derive_course(profile: PatientProfile, vocabulary: Vocabulary, put: _Put, d
         elif line.best_response is None:
             open_.append(f"{', '.join(bispecifics)} (line {n}): stopped for toxicity, best_response not given")
     if stopped:
-        put("bispecific_stopped_for_toxicity_in_response", True, "; ".join(stopped))
+        put("bispecific_stopped_for_toxicity_in_response", True, "; ".join(stopped) if explain else "")
     elif open_:
-        put("bispecific_stopped_for_toxicity_in_response", None, "unknown: " + "; ".join(open_))
+        put("bispecific_stopped_for_toxicity_in_response", None, "unknown: " + "; ".join(open_) if explain else "")
     else:
         put("bispecific_stopped_for_toxicity_in_response", False, "no bispecific line stopped for toxicity in response")
 
@@ -842,7 +927,7 @@ def _line_facts(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, Va
     def put(name: str, value: Value | None, explanation: str) -> None:
         out[name] = value
 
-    _derive_lines(profile, vocabulary, put)
+    _derive_lines(profile, vocabulary, put, explain=False)
     return out
 
 
