@@ -40,14 +40,17 @@ def schema_problems(
     raw: object = None,
     label: str = "",
     list_key: str | None = None,
-    noun: str = "file",
+    noun: str | None = "file",
     with_input: bool = False,
+    brackets: bool = False,
 ) -> list[str]:
     """One line per error of a data file: ``<label> [<item id>] <field>: <problem>``.
 
     `exc` is the ValidationError raised on the file's data `raw`. Errors inside the
     list ``raw[list_key]`` are named by the item's ``id`` (or ``<noun> #n``); an
-    error on the whole file names the field ``(<noun>)``. With `with_input`, the
+    error on the whole file names the field ``(<noun>)``, or none when `noun` is None.
+    The field is dotted (``prior_lines.0.agents``), or with `brackets` JSON-path-like
+    (``code.coding[0].system``, as FHIR writes it). With `with_input`, the
     offending value is quoted after the problem (except for a missing or an
     unknown key, or a whole mapping or list). Every part taken from the file is
     passed through `cds.errors.printable`.
@@ -60,12 +63,22 @@ def schema_problems(
             item_id = _item_id(raw, list_key, loc[1])
             where += f" [{printable(item_id) if item_id else f'{noun} #{loc[1] + 1}'}]"
             loc = loc[2:]
-        field = ".".join(printable(p) for p in loc) or f"({noun})"
+        field = _field(loc, brackets) or (f"({noun})" if noun is not None else "")
         problem = printable(err["msg"].removeprefix("Value error, "), None)
         value = err.get("input")
         if with_input and err["type"] not in ("missing", "extra_forbidden") and not isinstance(value, (dict, list)):
             problem += f" (got {printable(repr(value))})"
-        out.append(f"{where} {field}: {problem}" if where else f"{field}: {problem}")
+        line = f"{field}: {problem}" if field else problem
+        out.append(f"{where} {line}" if where else line)
+    return out
+
+
+def _field(loc: list[Any], brackets: bool) -> str:
+    if not brackets:
+        return ".".join(printable(p) for p in loc)
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + printable(part)
     return out
 
 

@@ -192,6 +192,19 @@ def test_invalid_resource_names_the_entry_and_every_problem(vocabulary):
     assert f"entry[30] {ids[30]}: status: 'done' is not one of" in text
 
 
+def test_a_hostile_key_or_id_is_escaped_in_the_message(vocabulary):
+    """A key or an id taken from the Bundle reaches the message through cds.errors.printable, like every other
+    user data: no terminal escape (clear screen) or bidi control goes out raw."""
+    b = load("asct_maintenance")
+    b["entry"][20]["resource"]["\x1b[2Jevil\u202e"] = 1
+    b["entry"][30]["resource"]["id"] = "x\x1b[2J"
+    text = _problem(b, vocabulary)
+    assert "\x1b" not in text and "\u202e" not in text, repr(text)
+    rtype = b["entry"][20]["resource"]["resourceType"]
+    assert f"entry[20] {rtype}/{b['entry'][20]['resource']['id']}: \\x1b[2Jevil\\u202e: Extra inputs are not permitted" in text
+    assert f"entry[30] {b['entry'][30]['resource']['resourceType']}/x\\x1b[2J: id: String should match pattern" in text
+
+
 def test_another_patients_resource_is_refused(vocabulary):
     b = load("request_only_dialysis")
     other = copy.deepcopy(b["entry"][5])

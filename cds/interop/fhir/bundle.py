@@ -16,11 +16,15 @@ evaluations never pay for it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cds.errors import BundleError, quoted
+from cds.errors import BundleError, printable, quoted
+from cds.model.base import schema_problems
 
 from . import codes
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 BUNDLE_TYPES = ("collection", "searchset", "document", "transaction")
 
@@ -84,20 +88,9 @@ class Bundle:
         return idx
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out
-
-
-def _errors(exc: Any) -> list[str]:
-    out = []
-    for err in exc.errors():
-        where = _loc(tuple(err.get("loc", ())))
-        msg = str(err.get("msg", "")).removeprefix("Value error, ")
-        out.append(f"{where}: {msg}" if where else msg)
-    return out
+def _errors(exc: ValidationError) -> list[str]:
+    """One line per error of a FHIR model: ``code.coding[0].system: <problem>`` (every part through `printable`)."""
+    return schema_problems(exc, noun=None, brackets=True)
 
 
 def _describe(value: Any) -> str:
@@ -152,7 +145,7 @@ def read_bundle(data: Any) -> Bundle:
         resource = raw_entry.get("resource")
         rtype = resource.get("resourceType") if isinstance(resource, dict) else None
         rid = resource.get("id") if isinstance(resource, dict) else None
-        label = f"entry[{i}] {rtype}/{rid}" if rid else f"entry[{i}] {rtype or '(no resource)'}"
+        label = f"entry[{i}] {printable(rtype)}/{printable(rid)}" if rid else f"entry[{i}] {printable(rtype or '(no resource)')}"
         try:
             BundleEntry.model_validate({k: v for k, v in raw_entry.items() if k != "resource"})
         except ValidationError as exc:
