@@ -127,7 +127,7 @@ def _fill_patient(page, patient_id: str) -> None:
     page.get_by_label("Dialysis").select_option("no")
     page.get_by_label("Extramedullary disease").select_option("no")
     page.get_by_label("Cytogenetics tested").select_option("tested")
-    page.get_by_label("gain(1q)").check()
+    page.get_by_label("gain(1q)", exact=True).check()  # not the "gain(1q) probe tested" box of a partial panel
     page.get_by_label("Access to a CAR-T centre").select_option("yes")
     page.get_by_label("Organ function adequate for CAR-T").select_option("yes")
     page.get_by_label("Active serious infection").select_option("no")
