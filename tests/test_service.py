@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -474,6 +475,10 @@ def test_patient_view_is_stored_and_its_feedback_linked(server, tmp_path):
         assert "fhirAuthorization" not in ev.row["input_json"] and "s3cr3t" not in ev.row["input_json"]
         assert json.loads(ev.row["input_json"]) == {k: v for k, v in body.items() if k != "fhirAuthorization"}
         assert json.loads(ev.row["profile_json"])["patient_id"] == ev.row["patient_id"]
+        assert ev.output() is None and ev.summary()["options"][0]["id"] == ev.row["top_option"]  # the card's part only
+        listed = server.client.get("/cases")  # the case list reads a card's stored summary
+        assert listed.status_code == 200 and ev.row["patient_id"] in listed.text
+        assert html.escape(ev.summary()["options"][0]["title"]) in listed.text
         again = store.add_evaluation  # the same patient seen again is the next version of the same case
         assert again is not None
     finally:
