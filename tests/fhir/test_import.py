@@ -435,3 +435,29 @@ def test_cds_evaluate_a_bundle_ranks_like_its_hand_written_profile(tmp_path):
     assert rankings[0] == rankings[1]
     assert notes[0].startswith("note: imported from FHIR Bundle tb007 (33 entries, 3 line(s), 1 resource(s) not used)")
     assert notes[1] == ""
+
+
+def test_a_null_in_a_list_of_complex_values_gives_the_librarys_error(vocabulary):
+    """cds.interop.fhir.nullcheck lists once per model class the fields fhir-core checks for nulls: a null put
+    into any list of complex values of any resource of the test cases, top level or nested, still gives
+    fhir-core's own error (without the check, pydantic would say "Input should be a valid dictionary")."""
+    from cds.interop.fhir import nullcheck
+
+    checked = 0
+    for name in CASE_NAMES:
+        for i, entry in enumerate(load(name)["entry"]):
+            resource = entry["resource"]
+            for key, value in resource.items():
+                if not (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
+                    continue
+                bad = load(name)
+                bad["entry"][i]["resource"][key] = [*value, None]
+                text = _problem(bad, vocabulary)
+                assert f"{key}: None is not allowed as an element of {key}" in text, text
+                checked += 1
+    assert checked > 20 and nullcheck.install() and nullcheck.library is not None
+    assert any(cls.__name__ == "Condition" for cls in nullcheck.FIELDS)  # the models run this check, not the library's
+    bad = load(CASE_NAMES[0])
+    condition = next(e["resource"] for e in bad["entry"] if e["resource"]["resourceType"] == "Condition")
+    condition["code"]["coding"].append(None)
+    assert "code.coding: None is not allowed as an element of coding" in _problem(bad, vocabulary)
