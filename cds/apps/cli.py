@@ -1139,6 +1139,10 @@ def serve(
     _run(go, signals=False)
 
 
+def _since_option(help: str) -> Any:
+    return typer.Option("--since", metavar="DATE", help=help, show_default=False)
+
+
 def _since(since: str | None) -> dt.datetime | None:
     import datetime as dt
 
@@ -1160,10 +1164,7 @@ app.add_typer(feedback_app, name="feedback")
 @feedback_app.command("export")
 def feedback_export(
     db: Annotated[str | None, _db_option()] = None,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", metavar="DATE", help="Only feedback received from this date (ISO 8601) on.", show_default=False),
-    ] = None,
+    since: Annotated[str | None, _since_option("Only feedback received from this date (ISO 8601) on.")] = None,
     output: Annotated[str | None, _output_option("Write the feedback (JSONL) to FILE instead of stdout.")] = None,
 ) -> None:
     """Every feedback item as one JSON line, with the evaluation it refers to (top option, rule-set hash)."""
@@ -1193,12 +1194,7 @@ app.add_typer(cases_app, name="cases")
 @cases_app.command("export")
 def cases_export(
     db: Annotated[str | None, _db_option()] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since", metavar="DATE", help="Only evaluations stored from this date (ISO 8601, UTC) on.", show_default=False
-        ),
-    ] = None,
+    since: Annotated[str | None, _since_option("Only evaluations stored from this date (ISO 8601, UTC) on.")] = None,
     output: Annotated[str | None, _output_option("Write the cases (JSONL) to FILE instead of stdout.")] = None,
 ) -> None:
     """Every stored evaluation as one JSON line with its case (input, profile, report, versions), oldest first."""
