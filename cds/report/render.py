@@ -169,16 +169,7 @@ def render(report: Report, fmt: str) -> str:
 
 def render_board(board: Any, fmt: str) -> str:
     """`cds board` as "html" or "markdown": a table of the week's patients (board is `cds.cohort.board.Board`)."""
-    from cds.report.model import to_data
-    from cds.report.view import AVAILABILITY_BADGE
+    from cds.report.view import board_view
 
-    b = to_data(board)
-    for row in b["rows"]:
-        top = row["top"]
-        if top:
-            top["badge"], top["badge_class"] = AVAILABILITY_BADGE.get(top["availability_status"] or "", (None, None))
-    b["has_reports"] = any(row["report"] for row in b["rows"])
-    b["evaluated_date"] = b["evaluated_at"][:10]
-    b["ruleset_hash_short"] = b["ruleset_hash"][:12]
     template = {"markdown": "board.md", "html": "board.html"}[fmt]
-    return environment(fmt).get_template(template).render(b=b)
+    return environment(fmt).get_template(template).render(b=board_view(board))

@@ -9,7 +9,7 @@ branch on this; none of it is in the JSON output.
 
 `report_view(report)` returns plain dicts and lists (the report's JSON data
 plus the view-only fields), so that the templates read ``r.options`` and
-``o.marker`` alike.
+``o.marker`` alike; `board_view(board)` does the same for `cds board`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from cds.decide.unknowns import field_description
 from cds.knowledge.evidence import ABOUT_LABELS, MEASURE_LABELS
 from cds.report.build import qualifier
-from cds.report.model import Report, why_parts
+from cds.report.model import Report, to_data, why_parts
 from cds.report.summary import Summary, summarize
 from cds.report.timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL
 from cds.report.timeline import dates as line_dates
@@ -357,6 +357,19 @@ def summary_view(summary: Summary) -> dict[str, Any]:
     v["evaluation_date_text"] = evaluation_date_text(v["evaluation_date"], v["evaluation_date_source"], short=True)
     v["ranked_more"] = v["ranked_count"] - len(v["options"])
     return v
+
+
+def board_view(board: Any) -> dict[str, Any]:
+    """`cds board`'s data (a `cds.cohort.board.Board`, a layer above) with the fields only its templates need."""
+    b: dict[str, Any] = to_data(board)
+    for row in b["rows"]:
+        top = row["top"]
+        if top:
+            top["badge"], top["badge_class"] = AVAILABILITY_BADGE.get(top["availability_status"] or "", (None, None))
+    b["has_reports"] = any(row["report"] for row in b["rows"])
+    b["evaluated_date"] = b["evaluated_at"][:10]
+    b["ruleset_hash_short"] = b["ruleset_hash"][:12]
+    return b
 
 
 def report_view(report: Report) -> dict[str, Any]:
