@@ -150,3 +150,41 @@ def test_a_nested_value_in_a_typed_field_is_described_briefly(tmp_path):
     data["age"] = [[[1]]]
     result, _ = run(tmp_path, json.dumps(data))
     assert result.exit_code == 2 and "age: expected an integer, got list with 1 item(s)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"labs": {"crp_mg_l": NaN}}', "labs.crp_mg_l"),
+        ('{"age": 60, "cytogenetics": ["t(4;14)", Infinity]}', "cytogenetics[1]"),
+        ('{"prior_lines": [{"agents": []}, {"x": -Infinity}]}', "prior_lines[1].x"),
+        ('{"labs": {"igg_g_l": 1e999}}', "labs.igg_g_l"),  # a number too large for a float
+        ('{"labs": {"igg_g_l": -1.5E+400}}', "labs.igg_g_l"),
+        ("NaN", "(profile)"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_named_by_its_field(text, field):
+    """decode_json: the parser refuses NaN, Infinity and numbers too large for a float; the walk over the
+    decoded value then names the field, as it did when it ran on every profile."""
+    from cds.errors import ProfileError
+    from cds.model.profile import decode_json
+
+    with pytest.raises(ProfileError) as info:
+        decode_json(text)
+    assert (info.value.field, info.value.problem) == (field, "must be a finite number")
+    assert decode_json('{"labs": {"igg_g_l": 1.5e300, "crp_mg_l": -0.0}}') == {"labs": {"igg_g_l": 1.5e300, "crp_mg_l": -0.0}}
+
+
+@pytest.mark.parametrize("depth", [31, 32, 33, 34])
+def test_nesting_at_the_depth_limit(depth):
+    """The structure walk is skipped for a text with at most MAX_DEPTH brackets: it cannot nest deeper."""
+    from cds.errors import ProfileError
+    from cds.model.profile import MAX_DEPTH, decode_json
+
+    assert MAX_DEPTH == 32
+    text = "[" * depth + "1" + "]" * depth  # the innermost list is at depth - 1
+    if depth - 1 < MAX_DEPTH:
+        assert decode_json(text) is not None
+    else:
+        with pytest.raises(ProfileError, match="nested too deeply"):
+            decode_json(text)

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cds import __version__
 from cds.decide.decision import Decider, Decision
@@ -58,9 +59,18 @@ class Evaluation:
 def input_hash(profile: PatientProfile) -> str:
     """sha256 of the validated profile in canonical JSON (key order and whitespace do not matter; an absent
     optional field and a null are the same, so that adding optional fields to the format changes no hash)."""
+    return _hash_of(_dump(profile))
+
+
+def _dump(profile: PatientProfile) -> dict[str, Any]:
+    """The validated profile as JSON data, nulls left out (what the input hash and the date check read)."""
     # python-mode dump: every value of the profile model is already a JSON type (str, int, float,
     # bool, None, list, dict), so this is the JSON-mode dump at a third of the cost
-    canonical = json.dumps(profile.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
+    return profile.model_dump(exclude_none=True)
+
+
+def _hash_of(dumped: dict[str, Any]) -> str:
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -108,7 +118,8 @@ class Evaluator:
         ProfileError naming every such field (as one after the profile's evaluation_date is)."""
         if evaluated_at is not None:
             evaluated_at = evaluation_time(evaluated_at)  # the report's stamp, to the second in UTC
-        on, source = evaluation_date_for(profile, evaluated_at)
+        dumped = _dump(profile)  # once, for the date check and the input hash (neither changes it)
+        on, source = evaluation_date_for(profile, evaluated_at, dumped)
         facts = derive(profile, self.vocabulary, on, lazy=True)  # explanations written if a report reads them
         base_facts = engine_facts(facts)
         variants = self.planner.variants(facts, profile) if self.analyze_unknowns else []
@@ -133,7 +144,7 @@ class Evaluator:
             unknown, without = summarize(variants, decisions, base, facts)
         return Evaluation(
             profile=profile,
-            input_hash=input_hash(profile),
+            input_hash=_hash_of(dumped),
             facts=facts,
             fired=fired_all[0],
             unknown_facts=tuple(unknown),
@@ -146,16 +157,19 @@ class Evaluator:
         )
 
 
-def evaluation_date_for(profile: PatientProfile, evaluated_at: str | None) -> tuple[str | None, str]:
+def evaluation_date_for(
+    profile: PatientProfile, evaluated_at: str | None, dumped: dict[str, Any] | None = None
+) -> tuple[str | None, str]:
     """(the evaluation date, where it came from): the profile's `evaluation_date`, else the date of
     `evaluated_at`, else none. A profile date after a defaulted evaluation date is a ProfileError: a date
-    in the future is almost surely a typing error, and counting months to it would be wrong."""
+    in the future is almost surely a typing error, and counting months to it would be wrong. `dumped`:
+    the profile's `_dump`, when the caller has it already."""
     if profile.evaluation_date is not None:
         return profile.evaluation_date, FROM_PROFILE
     if evaluated_at is None:
         return None, NOT_GIVEN
     on = evaluation_day(evaluated_at)
-    late = dates_after(profile.model_dump(exclude_none=True), on, evaluation_time_phrase(on))
+    late = dates_after(_dump(profile) if dumped is None else dumped, on, evaluation_time_phrase(on))
     if late:
         raise ProfileError.many(late)
     return on, FROM_EVALUATION_TIME

@@ -828,15 +828,40 @@ def json_problem(exc: ValueError) -> str:
     return printable(exc, 200)
 
 
+class _NotFinite(Exception):
+    """NaN, Infinity or a number too large for a float, met while parsing."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)  # what json does with a number that has a fraction or an exponent
+    if not math.isfinite(value):  # 1e999
+        raise _NotFinite
+    return value
+
+
+def _not_finite(text: str) -> float:  # json's NaN, Infinity, -Infinity
+    raise _NotFinite
+
+
 def decode_json(text: str) -> Any:
     """Strict JSON decoding of an input file's text (a key given twice, NaN, absurd nesting are errors).
 
-    Whole-line ``//`` comments are allowed (the `cds new-profile` template has them)."""
+    Whole-line ``//`` comments are allowed (the `cds new-profile` template has them).
+
+    The parser itself refuses non-finite numbers, so the walk over the decoded value
+    (`_check_structure`) runs only when the text has more brackets than `MAX_DEPTH`
+    (otherwise it cannot nest that deep); when the parser meets a non-finite number, the
+    text is parsed again as Python would, and the walk names the field."""
     text = strip_comment_lines(text)
     if not text.strip():
         raise ProfileError("(file)", "the file holds only comments")
     try:
-        data = json.loads(text, object_pairs_hook=_unique_object)
+        try:
+            data = json.loads(text, object_pairs_hook=_unique_object, parse_float=_finite_float, parse_constant=_not_finite)
+            finite = True
+        except _NotFinite:
+            data = json.loads(text, object_pairs_hook=_unique_object)
+            finite = False
     except _DuplicateKey as exc:
         raise ProfileError(
             "(file)", f"the key {quoted(exc.key)} appears twice in one JSON object; every field must be given once"
@@ -845,7 +870,8 @@ def decode_json(text: str) -> Any:
         raise ProfileError("(file)", "not valid JSON: nested too deeply") from None
     except ValueError as exc:
         raise ProfileError("(file)", f"not valid JSON: {json_problem(exc)}") from None
-    _check_structure(data)
+    if not finite or text.count("[") + text.count("{") > MAX_DEPTH:
+        _check_structure(data)
     return data
 
 
