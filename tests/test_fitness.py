@@ -31,6 +31,26 @@ def test_unknown_renal_function_is_listed_with_the_value_that_puts_the_bispecifi
     assert found["dialysis"] == {"true": "bcma_bispecific"}
 
 
+def test_dialysis_is_not_a_fact_to_obtain_when_crcl_is_known_above_the_severe_threshold(evaluator):
+    """Review R12-15: "On dialysis" was listed to obtain at CrCl 95 mL/min. A CrCl measured at or above
+    $severe_renal_impairment_crcl_ml_min (30) makes dialysis implausible: not tried. Unknown CrCl: tried."""
+    from cds.model.facts import derive
+
+    data = {k: v for k, v in load_case("first_relapse_len_refractory").items() if k != "dialysis"}
+    assert data["creatinine_clearance_ml_min"] == 95
+
+    def tried(**changes) -> set[str]:
+        facts = derive(evaluator.parse({**data, **changes}), evaluator.vocabulary)
+        return {v.label for v in evaluator.planner.variants(facts) if v.field == "dialysis"}
+
+    assert tried() == tried(creatinine_clearance_ml_min=30) == {"false"}
+    assert tried(creatinine_clearance_ml_min=29.9) == tried(creatinine_clearance_ml_min=None) == {"true", "false"}
+    assert "dialysis" not in effects(evaluator.evaluate(evaluator.parse(data)))
+    # with CrCl unknown too, dialysis still changes the top option and is listed to obtain
+    unknown_crcl = evaluator.evaluate(evaluator.parse({**data, "creatinine_clearance_ml_min": None}))
+    assert effects(unknown_crcl)["dialysis"] == {"true": "anti_cd38_combination"}
+
+
 def test_unknown_frailty_over_80_is_listed_with_fit_putting_car_t_first(evaluator):
     ev = evaluate(evaluator, "fitness_age81_frailty_not_assessed")
     assert ev.ranking.top == "bcma_bispecific" and "FIT-CART-001" in ev.fired

@@ -36,6 +36,7 @@ from strategies import (
     shuffle_keys,
 )
 
+from cds.decide.unknowns import SEVERE_RENAL_SETTING as SEVERE
 from cds.errors import ProfileError
 from cds.model.facts import (
     CYTO_FACT,
@@ -275,6 +276,11 @@ def test_5_unknown_renal_function_or_frailty_that_would_flip_car_t_is_a_fact_tha
     listed = {u.field for u in ev.unknown_facts if u.changes_top}
     if field != "frailty":
         assume(ev.ranking.top == "bcma_car_t")
+        crcl = profile.get("creatinine_clearance_ml_min")
+        if field == "dialysis" and crcl is not None and crcl >= evaluator.ruleset.settings[SEVERE].value:
+            # a measured CrCl at or above the severe threshold rules dialysis out (review R12-15)
+            assert field not in listed, f"dialysis listed with CrCl {crcl}"
+            return
         assert field in listed, f"{field} unknown with CAR-T first; listed {sorted(listed)}"
         return
     fit = copy.deepcopy(profile)

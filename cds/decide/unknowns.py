@@ -81,6 +81,9 @@ def _numeric_representatives(thresholds: list[float], minimum: float) -> list[tu
     return out
 
 
+#: the setting (rules/catalog/settings.yaml) below which renal impairment is severe (CrCl, mL/min)
+SEVERE_RENAL_SETTING = "severe_renal_impairment_crcl_ml_min"
+
 #: rule kinds that take part in the ranking decision (cautions and next steps never do)
 DECIDING_KINDS = frozenset({"require", "exclude", "prefer", "deprefer"})
 
@@ -124,6 +127,8 @@ class VariantPlanner:
         self._vocabulary = ruleset.vocabulary
         self._cyto_used = tuple(f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used)
         self._cyto_plans: dict[frozenset[str], list[tuple[str, Assignment]]] = {}
+        severe = ruleset.settings.get(SEVERE_RENAL_SETTING)
+        self._severe_crcl: float | None = None if severe is None else float(severe.value)
 
     def _cytogenetics_plan(self, facts: dict[str, FactValue]) -> list[tuple[str, Assignment]]:
         """Every distinguishable completion of the abnormalities the profile leaves unknown (all of them
@@ -158,11 +163,19 @@ class VariantPlanner:
         """The counterfactual variants of every unknown field a deciding rule reads (with `profile`,
         also the possible refractoriness records of lines that do not record it)."""
         out: list[Variant] = []
+        crcl = facts["creatinine_clearance_ml_min"].value
+        # a measured CrCl at or above the severe-renal threshold makes dialysis implausible: not tried
+        # (review R12-15: "On dialysis" was a fact to obtain at CrCl 95 mL/min); tried when CrCl is unknown
+        no_dialysis = self._severe_crcl is not None and isinstance(crcl, (int, float)) and crcl >= self._severe_crcl
         for field, plan in self._plans.items():
             probe = plan[0][1][0][0]
             if facts[probe].known or not facts[probe].applies:
                 continue
-            out.extend(Variant(field, label, assignment) for label, assignment in plan)
+            out.extend(
+                Variant(field, label, assignment)
+                for label, assignment in plan
+                if not (no_dialysis and assignment == (("dialysis", True),))
+            )
         out.extend(Variant("cytogenetics", label, assignment) for label, assignment in self._cytogenetics_plan(facts))
         if profile is not None and self._refractory_used:
             for label, assignment in refractoriness_alternatives(profile, self._vocabulary, self.used_facts):
