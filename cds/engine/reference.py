@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _MISSING = object()
 _LEAF = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(==|!=|<=|>=|<|>|in\b|is\s+known$|is\s+unknown$)\s*(.*?)\s*$", re.DOTALL)
@@ -223,11 +223,22 @@ def _cached(folder: str, digest: str) -> Reference:
     return Reference(Path(folder))
 
 
-def for_ruleset(ruleset: Any) -> Reference:
+class RuleFolder(Protocol):
+    """What the reference needs of a loaded rule set (`cds.knowledge.ruleset.RuleSet`): where it was read from and
+    its hash. Nothing else of the loader's reading is used."""
+
+    @property
+    def directory(self) -> Path: ...
+
+    @property
+    def digest(self) -> str: ...
+
+
+def for_ruleset(ruleset: RuleFolder) -> Reference:
     """The reference reading of the folder a loaded `RuleSet` came from (cached by folder and rule-set hash)."""
     return _cached(str(ruleset.directory), ruleset.digest)
 
 
-def fired_rules(ruleset: Any, facts: Mapping[str, object]) -> frozenset[str]:
+def fired_rules(ruleset: RuleFolder, facts: Mapping[str, object]) -> frozenset[str]:
     """IDs of the active rules of `ruleset`'s folder whose condition holds for `facts` (by the reference's own reading)."""
     return for_ruleset(ruleset).fired(facts)
