@@ -417,6 +417,23 @@ def test_run_ordered_keeps_order_and_submits_lazily():
     assert [first, *results] == [2 * i for i in range(200)]
 
 
+def test_forked_workers_exit_by_themselves_at_the_end_of_their_tasks():
+    """A worker must see the end of its task pipe: one that held a copy of the pipe's write end itself
+    waited for more tasks until the pool killed it, STOP_TIMEOUT (10 s) per worker after every run."""
+    from cds.cohort import pool
+
+    workers = pool.WorkerPool(_double, 2, method="fork")
+    try:
+        assert list(workers.map_ordered(range(20))) == [2 * i for i in range(20)]
+        for w in workers.workers:
+            w.tasks.close()  # what close() does first: the end of the tasks
+        for w in workers.workers:
+            w.process.join(5)
+        assert [w.process.exitcode for w in workers.workers] == [0, 0]  # exited, not still waiting (None) or killed
+    finally:
+        workers.close()
+
+
 def _boom(x: int) -> int:
     if x == 7:
         raise ValueError("seven")

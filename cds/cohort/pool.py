@@ -117,7 +117,7 @@ def _worker_main(
     inherited: list[int],
 ) -> None:
     _die_with_parent(parent_pid)
-    for fd in inherited:  # the parent's ends of the other workers' pipes (fork copies them)
+    for fd in inherited:  # the parent's ends of the pipes, this worker's and the others' (fork copies them)
         with contextlib.suppress(OSError):
             os.close(fd)
     null = os.open(os.devnull, os.O_RDWR)
@@ -189,9 +189,13 @@ class WorkerPool:
             for i in range(jobs):
                 task_r, task_w = ctx.Pipe(duplex=False)
                 result_r, result_w = ctx.Pipe(duplex=False)
+                # a forked worker closes the parent's ends of every pipe, its own included: holding the
+                # write end of its own task pipe, it would never see the end of its tasks (and would be
+                # killed after STOP_TIMEOUT instead of exiting)
+                own = [task_w.fileno(), result_r.fileno()]
                 process = ctx.Process(
                     target=_worker_main,
-                    args=(task_r, result_w, os.getpid(), fn, initializer, initargs, list(inherited) if method == "fork" else []),
+                    args=(task_r, result_w, os.getpid(), fn, initializer, initargs, inherited + own if method == "fork" else []),
                     name=f"cds-worker-{i + 1}",
                     daemon=True,
                 )
