@@ -6,8 +6,6 @@ error; 128 + signal when stopped by a signal. Errors are one clear message on
 stderr, never a traceback (set CDS_DEBUG=1 to see one).
 """
 
-from __future__ import annotations
-
 import atexit
 import contextlib
 import errno
@@ -543,7 +541,7 @@ rules_app = typer.Typer(no_args_is_help=True, help="List, show and check the rul
 app.add_typer(rules_app, name="rules")
 
 
-def _load_rules(rules: Path | None, fixtures: bool = False) -> RuleSet:
+def _load_rules(rules: Path | None, fixtures: bool = False) -> "RuleSet":
     from cds.knowledge.ruleset import load_ruleset
     from cds.resources import rules_dir
 
@@ -706,7 +704,7 @@ def schemas(
     _run(go)
 
 
-def _progress(total_of: Callable[[], int | None], quiet: bool) -> tuple[Progress, int | None] | None:
+def _progress(total_of: Callable[[], int | None], quiet: bool) -> "tuple[Progress, int | None] | None":
     """A rich progress bar on stderr when it is a terminal; None (no output) otherwise."""
     if quiet or not sys.stderr.isatty():
         return None
@@ -787,8 +785,8 @@ def _reports_option(what: str) -> Any:
 
 
 def _record_options(
-    reports: str | None, report_format: Format | None, site: Path | None, evaluator: Evaluator
-) -> RecordOptions | None:
+    reports: str | None, report_format: Format | None, site: Path | None, evaluator: "Evaluator"
+) -> "RecordOptions | None":
     """--reports/--format/--site of `cds batch` (and `cds board`), checked before anything is written."""
     from cds.cohort.batch import RecordOptions
     from cds.cohort.reports import ReportOptions, check_reports_dir
@@ -1143,7 +1141,7 @@ def _since_option(help: str) -> Any:
     return typer.Option("--since", metavar="DATE", help=help, show_default=False)
 
 
-def _since(since: str | None) -> dt.datetime | None:
+def _since(since: str | None) -> "dt.datetime | None":
     import datetime as dt
 
     if since is None:
