@@ -225,3 +225,51 @@ def test_bad_json_reads_the_same_from_the_cli_and_the_api(tmp_path, body, says):
         _json_body(body)
     assert raised.value.status == 422 and raised.value.message == f"(body): {says}"
     assert "at at" not in raised.value.message and "set_int_max_str_digits" not in raised.value.message
+
+
+# a JSON key with an escape sequence and a bidi override, as a client or an export file writes it
+HOSTILE_KEY = "\x1b[31m\u202e"
+HOSTILE_KEY_ESCAPED = "\\x1b[31m\\u202e"
+
+
+def test_a_hostile_key_in_a_cases_export_is_escaped(tmp_path):
+    """In the InputError itself (what a log or a caller of cds.store sees), not only on the CLI's stderr."""
+    import io
+
+    from cds.errors import InputError
+    from cds.store.exchange import read_lines
+
+    line = json.dumps({"format": "cds-cases/2", HOSTILE_KEY: 1}) + "\n"
+    with pytest.raises(InputError) as caught:
+        read_lines(io.BytesIO(line.encode()), "export.jsonl")
+    assert not [c for c in RAW if c in str(caught.value)], repr(str(caught.value))
+    assert f"  line 1: {HOSTILE_KEY_ESCAPED}: not a field of a cases export" in str(caught.value).splitlines()
+    export = tmp_path / "export.jsonl"
+    export.write_text(line)
+    done = runner.invoke(app, ["cases", "import", str(export), "--db", str(tmp_path / "cases.db")])
+    assert done.exit_code == 2 and f"line 1: {HOSTILE_KEY_ESCAPED}: not a field" in done.stderr, done.stderr
+
+
+def test_a_hostile_key_in_a_service_body_error_is_escaped():
+    """The HTTP service's {"error", "field"} for a request body. No model the service has today puts a
+    client's key into an error's location (its hook models allow extra keys), so the formatter is tried
+    on an error that does."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from cds.apps.http.hooks import first_problem
+
+    with pytest.raises(ValidationError) as caught:
+        TypeAdapter(dict[str, list[int]]).validate_python({HOSTILE_KEY: ["x"]}, strict=True)
+    field, message = first_problem(caught.value)
+    assert field == f"{HOSTILE_KEY_ESCAPED}[0]"
+    assert message == f"{HOSTILE_KEY_ESCAPED}[0]: Input should be a valid integer"
+
+
+def test_a_hostile_name_in_a_service_query_error_is_escaped():
+    """The same for FastAPI's validation of a query parameter (the service's names are fixed today)."""
+    from fastapi.exceptions import RequestValidationError
+
+    from cds.apps.http.app import request_problem
+
+    exc = RequestValidationError([{"type": "missing", "loc": ("query", HOSTILE_KEY), "msg": "Field required", "input": None}])
+    assert request_problem(exc) == (HOSTILE_KEY_ESCAPED, f"{HOSTILE_KEY_ESCAPED}: Field required")

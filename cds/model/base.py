@@ -4,13 +4,15 @@ and the one decorator for output records (`record`).
 Strict types (no coercion of ``"40"`` to 40 or ``"true"`` to true), unknown
 keys are errors (a typo is never silently ignored), and validated objects are
 immutable. `schema_problems` turns a model's ValidationError on a data file
-(rule, catalogue, evidence or site file) into one line per problem; patient
-profiles have their own wording (`cds.model.profile`), which names fields for
-clinicians.
+(rule, catalogue, evidence or site file) into one line per problem; `error_field`
+and `error_text` are its parts, for the callers that write their own shape of
+line (a cases export, the HTTP service's ``{"error", "field"}``). Patient profiles
+have their own wording (`cds.model.profile`), which names fields for clinicians.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,8 +65,8 @@ def schema_problems(
             item_id = _item_id(raw, list_key, loc[1])
             where += f" [{printable(item_id) if item_id else f'{noun} #{loc[1] + 1}'}]"
             loc = loc[2:]
-        field = _field(loc, brackets) or (f"({noun})" if noun is not None else "")
-        problem = printable(err["msg"].removeprefix("Value error, "), None)
+        field = error_field(loc, brackets) or (f"({noun})" if noun is not None else "")
+        problem = error_text(err["msg"])
         value = err.get("input")
         if with_input and err["type"] not in ("missing", "extra_forbidden") and not isinstance(value, (dict, list)):
             problem += f" (got {printable(repr(value))})"
@@ -73,13 +75,21 @@ def schema_problems(
     return out
 
 
-def _field(loc: list[Any], brackets: bool) -> str:
+def error_field(loc: Iterable[Any], brackets: bool = False) -> str:
+    """A pydantic error's location as a field path (``prior_lines.0.agents``, or with `brackets`
+    ``code.coding[0].system``), every part through `cds.errors.printable`: a key is user data."""
     if not brackets:
         return ".".join(printable(p) for p in loc)
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + printable(part)
     return out
+
+
+def error_text(msg: str) -> str:
+    """A pydantic error's message, without pydantic's ``Value error, `` prefix, through `printable` (a
+    validator's message may quote the input)."""
+    return printable(msg.removeprefix("Value error, "), None)
 
 
 def _item_id(raw: object, list_key: str, index: int) -> Any:

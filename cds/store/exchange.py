@@ -28,7 +28,8 @@ from pydantic_core import ErrorDetails
 from sqlalchemy import Column, insert, select
 from sqlalchemy.engine import Connection
 
-from cds.errors import PROBLEMS_SHOWN, InputError
+from cds.errors import PROBLEMS_SHOWN, InputError, printable
+from cds.model.base import error_field
 
 from .schema import EvaluationFields, cases, evaluations, output_text, output_zlib
 
@@ -126,7 +127,7 @@ def read_lines(fh: IO[bytes], name: str) -> list[Line]:
             record = Line.model_validate_json(raw)
         except ValidationError as exc:
             for err in exc.errors():
-                where = ".".join(str(p) for p in err["loc"]) or "(line)"
+                where = error_field(err["loc"]) or "(line)"
                 problems.append(f"line {number}: {where}: {_message(err)}")
             continue
         if record.format not in READABLE:
@@ -157,7 +158,7 @@ def _message(err: ErrorDetails) -> str:
         return "missing"
     if err["type"] == "extra_forbidden":
         return "not a field of a cases export"
-    return str(err["msg"])
+    return printable(err["msg"], None)
 
 
 def import_lines(conn: Connection, records: Iterable[Line]) -> ImportResult:

@@ -32,6 +32,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cds.model.base import error_field, error_text
+
 from . import hooks
 from .auth import Authenticator, AuthError, load_jwks
 from .middleware import ServiceMiddleware
@@ -248,6 +250,13 @@ def _validated(model: type[_M], data: Any) -> _M:
         raise ApiError(422, message, field) from None
 
 
+def request_problem(exc: RequestValidationError) -> tuple[str, str]:
+    """(field, one-line message) for FastAPI's own validation of a query or path parameter (the first problem)."""
+    err = exc.errors()[0]
+    field = error_field(p for p in err["loc"] if p not in ("query", "path", "body")) or "(request)"
+    return field, f"{field}: {error_text(err['msg'])}"
+
+
 def create_app(settings: Settings) -> FastAPI:
     service = Service(settings)
 
@@ -278,10 +287,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"] if p not in ("query", "path", "body")]
-        field = ".".join(loc) or "(request)"
-        return _error(422, f"{field}: {err['msg']}", field)
+        field, message = request_problem(exc)
+        return _error(422, message, field)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

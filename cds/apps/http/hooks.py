@@ -13,6 +13,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cds.model.base import error_field, error_text
+
 SERVICE_ID = "mm-treatment-sequencing"
 HOOK = "patient-view"
 
@@ -118,8 +120,8 @@ def first_problem(exc: ValidationError) -> tuple[str, str]:
     """(field, one-line message) for a pydantic error: the first problem, with a count of the others."""
     errors = exc.errors()
     err = errors[0]
-    field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[") or "(body)"
-    message = f"{field}: {err['msg'].removeprefix('Value error, ')}"
+    field = error_field(err["loc"], brackets=True) or "(body)"
+    message = f"{field}: {error_text(err['msg'])}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem(s))"
     return field, message
