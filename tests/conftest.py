@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,16 @@ import pytest
 from cds.decide.pipeline import Evaluator, default_evaluator
 
 pytest.register_assert_rewrite("schemas")
+
+# The suite never writes into the user's own cache folder (~/.cache/cds): the rule-set caches of the
+# many temporary rule folders the tests load would evict the user's entries, and a second suite
+# running beside this one would share them. One private folder per test session (mode 0700, removed
+# at exit), inherited by every cds subprocess the tests start; a test that studies the cache sets
+# its own. A CDS_CACHE_DIR given by the caller is kept.
+if "CDS_CACHE_DIR" not in os.environ:
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="cds-test-cache-")
+    os.environ["CDS_CACHE_DIR"] = _SESSION_CACHE
+    atexit.register(shutil.rmtree, _SESSION_CACHE, True)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "patient_profiles"
