@@ -9,8 +9,10 @@
     |   +-- ReadError             a file that cannot be read as data: unreadable, over its size limit,
     |   |                         not UTF-8, not valid YAML, nested too deeply, anchors/aliases (problem)
     |   +-- BundleError           a FHIR Bundle that cannot be imported (problems, one line each; field
-    |       |                     and problem as ProfileError's)
-    |       +-- NoMyelomaDiagnosis  a Bundle without a multiple-myeloma diagnosis (CDS Hooks: no card)
+    |   |   |                     and problem as ProfileError's)
+    |   |   +-- NoMyelomaDiagnosis  a Bundle without a multiple-myeloma diagnosis (CDS Hooks: no card)
+    |   +-- StoreError            a case store that cannot be opened or migrated (a bad --db, a database
+    |                             that refuses), or a case that is not in it
     +-- EngineError               the rules engine reported a failure (internal: exit 3)
     +-- WorkerLost                a batch worker process died (killed, out of memory, crashed): exit 3
     +-- WorkerFailed              a worker's exception that could not be sent back as it was: exit 3
@@ -29,7 +31,8 @@ json.JSONDecodeError in cds.model.profile and the knowledge loaders, yaml.YAMLEr
 and OSError on reading in cds.datafile, OSError on writing in cds.apps.outputs,
 errors swallowed into durable-rules' state in cds.engine.durable, a dead worker
 process in cds.cohort.pool, fhir.resources' ValidationError in cds.interop.fhir.bundle,
-Chromium's failures (OSError, its DevTools errors) in cds.report.pdf.
+Chromium's failures (OSError, its DevTools errors) in cds.report.pdf, SQLAlchemy's and
+Alembic's on opening a case store in cds.store.
 
 Every message that quotes user data (a key, a name, a value, a path) passes it
 through `printable`, so that no input can break a message over several lines,
@@ -122,6 +125,10 @@ class WorkerFailed(CdsError):
 
 class PdfError(CdsError):
     """The PDF engine failed (exit code 3; a missing engine is an InputError, exit 2, saying how to install it)."""
+
+
+class StoreError(InputError):
+    """The case store cannot be opened (a bad --db, a database that refuses), or a case is not in it: one line, exit code 2."""
 
 
 class BundleError(InputError):

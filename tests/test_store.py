@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from cds.errors import InputError
-from cds.store import NewEvaluation, StoreError, open_store
+from cds.errors import InputError, StoreError
+from cds.store import NewEvaluation, open_store
 from cds.store.schema import metadata
 
 WRITERS, PER_WRITER = 8, 200

@@ -5,7 +5,9 @@ SQLite by default (a file in the user's data directory, WAL mode), PostgreSQL wh
 (issue 16); the core never imports it.
 """
 
-from .store import CaseSummary, NewEvaluation, Store, StoredEvaluation, StoreError, db_url, default_db_path, migrate, open_store
+from cds.errors import StoreError
+
+from .store import CaseSummary, NewEvaluation, Store, StoredEvaluation, db_url, default_db_path, migrate, open_store
 
 __all__ = [
     "CaseSummary",

@@ -36,7 +36,7 @@ from sqlalchemy import ColumnElement, Engine, RowMapping, bindparam, create_engi
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from cds.errors import InputError
+from cds.errors import StoreError
 
 from . import exchange
 from .schema import EvaluationFields, cases, evaluations, feedback, output_text, output_zlib
@@ -44,10 +44,6 @@ from .schema import EvaluationFields, cases, evaluations, feedback, output_text,
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # in WAL mode: durable against a crash of the process, not of the machine (see the module docstring)
 SQLITE_SYNCHRONOUS = "NORMAL"
-
-
-class StoreError(InputError):
-    """The store cannot be opened (a bad --db, a database that refuses): one line, exit code 2."""
 
 
 def default_db_path() -> Path:

@@ -71,7 +71,7 @@ def serve(settings: Settings) -> None:
     """Run the service until stopped. InputError for every problem found before it is ready."""
     import uvicorn
 
-    from cds.store import StoreError
+    from cds.errors import StoreError
 
     from .app import create_app
     from .auth import AuthConfigError
