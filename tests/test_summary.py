@@ -356,3 +356,17 @@ def test_synopsis_names_plasma_cell_leukaemia_and_cns_involvement(evaluator):
     for value in (False, None):
         other = report_of(evaluator, "pcl_cns_tcr", plasma_cell_leukemia=value, cns_involvement=value)
         assert "plasma cell leukaemia" not in other.synopsis and "CNS involvement" not in other.synopsis
+
+
+def test_facts_to_obtain_on_page_one_show_each_outcome_once(evaluator):
+    """An unrecorded refractory_to has many completions (one per subset of the line's drugs); page 1 shows
+    each outcome once, with the first value giving it, and counts the rest (the appendix lists them all):
+    the case's page 1 ran to 21 PDF pages before."""
+    report = report_of(evaluator, "first_relapse_refractoriness_not_recorded")
+    (u,) = [u for u in report.unknown_facts_that_matter if u.field == "prior_lines[].refractory_to"]
+    (f,) = [f for f in summarize(report).facts_to_obtain if f.field == u.field]
+    outcomes = list(dict.fromkeys(e.top_option for e in u.effects))
+    assert len(u.effects) > len(outcomes) >= 2
+    assert len(f.effects) == len(outcomes) + 1
+    assert f.effects[-1].startswith(f"{len(u.effects) - len(outcomes)} more values")
+    assert sum("BCMA-directed CAR-T cell therapy ranks first" in e for e in f.effects) == 1

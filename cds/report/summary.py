@@ -190,13 +190,22 @@ _VALUE_WORDS = {"true": "yes", "false": "no"}
 
 
 def _effects(u: m.UnknownFact, titles: dict[str, str]) -> list[str]:
-    out = []
+    """Page 1: per distinct outcome (the top option it would give), the first value that gives it; the other
+    values with an outcome already shown are counted, not listed (the appendix lists every value). An
+    unrecorded refractory_to of a four-drug line has 16 completions, which would not fit on one page."""
+    out, seen, more = [], set(), 0
     for e in u.effects:
+        if e.top_option in seen:
+            more += 1
+            continue
+        seen.add(e.top_option)
         value = _VALUE_WORDS.get(e.if_value, e.if_value)
         if e.top_option is None:
             out.append(f"if {value}: no option would remain")
         else:
             out.append(f"if {value}: {titles.get(e.top_option, e.top_option)} ranks first")
+    if more:
+        out.append(f"{more} more value{'s' if more > 1 else ''} with one of these outcomes (appendix)")
     return out
 
 
