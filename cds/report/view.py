@@ -70,6 +70,10 @@ _KEEP_TOGETHER_ITEMS = 12
 
 # Page 1 lists at most this many facts to obtain and exclusions; the rest are counted and in the appendix.
 PAGE1_FACTS = 6
+#: options page 1 shows at most: the top 3 plus ties with the third, cut here (the rest are "more ranked
+#: options in the appendix"); a fourth option with its why, evidence and caution lines can push page 1's
+#: end onto page 2 when the case also has many lines and exclusions (after_cart_bsab_talq_trial_first)
+PAGE1_OPTIONS = 3
 PAGE1_EXCLUDED = 12
 # availability status -> (page-1 badge text, CSS class): "referral" is information, not an error
 AVAILABILITY_BADGE = {
@@ -355,6 +359,7 @@ def summary_view(summary: Summary) -> dict[str, Any]:
     v["ruleset_hash_short"] = v["ruleset_hash"][:12]
     v["evaluated_date"] = v["evaluated_at"][:10]
     v["evaluation_date_text"] = evaluation_date_text(v["evaluation_date"], v["evaluation_date_source"], short=True)
+    v["options"] = v["options"][:PAGE1_OPTIONS]
     v["ranked_more"] = v["ranked_count"] - len(v["options"])
     return v
 
