@@ -46,7 +46,7 @@ import unicodedata
 from typing import Any
 
 EXIT_OK = 0
-EXIT_FINDINGS = 1  # batch had invalid records; `cds examples --check` or `cds schemas --check` found stale files
+EXIT_FINDINGS = 1  # batch had invalid records; `cds examples|schemas --check`, `cds.apps.http.openapi --check`: stale files
 EXIT_INPUT = 2  # bad input or usage (InputError and its subclasses)
 EXIT_INTERNAL = 3  # internal error, engine failure, a dead worker process
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130

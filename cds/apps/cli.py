@@ -29,6 +29,7 @@ from cds.errors import (
     EXIT_INPUT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_OK,
     MESSAGE_VALUE_LIMIT,
     CdsError,
     InputError,
@@ -1244,10 +1245,10 @@ def _leave(code: object) -> None:
 
     The interpreter's teardown (freeing every module and object one by one) is about a tenth of
     a cold `cds evaluate`, and nothing is left for it to do: the output is written and closed.
-    Anything unusual (another thread, an exit code that is not 0, a stream that cannot be
+    Anything unusual (another thread, an exit code that is not EXIT_OK, a stream that cannot be
     flushed) returns, and the normal exit follows.
     """
-    if code not in (None, 0) or not _Start.exit_at_once or threading.active_count() > 1:
+    if code not in (None, EXIT_OK) or not _Start.exit_at_once or threading.active_count() > 1:
         return
     try:
         sys.stdout.flush()
@@ -1258,7 +1259,7 @@ def _leave(code: object) -> None:
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()
         sys.stderr.flush()
-    os._exit(0)
+    os._exit(EXIT_OK)
 
 
 def main() -> None:  # console-script entry point

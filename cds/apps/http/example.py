@@ -8,16 +8,18 @@ from __future__ import annotations
 import json
 import sys
 
+from cds.errors import EXIT_INPUT, EXIT_OK
+
 from .hooks import hook_request
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m cds.apps.http.example BUNDLE.json", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     with open(argv[0], encoding="utf-8") as fh:
         print(json.dumps(hook_request(json.load(fh)), indent=1, ensure_ascii=False))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

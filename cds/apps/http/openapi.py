@@ -1,7 +1,7 @@
 """The service's OpenAPI document, committed as schemas/openapi.json (a test fails when it is stale).
 
 python -m cds.apps.http.openapi            # rewrite schemas/openapi.json from the checkout root
-python -m cds.apps.http.openapi --check    # exit 1 if it is out of date
+python -m cds.apps.http.openapi --check    # exit 1 (EXIT_FINDINGS) if it is out of date
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from cds.errors import EXIT_FINDINGS, EXIT_OK
 
 PATH = Path("schemas") / "openapi.json"
 
@@ -32,12 +34,12 @@ def main(argv: list[str]) -> int:
         current = PATH.read_text(encoding="utf-8") if PATH.exists() else ""
         if current != expected:
             print(f"{PATH} is out of date; regenerate with: python -m cds.apps.http.openapi", file=sys.stderr)
-            return 1
-        return 0
+            return EXIT_FINDINGS
+        return EXIT_OK
     PATH.parent.mkdir(exist_ok=True)
     PATH.write_text(expected, encoding="utf-8")
     print(f"wrote {PATH}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
