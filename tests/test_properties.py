@@ -55,8 +55,12 @@ def evaluate(evaluator, data: dict):
 
 
 def signature(ev) -> tuple:
-    """Everything an evaluation decides (not the time stamp or the input hash)."""
-    return (ev.ranking, ev.facts, ev.fired, ev.unknown_facts, ev.unknown_without_effect)
+    """Everything an evaluation decides (not the time stamp or the input hash).
+
+    The derived facts by what they say (value, explanation, applies): the pipeline writes their
+    explanations lazily (FactValue.how is then an Explainer, compared by identity)."""
+    facts = {name: (f.value, f.explanation, f.applies) for name, f in ev.facts.items()}
+    return (ev.ranking, facts, ev.fired, ev.unknown_facts, ev.unknown_without_effect)
 
 
 def relation(ranking, a: str, b: str) -> int:
