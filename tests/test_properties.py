@@ -384,6 +384,13 @@ def _field_variants(evaluator, profile: dict, field: str) -> list[dict]:
     return out
 
 
+def dialysis_plausible(evaluator, facts) -> bool:
+    """Review R12-15, a product decision: a measured CrCl at or above the severe renal impairment
+    threshold makes dialysis implausible, so "on dialysis" is not a value to try (unknown CrCl: it is)."""
+    crcl = facts["creatinine_clearance_ml_min"].value
+    return crcl is None or crcl < evaluator.ruleset.settings["severe_renal_impairment_crcl_ml_min"].value
+
+
 def brute_force_unknowns(evaluator, profile: dict, base) -> tuple[set[str], set[str]]:
     """(fields some value of which changes the top option, fields some value of which changes anything)."""
     base_facts = derive(evaluator.parse(profile), evaluator.vocabulary)
@@ -411,6 +418,8 @@ def brute_force_unknowns(evaluator, profile: dict, base) -> tuple[set[str], set[
                         variants.append({**base_facts, spec.name: base_facts[spec.name]._replace(value=value)})
         else:
             for candidate in _field_variants(evaluator, profile, field):
+                if field == "dialysis" and candidate.get("dialysis") is True and not dialysis_plausible(evaluator, base_facts):
+                    continue
                 try:
                     parsed = evaluator.parse(candidate)
                 except ProfileError:
