@@ -32,7 +32,11 @@ import pickle
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MAX_FILE = 64 << 20  # a cache file larger than this is not read
 
@@ -167,3 +171,25 @@ def write_pickle(path: Path, head: str, value: object) -> None:
     except (pickle.PicklingError, TypeError, AttributeError):
         return
     write_private(path, head.encode() + b"\n" + data)
+
+
+def cached(
+    folder: str, fmt: str, inputs: bytes, kind: type[T], build: Callable[[], T], accept: Callable[[T], bool] | None = None
+) -> T:
+    """`build()`, or what an earlier `build()` of the same `inputs` gave, from this user's cache folder `folder`.
+
+    The file is named by a key over `fmt`, `code_fingerprint` (the code that builds it) and `inputs`
+    (everything else the result depends on), written again as its header line, and read with
+    `read_pickle`; it is used only if it holds exactly a `kind` (and `accept` takes it). With no cache
+    folder, `build()` alone. An exception of `build` propagates and nothing is kept."""
+    where = cache_dir(folder)
+    if where is None:
+        return build()
+    key = hashlib.sha256(f"{fmt}\0{code_fingerprint()}\0".encode() + inputs).hexdigest()
+    path, head = where / f"{key}.pickle", f"{fmt} {key}"
+    known = read_pickle(path, head)
+    if type(known) is kind and (accept is None or accept(known)):
+        return known
+    value = build()
+    write_pickle(path, head, value)
+    return value

@@ -70,7 +70,6 @@ unscoped runs on many generated profiles.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import json
 import re
@@ -97,7 +96,7 @@ from cds.engine.compile import (
 from cds.errors import EngineError, RuleSetError
 from cds.knowledge.ruleset import Rule, RuleSet
 from cds.model.facts import Value
-from cds.usercache import cache_dir, code_fingerprint, read_pickle, write_pickle
+from cds.usercache import cached
 
 __all__ = ["SENTINEL", "Engine", "capacity_problems", "compile_condition", "durable_version", "fact_scope", "plan_rules"]
 
@@ -162,21 +161,18 @@ def plan_rules(rules: Sequence[Rule], max_pending: int = capacity.MAX_PENDING) -
     bound alone, and most of the compile's cost: a plan made before comes from this user's cache
     (``shard-plan``), named by a key over exactly those inputs and `cds.usercache.code_fingerprint`
     (the cds sources, capacity's model among them), and read like every cache file
-    (`cds.usercache.read_pickle`: owner and mode, header key, only cds classes).
+    (`cds.usercache.cached`: owner and mode, header key, only cds classes).
     """
     definitions = {rule.id: rule_definition(rule, pri) for pri, rule in enumerate(rules)}
     items, sentinel = list(definitions.items()), _sentinel(rules)
-    folder = cache_dir("shard-plan")
-    if folder is None:
-        return capacity.plan(items, sentinel, BOOKKEEPING, max_pending), definitions
     inputs = json.dumps([items, sentinel, BOOKKEEPING, max_pending], sort_keys=True, ensure_ascii=False)
-    key = hashlib.sha256(f"{_PLAN_FORMAT}\0{code_fingerprint()}\0{inputs}".encode("utf-8", "surrogatepass")).hexdigest()
-    head, path = f"{_PLAN_FORMAT} {key}", folder / f"{key}.pickle"
-    known = read_pickle(path, head)
-    if type(known) is capacity.Plan:
-        return known, definitions
-    plan = capacity.plan(items, sentinel, BOOKKEEPING, max_pending)
-    write_pickle(path, head, plan)
+    plan = cached(
+        "shard-plan",
+        _PLAN_FORMAT,
+        inputs.encode("utf-8", "surrogatepass"),
+        capacity.Plan,
+        lambda: capacity.plan(items, sentinel, BOOKKEEPING, max_pending),
+    )
     return plan, definitions
 
 

@@ -60,7 +60,7 @@ from cds.datafile import SITE_LIMIT, parse_yaml, read_capped
 from cds.errors import ReadError, SiteError, printable, quoted
 from cds.knowledge.ruleset import RuleSet
 from cds.model.base import Strict, record, schema_problems
-from cds.usercache import cache_dir, read_pickle, write_pickle
+from cds.usercache import cached
 
 DEFAULT_SITE_FILE = Path("catalog") / "site_default.yaml"
 
@@ -188,26 +188,21 @@ def _cached_default_site(path: Path, ruleset: RuleSet) -> Site:
     Validating a site depends on the file and on the rule set only: the cache file is named by the
     rule set's cache key (`cds.knowledge.rulecache.loaded_key`: its folder, files, the cds sources and
     the libraries' versions) and the site file's bytes, and read like the rule set's
-    (`cds.usercache.read_pickle`). A site with a problem raises SiteError and is never kept.
+    (`cds.usercache.cached`). A site with a problem raises SiteError and is never kept.
     """
     from cds.knowledge.rulecache import loaded_key
 
     ruleset_key = loaded_key(ruleset)
-    folder = cache_dir("site") if ruleset_key is not None else None
-    if folder is None:
+    if ruleset_key is None:
         return load_site(path, ruleset, default=True)
     try:
         data = read_capped(path, SITE_LIMIT, "a site file")
     except ReadError:
         return load_site(path, ruleset, default=True)  # which reports it
-    name = hashlib.sha256(f"{_SITE_FORMAT}\0{ruleset_key}\0{path}\0".encode("utf-8", "surrogateescape") + data).hexdigest()
-    head = f"{_SITE_FORMAT} {name}"
-    known = read_pickle(folder / f"{name}.pickle", head)
-    if type(known) is Site and known.path == path:
-        return known
-    site = load_site(path, ruleset, default=True)
-    write_pickle(folder / f"{name}.pickle", head, site)
-    return site
+    inputs = f"{ruleset_key}\0{path}\0".encode("utf-8", "surrogateescape") + data
+    return cached(
+        "site", _SITE_FORMAT, inputs, Site, lambda: load_site(path, ruleset, default=True), lambda known: known.path == path
+    )
 
 
 # --------------------------------------------------------------------- effect on the report

@@ -16,7 +16,6 @@ labels ("KRd", "Dara-VRd") match ignoring case, spaces and hyphens.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from pydantic import Field, ValidationError
 from cds.datafile import RULE_FILE_LIMIT, parse_yaml, read_capped
 from cds.errors import ReadError, RuleSetError
 from cds.model.base import Strict, schema_problems
-from cds.usercache import cache_dir, code_fingerprint, read_pickle, write_pickle
+from cds.usercache import cached
 
 Target = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,19}$")]
 
@@ -354,7 +353,7 @@ def read_cytogenetics(path: Path) -> CytogeneticsFile:
     """The cytogenetics catalogue, validated; a file validated before comes from this user's cache.
 
     Every process reads the packaged one (the fact catalogue is built from it, `cds.model.facts`),
-    so the validated catalogue is kept (`cds.usercache.write_pickle`, folder ``cytogenetics``) under
+    so the validated catalogue is kept (`cds.usercache.cached`, folder ``cytogenetics``) under
     a key over the file's bytes and `cds.usercache.code_fingerprint` (the cds sources, the versions
     of PyYAML, pydantic and Python): the same bytes, read and validated by the same code, give the
     same catalogue. A file with a problem is never kept.
@@ -364,17 +363,7 @@ def read_cytogenetics(path: Path) -> CytogeneticsFile:
         data = read_capped(path, RULE_FILE_LIMIT, "a rule-folder file")
     except ReadError as exc:
         raise RuleSetError([f"{label}: {exc.problem}"]) from None
-    folder = cache_dir("cytogenetics")
-    if folder is not None:
-        key = hashlib.sha256(f"{_CYTOGENETICS_FORMAT}\0{code_fingerprint()}\0".encode() + data).hexdigest()
-        head = f"{_CYTOGENETICS_FORMAT} {key}"
-        known = read_pickle(folder / f"{key}.pickle", head)
-        if type(known) is CytogeneticsFile:
-            return known
-    catalogue = _validated(data, label, CytogeneticsFile)
-    if folder is not None:
-        write_pickle(folder / f"{key}.pickle", head, catalogue)
-    return catalogue
+    return cached("cytogenetics", _CYTOGENETICS_FORMAT, data, CytogeneticsFile, lambda: _validated(data, label, CytogeneticsFile))
 
 
 def load_vocabulary(path: Path) -> Vocabulary:
