@@ -99,7 +99,7 @@ class _OneLineUsageErrors(TyperGroup):
             code = EXIT_FINDINGS
         if not standalone_mode:
             return code
-        sys.exit(code if isinstance(code, int) else 0)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 app = typer.Typer(

@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from cds.errors import WorkerFailed, WorkerLost
+from cds.errors import EXIT_OK, WorkerFailed, WorkerLost
 
 IN_FLIGHT_PER_JOB = 4  # tasks in flight (sent, running or waiting to be taken in order) per worker
 QUEUED_PER_WORKER = 2  # tasks sent to one worker at a time: one running, one waiting in its pipe
@@ -73,7 +73,7 @@ def _die_with_parent(parent_pid: int) -> None:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(0)
+        os._exit(EXIT_OK)  # nothing to report: the parent that would read it is gone
 
 
 def _read_exact(fd: int, n: int, parent_pid: int) -> bytes | None:
@@ -83,7 +83,7 @@ def _read_exact(fd: int, n: int, parent_pid: int) -> bytes | None:
         ready, _, _ = select.select([fd], [], [], LIVENESS_INTERVAL)
         if not ready:
             if os.getppid() != parent_pid:
-                os._exit(0)
+                os._exit(EXIT_OK)  # nothing to report: the parent that would read it is gone
             continue
         chunk = os.read(fd, n - len(buf))
         if not chunk:
