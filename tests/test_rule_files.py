@@ -57,6 +57,8 @@ def test_the_shipped_rules_load(ruleset):
         (lambda d: d["rules"][1].update(when="ecog >== 3"), "[ELIG-CART-002]"),
         (lambda d: d["rules"][1].update(when="ecgo >= 3"), "unknown fact 'ecgo'"),
         (lambda d: d["rules"][1].update(when="ecog >= 'three'"), "wrong type"),
+        (lambda d: d["rules"][1].update(when="ecog == 2026-01-01"), "is a date to the rule loader (YAML 1.1)"),
+        (lambda d: d["rules"][1].update(when="ecog == !!binary aGk="), "value b'hi' has the wrong type"),
         (lambda d: d["rules"][1].update(colour="red"), "[ELIG-CART-002] colour: Extra inputs are not permitted"),
         (lambda d: d["rules"][1].update(weight=5), "takes no weight"),
         (lambda d: d["rules"][1].update(id="SEQ-CART-999"), "must start with the family code ELIG-"),

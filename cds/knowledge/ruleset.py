@@ -74,11 +74,16 @@ _OP_TEXT: dict[str, Op] = {
 _COND_RE = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(==|!=|<=|>=|<|>|\bin\b|\bis\s+known\b|\bis\s+unknown\b)\s*(.*?)\s*$")
 
 
+#: a scalar a rule condition may be written with that no fact takes (a YAML date or timestamp, !!binary, !!set):
+#: parse_condition keeps it in the Leaf so that check_leaf reports it with the other problems ("wrong type")
+Unfit = date | bytes | set[object]
+
+
 @dataclass(frozen=True)
 class Leaf:
     fact: str
     op: Op
-    value: Value | tuple[Value, ...] | None = None
+    value: Value | Unfit | tuple[Value | Unfit, ...] | None = None
     setting: str | None = None  # the named setting the value came from, if any
 
     def text(self) -> str:
@@ -202,11 +207,9 @@ def parse_condition(raw: object, where: str, settings: dict[str, SettingSpec] | 
             if not isinstance(value, list) or not value:
                 raise ValueError(f"{where}: 'in' needs a non-empty list, got {rest!r}")
             return Leaf(fact, "in", tuple(value))
-        if isinstance(value, (list, dict)) or value is None:
+        if not isinstance(value, (bool, int, float, str, date, bytes, set)):  # a list, a mapping or null
             raise ValueError(f"{where}: {op!r} needs a single value, got {rest!r}")
-        # a YAML scalar that is not null (lists, mappings and null refused above): a date is not a Value, but
-        # stays in the Leaf until check_leaf reports it with the other problems ("value ... has the wrong type")
-        return Leaf(fact, op, value)  # type: ignore[arg-type]
+        return Leaf(fact, op, value)  # an Unfit value is reported by check_leaf with the other problems
     if isinstance(raw, dict) and len(raw) == 1:
         ((mode, items),) = raw.items()
         if mode not in ("all", "any"):
