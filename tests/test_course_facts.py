@@ -233,3 +233,24 @@ def test_lazy_explanations_are_the_eager_ones_and_check_their_values(evaluator):
     age = ev.facts["age"]
     with pytest.raises(AssertionError):
         _ = age._replace(value=age.value + 1).explanation
+
+
+def test_refractory_to_salvage_chemotherapy_is_not_refractory_to_transplant_melphalan(evaluator):
+    """Review R12-22: refractoriness to the conditioning melphalan of a transplant is refractoriness to a
+    chemotherapy, not to the salvage agents (cyclophosphamide, doxorubicin, cisplatin, etoposide) the
+    chemotherapy option names; refractoriness to one of those is; unrecorded is unknown."""
+    mel = {
+        "regimen": "VRd + ASCT",
+        "agents": ["bortezomib", "lenalidomide", "dexamethasone", "melphalan"],
+        "autologous_transplant": True,
+        "refractory_to": ["lenalidomide", "melphalan"],
+    }
+    f = facts(evaluator, [mel])
+    assert f["refractory_chemotherapy"].value is True
+    assert f["refractory_salvage_chemotherapy"].value is False
+    dcep = {"regimen": "DCEP", "refractory_to": ["etoposide"]}
+    f = facts(evaluator, [mel, dcep])
+    assert f["refractory_salvage_chemotherapy"].value is True
+    assert "etoposide (line 2)" in f["refractory_salvage_chemotherapy"].explanation
+    f = facts(evaluator, [mel, {"regimen": "PACE"}])
+    assert f["refractory_salvage_chemotherapy"].value is None

@@ -206,7 +206,11 @@ _F: list[FactSpec] = [
     FactSpec("gprc5d_exposed", "bool", "Prior GPRC5D-directed therapy (bispecific or CAR-T)"),
     _refr("gprc5d_refractory", "Refractory to a GPRC5D-directed therapy"),
     FactSpec("t_cell_redirecting_exposed", "bool", "Prior T-cell redirecting therapy (any CAR-T or bispecific)"),
-    _refr("refractory_chemotherapy", "Refractory to a cytotoxic chemotherapy (e.g. cyclophosphamide, an anthracycline, PACE)"),
+    _refr("refractory_chemotherapy", "Refractory to any cytotoxic chemotherapy (transplant melphalan included)"),
+    _refr(
+        "refractory_salvage_chemotherapy",
+        "Refractory to a salvage chemotherapy agent (cyclophosphamide, doxorubicin, cisplatin or etoposide)",
+    ),
     # --- from the dates, responses and stop reasons of the prior lines (profile v2); unknown, never
     # false, when the dates they need are missing
     FactSpec(
@@ -460,6 +464,8 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put: _PutLine
                 groups["gprc5d"].append(hit)
             if cls.endswith("_car_t") or cls.endswith("_bispecific"):
                 groups["t_cell_redirecting"].append(hit)
+            if drug.name in SALVAGE_CHEMOTHERAPY_AGENTS:
+                groups["salvage_chemotherapy"].append(hit)
 
     def exposed(fact: str, group: str, what: str) -> list[tuple[str, int]]:
         h = [(name, n) for name, n, _ in groups.get(group, ())]
@@ -598,6 +604,19 @@ def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put: _PutLine
     refractory("gprc5d_refractory", "gprc5d", "a GPRC5D-directed therapy")
     exposed("t_cell_redirecting_exposed", "t_cell_redirecting", "a CAR-T or bispecific antibody")
     refractory("refractory_chemotherapy", "class:chemotherapy", "a cytotoxic chemotherapy")
+    refractory(
+        "refractory_salvage_chemotherapy",
+        "salvage_chemotherapy",
+        "an agent of the salvage chemotherapy regimens (cyclophosphamide, doxorubicin, cisplatin, etoposide)",
+    )
+
+
+#: The agents of the salvage chemotherapy the option names ("cyclophosphamide- or anthracycline-containing
+#: regimens", rules/catalog/options.yaml; the chemotherapy of DCEP and (VDT-)PACE, rules/catalog/regimens.yaml).
+#: Refractoriness to them, not to any chemotherapy, keeps the rapid-progression preference for chemotherapy
+#: (SEQ-RAPID-003) off: high-dose melphalan given as the conditioning of an autologous transplant (or
+#: melphalan in MP/VMP, fludarabine in lymphodepletion) is not the chemotherapy the option proposes.
+SALVAGE_CHEMOTHERAPY_AGENTS = frozenset({"cyclophosphamide", "doxorubicin", "cisplatin", "etoposide"})
 
 
 #: IMWG: refractory = no response (less than MR) or progression on therapy or within 60 days of the last dose
