@@ -344,6 +344,23 @@ def test_the_export_record_is_the_evaluation_row_and_shares_its_fields_with_new_
         new(no_such_field=1)
 
 
+def test_the_store_models_are_on_the_one_strict_base():
+    """NewEvaluation, the export line and its parts are cds.model.base.Strict: exact types (no text read as a
+    date), no unknown key, immutable."""
+    import pydantic
+
+    from cds.model.base import Strict
+    from cds.store.exchange import CaseRecord, EvaluationRecord, Line
+    from cds.store.schema import EvaluationFields
+
+    for model in (EvaluationFields, NewEvaluation, EvaluationRecord, CaseRecord, Line):
+        assert issubclass(model, Strict), model
+    with pytest.raises(pydantic.ValidationError, match="board_date"):
+        new(board_date="2026-05-04")  # lax pydantic would have read the text as a date
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        new().label = "changed"
+
+
 def test_reports_expire(store):
     ev = store.add_evaluation(new())
     assert store.evaluation_by_report_token(ev.report_token, dt.timedelta(hours=24)).id == ev.id

@@ -23,13 +23,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from sqlalchemy import Column, insert, select
 from sqlalchemy.engine import Connection
 
 from cds.errors import PROBLEMS_SHOWN, InputError, printable
-from cds.model.base import error_field
+from cds.model.base import Strict, error_field
 
 from .schema import EvaluationFields, cases, evaluations, output_text, output_zlib
 
@@ -40,11 +40,7 @@ READABLE = {"cds-cases/1": frozenset({"summary_json"}), FORMAT: frozenset()}  # 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # one evaluation: its input (at most the body cap) and its report
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class CaseRecord(_Record):
+class CaseRecord(Strict):
     id: str
     created_at: _dt.datetime
     created_by: str
@@ -60,8 +56,6 @@ class EvaluationRecord(EvaluationFields):
     definition the store adds with) and what the store added. Every field is required (the export
     writes them all; `read_lines` names a missing one), strictly typed, and no other."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
     id: str
     case_id: str
     version: int
@@ -69,7 +63,7 @@ class EvaluationRecord(EvaluationFields):
     report_token: str
 
 
-class Line(_Record):
+class Line(Strict):
     format: str
     case: CaseRecord
     evaluation: EvaluationRecord

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as _dt
 import zlib
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
     Column,
     Date,
@@ -31,6 +30,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+
+from cds.model.base import Strict
 
 metadata = MetaData(
     naming_convention={
@@ -109,13 +110,12 @@ evaluations = Table(
 Index("ix_evaluations_created_at", evaluations.c.created_at)
 
 
-class EvaluationFields(BaseModel):
+class EvaluationFields(Strict):
     """The columns of an evaluation row that the caller gives, stored as given (the report as text,
     `output_json`, is `output_zlib` compressed; None: not built, see `summary_json`). The one definition that `cds.store.NewEvaluation`
     (adding an evaluation) and the cases export line (`cds.store.exchange.EvaluationRecord`) share;
-    the store adds id, case, version, time and report token."""
-
-    model_config = ConfigDict(frozen=True)
+    the store adds id, case, version, time and report token. On the one strict base: exact types, no
+    other keys, immutable (a row model, not a table: the tables above are SQLAlchemy Core)."""
 
     user: str
     channel: str  # api | cds-hooks | web | import

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict
 from sqlalchemy import ColumnElement, Engine, RowMapping, bindparam, create_engine, event, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -79,8 +78,6 @@ def _new_id() -> str:
 class NewEvaluation(EvaluationFields):
     """What the caller knows about one evaluation (`EvaluationFields`, and which case it belongs to);
     the store adds ids, version, time and the report token."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     case_id: str | None = None  # add a version to this case
     external_key: str | None = None  # or to the case with this key (created on first use)
