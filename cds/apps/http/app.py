@@ -37,7 +37,7 @@ from cds.model.base import error_field, error_text
 from . import hooks
 from .auth import Authenticator, AuthError, load_jwks
 from .middleware import ServiceMiddleware
-from .pool import WorkerPool, WorkerUnavailable
+from .pool import WorkerPool, WorkerUnavailable, settle_heap
 from .settings import Settings
 from .work import report_task, worker_main
 
@@ -96,6 +96,7 @@ class Service:
         self.bound_port: int | None = None
         self.auth: Authenticator | None = None
         self.started = False
+        self.settled = False
         if settings.auth_configured:
             keys = load_jwks(settings.jwks) if settings.jwks else {}
             self.auth = Authenticator(
@@ -118,6 +119,7 @@ class Service:
         )
         self.info = await self.pool.start()
         self.started = True
+        settle_heap()  # the server's start-up heap, out of every later full collection (see settle_heap)
         log.info(
             "%d worker(s) ready: %s, rules %s", self.settings.workers, self.info["engine_version"], self.info["ruleset_hash"][:12]
         )
@@ -161,6 +163,9 @@ class Service:
             kind, value = await self.pool.run(task)
         except WorkerUnavailable as exc:
             raise ApiError(503, f"service unavailable: {exc}; retry", None, {"Retry-After": "1"}) from None
+        if not self.settled:  # the first request's lazy imports are start-up too
+            self.settled = True
+            settle_heap()
         if kind == "invalid":
             raise ApiError(422, value["error"], value["field"], problems=value.get("problems"))
         if kind == "error":
