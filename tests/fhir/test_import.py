@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds.interop.fhir import BundleError, import_bundle
+from cds.interop.fhir.bundle import read_bundle
 from cds.interop.fhir.mapping import find_abnormalities
 from cds.interop.fhir.overrides import apply_overrides
 from cds.model.facts import FACTS
@@ -461,3 +462,40 @@ def test_a_null_in_a_list_of_complex_values_gives_the_librarys_error(vocabulary)
     condition = next(e["resource"] for e in bad["entry"] if e["resource"]["resourceType"] == "Condition")
     condition["code"]["coding"].append(None)
     assert "code.coding: None is not allowed as an element of coding" in _problem(bad, vocabulary)
+
+
+def test_fhir_cores_after_validator_still_decides_every_instance_that_fails_it(vocabulary):
+    """cds.interop.fhir.nullcheck asks each model class once for what fhir-core's after validator checks
+    (required elements, choice-of-type groups); an instance that fails it is handed to the library's own
+    function: its errors are the library's, and an extension explaining a missing required value still passes."""
+    from cds.interop.fhir import nullcheck
+
+    def first(bundle: dict, kind: str) -> dict:
+        return next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind)
+
+    bad = load("car_t_bridging")
+    del first(bad, "Observation")["status"]
+    assert "Observation/obs8: status: Value for the field 'status' is required." in _problem(bad, vocabulary)
+    explained = load("car_t_bridging")
+    observation = first(explained, "Observation")
+    del observation["status"]
+    observation["_status"] = {
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]
+    }
+    read_bundle(explained)  # the library lets it pass: so does the check
+    two = load("car_t_bridging")
+    first(two, "Observation")["effectivePeriod"] = {"start": "2021-02-20"}
+    assert (
+        "Any of one field value is expected from this list ['effectiveDateTime', 'effectiveInstant', 'effectivePeriod', "
+        "'effectiveTiming'], but got multiple!" in _problem(two, vocabulary)
+    )
+    none = load("car_t_bridging")
+    administration = first(none, "MedicationAdministration")
+    for key in [k for k in administration if k.startswith("medication")]:
+        del administration[key]
+    assert "Expect any of field value from this list ['medicationCodeableConcept', 'medicationReference']" in _problem(
+        none, vocabulary
+    )
+    assert nullcheck.install() and nullcheck.library_after is not None
+    plans = {cls.__name__: plan for cls, plan in nullcheck.PLANS.items()}
+    assert plans["Observation"] is not None and "status" in plans["Observation"][0]  # the models run this check
