@@ -102,3 +102,51 @@ def test_a_duplicated_key_in_a_rule_file_is_an_error(rules_copy):
     path.write_text(text.replace(marker, marker + "    options: [bcma_bispecific]\n", 1))
     problems = problems_of(rules_copy)
     assert any(p.startswith("eligibility.yaml: not valid YAML") and "duplicate key 'options'" in p for p in problems), problems
+
+
+def _restrict(products: list[str], rule_id: str = "PROD-CART-003", **extra):
+    def fn(d):
+        rule = next(r for r in d["rules"] if r["id"] == rule_id)
+        rule["restricts_products"] = {"products": products, "why": "the only product with trial evidence here"}
+        rule.update(extra)
+
+    return fn
+
+
+@pytest.mark.parametrize(
+    "mutation, expected",
+    [
+        (_restrict(["cilta-cel", "ide-cel"]), "[PROD-CART-003] restricts_products: names every product of option bcma_car_t"),
+        (_restrict(["ciltacabtagene autoleucel", "abecma"]), "names every product of option bcma_car_t"),  # aliases are the drug
+        (_restrict(["teclistamab"]), "'teclistamab' (teclistamab) is not a drug of option bcma_car_t"),
+        (_restrict(["anito-cel"]), "anitocabtagene autoleucel not among option bcma_car_t's products (cilta-cel, ide-cel)"),
+        (_restrict(["no-such-cel"]), "'no-such-cel' is not a drug of catalog/drugs.yaml"),
+        (
+            _restrict(["cilta-cel"], favourable=True),
+            "restricts_products: only a caution rule of one option, not marked favourable",
+        ),
+        (
+            _restrict(["cilta-cel"], options=["bcma_car_t", "bcma_bispecific"]),
+            "restricts_products: only a caution rule of one option",
+        ),
+        (_restrict(["teclistamab"], rule_id="PROD-BSAB-002", favourable=False), "option bcma_bispecific lists no products"),
+    ],
+)
+def test_restricted_products_are_checked_against_the_options_products(rules_copy, mutation, expected):
+    """`restricts_products` (R12-08) names some of the products its option's catalogue entry lists, as drugs of
+    the vocabulary; naming all of them, another option's drug or an unlisted one is a problem of `cds rules check`."""
+    edit(rules_copy / "products.yaml", mutation)
+    problems = problems_of(rules_copy)
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_products_list_of_an_option_names_its_own_drugs(rules_copy):
+    def fn(d):
+        d["options"][0]["products"] = ["cilta-cel", "teclistamab"]
+
+    edit(rules_copy / "catalog" / "options.yaml", fn)
+    problems = problems_of(rules_copy)
+    assert any(
+        "catalog/options.yaml [bcma_car_t] products: 'teclistamab' (teclistamab) is not a drug of option bcma_car_t" in p
+        for p in problems
+    ), problems

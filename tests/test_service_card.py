@@ -12,6 +12,7 @@ from live_server import ROOT
 
 from cds.apps.http.card import SUMMARY_LIMIT, build_card, md
 from cds.apps.http.openapi import text as openapi_text
+from cds.report.model import option_heading
 
 EXAMPLES = sorted((ROOT / "reports" / "examples").glob("*.json"))
 EXAMPLE_PROFILES = sorted((ROOT / "patient_profiles").glob("*.json"))
@@ -51,7 +52,7 @@ def test_cards_of_the_example_reports(path: Path):
     )
     assert card["indicator"] == expected
     for option in report["options"][:3]:
-        assert md(option["title"]) in card["detail"]
+        assert md(option_heading(option["title"], option["products_supported"])) in card["detail"]
     assert "Decision support, not decision making" in card["detail"]
     for fact in report["unknown_facts_that_matter"]:
         assert md(fact["description"]) in card["detail"]
@@ -153,3 +154,22 @@ def test_a_report_under_another_rule_set_is_gone_unless_its_json_was_stored():
     same = {**stored, "ruleset_hash": state.evaluator.ruleset.digest}  # the same rules: built again
     kind, text = state.handle({"kind": "report", "format": "json", "stored": same})
     assert kind == "ok" and json.loads(text)["evaluated_at"] == "2026-03-01T09:00:00Z"
+
+
+def test_the_card_names_only_the_product_the_evidence_supports_at_one_prior_line():
+    """R12-08: at 1 prior line (lenalidomide-refractory) the card's CAR-T line names cilta-cel as the only product
+    with trial evidence (PROD-CART-003's restricts_products), not the catalogue title's 'cilta-cel, ide-cel'; at 2
+    prior lines, triple-class exposed (KarMMa-3's population), both products are named."""
+    import cds
+
+    def detail_of(case: str) -> str:
+        evaluation = cds.evaluate(
+            json.loads((ROOT / "patient_profiles" / f"{case}.json").read_text()), evaluated_at="2026-03-01T09:00:00Z"
+        )
+        data = cds.build_card_data(evaluation)
+        return card_for(data)["detail"]
+
+    early = detail_of("first_relapse_len_refractory")
+    assert md("BCMA-directed CAR-T cell therapy (cilta-cel: the only product with trial evidence here") in early
+    assert md("cilta-cel, ide-cel") not in early
+    assert md("BCMA-directed CAR-T cell therapy (cilta-cel, ide-cel)") in detail_of("karmma3_two_lines_tce")

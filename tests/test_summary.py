@@ -370,3 +370,43 @@ def test_facts_to_obtain_on_page_one_show_each_outcome_once(evaluator):
     assert len(f.effects) == len(outcomes) + 1
     assert f.effects[-1].startswith(f"{len(u.effects) - len(outcomes)} more values")
     assert sum("BCMA-directed CAR-T cell therapy ranks first" in e for e in f.effects) == 1
+
+
+def _page1(report) -> tuple[str, str]:
+    html, markdown = render(report, "html"), render(report, "markdown")
+    return html[: html.index('class="appendix"')], markdown[: markdown.index("## 1. Case summary")]
+
+
+@pytest.mark.parametrize("case", ["first_relapse_len_refractory", "first_relapse_dvrd_pi_exposed"])
+def test_page1_names_only_cilta_cel_at_one_prior_line(evaluator, case):
+    """Issue 12 B2, review R12-08: at 1 prior line only cilta-cel has trial evidence (CARTITUDE-4, CARTITUDE-2A;
+    KarMMa-3 enrolled 2-4 prior regimens), so page 1's CAR-T line names cilta-cel and why, from PROD-CART-003's
+    `restricts_products`, whether or not PROD-CART-003 is page 1's caution; it does not list ide-cel as a product."""
+    report = report_of(evaluator, case)
+    car = next(o for o in report.options if o.id == "bcma_car_t")
+    assert car.rank <= TOP_OPTIONS and report.options[0].id == "bcma_car_t"
+    rule = evaluator.ruleset.rule("PROD-CART-003")
+    assert rule.restricts_products is not None
+    assert car.products_supported is not None
+    assert (car.products_supported.rule_id, car.products_supported.products) == ("PROD-CART-003", ["cilta-cel"])
+    assert report.to_dict()["options"][0]["products_supported"]["products"] == ["cilta-cel"]  # the JSON report
+    top = summarize(report).options[0]
+    assert top.heading == f"BCMA-directed CAR-T cell therapy (cilta-cel: {rule.restricts_products.why})"
+    for page1 in _page1(report):
+        assert "cilta-cel, ide-cel" not in page1 and "ide-cel)" not in page1
+        assert "BCMA-directed CAR-T cell therapy (cilta-cel: the only product with trial evidence here" in page1
+    # the appendix's heading of the option says the same
+    html = render(report, "html")
+    assert "cilta-cel, ide-cel" not in html[html.index('id="option-bcma_car_t"') :][:600]
+
+
+def test_page1_names_both_car_t_products_at_2_to_4_lines_triple_class_exposed(evaluator):
+    """KarMMa-3's population (2-4 prior regimens, triple-class exposed): ide-cel has trial evidence too, nothing
+    restricts the products and page 1 names both, as the catalogue title does."""
+    report = report_of(evaluator, "karmma3_two_lines_tce")
+    car = next(o for o in report.options if o.id == "bcma_car_t")
+    assert car.rank == 1 and car.products_supported is None
+    assert "PROD-CART-003" not in [c.rule_id for c in car.cautions]
+    assert summarize(report).options[0].heading == car.title == "BCMA-directed CAR-T cell therapy (cilta-cel, ide-cel)"
+    for page1 in _page1(report):
+        assert "BCMA-directed CAR-T cell therapy (cilta-cel, ide-cel)" in page1

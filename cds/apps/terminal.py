@@ -65,7 +65,7 @@ def _lines(s: Summary, path: str, max_excluded: int) -> list[Text]:
         out.append(
             _line(
                 f"{o.rank:>2}  ",
-                (o.short_title, "bold"),
+                (o.heading if o.products_supported else o.short_title, "bold"),
                 f"  score {o.score}{' (tie)' if o.tied else ''}",
                 *([("  " + badge, style)] if badge else []),
             )

@@ -63,6 +63,10 @@ class Locked:
     digest: str
 
 
+#: optional rule fields added after review.lock was introduced, left out of the digest while None
+_LATER_FIELDS = ("restricts_products",)
+
+
 def _normal(value: Any) -> Any:
     if isinstance(value, str):
         return " ".join(value.split())
@@ -74,8 +78,11 @@ def _normal(value: Any) -> Any:
 
 
 def content_digest(spec: RuleSpec) -> str:
-    """sha256 (first 16 hex digits) of a validated rule without its `last_reviewed`."""
-    data = _normal(spec.model_dump(mode="json", exclude={"last_reviewed"}))
+    """sha256 (first 16 hex digits) of a validated rule without its `last_reviewed`. A field added to the rule
+    format after the lock existed counts only where a rule gives it (`_LATER_FIELDS`), so adding it to the
+    format does not change the content of every rule that does not use it."""
+    absent = {f for f in _LATER_FIELDS if getattr(spec, f) is None}
+    data = _normal(spec.model_dump(mode="json", exclude={"last_reviewed", *absent}))
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:_HASH_CHARS]
 

@@ -33,6 +33,11 @@ Page-1 data on a rule (never read by the ranking):
                  ("no t(11;14)"); an unknown fact is said as unknown instead
     favourable   on a ``caution`` rule: ``true`` when the note favours the option or reassures
                  ("not an exclusion", "retains its efficacy"): page 1 never shows it as the caution
+    restricts_products
+                 on a ``caution`` rule of one option: ``{products: [...], why: "..."}``, the option's
+                 products the evidence supports where the rule fires (a strict subset of the drugs of
+                 the option's classes, named as the drug vocabulary names them or by an alias): page 1,
+                 the card and the report's ``products_supported`` name these instead of the title's list
 """
 
 from __future__ import annotations
@@ -266,6 +271,17 @@ class KeyFigureSpec(Strict):
     when: object = Field(default=None, description="narrows the rule's population to the trial's")
 
 
+class ProductsSpec(Strict):
+    """Which of an option's products the evidence supports where the rule fires (page 1 names only these)."""
+
+    products: list[str] = Field(min_length=1, description="drug names or aliases of the option's classes, as page 1 shows them")
+    why: str = Field(
+        min_length=10,
+        max_length=120,
+        description="page 1's words after the products: 'the only product with trial evidence here'",
+    )
+
+
 class RuleSpec(Strict):
     id: str = Field(pattern=RULE_ID)
     title: str = Field(min_length=5, max_length=160)
@@ -285,6 +301,7 @@ class RuleSpec(Strict):
     key_figures: list[KeyFigureSpec] = []
     unmet: str | None = Field(default=None, min_length=3, max_length=80)
     favourable: bool = False
+    restricts_products: ProductsSpec | None = None
 
     @model_validator(mode="after")
     def _weight_matches_kind(self) -> RuleSpec:
@@ -298,6 +315,10 @@ class RuleSpec(Strict):
             raise ValueError("unmet: only a require rule has a reason for not holding")
         if self.favourable and self.kind != "caution":
             raise ValueError("favourable: only a caution rule is marked favourable")
+        if self.restricts_products is not None and (self.kind != "caution" or self.favourable or len(self.options) != 1):
+            raise ValueError(
+                "restricts_products: only a caution rule of one option, not marked favourable, restricts its products"
+            )
         return self
 
 
@@ -324,6 +345,10 @@ class OptionSpec(Strict):
     summary: str
     drug_classes: list[str] = []
     targets: list[str] = []
+    products: list[str] = Field(
+        default=[],
+        description="the products the title names (drug names or aliases of the option's classes): what a rule's restricts_products narrows",
+    )
 
 
 class OptionsFile(Strict):
@@ -350,6 +375,12 @@ class KeyFigureRef:
 
 
 @dataclass(frozen=True)
+class ProductsRef:
+    products: tuple[str, ...]  # as the rule file names them (page 1 shows them so)
+    why: str
+
+
+@dataclass(frozen=True)
 class Rule:
     id: str
     family: str
@@ -368,6 +399,7 @@ class Rule:
     key_figures: tuple[KeyFigureRef, ...] = ()
     unmet: str | None = None
     favourable: bool = False
+    restricts_products: ProductsRef | None = None
 
     @classmethod
     def from_spec(
@@ -399,6 +431,11 @@ class Rule:
             ),
             unmet=" ".join(spec.unmet.split()) if spec.unmet else None,
             favourable=spec.favourable,
+            restricts_products=(
+                ProductsRef(tuple(spec.restricts_products.products), " ".join(spec.restricts_products.why.split()))
+                if spec.restricts_products is not None
+                else None
+            ),
         )
 
     @property

@@ -578,6 +578,7 @@ def validate(directory: Path, fixtures: bool = False) -> Validation:
         return Validation(None, problems)
     if registry.entries:  # a registry that did not load is reported; its key figures cannot be checked
         problems.extend(key_figure_problems([*rules, *retired], registry, vocabulary, options))
+    problems.extend(product_problems([*rules, *retired], vocabulary, options))
     ruleset = RuleSet(
         rules=tuple(rules),
         retired=tuple(retired),
@@ -785,4 +786,48 @@ def key_figure_problems(
                     f"{at}: {k.evidence} has {len(matches)} {k.measure} figures with arm {k.arm!r} and timepoint {k.timepoint!r}"
                     + (f" (it has: {given})" if given else "")
                 )
+    return problems
+
+
+def product_problems(rules: Iterable[Rule], vocabulary: Vocabulary, options: list[OptionSpec]) -> list[str]:
+    """An option's `products` are drugs of its classes; a rule's `restricts_products` names some of them, not all.
+
+    Page 1 names a restricting rule's products in place of the title's list, so a product it names must be
+    one the option lists (by the same drug: an alias is the drug), and it must leave at least one out.
+    """
+    problems = []
+    by_id = {o.id: o for o in options}
+
+    def drug_of(name: str, option: OptionSpec, at: str) -> str | None:
+        drug = vocabulary.lookup(name)
+        if drug is None:
+            problems.append(f"{at}: {name!r} is not a drug of catalog/drugs.yaml")
+            return None
+        if drug.drug_class not in option.drug_classes:
+            problems.append(
+                f"{at}: {name!r} ({drug.name}) is not a drug of option {option.id} ({', '.join(option.drug_classes)})"
+            )
+            return None
+        return drug.name
+
+    listed: dict[str, set[str]] = {}
+    for o in options:
+        names = [drug_of(p, o, f"catalog/options.yaml [{o.id}] products") for p in o.products]
+        listed[o.id] = {n for n in names if n is not None}
+    for rule in rules:
+        if rule.restricts_products is None:
+            continue
+        at = f"{rule.file} [{rule.id}] restricts_products"
+        option = by_id.get(rule.options[0])
+        if option is None:
+            continue  # the unknown option is reported with the rule
+        if not option.products:
+            problems.append(f"{at}: option {option.id} lists no products (catalog/options.yaml products) to restrict")
+            continue
+        named = {n for n in (drug_of(p, option, at) for p in rule.restricts_products.products) if n is not None}
+        outside = sorted(n for n in named if n not in listed[option.id])
+        if outside:
+            problems.append(f"{at}: {', '.join(outside)} not among option {option.id}'s products ({', '.join(option.products)})")
+        elif named == listed[option.id]:
+            problems.append(f"{at}: names every product of option {option.id}: that restricts nothing")
     return problems

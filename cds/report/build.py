@@ -22,7 +22,7 @@ from cds.model.clock import evaluation_time
 from cds.model.facts import FACTS, engine_facts, not_refractory_by_dates
 from cds.model.profile import line_drugs, named_drugs
 from cds.report import model as m
-from cds.report.highlights import exclusion_reason, key_caution, key_figure
+from cds.report.highlights import exclusion_reason, key_caution, key_figure, products_supported
 from cds.report.timeline import category
 
 DISCLAIMER = (
@@ -289,7 +289,7 @@ def build_card_data(ev: Evaluation, evaluated_at: str | None = None, site: Site 
     """The part of ``build_report(ev, evaluated_at, site).to_dict()`` a CDS Hooks card shows, without building
     the rest (evidence, derived facts, lines: about 2.6 ms of a report's 2.7): the stamp, the disclaimer, the
     synopsis, the first `top` options (id, rank, title, tied_with, why, availability, the cautions' rule_id and
-    title) and the unknown facts that matter (field, description, changes_top_option, each effect's text).
+    title, products_supported) and the unknown facts that matter (field, description, changes_top_option, each effect's text).
     The same keys in the same order with the same values as the report's JSON has them (`card_data_of` in
     cds.apps.http.card projects them out of a report; the tests compare the two), from the same functions.
     """
@@ -318,6 +318,7 @@ def build_card_data(ev: Evaluation, evaluated_at: str | None = None, site: Site 
                 "why": _why(o),
                 "availability": m.to_data(availability(site, rs, o.id, access)) if site is not None else None,
                 "cautions": [{"rule_id": c.rule_id, "title": c.title} for c in o.cautions],
+                "products_supported": m.to_data(products_supported(rs, o.cautions)),
             }
             for o in ev.ranking.options[:top]
         ],
@@ -428,6 +429,7 @@ def _build_report(ev: Evaluation, evaluated_at: str | None = None) -> m.Report:
                 availability=None,
                 key_figure=key_figure(rs, o.rationale, facts),
                 key_caution=key_caution(rs, o.cautions),
+                products_supported=products_supported(rs, o.cautions),
             )
         )
     excluded = []

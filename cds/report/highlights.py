@@ -12,6 +12,10 @@
   is unknown, is generic). Within each group safety first, then rule order. A note
   marked ``favourable`` in its rule file (it favours the option or reassures: "not an
   exclusion") is never the caution; with only such notes, page 1 shows none.
+- The products: where a fired caution restricts the option to some of the products its title
+  lists (``restricts_products``: PROD-CART-003, only cilta-cel has trial evidence at 1 prior
+  line), those products and why; the first such caution in rule order. A favourable note never
+  restricts (the rule check refuses it).
 - The exclusion: the first reason in plain words: an ``exclude`` rule's title, a
   ``require`` rule's ``unmet`` text, or what is not known when an unknown fact left
   the requirement unconfirmed.
@@ -73,6 +77,15 @@ def key_caution(ruleset: RuleSet, cautions: Sequence[Reason]) -> str | None:
 
     ranked = sorted(((n, c) for n, c in enumerate(cautions) if not ruleset.rule(c.rule_id).favourable), key=order)
     return ranked[0][1].rule_id if ranked else None
+
+
+def products_supported(ruleset: RuleSet, cautions: Sequence[Reason]) -> m.ProductsSupported | None:
+    """The products of the option a fired caution restricts it to (see the module docstring), or None."""
+    for c in cautions:
+        restricted = ruleset.rule(c.rule_id).restricts_products
+        if restricted is not None:
+            return m.ProductsSupported(rule_id=c.rule_id, products=list(restricted.products), why=restricted.why)
+    return None
 
 
 def _sentence(text: str) -> str:

@@ -34,7 +34,9 @@ from cds.model.base import record
 #      that option's arm in the patient's population, or null) and `key_caution`; an excluded option's `reason`.
 # 2.4: `evaluation_date`: the date the date-relative facts count to, and whether it came from the profile
 #      or defaulted to the evaluation time (the instant `evaluated_at` stamps).
-SCHEMA_VERSION = "2.4"
+# 2.5: an option's `products_supported`: where a fired caution restricts the option to some of the products
+#      its title lists (PROD-CART-003: at 1 prior line only cilta-cel has trial evidence), which, and why.
+SCHEMA_VERSION = "2.5"
 
 # JSON values a derived fact, a setting or a profile input can take.
 FactValue = bool | int | float | str | None
@@ -122,6 +124,34 @@ class KeyFigure:
 
 
 @record
+class ProductsSupported:
+    """The products of an option the evidence supports for this patient, where a fired caution says so
+    (`restricts_products` in the rule file): page 1 and the card name these instead of the title's list."""
+
+    rule_id: str  # the caution that restricts them
+    products: list[str]  # as the rule names them: ["cilta-cel"]
+    why: str  # "the only product with trial evidence here (...)"
+
+
+def option_heading(title: str, products: ProductsSupported | dict[str, Any] | None) -> str:
+    """An option's title as page 1 and the card show it: with its products restricted where a fired rule
+    restricts them ('BCMA-directed CAR-T cell therapy (cilta-cel: the only product with trial evidence here
+    (...))'), else the catalogue title as it is."""
+    if products is None:
+        return title
+    names, why = (
+        (products.products, products.why) if isinstance(products, ProductsSupported) else (products["products"], products["why"])
+    )
+    return f"{short_title(title)} ({', '.join(names)}: {why})"
+
+
+def short_title(title: str) -> str:
+    """An option's title without its parenthesised examples: 'BCMA x CD3 bispecific antibody'."""
+    head = title.split(" (", 1)[0].strip()
+    return head or title
+
+
+@record
 class RankedOption:
     id: str
     rank: int
@@ -138,6 +168,8 @@ class RankedOption:
     # the strongest figure the fired rules name for this option's arm in this patient's population; None: none does
     key_figure: KeyFigure | None = None
     key_caution: str | None = None  # rule ID of the caution page 1 shows: the patient's own before the generic ones
+    # where a fired caution restricts the option to some of its title's products (PROD-CART-003); None: all of them
+    products_supported: ProductsSupported | None = None
 
 
 @record

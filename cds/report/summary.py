@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cds.report import model as m
+from cds.report.model import option_heading
+from cds.report.model import short_title as short_title  # one definition (the card's too); callers import it here
 
 TOP_OPTIONS = 3
 # availability statuses for which page 1 names the best option available here beside rank 1
@@ -54,6 +56,9 @@ class TopOption:
     rank: int
     title: str
     short_title: str
+    # the title as page 1 shows it: with only the products a fired caution restricts it to (PROD-CART-003)
+    heading: str
+    products_supported: m.ProductsSupported | None
     score: int
     tied: bool
     why: str  # one line: what raised the score, then what lowered it
@@ -98,12 +103,6 @@ class Summary:
     best_available: TopOption | None  # when rank 1 is not available or needs referral here
     facts_to_obtain: list[FactToObtain]
     excluded: list[ExcludedLine]
-
-
-def short_title(title: str) -> str:
-    """An option's title without its parenthesised examples: 'BCMA x CD3 bispecific antibody'."""
-    head = title.split(" (", 1)[0].strip()
-    return head or title
 
 
 def _source(e: m.Evidence) -> str:
@@ -174,6 +173,8 @@ def _top(o: m.RankedOption, evidence: dict[str, m.Evidence], tied: bool) -> TopO
         rank=o.rank,
         title=o.title,
         short_title=short_title(o.title),
+        heading=option_heading(o.title, o.products_supported),
+        products_supported=o.products_supported,
         score=o.score,
         tied=tied,
         why=_why(raised, lowered),

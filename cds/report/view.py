@@ -19,7 +19,7 @@ from typing import Any
 from cds.decide.unknowns import field_description
 from cds.knowledge.evidence import ABOUT_LABELS, MEASURE_LABELS
 from cds.report.build import qualifier
-from cds.report.model import Report, to_data, why_parts
+from cds.report.model import Report, option_heading, to_data, why_parts
 from cds.report.summary import Summary, summarize
 from cds.report.timeline import CATEGORIES, CATEGORY_COLOUR, CATEGORY_LABEL
 from cds.report.timeline import dates as line_dates
@@ -388,6 +388,7 @@ def report_view(report: Report) -> dict[str, Any]:
         o["key_studies"] = [e for e in o["key_evidence"] if not _is_statement(evidence[e])]
         o["key_statements"] = [e for e in o["key_evidence"] if _is_statement(evidence[e])]
         o["marker"], o["marker_class"] = _marker(o), _marker_class(o)
+        o["heading"] = option_heading(o["title"], o["products_supported"])
         size = len(o["rationale"]) + len(o["key_evidence"]) + len(o["cautions"]) + len(o["next_steps"])
         o["keep"] = size <= _KEEP_TOGETHER_ITEMS
     for c in r["evidence_conflicts"]:

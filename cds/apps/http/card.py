@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from cds.report.model import option_heading, short_title
+
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0.1: "<140 characters"
 TOP = 3
 ORDINALS = {1: "1st", 2: "2nd", 3: "3rd"}
@@ -42,6 +44,7 @@ def card_data_of(report: dict[str, Any]) -> dict[str, Any]:
             {
                 **{key: o[key] for key in ("id", "rank", "title", "tied_with", "why", "availability")},
                 "cautions": [{"rule_id": c["rule_id"], "title": c["title"]} for c in o["cautions"]],
+                "products_supported": o.get("products_supported"),  # absent from a stored report before 2.5
             }
             for o in report["options"][:TOP]
         ],
@@ -58,11 +61,6 @@ def card_data_of(report: dict[str, Any]) -> dict[str, Any]:
 def md(value: Any) -> str:
     """Text safe inside Markdown: one line, every Markdown (and HTML) syntax character backslash-escaped."""
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
-
-
-def short_title(title: str) -> str:
-    """'BCMA-directed CAR-T cell therapy (cilta-cel, ide-cel)' -> 'BCMA-directed CAR-T cell therapy'."""
-    return re.sub(r"\s*\([^)]*\)\s*$", "", title).strip() or title
 
 
 def summary_line(options: list[dict[str, Any]]) -> str:
@@ -99,7 +97,9 @@ def detail(report: dict[str, Any]) -> str:
         out.append("")
         for o in options:
             tie = " (tie: catalogue order)" if o.get("tied_with") else ""
-            out.append(f"{o['rank']}. **{md(o['title'])}**{md(tie)}: {md(o['why'])}")
+            # a stored card of an earlier report format has no products_supported: its title as it was
+            heading = option_heading(o["title"], o.get("products_supported"))
+            out.append(f"{o['rank']}. **{md(heading)}**{md(tie)}: {md(o['why'])}")
             availability = o.get("availability") or {}
             if availability.get("status") in UNAVAILABLE | {"referral"} and availability.get("marker"):
                 out.append(f"   *{md(availability['marker'])}*")
