@@ -33,6 +33,7 @@ from conftest import PROFILES, ROOT
 
 from cds.report.build import build_report
 from cds.report.examples import EXAMPLE_CASES
+from cds.report.model import option_heading
 from cds.report.render import render
 
 pytestmark = pytest.mark.browser
@@ -172,7 +173,7 @@ def test_report_renders_cleanly_in_chromium(case, tmp_path):
     for o in report["options"]:
         item = shown[f"option-{o['id']}"]
         assert item["visible"], f"ranked option {o['title']!r} is not visible"
-        assert o["title"] in item["title"]
+        assert option_heading(o["title"], o["products_supported"]) in item["title"]
     gone = {x["id"]: x for x in result["excluded"]}
     assert list(gone) == [f"excluded-{x['id']}" for x in report["excluded"]]
     for x in report["excluded"]:
