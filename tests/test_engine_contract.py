@@ -185,6 +185,7 @@ def test_the_engine_reuses_one_empty_session_per_shard():
     # a failure inside the C core (a fact no rule accepts: code 1): that shard's session is deleted, the next is new
     shard = engine._shards[0]
     with pytest.raises(EngineError, match="code 1"):
-        engine._fire(shard, sessions[shard.number], [{"cds_variant": 0, "t": "other", "id": "v0", "sid": sessions[1]}], "P")
+        other = {"cds_variant": 0, "t": "other", "id": "v0", "sid": sessions[1]}
+        engine._fire(shard, sessions[shard.number], [json.dumps(other)], [0], "P")
     assert shard.number not in engine._live
     assert engine.run(facts) == first and engine._live[shard.number] != sessions[shard.number]

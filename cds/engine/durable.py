@@ -52,7 +52,8 @@ sentinel rule, unknown rule or malformed message -> EngineError, a rule firing o
 EngineError, ``abandon_action`` and ``delete_state`` on failure), in every shard. Sessions are kept
 because creating one (``createStateNode``: it clears the frame tables of every beta node) cost
 about a quarter of a patient's evaluation, more than the matching. Only the facts some
-rule of the shard names are asserted into it (the others cannot change what fires), and numbers in
+rule of the shard names are asserted into it (the others cannot change what fires), each item
+encoded once per evaluation and joined per shard and variant into the text `json` would write, and numbers in
 exponent form are written with a decimal point (``1.0e-05``): durable-rules' JSON reader crashes the
 process on ``1e-05``.
 
@@ -72,9 +73,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,11 +132,60 @@ CODES = {
     309: "ERR_SID_NOT_FOUND",
     310: "ERR_NO_ACTION_AVAILABLE",
 }
+_PATIENT_JSON = json.dumps(PATIENT)
 _PRIMED_SLOTS = 6  # a state pool starts with 8 slots, slot 0 unused, and grows when the 7th is taken
 
 
 def _dumps(value: list[dict[str, Any]] | dict[str, Any]) -> str:
     text = _ENCODE(value)
+    if "e+" in text or "e-" in text:  # Python's float repr always signs the exponent
+        text = _BARE_EXPONENT.sub(r"\1.0", text)
+    return text
+
+
+_encode_string = json.encoder.encode_basestring  # what _ENCODE writes for a str (ensure_ascii=False)
+
+
+def _pair(name: str, value: Any) -> str:
+    """``"name":value`` as `_ENCODE` writes that item of a dict.
+
+    The patient's facts are encoded item by item once per evaluation and joined per shard and
+    variant (`_fact_text`): a shard's fact is a subset of the patient's, and encoding whole dicts
+    encoded every value once per shard and variant. bool, int and str are the fact types
+    (`cds.model.facts.Value`); a float is checked as ``allow_nan=False`` does; anything else goes
+    through `_ENCODE` itself (which raises ValueError for NaN and the infinities)."""
+    t = type(value)
+    if t is bool:
+        text = "true" if value else "false"
+    elif t is int:
+        text = int.__repr__(value)
+    elif t is str:
+        text = _encode_string(value)
+    elif t is float and math.isfinite(value):
+        text = float.__repr__(value)
+    else:
+        text = _ENCODE(value)
+    return f"{_encode_string(name)}:{text}"
+
+
+def _encoded(values: Mapping[str, Any], keep: Container[str], patient: str | None) -> dict[str, str]:
+    """`_pair` of each item of `values` whose name is in `keep`; a value JSON cannot hold is an EngineError."""
+    try:
+        return {k: _pair(k, v) for k, v in values.items() if k in keep}
+    except ValueError as exc:
+        raise EngineError(f"a fact of {patient or 'a patient'} cannot be sent to the engine: {exc}") from None
+
+
+def _fact_text(number: int, items: list[str], scope: str, sid: str) -> str:
+    """One fact as `_ENCODE` writes ``{"cds_variant": number, **items, "t": PATIENT, "cds_scope": scope,
+    "id": f"v{number}", "sid": sid}``: the variant number first (the action messages are read by it)."""
+    tail = f'"t":{_PATIENT_JSON},"cds_scope":{_encode_string(scope)},"id":"v{number}","sid":{_encode_string(sid)}'
+    return f'{{"cds_variant":{number},{",".join(items)},{tail}}}' if items else f'{{"cds_variant":{number},{tail}}}'
+
+
+def _payload(facts: list[str]) -> str:
+    """The facts' texts as one JSON array, numbers in exponent form written as `_dumps` writes them."""
+    text = f"[{','.join(facts)}]"
     if "e+" in text or "e-" in text:  # Python's float repr always signs the exponent
         text = _BARE_EXPONENT.sub(r"\1.0", text)
     return text
@@ -285,17 +336,14 @@ class Engine:
         if not variants:
             return []
         fired: list[set[str]] = [set() for _ in variants]
+        used = self.used_facts
+        encoded = [_encoded(v, used, patient) for v in variants]
         with self._lock:
             for shard in self._shards:
                 sid = self._session(shard)
                 keys = shard.facts
-                facts = []
-                for i, v in enumerate(variants):
-                    fact: dict[str, Any] = {"cds_variant": i}
-                    fact.update({k: v[k] for k in keys if k in v})
-                    fact.update(t=PATIENT, cds_scope=ALL, id=f"v{i}", sid=sid)
-                    facts.append(fact)
-                for i, got in self._fire(shard, sid, facts, patient).items():
+                facts = [_fact_text(i, [e[k] for k in keys if k in e], ALL, sid) for i, e in enumerate(encoded)]
+                for i, got in self._fire(shard, sid, facts, range(len(facts)), patient).items():
                     fired[i] |= got
         return [frozenset(f) for f in fired]
 
@@ -315,25 +363,26 @@ class Engine:
                 if name in used and scope_of.get(name) != scope:
                     raise EngineError(f"a variant scoped to {scope!r} also changes {name!r}")
         fired: list[set[str]] = [set() for _ in range(len(variants) + 1)]
+        encoded = _encoded(base, used, patient)
+        changed = [_encoded(assignment, assignment, patient) for _, assignment in variants]
         with self._lock:
             for shard in self._shards:
                 sid = self._session(shard)
-                fact: dict[str, Any] = {"cds_variant": 0}
-                fact.update({k: base[k] for k in shard.facts if k in base})
-                fact.update(t=PATIENT, cds_scope=ALL, id="v0", sid=sid)
-                facts = [fact]
+                facts = [_fact_text(0, [encoded[k] for k in shard.facts if k in encoded], ALL, sid)]
+                numbers = [0]
                 scope_facts = shard.scope_facts
                 for i, (scope, assignment) in enumerate(variants, 1):
                     keys = scope_facts.get(scope)
                     if keys is None:
                         continue  # no rule of this shard reads that field: it fires as for the base fact
-                    fact = {"cds_variant": i}
-                    # only what this shard's rules of the scope read (the only ones matched against it)
-                    fact.update({k: base[k] for k in keys if k in base})
-                    fact.update({k: v for k, v in assignment.items() if k in keys})
-                    fact.update(t=PATIENT, cds_scope=scope, id=f"v{i}", sid=sid)
-                    facts.append(fact)
-                for i, got in self._fire(shard, sid, facts, patient).items():
+                    # only what this shard's rules of the scope read (the only ones matched against it): the
+                    # base's items in the shard's order with the assignment's values, then the assignment's others
+                    own = changed[i - 1]
+                    items = [own.get(k) or encoded[k] for k in keys if k in encoded]
+                    items += [own[k] for k in assignment if k in keys and k not in encoded]
+                    facts.append(_fact_text(i, items, scope, sid))
+                    numbers.append(i)
+                for i, got in self._fire(shard, sid, facts, numbers, patient).items():
                     fired[i] |= got
         out = [frozenset(fired[0])]
         for (scope, _), got in zip(variants, fired[1:]):
@@ -352,17 +401,17 @@ class Engine:
             sid = self._live[shard.number] = f"s{next(self._sids)}"
         return sid
 
-    def _fire(self, shard: _Shard, sid: str, facts: list[dict[str, Any]], patient: str | None) -> dict[int, set[str]]:
-        """Assert `facts` into one shard's session `sid`; the rules fired per variant number (sentinel checked).
+    def _fire(
+        self, shard: _Shard, sid: str, facts: list[str], numbers: Sequence[int], patient: str | None
+    ) -> dict[int, set[str]]:
+        """Assert `facts` (their JSON texts, `_fact_text`; `numbers` their variant numbers) into one shard's
+        session `sid`; the rules fired per variant number (sentinel checked).
 
         The facts are retracted once their actions have run, which leaves the session empty for the
         next evaluation; on any failure the session is deleted instead (the next one is new).
         """
         h = shard.handle
-        try:
-            payload = _dumps(facts)
-        except ValueError as exc:
-            raise EngineError(f"a fact of {patient or 'a patient'} cannot be sent to the engine: {exc}") from None
+        payload = _payload(facts)
         heads: list[str] = []
         state_offset = None
         emptied = False
@@ -396,7 +445,7 @@ class Engine:
                 self._live.pop(shard.number, None)
                 with contextlib.suppress(BaseException):  # nothing more to clean
                     _core.delete_state(h, sid)
-        fired: dict[int, set[str]] = {f["cds_variant"]: set() for f in facts}
+        fired: dict[int, set[str]] = {n: set() for n in numbers}
         known = shard.heads
         try:
             for head in heads:
