@@ -5,7 +5,8 @@
 time: the rule folder's YAML documents as JSON and the validated rule set
 (`cds.knowledge.rulecache`), the cytogenetics catalogue the fact catalogue is
 built from (`cds.model.vocabulary`), the engine's shard plan (`cds.engine.durable`)
-and Jinja's compiled templates (`cds.report.render`).
+Jinja's compiled templates (`cds.report.render`) and the code of dataclasses' generated methods
+(`cds.apps.classcode`).
 
 A cache another user could write is never read: `cache_dir` returns a folder
 only if it is a real directory (not a symbolic link) owned by this user and

@@ -1263,6 +1263,7 @@ def _leave(code: object) -> None:
 
 
 def main() -> None:  # console-script entry point
+    from cds.apps import classcode
     from cds.engine import pin
 
     gc.disable()  # start-up builds many objects and frees few: collecting meanwhile only costs time (see _run)
@@ -1272,7 +1273,8 @@ def main() -> None:  # console-script entry point
         typer.echo(f"error: {why}", err=True)
         sys.exit(EXIT_INTERNAL)
     try:
-        app()
+        with classcode.kept():
+            app()
     except SystemExit as exc:
         _leave(exc.code)
         raise
