@@ -461,3 +461,27 @@ def test_cases_export_and_import_on_the_command_line(tmp_path):
         done = run(app, args)
         assert done.exit_code == 2 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_store_checkpointing_in_background_copies_the_log_without_a_commit_doing_it(tmp_path):
+    """open_store(checkpoint_in_background=True) (cds serve): no commit checkpoints (wal_autocheckpoint 0), the
+    store's thread does, within about a second of the writes: the database file itself grows while the store is
+    open. Without it, SQLite's automatic checkpoint is left as it is."""
+    db = tmp_path / "cases.db"
+    s = open_store(db, checkpoint_in_background=True)
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    before = db.stat().st_size
+    ids = [s.add_evaluation(new(input_json=json.dumps({"pad": "x" * 20_000, "i": i}))).id for i in range(30)]
+    deadline = time.monotonic() + 10
+    while db.stat().st_size < before + 30 * 20_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert db.stat().st_size >= before + 30 * 20_000, (before, db.stat().st_size)
+    assert [s.evaluation(i).id for i in ids] == ids
+    s.close()
+    assert not s._checkpointer.thread.is_alive()
+    plain = open_store(tmp_path / "plain.db")
+    with plain.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    assert plain._checkpointer is None
+    plain.close()

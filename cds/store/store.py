@@ -14,6 +14,16 @@ survive that, for an fsync per evaluation (about 16 ms of wall time each on the 
 under load, and about 0.5-1 ms of CPU). Every write transaction starts with ``BEGIN IMMEDIATE``
 so that concurrent writers (threads or processes) queue on the database lock instead of failing
 on a stale snapshot. A write is one transaction: it is stored completely or not at all.
+
+A long-running writer (`cds serve`: ``open_store(db, checkpoint_in_background=True)``) checkpoints
+from a thread of its own instead: SQLite's automatic checkpoint runs inside the commit that
+crosses 1,000 pages of log (about one patient-view in 170) and fsyncs the log and the database
+there, under the write lock: 7.5-12.5 ms at the 99th percentile of `add_evaluation` on the shared
+disk (0.24 ms at the median), for that request and every one queued to store behind it. With
+the automatic checkpoint off and a PASSIVE checkpoint every half second after writes (it does
+not block writers, and its fsync does not hold the GIL), the 99th percentile is 0.66 ms. What a
+power loss may lose is still the log since the last checkpoint: now at most about half a second
+of writes, where it was up to 1,000 pages.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from .schema import EvaluationFields, cases, evaluations, feedback, output_text,
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # in WAL mode: durable against a crash of the process, not of the machine (see the module docstring)
 SQLITE_SYNCHRONOUS = "NORMAL"
+SQLITE_CHECKPOINT_INTERVAL_S = 0.5  # checkpoint_in_background: at most this long after a write
+SQLITE_LOG_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def default_db_path() -> Path:
@@ -128,13 +140,16 @@ class StoredEvaluation:
         return summary
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, *, autocheckpoint: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: sqlite3.Connection, record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
         cur = dbapi_connection.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        if not autocheckpoint:  # the store's own thread checkpoints (_Checkpointer)
+            cur.execute("PRAGMA wal_autocheckpoint=0")
+            cur.execute(f"PRAGMA journal_size_limit={SQLITE_LOG_LIMIT_BYTES}")  # the log file shrinks back after a burst
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cur.close()
@@ -153,8 +168,45 @@ _INSERT_CASE = insert(cases)
 _INSERT_EVALUATION = insert(evaluations)
 
 
+class _Checkpointer:
+    """A thread that checkpoints the SQLite log (PASSIVE) at most `interval` seconds after a write."""
+
+    def __init__(self, engine: Engine, interval: float):
+        self.engine = engine
+        self.interval = interval
+        self.dirty = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="cds-store-checkpoint", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            if self.dirty.is_set():
+                self.dirty.clear()
+                self.checkpoint()
+
+    def checkpoint(self, rounds: int = 4) -> None:
+        """PASSIVE checkpoints until the log is copied whole (a few rounds: each copies what the writers added
+        meanwhile), so that the next writer starts the log again from its beginning instead of growing it."""
+        raw = self.engine.raw_connection()
+        try:
+            for _ in range(rounds):
+                _busy, logged, copied = raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # type: ignore[union-attr]
+                if copied >= logged:
+                    return
+            self.dirty.set()  # writers kept adding: the next round goes on
+        except sqlite3.Error:
+            self.dirty.set()  # e.g. busy: the next round tries again
+        finally:
+            raw.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+
+
 class Store:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, checkpoint_in_background: bool = False):
         self.engine = engine
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps and polls
         # (1, 2, 5, ... 100 ms): threads of this process queue on a lock of their own instead, which
@@ -163,18 +215,28 @@ class Store:
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        self._checkpointer = (
+            _Checkpointer(engine, SQLITE_CHECKPOINT_INTERVAL_S)
+            if checkpoint_in_background and engine.dialect.name == "sqlite"
+            else None
+        )
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction: stored completely or not at all."""
         with self._write_lock, self.engine.begin() as conn:
             yield conn
+        if self._checkpointer is not None:
+            self._checkpointer.dirty.set()
 
     @property
     def url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer.checkpoint()
         self.engine.dispose()
 
     def _read(self) -> Connection:
@@ -432,8 +494,12 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def open_store(db: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
-    """Open the store at `db` (see `db_url`), creating or migrating its schema; StoreError if it cannot be."""
+def open_store(db: str | os.PathLike[str] | None = None, *, create: bool = True, checkpoint_in_background: bool = False) -> Store:
+    """Open the store at `db` (see `db_url`), creating or migrating its schema; StoreError if it cannot be.
+
+    `checkpoint_in_background`: SQLite's log is checkpointed by a thread of the store, not inside
+    the commit that fills it (a long-running writer: the service; see the module docstring).
+    """
     url = db_url(db)
     try:
         if url.startswith("sqlite:"):
@@ -443,7 +509,7 @@ def open_store(db: str | os.PathLike[str] | None = None, *, create: bool = True)
             elif not path.is_file():
                 raise StoreError(f"--db {path}: no such case store")
             engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
-            _sqlite_setup(engine)
+            _sqlite_setup(engine, autocheckpoint=not checkpoint_in_background)
         else:
             engine = create_engine(url, pool_pre_ping=True)
         migrate(engine)
@@ -453,7 +519,7 @@ def open_store(db: str | os.PathLike[str] | None = None, *, create: bool = True)
         raise StoreError(
             f"--db {make_url(url).render_as_string(hide_password=True)}: cannot open the case store ({type(exc).__name__}: {_first_line(exc)})"
         ) from None
-    return Store(engine)
+    return Store(engine, checkpoint_in_background=checkpoint_in_background)
 
 
 def _first_line(exc: Exception) -> str:

@@ -16,6 +16,7 @@ from a thread, never on the event loop. Errors are JSON `{"error": <one line>, "
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import secrets
@@ -109,7 +110,8 @@ class Service:
     async def start(self) -> None:
         from cds.store import open_store
 
-        self._store = await run_in_threadpool(open_store, self.settings.db)
+        # SQLite's checkpoints (an fsync each) in the store's own thread, not in the commit of a request
+        self._store = await run_in_threadpool(functools.partial(open_store, self.settings.db, checkpoint_in_background=True))
         self.pool = WorkerPool(
             self.settings.workers,
             worker_main,
