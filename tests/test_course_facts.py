@@ -254,3 +254,28 @@ def test_refractory_to_salvage_chemotherapy_is_not_refractory_to_transplant_melp
     assert "etoposide (line 2)" in f["refractory_salvage_chemotherapy"].explanation
     f = facts(evaluator, [mel, {"regimen": "PACE"}])
     assert f["refractory_salvage_chemotherapy"].value is None
+
+
+@pytest.mark.parametrize(
+    ("case", "option", "rule_id", "drug"),
+    [
+        ("v2_lenalidomide_intolerant_first_relapse", "anti_cd38_combination", "COURSE-IMID-001", "Lenalidomide"),
+        ("v2_lenalidomide_intolerant_first_relapse", "pi_imid_regimen", "COURSE-IMID-001", "Lenalidomide"),
+        ("v2_both_pi_intolerant", "anti_cd38_combination", "COURSE-PI-003", "Bortezomib and carfilzomib"),
+        ("v2_daratumumab_intolerant", "anti_cd38_combination", "COURSE-CD38-001", "Anti-CD38 antibody"),
+    ],
+)
+def test_page_one_names_the_drug_not_tolerated(evaluator, case, option, rule_id, drug):
+    """Clinical review CR-15: an option built on a drug stopped for toxicity says so on page 1 (its key caution)."""
+    import json
+    from pathlib import Path
+
+    from cds.report.build import build_report
+    from cds.report.render import render
+
+    path = Path(__file__).resolve().parents[1] / "patient_profiles" / f"{case}.json"
+    report = build_report(evaluator.evaluate(evaluator.parse(json.loads(path.read_text()))), "2026-12-02T00:00:00Z")
+    shown = {o.id: o for o in report.options[:3]}
+    assert shown[option].key_caution == rule_id
+    page1 = render(report, "markdown").split("## Facts to obtain")[0]
+    assert f"Caution: {drug}" in page1
