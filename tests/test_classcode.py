@@ -125,3 +125,37 @@ def test_cds_evaluate_prints_the_same_with_and_without_it(tmp_path):
     assert run(cache) == without  # compiled and kept
     assert len(_table(Path(cache))) == 1
     assert run(cache) == without  # read back
+
+
+def test_the_command_line_imports_no_plugin_machinery_and_pydantic_finds_no_plugins(tmp_path):
+    """`cds` runs with pydantic's plugins off; its stand-in loader answers as pydantic's own does then."""
+    case = ROOT / "patient_profiles" / "fit_tcr_bcma_naive.json"
+    env = {**os.environ, "CDS_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-X", "importtime", "-m", "cds", "evaluate", str(case), "--format", "json"]
+    imported = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stderr
+    modules = {line.rsplit("|", 1)[-1].strip() for line in imported.splitlines() if line.startswith("import time:")}
+    assert "pydantic.main" in modules  # the list is real
+    assert "importlib.metadata" not in modules
+    # pydantic's own loader, with the switch cds sets: no plugins, which is what the stand-in returns
+    real = "import os; os.environ['PYDANTIC_DISABLE_PLUGINS'] = '__all__'; from pydantic.plugin._loader import get_plugins; print(tuple(get_plugins()))"
+    assert subprocess.run([sys.executable, "-c", real], env=env, capture_output=True, text=True, check=True).stdout == "()\n"
+
+
+def test_no_pydantic_plugins_is_undone_when_it_ends(monkeypatch):
+    from cds.apps import cli
+
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+    had = sys.modules.pop(cli._PLUGIN_LOADER, None)
+    try:
+        with cli._no_pydantic_plugins():
+            assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
+            from pydantic import TypeAdapter
+            from pydantic.plugin._loader import get_plugins
+
+            assert tuple(get_plugins()) == ()
+            assert TypeAdapter(list[int]).validate_python([1, 2]) == [1, 2]  # validators are built as usual
+        assert "PYDANTIC_DISABLE_PLUGINS" not in os.environ
+        assert cli._PLUGIN_LOADER not in sys.modules
+    finally:
+        if had is not None:
+            sys.modules[cli._PLUGIN_LOADER] = had

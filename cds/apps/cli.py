@@ -266,19 +266,35 @@ def _run(fn: Callable[[], _T], signals: bool = True, *, single: bool = False) ->
         _fail(f"internal error ({type(exc).__name__}: {printable(exc, 300)}); rerun with CDS_DEBUG=1 for details", EXIT_INTERNAL)
 
 
+_PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
 @contextmanager
 def _no_pydantic_plugins() -> Iterator[None]:
-    """Within: pydantic looks for no plugins (``PYDANTIC_DISABLE_PLUGINS``, pydantic's own switch).
+    """Within: pydantic looks for no plugins (``PYDANTIC_DISABLE_PLUGINS``, pydantic's own switch), nor imports
+    what it would look for them with. `main` runs every command inside (cds uses no pydantic plugin, and one
+    installed beside it should not act on a clinical evaluation).
 
-    cds uses none, and the first validator pydantic builds would otherwise walk every installed
-    distribution's metadata for them (importlib.metadata: about a twentieth of a cold
-    `cds evaluate`). typer does the same while it builds its parameters' adapters.
+    The first validator pydantic builds would otherwise walk every installed distribution's metadata for
+    plugins. With the switch on, pydantic's loader (`pydantic.plugin._loader`) finds none, but importing it
+    still imports importlib.metadata (with email, zipfile and csv: about 55M instructions, a seventeenth of a
+    cold `cds evaluate`) for the one function it would call. So, unless something imported it already, the
+    loader is a module whose `get_plugins` returns what pydantic's own returns with the switch on: no plugins.
     """
     before = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
     os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    loader = None
+    if _PLUGIN_LOADER not in sys.modules:
+        import types
+
+        loader = types.ModuleType(_PLUGIN_LOADER, "cds: no pydantic plugins (PYDANTIC_DISABLE_PLUGINS=__all__)")
+        vars(loader)["get_plugins"] = tuple  # get_plugins() -> (), as pydantic's with the switch on
+        sys.modules[_PLUGIN_LOADER] = loader
     try:
         yield
     finally:
+        if loader is not None and sys.modules.get(_PLUGIN_LOADER) is loader:
+            del sys.modules[_PLUGIN_LOADER]
         if before is None:
             os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
         else:
@@ -407,8 +423,7 @@ def evaluate(
                 err=True,
             )
 
-    with _no_pydantic_plugins():
-        _run(go, single=True)
+    _run(go, single=True)
 
 
 @app.command()
@@ -1273,7 +1288,7 @@ def main() -> None:  # console-script entry point
         typer.echo(f"error: {why}", err=True)
         sys.exit(EXIT_INTERNAL)
     try:
-        with classcode.kept():
+        with classcode.kept(), _no_pydantic_plugins():
             app()
     except SystemExit as exc:
         _leave(exc.code)
