@@ -377,7 +377,7 @@ def _page1(report) -> tuple[str, str]:
     return html[: html.index('class="appendix"')], markdown[: markdown.index("## 1. Case summary")]
 
 
-@pytest.mark.parametrize("case", ["first_relapse_len_refractory", "first_relapse_dvrd_pi_exposed"])
+@pytest.mark.parametrize("case", ["first_relapse_len_refractory", "first_relapse_dvrd_pi_exposed", "v2_early_relapse_after_asct"])
 def test_page1_names_only_cilta_cel_at_one_prior_line(evaluator, case):
     """Issue 12 B2, review R12-08: at 1 prior line only cilta-cel has trial evidence (CARTITUDE-4, CARTITUDE-2A;
     KarMMa-3 enrolled 2-4 prior regimens), so page 1's CAR-T line names cilta-cel and why, from PROD-CART-003's
@@ -392,6 +392,7 @@ def test_page1_names_only_cilta_cel_at_one_prior_line(evaluator, case):
     assert report.to_dict()["options"][0]["products_supported"]["products"] == ["cilta-cel"]  # the JSON report
     top = summarize(report).options[0]
     assert top.heading == f"BCMA-directed CAR-T cell therapy (cilta-cel: {rule.restricts_products.why})"
+    assert "ide-cel" not in top.heading  # the heading names the product the evidence supports, and only it (CR-1)
     for page1 in _page1(report):
         assert "cilta-cel, ide-cel" not in page1 and "ide-cel)" not in page1
         assert "BCMA-directed CAR-T cell therapy (cilta-cel: the only product with trial evidence here" in page1
