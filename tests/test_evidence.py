@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import seeds_dir
+from conftest import load_case, seeds_dir
 
 from cds.knowledge.evidence import verify_against_sources
 
@@ -69,7 +69,11 @@ def figure_problems(rules, registry) -> list[str]:
             entry = registry.get(cid)
             text = normalize_text(entry.quote) + " " + " ".join(f.value for f in entry.figures)
             pool |= set(re.findall(r"\d+(?:\.\d+)?", text))
+        # an erratum's mark ("[erratum: 12.1 months]") gives the publication's figure: erratum_mark_problems checks it
+        marks = [range(*k.span()) for k in re.finditer(r"\[(?:probable )?erratum: [^\]]+\]", rule.rationale)]
         for m in figure.finditer(rule.rationale):
+            if any(m.start() in span for span in marks):
+                continue
             if m.group(1) not in pool:
                 problems.append(f"{rule.id}: {m.group(0)!r} is in none of {', '.join(rule.cites)}")
     return problems
@@ -332,3 +336,62 @@ def test_cell_doses_read_10e6_outside_the_quote(ruleset):
         for text in (e.note or "", e.population or "", *(f.arm or "" for f in e.figures)):
             stripped = text.replace("printed as '1x106", "").replace("prints the dose '450x106'", "")
             assert display_cell_dose(stripped) == stripped, (eid, text)  # our own words say 10^6
+
+
+# --------------------------------------------------------------------------- errata restated in rule texts
+
+
+def test_a_figure_a_rule_restates_carries_its_erratum_mark(ruleset):
+    """Issue 12 B, review CR-2: where a rationale restates a figure whose cited evidence row carries an erratum,
+    the mark stands beside it (the figure as printed): PROD-CART-002's 12.2 months (KarMMa-1 at 450x10^6,
+    published 12.1), PROD-REG-002 / PROD-CART-003's 48.5% (CARTITUDE-4 standard care, published 48.6%), POLLUX's
+    ORR 91% (published 92.9%), and the probable 'mean' PFS of 3.5 months after CAR-T."""
+    from cds.knowledge.validate import erratum_mark_problems
+
+    rules = (*ruleset.rules, *ruleset.retired)
+    assert erratum_mark_problems(rules, ruleset.registry) == []
+    text = {r.id: r.rationale for r in rules}
+    assert "median PFS 12.2 months [erratum: 12.1 months] at the final target dose" in text["PROD-CART-002"]
+    for rid in ("PROD-REG-002", "PROD-CART-003"):
+        assert "75.9% vs 48.5% [erratum: 48.6%]" in text[rid]
+    for rid in ("EARLY-CD38-001", "EARLY-CD38-004", "PLAN-SLAM-001"):
+        assert "ORR 91% [erratum: " in text[rid]
+    for rid in ("PBCMA-TCE-001", "PLAN-CART-001"):
+        assert "mean PFS of 3.5 months [probable erratum: median PFS 3.5 months]" in text[rid]
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            "12.2 months [erratum: 12.1 months]",
+            "12.2 months",
+            "'12.2 months' is a figure KARMMA-1.S001.TEXT carries an erratum for",
+        ),
+        ("12.2 months [erratum: 12.1 months]", "12.2 months [probable erratum: 12.1 months]", "followed by '[erratum: ...]'"),
+        ("12.2 months [erratum: 12.1 months]", "12.2 months [erratum: see the evidence]", "giving the published figure"),
+    ],
+)
+def test_a_restated_erratum_figure_without_its_mark_is_a_problem(ruleset, old, new, expected):
+    import dataclasses
+
+    from cds.knowledge.validate import erratum_mark_problems
+
+    rule = ruleset.rule("PROD-CART-002")
+    assert old in rule.rationale
+    fake = dataclasses.replace(rule, rationale=rule.rationale.replace(old, new))
+    (problem,) = erratum_mark_problems([fake], ruleset.registry)
+    assert problem.startswith("products.yaml [PROD-CART-002] rationale: ") and expected in problem, problem
+
+
+def test_the_report_shows_the_erratum_mark_beside_a_restated_figure(evaluator):
+    """The rule text is the report's: the mark reaches the JSON, Markdown and HTML where the rule fires."""
+    from cds.report.build import build_report
+    from cds.report.render import render
+
+    report = build_report(evaluator.evaluate(evaluator.parse(load_case("first_relapse_len_refractory"))), "2026-01-01T00:00:00Z")
+    car = next(o for o in report.options if o.id == "bcma_car_t")
+    (reason,) = [c for c in car.cautions if c.rule_id == "PROD-CART-003"]
+    assert "48.5% [erratum: 48.6%]" in reason.text
+    for fmt in ("markdown", "html", "json"):
+        assert "48.5% [erratum: 48.6%]" in render(report, fmt), fmt

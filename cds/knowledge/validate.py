@@ -19,6 +19,11 @@ hides another; each problem is one line naming the file and the rule:
   option's arm: an unknown or uncited evidence entry, a review's pooled figure, an agent
   outside the option's drug classes, no figure (or two) with the measure and arm named
   (`key_figure_problems`);
+- a figure in a rule's title or rationale that is a figure a cited evidence entry carries an erratum
+  for ("12.2 months", printed by S001, published 12.1) without the erratum's mark right after it,
+  ``[erratum: 12.1 months]`` (``[probable erratum: ...]`` for an uncertain correction), giving a figure
+  of the publication (`erratum_mark_problems`): the report prints rule texts as written, so the mark
+  the evidence rows carry is beside the figure wherever a rule restates it;
 - a condition that can never hold (`impossibility`): interval reasoning per fact
   over each conjunction of the condition's disjunctive normal form, using the
   fact catalogue's ranges, types and values (``ecog >= 3`` and ``ecog <= 1``;
@@ -50,7 +55,7 @@ from typing import Any, NamedTuple, cast
 from pydantic import ValidationError
 
 from cds.errors import RuleSetError, printable
-from cds.knowledge.evidence import Registry, load_registry
+from cds.knowledge.evidence import Registry, load_registry, numbers_in
 from cds.knowledge.ruleset import (
     OPS,
     Condition,
@@ -579,6 +584,8 @@ def validate(directory: Path, fixtures: bool = False) -> Validation:
     if registry.entries:  # a registry that did not load is reported; its key figures cannot be checked
         problems.extend(key_figure_problems([*rules, *retired], registry, vocabulary, options))
     problems.extend(product_problems([*rules, *retired], vocabulary, options))
+    if registry.entries:
+        problems.extend(erratum_mark_problems([*rules, *retired], registry))
     ruleset = RuleSet(
         rules=tuple(rules),
         retired=tuple(retired),
@@ -830,4 +837,57 @@ def product_problems(rules: Iterable[Rule], vocabulary: Vocabulary, options: lis
             problems.append(f"{at}: {', '.join(outside)} not among option {option.id}'s products ({', '.join(option.products)})")
         elif named == listed[option.id]:
             problems.append(f"{at}: names every product of option {option.id}: that restricts nothing")
+    return problems
+
+
+# a figure in a rule text: a number with its unit (as the figure check of tests/test_evidence.py reads them)
+_TEXT_FIGURE = re.compile(r"(\d+(?:\.\d+)?)\s*(%|percent\b|months?\b|-month\b|years?\b|-year\b)")
+_UNIT = {"percent": "%", "month": "months", "-month": "months", "year": "years", "-year": "years"}
+# the mark that must follow a figure an erratum corrects: "[erratum: 12.1 months]", "[probable erratum: median PFS]"
+_MARK = re.compile(r"\s*\[(probable )?erratum: ([^\]]+)\]")
+
+
+def _figures(text: str) -> Iterable[tuple[tuple[str, str], re.Match[str]]]:
+    for m in _TEXT_FIGURE.finditer(text):
+        yield (m.group(1), _UNIT.get(m.group(2), m.group(2))), m
+
+
+def erratum_mark_problems(rules: Iterable[Rule], registry: Registry) -> list[str]:
+    """A figure a rule restates from a cited entry whose figure carries an erratum is followed by its mark.
+
+    The figures an erratum concerns: its `value`, or (none given) the entry's figures of its measure. A rule
+    text's figure with the same number and unit needs ``[erratum: ...]`` (``[probable erratum: ...]`` when
+    the correction is not certain) right after it, naming a number the publication gives (its
+    `published`), so that the report shows the source's figure and the correction together, as the
+    evidence rows do; the figure itself stays as the source prints it.
+    """
+    problems = []
+    for rule in rules:
+        errata: dict[tuple[str, str], list[tuple[str, bool, str]]] = {}
+        for cid in rule.cites:
+            entry = registry.entries.get(cid)
+            if entry is None:
+                continue  # an unknown evidence ID is reported with the rule
+            for c in entry.errata:
+                if c.about != "figure" or c.published is None:
+                    continue
+                values = [c.value] if c.value else [f.value for f in entry.figures if f.measure == c.measure]
+                for v in values:
+                    for key, _ in _figures(v):
+                        errata.setdefault(key, []).append((cid, c.certain, c.published))
+        for field in ("title", "rationale"):
+            text = getattr(rule, field)
+            inside = [range(*k.span()) for k in _MARK.finditer(text)]  # a mark's own figures are the publication's
+            for key, m in _figures(text):
+                if key not in errata or any(m.start() in span for span in inside):
+                    continue
+                cid, certain, published = errata[key][0]
+                mark = _MARK.match(text, m.end())
+                wanted = "erratum" if certain else "probable erratum"
+                numbers = set(numbers_in(published))
+                if mark is None or bool(mark.group(1)) == certain or (numbers and not numbers & set(numbers_in(mark.group(2)))):
+                    problems.append(
+                        f"{rule.file} [{rule.id}] {field}: {m.group(0)!r} is a figure {cid} carries an erratum for "
+                        f"(published: {published}); write it as printed followed by '[{wanted}: ...]' giving the published figure"
+                    )
     return problems
