@@ -279,3 +279,26 @@ def test_page_one_names_the_drug_not_tolerated(evaluator, case, option, rule_id,
     assert shown[option].key_caution == rule_id
     page1 = render(report, "markdown").split("## Facts to obtain")[0]
     assert f"Caution: {drug}" in page1
+
+
+def test_early_relapse_after_asct_makes_car_t_an_option_on_single_arm_evidence(evaluator):
+    """Clinical review CR-13: early vs late relapse after ASCT (not lenalidomide-refractory) differ, and page 1 says why."""
+    import json
+    from pathlib import Path
+
+    from cds.report.build import build_report
+    from cds.report.render import render
+
+    def report(case: str):
+        path = Path(__file__).resolve().parents[1] / "patient_profiles" / f"{case}.json"
+        return build_report(evaluator.evaluate(evaluator.parse(json.loads(path.read_text()))), "2026-12-02T00:00:00Z")
+
+    early, late = (
+        report("v2_early_relapse_after_asct_not_len_refractory"),
+        report("v2_late_relapse_after_asct_not_len_refractory"),
+    )
+    assert [o.id for o in early.options[:2]] == ["pi_imid_regimen", "bcma_car_t"]
+    assert "bcma_car_t" in {x.id for x in late.excluded} and "bcma_car_t" not in {o.id for o in late.options}
+    page1 = render(early, "markdown").split("## Facts to obtain")[0]
+    assert "single-arm cohorts only (CARTITUDE-2 cohort B, KarMMa-2 cohort 2a)" in page1
+    assert "the only product with trial evidence here" not in page1  # both products have a cohort
