@@ -485,3 +485,27 @@ def test_a_store_checkpointing_in_background_copies_the_log_without_a_commit_doi
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
     assert plain._checkpointer is None
     plain.close()
+
+
+def test_the_background_checkpoint_bounds_the_log_under_writes_without_a_pause(tmp_path, monkeypatch):
+    """Writes back to back never leave the log copied whole between two of them (so it would never restart and
+    grow without end): once it holds SQLITE_LOG_LIMIT_FRAMES, the checkpoint takes the write lock and the log
+    starts again from its beginning. Here the limit is 256 frames (1 MB): the log file stays a fraction of what
+    was written."""
+    import cds.store.store as store_module
+
+    monkeypatch.setattr(store_module, "SQLITE_LOG_LIMIT_FRAMES", 256)
+    monkeypatch.setattr(store_module, "SQLITE_LOG_LIMIT_BYTES", 1024 * 1024)  # the file shrinks back to 1 MB at a restart
+    monkeypatch.setattr(store_module, "SQLITE_CHECKPOINT_INTERVAL_S", 0.1)
+    db = tmp_path / "cases.db"
+    s = open_store(db, checkpoint_in_background=True)
+    pad = "x" * 20_000
+    written = 0
+    start = time.monotonic()
+    while time.monotonic() - start < 3.0:
+        s.add_evaluation(new(input_json=json.dumps({"pad": pad, "i": written})))
+        written += 1
+    wal = Path(f"{db}-wal").stat().st_size
+    s.close()
+    assert written > 100
+    assert wal < written * 20_000 / 4, (wal, written)

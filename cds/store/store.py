@@ -21,7 +21,9 @@ crosses 1,000 pages of log (about one patient-view in 170) and fsyncs the log an
 there, under the write lock: 7.5-12.5 ms at the 99th percentile of `add_evaluation` on the shared
 disk (0.24 ms at the median), for that request and every one queued to store behind it. With
 the automatic checkpoint off and a PASSIVE checkpoint every half second after writes (it does
-not block writers, and its fsync does not hold the GIL), the 99th percentile is 0.66 ms. What a
+not block writers, and its fsync does not hold the GIL), the 99th percentile is 0.66 ms (under
+writes without a pause, the log restarts only after a round holding the write lock, taken once
+it holds 64 MB: `_Checkpointer.checkpoint`). What a
 power loss may lose is still the log since the last checkpoint: now at most about half a second
 of writes, where it was up to 1,000 pages.
 """
@@ -55,6 +57,7 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 SQLITE_SYNCHRONOUS = "NORMAL"
 SQLITE_CHECKPOINT_INTERVAL_S = 0.5  # checkpoint_in_background: at most this long after a write
 SQLITE_LOG_LIMIT_BYTES = 64 * 1024 * 1024
+SQLITE_LOG_LIMIT_FRAMES = 16_384  # 64 MB of 4 KB pages
 
 
 def default_db_path() -> Path:
@@ -171,9 +174,10 @@ _INSERT_EVALUATION = insert(evaluations)
 class _Checkpointer:
     """A thread that checkpoints the SQLite log (PASSIVE) at most `interval` seconds after a write."""
 
-    def __init__(self, engine: Engine, interval: float):
+    def __init__(self, engine: Engine, interval: float, write_lock: threading.Lock):
         self.engine = engine
         self.interval = interval
+        self.write_lock = write_lock
         self.dirty = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="cds-store-checkpoint", daemon=True)
@@ -187,11 +191,23 @@ class _Checkpointer:
 
     def checkpoint(self, rounds: int = 4) -> None:
         """PASSIVE checkpoints until the log is copied whole (a few rounds: each copies what the writers added
-        meanwhile), so that the next writer starts the log again from its beginning instead of growing it."""
+        meanwhile), so that the next writer starts the log again from its beginning instead of growing it.
+
+        The log restarts only when a writer begins after a checkpoint that copied it whole; under writes
+        without a pause one is always in progress, and the log would grow without end. Once it holds
+        SQLITE_LOG_LIMIT_FRAMES, one more round (the few frames added since the last) runs holding the store's
+        write lock: no writer of this process is mid-transaction, so the next one restarts the log. This
+        process's writers then wait for that short checkpoint, about once per 7,000 patient-views under
+        constant load.
+        """
         raw = self.engine.raw_connection()
         try:
             for _ in range(rounds):
                 _busy, logged, copied = raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # type: ignore[union-attr]
+                if logged >= SQLITE_LOG_LIMIT_FRAMES:
+                    with self.write_lock:
+                        raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # type: ignore[union-attr]
+                    return
                 if copied >= logged:
                     return
             self.dirty.set()  # writers kept adding: the next round goes on
@@ -212,11 +228,12 @@ class Store:
         # (1, 2, 5, ... 100 ms): threads of this process queue on a lock of their own instead, which
         # hands over at once. Other processes (a second server, `cds cases import`) still meet
         # SQLite's busy timeout. PostgreSQL locks rows, not the database: no lock here.
+        lock = threading.Lock()
         self._write_lock: threading.Lock | contextlib.nullcontext[None] = (
-            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+            lock if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         self._checkpointer = (
-            _Checkpointer(engine, SQLITE_CHECKPOINT_INTERVAL_S)
+            _Checkpointer(engine, SQLITE_CHECKPOINT_INTERVAL_S, lock)
             if checkpoint_in_background and engine.dialect.name == "sqlite"
             else None
         )
