@@ -104,3 +104,20 @@ def test_car_t_before_bispecific_preference_follows_the_fitness_rule(evaluator):
         assert "FIT-CART-001" in ev.fired and "SEQ-CART-001" not in ev.fired, name
         order = ev.decision.order
         assert order.index("bcma_bispecific") < order.index("bcma_car_t"), (name, order)
+
+
+def test_documented_intermediate_frailty_at_ecog_1_cautions_car_t_on_page_one(evaluator):
+    """Clinical review CR-6: knowing the frailty (intermediate) must not make the report say less than not knowing it."""
+    import json
+    from pathlib import Path
+
+    from cds.report.build import build_report
+    from cds.report.render import render
+
+    path = Path(__file__).resolve().parents[1] / "patient_profiles" / "fitness_intermediate_72_ecog1.json"
+    data = json.loads(path.read_text())
+    report = build_report(evaluator.evaluate(evaluator.parse(data)), "2026-12-02T00:00:00Z")
+    assert report.options[0].id == "bcma_car_t" and report.options[0].key_caution == "CAUT-CART-003"
+    assert "intermediate frailty: confirm fitness before CAR-T" in render(report, "markdown").split("## Facts to obtain")[0]
+    fit = build_report(evaluator.evaluate(evaluator.parse({**data, "frailty": "fit"})), "2026-12-02T00:00:00Z")
+    assert "CAUT-CART-003" not in {c.rule_id for o in fit.options for c in o.cautions}
