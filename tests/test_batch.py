@@ -234,22 +234,35 @@ def test_diff_rules_same_rules_no_change(tmp_path):
     assert "4 record(s): top option changed for 0, ranking changed for 0, 1 invalid" in result.output
 
 
+def _as_counterfactuals(fired: list[frozenset[str]], deciding: frozenset[str]) -> list[frozenset[str]]:
+    """Full runs of [base, variant 1, ...] as `run_counterfactuals` reports them: a variant's deciding rules
+    as they fired for it, every other rule as it fired for the base."""
+    return [fired[0]] + [(f & deciding) | (fired[0] - deciding) for f in fired[1:]]
+
+
 def test_scoped_counterfactuals_equal_full_engine_runs(evaluator):
-    """The engine's scoped variants fire exactly what a full run of every variant fires (and the reference)."""
-    from cds.engine.reference import fired_rules
+    """The engine's scoped variants fire exactly the deciding rules a full run of every variant fires (and the
+    reference); the other rules (cautions, next steps) are reported as they fired for the patient."""
+    from cds.engine.reference import fired_rules, for_ruleset
 
     engine, planner = evaluator.engine, evaluator.planner
-    checked = 0
+    deciding = frozenset(r.id for r in evaluator.ruleset.rules if r.decides)
+    assert 0 < len(deciding) < len(evaluator.ruleset.rules)
+    checked = differ = 0
     for p in _bench_profiles().generate(400, seed=17):
         facts = derive(evaluator.parse(p), evaluator.vocabulary)
         base = engine_facts(facts)
         variants = planner.variants(facts)
-        scoped = engine.run_counterfactuals(base, [(v.field, dict(v.assignment)) for v in variants])
+        pairs = [(v.field, dict(v.assignment)) for v in variants]
+        scoped = engine.run_counterfactuals(base, pairs)
         full_facts = [base] + [{**base, **dict(v.assignment)} for v in variants]
-        assert scoped == engine.run(full_facts)
-        assert scoped == [fired_rules(evaluator.ruleset, f) for f in full_facts]
+        full = engine.run(full_facts)
+        assert scoped == _as_counterfactuals(full, deciding)
+        assert scoped == _as_counterfactuals([fired_rules(evaluator.ruleset, f) for f in full_facts], deciding)
+        assert scoped == for_ruleset(evaluator.ruleset).run_counterfactuals(base, pairs)
         checked += len(variants)
-    assert checked > 1000
+        differ += sum(f != s for f, s in zip(full, scoped))  # non-deciding rules that a variant fires differently
+    assert checked > 1000 and differ > 0
 
 
 def test_a_decision_from_the_patients_equals_one_from_scratch(evaluator):
@@ -321,10 +334,12 @@ def test_numbers_in_exponent_form_reach_the_engine_safely(evaluator, value):
     for name in ("crp_mg_l", "ferritin_ng_ml", "soluble_bcma_ng_ml", "creatinine_clearance_ml_min"):
         facts[name] = value  # past the profile's ranges on purpose: this is about the encoding
     assert evaluator.engine.run([facts]) == [fired_rules(evaluator.ruleset, facts)]
-    scoped = evaluator.engine.run_counterfactuals(
-        {k: v for k, v in facts.items() if k != "crp_mg_l"}, [("labs.crp_mg_l", {"crp_mg_l": value})]
-    )
-    assert scoped[1] == fired_rules(evaluator.ruleset, facts)
+    # a variant of a field deciding rules read (so that it is asserted: cautions see only the patient's fact)
+    crcl = "creatinine_clearance_ml_min"
+    base = {k: v for k, v in facts.items() if k != crcl}
+    scoped = evaluator.engine.run_counterfactuals(base, [(crcl, {crcl: value})])
+    deciding = frozenset(r.id for r in evaluator.ruleset.rules if r.decides)
+    assert scoped == _as_counterfactuals([fired_rules(evaluator.ruleset, f) for f in (base, facts)], deciding)
 
 
 # --------------------------------------------------------------------------- folder entries, empty input, JSONL fields

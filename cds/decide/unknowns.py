@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass
 
 from cds.decide.decision import Decision
-from cds.knowledge.ruleset import Leaf, RuleSet, leaves
+from cds.knowledge.ruleset import DECIDING_KINDS, Leaf, RuleSet, leaves
 from cds.model.facts import (
     CYTO_FACT,
     FACTS,
@@ -83,9 +83,6 @@ def _numeric_representatives(thresholds: list[float], minimum: float) -> list[tu
 
 #: the setting (rules/catalog/settings.yaml) below which renal impairment is severe (CrCl, mL/min)
 SEVERE_RENAL_SETTING = "severe_renal_impairment_crcl_ml_min"
-
-#: rule kinds that take part in the ranking decision (cautions and next steps never do)
-DECIDING_KINDS = frozenset({"require", "exclude", "prefer", "deprefer"})
 
 
 class VariantPlanner:

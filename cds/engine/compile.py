@@ -4,9 +4,9 @@ Every rule becomes ``{"all": [{"m": {"$and": [type, scope, condition]}}], "pri":
 
 - ``{"t": "patient"}``, a type discriminator, so that no rule can match the session's state
   fact (shared/notes pitfall 5);
-- the scope: ``{"cds_scope": "*"}``, or, for a rule reading facts that can be unknown,
-  ``{"$or": [{"cds_scope": "*"}, {"cds_scope": <field>}, ...]}`` over the profile fields those
-  facts come from (the scoped counterfactual variants of `cds.engine.durable`);
+- the scope: ``{"cds_scope": "*"}``, or, for a deciding rule (`Rule.decides`) reading facts that can
+  be unknown, ``{"$or": [{"cds_scope": "*"}, {"cds_scope": <field>}, ...]}`` over the profile fields
+  those facts come from (the scoped counterfactual variants of `cds.engine.durable`);
 - the condition, if any: ``==`` is ``{fact: v}``, ``!=`` ``$neq``, ``< <= > >=`` ``$lt $lte $gt
   $gte``, ``in`` an ``$or`` of equalities, ``is known`` ``$ex``, ``is unknown`` ``$nex``,
   ``all``/``any`` ``$and``/``$or``.
@@ -66,7 +66,10 @@ def rule_facts(rule: Rule) -> frozenset[str]:
 
 
 def rule_scopes(rule: Rule) -> tuple[str, ...]:
-    """The profile fields whose counterfactual variants this rule must see (sorted)."""
+    """The profile fields whose counterfactual variants this rule must see (sorted): none for a rule that
+    takes no part in the ranking decision (a caution, a next step), since a variant is only ever decided."""
+    if not rule.decides:
+        return ()
     return tuple(sorted({s for s in map(fact_scope, rule_facts(rule)) if s is not None}))
 
 

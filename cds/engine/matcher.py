@@ -25,5 +25,7 @@ class Matcher(Protocol):
         self, base: dict[str, Value], variants: Sequence[tuple[str, Mapping[str, Value]]], patient: str | None = None
     ) -> list[frozenset[str]]:
         """The rules fired for `base`, then for each ``base | assignment`` (``(scope, assignment)``: the
-        profile field the assignment's facts come from; see `cds.engine.durable.fact_scope`)."""
+        profile field the assignment's facts come from; see `cds.engine.durable.fact_scope`). For a variant
+        only the deciding rules (`cds.knowledge.ruleset.DECIDING_KINDS`) are matched: every other rule is
+        reported as it fired for `base` (a variant is only ever decided)."""
         ...

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 _MISSING = object()
+_DECIDING = ("require", "exclude", "prefer", "deprefer")  # the rule kinds the ranking decision reads
 _LEAF = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(==|!=|<=|>=|<|>|in\b|is\s+known$|is\s+unknown$)\s*(.*?)\s*$", re.DOTALL)
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")  # YAML 1.2 JSON schema
 _FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?")
@@ -168,6 +169,7 @@ class RefRule:
     file: str
     condition: Node | None
     facts: frozenset[str]
+    decides: bool  # takes part in the ranking decision (kind require, exclude, prefer or deprefer)
 
 
 def _base_load(path: Path) -> Any:
@@ -191,7 +193,8 @@ class Reference:
                 if raw.get("status", "active") == "retired":
                     continue
                 node = parse(raw.get("when"), settings, f"{path.name} [{raw['id']}] when")
-                rules.append(RefRule(raw["id"], path.name, node, _facts_of(node)))
+                decides = raw.get("kind") in _DECIDING
+                rules.append(RefRule(raw["id"], path.name, node, _facts_of(node), decides))
         self.rules = tuple(rules)
         self.rule_ids = frozenset(r.id for r in rules)
         if len(self.rule_ids) != len(rules):
@@ -207,13 +210,14 @@ class Reference:
     def run_counterfactuals(
         self, base: Mapping[str, object], variants: Sequence[tuple[str, Mapping[str, object]]], patient: str | None = None
     ) -> list[frozenset[str]]:
-        """As `Engine.run_counterfactuals`: a rule reading none of the facts a variant changes fires as for `base`."""
+        """As `Engine.run_counterfactuals`: a rule reading none of the facts a variant changes, or one that takes no
+        part in the ranking decision, is reported as it fired for `base`."""
         fired = self.fired(base)
         out = [fired]
         for _scope, assignment in variants:
             facts = {**base, **assignment}
             changed = set(assignment)
-            again = [r for r in self.rules if r.facts & changed]
+            again = [r for r in self.rules if r.decides and r.facts & changed]
             out.append(frozenset((fired - {r.id for r in again}) | {r.id for r in again if evaluate(r.condition, facts)}))
         return out
 

@@ -63,6 +63,8 @@ RULE_ID = r"^[A-Z]{2,6}-[A-Z0-9]{2,8}-\d{3}$"
 OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "known", "unknown")
 Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "known", "unknown"]
 Kind = Literal["require", "exclude", "prefer", "deprefer", "caution", "next_step"]
+#: rule kinds that take part in the ranking decision (cds.decide.decision); cautions and next steps never do
+DECIDING_KINDS = frozenset({"require", "exclude", "prefer", "deprefer"})
 
 # an operator as the condition pattern reads it (whitespace collapsed) -> the Leaf's op
 _OP_TEXT: dict[str, Op] = {
@@ -437,6 +439,11 @@ class Rule:
                 else None
             ),
         )
+
+    @property
+    def decides(self) -> bool:
+        """Whether the rule takes part in the ranking decision (`DECIDING_KINDS`)."""
+        return self.kind in DECIDING_KINDS
 
     @property
     def signed_weight(self) -> int:
