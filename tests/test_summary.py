@@ -17,16 +17,36 @@ def report_of(evaluator, name, **changes):
     return build_report(evaluator.evaluate(evaluator.parse({**load_case(name), **changes})), FIXED)
 
 
-def test_top_options_are_three_plus_ties_with_the_third(evaluator):
+def test_top_options_are_three_and_ties_with_the_third_are_named(evaluator):
     report = report_of(evaluator, "prior_belantamab_cart_candidate")
     s = summarize(report)
     third = report.options[TOP_OPTIONS - 1]
-    expected = [o.id for o in report.options[:TOP_OPTIONS]] + [
-        o.id for o in report.options[TOP_OPTIONS:] if o.score == third.score
-    ]
-    assert [o.id for o in s.options] == expected
+    assert [o.id for o in s.options] == [o.id for o in report.options[:TOP_OPTIONS]]
+    assert [t.id for t in s.tied_with_third] == [o.id for o in report.options[TOP_OPTIONS:] if o.score == third.score]
     assert s.ranked_count == len(report.options)
     assert any(o.tied for o in s.options)
+
+
+@pytest.mark.parametrize("case", ["fitness_ecog2_age76_fit", "eloquent3_second_relapse", "after_cart_bsab_talq_trial_first"])
+def test_page1_names_the_options_tied_with_the_third(evaluator, case):
+    """Issue 12 B / review CR-12: an option beyond the top 3 with the third's score is named on page 1 (HTML,
+    Markdown, terminal), with the score and that their order is the catalogue's, not hidden in 'N more ranked
+    options' by a cut that picked among equals by catalogue order; the count says only the others."""
+    from cds.apps.terminal import summary_lines
+
+    report = report_of(evaluator, case)
+    s = summarize(report)
+    third = report.options[TOP_OPTIONS - 1]
+    tied = [o for o in report.options[TOP_OPTIONS:] if o.score == third.score]
+    assert tied and [t.id for t in s.tied_with_third] == [o.id for o in tied]
+    line = f"Tied with rank 3 at score {third.score} (in catalogue order, not a clinical preference): "
+    names = ", ".join(f"{t.short_title} (rank {t.rank})" for t in s.tied_with_third)
+    terminal = "\n".join(t.plain for t in summary_lines(s, "x.json"))
+    for page1 in (*_page1(report), terminal):
+        assert line + names in " ".join(page1.split()), case
+    rest = len(report.options) - TOP_OPTIONS - len(tied)
+    html = _page1(report)[0]
+    assert (f"{rest} more ranked option" in html) == (rest > 0)
 
 
 def test_net_why_says_what_lowered_the_score(evaluator):

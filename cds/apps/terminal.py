@@ -14,7 +14,7 @@ from rich.text import Text
 
 from cds.report.model import why_parts
 from cds.report.summary import Summary, TopOption
-from cds.report.view import AVAILABILITY_BADGE, evaluation_date_text
+from cds.report.view import AVAILABILITY_BADGE, evaluation_date_text, tied_text
 
 MAX_LINES = 40
 MAX_FACTS = 5
@@ -91,8 +91,11 @@ def _lines(s: Summary, path: str, max_excluded: int) -> list[Text]:
 
     for n, o in enumerate(s.options):
         option(o, s.best_available if n == 0 else None)
-    if s.ranked_count > len(s.options):
-        out.append(_line((f"    ... {s.ranked_count - len(s.options)} more ranked option(s) in the full report", "dim")))
+    if s.tied_with_third:
+        out.append(_line("    ", tied_text(s) or ""))
+    more = s.ranked_count - len(s.options) - len(s.tied_with_third)
+    if more > 0:
+        out.append(_line((f"    ... {more} more ranked option(s) in the full report", "dim")))
     out += [Text(""), _line(("Facts to obtain", "bold underline"))]
     if not s.facts_to_obtain:
         out.append(_line("  none: no missing fact would change the top option"))

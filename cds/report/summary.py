@@ -1,10 +1,11 @@
 """The one-page summary a tumor board decides from: page 1 of the report, the terminal summary, the board.
 
 `summarize(report)` picks from a `cds.report.model.Report` what a chairperson
-reads out first: the top options (up to 3, plus any option tied with the
-third) each with a one-line net "why" (what raised and what lowered its score),
+reads out first: the top options (up to 3) each with a one-line net "why" (what raised and what lowered its score),
 the key figure of its strongest evidence with the source and the evidence
-level, its most important caution and its availability at the site; the best
+level, its most important caution and its availability at the site; the options
+beyond the third tied with it in score, by name (the cut at 3 would otherwise pick
+among equals by catalogue order, which is not a clinical preference); the best
 option available here when rank 1 is not; the unknown facts that would change
 the top option, each with its effect; and what was excluded, one line each.
 
@@ -71,6 +72,16 @@ class TopOption:
 
 
 @dataclass(frozen=True, slots=True)
+class TiedOption:
+    """An option beyond page 1's top 3 with the same score as the third: named on one line, not hidden by the cut."""
+
+    id: str
+    rank: int
+    short_title: str
+    score: int
+
+
+@dataclass(frozen=True, slots=True)
 class FactToObtain:
     field: str
     description: str
@@ -99,6 +110,7 @@ class Summary:
     ruleset_hash: str
     site_name: str | None
     options: list[TopOption]
+    tied_with_third: list[TiedOption]  # ranked below the top 3 at the third's score (catalogue order between them)
     ranked_count: int
     best_available: TopOption | None  # when rank 1 is not available or needs referral here
     facts_to_obtain: list[FactToObtain]
@@ -214,9 +226,7 @@ def summarize(report: m.Report) -> Summary:
     """The page-1 summary of a report (see the module docstring)."""
     options = report.options
     shown = list(options[:TOP_OPTIONS])
-    if len(options) > TOP_OPTIONS:
-        third = options[TOP_OPTIONS - 1]
-        shown += [o for o in options[TOP_OPTIONS:] if o.score == third.score]
+    tied = [o for o in options[TOP_OPTIONS:] if o.score == shown[-1].score] if len(options) > TOP_OPTIONS else []
     tops = [_top(o, report.evidence, bool(o.tied_with)) for o in shown]
     best = None
     if options and options[0].availability is not None and options[0].availability.status in NOT_HERE:
@@ -240,6 +250,7 @@ def summarize(report: m.Report) -> Summary:
         ruleset_hash=report.ruleset_hash,
         site_name=report.site_name,
         options=tops,
+        tied_with_third=[TiedOption(o.id, o.rank, short_title(o.title), o.score) for o in tied],
         ranked_count=len(options),
         best_available=best,
         facts_to_obtain=[

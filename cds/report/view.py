@@ -70,9 +70,10 @@ _KEEP_TOGETHER_ITEMS = 12
 
 # Page 1 lists at most this many facts to obtain and exclusions; the rest are counted and in the appendix.
 PAGE1_FACTS = 6
-#: options page 1 shows at most: the top 3 plus ties with the third, cut here (the rest are "more ranked
-#: options in the appendix"); a fourth option with its why, evidence and caution lines can push page 1's
-#: end onto page 2 when the case also has many lines and exclusions (after_cart_bsab_talq_trial_first)
+#: options page 1 shows at most (summarize gives the top 3): a fourth option with its why, evidence and caution
+#: lines can push page 1's end onto page 2 when the case also has many lines and exclusions
+#: (after_cart_bsab_talq_trial_first); options tied with the third beyond it are named on one line instead
+#: (`tied_with_third`, "Tied with rank 3 at score N: ..."), the rest are "more ranked options in the appendix"
 PAGE1_OPTIONS = 3
 PAGE1_EXCLUDED = 12
 # availability status -> (page-1 badge text, CSS class): "referral" is information, not an error
@@ -360,8 +361,20 @@ def summary_view(summary: Summary) -> dict[str, Any]:
     v["evaluated_date"] = v["evaluated_at"][:10]
     v["evaluation_date_text"] = evaluation_date_text(v["evaluation_date"], v["evaluation_date_source"], short=True)
     v["options"] = v["options"][:PAGE1_OPTIONS]
-    v["ranked_more"] = v["ranked_count"] - len(v["options"])
+    v["tied_text"] = tied_text(summary)
+    v["ranked_more"] = v["ranked_count"] - len(v["options"]) - len(summary.tied_with_third)
     return v
+
+
+def tied_text(summary: Summary) -> str | None:
+    """Page 1's line for the options beyond the top 3 tied with the third, or None: 'Tied with rank 3 at
+    score 20 (order between them: catalogue, not a clinical preference): Clinical trial enrolment (rank 4).'"""
+    tied = summary.tied_with_third
+    if not tied:
+        return None
+    third = summary.options[-1]
+    names = ", ".join(f"{t.short_title} (rank {t.rank})" for t in tied)
+    return f"Tied with rank {third.rank} at score {third.score} (in catalogue order, not a clinical preference): {names}."
 
 
 def board_view(board: Any) -> dict[str, Any]:
