@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -51,6 +52,8 @@ from cds.errors import StoreError
 
 from . import exchange
 from .schema import EvaluationFields, cases, evaluations, feedback, output_text, output_zlib
+
+log = logging.getLogger("cds.store")
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # in WAL mode: durable against a crash of the process, not of the machine (see the module docstring)
@@ -187,7 +190,11 @@ class _Checkpointer:
         while not self.stopping.wait(self.interval):
             if self.dirty.is_set():
                 self.dirty.clear()
-                self.checkpoint()
+                try:
+                    self.checkpoint()
+                except Exception as exc:  # noqa: BLE001 - e.g. no connection: the next round tries again; never a traceback
+                    self.dirty.set()
+                    log.warning("checkpoint of the case store failed (%s); retrying", type(exc).__name__)
 
     def checkpoint(self, rounds: int = 4) -> None:
         """PASSIVE checkpoints until the log is copied whole (a few rounds: each copies what the writers added
