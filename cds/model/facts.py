@@ -390,9 +390,11 @@ def derive(
     explain = not lazy
     explainer = Explainer(profile, vocabulary, default_evaluation_date) if lazy else None
 
+    make = tuple.__new__  # what FactValue(...) runs, without its Python-level __new__
+
     def put(name: str, value: Value | None, explanation: str, applies: bool = True) -> None:
         assert name in FACTS, name
-        out[name] = FactValue(name, value, explanation if explainer is None else explainer, applies)
+        out[name] = make(FactValue, (name, value, explanation if explainer is None else explainer, applies))
 
     put("age", profile.age, "from the profile")
     put("ecog", profile.ecog, "from the profile")
@@ -875,23 +877,25 @@ def _derive_course(
             else:
                 open_lines.append(n)
     by_name = {r.drug.name: r.drug for ds in drugs for r in ds}
-
-    def member(key: str, drug_name: str) -> bool:
-        d = by_name[drug_name]
-        return d.name == key or d.drug_class == key
+    # the keys a drug counts under (its name and its class), and every line giving a drug, in line and
+    # agent order, under each of its keys: one pass instead of one per key of INTOLERANCE_GROUPS
+    keys_of = {name: {name, d.drug_class} for name, d in by_name.items()}
+    given_under: dict[str, list[tuple[str, int]]] = {}
+    for n, ds in enumerate(drugs, 1):
+        for r in ds:
+            for k in keys_of[r.drug.name]:
+                given_under.setdefault(k, []).append((r.drug.name, n))
+    unrecorded_lines = {n for n, line in enumerate(lines, 1) if line.intolerant_to is None and n not in open_lines}
+    named = set(intolerant)
 
     for key, label in INTOLERANCE_GROUPS:
-        hits = [(d, n) for d, n in intolerant if member(key, d)]
-        unsure = [n for n in open_lines if any(member(key, r.drug.name) for r in drugs[n - 1])]
+        given_lines = given_under.get(key, [])
+        hits = [(d, n) for d, n in intolerant if key in keys_of[d]]
+        giving = {n for _, n in given_lines}
+        unsure = [n for n in open_lines if n in giving]
         # a line that gave it without recording intolerant_to: its tolerance is not recorded (unknown)
-        unrecorded = [
-            (r.drug.name, n)
-            for n, line in enumerate(lines, 1)
-            if line.intolerant_to is None and n not in open_lines
-            for r in drugs[n - 1]
-            if member(key, r.drug.name) and (r.drug.name, n) not in intolerant
-        ]
-        given = any(member(key, r.drug.name) for ds in drugs for r in ds)
+        unrecorded = [(d, n) for d, n in given_lines if n in unrecorded_lines and (d, n) not in named]
+        given = bool(given_lines)
         if hits:
             put(f"intolerant_{key}", True, f"intolerant to {_fmt_lines(hits)}" if explain else "")
         elif unsure:
