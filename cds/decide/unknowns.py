@@ -180,6 +180,10 @@ class VariantPlanner:
         return out
 
 
+#: (fact, the profile field it comes from) for every fact that has one (what `summarize` lists as unknown)
+_INPUT_FIELDS = tuple((spec.name, spec.input_field) for spec in FACTS.values() if spec.input_field)
+
+
 def summarize(
     variants: list[Variant],
     decisions: list[Decision],  # aligned with variants
@@ -215,12 +219,6 @@ def summarize(
         if flags[field][1]
     ]
     result.sort(key=lambda u: (not u.changes_top, u.field))
-    unknown_fields = sorted(
-        {
-            spec.input_field
-            for spec in FACTS.values()
-            if spec.input_field and not facts[spec.name].known and facts[spec.name].applies
-        }
-    )
+    unknown_fields = sorted({field for name, field in _INPUT_FIELDS if (fv := facts[name]).value is None and fv.applies})
     without = [f for f in unknown_fields if f not in {u.field for u in result}]
     return result, without
