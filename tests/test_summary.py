@@ -431,3 +431,46 @@ def test_page1_names_both_car_t_products_at_2_to_4_lines_triple_class_exposed(ev
     assert summarize(report).options[0].heading == car.title == "BCMA-directed CAR-T cell therapy (cilta-cel, ide-cel)"
     for page1 in _page1(report):
         assert "BCMA-directed CAR-T cell therapy (cilta-cel, ide-cel)" in page1
+
+
+@pytest.mark.parametrize(
+    "case, option, rule_id",
+    [
+        ("rapidly_progressive", "bcma_car_t", "CAUT-CART-006"),  # review CR-3: bridging, not soluble BCMA
+        ("cart_early_relapse_cilta_cel", "bcma_bispecific", "PBCMA-BSAB-001"),  # CR-10: BCMA loss, not the label wording
+    ],
+)
+def test_a_caution_marked_page1_first_is_page_1s_caution(evaluator, case, option, rule_id):
+    """Review CR-10: a caution its rule marks `page1_first` (it decides what the board does now) wins page 1's one
+    caution slot over the patient's other non-safety cautions, which would otherwise win by category order."""
+    rs = evaluator.ruleset
+    assert rs.rule(rule_id).page1_first
+    report = report_of(evaluator, case)
+    o = next(o for o in report.options if o.id == option)
+    assert o.key_caution == rule_id
+    top = next(t for t in summarize(report).options if t.id == option)
+    assert top.caution == rs.rule(rule_id).title
+    for page1 in _page1(report):
+        assert rs.rule(rule_id).title in " ".join(page1.split()).replace("&#39;", "'")
+
+
+def test_page1_first_is_only_for_a_caution_that_warns(tmp_path):
+    import shutil
+
+    import yaml
+    from conftest import RULES
+
+    from cds.errors import RuleSetError
+    from cds.knowledge.ruleset import load_ruleset
+
+    dst = tmp_path / "rules"
+    shutil.copytree(RULES, dst)
+    path = dst / "products.yaml"
+    data = yaml.safe_load(path.read_text())
+    next(r for r in data["rules"] if r["id"] == "PROD-BSAB-001")["page1_first"] = True  # a favourable note
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    with pytest.raises(RuleSetError) as info:
+        load_ruleset(dst)
+    assert any(
+        "[PROD-BSAB-001]" in p and "page1_first: only a caution rule not marked favourable" in p for p in info.value.problems
+    )

@@ -63,8 +63,8 @@ class Locked:
     digest: str
 
 
-#: optional rule fields added after review.lock was introduced, left out of the digest while None
-_LATER_FIELDS = ("restricts_products",)
+#: optional rule fields added after review.lock was introduced, left out of the digest while None (or False)
+_LATER_FIELDS = ("restricts_products", "page1_first")
 
 
 def _normal(value: Any) -> Any:
@@ -81,7 +81,7 @@ def content_digest(spec: RuleSpec) -> str:
     """sha256 (first 16 hex digits) of a validated rule without its `last_reviewed`. A field added to the rule
     format after the lock existed counts only where a rule gives it (`_LATER_FIELDS`), so adding it to the
     format does not change the content of every rule that does not use it."""
-    absent = {f for f in _LATER_FIELDS if getattr(spec, f) is None}
+    absent = {f for f in _LATER_FIELDS if getattr(spec, f) in (None, False)}
     data = _normal(spec.model_dump(mode="json", exclude={"last_reviewed", *absent}))
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:_HASH_CHARS]

@@ -33,6 +33,9 @@ Page-1 data on a rule (never read by the ranking):
                  ("no t(11;14)"); an unknown fact is said as unknown instead
     favourable   on a ``caution`` rule: ``true`` when the note favours the option or reassures
                  ("not an exclusion", "retains its efficacy"): page 1 never shows it as the caution
+    page1_first  on a ``caution`` rule: ``true`` when the note decides what the board does now
+                 (bridging for disease that cannot wait; BCMA may be lost after CAR-T): page 1 shows it
+                 before the patient's other cautions, after the patient's own safety cautions
     restricts_products
                  on a ``caution`` rule of one option: ``{products: [...], why: "..."}``, the option's
                  products the evidence supports where the rule fires (a strict subset of the drugs of
@@ -304,6 +307,7 @@ class RuleSpec(Strict):
     unmet: str | None = Field(default=None, min_length=3, max_length=80)
     favourable: bool = False
     restricts_products: ProductsSpec | None = None
+    page1_first: bool = False
 
     @model_validator(mode="after")
     def _weight_matches_kind(self) -> RuleSpec:
@@ -317,6 +321,8 @@ class RuleSpec(Strict):
             raise ValueError("unmet: only a require rule has a reason for not holding")
         if self.favourable and self.kind != "caution":
             raise ValueError("favourable: only a caution rule is marked favourable")
+        if self.page1_first and (self.kind != "caution" or self.favourable):
+            raise ValueError("page1_first: only a caution rule not marked favourable goes first on page 1")
         if self.restricts_products is not None and (self.kind != "caution" or self.favourable or len(self.options) != 1):
             raise ValueError(
                 "restricts_products: only a caution rule of one option, not marked favourable, restricts its products"
@@ -402,6 +408,7 @@ class Rule:
     unmet: str | None = None
     favourable: bool = False
     restricts_products: ProductsRef | None = None
+    page1_first: bool = False
 
     @classmethod
     def from_spec(
@@ -438,6 +445,7 @@ class Rule:
                 if spec.restricts_products is not None
                 else None
             ),
+            page1_first=spec.page1_first,
         )
 
     @property

@@ -9,7 +9,9 @@
 - The caution: the patient's own first. A caution is the patient's own when its
   condition is about this patient's facts: it would not hold for a patient about whom
   nothing is known (a caution without a condition, or one that holds because a fact
-  is unknown, is generic). Within each group safety first, then rule order. A note
+  is unknown, is generic). Within each group safety first, then a caution its rule marks
+  ``page1_first`` (it decides what the board does now: bridging for disease that cannot wait),
+  then by category, then rule order. A note
   marked ``favourable`` in its rule file (it favours the option or reassures: "not an
   exclusion") is never the caution; with only such notes, page 1 shows none.
 - The products: where a fired caution restricts the option to some of the products its title
@@ -70,10 +72,12 @@ def patient_specific(rule: Rule) -> bool:
 def key_caution(ruleset: RuleSet, cautions: Sequence[Reason]) -> str | None:
     """The rule ID of the caution page 1 shows (see the module docstring)."""
 
-    def order(t: tuple[int, Reason]) -> tuple[int, int, int]:
+    def order(t: tuple[int, Reason]) -> tuple[int, int, int, int]:
         n, c = t
+        rule = ruleset.rule(c.rule_id)
         category = _CATEGORY_ORDER.index(c.category) if c.category in _CATEGORY_ORDER else len(_CATEGORY_ORDER)
-        return (0 if patient_specific(ruleset.rule(c.rule_id)) else 1, 0 if c.category == "safety" else 1 + category, n)
+        safety = c.category == "safety"
+        return (0 if patient_specific(rule) else 1, 0 if safety else 1 if rule.page1_first else 2, category, n)
 
     ranked = sorted(((n, c) for n, c in enumerate(cautions) if not ruleset.rule(c.rule_id).favourable), key=order)
     return ranked[0][1].rule_id if ranked else None
