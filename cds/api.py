@@ -12,12 +12,12 @@ Everything is imported on first use, so that ``import cds`` stays cheap.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cds.decide.pipeline import Evaluation, Evaluator
     from cds.knowledge.check import CheckReport
     from cds.knowledge.ruleset import RuleSet
 
@@ -70,3 +70,91 @@ def check_rules(
         return Evaluator(ruleset=ruleset, analyze_unknowns=False)
 
     return _check(folder, profiles, run_fixtures=run_fixtures, runner=runner, capacity=capacity_problems)
+
+
+# ---------------------------------------------------------------------------- what else the applications use
+#
+# The parts of the package the applications (cds.apps: the CLI, the HTTP service, the case pages) need beyond
+# the functions above, re-exported here from the module that defines them: ``from cds.api import X`` inside
+# the function that needs it imports X's module then, not at start-up. An import-linter contract
+# (pyproject.toml) keeps cds.apps on this module, cds.errors and cds.store.
+_REEXPORTS: dict[str, str] = {
+    # the types
+    "Evaluation": "cds.decide.pipeline",
+    "Evaluator": "cds.decide.pipeline",
+    "PatientProfile": "cds.model.profile",
+    "Labs": "cds.model.profile",  # parts of the profile: the case form is built from the model
+    "PriorLine": "cds.model.profile",
+    "Report": "cds.report.model",
+    "Summary": "cds.report.summary",
+    "TopOption": "cds.report.summary",
+    "Site": "cds.knowledge.site",
+    # reading input as the CLI reads a file
+    "decode_json": "cds.model.profile",  # JSON text -> data, strictly (no NaN, no duplicate key); ProfileError
+    "json_problem": "cds.model.profile",  # a json.JSONDecodeError as the one-line problem the CLI prints
+    "is_fhir": "cds.interop.inputs",  # decoded input: a FHIR Bundle (by resourceType) rather than a profile
+    "import_bundle": "cds.interop.fhir",  # a FHIR Bundle -> profile, with how each field was found (or not)
+    # pydantic errors, written one way (cds.model.base)
+    "error_field": "cds.model.base",
+    "error_text": "cds.model.base",
+    # sites
+    "load_site": "cds.knowledge.site",
+    "default_site": "cds.knowledge.site",  # the rule folder's own site file, or None
+    # the time of an evaluation
+    "evaluation_time": "cds.model.clock",
+    # reports and their views
+    "build_report": "cds.report.build",
+    "build_card_data": "cds.report.build",
+    "render": "cds.report.render",
+    "summarize": "cds.report.summary",
+    "summary_view": "cds.report.view",  # page 1 as the templates show it
+    "why_parts": "cds.report.model",  # an option's reasons as (text, rule IDs) parts
+    "evaluation_date_text": "cds.report.view",
+    "tied_text": "cds.report.view",  # the options tied with the third, in words (page 1)
+    "AVAILABILITY_BADGE": "cds.report.view",
+    "html_to_pdf": "cds.report.pdf",  # headless Chromium; PdfError
+    # many patients
+    "build_board": "cds.cohort.board",  # `cds board`: one page for a tumor board's cases
+    "render_board": "cds.report.render",
+}
+
+if TYPE_CHECKING:
+    from cds.cohort.board import build_board as build_board
+    from cds.decide.pipeline import Evaluation as Evaluation
+    from cds.decide.pipeline import Evaluator as Evaluator
+    from cds.interop.fhir import import_bundle as import_bundle
+    from cds.interop.inputs import is_fhir as is_fhir
+    from cds.knowledge.site import Site as Site
+    from cds.knowledge.site import default_site as default_site
+    from cds.knowledge.site import load_site as load_site
+    from cds.model.base import error_field as error_field
+    from cds.model.base import error_text as error_text
+    from cds.model.clock import evaluation_time as evaluation_time
+    from cds.model.profile import Labs as Labs
+    from cds.model.profile import PatientProfile as PatientProfile
+    from cds.model.profile import PriorLine as PriorLine
+    from cds.model.profile import decode_json as decode_json
+    from cds.model.profile import json_problem as json_problem
+    from cds.report.build import build_card_data as build_card_data
+    from cds.report.build import build_report as build_report
+    from cds.report.model import Report as Report
+    from cds.report.model import why_parts as why_parts
+    from cds.report.pdf import html_to_pdf as html_to_pdf
+    from cds.report.render import render as render
+    from cds.report.render import render_board as render_board
+    from cds.report.summary import Summary as Summary
+    from cds.report.summary import TopOption as TopOption
+    from cds.report.summary import summarize as summarize
+    from cds.report.view import AVAILABILITY_BADGE as AVAILABILITY_BADGE
+    from cds.report.view import evaluation_date_text as evaluation_date_text
+    from cds.report.view import summary_view as summary_view
+    from cds.report.view import tied_text as tied_text
+else:
+
+    def __getattr__(name: str) -> Any:
+        module = _REEXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'cds.api' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value

@@ -12,9 +12,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
-from cds.report.model import why_parts
-from cds.report.summary import Summary, TopOption
-from cds.report.view import AVAILABILITY_BADGE, evaluation_date_text, tied_text
+from cds.api import AVAILABILITY_BADGE, Summary, TopOption, evaluation_date_text, tied_text, why_parts
 
 MAX_LINES = 40
 MAX_FACTS = 5

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cds.model.base import error_field, error_text
+from cds.api import error_field, error_text
 
 from . import hooks
 from .auth import Authenticator, AuthError, load_jwks
@@ -43,8 +43,7 @@ from .settings import Settings
 from .work import report_task, worker_main
 
 if TYPE_CHECKING:
-    from cds.store import StoredEvaluation
-    from cds.store.store import Store
+    from cds.store import Store, StoredEvaluation
 
 log = logging.getLogger("cds.serve")
 
@@ -242,7 +241,7 @@ def _json_text(text: str) -> Any:
     except RecursionError:
         raise ApiError(422, "(body): not valid JSON: nested too deeply", "(body)") from None
     except ValueError as exc:
-        from cds.model.profile import json_problem
+        from cds.api import json_problem
 
         raise ApiError(422, f"(body): not valid JSON: {json_problem(exc)}", "(body)") from None
 

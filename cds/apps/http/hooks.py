@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cds.model.base import error_field, error_text
+from cds.api import error_field, error_text
 
 SERVICE_ID = "mm-treatment-sequencing"
 HOOK = "patient-view"

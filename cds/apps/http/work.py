@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cds.decide.pipeline import Evaluation, Evaluator
+    from cds.api import Evaluation, Evaluator, Report, Site
     from cds.errors import ProfileError
-    from cds.knowledge.site import Site
-    from cds.report.model import Report
     from cds.store import StoredEvaluation
 
 log = logging.getLogger("cds.serve.worker")
@@ -50,7 +48,7 @@ class WorkerState:
         self.sites: dict[str, Site] = {key: cds.load_site(Path(path), self.evaluator.ruleset) for key, path in sites.items()}
 
     def ready_info(self) -> dict[str, Any]:
-        from cds.knowledge.site import default_site
+        from cds.api import default_site
 
         default = default_site(self.evaluator.ruleset)
         return {
@@ -91,8 +89,7 @@ class WorkerState:
 
     def _from_text(self, text: str, evaluated_at: str | None) -> tuple[Evaluation, str]:
         """The body: a profile or a FHIR Bundle, decoded as strictly as the CLI reads a file; (evaluation, input kind)."""
-        from cds.interop.inputs import is_fhir
-        from cds.model.profile import decode_json
+        from cds.api import decode_json, is_fhir
 
         data = decode_json(text)
         evaluation: Evaluation = self.cds.evaluate(data, rules=self.rules, evaluated_at=evaluated_at)
@@ -152,7 +149,7 @@ class WorkerState:
 
     def _evaluate_bundle(self, bundle: dict[str, Any], evaluated_at: str | None) -> Evaluation:
         """prefetch Bundle -> evaluation, or NoMyeloma: the FHIR importer (issue 14) decides both."""
-        from cds.interop.fhir import NoMyelomaDiagnosis
+        from cds.errors import NoMyelomaDiagnosis
 
         try:
             evaluation: Evaluation = self.cds.evaluate(bundle, rules=self.rules, evaluated_at=evaluated_at)

@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
-from cds.model.profile import Labs, PatientProfile, PriorLine
+from cds.api import Labs, PatientProfile, PriorLine
 
 #: the label of every field: the "name" column of the README's profile tables (a test checks they agree)
 LABELS: dict[str, str] = {

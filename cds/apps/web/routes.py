@@ -298,7 +298,7 @@ class Pages:
         if kind == "gone":
             return self.message(request, 410, "Made under another rule set", document)
         if format == "pdf":
-            from cds.report.pdf import html_to_pdf
+            from cds.api import html_to_pdf
 
             body: str | bytes = await run_in_threadpool(html_to_pdf, document, row["evaluated_at"])
         else:

@@ -50,8 +50,7 @@ def _site(state: Any, key: str | None) -> Any:
 
 
 def _summary_view(report: Any) -> dict[str, Any]:
-    from cds.report.summary import summarize
-    from cds.report.view import summary_view
+    from cds.api import summarize, summary_view
 
     return summary_view(summarize(report))
 
@@ -82,8 +81,7 @@ def evaluate(state: Any, task: dict[str, Any]) -> dict[str, Any]:
 def import_input(state: Any, task: dict[str, Any]) -> dict[str, Any]:
     """An uploaded file: a profile is taken as it is; a FHIR Bundle through the FHIR import (with what it could not give)."""
     cds = state.cds
-    from cds.interop.inputs import is_fhir
-    from cds.model.profile import decode_json
+    from cds.api import decode_json, is_fhir
 
     try:
         data = decode_json(task["text"])
@@ -92,7 +90,7 @@ def import_input(state: Any, task: dict[str, Any]) -> dict[str, Any]:
     notes: list[str] = []
     kind = "profile"
     if is_fhir(data):
-        from cds.interop.fhir import import_bundle
+        from cds.api import import_bundle
 
         kind = "fhir-bundle"
         try:
@@ -154,9 +152,7 @@ def recheck(state: Any, task: dict[str, Any]) -> dict[str, Any]:
 
 def board(state: Any, task: dict[str, Any]) -> dict[str, Any]:
     """The printable board of the listed cases: their stored profiles through `cds.cohort.board.build_board`."""
-    from cds.cohort.board import build_board
-    from cds.model.clock import evaluation_time
-    from cds.report.render import render_board
+    from cds.api import build_board, evaluation_time, render_board
 
     with tempfile.TemporaryDirectory(prefix="cds-board-") as tmp:
         source = Path(tmp) / "board.jsonl"
