@@ -109,6 +109,8 @@ _REEXPORTS: dict[str, str] = {
     "summarize": "cds.report.summary",
     "summary_view": "cds.report.view",  # page 1 as the templates show it
     "why_parts": "cds.report.model",  # an option's reasons as (text, rule IDs) parts
+    "short_title": "cds.report.model",  # an option's title without its parenthesised examples
+    "option_heading": "cds.report.model",  # the title with the products a fired rule restricts it to
     "evaluation_date_text": "cds.report.view",
     "tied_text": "cds.report.view",  # the options tied with the third, in words (page 1)
     "AVAILABILITY_BADGE": "cds.report.view",
@@ -138,6 +140,8 @@ if TYPE_CHECKING:
     from cds.report.build import build_card_data as build_card_data
     from cds.report.build import build_report as build_report
     from cds.report.model import Report as Report
+    from cds.report.model import option_heading as option_heading
+    from cds.report.model import short_title as short_title
     from cds.report.model import why_parts as why_parts
     from cds.report.pdf import html_to_pdf as html_to_pdf
     from cds.report.render import render as render

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cds.report.model import option_heading, short_title
+from cds.api import option_heading, short_title
 
 SUMMARY_LIMIT = 140  # CDS Hooks 2.0.1: "<140 characters"
 TOP = 3
