@@ -87,6 +87,24 @@ def _json_outputs_match_their_schemas():
         schemas.validate_jsonl(schemas.BATCH_RESULT, text)
         return text, stats
 
+    from cds.store import Store
+
+    export_lines, iter_feedback = Store.export_lines, Store.iter_feedback
+
+    @functools.wraps(export_lines)
+    def checked_export_lines(self, since=None):
+        for line in export_lines(self, since):
+            schemas.validate(schemas.CASES_EXPORT, json.loads(line))
+            yield line
+
+    @functools.wraps(iter_feedback)
+    def checked_iter_feedback(self, since=None):
+        for row in iter_feedback(self, since):
+            schemas.validate(schemas.FEEDBACK_EXPORT, json.loads(json.dumps(row)))
+            yield row
+
     render.to_json, batch.evaluate_chunk = checked_to_json, checked_chunk
+    Store.export_lines, Store.iter_feedback = checked_export_lines, checked_iter_feedback
     yield
     render.to_json, batch.evaluate_chunk = to_json, evaluate_chunk
+    Store.export_lines, Store.iter_feedback = export_lines, iter_feedback

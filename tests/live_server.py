@@ -15,10 +15,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+import schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 CDS = str(Path(sys.executable).with_name("cds"))
@@ -60,6 +63,24 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def check_json(response: httpx.Response) -> None:
+    """Every JSON response a test gets from the service is validated against its committed schema (the report's,
+    or the one schemas/openapi.json gives for its path, method and status); one that none describes fails."""
+    if response.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return
+    response.read()
+    request = response.request
+    if request.url.path == "/openapi.json":  # the document itself (compared with the committed one by its test)
+        return
+    described = schemas.validate_response(request.method, request.url.path, response.status_code, response.json())
+    assert described, f"no committed schema describes {request.method} {request.url.path} -> {response.status_code}"
+
+
+def client(base_url: str, **options: Any) -> httpx.Client:
+    """An HTTP client whose JSON responses are checked against their committed schemas (`check_json`)."""
+    return httpx.Client(base_url=base_url, event_hooks={"response": [check_json]}, **options)
+
+
 class Server:
     """`cds serve --port 0 ...`; `.url` once ready; `.stop()` sends SIGTERM and waits for the exit."""
 
@@ -89,7 +110,7 @@ class Server:
         if self.url is None:
             self._reader.join(10)
             raise AssertionError(f"cds serve exited with {self.proc.returncode}:\n" + "".join(self.lines))
-        self.client = httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT_S)
+        self.client = client(self.url, timeout=REQUEST_TIMEOUT_S)
 
     def _read(self) -> None:
         assert self.proc.stderr is not None

@@ -14,7 +14,7 @@ import signal
 from html.parser import HTMLParser
 from urllib.parse import urlencode
 
-import httpx
+import live_server
 import pytest
 from live_server import Server
 from typer.testing import CliRunner
@@ -291,7 +291,7 @@ def test_case_pages_count_months_to_their_evaluation_time(server):
     """The web path as a browser takes it: the form, an uploaded profile prefilling it, Evaluate, the case page."""
     import re
 
-    with httpx.Client(base_url=server.url, timeout=60, follow_redirects=False) as c:
+    with live_server.client(server.url, timeout=60, follow_redirects=False) as c:
         token = re.search(r'name="csrf" value="([^"]+)"', c.get("/").text).group(1)
         filled = c.post(
             "/upload", data={"csrf": token}, files={"file": ("p.json", json.dumps(PROFILE).encode(), "application/json")}

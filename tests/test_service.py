@@ -17,6 +17,7 @@ from conftest import load_case
 from live_server import CDS, ROOT, Server, alive, wait_for
 from typer.testing import CliRunner
 
+import schemas
 from cds.apps.cli import app as cli_app
 
 PROFILES = ROOT / "patient_profiles"
@@ -169,21 +170,21 @@ def test_oversized_body_is_413(server):
 def test_report_link_serves_the_report(server):
     r = server.client.post("/api/evaluate?format=json", content=profile_bytes("frail_ecog3"))
     link = r.headers["link"].split(">")[0].lstrip("<")
-    html = httpx.get(link, timeout=60)
+    html = server.client.get(link, timeout=60)
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     assert "img-src data:" in html.headers["content-security-policy"] and html.headers["cache-control"] == "no-store"
     assert html.headers["referrer-policy"] == "no-referrer"
     assert "TB-" in html.text
-    as_json = httpx.get(link + "?format=json", timeout=60)
+    as_json = server.client.get(link + "?format=json", timeout=60)
     assert as_json.text == r.text  # the stored output, byte for byte
     # HTML and Markdown again from the stored profile, time and site: the CLI's documents
-    for fmt, text in (("html", html.text), ("markdown", httpx.get(link + "?format=markdown", timeout=60).text)):
+    for fmt, text in (("html", html.text), ("markdown", server.client.get(link + "?format=markdown", timeout=60).text)):
         code, out, _ = cli(
             "evaluate", str(PROFILES / "frail_ecog3.json"), "--format", fmt, "--timestamp", r.json()["evaluated_at"]
         )
         assert code == 0 and text == out, fmt
     at_site = server.client.post("/api/evaluate?format=json&site=nocart", content=profile_bytes())
-    site_html = httpx.get(at_site.headers["link"].split(">")[0].lstrip("<"), timeout=60).text
+    site_html = server.client.get(at_site.headers["link"].split(">")[0].lstrip("<"), timeout=60).text
     assert "Test centre without CAR-T" in site_html
     assert server.client.get("/reports/" + "A" * 43).status_code == 404
 
@@ -205,7 +206,7 @@ def test_cors_only_for_configured_origins(server):
 def test_access_log_names_no_patient_and_no_report_token(server):
     r = server.client.post("/api/evaluate?format=json", content=profile_bytes("rapidly_progressive"))
     token = r.headers["link"].split("/reports/")[1].split(">")[0]
-    httpx.get(f"{server.url}/reports/{token}", timeout=60)
+    server.client.get(f"{server.url}/reports/{token}", timeout=60)
     wait_for(lambda: "GET /reports/… 200" in server.log(), 30, "the access log line")
     log = server.log()
     assert token not in log
@@ -315,6 +316,7 @@ def test_feedback_is_stored_and_exported(server, tmp_path):
         [CDS, "feedback", "export", "--db", str(server.db), "--output", str(out)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+    schemas.validate_jsonl(schemas.FEEDBACK_EXPORT, out.read_text())  # a subprocess's output: not seen by conftest's check
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     by_card = {r["card_uuid"]: r for r in rows}
     assert by_card[items[0]["card"]]["override_reason"]["userComment"] == "prefers bispecific"
@@ -423,16 +425,16 @@ def test_patient_view_gives_one_card_for_the_cases_top_option(server, case, tmp_
     assert card["source"]["label"].endswith(report["ruleset_hash"][:12])
     (link,) = card["links"]
     assert link["type"] == "absolute" and link["url"] == card["source"]["url"]
-    page = httpx.get(link["url"], timeout=60)
+    page = server.client.get(link["url"], timeout=60)
     assert page.status_code == 200 and report["patient_id"] in page.text
     # the card stored only its part of the report: every format of the report is built again from the stored
     # profile, time and site, and is the CLI's document for the same data at the same time, byte for byte
-    as_json = httpx.get(link["url"] + "?format=json", timeout=60)
+    as_json = server.client.get(link["url"] + "?format=json", timeout=60)
     at = as_json.json()["evaluated_at"]
     for fmt, text in (
         ("json", as_json.text),
         ("html", page.text),
-        ("markdown", httpx.get(link["url"] + "?format=markdown").text),
+        ("markdown", server.client.get(link["url"] + "?format=markdown").text),
     ):
         code, out, err = cli("evaluate", str(rebuilt), "--format", fmt, "--timestamp", at)
         assert code == 0 and text == out, fmt
@@ -534,4 +536,22 @@ def test_the_readme_session_patient_view_and_feedback(server, tmp_path):
         ]
     }
     assert server.client.post(SERVICE + "/feedback", json=fb).json() == {"stored": 1}
-    assert httpx.get(card["links"][0]["url"], timeout=60).status_code == 200
+    assert server.client.get(card["links"][0]["url"], timeout=60).status_code == 200
+
+
+def test_every_json_response_is_checked_against_its_committed_schema(server):
+    """live_server.check_json (an event hook on every test client) fails a response its schema refuses, and one
+    that no committed schema describes."""
+    import jsonschema
+    from live_server import check_json
+
+    health = server.client.get("/healthz").json()  # checked on the way in
+    with pytest.raises(jsonschema.ValidationError):
+        schemas.validate_response("GET", "/healthz", 200, {**health, "uptime": 1})
+    with pytest.raises(jsonschema.ValidationError):
+        schemas.validate_response("POST", SERVICE, 200, {"cards": [{"summary": "no uuid, no source"}]})
+    with pytest.raises(jsonschema.ValidationError):
+        schemas.validate_response("POST", "/api/evaluate", 422, {"error": "x"})  # an error names its field (or null)
+    undocumented = httpx.Response(200, json={}, request=httpx.Request("GET", f"{server.url}/nowhere"))
+    with pytest.raises(AssertionError, match="no committed schema describes GET /nowhere"):
+        check_json(undocumented)

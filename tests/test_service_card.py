@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from live_server import ROOT
 
+import schemas
 from cds.apps.http.card import SUMMARY_LIMIT, build_card, md
 from cds.apps.http.openapi import text as openapi_text
 from cds.report.model import option_heading
@@ -20,6 +21,7 @@ EXAMPLE_PROFILES = sorted((ROOT / "patient_profiles").glob("*.json"))
 
 def check_card(card: dict) -> None:
     """Every field CDS Hooks 2.0.1 requires of a card, and the shape of each optional one we send."""
+    schemas.validate_component("Card", card)  # the shape schemas/openapi.json documents
     assert isinstance(card["summary"], str) and 0 < len(card["summary"]) < SUMMARY_LIMIT
     assert card["indicator"] in ("info", "warning", "critical")
     assert isinstance(card["source"], dict) and isinstance(card["source"]["label"], str) and card["source"]["label"]

@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+import live_server
 import pytest
 from live_server import REQUEST_TIMEOUT_S, ROOT, Server, wait_for
 from test_store import postgres_url  # noqa: F401 - the throwaway PostgreSQL server fixture, used by name
@@ -34,7 +35,7 @@ def test_eight_clients_submitting_200_cases_each_store_exactly_1600(server):
 
     def client(n: int) -> None:
         got: list[tuple[int, str]] = []
-        with httpx.Client(base_url=server.url, timeout=REQUEST_TIMEOUT_S) as http:
+        with live_server.client(server.url, timeout=REQUEST_TIMEOUT_S) as http:
             barrier.wait(120)
             for i in range(PER_CLIENT):  # bounded: 200 requests, each bounded by the client timeout
                 body = json.dumps({**PROFILE, "patient_id": f"C{n}-{i}"})
@@ -103,7 +104,7 @@ def test_a_server_killed_under_load_keeps_every_acknowledged_evaluation(tmp_path
     stop = threading.Event()
 
     def client(n: int) -> None:
-        with httpx.Client(base_url=s.url, timeout=REQUEST_TIMEOUT_S) as http:
+        with live_server.client(s.url, timeout=REQUEST_TIMEOUT_S) as http:
             for i in range(PER_CLIENT):  # bounded; ends at the kill
                 if stop.is_set():
                     return

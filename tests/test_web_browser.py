@@ -14,7 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
-import httpx
+import live_server
 import pytest
 from live_server import Server
 from rule_folders import with_weight
@@ -295,7 +295,7 @@ def test_keyboard_only(watched, server):
 
 def test_http_protections(server):
     """CSRF on every form post, cookies scripts cannot read, no caching, a strict CSP: checked over HTTP."""
-    c = httpx.Client(base_url=server.url, timeout=60)
+    c = live_server.client(server.url, timeout=60)
     try:
         r = c.get("/")
         assert r.status_code == 200
@@ -310,7 +310,7 @@ def test_http_protections(server):
         assert tokens[0] == c.cookies["cds_csrf"]
         body = {"patient_id": "WEB-CSRF", "age": "60", "ecog": "1", "prior_lines[0].regimen": "KRd"}
         assert c.post("/", data={**body, "csrf": "forged"}).status_code == 403
-        c2 = httpx.Client(base_url=server.url, timeout=60)  # no cookie at all
+        c2 = live_server.client(server.url, timeout=60)  # no cookie at all
         try:
             assert c2.post("/", data={**body, "csrf": tokens[0]}).status_code == 403
         finally:

@@ -6,6 +6,8 @@
     site.schema.json          a site file, --site (cds.knowledge.site.SiteFile)
     report.schema.json        `cds evaluate --format json` (cds.report.model.Report)
     batch-result.schema.json  one line of `cds batch` output (cds.cohort.batch.ResultLine)
+    cases-export.schema.json  one line of `cds cases export` (cds.store.exchange.Line)
+    feedback-export.schema.json  one line of `cds feedback export` (cds.store.store.FeedbackLine)
 
 ``cds schemas`` regenerates them; ``tests/test_schemas.py`` fails when a
 committed one is stale (as ruff does with its ``ruff.schema.json``) and
@@ -73,6 +75,18 @@ def _batch_result() -> dict[str, Any]:
     return schema
 
 
+def _cases_export() -> dict[str, Any]:
+    from cds.store.exchange import Line
+
+    return Line.model_json_schema()
+
+
+def _feedback_export() -> dict[str, Any]:
+    from cds.store.store import FeedbackLine
+
+    return FeedbackLine.model_json_schema()
+
+
 SCHEMAS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "profile.schema.json": ("A patient profile (cds evaluate PATH)", _profile),
     "rule-file.schema.json": ("A rule file (rules/<family>.yaml)", _rule_file),
@@ -80,6 +94,8 @@ SCHEMAS: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
     "site.schema.json": ("Site settings (cds evaluate --site FILE)", _site),
     "report.schema.json": ("The report (cds evaluate --format json)", _report),
     "batch-result.schema.json": ("One line of cds batch output (JSONL)", _batch_result),
+    "cases-export.schema.json": ("One line of cds cases export (JSONL)", _cases_export),
+    "feedback-export.schema.json": ("One line of cds feedback export (JSONL)", _feedback_export),
 }
 
 

@@ -49,6 +49,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from cds.errors import StoreError
+from cds.model.base import Strict
 
 from . import exchange
 from .schema import EvaluationFields, cases, evaluations, feedback, output_text, output_zlib
@@ -102,6 +103,31 @@ class NewEvaluation(EvaluationFields):
     board_date: _dt.date | None = None  # of a case this evaluation creates (an existing case keeps its own)
     label: str | None = None  # likewise
     report_token: str | None = None  # the capability of GET /reports/{token}; generated when None
+
+
+class FeedbackLine(Strict):
+    """One line of `cds feedback export` (a row of `Store.iter_feedback`, keys sorted): a feedback item as
+    received, with the evaluation it refers to (null where the card is not one of this store's). It
+    describes the line for its committed schema (schemas/feedback-export.schema.json); the export writes
+    the row itself."""
+
+    accepted_suggestions: list[Any] | None
+    card_uuid: str
+    case_id: str | None
+    client: str | None
+    engine_version: str | None
+    evaluated_at: str | None
+    evaluation_id: str | None
+    id: int
+    outcome: str  # accepted | overridden
+    outcome_timestamp: str
+    override_reason: dict[str, Any] | None
+    patient_id: str | None
+    received_at: str  # ISO 8601, UTC (Z)
+    ruleset_hash: str | None
+    service_id: str
+    site_name: str | None
+    top_option: str | None
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,13 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds.api import error_field, error_text
 
-from . import hooks
+from . import hooks, responses
 from .auth import Authenticator, AuthError, load_jwks
 from .middleware import ServiceMiddleware
 from .pool import WorkerPool, WorkerUnavailable, settle_heap
@@ -83,6 +84,12 @@ def _error(
     if problems is not None:
         body["problems"] = problems
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _json(body: dict[str, Any]) -> Response:
+    """A JSON response of `body` (its shape is in `responses`): the bytes FastAPI sent for the dict, serialized
+    at once (pydantic-core's JSON, compact, UTF-8) instead of validated as a dict and then serialized."""
+    return Response(to_json(body), media_type="application/json")
 
 
 class Service:
@@ -284,6 +291,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # described for the OpenAPI document (schemas/openapi.json) only: the routes send the dicts they build
+        responses={"4XX": {"model": responses.ErrorBody}, "5XX": {"model": responses.ErrorBody}},
     )
     app.state.service = service
 
@@ -310,17 +319,24 @@ def create_app(settings: Settings) -> FastAPI:
         log.error("internal error on %s: %s", request.url.path, type(exc).__name__)
         return _error(500, "internal error")
 
-    @app.get("/healthz", summary="Service health, engine version and rule-set hash")
-    async def healthz() -> dict[str, Any]:
+    @app.get(
+        "/healthz",
+        summary="Service health, engine version and rule-set hash",
+        response_model=None,
+        responses={200: {"model": responses.Health}},
+    )
+    async def healthz() -> Response:
         info = service.info
-        return {
-            "status": "ok",
-            "engine_version": info.get("engine_version"),
-            "ruleset_hash": info.get("ruleset_hash"),
-            "site": info.get("default_site"),
-            "sites": {k: v for k, v in (info.get("sites") or {}).items()},
-            "workers": service.pool.stats() if service.pool else None,
-        }
+        return _json(
+            {
+                "status": "ok",
+                "engine_version": info.get("engine_version"),
+                "ruleset_hash": info.get("ruleset_hash"),
+                "site": info.get("default_site"),
+                "sites": {k: v for k, v in (info.get("sites") or {}).items()},
+                "workers": service.pool.stats() if service.pool else None,
+            }
+        )
 
     @app.post(
         "/api/evaluate",
@@ -358,19 +374,21 @@ def create_app(settings: Settings) -> FastAPI:
             headers={"X-CDS-Evaluation-Id": stored.id, "Link": f'<{report_url}>; rel="alternate"'},
         )
 
-    @app.get("/cds-services", summary="CDS Hooks discovery")
-    async def discovery(request: Request) -> dict[str, Any]:
+    @app.get("/cds-services", summary="CDS Hooks discovery", response_model=None, responses={200: {"model": responses.Discovery}})
+    async def discovery(request: Request) -> Response:
         await service.caller(request)
-        return hooks.discovery()
+        return _json(hooks.discovery())
 
     @app.post(
         f"/cds-services/{hooks.SERVICE_ID}",
         summary="CDS Hooks patient-view: one card with the ranked options, or none without a myeloma diagnosis",
+        response_model=None,
+        responses={200: {"model": responses.Cards}},
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": hooks.HookRequest.model_json_schema()}}}
         },
     )
-    async def patient_view(request: Request) -> dict[str, Any]:
+    async def patient_view(request: Request) -> Response:
         caller = await service.caller(request)
         text = _text(await request.body())
         data = _json_text(text)
@@ -385,7 +403,7 @@ def create_app(settings: Settings) -> FastAPI:
         report_url = f"{service.base_url}/reports/{token}"
         kind, result = await service.run({"kind": "hook", "bundle": bundle, "card_uuid": card_uuid, "report_url": report_url})
         if kind == "no_myeloma":
-            return {"cards": []}
+            return _json({"cards": []})
         # the request as received, but never an access token: the body's text itself when it has none
         # (re-serializing the prefetch was about a tenth of this process's CPU per call)
         if "fhirAuthorization" in data:
@@ -401,11 +419,13 @@ def create_app(settings: Settings) -> FastAPI:
             report_token=token,
             external_key=f"cds-hooks {caller['client'] or 'local'} {req.context.patientId}",
         )
-        return {"cards": [result["card"]]}
+        return _json({"cards": [result["card"]]})
 
     @app.post(
         f"/cds-services/{hooks.SERVICE_ID}/feedback",
         summary="CDS Hooks feedback on a card (stored with its evaluation, append-only)",
+        response_model=None,
+        responses={200: {"model": responses.FeedbackStored}},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -413,12 +433,12 @@ def create_app(settings: Settings) -> FastAPI:
             }
         },
     )
-    async def feedback(request: Request) -> dict[str, Any]:
+    async def feedback(request: Request) -> Response:
         caller = await service.caller(request)
         req = _validated(hooks.FeedbackRequest, _json_body(await request.body()))
         items = [item.model_dump(mode="json", exclude_none=True) for item in req.feedback]
         stored = await run_in_threadpool(service.store.add_feedback, items, service_id=hooks.SERVICE_ID, client=caller["client"])
-        return {"stored": stored}
+        return _json({"stored": stored})
 
     @app.get(
         "/reports/{token}",
