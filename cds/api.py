@@ -94,7 +94,8 @@ _REEXPORTS: dict[str, str] = {
     "json_problem": "cds.model.profile",  # a json.JSONDecodeError as the one-line problem the CLI prints
     "is_fhir": "cds.interop.inputs",  # decoded input: a FHIR Bundle (by resourceType) rather than a profile
     "import_bundle": "cds.interop.fhir",  # a FHIR Bundle -> profile, with how each field was found (or not)
-    # pydantic errors, written one way (cds.model.base)
+    # the one strict pydantic base (the service's response shapes are on it too), and its errors written one way
+    "Strict": "cds.model.base",
     "error_field": "cds.model.base",
     "error_text": "cds.model.base",
     # sites
@@ -129,6 +130,7 @@ if TYPE_CHECKING:
     from cds.knowledge.site import Site as Site
     from cds.knowledge.site import default_site as default_site
     from cds.knowledge.site import load_site as load_site
+    from cds.model.base import Strict as Strict
     from cds.model.base import error_field as error_field
     from cds.model.base import error_text as error_text
     from cds.model.clock import evaluation_time as evaluation_time

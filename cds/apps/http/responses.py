@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from cds.model.base import Strict
+from cds.api import Strict
 
 
 class SiteInfo(Strict):
