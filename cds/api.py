@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cds.knowledge.check import CheckReport
-    from cds.knowledge.ruleset import RuleSet
 
 
 def load_rules(directory: str | os.PathLike[str] | None = None) -> Evaluator:
@@ -116,6 +115,16 @@ _REEXPORTS: dict[str, str] = {
     "tied_text": "cds.report.view",  # the options tied with the third, in words (page 1)
     "AVAILABILITY_BADGE": "cds.report.view",
     "html_to_pdf": "cds.report.pdf",  # headless Chromium; PdfError
+    # the command line's reading of files and folders
+    "rules_dir": "cds.resources",  # the packaged rule folder
+    "load_ruleset": "cds.knowledge.ruleset",  # a rule folder validated, not compiled (`cds rules list/show`)
+    "RuleSet": "cds.knowledge.ruleset",
+    "load_vocabulary": "cds.model.vocabulary",  # the drug catalogue of a rule folder
+    "read_input_file": "cds.model.profile",  # a profile's file read within its size limit (ProfileError)
+    "load_input": "cds.interop.inputs",  # a profile or FHIR Bundle file -> the validated profile
+    "validate_imported": "cds.interop.inputs",  # an imported Bundle's profile as `cds evaluate` would take it
+    "evaluation_day": "cds.model.clock",  # the date of an evaluation instant (a profile without evaluation_date)
+    "chromium_path": "cds.report.pdf",  # the headless Chromium `--format pdf` needs, or None
     # many patients
     "build_board": "cds.cohort.board",  # `cds board`: one page for a tumor board's cases
     "render_board": "cds.report.render",
@@ -127,24 +136,32 @@ if TYPE_CHECKING:
     from cds.decide.pipeline import Evaluator as Evaluator
     from cds.interop.fhir import import_bundle as import_bundle
     from cds.interop.inputs import is_fhir as is_fhir
+    from cds.interop.inputs import load_input as load_input
+    from cds.interop.inputs import validate_imported as validate_imported
+    from cds.knowledge.ruleset import RuleSet as RuleSet
+    from cds.knowledge.ruleset import load_ruleset as load_ruleset
     from cds.knowledge.site import Site as Site
     from cds.knowledge.site import default_site as default_site
     from cds.knowledge.site import load_site as load_site
     from cds.model.base import Strict as Strict
     from cds.model.base import error_field as error_field
     from cds.model.base import error_text as error_text
+    from cds.model.clock import evaluation_day as evaluation_day
     from cds.model.clock import evaluation_time as evaluation_time
     from cds.model.profile import Labs as Labs
     from cds.model.profile import PatientProfile as PatientProfile
     from cds.model.profile import PriorLine as PriorLine
     from cds.model.profile import decode_json as decode_json
     from cds.model.profile import json_problem as json_problem
+    from cds.model.profile import read_input_file as read_input_file
+    from cds.model.vocabulary import load_vocabulary as load_vocabulary
     from cds.report.build import build_card_data as build_card_data
     from cds.report.build import build_report as build_report
     from cds.report.model import Report as Report
     from cds.report.model import option_heading as option_heading
     from cds.report.model import short_title as short_title
     from cds.report.model import why_parts as why_parts
+    from cds.report.pdf import chromium_path as chromium_path
     from cds.report.pdf import html_to_pdf as html_to_pdf
     from cds.report.render import render as render
     from cds.report.render import render_board as render_board
@@ -155,6 +172,7 @@ if TYPE_CHECKING:
     from cds.report.view import evaluation_date_text as evaluation_date_text
     from cds.report.view import summary_view as summary_view
     from cds.report.view import tied_text as tied_text
+    from cds.resources import rules_dir as rules_dir
 else:
 
     def __getattr__(name: str) -> Any:

@@ -45,9 +45,8 @@ if TYPE_CHECKING:  # imported where used: `cds --help` and `cds evaluate` do not
 
     from rich.progress import Progress
 
+    from cds.api import Evaluator, RuleSet
     from cds.cohort.batch import RecordOptions
-    from cds.decide.pipeline import Evaluator
-    from cds.knowledge.ruleset import RuleSet
 
 _T = TypeVar("_T")
 
@@ -324,7 +323,7 @@ def _not_over_inputs(
 ) -> None:
     """Refuse (exit 2) an output that would replace an input: one of `files`, a file of the rule
     folder (default: the packaged one), or a record (``*.json``) of the input folder `records`."""
-    from cds.resources import rules_dir
+    from cds.api import rules_dir
 
     for out in outputs:
         if out is None:
@@ -377,11 +376,7 @@ def evaluate(
     """Rank the treatment options for one patient, with rules, evidence, cautions and exclusions."""
 
     def go() -> None:
-        from cds.decide.pipeline import default_evaluator
-        from cds.interop.inputs import load_input
-        from cds.model.clock import evaluation_day, evaluation_time
-        from cds.report.build import build_report
-        from cds.report.render import render
+        from cds.api import build_report, evaluation_day, evaluation_time, load_input, load_rules, render
 
         at = evaluation_time(timestamp)  # the report's stamp, and the evaluation date a profile without one gets
         fmt = output_format(format, output)
@@ -390,27 +385,27 @@ def evaluate(
         if fmt == "pdf" and output is None and sys.stdout.isatty():
             raise InputError("--format pdf: give --output FILE.pdf (a PDF is not for the terminal)")
         if fmt == "pdf":
-            from cds.report.pdf import chromium_path
+            from cds.api import chromium_path
 
             chromium_path()  # a missing PDF engine fails before the evaluation
         out = OutputFile(output, binary=fmt == "pdf")  # checked first: a bad --output fails before the evaluation
         _not_over_inputs([out], (path, site), rules)
         _check_folder(rules, "--rules")
-        evaluator = default_evaluator(str(rules) if rules else None)
+        evaluator = load_rules(rules)
         site_settings = None
         if site is not None:
-            from cds.knowledge.site import load_site
+            from cds.api import load_site
 
             site_settings = load_site(site, evaluator.ruleset)
         loaded = load_input(path, evaluator.vocabulary, default_date=evaluation_day(at))
         report = build_report(evaluator.evaluate(loaded.profile, at), at, site_settings)
         if summary_only:
+            from cds.api import summarize
             from cds.apps.terminal import print_summary
-            from cds.report.summary import summarize
 
             print_summary(summarize(report), str(path))
         elif fmt == "pdf":
-            from cds.report.pdf import html_to_pdf
+            from cds.api import html_to_pdf
 
             out.write_all(html_to_pdf(render(report, "html"), report.evaluated_at))
         else:
@@ -436,10 +431,7 @@ def validate(
     Exit code 0 if every file is a valid profile, 1 if some are not, 2 on a usage error."""
 
     def go() -> None:
-        from cds.interop.inputs import load_input
-        from cds.model.clock import evaluation_day, evaluation_time
-        from cds.model.vocabulary import load_vocabulary
-        from cds.resources import rules_dir
+        from cds.api import evaluation_day, evaluation_time, load_input, load_vocabulary, rules_dir
 
         _check_folder(rules, "--rules")
         vocabulary = load_vocabulary((rules or rules_dir()) / "catalog" / "drugs.yaml")
@@ -476,9 +468,8 @@ def new_profile(
     """Write a commented profile template: every field with what it means; fill it in, then `cds validate` it."""
 
     def go() -> None:
+        from cds.api import load_vocabulary, rules_dir
         from cds.model.template import profile_template
-        from cds.model.vocabulary import load_vocabulary
-        from cds.resources import rules_dir
 
         if output is not None and not force and os.path.lexists(os.path.expanduser(output)):
             raise InputError(f"{output}: exists; use --force to overwrite it")
@@ -528,18 +519,15 @@ def import_fhir(
     def go() -> None:
         import json
 
-        from cds.decide.pipeline import default_evaluator
-        from cds.interop.fhir import import_bundle
+        from cds.api import decode_json, import_bundle, load_rules, read_input_file, validate_imported
         from cds.interop.fhir.overrides import apply_overrides
-        from cds.interop.inputs import validate_imported
-        from cds.model.profile import decode_json, read_input_file
 
         out = OutputFile(output)
         report_out = OutputFile(report, "--report") if report is not None else None
         if report_out is not None and report_out.same_file(out):
             raise InputError(f"--report {printable(report, 200)}: the same file as --output")
         _not_over_inputs([out, report_out], (path, overrides))
-        vocabulary = default_evaluator(None).vocabulary
+        vocabulary = load_rules().vocabulary
         result = import_bundle(decode_json(read_input_file(path)), vocabulary, evaluation_date)
         if overrides is not None:
             apply_overrides(result, decode_json(read_input_file(overrides)), str(overrides))
@@ -558,8 +546,7 @@ app.add_typer(rules_app, name="rules")
 
 
 def _load_rules(rules: Path | None, fixtures: bool = False) -> "RuleSet":
-    from cds.knowledge.ruleset import load_ruleset
-    from cds.resources import rules_dir
+    from cds.api import load_ruleset, rules_dir
 
     _check_folder(rules, "--rules")
     return load_ruleset(rules or rules_dir(), fixtures=fixtures)
@@ -633,8 +620,8 @@ def rules_lock(rules: Annotated[Path | None, _rules_option()] = None) -> None:
     """Refresh rules/review.lock after reviewing changed rules (refused while a changed rule keeps its old last_reviewed)."""
 
     def go() -> None:
+        from cds.api import rules_dir
         from cds.knowledge.reviewlock import LOCK_NAME, refresh
-        from cds.resources import rules_dir
 
         _check_folder(rules, "--rules")
         folder = rules or rules_dir()
@@ -810,7 +797,7 @@ def _record_options(
     if report_format is not None and reports is None:
         raise InputError("--format: applies to the --reports files; give --reports DIR")
     if site is not None:
-        from cds.knowledge.site import load_site
+        from cds.api import load_site
 
         load_site(site, evaluator.ruleset)  # a bad site file fails here, once
     report_options = None
@@ -867,9 +854,8 @@ def batch(
     """
 
     def go() -> None:
+        from cds.api import evaluation_time, load_rules
         from cds.cohort.batch import check_input, run_batch
-        from cds.decide.pipeline import default_evaluator
-        from cds.model.clock import evaluation_time
 
         check_input(input)
         # every output path is checked before any file is created
@@ -881,7 +867,7 @@ def batch(
         _not_over_inputs([out, summary_out], () if folder else (input,), rules, input if folder else None)
         _check_folder(rules, "--rules")
         at = evaluation_time(timestamp)
-        evaluator = default_evaluator(str(rules) if rules else None)  # a bad rule folder fails here, once
+        evaluator = load_rules(rules)  # a bad rule folder fails here, once
         options = _record_options(reports, report_format, site, evaluator)
         try:
             out.open()
@@ -944,11 +930,8 @@ def board(
     """The week's tumor board on one table: one row per patient, in input order (top option, runner-up, facts to obtain)."""
 
     def go() -> None:
+        from cds.api import build_board, evaluation_time, load_rules, render_board
         from cds.cohort.batch import check_input
-        from cds.cohort.board import build_board
-        from cds.decide.pipeline import default_evaluator
-        from cds.model.clock import evaluation_time
-        from cds.report.render import render_board
 
         check_input(input)
         fmt = output_format(format, output) or "markdown"
@@ -959,9 +942,9 @@ def board(
         out = OutputFile(output, binary=fmt == "pdf")
         _check_folder(rules, "--rules")
         at = evaluation_time(timestamp)
-        evaluator = default_evaluator(str(rules) if rules else None)
+        evaluator = load_rules(rules)
         if fmt == "pdf":
-            from cds.report.pdf import chromium_path
+            from cds.api import chromium_path
 
             chromium_path()
         report_format = Format(fmt) if reports is not None else None
@@ -970,7 +953,7 @@ def board(
             input, evaluator, at, str(site) if site else None, options.reports if options else None, out.target
         )
         if fmt == "pdf":
-            from cds.report.pdf import html_to_pdf
+            from cds.api import html_to_pdf
 
             out.write_all(html_to_pdf(render_board(board_data, "html"), at))
         else:
@@ -1008,7 +991,7 @@ def diff_rules(
         for d in (old_rules, new_rules):
             _not_over_inputs([out], () if folder else (input,), d, input if folder else None)
         old_dir, new_dir = str(old_rules), str(new_rules)
-        from cds.model.clock import evaluation_time
+        from cds.api import evaluation_time
 
         at = evaluation_time(None)  # both rule sets at one instant (SOURCE_DATE_EPOCH or now): only the rules differ
         # compiled once here (a bad rule folder fails before anything starts); workers inherit them
@@ -1237,8 +1220,7 @@ def cases_import(
     """Restore an export: adds the evaluations the store lacks (one transaction; existing ones are never changed)."""
 
     def go() -> None:
-        from cds.store import open_store
-        from cds.store.exchange import read_lines
+        from cds.store import open_store, read_lines
 
         try:
             with source.open("rb") as fh:

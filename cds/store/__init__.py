@@ -7,6 +7,7 @@ SQLite by default (a file in the user's data directory, WAL mode), PostgreSQL wh
 
 from cds.errors import StoreError
 
+from .exchange import read_lines
 from .store import CaseSummary, NewEvaluation, Store, StoredEvaluation, db_url, default_db_path, migrate, open_store
 
 __all__ = [
@@ -19,4 +20,5 @@ __all__ = [
     "default_db_path",
     "migrate",
     "open_store",
+    "read_lines",
 ]
