@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cds.decide.pipeline import Evaluator, default_evaluator
+from cds.api import Evaluator, load_rules
 
 pytest.register_assert_rewrite("schemas")
 
@@ -38,7 +38,7 @@ def seeds_dir() -> Path:
 @pytest.fixture(scope="session")
 def evaluator() -> Evaluator:
     """The rule set of this checkout, compiled once for the whole session."""
-    return default_evaluator(str(RULES))
+    return load_rules(RULES)
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +49,7 @@ def ruleset(evaluator):
 @pytest.fixture(scope="session")
 def rules_with_fixtures():
     """The active rules with their fixtures (rules/tests/; evaluating never reads them)."""
-    from cds.knowledge.ruleset import load_ruleset
+    from cds.api import load_ruleset
 
     return load_ruleset(RULES, fixtures=True).rules
 

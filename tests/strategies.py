@@ -34,9 +34,9 @@ import yaml
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from cds.knowledge.ruleset import leaves, load_ruleset
+from cds.api import load_ruleset, load_vocabulary
+from cds.knowledge.ruleset import leaves
 from cds.model.facts import CYTOGENETIC_ABNORMALITIES, FACTS
-from cds.model.vocabulary import load_vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"

@@ -166,8 +166,8 @@ def test_a_nested_value_in_a_typed_field_is_described_briefly(tmp_path):
 def test_a_number_that_is_not_finite_is_named_by_its_field(text, field):
     """decode_json: the parser refuses NaN, Infinity and numbers too large for a float; the walk over the
     decoded value then names the field, as it did when it ran on every profile."""
+    from cds.api import decode_json
     from cds.errors import ProfileError
-    from cds.model.profile import decode_json
 
     with pytest.raises(ProfileError) as info:
         decode_json(text)
@@ -178,8 +178,9 @@ def test_a_number_that_is_not_finite_is_named_by_its_field(text, field):
 @pytest.mark.parametrize("depth", [31, 32, 33, 34])
 def test_nesting_at_the_depth_limit(depth):
     """The structure walk is skipped for a text with at most MAX_DEPTH brackets: it cannot nest deeper."""
+    from cds.api import decode_json
     from cds.errors import ProfileError
-    from cds.model.profile import MAX_DEPTH, decode_json
+    from cds.model.profile import MAX_DEPTH
 
     assert MAX_DEPTH == 32
     text = "[" * depth + "1" + "]" * depth  # the innermost list is at depth - 1

@@ -31,10 +31,8 @@ from pathlib import Path
 import pytest
 from conftest import PROFILES, ROOT
 
-from cds.report.build import build_report
+from cds.api import build_report, option_heading, render
 from cds.report.examples import EXAMPLE_CASES
-from cds.report.model import option_heading
-from cds.report.render import render
 
 pytestmark = pytest.mark.browser
 

@@ -22,13 +22,12 @@ from conftest import PROFILES, RULES, case_names, load_case
 from strategies import random_profiles
 
 import cds
-from cds.decide.pipeline import Evaluator
+from cds.api import Evaluator, load_ruleset
 from cds.engine import capacity
 from cds.engine.compile import BOOKKEEPING
 from cds.engine.durable import Engine, plan_rules
 from cds.engine.reference import fired_rules
 from cds.errors import EngineError, RuleSetError
-from cds.knowledge.ruleset import load_ruleset
 from cds.model.facts import FACTS, derive, engine_facts
 
 HERE = Path(__file__).resolve().parent

@@ -51,8 +51,7 @@ def test_relapse_after_car_t_counts_from_the_infusion_date(evaluator):
 
 
 def test_the_report_shows_the_infusion_date_of_a_car_t_line(evaluator):
-    from cds.report.build import build_report
-    from cds.report.render import render
+    from cds.api import build_report, render
 
     line = {**CILTA, "start_date": "2023-01-05", "infusion_date": "2023-03-06", "progression_date": "2024-02-05"}
     data = {"patient_id": "C", "age": 60, "ecog": 1, "prior_lines": [{**ASCT, "transplant_date": "2022-06-01"}, line]}
@@ -189,8 +188,7 @@ def test_best_response_of_the_last_line(evaluator):
 
 
 def test_the_report_shows_each_lines_course_stop_reason_and_intolerance(evaluator):
-    from cds.report.build import build_report
-    from cds.report.render import render
+    from cds.api import build_report, render
 
     lines = [
         {
@@ -270,8 +268,7 @@ def test_page_one_names_the_drug_not_tolerated(evaluator, case, option, rule_id,
     import json
     from pathlib import Path
 
-    from cds.report.build import build_report
-    from cds.report.render import render
+    from cds.api import build_report, render
 
     path = Path(__file__).resolve().parents[1] / "patient_profiles" / f"{case}.json"
     report = build_report(evaluator.evaluate(evaluator.parse(json.loads(path.read_text()))), "2026-12-02T00:00:00Z")
@@ -286,8 +283,7 @@ def test_early_relapse_after_asct_makes_car_t_an_option_on_single_arm_evidence(e
     import json
     from pathlib import Path
 
-    from cds.report.build import build_report
-    from cds.report.render import render
+    from cds.api import build_report, render
 
     def report(case: str):
         path = Path(__file__).resolve().parents[1] / "patient_profiles" / f"{case}.json"

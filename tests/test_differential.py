@@ -20,7 +20,7 @@ from conftest import RULES, case_names, load_case
 from hypothesis import given
 from strategies import DIFFERENTIAL_N, SETTINGS, profiles, random_fact_dicts, random_profiles
 
-from cds.decide.pipeline import Evaluator
+from cds.api import Evaluator
 from cds.engine.reference import fired_rules, for_ruleset, holds
 from cds.knowledge.fixtures import base_folder, fixture_profile
 from cds.model.facts import derive, engine_facts

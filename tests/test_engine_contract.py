@@ -166,7 +166,7 @@ def test_the_engine_reuses_one_empty_session_per_shard():
     than the matching); after a failure the session is deleted and the next evaluation gets a new one."""
     from conftest import case_names, load_case
 
-    from cds.decide.pipeline import Evaluator
+    from cds.api import Evaluator
     from cds.model.facts import derive, engine_facts
 
     evaluator = Evaluator(analyze_unknowns=False)

@@ -203,8 +203,7 @@ def test_an_erratum_on_words_the_source_does_not_print_is_caught(ruleset):
 def test_the_report_shows_an_erratum_beside_the_figure_and_in_the_json(evaluator):
     from conftest import load_case
 
-    from cds.report.build import build_report
-    from cds.report.render import render
+    from cds.api import build_report, render
 
     report = build_report(evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive"))), "2026-01-01T00:00:00Z")
     data = report.to_dict()
@@ -298,9 +297,7 @@ def test_a_level_the_registry_contradicts_is_caught(ruleset):
 def test_the_report_exports_and_prints_each_entrys_level(evaluator):
     from conftest import load_case
 
-    from cds.report.build import build_report
-    from cds.report.render import render
-    from cds.report.summary import summarize
+    from cds.api import build_report, render, summarize
 
     report = build_report(evaluator.evaluate(evaluator.parse(load_case("fit_tcr_bcma_naive"))), "2026-01-01T00:00:00Z")
     data = report.to_dict()
@@ -386,8 +383,7 @@ def test_a_restated_erratum_figure_without_its_mark_is_a_problem(ruleset, old, n
 
 def test_the_report_shows_the_erratum_mark_beside_a_restated_figure(evaluator):
     """The rule text is the report's: the mark reaches the JSON, Markdown and HTML where the rule fires."""
-    from cds.report.build import build_report
-    from cds.report.render import render
+    from cds.api import build_report, render
 
     report = build_report(evaluator.evaluate(evaluator.parse(load_case("first_relapse_len_refractory"))), "2026-01-01T00:00:00Z")
     car = next(o for o in report.options if o.id == "bcma_car_t")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from conftest import load_case
 
-from cds.report.build import build_report
+from cds.api import build_report
 
 FIXED = "2026-01-01T00:00:00Z"
 

@@ -29,7 +29,7 @@ from strategies import LONG, random_fact_dicts, random_profiles
 from test_differential import mismatches
 
 import schemas
-from cds.decide.pipeline import Evaluator
+from cds.api import Evaluator
 from cds.engine import capacity
 from cds.engine.reference import for_ruleset
 from cds.model.facts import derive, engine_facts

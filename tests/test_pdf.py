@@ -19,12 +19,10 @@ import pytest
 from conftest import PROFILES, ROOT, RULES, case_names
 from typer.testing import CliRunner
 
+from cds.api import build_report, render, summarize
 from cds.apps.cli import app
-from cds.report.build import build_report
 from cds.report.examples import EXAMPLE_CASES
 from cds.report.pdf import PdfPrinter
-from cds.report.render import render
-from cds.report.summary import summarize
 
 pytestmark = pytest.mark.browser
 

@@ -487,7 +487,8 @@ def test_validate_prints_every_problem_of_every_file(tmp_path):
 
 
 def test_new_profile_template_documents_every_field_and_validates_once_filled(tmp_path, evaluator):
-    from cds.model.profile import LINE_FIELDS, PROFILE_FIELDS, decode_json
+    from cds.api import decode_json
+    from cds.model.profile import LINE_FIELDS, PROFILE_FIELDS
     from cds.model.template import template_fields
 
     patient, line = template_fields()
@@ -513,7 +514,7 @@ def test_new_profile_template_documents_every_field_and_validates_once_filled(tm
 
 
 def test_comment_lines_keep_json_line_numbers(evaluator):
-    from cds.model.profile import decode_json
+    from cds.api import decode_json
 
     with pytest.raises(ProfileError) as info:
         decode_json('// a comment\n{\n  // another\n  "age": 1,\n}')

@@ -10,9 +10,8 @@ from conftest import PROFILES, RULES, load_case
 from typer.testing import CliRunner
 
 import schemas
+from cds.api import build_report, render
 from cds.apps.cli import app
-from cds.report.build import build_report
-from cds.report.render import render
 
 runner = CliRunner()
 FIXED = "2026-01-01T00:00:00Z"
@@ -138,7 +137,7 @@ def test_tied_scores_are_marked(evaluator):
     ],
 )
 def test_timestamp_is_normalised_to_utc(value, expected):
-    from cds.report.build import evaluation_time
+    from cds.api import evaluation_time
 
     assert evaluation_time(value) == expected
 

@@ -9,9 +9,10 @@ import pytest
 import yaml
 from conftest import RULES
 
+from cds.api import load_ruleset
 from cds.engine.durable import Engine
 from cds.errors import RuleSetError
-from cds.knowledge.ruleset import load_ruleset, parse_condition
+from cds.knowledge.ruleset import parse_condition
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from conftest import PROFILES, RULES
 
+from cds.api import load_ruleset
 from cds.knowledge.fixtures import base_folder, run_fixtures
-from cds.knowledge.ruleset import load_ruleset
 
 _RULES = {r.id: r for r in load_ruleset(RULES, fixtures=True).rules}
 

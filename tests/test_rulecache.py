@@ -12,9 +12,9 @@ import pytest
 from conftest import RULES
 
 from cds import datafile
+from cds.api import load_ruleset
 from cds.knowledge import rulecache
 from cds.knowledge import validate as validate_module
-from cds.knowledge.ruleset import load_ruleset
 
 
 @pytest.fixture

@@ -272,8 +272,8 @@ def test_every_problem_is_reported_at_once(folder, evidence_ids):
 
 def test_the_loader_and_the_check_report_the_same_problems(folder, evidence_ids):
     """One validator: load_ruleset raises with exactly the problems `cds rules check` prints (without the fixtures')."""
+    from cds.api import load_ruleset
     from cds.errors import RuleSetError
-    from cds.knowledge.ruleset import load_ruleset
 
     edit(folder, lambda rules, code: (rules[0].update(options=["nope"], when="ecog >= 7"), rules[1].update(colour="red")))
     (folder / "broken.yaml").write_text("rules: [unclosed\n")
@@ -302,8 +302,8 @@ YAML_1_1_LITERALS = {
 @pytest.mark.parametrize("when", YAML_1_1_LITERALS)
 def test_a_literal_yaml_1_1_reads_otherwise_than_yaml_1_2_is_refused(folder, when):
     """`off`, `0x1`, `010`, ... in a condition: the loader (YAML 1.1) would read false, 1, 8, ... silently."""
+    from cds.api import load_ruleset
     from cds.errors import RuleSetError
-    from cds.knowledge.ruleset import load_ruleset
 
     literal, fix = YAML_1_1_LITERALS[when]
     edit(folder, _set(0, when=when))
@@ -487,7 +487,8 @@ def test_fixtures_live_beside_the_rules_and_name_real_rules(folder):
 
 
 def test_fixtures_do_not_change_the_rule_set_hash_and_are_not_read_to_evaluate(folder):
-    from cds.knowledge.ruleset import load_ruleset, ruleset_digest
+    from cds.api import load_ruleset
+    from cds.knowledge.ruleset import ruleset_digest
 
     before = ruleset_digest(folder)
     (folder / "tests" / "tiny.yaml").write_text("not: [valid\n", encoding="utf-8")

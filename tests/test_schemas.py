@@ -131,8 +131,7 @@ def test_the_check_hook_is_active(evaluator):
     """conftest.py validates every in-process JSON report: a report that breaks its schema fails."""
     import dataclasses
 
-    from cds.report.build import build_report
-    from cds.report.render import render
+    from cds.api import build_report, render
 
     report = build_report(evaluator.evaluate(evaluator.parse(load_case("frail_ecog3"))), "2026-01-01T00:00:00Z")
     assert json.loads(render(report, "json"))["patient_id"] == report.patient_id

@@ -11,9 +11,9 @@ import pytest
 from live_server import ROOT
 
 import schemas
+from cds.api import option_heading
 from cds.apps.http.card import SUMMARY_LIMIT, build_card, md
 from cds.apps.http.openapi import text as openapi_text
-from cds.report.model import option_heading
 
 EXAMPLES = sorted((ROOT / "reports" / "examples").glob("*.json"))
 EXAMPLE_PROFILES = sorted((ROOT / "patient_profiles").glob("*.json"))

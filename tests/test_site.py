@@ -11,12 +11,10 @@ import yaml
 from conftest import PROFILES, RULES, case_names, load_case
 from typer.testing import CliRunner
 
+from cds.api import build_report, default_site, load_site, render
 from cds.apps.cli import app
 from cds.errors import SiteError
 from cds.knowledge.fixtures import apply_overrides
-from cds.knowledge.site import default_site, load_site
-from cds.report.build import build_report
-from cds.report.render import render
 
 runner = CliRunner()
 FIXED = "2026-01-01T00:00:00Z"

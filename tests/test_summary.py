@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import PROFILES, case_names, load_case
 
-from cds.report.build import build_report
+from cds.api import build_report, render, summarize
 from cds.report.model import NO_PREFERENCE, why_text
-from cds.report.render import render
-from cds.report.summary import TOP_OPTIONS, summarize
+from cds.report.summary import TOP_OPTIONS
 
 FIXED = "2026-01-01T00:00:00Z"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cds.api import Labs, PatientProfile, PriorLine
 from cds.apps.web import form as f
-from cds.model.profile import Labs, PatientProfile, PriorLine
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
