@@ -542,3 +542,22 @@ def test_crd_is_ambiguous_so_its_agents_must_be_listed(evaluator):
         line = {"regimen": "CRd", "agents": agents, "refractory_to": []}
         facts = derive(evaluator.parse(minimal(prior_lines=[line])), evaluator.vocabulary)
         assert facts["exposed_pi"].value is (agents[0] == "carfilzomib")
+
+
+def test_severe_baseline_cytopenias_are_read_by_a_rule_and_shown_on_page_one(evaluator):
+    """Clinical review CR-19: neutrophils/platelets entered as labs are facts; below the named thresholds
+    (settings, CTCAE grade 3, outside the sources) CAR-T's and the bispecifics' page-1 caution names the cytopenia."""
+    import json
+    from pathlib import Path
+
+    from cds.report.build import build_report
+
+    path = Path(__file__).resolve().parents[1] / "patient_profiles" / "tcr_severe_cytopenia.json"
+    data = json.loads(path.read_text())
+    facts = derive(evaluator.parse(data), evaluator.vocabulary)
+    assert facts["neutrophils_10e9_l"].value == 0.3 and facts["platelets_10e9_l"].value == 12
+    report = build_report(evaluator.evaluate(evaluator.parse(data)), "2026-12-02T00:00:00Z")
+    assert [o.key_caution for o in report.options[:3]] == ["CAUT-CYTO-001"] * 3
+    for labs in ({**data["labs"], "neutrophils_10e9_l": 1.5, "platelets_10e9_l": 150}, None):
+        ev = evaluator.evaluate(evaluator.parse({**data, "labs": labs}))
+        assert "CAUT-CYTO-001" not in ev.fired, labs

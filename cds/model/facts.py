@@ -161,6 +161,16 @@ _F: list[FactSpec] = [
     FactSpec("ferritin_ng_ml", "float", "Serum ferritin (ng/mL)", True, 0, 1_000_000, input_field="labs.ferritin_ng_ml"),
     FactSpec("crp_mg_l", "float", "C-reactive protein (mg/L)", True, 0, 1_000_000, input_field="labs.crp_mg_l"),
     FactSpec("igg_g_l", "float", "Serum IgG (g/L)", True, 0, 1_000_000, input_field="labs.igg_g_l"),
+    FactSpec(
+        "neutrophils_10e9_l",
+        "float",
+        "Absolute neutrophil count (x10^9/L)",
+        True,
+        0,
+        1_000_000,
+        input_field="labs.neutrophils_10e9_l",
+    ),
+    FactSpec("platelets_10e9_l", "float", "Platelet count (x10^9/L)", True, 0, 1_000_000, input_field="labs.platelets_10e9_l"),
     *[
         FactSpec(fact, "bool", f"{abn} detected", True, group="cytogenetics", input_field="cytogenetics")
         for abn, fact in CYTO_FACT.items()
@@ -415,7 +425,7 @@ def derive(
         value = getattr(profile, name)
         put(name, value, "from the profile" if value is not None else "not given in the profile: unknown")
     labs = profile.labs
-    for name in ("soluble_bcma_ng_ml", "ferritin_ng_ml", "crp_mg_l", "igg_g_l"):
+    for name in ("soluble_bcma_ng_ml", "ferritin_ng_ml", "crp_mg_l", "igg_g_l", "neutrophils_10e9_l", "platelets_10e9_l"):
         value = getattr(labs, name) if labs is not None else None
         put(name, value, "from the profile (labs)" if value is not None else "not measured/not given: unknown")
 
