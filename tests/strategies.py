@@ -24,6 +24,7 @@ environment variable ``CDS_HYPOTHESIS_PROFILE=long``. They are registered with
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -477,3 +478,26 @@ json_values = st.recursive(
     lambda children: st.one_of(st.lists(children, max_size=5), st.dictionaries(st.text(max_size=12), children, max_size=5)),
     max_leaves=30,
 )
+
+
+def close_course(profile: dict) -> dict:
+    """The profile with the course of every prior line recorded (review R12-02's property): exact dates,
+    chronological (each line 5 months, progression 1 month after its end, the next line 2 months later;
+    the evaluation date 2 months after the last progression), a best response (PR: allowed whatever
+    refractory_to says), no intolerance and a stop for progression, where the line does not give them.
+    Drawn dates are replaced, so the line order stays chronological. What is left unknown is then only
+    a field of the patient (a flag, a category, a lab, cytogenetics) or a line's refractoriness."""
+    out = json.loads(json.dumps(profile))
+    month = 0
+    for line in out["prior_lines"]:
+        for key in ("start_date", "end_date", "progression_date", "infusion_date", "transplant_date"):
+            line.pop(key, None)
+        line["start_date"] = f"{_month(month)}-15"
+        line["end_date"] = f"{_month(month + 5)}-15"
+        line["progression_date"] = f"{_month(month + 6)}-15"
+        line.setdefault("best_response", "PR")
+        line.setdefault("intolerant_to", [])
+        line["stop_reason"] = "progression"
+        month += 8
+    out["evaluation_date"] = f"{_month(month)}-15"
+    return out

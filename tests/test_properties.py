@@ -23,13 +23,15 @@ from pathlib import Path
 
 import pytest
 from conftest import PROFILES, ROOT, RULES, load_case
-from hypothesis import assume, given, note, settings
+from hypothesis import assume, event, given, note, settings
 from hypothesis import strategies as st
 from strategies import (
     BCMA_AGENTS,
     EXPONENT_NUMBERS,
     SETTINGS,
+    THRESHOLDS,
     boundary_values,
+    close_course,
     is_known_label,
     json_values,
     profiles,
@@ -521,6 +523,174 @@ def test_7_a_missing_date_makes_a_date_fact_unknown_never_false(evaluator, profi
     for name in ("bcma_car_t_relapse_within_12_months", "early_relapse_after_asct"):
         exposed = none["bcma_car_t_exposed" if name.startswith("bcma") else "prior_autologous_transplant"].value
         assert none[name].value is (None if exposed else False), f"{name} without any date: {none[name].value}"
+
+
+# --------------------------------------------------------------------------- 7b. every completion of the unknowns
+
+#: at most this many completions per profile (the product of the kept fields' values): seconds per run
+MAX_COMPLETIONS = 96
+
+
+def _domain(evaluator, profile: dict, field: str) -> list[tuple[str, object]]:
+    """The values a completion can give one unknown field, as (path, value): every value of a flag or a
+    category; for a number, each side of every threshold the rules use (t - 0.5, t, t + 0.5), its minimum
+    and a value above all; for a line's refractory_to ("prior_lines.<i>.refractory_to"), every subset of
+    its agents. Written from the profile contract and the rules' thresholds, not from cds.decide.unknowns."""
+    if field.startswith("prior_lines."):
+        i = int(field.split(".")[1])
+        parsed = evaluator.parse(profile)
+        names = [r.written for r in line_drugs(parsed.prior_lines[i], evaluator.vocabulary)]
+        return [(field, list(s)) for k in range(len(names) + 1) for s in itertools.combinations(names, k)]
+    (spec,) = [s for s in FACTS.values() if s.input_field == field]
+    if spec.type == "bool":
+        return [(field, True), (field, False)]
+    if spec.type == "enum":
+        return [(field, v) for v in spec.values]
+    lo = spec.minimum or 0.0
+    cuts = [float(t) for t in THRESHOLDS.get(spec.name, [])]
+    values = {lo, (max(cuts) if cuts else lo) + 50.0}
+    values |= {v for t in cuts for v in (t - 0.5, t, t + 0.5) if v >= lo}
+    return [(field, v) for v in sorted(values)]
+
+
+def _put(profile: dict, path: str, value) -> dict:
+    out = copy.deepcopy(profile)
+    if path.startswith("prior_lines."):
+        out["prior_lines"][int(path.split(".")[1])]["refractory_to"] = value
+    elif path.startswith("labs."):
+        out["labs"] = {**(out.get("labs") or {}), path.split(".", 1)[1]: value}
+    else:
+        out[path] = value
+    return out
+
+
+def _unknown_fields(evaluator, profile: dict) -> list[str]:
+    """The patient fields left unknown (a line's refractoriness: one field per line that does not record it)."""
+    facts = derive(evaluator.parse(profile), evaluator.vocabulary)
+    fields = {
+        s.input_field
+        for s in FACTS.values()
+        if s.input_field and facts[s.name].value is None and facts[s.name].applies and s.input_field != "cytogenetics"
+    }
+    assert not {f for f in fields if f.startswith("prior_lines[") and f != REFRACTORY_FIELD}, fields  # close_course
+    out = sorted(f for f in fields if f != REFRACTORY_FIELD)
+    if REFRACTORY_FIELD in fields:
+        out += [
+            f"prior_lines.{i}.refractory_to" for i, line in enumerate(profile["prior_lines"]) if line.get("refractory_to") is None
+        ]
+    return out
+
+
+def _reported(field: str) -> str:
+    return REFRACTORY_FIELD if field.startswith("prior_lines.") else field
+
+
+_EVALUATOR: list = []
+#: patient fields the ranking turns on (fitness, access, disease pace): left unknown and kept first
+_DECISIVE = (
+    "dialysis",
+    "creatinine_clearance_ml_min",
+    "frailty",
+    "car_t_center_access",
+    "rapidly_progressive",
+    "organ_function_adequate",
+    "active_serious_infection",
+)
+
+
+@st.composite
+def profiles_with_few_unknowns(draw) -> tuple[dict, list[str]]:
+    """A profile from profiles(), its course closed (strategies.close_course), its cytogenetics given (the
+    whole panel: a drawn set of abnormalities), and every unknown field but a few completed with a drawn
+    value, so that the kept ones have at most MAX_COMPLETIONS completions together."""
+    evaluator = _EVALUATOR[0]
+    profile = close_course(draw(st.one_of(profiles(tce_bcma_naive=True), profiles())))
+    profile.pop("cytogenetics_tested", None)
+    for field in draw(st.sets(st.sampled_from(_DECISIVE), max_size=2)):
+        profile.pop(field, None)  # left unknown more often than profiles() leaves it
+    if profile.get("cytogenetics") is None:
+        profile["cytogenetics"] = sorted(draw(st.sets(st.sampled_from(CYTOGENETIC_ABNORMALITIES), max_size=3)))
+    try:
+        fields = _unknown_fields(evaluator, profile)
+    except ProfileError:
+        assume(False)
+    order = sorted(draw(st.permutations(fields)), key=lambda f: f not in _DECISIVE)  # decisive ones kept first
+    limit = draw(st.integers(1, 4))  # one kept field: the converse is then exactly "the value that flips it is said"
+    kept, size = [], 1
+    for field in order:
+        n = len(_domain(evaluator, profile, field))
+        if len(kept) < limit and size * n <= MAX_COMPLETIONS:
+            kept.append(field)
+            size *= n
+        else:
+            path, value = draw(st.sampled_from(_domain(evaluator, profile, field)))
+            profile = _put(profile, path, value)
+    return profile, kept
+
+
+def _plausible(evaluator, completion: dict) -> bool:
+    """Review R12-15 (a product decision): dialysis with a CrCl at or above the severe renal impairment
+    threshold is no possible patient, and refractory_to [] after no response (SD/PD) is refused."""
+    crcl = completion.get("creatinine_clearance_ml_min")
+    if completion.get("dialysis") is True and crcl is not None and crcl >= evaluator.ruleset.settings[SEVERE].value:
+        return False
+    try:
+        evaluator.parse(completion)
+    except ProfileError:
+        return False
+    return True
+
+
+@settings(SETTINGS, max_examples=max(10, SETTINGS.max_examples // 2))
+@given(data=st.data())
+def test_7_every_completion_of_the_unknowns_agrees_with_the_reported_top(evaluator, data):
+    """Review R12-02: if every completion of the unknown fields gives the same top option, the report's top
+    is that option and no unknown fact is said to change it; conversely an unknown fact said to change the
+    top does so in some completion, and a fact one value of which settles another top in every completion
+    is said to change it. A brute force over the joint completions of a few unknown fields (the others
+    completed by a drawn value), independent of cds.decide.unknowns (which varies one field at a time, the
+    others left unknown). Fields coupled by plausibility (dialysis only below the severe-renal CrCl) are
+    why the converse is "in some completion", not "between two completions differing in it alone"."""
+    _EVALUATOR[:] = [evaluator]
+    profile, kept = data.draw(profiles_with_few_unknowns())
+    ev = evaluate(evaluator, profile)
+    completions = []
+    for choice in itertools.product(*(_domain(evaluator, profile, f) for f in kept)):
+        c = profile
+        for path, value in choice:
+            c = _put(c, path, value)
+        if _plausible(evaluator, c):
+            completions.append((choice, c))
+    assume(completions)
+    facts = [derive(evaluator.parse(c), evaluator.vocabulary) for _, c in completions]
+    fired = []
+    for start in range(0, len(facts), 64):
+        fired += evaluator.engine.run([engine_facts(f) for f in facts[start : start + 64]])
+    tops = [evaluator.decider.decide(f).top for f in fired]
+    said = {u.field for u in ev.unknown_facts if u.changes_top}
+    note(f"kept {kept}; {len(completions)} completions; tops {sorted(set(tops))}; report {ev.decision.top}, said {sorted(said)}")
+    event(f"{len(kept)} unknown field(s) kept")
+    event("every completion: the same top" if len(set(tops)) == 1 else "completions differ in the top")
+    event(f"{len(said)} said to change the top")
+    if len(set(tops)) == 1:
+        assert ev.decision.top == tops[0]
+        assert not said, f"every completion gives {tops[0]}, yet {sorted(said)} said to change the top"
+    # the tops of the completions that give one kept field (a line's refractory_to: one line) each value
+    by_value: dict[str, dict[str, set[str | None]]] = {}
+    for (choice, _), top in zip(completions, tops):
+        for path, value in choice:
+            by_value.setdefault(path, {}).setdefault(json.dumps(value), set()).add(top)
+    for path, tops_by_value in by_value.items():
+        for value, seen in tops_by_value.items():
+            if len(seen) == 1 and seen != {ev.decision.top}:
+                # knowing this value settles a different top: the field must be said to change it
+                assert _reported(path) in said, f"{path} = {value} gives {seen} in every completion, report {ev.decision.top}"
+    for field in said:
+        paths = [p for p in kept if _reported(p) == field]
+        assert paths, f"{field} said to change the top but not unknown"
+        assert any(seen - {ev.decision.top} for p in paths for seen in by_value[p].values()), (
+            f"{field} said to change the top; no completion gives another top"
+        )
 
 
 # --------------------------------------------------------------------------- 8. robustness of `cds evaluate`
