@@ -24,6 +24,7 @@ The public API (see `cds.api`; imported on first use, so ``import cds`` is cheap
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 __version__ = "0.1.0"
@@ -55,13 +56,22 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cds' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+def lazy_attributes(namespace: dict[str, Any], exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module's ``__getattr__`` for names defined elsewhere (`exports`: name -> module), imported on first use
+    and then kept in the module's `namespace` (its globals()); used by cds and cds.api."""
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
+
+
+__getattr__ = lazy_attributes(globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:

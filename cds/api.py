@@ -12,7 +12,6 @@ Everything is imported on first use, so that ``import cds`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -174,11 +173,6 @@ if TYPE_CHECKING:
     from cds.report.view import tied_text as tied_text
     from cds.resources import rules_dir as rules_dir
 else:
+    from cds import lazy_attributes
 
-    def __getattr__(name: str) -> Any:
-        module = _REEXPORTS.get(name)
-        if module is None:
-            raise AttributeError(f"module 'cds.api' has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value
-        return value
+    __getattr__ = lazy_attributes(globals(), _REEXPORTS)
