@@ -121,3 +121,19 @@ def test_documented_intermediate_frailty_at_ecog_1_cautions_car_t_on_page_one(ev
     assert "intermediate frailty: confirm fitness before CAR-T" in render(report, "markdown").split("## Facts to obtain")[0]
     fit = build_report(evaluator.evaluate(evaluator.parse({**data, "frailty": "fit"})), "2026-12-02T00:00:00Z")
     assert "CAUT-CART-003" not in {c.rule_id for o in fit.options for c in o.cautions}
+
+
+def test_the_standard_combination_fitness_reason_does_not_name_car_t_where_car_t_is_excluded(evaluator):
+    """Clinical review CR-17: FIT-STD-001's Why is true where CAR-T is excluded (frail_79_two_lines_tcr)."""
+    import json
+    from pathlib import Path
+
+    from cds.report.build import build_report
+    from cds.report.render import render
+
+    path = Path(__file__).resolve().parents[1] / "patient_profiles" / "frail_79_two_lines_tcr.json"
+    ev = evaluator.evaluate(evaluator.parse(json.loads(path.read_text())))
+    assert "FIT-STD-001" in ev.fired
+    page1 = render(build_report(ev, "2026-12-02T00:00:00Z"), "markdown").split("## Facts to obtain")[0]
+    assert "+20 Renal impairment, or older or less fit, before the bispecifics' indication" in page1
+    assert "contraindication to CAR-T" not in page1
