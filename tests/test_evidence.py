@@ -391,3 +391,17 @@ def test_the_report_shows_the_erratum_mark_beside_a_restated_figure(evaluator):
     assert "48.5% [erratum: 48.6%]" in reason.text
     for fmt in ("markdown", "html", "json"):
         assert "48.5% [erratum: 48.6%]" in render(report, fmt), fmt
+
+
+def test_cartitude2_cohort_c_neurotoxicity_carries_its_probable_erratum():
+    """Clinical review CR-18: S001's 'neurotoxicity 15%' stays as printed; the entry names the publication's ICANS figures."""
+    from pathlib import Path
+
+    import yaml
+
+    entries = yaml.safe_load((Path(__file__).resolve().parents[1] / "rules" / "evidence" / "car_t.yaml").read_text())
+    entry = next(e for e in entries["entries"] if e["id"] == "CARTITUDE-2C.S001.TABLE2")
+    assert {"measure": "neurotox_grade3plus", "value": "15%"} in entry["figures"]
+    erratum = next(c for c in entry["conflicts"] if c.get("kind") == "erratum" and c.get("measure") == "neurotox_grade3plus")
+    assert erratum["printed"] in entry["quote"] and erratum["certain"] is False
+    assert "grade 3-4 in 2 (10%)" in erratum["published"] and "Blood 2023;141:219-230" in erratum["reference"]
