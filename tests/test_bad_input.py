@@ -189,3 +189,31 @@ def test_nesting_at_the_depth_limit(depth):
     else:
         with pytest.raises(ProfileError, match="nested too deeply"):
             decode_json(text)
+
+
+def test_every_problem_of_a_first_draft_in_one_pass(tmp_path):
+    """A new user's first draft (notes/newuser.md): the regimen label in refractory_to is reported in the same
+    pass as the broken agents list, naming the label's agents, and "M" for sex gets a suggestion."""
+    draft = {
+        "patient_id": "clinic-72M",
+        "age": 72,
+        "sex": "M",
+        "ecog": 1,
+        "prior_lines": [
+            {"regimen": "VRd", "agents": ["bortezomib", "lenalidamide", "dexamethasone"], "refractory_to": ["len"]},
+            {"regimen": "DPd", "agents": ["daratumamab", "pomalidomide", "dex"], "refractory_to": ["DPd", "pomalidomid"]},
+        ],
+    }
+    path = tmp_path / "draft.json"
+    path.write_text(json.dumps(draft), encoding="utf-8")
+    result = runner.invoke(app, ["validate", str(path), "--rules", str(RULES)])
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "prior_lines[1].agents[0]: unknown drug 'daratumamab'" in out
+    assert (
+        "prior_lines[1].refractory_to[0]: 'DPd' is a regimen label, not an agent: name the agents of it the line was "
+        "refractory to (DPd is daratumumab, pomalidomide, dexamethasone)" in out
+    )
+    assert "prior_lines[1].refractory_to[1]: unknown drug 'pomalidomid'; did you mean pomalidomide" in out
+    assert "prior_lines[0].refractory_to" not in out  # 'len' names lenalidamide once that typo is fixed
+    assert "sex: \"M\" is not one of 'female', 'male' or 'other'; did you mean 'male'?" in out

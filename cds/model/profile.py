@@ -327,6 +327,8 @@ def _enum_suggestion(value: object, allowed: tuple[str, ...]) -> str:
     if key in folded:
         return f"; did you mean {folded[key]!r}?"
     close = difflib.get_close_matches(key, list(folded), n=2, cutoff=0.6)
+    if not close and key:  # an abbreviation: "M" for male
+        close = [a for a in folded if a.startswith(key)][:1] if sum(a.startswith(key) for a in folded) == 1 else []
     return f"; did you mean {' or '.join(repr(folded[c]) for c in close)}?" if close else ""
 
 
@@ -503,6 +505,24 @@ def _labels_inside(label: str, vocabulary: Vocabulary) -> list[str]:
     return out
 
 
+def _not_a_drug(name: str, key: str, trial: set[str], vocabulary: Vocabulary) -> str | None:
+    """Why an entry of refractory_to / intolerant_to (`key`) can name no agent whatever the line's agents are, or None.
+
+    `trial`: the line's investigational agents as written, lower case."""
+    if vocabulary.resolve(name) is not None or name.strip().lower() in trial:
+        return None
+    reg = vocabulary.regimen(name)
+    if reg is not None:
+        return (
+            f"{quoted(name)} is a regimen label, not an agent: name the agents of it the line was {key.split('_')[0]} to "
+            f"({reg.label} is {', '.join(reg.agents)})"
+        )
+    sugg = vocabulary.suggestions(name)
+    if sugg:
+        return f"unknown drug {quoted(name)}; did you mean {', '.join(sugg)}?"
+    return None  # perhaps an investigational agent of the line: checked against the line's agents
+
+
 def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
     out: list[Problem] = []
     where = f"prior_lines[{i}]"
@@ -597,16 +617,28 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                         "label (more is fine) or leave 'agents' out",
                     )
                 )
+    broken = agents is not None and (not isinstance(agents, list) or len(drugs) != len(agents))
+    trial = {
+        a["investigational"].strip().lower()
+        for a in (agents if isinstance(agents, list) else ())
+        if isinstance(a, dict) and isinstance(a.get("investigational"), str)
+    }
     for key in ("refractory_to", "intolerant_to"):
         names = line.get(key)
-        if not isinstance(names, list) or (agents is not None and (not isinstance(agents, list) or len(drugs) != len(agents))):
-            continue  # a broken agents list: its own problems are reported
+        if not isinstance(names, list):
+            continue
         taken: set[str] = set()
         for j, name in enumerate(names):
             if not isinstance(name, str):
                 continue
-            d = _named(name, drugs, vocabulary)
             field = f"{where}.{key}[{j}]"
+            wrong = _not_a_drug(name, key, trial, vocabulary)
+            if wrong is not None:
+                out.append((field, wrong))
+                continue
+            if broken:
+                continue  # which agents the line has is not known yet: the agents list's own problems are reported
+            d = _named(name, drugs, vocabulary)
             if d is None:
                 listed = ", ".join(printable(r.written) for r in drugs)
                 out.append(
