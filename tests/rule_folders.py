@@ -5,8 +5,9 @@ file under a new family name, family code and rule IDs (``CAUT-CART-001`` -> ``C
 same options, citations and fixtures (inline, or in ``tests/<family>.yaml`` keyed by rule ID). Every second copy has its thresholds shifted so that its
 conditions differ from the original's while every fixture still holds: on an integer fact the
 comparison is rewritten to an equivalent one with another operator (``ecog >= 3`` -> ``ecog > 2``),
-on a number it moves 0.05 outward (``crp_mg_l >= 50`` -> ``crp_mg_l >= 49.95``,
-``creatinine_clearance_ml_min < 30`` -> ``... < 29.95``), named settings written out as numbers.
+on a number it moves 0.005 (``crp_mg_l >= 50`` -> ``crp_mg_l >= 49.995``,
+``creatinine_clearance_ml_min < 30`` -> ``... < 29.995``: less than the finest step a boundary fixture
+takes, 0.01, e.g. neutrophils 0.99 against ``< 1.0``), named settings written out as numbers.
 
 ``python tests/rule_folders.py DST FACTOR`` writes one from the command line.
 """
@@ -24,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"
 
 _COMPARISON = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(<=|>=|<|>)\s*(\S+)\s*$")
-# (integer fact: equivalent operator and literal) / (number: literal moved 0.05 outward)
+# (integer fact: equivalent operator and literal) / (number: literal moved 0.005)
 _INTEGER = {">=": (">", -1), ">": (">=", 1), "<=": ("<", 1), "<": ("<=", -1)}
-_NUMBER = {">=": -0.05, ">": 0.05, "<=": 0.05, "<": -0.05}
+_NUMBER = {">=": -0.005, ">": 0.005, "<=": 0.005, "<": -0.005}
 
 
 def _fact_types() -> dict[str, str]:
