@@ -211,3 +211,38 @@ def test_markdown_appendix_puts_every_rule_item_on_its_own_line(evaluator, case)
             assert f"\n- **{r.rule_id}** " in appendix, (x.id, r.rule_id)
     assert items > 1
     assert not re.search(r"\S- \*\*[A-Z]+-", appendix), "a rule item runs onto the line before it"
+
+
+def test_a_fact_evaluated_false_is_not_listed_as_not_shown_by_any_line(tmp_path):
+    """notes/newuser.md finding A: 'Early relapse after ASCT' = no was worked out from line 1's transplant and
+    progression dates; listing it under "no prior line shows it" reads as if the transplant was missed."""
+    profile = {
+        "patient_id": "clinic-72M",
+        "age": 72,
+        "sex": "male",
+        "ecog": 1,
+        "cytogenetics": ["t(4;14)"],
+        "prior_lines": [
+            {
+                "regimen": "VRd",
+                "agents": ["bortezomib", "lenalidomide", "dexamethasone", "melphalan"],
+                "autologous_transplant": True,
+                "start_date": "2019-01",
+                "transplant_date": "2019-06",
+                "progression_date": "2022-03",
+                "refractory_to": ["lenalidomide"],
+            },
+            {"regimen": "DPd", "start_date": "2022-04", "end_date": "2024-06", "refractory_to": ["daratumumab"]},
+        ],
+    }
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(profile), encoding="utf-8")
+    for fmt in ("markdown", "html"):
+        result = cli("evaluate", str(path), "--format", fmt, "--timestamp", FIXED)
+        assert result.exit_code == 0, result.stderr
+        text = re.sub(r"<[^>]+>", "", result.stdout)
+        shown_line = next(t for t in text.splitlines() if t.startswith("No prior line shows"))
+        assert "Early relapse after ASCT" not in shown_line, shown_line
+        row = next(t for t in text.splitlines() if "Early relapse after ASCT" in t and "later than 12 months" in t)
+        assert "transplant 2019-06 to progression 2022-03" in row
+        assert "Also does not apply" not in text

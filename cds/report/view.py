@@ -167,19 +167,23 @@ def case_inputs(inputs: dict[str, Any], evaluation_date: dict[str, Any] | None =
 
 
 def case_facts(derived: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Derived facts for the case summary: the key ones and every one that holds (or is a count,
-    or unknown) with how it was derived; then the other ones that do not hold, by name only."""
+    """Derived facts for the case summary: the key ones and every one that holds (or is a count, or
+    unknown, or was worked out as false from the lines) with how it was derived; then, by name only, the
+    other ones that are false because no prior line shows them, and those that do not apply."""
     by_name = {f["name"]: f for f in derived}
     names = [n for n in _CASE_FACT_ORDER if n in by_name]
     names += [f["name"] for f in derived if f["name"] not in names and f["origin"] == "derived"]
     shown: list[dict[str, Any]] = []
-    absent: list[dict[str, Any]] = []
+    absent: list[dict[str, Any]] = []  # false because no prior line shows it
+    inapplicable: list[dict[str, Any]] = []  # about a therapy or event the patient did not have
     no_intolerance = True
     unknown_intolerance: list[str] = []  # explanations of the unknown ones: one row for all of them
     for name in names:
         f = by_name[name]
         row = {"name": name, "description": f["description"], "value": f["value"], "explanation": f["explanation"]}
-        does_not_apply = (f["value"] is False and name not in _KEY_CASE_FACTS) or not f.get("applies", True)
+        not_applicable = not f.get("applies", True)
+        not_shown = f["value"] is False and name not in _KEY_CASE_FACTS and _not_shown_by_a_line(f["explanation"])
+        does_not_apply = not_applicable or not_shown
         if name.startswith("intolerant_"):
             if does_not_apply:
                 continue  # one entry below for all of them
@@ -188,7 +192,7 @@ def case_facts(derived: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
                 if name.removeprefix("intolerant_") in _INTOLERANCE_CLASSES:  # a drug's is part of its class's
                     unknown_intolerance.append(f["explanation"].removeprefix("unknown: "))
                 continue
-        (absent if does_not_apply else shown).append(row)
+        (inapplicable if not_applicable else absent if not_shown else shown).append(row)
     if unknown_intolerance:
         prefix = "intolerance not recorded for "
         agents = [e.removeprefix(prefix) for e in unknown_intolerance if e.startswith(prefix)]
@@ -204,7 +208,17 @@ def case_facts(derived: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
         )
     if no_intolerance and any(n.startswith("intolerant_") for n in names):
         absent.append({"name": "intolerant_", "description": "Intolerance (no line records an agent stopped for toxicity)"})
-    return {"shown": shown, "absent": absent}
+    return {"shown": shown, "absent": absent, "inapplicable": inapplicable}
+
+
+#: how the explanation of a fact that is false because no prior line shows it begins (cds/model/facts.py);
+#: a fact worked out as false from the lines (e.g. early relapse after ASCT: later than 12 months) is shown
+#: in the table with its derivation instead
+_NOT_SHOWN_PREFIXES = ("no line ", "no prior ", "no bispecific line ")
+
+
+def _not_shown_by_a_line(explanation: str) -> bool:
+    return not explanation or explanation.startswith(_NOT_SHOWN_PREFIXES)
 
 
 #: the intolerance facts of a class (each drug's intolerance fact is part of its class's)
