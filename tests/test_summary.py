@@ -473,3 +473,22 @@ def test_page1_first_is_only_for_a_caution_that_warns(tmp_path):
     assert any(
         "[PROD-BSAB-001]" in p and "page1_first: only a caution rule not marked favourable" in p for p in info.value.problems
     )
+
+
+def test_a_line_without_end_date_followed_by_a_later_line_is_not_ongoing(evaluator):
+    """notes/newuser.md finding C: line 1 (no end_date) read "2019-01 – ongoing" although line 2 started later.
+    It ended by the next line's start (no date is invented); only the last line can be ongoing."""
+    data = load_case("unknowns_not_assessed")
+    data["prior_lines"][0].update(start_date="2019-01", progression_date="2022-03")
+    data["prior_lines"][0].pop("end_date", None)
+    data["prior_lines"][1].update(start_date="2022-04")
+    data["prior_lines"][1].pop("end_date", None)
+    data["prior_lines"][2].pop("start_date", None)
+    data["prior_lines"][2].pop("end_date", None)
+    report = build_report(evaluator.evaluate(evaluator.parse(data)), FIXED)
+    html = render(report, "html")
+    md = render(report, "markdown")
+    for text in (html[: html.index('class="appendix"')], md):
+        assert "2019-01 \u2013 by 2022-04 \u00b7 PD 2022-03" in text
+        assert "2022-04 \u2013 end not recorded" in text  # line 3 has no start date: when line 2 ended is unknown
+        assert "ongoing" not in text

@@ -75,12 +75,24 @@ def _wrap2(text: str, limit: int) -> list[str]:
     return [first, _clip(rest, limit)] if rest else [first]
 
 
-def dates(line: dict[str, Any]) -> str:
-    """'2021-03 – 2022-08 · VGPR · progression 2022-09' from what the line records ('' if nothing)."""
+def dates(line: dict[str, Any], following: dict[str, Any] | None = None) -> str:
+    """'2021-03 – 2022-08 · VGPR · progression 2022-09' from what the line records ('' if nothing).
+
+    `following`: the next line, if any. A line without end_date is "ongoing" only when it is the last one;
+    before a later line it ended by that line's start ("by 2022-04"), or "end not recorded" when that line
+    has no start date either (no end date is made up)."""
     start, end = line.get("start_date"), line.get("end_date")
+    if end:
+        shown_end = end
+    elif following is None:
+        shown_end = "ongoing"
+    elif following.get("start_date"):
+        shown_end = f"by {following['start_date']}"
+    else:
+        shown_end = "end not recorded"
     parts = []
     if start or end:
-        parts.append(f"{start or '?'} \u2013 {end or 'ongoing'}" if start else f"until {end}")
+        parts.append(f"{start or '?'} \u2013 {shown_end}" if start else f"until {end}")
     if line.get("best_response"):
         parts.append(str(line["best_response"]))
     if line.get("progression_date"):
@@ -93,6 +105,7 @@ def layout(lines: list[dict[str, Any]]) -> dict[str, Any]:
     two_line_labels = any(len(_wrap2(line["regimen"] or "", REGIMEN_CHARS)) > 1 for line in lines)
     top = TOP if two_line_labels else TOP - 13
     dated = any(dates(line) for line in lines)
+    following: list[dict[str, Any] | None] = [*lines[1:], None]
     dates_y = top  # the row under the regimen label (the agents move down one row)
     if dated:
         top += 13
@@ -143,7 +156,7 @@ def layout(lines: list[dict[str, Any]]) -> dict[str, Any]:
                 "regimen": [{"text": t, "y": 30 + k * 13} for k, t in enumerate(_wrap2(regimen, REGIMEN_CHARS))],
                 "regimen_full": regimen,
                 "regimen_clipped": " ".join(_wrap2(regimen, REGIMEN_CHARS)) != " ".join(regimen.split()),
-                "dates": dates(line),
+                "dates": dates(line, following[i]),
                 "dates_y": dates_y,
                 "chips": chips,
                 "asct": line["autologous_transplant"],

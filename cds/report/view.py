@@ -339,13 +339,13 @@ def course(line: dict[str, Any]) -> str:
 
 
 def _lines_view(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    for line in lines:
+    for i, line in enumerate(lines):
         agents = line["agents"]
         for a in agents:
             a["colour"] = CATEGORY_COLOUR[a["category"]]
             a["category_label"] = CATEGORY_LABEL[a["category"]]
             a["alias"] = a["name"] if a["name"].lower() != a["generic"] else None
-        line["dates"] = line_dates(line)
+        line["dates"] = line_dates(line, lines[i + 1] if i + 1 < len(lines) else None)
         line["course"] = course(line)
         line["class_summary"] = ", ".join(
             f"{CATEGORY_LABEL[c]}{' (R)' if any(x['refractory'] for x in agents if x['category'] == c) else ''}"
