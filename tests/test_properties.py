@@ -625,6 +625,9 @@ def profiles_with_few_unknowns(draw) -> tuple[dict, list[str]]:
         else:
             path, value = draw(st.sampled_from(_domain(evaluator, profile, field)))
             profile = _put(profile, path, value)
+    # a drawn completion can make the profile one the contract refuses (refractory_to [] after a best
+    # response of SD or PD): that is no patient, so no example (the evaluation below would raise)
+    assume(_plausible(evaluator, profile))
     return profile, kept
 
 
