@@ -137,3 +137,23 @@ def test_the_standard_combination_fitness_reason_does_not_name_car_t_where_car_t
     page1 = render(build_report(ev, "2026-12-02T00:00:00Z"), "markdown").split("## Facts to obtain")[0]
     assert "+20 Renal impairment, or older or less fit, before the bispecifics' indication" in page1
     assert "contraindication to CAR-T" not in page1
+
+
+def test_the_fitness_rule_text_states_the_order_the_cases_rank(evaluator):
+    """Review CR-8: FIT-CART-001's rationale said CAR-T lands above the GPRC5D bispecific while the ranked
+    table of the same report put it below (review R12-17's product decision). The text now says "below";
+    in every case where the rule fires for a BCMA-naive patient with both bispecifics ranked, the order agrees."""
+    from conftest import case_names
+
+    text = " ".join(evaluator.ruleset.rule("FIT-CART-001").rationale.split())
+    assert "below the GPRC5D bispecific" in text and "above the GPRC5D bispecific" not in text
+    checked = 0
+    for name in case_names():
+        ev = evaluate(evaluator, name)
+        order = ev.decision.order
+        if "FIT-CART-001" not in ev.fired or ev.facts["bcma_exposed"].value is not False:
+            continue
+        if {"bcma_car_t", "gprc5d_bispecific", "bcma_bispecific"} <= set(order):
+            assert order.index("bcma_bispecific") < order.index("gprc5d_bispecific") < order.index("bcma_car_t"), name
+            checked += 1
+    assert checked >= 3, checked
