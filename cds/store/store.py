@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Engine, RowMapping, bindparam, create_engine, event, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, make_url
@@ -235,11 +235,12 @@ class _Checkpointer:
         """
         raw = self.engine.raw_connection()
         try:
+            db = cast(sqlite3.Connection, raw.driver_connection)  # a checkpointer exists only for an SQLite engine (Store)
             for _ in range(rounds):
-                _busy, logged, copied = raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # type: ignore[union-attr]
+                _busy, logged, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if logged >= SQLITE_LOG_LIMIT_FRAMES:
                     with self.write_lock:
-                        raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # type: ignore[union-attr]
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     return
                 if copied >= logged:
                     return
