@@ -141,7 +141,11 @@ _PRIMED_SLOTS = 6  # a state pool starts with 8 slots, slot 0 unused, and grows 
 
 
 def _dumps(value: list[dict[str, Any]] | dict[str, Any]) -> str:
-    text = _ENCODE(value)
+    return _engine_json(_ENCODE(value))
+
+
+def _engine_json(text: str) -> str:
+    """JSON text as durable-rules' reader takes it: a number in exponent form gets its decimal point."""
     if "e+" in text or "e-" in text:  # Python's float repr always signs the exponent
         text = _BARE_EXPONENT.sub(r"\1.0", text)
     return text
@@ -189,10 +193,7 @@ def _fact_text(number: int, items: list[str], scope: str, sid: str) -> str:
 
 def _payload(facts: list[str]) -> str:
     """The facts' texts as one JSON array, numbers in exponent form written as `_dumps` writes them."""
-    text = f"[{','.join(facts)}]"
-    if "e+" in text or "e-" in text:  # Python's float repr always signs the exponent
-        text = _BARE_EXPONENT.sub(r"\1.0", text)
-    return text
+    return _engine_json(f"[{','.join(facts)}]")
 
 
 def _code(exc: BaseException) -> str:
