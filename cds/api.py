@@ -70,6 +70,85 @@ def check_rules(
     return _check(folder, profiles, run_fixtures=run_fixtures, runner=runner, capacity=capacity_problems)
 
 
+# ---------------------------------------------------------------------------- the maintenance and cohort commands
+#
+# What the command line's other commands do with the internals, each as one function named for what it gives.
+
+
+def engine_problem() -> str | None:
+    """One line saying why the installed durable-rules cannot be used (not the pinned release), or None.
+    `cds` checks it before any command (exit 3)."""
+    from cds.engine.pin import problem
+
+    return problem()
+
+
+def rules_table(ruleset: RuleSet) -> str:
+    """`cds rules list`: every rule (active, then retired) as a text table: ID, family, kind, option(s), title."""
+    from cds.knowledge.check import format_table, list_rows
+
+    return format_table(("ID", "FAMILY", "KIND", "OPTION", "TITLE"), list_rows(ruleset))
+
+
+def refresh_review_lock(directory: str | os.PathLike[str]) -> tuple[Path, int, list[str]]:
+    """`cds rules lock`: rewrite the rule folder's review lock from its rule files. Returns (the lock file, rules
+    locked, refusals): nothing is written while a changed rule keeps its old last_reviewed (each refusal names it)."""
+    from cds.knowledge.reviewlock import LOCK_NAME, refresh
+
+    folder = Path(directory)
+    count, refusals = refresh(folder)
+    return folder / LOCK_NAME, count, refusals
+
+
+def examples_out_of_date(output_dir: str | os.PathLike[str], expected: dict[str, str]) -> list[str]:
+    """`cds examples --check`: one line per example file that differs from `expected` (`render_examples`), then how
+    to regenerate them; empty when the folder is up to date."""
+    from cds.report.examples import REGENERATE_COMMAND, stale
+
+    problems = stale(Path(output_dir), expected)
+    if problems:
+        problems.append(f"examples are out of date; regenerate with: {REGENERATE_COMMAND}")
+    return problems
+
+
+def check_cohort_input(source: str | os.PathLike[str]) -> None:
+    """The input of `cds batch`, `cds board` and `cds diff-rules` (a JSONL file or a folder of profiles) exists and
+    can be read; InputError (exit 2) before anything starts."""
+    from cds.cohort.batch import check_input
+
+    check_input(Path(source))
+
+
+def record_options(site: str | None, reports: str | None, report_format: str) -> RecordOptions | None:
+    """What `cds batch` (and `cds board`) add to each record: availability at the `site` file, a report per patient
+    (as `report_format`) in the folder `reports`, which is checked here (new or empty); None: neither."""
+    from cds.cohort.batch import RecordOptions
+    from cds.cohort.reports import ReportOptions, check_reports_dir
+
+    report_options = None
+    if reports is not None:
+        folder = check_reports_dir(reports, report_format)
+        report_options = ReportOptions(directory=str(folder.resolve()), fmt=report_format, site=site)
+    if site is None and report_options is None:
+        return None
+    return RecordOptions(site=site, reports=report_options)
+
+
+def load_rules_for_diff(directory: str | os.PathLike[str] | None) -> Evaluator:
+    """A rule folder compiled as `cds diff-rules` compares it (the ranking only: no analysis of unknown facts), once
+    per process; `run_diff`'s workers use the same one."""
+    from cds.cohort.batch import evaluator_for
+
+    return evaluator_for(str(directory) if directory is not None else None, False)
+
+
+def diff_row_json(row: dict[str, Any]) -> str:
+    """A changed patient of `run_diff` as `cds diff-rules --output` writes it: one JSON line (as `cds batch`'s)."""
+    from cds.cohort.batch import json_line
+
+    return json_line(row)
+
+
 # ---------------------------------------------------------------------------- what else the applications use
 #
 # The parts of the package the applications (cds.apps: the CLI, the HTTP service, the case pages) need beyond
@@ -127,16 +206,34 @@ _REEXPORTS: dict[str, str] = {
     # many patients
     "build_board": "cds.cohort.board",  # `cds board`: one page for a tumor board's cases
     "render_board": "cds.report.render",
+    "count_records": "cds.cohort.batch",  # the records of a cohort input (None: too many to count first)
+    "run_batch": "cds.cohort.batch",  # `cds batch`: every record evaluated, one result line each, in input order
+    "RecordOptions": "cds.cohort.batch",  # see `record_options`
+    "run_diff": "cds.cohort.batch",  # `cds diff-rules`: every record under two rule sets; the changed ones streamed
+    "diff_row_text": "cds.cohort.batch",  # a changed patient of `run_diff` as the cells of the table on stdout
+    # the maintenance commands (with the functions above)
+    "show_rule": "cds.knowledge.check",  # `cds rules show`: one rule in plain language
+    "profile_template": "cds.model.template",  # `cds new-profile`: the commented template
+    "apply_overrides": "cds.interop.fhir.overrides",  # `cds import-fhir --with`: a partial profile over the import
+    "render_examples": "cds.report.examples",  # `cds examples`: the example reports, at the fixed time
+    "write_examples": "cds.report.examples",  # ... written (only the files the command wrote before are replaced)
 }
 
 if TYPE_CHECKING:
+    from cds.cohort.batch import RecordOptions as RecordOptions
+    from cds.cohort.batch import count_records as count_records
+    from cds.cohort.batch import diff_row_text as diff_row_text
+    from cds.cohort.batch import run_batch as run_batch
+    from cds.cohort.batch import run_diff as run_diff
     from cds.cohort.board import build_board as build_board
     from cds.decide.pipeline import Evaluation as Evaluation
     from cds.decide.pipeline import Evaluator as Evaluator
     from cds.interop.fhir import import_bundle as import_bundle
+    from cds.interop.fhir.overrides import apply_overrides as apply_overrides
     from cds.interop.inputs import is_fhir as is_fhir
     from cds.interop.inputs import load_input as load_input
     from cds.interop.inputs import validate_imported as validate_imported
+    from cds.knowledge.check import show_rule as show_rule
     from cds.knowledge.ruleset import RuleSet as RuleSet
     from cds.knowledge.ruleset import load_ruleset as load_ruleset
     from cds.knowledge.site import Site as Site
@@ -153,9 +250,12 @@ if TYPE_CHECKING:
     from cds.model.profile import decode_json as decode_json
     from cds.model.profile import json_problem as json_problem
     from cds.model.profile import read_input_file as read_input_file
+    from cds.model.template import profile_template as profile_template
     from cds.model.vocabulary import load_vocabulary as load_vocabulary
     from cds.report.build import build_card_data as build_card_data
     from cds.report.build import build_report as build_report
+    from cds.report.examples import render_examples as render_examples
+    from cds.report.examples import write_examples as write_examples
     from cds.report.model import Report as Report
     from cds.report.model import option_heading as option_heading
     from cds.report.model import short_title as short_title

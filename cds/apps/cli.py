@@ -45,8 +45,7 @@ if TYPE_CHECKING:  # imported where used: `cds --help` and `cds evaluate` do not
 
     from rich.progress import Progress
 
-    from cds.api import Evaluator, RuleSet
-    from cds.cohort.batch import RecordOptions
+    from cds.api import Evaluator, RecordOptions, RuleSet
 
 _T = TypeVar("_T")
 
@@ -468,8 +467,7 @@ def new_profile(
     """Write a commented profile template: every field with what it means; fill it in, then `cds validate` it."""
 
     def go() -> None:
-        from cds.api import load_vocabulary, rules_dir
-        from cds.model.template import profile_template
+        from cds.api import load_vocabulary, profile_template, rules_dir
 
         if output is not None and not force and os.path.lexists(os.path.expanduser(output)):
             raise InputError(f"{output}: exists; use --force to overwrite it")
@@ -519,8 +517,7 @@ def import_fhir(
     def go() -> None:
         import json
 
-        from cds.api import decode_json, import_bundle, load_rules, read_input_file, validate_imported
-        from cds.interop.fhir.overrides import apply_overrides
+        from cds.api import apply_overrides, decode_json, import_bundle, load_rules, read_input_file, validate_imported
 
         out = OutputFile(output)
         report_out = OutputFile(report, "--report") if report is not None else None
@@ -557,9 +554,9 @@ def rules_list(rules: Annotated[Path | None, _rules_option()] = None) -> None:
     """Every rule: ID, family, kind, option(s), title."""
 
     def go() -> None:
-        from cds.knowledge.check import format_table, list_rows
+        from cds.api import rules_table
 
-        write_stdout(format_table(("ID", "FAMILY", "KIND", "OPTION", "TITLE"), list_rows(_load_rules(rules))))
+        write_stdout(rules_table(_load_rules(rules)))
 
     _run(go)
 
@@ -572,7 +569,7 @@ def rules_show(
     """One rule in plain language: condition, effect, rationale, evidence with quotes, fixtures (rules/tests/)."""
 
     def go() -> None:
-        from cds.knowledge.check import show_rule
+        from cds.api import show_rule
 
         write_stdout(show_rule(_load_rules(rules, fixtures=True), rule_id.strip()))
 
@@ -620,18 +617,16 @@ def rules_lock(rules: Annotated[Path | None, _rules_option()] = None) -> None:
     """Refresh rules/review.lock after reviewing changed rules (refused while a changed rule keeps its old last_reviewed)."""
 
     def go() -> None:
-        from cds.api import rules_dir
-        from cds.knowledge.reviewlock import LOCK_NAME, refresh
+        from cds.api import refresh_review_lock, rules_dir
 
         _check_folder(rules, "--rules")
-        folder = rules or rules_dir()
-        count, refusals = refresh(folder)
+        lock, count, refusals = refresh_review_lock(rules or rules_dir())
         for line in refusals:
             _say(line)
         if refusals:
-            typer.echo(f"{LOCK_NAME} not written: {len(refusals)} rule(s) changed without a newer last_reviewed", err=True)
+            typer.echo(f"{lock.name} not written: {len(refusals)} rule(s) changed without a newer last_reviewed", err=True)
             raise typer.Exit(EXIT_FINDINGS)
-        typer.echo(f"wrote {folder / LOCK_NAME}: {count} rules", err=True)
+        typer.echo(f"wrote {lock}: {count} rules", err=True)
 
     _run(go)
 
@@ -650,7 +645,7 @@ def examples(
     """Regenerate the example reports (HTML, Markdown, JSON) in reports/examples at a fixed time."""
 
     def go() -> None:
-        from cds.report.examples import REGENERATE_COMMAND, render_examples, stale, write_examples
+        from cds.api import examples_out_of_date, render_examples, write_examples
 
         if not profiles.is_dir():
             raise InputError(f"--profiles {profiles}: no such folder (run from the checkout root or pass --profiles)")
@@ -659,11 +654,10 @@ def examples(
         _check_folder(rules, "--rules")
         expected = render_examples(profiles, rules)
         if check:
-            problems = stale(output_dir, expected)
-            for p in problems:
+            problems = examples_out_of_date(output_dir, expected)
+            for p in problems:  # each stale file, then how to regenerate them
                 typer.echo(p, err=True)
             if problems:
-                typer.echo(f"examples are out of date; regenerate with: {REGENERATE_COMMAND}", err=True)
                 raise typer.Exit(EXIT_FINDINGS)
             typer.echo(f"{len(expected)} example files up to date in {output_dir}", err=True)
             return
@@ -753,7 +747,7 @@ def _with_progress(label: str, source: Path, quiet: bool, work: Callable[[Callab
     """Run work(advance) under a progress bar (terminal only)."""
     import time
 
-    from cds.cohort.batch import count_records
+    from cds.api import count_records
 
     shown = _progress(lambda: count_records(source), quiet)
     if shown is None:
@@ -791,8 +785,7 @@ def _record_options(
     reports: str | None, report_format: Format | None, site: Path | None, evaluator: "Evaluator"
 ) -> "RecordOptions | None":
     """--reports/--format/--site of `cds batch` (and `cds board`), checked before anything is written."""
-    from cds.cohort.batch import RecordOptions
-    from cds.cohort.reports import ReportOptions, check_reports_dir
+    from cds.api import record_options
 
     if report_format is not None and reports is None:
         raise InputError("--format: applies to the --reports files; give --reports DIR")
@@ -800,14 +793,7 @@ def _record_options(
         from cds.api import load_site
 
         load_site(site, evaluator.ruleset)  # a bad site file fails here, once
-    report_options = None
-    if reports is not None:
-        fmt = report_format.value if report_format is not None else "html"
-        folder = check_reports_dir(reports, fmt)
-        report_options = ReportOptions(directory=str(folder.resolve()), fmt=fmt, site=str(site) if site else None)
-    if site is None and report_options is None:
-        return None
-    return RecordOptions(site=str(site) if site else None, reports=report_options)
+    return record_options(str(site) if site else None, reports, report_format.value if report_format is not None else "html")
 
 
 @app.command()
@@ -854,10 +840,9 @@ def batch(
     """
 
     def go() -> None:
-        from cds.api import evaluation_time, load_rules
-        from cds.cohort.batch import check_input, run_batch
+        from cds.api import check_cohort_input, evaluation_time, load_rules, run_batch
 
-        check_input(input)
+        check_cohort_input(input)
         # every output path is checked before any file is created
         out = OutputFile(output, "--output")
         summary_out = OutputFile(summary, "--summary") if summary is not None else None
@@ -930,10 +915,9 @@ def board(
     """The week's tumor board on one table: one row per patient, in input order (top option, runner-up, facts to obtain)."""
 
     def go() -> None:
-        from cds.api import build_board, evaluation_time, load_rules, render_board
-        from cds.cohort.batch import check_input
+        from cds.api import build_board, check_cohort_input, evaluation_time, load_rules, render_board
 
-        check_input(input)
+        check_cohort_input(input)
         fmt = output_format(format, output) or "markdown"
         if fmt == "json":
             raise InputError("--format json: the board is html, pdf or markdown (cds batch gives JSON lines)")
@@ -980,9 +964,9 @@ def diff_rules(
     def go() -> None:
         import json
 
-        from cds.cohort.batch import check_input, diff_row_text, evaluator_for, json_line, run_diff
+        from cds.api import check_cohort_input, diff_row_json, diff_row_text, load_rules_for_diff, run_diff
 
-        check_input(input)
+        check_cohort_input(input)
         for d in (old_rules, new_rules):
             if not d.is_dir():
                 raise InputError(f"rule folder {printable(d, 200)}: no such folder")
@@ -995,7 +979,7 @@ def diff_rules(
 
         at = evaluation_time(None)  # both rule sets at one instant (SOURCE_DATE_EPOCH or now): only the rules differ
         # compiled once here (a bad rule folder fails before anything starts); workers inherit them
-        old_ev, new_ev = evaluator_for(old_dir, False), evaluator_for(new_dir, False)
+        old_ev, new_ev = load_rules_for_diff(old_dir), load_rules_for_diff(new_dir)
         widths = (12, 20, 24, 24, 10)
         header = ("RECORD", "PATIENT", "OLD TOP", "NEW TOP", "CHANGE")
         write_stdout("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip() + "\n")
@@ -1013,7 +997,7 @@ def diff_rules(
             cells = diff_row_text(row)
             write_stdout("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n")
             if out is not None:
-                out.write(("\n" if first[0] else ",\n") + json_line(row))
+                out.write(("\n" if first[0] else ",\n") + diff_row_json(row))
                 first[0] = False
 
         with out.writing() if out is not None else contextlib.nullcontext():
@@ -1260,12 +1244,12 @@ def _leave(code: object) -> None:
 
 
 def main() -> None:  # console-script entry point
+    from cds.api import engine_problem
     from cds.apps import classcode
-    from cds.engine import pin
 
     gc.disable()  # start-up builds many objects and frees few: collecting meanwhile only costs time (see _run)
     _Start.gc_paused = True
-    why = pin.problem()  # the engine drives durable-rules' C core as the pinned release has it
+    why = engine_problem()  # the engine drives durable-rules' C core as the pinned release has it
     if why is not None:
         typer.echo(f"error: {why}", err=True)
         sys.exit(EXIT_INTERNAL)
