@@ -8,12 +8,12 @@ Jinja is imported on first use, so that JSON output never pays for it.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
+from cds.report.jsontext import dumps_indented
 from cds.report.model import Report
 from cds.report.timeline import layout as timeline_layout
 from cds.resources import templates_dir
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def to_json(report: Report) -> str:
     """The JSON output: `Report.to_dict()` (schemas/report.schema.json), indented, UTF-8."""
-    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    return dumps_indented(report.to_dict()) + "\n"  # json.dumps(..., indent=2, ensure_ascii=False)'s text
 
 
 # Markdown: what must be escaped inline (values never start a block: whitespace collapses and every
