@@ -1,8 +1,8 @@
 """The JSON Schemas committed under ``schemas/``: generated from the types that define each format.
 
     profile.schema.json       a patient profile (cds.model.profile.PatientProfile)
-    rule-file.schema.json     a rule file rules/<family>.yaml (cds.knowledge.ruleset.RuleFile)
-    rule-tests.schema.json    the fixtures of a rule file, rules/tests/<family>.yaml (cds.knowledge.ruleset.FixtureFile)
+    rule-file.schema.json     a rule file rules/<family>.yaml (cds.knowledge.rulefiles.RuleFile)
+    rule-tests.schema.json    the fixtures of a rule file, rules/tests/<family>.yaml (cds.knowledge.rulefiles.FixtureFile)
     site.schema.json          a site file, --site (cds.knowledge.site.SiteFile)
     report.schema.json        `cds evaluate --format json` (cds.report.model.Report)
     batch-result.schema.json  one line of `cds batch` output (cds.cohort.batch.ResultLine)
@@ -33,13 +33,13 @@ def _profile() -> dict[str, Any]:
 
 
 def _rule_file() -> dict[str, Any]:
-    from cds.knowledge.ruleset import RuleFile
+    from cds.knowledge.rulefiles import RuleFile
 
     return RuleFile.model_json_schema()
 
 
 def _rule_tests() -> dict[str, Any]:
-    from cds.knowledge.ruleset import FixtureFile
+    from cds.knowledge.rulefiles import FixtureFile
 
     return FixtureFile.model_json_schema()
 

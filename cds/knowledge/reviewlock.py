@@ -36,7 +36,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds.errors import InputError, RuleSetError
-from cds.knowledge.ruleset import RuleSpec, read_rule_yaml
+from cds.knowledge.rulefiles import RuleSpec
+from cds.knowledge.ruleset import read_rule_yaml
 
 LOCK_NAME = "review.lock"
 REFRESH_COMMAND = "cds rules lock"

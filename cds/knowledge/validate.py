@@ -31,7 +31,7 @@ hides another; each problem is one line naming the file and the rule:
   impossible only if all its branches are.
 
 Fixtures (test data, not rules) live beside the rules in ``tests/<family>.yaml``
-(`cds.knowledge.ruleset.FixtureFile`), semgrep-rules style, so that a rule file
+(`cds.knowledge.rulefiles.FixtureFile`), semgrep-rules style, so that a rule file
 reads like a clinical document; they are read only when asked for
 (``fixtures=True``: the rule check and `cds rules show`), and a fixture file that
 names a rule file or rule ID that does not exist is a problem. Running them is
@@ -56,19 +56,15 @@ from pydantic import ValidationError
 
 from cds.errors import RuleSetError, printable
 from cds.knowledge.evidence import Registry, load_registry, numbers_in
+from cds.knowledge.rulefiles import FixtureFile, OptionsFile, RuleFile, RuleSpec, SettingsFile
 from cds.knowledge.ruleset import (
     OPS,
     Condition,
-    FixtureFile,
     Fixtures,
     Leaf,
-    OptionsFile,
     OptionSpec,
     Rule,
-    RuleFile,
     RuleSet,
-    RuleSpec,
-    SettingsFile,
     SettingSpec,
     check_leaf,
     cytogenetics_problems,
