@@ -261,14 +261,6 @@ class EvidenceEntry(Strict):
         return None if value is None else str(value)
 
 
-class _EvidenceFile(Strict):
-    entries: list[EvidenceEntry]
-
-
-class _SourcesFile(Strict):
-    sources: list[Source]
-
-
 @dataclass(frozen=True)
 class Registry:
     sources: dict[str, Source]  # by file name
@@ -291,13 +283,15 @@ def _load_yaml(path: Path) -> object:
 
 def load_registry(evidence_dir: Path) -> Registry:
     """Load and schema-validate the registry. Cross-checks live in rulecheck."""
+    from cds.knowledge.rulefiles import EvidenceFile, SourcesFile  # the files' formats: only a load from the YAML needs them
+
     problems: list[str] = []
     sources_path = evidence_dir / "sources.yaml"
     if not sources_path.is_file():
         raise RuleSetError([f"{sources_path}: missing (the evidence registry needs its source list)"])
     raw = _load_yaml(sources_path)
     try:
-        sources_file = _SourcesFile.model_validate(raw)
+        sources_file = SourcesFile.model_validate(raw)
     except ValidationError as exc:
         raise RuleSetError(schema_problems(exc, raw, "evidence/sources.yaml", "sources", "source")) from None
     sources = {s.file: s for s in sources_file.sources}
@@ -309,7 +303,7 @@ def load_registry(evidence_dir: Path) -> Registry:
             continue
         raw = _load_yaml(path)
         try:
-            ef = _EvidenceFile.model_validate(raw)
+            ef = EvidenceFile.model_validate(raw)
         except ValidationError as exc:
             problems.extend(schema_problems(exc, raw, f"evidence/{path.name}", "entries", "entry"))
             continue

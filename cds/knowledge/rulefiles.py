@@ -1,6 +1,7 @@
 """The formats of the rule folder's own files, as the load validates them (`cds.knowledge.validate`): a rule file
 ``rules/<family>.yaml`` (`RuleFile`, its rules `RuleSpec`), the fixtures of a rule file ``rules/tests/<family>.yaml``
-(`FixtureFile`), ``catalog/options.yaml`` (`OptionsFile`) and ``catalog/settings.yaml`` (`SettingsFile`).
+(`FixtureFile`), ``catalog/options.yaml`` (`OptionsFile`), ``catalog/settings.yaml`` (`SettingsFile`) and the
+evidence registry's ``evidence/sources.yaml`` (`SourcesFile`) and ``evidence/*.yaml`` (`EvidenceFile`).
 
 Apart from `cds.knowledge.ruleset` (what a loaded rule set is made of, and what the rule-set cache keeps) because
 only a load from the YAML needs them: a process that gets its rule set from the cache (`cds evaluate`) never
@@ -15,11 +16,22 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from cds.knowledge.evidence import ID_PATTERN, Measure
+from cds.knowledge.evidence import ID_PATTERN, EvidenceEntry, Measure, Source
 from cds.knowledge.ruleset import RULE_ID, Fixtures, Kind, OptionSpec, SettingSpec
 from cds.model.base import Strict
 
-__all__ = ["FixtureFile", "KeyFigureSpec", "OptionsFile", "ProductsSpec", "ReviewDate", "RuleFile", "RuleSpec", "SettingsFile"]
+__all__ = [
+    "EvidenceFile",
+    "FixtureFile",
+    "KeyFigureSpec",
+    "OptionsFile",
+    "ProductsSpec",
+    "ReviewDate",
+    "RuleFile",
+    "RuleSpec",
+    "SettingsFile",
+    "SourcesFile",
+]
 
 
 def _quoted_date(value: object) -> object:
@@ -129,3 +141,15 @@ class OptionsFile(Strict):
 
 class SettingsFile(Strict):
     settings: dict[str, SettingSpec]
+
+
+class EvidenceFile(Strict):
+    """``evidence/<file>.yaml``: entries of the evidence registry (cds.knowledge.evidence)."""
+
+    entries: list[EvidenceEntry]
+
+
+class SourcesFile(Strict):
+    """``evidence/sources.yaml``: the sources the entries cite."""
+
+    sources: list[Source]
