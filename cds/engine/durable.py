@@ -418,6 +418,10 @@ class Engine:
         """
         h = shard.handle
         payload = _payload(facts)
+        # retract_facts finds a fact by its id and session alone (events.c handleMessageCore: getMessage(sid
+        # state, mid) then handleDeleteMessage; the rest of the object is parsed and never read)
+        sid_text = _encode_string(sid)
+        retraction = "[" + ",".join(f'{{"id":"v{n}","sid":{sid_text}}}' for n in numbers) + "]"
         heads: list[str] = []
         state_offset = None
         emptied = False
@@ -434,7 +438,7 @@ class Engine:
             while message is not None:
                 append(message[: message.find(",")])
                 message = complete(h, state_offset)
-            code, _ = _core.retract_facts(h, payload)
+            code, _ = _core.retract_facts(h, retraction)
             if code != 0:
                 raise self._fail(shard, patient, f"retract_facts returned code {code} ({CODES.get(code, '?')})")
             if _core.start_action_for_state(h, state_offset) is not None:
