@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol, get_args
+from itertools import repeat
+from operator import attrgetter
+from typing import Literal, NamedTuple, cast, get_args
 
 from cds.model.profile import (
     NON_RESPONSE,
@@ -34,11 +36,11 @@ from cds.model.profile import (
     Day,
     PatientProfile,
     PriorLine,
+    _named,
     line_drugs,
     months_between,
-    named_drugs,
 )
-from cds.model.vocabulary import Drug, Vocabulary, read_cytogenetics
+from cds.model.vocabulary import Drug, Resolution, Vocabulary, read_cytogenetics
 from cds.resources import packaged_rules_dir
 
 Value = bool | int | float | str
@@ -301,16 +303,6 @@ _F: list[FactSpec] = [
 FACTS: dict[str, FactSpec] = {f.name: f for f in _F}
 
 
-class _Put(Protocol):
-    """How `derive`'s helpers record a fact: name, value (None: unknown), how it was obtained, whether it applies."""
-
-    def __call__(self, name: str, value: Value | None, explanation: str, applies: bool = True) -> None: ...
-
-
-#: how the exposure and refractoriness helper records a fact (it never sets `applies`)
-_PutLine = Callable[[str, Value | None, str], None]
-
-
 class FactValue(NamedTuple):
     name: str
     value: Value | None  # None: unknown (or, with applies False, not applicable)
@@ -371,19 +363,58 @@ def cytogenetic_risk(found: set[str], tested: frozenset[str], vocabulary: Vocabu
 
 
 def _derive_cytogenetics(
-    cytogenetics: list[str], tested_list: list[str] | None, vocabulary: Vocabulary, put: _Put, explain: bool = True
+    cytogenetics: list[str],
+    tested_list: list[str] | None,
+    vocabulary: Vocabulary,
+    values: dict[str, Value | None],
+    texts: dict[str, str] | None,
 ) -> None:
     found = set(cytogenetics)
     tested = vocabulary.cytogenetics_tested(cytogenetics, tested_list)
     for abn, fact in CYTO_FACT.items():
-        if abn in found:
-            put(fact, True, f"cytogenetics tested: {abn} detected" if explain else "")
-        elif abn in tested:
-            put(fact, False, f"cytogenetics tested: {abn} not detected" if explain else "")
-        else:
-            put(fact, None, f"not in the tested panel (cytogenetics_tested): {abn} unknown" if explain else "")
+        values[fact] = True if abn in found else False if abn in tested else None
     value, explanation = cytogenetic_risk(found, tested, vocabulary)
-    put("high_risk_cytogenetics", value, explanation)
+    values["high_risk_cytogenetics"] = value
+    if texts is not None:
+        for abn, fact in CYTO_FACT.items():
+            if abn in found:
+                texts[fact] = f"cytogenetics tested: {abn} detected"
+            elif abn in tested:
+                texts[fact] = f"cytogenetics tested: {abn} not detected"
+            else:
+                texts[fact] = f"not in the tested panel (cytogenetics_tested): {abn} unknown"
+        texts["high_risk_cytogenetics"] = explanation
+
+
+#: the facts the profile states, each from the field of its name (unknown when left out), and its labs
+_STATED: tuple[str, ...] = (
+    "frailty",
+    "creatinine_clearance_ml_min",
+    "dialysis",
+    "extramedullary_disease",
+    "rapidly_progressive",
+    "car_t_center_access",
+    "organ_function_adequate",
+    "active_serious_infection",
+    "prior_serious_infections",
+    "prior_allogeneic_transplant",
+    "plasma_cell_leukemia",
+    "cns_involvement",
+)
+_LAB_FACTS: tuple[str, ...] = (
+    "soluble_bcma_ng_ml",
+    "ferritin_ng_ml",
+    "crp_mg_l",
+    "igg_g_l",
+    "neutrophils_10e9_l",
+    "platelets_10e9_l",
+)
+_stated_of = attrgetter(*_STATED)
+_labs_of = attrgetter(*_LAB_FACTS)
+_NO_LABS: tuple[None, ...] = (None,) * len(_LAB_FACTS)
+_CYTO_FACTS: tuple[str, ...] = (*CYTO_FACT.values(), "high_risk_cytogenetics")
+_NAMES: tuple[str, ...] = tuple(FACTS)
+_make_fact = cast(Callable[[type[FactValue], tuple[str, Value | None, "str | Explainer", bool]], FactValue], tuple.__new__)
 
 
 def derive(
@@ -394,233 +425,288 @@ def derive(
     `default_evaluation_date` (``YYYY-MM-DD``: the date of the evaluation time the report is stamped
     with) stands for the profile's `evaluation_date` when the profile gives none; without either, the
     date-relative facts are unknown. With `lazy`, the explanations are written only when one is
-    first read (`Explainer`): the helpers below build an explanation only when `explain` is true.
+    first read (`Explainer`): the helpers below write the values, and the explanations only when
+    given a `texts` dict to write them in.
     """
-    out: dict[str, FactValue] = {}
-    explain = not lazy
-    explainer = Explainer(profile, vocabulary, default_evaluation_date) if lazy else None
-
-    make = tuple.__new__  # what FactValue(...) runs, without its Python-level __new__
-
-    def put(name: str, value: Value | None, explanation: str, applies: bool = True) -> None:
-        assert name in FACTS, name
-        out[name] = make(FactValue, (name, value, explanation if explainer is None else explainer, applies))
-
-    put("age", profile.age, "from the profile")
-    put("ecog", profile.ecog, "from the profile")
-    for name in (
-        "frailty",
-        "creatinine_clearance_ml_min",
-        "dialysis",
-        "extramedullary_disease",
-        "rapidly_progressive",
-        "car_t_center_access",
-        "organ_function_adequate",
-        "active_serious_infection",
-        "prior_serious_infections",
-        "prior_allogeneic_transplant",
-        "plasma_cell_leukemia",
-        "cns_involvement",
-    ):
-        value = getattr(profile, name)
-        put(name, value, "from the profile" if value is not None else "not given in the profile: unknown")
+    values: dict[str, Value | None] = {"age": profile.age, "ecog": profile.ecog}
+    texts: dict[str, str] | None = None if lazy else {"age": "from the profile", "ecog": "from the profile"}
+    stated = _stated_of(profile)
+    values.update(zip(_STATED, stated))
     labs = profile.labs
-    for name in ("soluble_bcma_ng_ml", "ferritin_ng_ml", "crp_mg_l", "igg_g_l", "neutrophils_10e9_l", "platelets_10e9_l"):
-        value = getattr(labs, name) if labs is not None else None
-        put(name, value, "from the profile (labs)" if value is not None else "not measured/not given: unknown")
-
+    measured = _labs_of(labs) if labs is not None else _NO_LABS
+    values.update(zip(_LAB_FACTS, measured))
+    if texts is not None:
+        texts.update(
+            (name, "from the profile" if v is not None else "not given in the profile: unknown")
+            for name, v in zip(_STATED, stated)
+        )
+        texts.update(
+            (name, "from the profile (labs)" if v is not None else "not measured/not given: unknown")
+            for name, v in zip(_LAB_FACTS, measured)
+        )
     if profile.cytogenetics is None:
-        for fact in (*CYTO_FACT.values(), "high_risk_cytogenetics"):
-            put(fact, None, "cytogenetics not tested/not given: unknown")
+        values.update(dict.fromkeys(_CYTO_FACTS))
+        if texts is not None:
+            texts.update(dict.fromkeys(_CYTO_FACTS, "cytogenetics not tested/not given: unknown"))
     else:
-        _derive_cytogenetics(profile.cytogenetics, profile.cytogenetics_tested, vocabulary, put, explain)
-    _derive_lines(profile, vocabulary, put, explain)
-    _derive_course(profile, vocabulary, put, default_evaluation_date, explain)
-    missing = set(FACTS) - set(out)
-    assert not missing, missing
-    return {name: out[name] for name in FACTS}
-
-
-def _derive_lines(profile: PatientProfile, vocabulary: Vocabulary, put: _PutLine, explain: bool = True) -> None:
-    """Exposure (always known) and refractoriness (three-valued) from the prior lines; each explanation
-    only when `explain` (else "")."""
-    lines = profile.prior_lines
-    put("prior_line_count", len(lines), f"{len(lines)} prior line(s) listed" if explain else "")
-    asct = [n for n, line in enumerate(lines, 1) if line.autologous_transplant]
-    put(
-        "prior_autologous_transplant",
-        bool(asct),
-        (f"autologous transplant in line {', '.join(map(str, asct))}" if asct else "no line lists an autologous transplant")
-        if explain
-        else "",
+        _derive_cytogenetics(profile.cytogenetics, profile.cytogenetics_tested, vocabulary, values, texts)
+    drugs = [line_drugs(line, vocabulary) for line in profile.prior_lines]  # once, for both helpers
+    _derive_lines(profile, vocabulary, drugs, values, texts)
+    not_applying = _derive_course(profile, vocabulary, drugs, default_evaluation_date, values, texts)
+    # every fact once (a name outside FACTS, or one left out, fails here or in values.__getitem__ below)
+    assert len(values) == len(FACTS), sorted(set(values) ^ set(FACTS))
+    how: Iterable[str | Explainer] = (
+        repeat(Explainer(profile, vocabulary, default_evaluation_date)) if texts is None else map(texts.__getitem__, _NAMES)
     )
+    applies: Iterable[bool] = repeat(True) if not not_applying else [name not in not_applying for name in _NAMES]
+    # FactValue(...) of each fact in FACTS order, without its Python-level __new__
+    return dict(zip(_NAMES, map(_make_fact, repeat(FactValue), zip(_NAMES, map(values.__getitem__, _NAMES), how, applies))))
 
-    # One pass over the lines: every exposure (generic name, line number, refractory: True, False or
-    # None when the line does not record refractoriness), grouped by the keys the facts below ask about.
-    groups: dict[str, list[tuple[str, int, bool | None]]] = defaultdict(list)
-    inferred: dict[int, str] = {}  # line number -> why it is not refractory (refractory_to not recorded)
-    for n, line in enumerate(lines, 1):
-        refractory_to = named_drugs(line.refractory_to, line, vocabulary) if line.refractory_to is not None else None
-        if refractory_to is None and (why := not_refractory_by_dates(line)) is not None:
-            refractory_to, inferred[n] = set(), why
-        for found in line_drugs(line, vocabulary):
-            drug = found.drug
-            hit = (drug.name, n, None if refractory_to is None else drug.name in refractory_to)
-            cls = drug.drug_class
-            groups["class:" + cls].append(hit)
-            groups["drug:" + drug.name].append(hit)
-            if "BCMA" in drug.targets:
-                groups["bcma"].append(hit)
-                groups["bcma:" + cls].append(hit)
-            if "GPRC5D" in drug.targets:
-                groups["gprc5d"].append(hit)
-            if cls.endswith("_car_t") or cls.endswith("_bispecific"):
-                groups["t_cell_redirecting"].append(hit)
-            if drug.name in SALVAGE_CHEMOTHERAPY_AGENTS:
-                groups["salvage_chemotherapy"].append(hit)
 
-    def exposed(fact: str, group: str, what: str) -> list[tuple[str, int]]:
-        h = [(name, n) for name, n, _ in groups.get(group, ())]
-        put(
-            fact,
-            bool(h),
-            (f"exposed to {_fmt_lines(h)}" if h else f"no line shows the patient exposed to {what}") if explain else "",
-        )
-        return h
+#: the groups of drugs `_derive_lines` and `_derive_course` ask about, per drug (`_groups_of`): by name,
+#: with the drug they were worked out for
+_GROUPS: dict[str, tuple[Drug, frozenset[str]]] = {}
 
-    def refractory(fact: str, group: str, what: str) -> tuple[bool | None, list[tuple[str, int]]]:
-        hits = groups.get(group, [])
-        h = [(name, n) for name, n, r in hits if r]
-        if h:
-            put(fact, True, f"refractory to {_fmt_lines(h)}" if explain else "")
-            return True, h
-        unrecorded = [(name, n) for name, n, r in hits if r is None]
-        if unrecorded:
-            put(fact, None, f"unknown: refractoriness not recorded for {_fmt_lines(unrecorded)}" if explain else "")
-            return None, unrecorded
-        if not explain:
-            put(fact, False, "")
-            return False, []
-        by_dates = sorted({n for _, n, _ in hits if n in inferred})
-        put(
-            fact,
-            False,
-            f"no line shows the patient refractory to {what}"
-            + "".join(f"; line {n} not refractory: {inferred[n]}" for n in by_dates),
-        )
-        return False, []
 
-    cls_refr: dict[str, tuple[bool | None, list[tuple[str, int]]]] = {}
-    cls_exp: dict[str, list[tuple[str, int]]] = {}
-    for c, label in (
-        ("imid", "an IMiD"),
-        ("pi", "a PI"),
-        ("anti_cd38", "an anti-CD38 antibody"),
-        ("anti_slamf7", "an anti-SLAMF7 antibody"),
-    ):
-        cls_exp[c] = exposed(f"exposed_{c}", "class:" + c, label)
-        cls_refr[c] = refractory(f"refractory_{c}", "class:" + c, label)
-    refr_drug = {
-        d: refractory(f"refractory_{d}", "drug:" + d, d) for d in ("lenalidomide", "pomalidomide", "bortezomib", "carfilzomib")
-    }
-    for d in ("lenalidomide", "pomalidomide"):
-        exposed(f"exposed_{d}", "drug:" + d, d)
+def _groups_of(drug: Drug) -> frozenset[str]:
+    """The groups a drug counts under: its class (``class:<class>``), its name (``drug:<name>``), ``bcma``
+    and ``bcma:<class>`` for a BCMA-directed one, ``gprc5d``, ``t_cell_redirecting`` (a CAR-T or
+    bispecific), ``salvage_chemotherapy``, ``car_t``, ``bcma_car_t`` and ``bispecific``. Worked out once
+    per drug: a vocabulary's drugs are the same objects in every profile (`Vocabulary.resolve`), so the
+    groups kept under the drug's name are reused for that very object only (`is`, not a hash of its fields)."""
+    known = _GROUPS.get(drug.name)
+    if known is not None and known[0] is drug:
+        return known[1]
+    cls = drug.drug_class
+    bcma = "BCMA" in drug.targets
+    car_t = cls.endswith("_car_t")
+    bispecific = cls.endswith("_bispecific")
+    keys = {"class:" + cls, "drug:" + drug.name}
+    if bcma:
+        keys |= {"bcma", "bcma:" + cls}
+    if "GPRC5D" in drug.targets:
+        keys.add("gprc5d")
+    if car_t or bispecific:
+        keys.add("t_cell_redirecting")
+    if drug.name in SALVAGE_CHEMOTHERAPY_AGENTS:
+        keys.add("salvage_chemotherapy")
+    if car_t:
+        keys.add("car_t")
+        if bcma:
+            keys.add("bcma_car_t")
+    if bispecific:
+        keys.add("bispecific")
+    if len(_GROUPS) > 10_000:  # bounded: investigational agents of arbitrary input cannot grow it without limit
+        _GROUPS.clear()
+    groups = frozenset(keys)
+    _GROUPS[drug.name] = (drug, groups)
+    return groups
 
-    for fact, drugs, both in (
-        ("partner_imid_available", ("lenalidomide", "pomalidomide"), "refractory to both lenalidomide and pomalidomide"),
-        ("partner_pi_available", ("bortezomib", "carfilzomib"), "refractory to both bortezomib and carfilzomib"),
-    ):
-        free = [d for d in drugs if refr_drug[d][0] is False]
-        open_ = [d for d in drugs if refr_drug[d][0] is None]
-        if free:
-            put(fact, True, f"not refractory to {' or '.join(free)}" if explain else "")
-        elif open_:
-            put(
-                fact,
-                None,
-                f"unknown: refractoriness to {' and '.join(open_)} not recorded in every line that gave it" if explain else "",
-            )
-        else:
-            put(fact, False, both)
 
-    # triple-class exposed (always known) and refractory (Kleene 'and': false if one part is false)
-    classes = ("imid", "pi", "anti_cd38")
-    labels = ("IMiD", "PI", "anti-CD38 antibody")
-    parts = [cls_exp[c] for c in classes]
-    if all(parts):
-        put(
-            "triple_class_exposed",
-            True,
-            "triple-class exposed: " + "; ".join(_fmt_lines(p[:1]) for p in parts) if explain else "",
-        )
-    else:
-        missing = [lbl for p, lbl in zip(parts, labels) if not p] if explain else []
-        put("triple_class_exposed", False, f"not triple-class exposed: no {', '.join(missing)} exposure" if explain else "")
-    values = [cls_refr[c] for c in classes]
-    if all(v is True for v, _ in values):
-        put(
-            "triple_class_refractory",
-            True,
-            "triple-class refractory: " + "; ".join(_fmt_lines(h) for _, h in values) if explain else "",
-        )
-    elif any(v is False for v, _ in values):
-        missing = [lbl for (v, _), lbl in zip(values, labels) if v is False] if explain else []
-        put(
-            "triple_class_refractory",
-            False,
-            f"not triple-class refractory: no {', '.join(missing)} refractoriness" if explain else "",
-        )
-    else:
-        open_ = [lbl for (v, _), lbl in zip(values, labels) if v is None] if explain else []
-        put("triple_class_refractory", None, f"unknown: refractoriness to {', '.join(open_)} not recorded" if explain else "")
+def _named_in(names: list[str], found: list[Resolution], vocabulary: Vocabulary) -> set[str]:
+    """`named_drugs` of a line whose drugs `found` (its `line_drugs`) are read already."""
+    out = set()
+    for name in names:
+        drug = _named(name, found, vocabulary)
+        assert drug is not None  # validated by parse_profile
+        out.add(drug.name)
+    return out
 
-    penta_names = ("lenalidomide", "pomalidomide", "bortezomib", "carfilzomib", "an anti-CD38 antibody")
-    penta = [refr_drug[d] for d in penta_names[:4]] + [cls_refr["anti_cd38"]]
-    if all(v is True for v, _ in penta):
-        put("penta_refractory", True, "penta-refractory: " + "; ".join(_fmt_lines(h[:1]) for _, h in penta) if explain else "")
-    elif any(v is False for v, _ in penta):
-        missing = [nm for (v, _), nm in zip(penta, penta_names) if v is False] if explain else []
-        put("penta_refractory", False, f"not penta-refractory: not refractory to {', '.join(missing)}" if explain else "")
-    else:
-        open_ = [nm for (v, _), nm in zip(penta, penta_names) if v is None] if explain else []
-        put("penta_refractory", None, f"unknown: refractoriness to {', '.join(open_)} not recorded" if explain else "")
 
-    last = lines[-1]
-    if len(lines) in inferred:
-        put(
-            "refractory_to_last_line",
-            False,
-            f"line {len(lines)} (most recent) not refractory: {inferred[len(lines)]}" if explain else "",
-        )
-    elif last.refractory_to is None:
-        put(
-            "refractory_to_last_line",
-            None,
-            f"unknown: refractoriness not recorded for line {len(lines)} (most recent)" if explain else "",
-        )
-    elif last.refractory_to:
-        put(
-            "refractory_to_last_line",
-            True,
-            f"line {len(lines)} (most recent): refractory to {', '.join(last.refractory_to)}" if explain else "",
-        )
-    else:
-        put("refractory_to_last_line", False, f"line {len(lines)} (most recent) lists no refractoriness" if explain else "")
-
-    exposed("bcma_exposed", "bcma", "a BCMA-directed therapy")
-    refractory("bcma_refractory", "bcma", "a BCMA-directed therapy")
-    for modality, label in (("bcma_adc", "a BCMA ADC"), ("bcma_bispecific", "a BCMA bispecific"), ("bcma_car_t", "a BCMA CAR-T")):
-        exposed(f"{modality}_exposed", "bcma:" + modality, label)
-        refractory(f"{modality}_refractory", "bcma:" + modality, label)
-    exposed("gprc5d_exposed", "gprc5d", "a GPRC5D-directed therapy")
-    refractory("gprc5d_refractory", "gprc5d", "a GPRC5D-directed therapy")
-    exposed("t_cell_redirecting_exposed", "t_cell_redirecting", "a CAR-T or bispecific antibody")
-    refractory("refractory_chemotherapy", "class:chemotherapy", "a cytotoxic chemotherapy")
-    refractory(
+#: (fact, group, what) of the exposure facts and of the refractoriness facts of a group of drugs
+_EXPOSURE: tuple[tuple[str, str, str], ...] = (
+    ("exposed_imid", "class:imid", "an IMiD"),
+    ("exposed_pi", "class:pi", "a PI"),
+    ("exposed_anti_cd38", "class:anti_cd38", "an anti-CD38 antibody"),
+    ("exposed_anti_slamf7", "class:anti_slamf7", "an anti-SLAMF7 antibody"),
+    ("exposed_lenalidomide", "drug:lenalidomide", "lenalidomide"),
+    ("exposed_pomalidomide", "drug:pomalidomide", "pomalidomide"),
+    ("bcma_exposed", "bcma", "a BCMA-directed therapy"),
+    ("bcma_adc_exposed", "bcma:bcma_adc", "a BCMA ADC"),
+    ("bcma_bispecific_exposed", "bcma:bcma_bispecific", "a BCMA bispecific"),
+    ("bcma_car_t_exposed", "bcma:bcma_car_t", "a BCMA CAR-T"),
+    ("gprc5d_exposed", "gprc5d", "a GPRC5D-directed therapy"),
+    ("t_cell_redirecting_exposed", "t_cell_redirecting", "a CAR-T or bispecific antibody"),
+)
+_REFRACTORINESS: tuple[tuple[str, str, str], ...] = (
+    ("refractory_imid", "class:imid", "an IMiD"),
+    ("refractory_pi", "class:pi", "a PI"),
+    ("refractory_anti_cd38", "class:anti_cd38", "an anti-CD38 antibody"),
+    ("refractory_anti_slamf7", "class:anti_slamf7", "an anti-SLAMF7 antibody"),
+    ("refractory_lenalidomide", "drug:lenalidomide", "lenalidomide"),
+    ("refractory_pomalidomide", "drug:pomalidomide", "pomalidomide"),
+    ("refractory_bortezomib", "drug:bortezomib", "bortezomib"),
+    ("refractory_carfilzomib", "drug:carfilzomib", "carfilzomib"),
+    ("bcma_refractory", "bcma", "a BCMA-directed therapy"),
+    ("bcma_adc_refractory", "bcma:bcma_adc", "a BCMA ADC"),
+    ("bcma_bispecific_refractory", "bcma:bcma_bispecific", "a BCMA bispecific"),
+    ("bcma_car_t_refractory", "bcma:bcma_car_t", "a BCMA CAR-T"),
+    ("gprc5d_refractory", "gprc5d", "a GPRC5D-directed therapy"),
+    ("refractory_chemotherapy", "class:chemotherapy", "a cytotoxic chemotherapy"),
+    (
         "refractory_salvage_chemotherapy",
         "salvage_chemotherapy",
         "an agent of the salvage chemotherapy regimens (cyclophosphamide, doxorubicin, cisplatin, etoposide)",
+    ),
+)
+_PARTNERS: tuple[tuple[str, tuple[str, str], str], ...] = (
+    ("partner_imid_available", ("lenalidomide", "pomalidomide"), "refractory to both lenalidomide and pomalidomide"),
+    ("partner_pi_available", ("bortezomib", "carfilzomib"), "refractory to both bortezomib and carfilzomib"),
+)
+_TRIPLE: tuple[tuple[str, str], ...] = (("imid", "IMiD"), ("pi", "PI"), ("anti_cd38", "anti-CD38 antibody"))
+_PENTA: tuple[tuple[str, str], ...] = (
+    ("refractory_lenalidomide", "lenalidomide"),
+    ("refractory_pomalidomide", "pomalidomide"),
+    ("refractory_bortezomib", "bortezomib"),
+    ("refractory_carfilzomib", "carfilzomib"),
+    ("refractory_anti_cd38", "an anti-CD38 antibody"),
+)
+
+
+def _kleene_and(states: list[Value | None]) -> bool | None:
+    """True when every part is true, false when one is false, else unknown."""
+    if all(v is True for v in states):
+        return True
+    if any(v is False for v in states):
+        return False
+    return None
+
+
+def _derive_lines(
+    profile: PatientProfile,
+    vocabulary: Vocabulary,
+    drugs: list[list[Resolution]],
+    values: dict[str, Value | None],
+    texts: dict[str, str] | None,
+) -> None:
+    """Exposure (always known) and refractoriness (three-valued) from the prior lines (`drugs`: each line's
+    `line_drugs`); the explanations only when given `texts`."""
+    lines = profile.prior_lines
+    values["prior_line_count"] = len(lines)
+    values["prior_autologous_transplant"] = any(line.autologous_transplant for line in lines)
+
+    # One pass over the lines: the groups (`_groups_of`) some line's drug is in, those of a drug it is
+    # refractory to, and those of a drug of a line that does not record refractoriness
+    exposed: set[str] = set()
+    refractory: set[str] = set()
+    unrecorded: set[str] = set()
+    inferred: dict[int, str] = {}  # line number -> why it is not refractory (refractory_to not recorded)
+    # with texts: every exposure (generic name, line number, refractory: True, False or None) by group
+    groups: dict[str, list[tuple[str, int, bool | None]]] | None = None if texts is None else defaultdict(list)
+    for n, (line, found) in enumerate(zip(lines, drugs), 1):
+        refractory_to: set[str] | None = None
+        if line.refractory_to is not None:
+            refractory_to = _named_in(line.refractory_to, found, vocabulary)
+        elif (why := not_refractory_by_dates(line)) is not None:
+            refractory_to, inferred[n] = set(), why
+        for r in found:
+            drug = r.drug
+            keys = _groups_of(drug)
+            exposed |= keys
+            if refractory_to is None:
+                state = None
+                unrecorded |= keys
+            elif drug.name in refractory_to:
+                state = True
+                refractory |= keys
+            else:
+                state = False
+            if groups is not None:
+                hit = (drug.name, n, state)
+                for k in keys:
+                    groups[k].append(hit)
+
+    for fact, group, _ in _EXPOSURE:
+        values[fact] = group in exposed
+    for fact, group, _ in _REFRACTORINESS:
+        values[fact] = True if group in refractory else None if group in unrecorded else False
+    for fact, pair, _ in _PARTNERS:
+        states = [values["refractory_" + d] for d in pair]
+        values[fact] = True if any(v is False for v in states) else None if any(v is None for v in states) else False
+    values["triple_class_exposed"] = all(values["exposed_" + c] for c, _ in _TRIPLE)
+    values["triple_class_refractory"] = _kleene_and([values["refractory_" + c] for c, _ in _TRIPLE])
+    values["penta_refractory"] = _kleene_and([values[f] for f, _ in _PENTA])
+    last = lines[-1]
+    count = len(lines)
+    if count in inferred:
+        values["refractory_to_last_line"] = False
+    elif last.refractory_to is None:
+        values["refractory_to_last_line"] = None
+    else:
+        values["refractory_to_last_line"] = bool(last.refractory_to)
+    if texts is None or groups is None:
+        return
+
+    # --- the explanations
+    asct = [n for n, line in enumerate(lines, 1) if line.autologous_transplant]
+    texts["prior_line_count"] = f"{count} prior line(s) listed"
+    texts["prior_autologous_transplant"] = (
+        f"autologous transplant in line {', '.join(map(str, asct))}" if asct else "no line lists an autologous transplant"
     )
+    exposures: dict[str, list[tuple[str, int]]] = {}
+    for fact, group, what in _EXPOSURE:
+        h = exposures[fact] = [(name, n) for name, n, _ in groups.get(group, ())]
+        texts[fact] = f"exposed to {_fmt_lines(h)}" if h else f"no line shows the patient exposed to {what}"
+    refractory_hits: dict[str, list[tuple[str, int]]] = {}
+    for fact, group, what in _REFRACTORINESS:
+        hits = groups.get(group, [])
+        value = values[fact]
+        if value is True:
+            h = refractory_hits[fact] = [(name, n) for name, n, r in hits if r]
+            texts[fact] = f"refractory to {_fmt_lines(h)}"
+        elif value is None:
+            texts[fact] = (
+                f"unknown: refractoriness not recorded for {_fmt_lines([(name, n) for name, n, r in hits if r is None])}"
+            )
+        else:
+            by_dates = sorted({n for _, n, _ in hits if n in inferred})
+            texts[fact] = f"no line shows the patient refractory to {what}" + "".join(
+                f"; line {n} not refractory: {inferred[n]}" for n in by_dates
+            )
+    for fact, pair, both in _PARTNERS:
+        free = [d for d in pair if values["refractory_" + d] is False]
+        open_ = [d for d in pair if values["refractory_" + d] is None]
+        if free:
+            texts[fact] = f"not refractory to {' or '.join(free)}"
+        elif open_:
+            texts[fact] = f"unknown: refractoriness to {' and '.join(open_)} not recorded in every line that gave it"
+        else:
+            texts[fact] = both
+    if values["triple_class_exposed"]:
+        texts["triple_class_exposed"] = "triple-class exposed: " + "; ".join(
+            _fmt_lines(exposures["exposed_" + c][:1]) for c, _ in _TRIPLE
+        )
+    else:
+        missing = [label for c, label in _TRIPLE if not values["exposed_" + c]]
+        texts["triple_class_exposed"] = f"not triple-class exposed: no {', '.join(missing)} exposure"
+    value = values["triple_class_refractory"]
+    if value is True:
+        texts["triple_class_refractory"] = "triple-class refractory: " + "; ".join(
+            _fmt_lines(refractory_hits["refractory_" + c]) for c, _ in _TRIPLE
+        )
+    elif value is False:
+        missing = [label for c, label in _TRIPLE if values["refractory_" + c] is False]
+        texts["triple_class_refractory"] = f"not triple-class refractory: no {', '.join(missing)} refractoriness"
+    else:
+        open_ = [label for c, label in _TRIPLE if values["refractory_" + c] is None]
+        texts["triple_class_refractory"] = f"unknown: refractoriness to {', '.join(open_)} not recorded"
+    value = values["penta_refractory"]
+    if value is True:
+        texts["penta_refractory"] = "penta-refractory: " + "; ".join(_fmt_lines(refractory_hits[f][:1]) for f, _ in _PENTA)
+    elif value is False:
+        missing = [name for f, name in _PENTA if values[f] is False]
+        texts["penta_refractory"] = f"not penta-refractory: not refractory to {', '.join(missing)}"
+    else:
+        open_ = [name for f, name in _PENTA if values[f] is None]
+        texts["penta_refractory"] = f"unknown: refractoriness to {', '.join(open_)} not recorded"
+    if count in inferred:
+        texts["refractory_to_last_line"] = f"line {count} (most recent) not refractory: {inferred[count]}"
+    elif last.refractory_to is None:
+        texts["refractory_to_last_line"] = f"unknown: refractoriness not recorded for line {count} (most recent)"
+    elif last.refractory_to:
+        texts["refractory_to_last_line"] = f"line {count} (most recent): refractory to {', '.join(last.refractory_to)}"
+    else:
+        texts["refractory_to_last_line"] = f"line {count} (most recent) lists no refractoriness"
 
 
 #: The agents of the salvage chemotherapy the option names ("cyclophosphamide- or anthracycline-containing
@@ -686,18 +772,46 @@ def _within(interval: tuple[float, float], limit: float) -> bool | None:
     return None
 
 
+#: months_between of two dates as written, memoised (the same dates recur from profile to profile)
+_MONTHS: dict[tuple[str, str], tuple[float, float]] = {}
+
+
+def _months(start: str, end: str) -> tuple[float, float]:
+    """`months_between` the dates `start` and `end` (partial dates as a profile writes them)."""
+    key = (start, end)
+    try:
+        return _MONTHS[key]
+    except KeyError:
+        pass
+    if len(_MONTHS) > 10_000:  # bounded: arbitrary input cannot grow it without limit
+        _MONTHS.clear()
+    interval = _MONTHS[key] = months_between(Day.parse(start), Day.parse(end))
+    return interval
+
+
+#: (fact, group of `_groups_of`, what) of the intolerance facts
+_INTOLERANCE: tuple[tuple[str, str, str], ...] = tuple((f"intolerant_{key}", key, label) for key, label in INTOLERANCE_GROUPS)
+
+
 def _derive_course(
-    profile: PatientProfile, vocabulary: Vocabulary, put: _Put, default_evaluation_date: str | None, explain: bool = True
-) -> None:
-    """Facts from the dates, best responses, stop reasons and intolerances of the prior lines (profile v2);
-    each explanation only when `explain` (else "").
+    profile: PatientProfile,
+    vocabulary: Vocabulary,
+    drugs: list[list[Resolution]],
+    default_evaluation_date: str | None,
+    values: dict[str, Value | None],
+    texts: dict[str, str] | None,
+) -> set[str]:
+    """Facts from the dates, best responses, stop reasons and intolerances of the prior lines (profile v2)
+    (`drugs`: each line's `line_drugs`); the explanations only when given `texts`. Returns the facts
+    that do not apply.
 
     A date-derived fact is unknown when a date it needs is missing (or when the dates' precision
     leaves the 12-month boundary open), never false; a fact about a therapy the patient never had
     does not apply (months since BCMA therapy) or is false (relapse within 12 months of a BCMA CAR-T).
     """
     lines = profile.prior_lines
-    drugs = [line_drugs(line, vocabulary) for line in lines]
+    explain = texts is not None
+    not_applying: set[str] = set()
     evaluation = profile.evaluation_date or default_evaluation_date
     # said once per fact when the date is the evaluation time's, not the profile's
     defaulted = (
@@ -705,25 +819,33 @@ def _derive_course(
         if not explain or profile.evaluation_date or evaluation is None
         else f"; {evaluation} is the evaluation time (no evaluation_date in the profile)"
     )
+    # the groups (`_groups_of`) of each line's drugs
+    line_groups = [frozenset().union(*[_groups_of(r.drug) for r in found]) for found in drugs]
 
-    def names(n: int, pick: Callable[[Drug], bool]) -> str:
-        return ", ".join(r.drug.name for r in drugs[n - 1] if pick(r.drug))
+    def put(fact: str, value: Value | None, explanation: str) -> None:
+        values[fact] = value
+        if texts is not None:
+            texts[fact] = explanation
 
-    def months_since(fact: str, pick: Callable[[Drug], bool], what: str) -> None:
-        hits = [n for n in range(1, len(lines) + 1) if any(pick(r.drug) for r in drugs[n - 1])]
+    def names(n: int, group: str) -> str:
+        return ", ".join(r.drug.name for r in drugs[n - 1] if group in _groups_of(r.drug))
+
+    def months_since(fact: str, group: str, what: str) -> None:
+        hits = [n for n, groups in enumerate(line_groups, 1) if group in groups]
         if not hits:
-            put(fact, None, f"no prior {what}: does not apply" if explain else "", applies=False)
+            put(fact, None, f"no prior {what}: does not apply" if explain else "")
+            not_applying.add(fact)
             return
         parts = []
         for n in hits if explain else ():
             end = lines[n - 1].end_date
             if end is None:
-                parts.append(f"{names(n, pick)} (line {n}): end_date not given")
+                parts.append(f"{names(n, group)} (line {n}): end_date not given")
             elif evaluation is None:
-                parts.append(f"{names(n, pick)} (line {n}) ended {end}")
+                parts.append(f"{names(n, group)} (line {n}) ended {end}")
             else:
-                lo, hi = months_between(Day.parse(end), Day.parse(evaluation))
-                parts.append(f"{names(n, pick)} (line {n}) ended {end}, {_span(lo, hi)} months before {evaluation}")
+                lo, hi = _months(end, evaluation)
+                parts.append(f"{names(n, group)} (line {n}) ended {end}, {_span(lo, hi)} months before {evaluation}")
         last = lines[hits[-1] - 1]
         if last.end_date is None:
             put(fact, None, "unknown: " + "; ".join(parts) if explain else "")
@@ -734,23 +856,11 @@ def _derive_course(
                 "unknown: no evaluation_date in the profile and no evaluation time; " + "; ".join(parts) if explain else "",
             )
         else:
-            lo, hi = months_between(Day.parse(last.end_date), Day.parse(evaluation))
+            lo, hi = _months(last.end_date, evaluation)
             put(fact, _months_value(lo, hi), "; ".join(parts) + defaulted if explain else "")
 
-    def bcma(d: Drug) -> bool:
-        return "BCMA" in d.targets
-
-    def gprc5d(d: Drug) -> bool:
-        return "GPRC5D" in d.targets
-
-    def car_t(d: Drug) -> bool:
-        return d.drug_class.endswith("_car_t")
-
-    def bcma_car_t(d: Drug) -> bool:
-        return car_t(d) and "BCMA" in d.targets
-
-    months_since("months_since_bcma_therapy", bcma, "BCMA-directed therapy")
-    months_since("months_since_gprc5d_therapy", gprc5d, "GPRC5D-directed therapy")
+    months_since("months_since_bcma_therapy", "bcma", "BCMA-directed therapy")
+    months_since("months_since_gprc5d_therapy", "gprc5d", "GPRC5D-directed therapy")
 
     def to_progression(n: int, infusion: bool = False, transplant: bool = False) -> tuple[tuple[float, float] | None, str]:
         """(months from the start of line n -- with `infusion` / `transplant`, from its infusion_date /
@@ -767,7 +877,7 @@ def _derive_course(
             origin, what = line.start_date, ""
         if prog is None:
             return None, f"line {n}: no progression date (progression_date not given)" if explain else ""
-        lo, hi = months_between(Day.parse(origin), Day.parse(prog))
+        lo, hi = _months(origin, prog)
         if hi < 0:  # only an infusion or a transplant can be after the progression (a start_date cannot)
             event = "infusion" if what == "infused " else "transplant"
             return None, (
@@ -786,13 +896,14 @@ def _derive_course(
             return "the start of a CAR-T line is read as the infusion"
         return "the start of a CAR-T line without infusion_date is read as the infusion"
 
-    car_t_lines = [n for n in range(1, len(lines) + 1) if any(car_t(r.drug) for r in drugs[n - 1])]
+    car_t_lines = [n for n, groups in enumerate(line_groups, 1) if "car_t" in groups]
     if not car_t_lines:
-        put("months_car_t_to_progression", None, "no prior CAR-T: does not apply", applies=False)
+        put("months_car_t_to_progression", None, "no prior CAR-T: does not apply")
+        not_applying.add("months_car_t_to_progression")
     else:
         interval, how = to_progression(car_t_lines[-1], infusion=True)
         note = read_as_infusion(car_t_lines[-1:]) if explain else ""
-        label = f"{names(car_t_lines[-1], car_t)} ({how}{'; ' + note if note else ''})" if explain else ""
+        label = f"{names(car_t_lines[-1], 'car_t')} ({how}{'; ' + note if note else ''})" if explain else ""
         put(
             "months_car_t_to_progression",
             None if interval is None else _months_value(*interval),
@@ -832,12 +943,12 @@ def _derive_course(
         else:
             put(fact, None, "unknown: " + text if explain else "")
 
-    bcma_car_t_lines = [n for n in range(1, len(lines) + 1) if any(bcma_car_t(r.drug) for r in drugs[n - 1])]
+    bcma_car_t_lines = [n for n, groups in enumerate(line_groups, 1) if "bcma_car_t" in groups]
     note = read_as_infusion(bcma_car_t_lines) if explain else ""
     within_12_months(
         "bcma_car_t_relapse_within_12_months",
         bcma_car_t_lines,
-        lambda n, how: f"{names(n, bcma_car_t)} ({how})",
+        lambda n, how: f"{names(n, 'bcma_car_t')} ({how})",
         "no prior BCMA CAR-T",
         "; " + note if note else "",
         infusion=True,
@@ -852,7 +963,7 @@ def _derive_course(
             return False, ""  # counted from the transplant: surely later
         prog, _ = _progression(line)
         if line.end_date is not None and prog is not None:
-            lo, _hi = months_between(Day.parse(line.end_date), Day.parse(prog))
+            lo, _hi = _months(line.end_date, prog)
             if lo > EARLY_MONTHS:
                 return False, f"; more than 12 months after the line ended {line.end_date}"
         return None, "; the transplant date is not in the profile, so 12 months after it cannot be told"
@@ -874,63 +985,53 @@ def _derive_course(
     )
 
     # intolerance: what intolerant_to names; a line stopped for toxicity that does not say which agent
-    # leaves its agents' intolerance unknown
-    intolerant: list[tuple[str, int]] = []
-    open_lines: list[int] = []
-    for n, line in enumerate(lines, 1):
-        if line.intolerant_to:
-            intolerant += [(d, n) for d in sorted(named_drugs(line.intolerant_to, line, vocabulary))]
-        elif line.stop_reason == "toxicity" and line.intolerant_to is None:
-            treatment = [r.drug.name for r in drugs[n - 1] if r.drug.drug_class != "steroid"]
-            if len(treatment) == 1:  # one agent besides steroids: the one stopped for toxicity
-                intolerant.append((treatment[0], n))
-            else:
-                open_lines.append(n)
-    by_name = {r.drug.name: r.drug for ds in drugs for r in ds}
-    # the keys a drug counts under (its name and its class), and every line giving a drug, in line and
-    # agent order, under each of its keys: one pass instead of one per key of INTOLERANCE_GROUPS
-    keys_of = {name: {name, d.drug_class} for name, d in by_name.items()}
-    given_under: dict[str, list[tuple[str, int]]] = {}
-    for n, ds in enumerate(drugs, 1):
-        for r in ds:
-            for k in keys_of[r.drug.name]:
-                given_under.setdefault(k, []).append((r.drug.name, n))
-    unrecorded_lines = {n for n, line in enumerate(lines, 1) if line.intolerant_to is None and n not in open_lines}
-    named = set(intolerant)
+    # leaves its agents' intolerance unknown, as does a line that does not record intolerant_to. One
+    # pass: the keys (name and class) of the drugs the patient is intolerant to, and of those whose
+    # tolerance is unknown; a drug's class is that of the last drug of its name (as `by_name` below)
+    class_of = {r.drug.name: r.drug.drug_class for found in drugs for r in found}
+    intolerant_keys: set[str] = set()
+    unknown_keys: set[str] = set()
+    for line, found in zip(lines, drugs):
+        listed = line.intolerant_to
+        if listed:
+            for d in _named_in(listed, found, vocabulary):
+                intolerant_keys |= {d, class_of[d]}
+        elif listed is None:
+            stopped_agent = None  # the one agent besides steroids of a line stopped for toxicity
+            if line.stop_reason == "toxicity":
+                treatment = [r.drug.name for r in found if r.drug.drug_class != "steroid"]
+                if len(treatment) == 1:
+                    stopped_agent = treatment[0]
+                    intolerant_keys |= {stopped_agent, class_of[stopped_agent]}
+            for r in found:
+                name = r.drug.name
+                if name != stopped_agent:
+                    unknown_keys |= {name, class_of[name]}
+    for fact, key, _ in _INTOLERANCE:
+        values[fact] = True if key in intolerant_keys else None if key in unknown_keys else False
+    if texts is not None:
+        _intolerance_texts(lines, drugs, vocabulary, values, texts)
 
-    for key, label in INTOLERANCE_GROUPS:
-        given_lines = given_under.get(key, [])
-        hits = [(d, n) for d, n in intolerant if key in keys_of[d]]
-        giving = {n for _, n in given_lines}
-        unsure = [n for n in open_lines if n in giving]
-        # a line that gave it without recording intolerant_to: its tolerance is not recorded (unknown)
-        unrecorded = [(d, n) for d, n in given_lines if n in unrecorded_lines and (d, n) not in named]
-        given = bool(given_lines)
-        if hits:
-            put(f"intolerant_{key}", True, f"intolerant to {_fmt_lines(hits)}" if explain else "")
-        elif unsure:
-            where = ", ".join(map(str, unsure)) if explain else ""
-            put(f"intolerant_{key}", None, f"unknown: line {where} stopped for toxicity without intolerant_to" if explain else "")
-        elif unrecorded:
-            put(f"intolerant_{key}", None, f"unknown: intolerance not recorded for {_fmt_lines(unrecorded)}" if explain else "")
-        elif not given:
-            put(f"intolerant_{key}", False, f"no line gave {label}" if explain else "")
-        else:
-            put(f"intolerant_{key}", False, f"no line records intolerance to {label}" if explain else "")
-
-    responses = [f"line {n}: {line.best_response}" for n, line in enumerate(lines, 1) if line.best_response] if explain else []
     last = lines[-1]
+    values["last_line_best_response"] = last.best_response
+    stopped_in_response = stopped_unknown = False
+    for line, found in zip(lines, drugs):
+        if line.stop_reason == "toxicity" and any("bispecific" in _groups_of(r.drug) for r in found):
+            if line.best_response in RESPONSE:
+                stopped_in_response = True
+            elif line.best_response is None:
+                stopped_unknown = True
+    values["bispecific_stopped_for_toxicity_in_response"] = True if stopped_in_response else None if stopped_unknown else False
+    if texts is None:
+        return not_applying
+
+    responses = [f"line {n}: {line.best_response}" for n, line in enumerate(lines, 1) if line.best_response]
     if last.best_response is None:
-        put(
-            "last_line_best_response",
-            None,
-            "unknown: best_response of the most recent line not given" + (f" ({'; '.join(responses)})" if responses else "")
-            if explain
-            else "",
+        texts["last_line_best_response"] = "unknown: best_response of the most recent line not given" + (
+            f" ({'; '.join(responses)})" if responses else ""
         )
     else:
-        put("last_line_best_response", last.best_response, "; ".join(responses) if explain else "")
-
+        texts["last_line_best_response"] = "; ".join(responses)
     stopped = []
     open_ = []
     for n, line in enumerate(lines, 1):
@@ -941,12 +1042,62 @@ def _derive_course(
             stopped.append(f"{', '.join(bispecifics)} (line {n}): stopped for toxicity in {line.best_response}")
         elif line.best_response is None:
             open_.append(f"{', '.join(bispecifics)} (line {n}): stopped for toxicity, best_response not given")
+    fact = "bispecific_stopped_for_toxicity_in_response"
     if stopped:
-        put("bispecific_stopped_for_toxicity_in_response", True, "; ".join(stopped) if explain else "")
+        texts[fact] = "; ".join(stopped)
     elif open_:
-        put("bispecific_stopped_for_toxicity_in_response", None, "unknown: " + "; ".join(open_) if explain else "")
+        texts[fact] = "unknown: " + "; ".join(open_)
     else:
-        put("bispecific_stopped_for_toxicity_in_response", False, "no bispecific line stopped for toxicity in response")
+        texts[fact] = "no bispecific line stopped for toxicity in response"
+    return not_applying
+
+
+def _intolerance_texts(
+    lines: list[PriorLine],
+    drugs: list[list[Resolution]],
+    vocabulary: Vocabulary,
+    values: dict[str, Value | None],
+    texts: dict[str, str],
+) -> None:
+    """The explanations of the intolerance facts (their values in `values`)."""
+    intolerant: list[tuple[str, int]] = []
+    open_lines: list[int] = []
+    for n, line in enumerate(lines, 1):
+        if line.intolerant_to:
+            intolerant += [(d, n) for d in sorted(_named_in(line.intolerant_to, drugs[n - 1], vocabulary))]
+        elif line.stop_reason == "toxicity" and line.intolerant_to is None:
+            treatment = [r.drug.name for r in drugs[n - 1] if r.drug.drug_class != "steroid"]
+            if len(treatment) == 1:  # one agent besides steroids: the one stopped for toxicity
+                intolerant.append((treatment[0], n))
+            else:
+                open_lines.append(n)
+    by_name = {r.drug.name: r.drug for ds in drugs for r in ds}
+    keys_of = {name: {name, d.drug_class} for name, d in by_name.items()}
+    given_under: dict[str, list[tuple[str, int]]] = {}
+    for n, ds in enumerate(drugs, 1):
+        for r in ds:
+            for k in keys_of[r.drug.name]:
+                given_under.setdefault(k, []).append((r.drug.name, n))
+    unrecorded_lines = {n for n, line in enumerate(lines, 1) if line.intolerant_to is None and n not in open_lines}
+    named = set(intolerant)
+    for fact, key, label in _INTOLERANCE:
+        given_lines = given_under.get(key, [])
+        value = values[fact]
+        if value is True:
+            texts[fact] = f"intolerant to {_fmt_lines([(d, n) for d, n in intolerant if key in keys_of[d]])}"
+        elif value is None:
+            giving = {n for _, n in given_lines}
+            unsure = [n for n in open_lines if n in giving]
+            if unsure:
+                texts[fact] = f"unknown: line {', '.join(map(str, unsure))} stopped for toxicity without intolerant_to"
+            else:
+                # a line that gave it without recording intolerant_to: its tolerance is not recorded
+                unrecorded = [(d, n) for d, n in given_lines if n in unrecorded_lines and (d, n) not in named]
+                texts[fact] = f"unknown: intolerance not recorded for {_fmt_lines(unrecorded)}"
+        elif not given_lines:
+            texts[fact] = f"no line gave {label}"
+        else:
+            texts[fact] = f"no line records intolerance to {label}"
 
 
 #: the facts that depend on refractoriness records (unknown when a line does not record it)
@@ -956,11 +1107,7 @@ _MAX_ALTERNATIVE_GROUPS = 6
 
 def _line_facts(profile: PatientProfile, vocabulary: Vocabulary) -> dict[str, Value | None]:
     out: dict[str, Value | None] = {}
-
-    def put(name: str, value: Value | None, explanation: str) -> None:
-        out[name] = value
-
-    _derive_lines(profile, vocabulary, put, explain=False)
+    _derive_lines(profile, vocabulary, [line_drugs(line, vocabulary) for line in profile.prior_lines], out, None)
     return out
 
 
