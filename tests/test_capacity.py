@@ -24,7 +24,7 @@ from strategies import random_profiles
 import cds
 from cds.api import Evaluator, load_ruleset
 from cds.engine import capacity
-from cds.engine.compile import BOOKKEEPING
+from cds.engine.compile import BOOKKEEPING, property_names
 from cds.engine.durable import Engine, plan_rules
 from cds.engine.reference import fired_rules
 from cds.errors import EngineError, RuleSetError
@@ -102,6 +102,12 @@ def test_property_hash_is_durable_rules_fnv1a():
     assert capacity.fnv1a("all") == 321211332 and capacity.fnv1a("any") == 740945997
     names = [*FACTS, *BOOKKEEPING, *capacity.RESERVED]
     assert len({capacity.fnv1a(n) for n in names}) == len(set(names)), "two property names share a hash"
+    # the short names the facts are compiled and asserted under: one per fact, none a bookkeeping or
+    # reserved name, all hashing apart from each other and from those
+    short = property_names(FACTS)
+    assert sorted(short) == sorted(FACTS) and all(0 < len(n) <= 2 for n in short.values())
+    used = {*short.values(), *BOOKKEEPING, *capacity.RESERVED}
+    assert len({capacity.fnv1a(n) for n in used}) == len(used)
 
 
 # --------------------------------------------------------------------------- the plan of the real rules

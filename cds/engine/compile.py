@@ -16,8 +16,12 @@ The sentinel rule (lowest priority, no condition) fires for every asserted fact.
 
 from __future__ import annotations
 
+import itertools
+import string
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from cds.engine.capacity import RESERVED, fnv1a
 from cds.errors import EngineError
 from cds.knowledge.ruleset import Condition, Group, Leaf, Rule, leaves
 from cds.model.facts import FACTS, REFRACTORY_FIELD
@@ -28,15 +32,43 @@ ALL = "*"  # cds_scope of a fact every rule must see
 #: properties every asserted fact carries besides the rules' facts
 BOOKKEEPING = ("cds_variant", "t", "cds_scope", "id", "sid")
 
+_LETTERS = string.ascii_letters
 _COMPARE = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}
 
 
-def compile_condition(cond: Condition) -> dict[str, Any]:
-    """Translate a parsed condition into a durable-rules JSON expression."""
+def property_names(facts: Iterable[str]) -> dict[str, str]:
+    """fact -> the short property name it has in the compiled rules and the asserted facts, per rule set.
+
+    durable-rules hashes every property name of every fact it parses (assert, and the whole fact is
+    copied into each action message), so the facts go in under one- or two-letter names (in the
+    facts' sorted order) instead of their own (often 20-40 characters). The names avoid the
+    bookkeeping and reserved properties and hash apart from each other and from them (durable-rules
+    tells properties apart by their 32-bit FNV-1a hash alone), so the capacity check never has to
+    name one. A bijection: the alpha network, and so the shard plan, is the same as under the facts'
+    own names; messages to people always name the facts themselves (the rules' own conditions)."""
+    taken = {fnv1a(n) for n in (*BOOKKEEPING, *RESERVED)}
+    candidates = itertools.chain(_LETTERS, map("".join, itertools.product(_LETTERS, repeat=2)))
+    out: dict[str, str] = {}
+    for fact in sorted(set(facts)):
+        for name in candidates:
+            h = fnv1a(name)
+            if name not in BOOKKEEPING and name not in RESERVED and h not in taken:
+                taken.add(h)
+                out[fact] = name
+                break
+        else:  # 2,704 names: more than any fact vocabulary
+            raise EngineError("too many facts for the short property names")
+    return out
+
+
+def compile_condition(cond: Condition, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Translate a parsed condition into a durable-rules JSON expression (facts renamed by `names`, if given)."""
     if isinstance(cond, Group):
-        return {"$and" if cond.mode == "all" else "$or": [compile_condition(c) for c in cond.items]}
+        return {"$and" if cond.mode == "all" else "$or": [compile_condition(c, names) for c in cond.items]}
     assert isinstance(cond, Leaf)
     f, op, v = cond.fact, cond.op, cond.value
+    if names is not None:
+        f = names[f]
     if op == "==":
         return {f: v}
     if op in _COMPARE:
@@ -73,15 +105,15 @@ def rule_scopes(rule: Rule) -> tuple[str, ...]:
     return tuple(sorted({s for s in map(fact_scope, rule_facts(rule)) if s is not None}))
 
 
-def rule_definition(rule: Rule, pri: int) -> dict[str, Any]:
-    """The durable-rules definition of one rule (see the module docstring)."""
+def rule_definition(rule: Rule, pri: int, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The durable-rules definition of one rule (see the module docstring), facts renamed by `names` if given."""
     scopes = rule_scopes(rule)
     scope: dict[str, Any] = {"cds_scope": ALL}
     if scopes:
         scope = {"$or": [{"cds_scope": ALL}] + [{"cds_scope": s} for s in scopes]}
     parts: list[dict[str, Any]] = [{"t": PATIENT}, scope]
     if rule.condition is not None:
-        parts.append(compile_condition(rule.condition))
+        parts.append(compile_condition(rule.condition, names))
     return {"all": [{"m": {"$and": parts}}], "pri": pri}
 
 

@@ -52,7 +52,9 @@ sentinel rule, unknown rule or malformed message -> EngineError, a rule firing o
 EngineError, ``abandon_action`` and ``delete_state`` on failure), in every shard. Sessions are kept
 because creating one (``createStateNode``: it clears the frame tables of every beta node) cost
 about a quarter of a patient's evaluation, more than the matching. Only the facts some
-rule of the shard names are asserted into it (the others cannot change what fires), each item
+rule of the shard names are asserted into it (the others cannot change what fires), under the
+short property names the rules are compiled with (`cds.engine.compile.property_names`: the C core
+hashes every name it parses and copies the whole fact into every action message), each item
 encoded once per evaluation and joined per shard and variant into the text `json` would write, and numbers in
 exponent form are written with a decimal point (``1.0e-05``): durable-rules' JSON reader crashes the
 process on ``1e-05``.
@@ -80,7 +82,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +96,7 @@ from cds.engine.compile import (
     SENTINEL,
     compile_condition,
     fact_scope,
+    property_names,
     rule_definition,
     rule_facts,
     rule_scopes,
@@ -154,32 +157,33 @@ def _engine_json(text: str) -> str:
 _encode_string = json.encoder.encode_basestring  # what _ENCODE writes for a str (ensure_ascii=False)
 
 
-def _pair(name: str, value: Any) -> str:
-    """``"name":value`` as `_ENCODE` writes that item of a dict.
+def _value(value: Any) -> str:
+    """`value` as `_dumps` writes it.
 
     The patient's facts are encoded item by item once per evaluation and joined per shard and
     variant (`_fact_text`): a shard's fact is a subset of the patient's, and encoding whole dicts
     encoded every value once per shard and variant. bool, int and str are the fact types
-    (`cds.model.facts.Value`); a float is checked as ``allow_nan=False`` does; anything else goes
-    through `_ENCODE` itself (which raises ValueError for NaN and the infinities)."""
+    (`cds.model.facts.Value`); a float is checked as ``allow_nan=False`` does and written with the
+    decimal point durable-rules' reader needs (``1e-05`` -> ``1.0e-05``, as `_engine_json`); anything
+    else goes through `_dumps` itself (`_ENCODE` raises ValueError for NaN and the infinities)."""
     t = type(value)
     if t is bool:
-        text = "true" if value else "false"
-    elif t is int:
-        text = int.__repr__(value)
-    elif t is str:
-        text = _encode_string(value)
-    elif t is float and math.isfinite(value):
+        return "true" if value else "false"
+    if t is str:
+        return _encode_string(value)
+    if t is int:
+        return int.__repr__(value)
+    if t is float and math.isfinite(value):
         text = float.__repr__(value)
-    else:
-        text = _ENCODE(value)
-    return f"{_encode_string(name)}:{text}"
+        return text.replace("e", ".0e") if "e" in text and "." not in text else text
+    return _dumps(value)
 
 
-def _encoded(values: Mapping[str, Any], keep: Container[str], patient: str | None) -> dict[str, str]:
-    """`_pair` of each item of `values` whose name is in `keep`; a value JSON cannot hold is an EngineError."""
+def _encoded(values: Mapping[str, Any], prefixes: Mapping[str, str], patient: str | None) -> dict[str, str]:
+    """``"<property>":value`` of each item of `values` some rule reads (`prefixes`: fact -> ``"<property>":``);
+    a value JSON cannot hold is an EngineError."""
     try:
-        return {k: _pair(k, v) for k, v in values.items() if k in keep}
+        return {k: p + _value(v) for k, v in values.items() if (p := prefixes.get(k)) is not None}
     except ValueError as exc:
         raise EngineError(f"a fact of {patient or 'a patient'} cannot be sent to the engine: {exc}") from None
 
@@ -192,8 +196,8 @@ def _fact_text(number: int, items: list[str], scope: str, sid: str) -> str:
 
 
 def _payload(facts: list[str]) -> str:
-    """The facts' texts as one JSON array, numbers in exponent form written as `_dumps` writes them."""
-    return _engine_json(f"[{','.join(facts)}]")
+    """The facts' texts as one JSON array (their numbers are written as durable-rules reads them: `_value`)."""
+    return f"[{','.join(facts)}]"
 
 
 def _code(exc: BaseException) -> str:
@@ -219,7 +223,8 @@ def plan_rules(rules: Sequence[Rule], max_pending: int = capacity.MAX_PENDING) -
     (the cds sources, capacity's model among them), and read like every cache file
     (`cds.usercache.cached`: owner and mode, header key, only cds classes).
     """
-    definitions = {rule.id: rule_definition(rule, pri) for pri, rule in enumerate(rules)}
+    names = property_names(set().union(*(rule_facts(r) for r in rules)))
+    definitions = {rule.id: rule_definition(rule, pri, names) for pri, rule in enumerate(rules)}
     items, sentinel = list(definitions.items()), _sentinel(rules)
     inputs = json.dumps([items, sentinel, BOOKKEEPING, max_pending], sort_keys=True, ensure_ascii=False)
     plan = cached(
@@ -290,6 +295,8 @@ class Engine:
         self.rules_in_scope = {s: frozenset(ids) for s, ids in in_scope.items()}
         #: fact -> its scope, for the facts rules read that can be unknown
         self._scope_of = {f: scope for f in self.used_facts if (scope := fact_scope(f)) is not None}
+        #: fact -> '"<its short property name>":' (`property_names`: the names plan_rules compiles with)
+        self._prefixes = {f: f"{_encode_string(name)}:" for f, name in property_names(self.used_facts).items()}
 
         self.plan, definitions = plan_rules(ruleset.rules, max_pending)
         if self.plan.problems:
@@ -341,8 +348,7 @@ class Engine:
         if not variants:
             return []
         fired: list[set[str]] = [set() for _ in variants]
-        used = self.used_facts
-        encoded = [_encoded(v, used, patient) for v in variants]
+        encoded = [_encoded(v, self._prefixes, patient) for v in variants]
         with self._lock:
             for shard in self._shards:
                 sid = self._session(shard)
@@ -369,8 +375,8 @@ class Engine:
                 if name in used and scope_of.get(name) != scope:
                     raise EngineError(f"a variant scoped to {scope!r} also changes {name!r}")
         fired: list[set[str]] = [set() for _ in range(len(variants) + 1)]
-        encoded = _encoded(base, used, patient)
-        changed = [_encoded(assignment, assignment, patient) for _, assignment in variants]
+        encoded = _encoded(base, self._prefixes, patient)
+        changed = [_encoded(assignment, self._prefixes, patient) for _, assignment in variants]
         with self._lock:
             for shard in self._shards:
                 sid = self._session(shard)
