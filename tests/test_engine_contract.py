@@ -98,7 +98,7 @@ def test_shapes_the_engine_relies_on():
     h = _ruleset(rules)
     try:
         _prime(h)
-        facts = [{"cds_variant": i, "t": "patient", "x": i + 1, "id": f"v{i}", "sid": "s"} for i in range(2)]
+        facts = [{"id": f"v{i}", "t": "patient", "x": i + 1, "sid": "s"} for i in range(2)]
         result = core.assert_facts(h, json.dumps(facts))
         assert type(result) is tuple and len(result) == 2 and all(type(x) is int for x in result)
         code, offset = result
@@ -117,11 +117,11 @@ def test_shapes_the_engine_relies_on():
             ((rule, body),) = json.loads(text).items()
             assert list(body) == ["m"]
             fact = body["m"]
-            assert fact == facts[fact["cds_variant"]] and list(fact) == list(facts[0])  # the fact's own key order
-            # what Engine._fire reads: the text up to the first comma is '{"<rule>":{"m":{"cds_variant": <i>'
+            assert fact == facts[int(fact["id"][1:])] and list(fact) == list(facts[0])  # the fact's own key order
+            # what Engine._fire reads: the text up to the first comma is '{"<action>":{"m":{"id":"v<i>"'
             head = text[: text.find(",")]
-            assert re.fullmatch(r'\{"(\w+)":\{"m":\{"cds_variant": ?(\d+)', head), text
-            seen.add((rule, fact["cds_variant"]))
+            assert re.fullmatch(r'\{"(\w+)":\{"m":\{"id": ?"v(\d+)"', head), text
+            seen.add((rule, int(fact["id"][1:])))
         assert seen == {("r_all", 0), ("r_all", 1), ("r_one", 0)} and len(messages) == 3
 
         # the same facts again without retracting them: code 2 (ERR_EVENT_OBSERVED), nothing fires
@@ -185,7 +185,7 @@ def test_the_engine_reuses_one_empty_session_per_shard():
     # a failure inside the C core (a fact no rule accepts: code 1): that shard's session is deleted, the next is new
     shard = engine._shards[0]
     with pytest.raises(EngineError, match="code 1"):
-        other = {"cds_variant": 0, "t": "other", "id": "v0", "sid": sessions[1]}
+        other = {"id": "v0", "t": "other", "sid": sessions[1]}
         engine._fire(shard, sessions[shard.number], [json.dumps(other)], [0], "P")
     assert shard.number not in engine._live
     assert engine.run(facts) == first and engine._live[shard.number] != sessions[shard.number]

@@ -30,7 +30,7 @@ SENTINEL = "__evaluated__"
 PATIENT = "patient"  # the value of the type discriminator `t`
 ALL = "*"  # cds_scope of a fact every rule must see
 #: properties every asserted fact carries besides the rules' facts
-BOOKKEEPING = ("cds_variant", "t", "cds_scope", "id", "sid")
+BOOKKEEPING = ("t", "cds_scope", "id", "sid")
 
 _LETTERS = string.ascii_letters
 _COMPARE = {"!=": "$neq", "<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte"}

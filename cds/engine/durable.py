@@ -109,7 +109,7 @@ from cds.usercache import cached
 
 __all__ = ["SENTINEL", "Engine", "capacity_problems", "compile_condition", "durable_version", "fact_scope", "plan_rules"]
 
-_HEAD = '":{"m":{"cds_variant":'
+_HEAD = '":{"m":{"id":"v'  # what follows an action name in an action message (`_fact_text`: the id first)
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # durable-rules' JSON reader crashes the process (SIGSEGV) on a number in exponent form
 # without a decimal point, which is how Python writes 1e-05 or 1e+16: write 1.0e-05.
@@ -189,10 +189,10 @@ def _encoded(values: Mapping[str, Any], prefixes: Mapping[str, str], patient: st
 
 
 def _fact_text(number: int, items: list[str], scope: str, sid: str) -> str:
-    """One fact as `_ENCODE` writes ``{"cds_variant": number, **items, "t": PATIENT, "cds_scope": scope,
-    "id": f"v{number}", "sid": sid}``: the variant number first (the action messages are read by it)."""
-    tail = f'"t":{_PATIENT_JSON},"cds_scope":{_encode_string(scope)},"id":"v{number}","sid":{_encode_string(sid)}'
-    return f'{{"cds_variant":{number},{",".join(items)},{tail}}}' if items else f'{{"cds_variant":{number},{tail}}}'
+    """One fact as `_ENCODE` writes ``{"id": f"v{number}", **items, "t": PATIENT, "cds_scope": scope, "sid": sid}``:
+    the id, which carries the variant number, first (the action messages are read by it)."""
+    tail = f'"t":{_PATIENT_JSON},"cds_scope":{_encode_string(scope)},"sid":{_encode_string(sid)}'
+    return f'{{"id":"v{number}",{",".join(items)},{tail}}}' if items else f'{{"id":"v{number}",{tail}}}'
 
 
 def _payload(facts: list[str]) -> str:
@@ -262,8 +262,8 @@ class _Shard:
     label: str  # 'ruleset 2 of 3 (CARTM-SBCMA-001 .. SEQ-CD38-004, 36 rules)'
     facts: tuple[str, ...]  # the facts its rules read: the only ones asserted into it
     scope_facts: Mapping[str, tuple[str, ...]]  # scope -> facts read by its rules of that scope
-    prefixes: Mapping[str, str]  # action-message head -> rule ID (incl. the sentinel)
-    # '{"<rule id>":{"m":{"cds_variant": <i>' -> (i, rule ID), filled as action messages are read
+    prefixes: Mapping[str, str]  # '{"<action name>":{"m":{"id":"v' -> rule ID (incl. the sentinel)
+    # '{"<action name>":{"m":{"id":"v<i>"' -> (i, rule ID), filled as action messages are read
     heads: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
@@ -309,8 +309,9 @@ class Engine:
             for number, part in enumerate(self.plan.shards, 1):
                 rules = [by_id[rid] for rid in part.rule_ids]
                 label = f"ruleset {number} of {total} ({part.rule_ids[0]} .. {part.rule_ids[-1]}, {len(rules)} rules)"
-                definition = {rid: definitions[rid] for rid in part.rule_ids}
-                definition[SENTINEL] = sentinel
+                # each rule compiled under a short action name ("r<k>": every action message starts with it)
+                actions = {f"r{k}": rid for k, rid in enumerate((*part.rule_ids, SENTINEL))}
+                definition = {a: definitions[rid] if rid != SENTINEL else sentinel for a, rid in actions.items()}
                 try:
                     handle = _core.create_ruleset(f"{base}_{number}", _dumps(definition))
                 except BaseException as exc:  # noqa: BLE001 - the C core reports bare numeric codes
@@ -325,7 +326,7 @@ class Engine:
                     label=label,
                     facts=tuple(sorted(set().union(*(rule_facts(r) for r in rules)))),
                     scope_facts={s: tuple(sorted(f)) for s, f in scope_facts.items()},
-                    prefixes={f'{{"{r}{_HEAD[:-1]}': r for r in (*part.rule_ids, SENTINEL)},
+                    prefixes={f'{{"{a}{_HEAD}': rid for a, rid in actions.items()},
                 )
                 shards.append(shard)
                 self._prime(shard)
@@ -437,8 +438,8 @@ class Engine:
                 raise self._fail(shard, patient, f"assert_facts returned code {code} ({CODES.get(code, '?')})")
             started = _core.start_action_for_state(h, state_offset)
             message = started[1] if started else None
-            # Each action message is {"<rule id>":{"m":{"cds_variant": <i>, ...the fact...}}}
-            # (the C core keeps the fact's key order and rule IDs hold no comma): keep the
+            # Each action message is {"r<k>":{"m":{"id":"v<i>", ...the fact...}}} (the C core keeps
+            # the fact's key order and action names hold no comma): keep the
             # text up to the first comma, parsed and checked below once the session is done.
             append, complete = heads.append, _core.complete_and_start_action
             while message is not None:
@@ -480,10 +481,10 @@ class Engine:
     @staticmethod
     def _head(shard: _Shard, head: str) -> tuple[int, str]:
         """(variant number, rule ID) of an action message's head; remembered (at most 64 variants per rule)."""
-        prefix, _, variant = head.rpartition(":")
-        if not variant.lstrip().isdigit():
+        start, mark, variant = head[:-1].rpartition('"v')
+        if not (head.endswith('"') and variant.isascii() and variant.isdigit()):
             raise ValueError(variant)
-        hit = int(variant), shard.prefixes[prefix]
+        hit = int(variant), shard.prefixes[start + mark]
         if hit[0] < 64:
             shard.heads[head] = hit
         return hit
@@ -504,7 +505,7 @@ class Engine:
         (e.g. after error 303) frees nothing it should not (see the module docstring).
         """
         h = shard.handle
-        fact = {"cds_variant": 0, "t": PATIENT, "cds_scope": "", "id": "p"}  # only the sentinel matches it
+        fact = {"id": "p", "t": PATIENT, "cds_scope": ""}  # only the sentinel matches it
         done: list[str] = []  # sessions whose action ran: safe to delete (a failed one is left to leak)
         try:
             offsets = []
