@@ -208,6 +208,11 @@ class Vocabulary:
                 if self._cyto_typos.get(k, c.name) != c.name:
                     problems.append(f"catalog/cytogenetics.yaml [{c.name}] typos: {t!r} also suggests {self._cyto_typos[k]}")
                 self._cyto_typos[k] = c.name
+        # what every evaluation with cytogenetics asks (`cds.model.facts`), worked out once
+        self._cyto_names = tuple(c.name for c in self.cytogenetics)
+        self._cyto_panel = frozenset(self._cyto_names)
+        self._high_risk = tuple(c.name for c in self.cytogenetics if c.high_risk is True)
+        self._unclassified = tuple(c.name for c in self.cytogenetics if c.high_risk == "unclassified")
         if len({c.fact for c in self.cytogenetics}) != len(self.cytogenetics):
             problems.append("catalog/cytogenetics.yaml: two abnormalities share a fact name")
         if problems:
@@ -304,22 +309,22 @@ class Vocabulary:
 
     @property
     def cytogenetic_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.cytogenetics)
+        return self._cyto_names
 
     @property
     def high_risk_cytogenetics(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.cytogenetics if c.high_risk is True)
+        return self._high_risk
 
     @property
     def unclassified_cytogenetics(self) -> tuple[str, ...]:
         """Abnormalities the sources do not classify (t(14;20)): with one, the risk is unknown."""
-        return tuple(c.name for c in self.cytogenetics if c.high_risk == "unclassified")
+        return self._unclassified
 
     def cytogenetics_tested(self, found: list[str], tested: list[str] | None) -> frozenset[str]:
         """The abnormalities a profile's result speaks for: every one when `tested` is None (the whole
         panel, the meaning of `cytogenetics` alone), else those sharing a probe with one tested or found."""
         if tested is None:
-            return frozenset(self.cytogenetic_names)
+            return self._cyto_panel
         probes = {c.probe for c in self.cytogenetics if c.name in set(found) | set(tested)}
         return frozenset(c.name for c in self.cytogenetics if c.probe in probes)
 
