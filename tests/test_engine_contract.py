@@ -186,6 +186,6 @@ def test_the_engine_reuses_one_empty_session_per_shard():
     shard = engine._shards[0]
     with pytest.raises(EngineError, match="code 1"):
         other = {"id": "v0", "t": "other", "sid": sessions[1]}
-        engine._fire(shard, sessions[shard.number], [json.dumps(other)], [0], "P")
+        engine._fire(shard, sessions[shard.number], [json.dumps(other)], [0], [set()], "P")
     assert shard.number not in engine._live
     assert engine.run(facts) == first and engine._live[shard.number] != sessions[shard.number]

@@ -355,8 +355,7 @@ class Engine:
                 sid = self._session(shard)
                 keys = shard.facts
                 facts = [_fact_text(i, [e[k] for k in keys if k in e], ALL, sid) for i, e in enumerate(encoded)]
-                for i, got in self._fire(shard, sid, facts, range(len(facts)), patient).items():
-                    fired[i] |= got
+                self._fire(shard, sid, facts, range(len(facts)), fired, patient)
         return [frozenset(f) for f in fired]
 
     def run_counterfactuals(
@@ -395,12 +394,16 @@ class Engine:
                     items += [own[k] for k in assignment if k in keys and k not in encoded]
                     facts.append(_fact_text(i, items, scope, sid))
                     numbers.append(i)
-                for i, got in self._fire(shard, sid, facts, numbers, patient).items():
-                    fired[i] |= got
+                self._fire(shard, sid, facts, numbers, fired, patient)
         out = [frozenset(fired[0])]
+        outside: dict[str, frozenset[str]] = {}  # scope -> the base's fired rules outside it
         for (scope, _), got in zip(variants, fired[1:]):
             # the rules outside the scope see the same values as the base fact
-            out.append(frozenset(got | (out[0] - self.rules_in_scope.get(scope, frozenset()))))
+            rest = outside.get(scope)
+            if rest is None:
+                rest = outside[scope] = out[0] - self.rules_in_scope.get(scope, frozenset())
+            got |= rest
+            out.append(frozenset(got))
         return out
 
     def _fail(self, shard: _Shard, patient: str | None, what: str) -> EngineError:
@@ -415,10 +418,10 @@ class Engine:
         return sid
 
     def _fire(
-        self, shard: _Shard, sid: str, facts: list[str], numbers: Sequence[int], patient: str | None
-    ) -> dict[int, set[str]]:
+        self, shard: _Shard, sid: str, facts: list[str], numbers: Sequence[int], into: Sequence[set[str]], patient: str | None
+    ) -> None:
         """Assert `facts` (their JSON texts, `_fact_text`; `numbers` their variant numbers) into one shard's
-        session `sid`; the rules fired per variant number (sentinel checked).
+        session `sid`; add the rules fired for variant number n to ``into[n]`` (sentinel checked).
 
         The facts are retracted once their actions have run, which leaves the session empty for the
         next evaluation; on any failure the session is deleted instead (the next one is new).
@@ -462,7 +465,7 @@ class Engine:
                 self._live.pop(shard.number, None)
                 with contextlib.suppress(BaseException):  # nothing more to clean
                     _core.delete_state(h, sid)
-        fired: dict[int, set[str]] = {n: set() for n in numbers}
+        fired: dict[int, set[str]] = {n: into[n] for n in numbers}  # a number not asserted here: KeyError
         known = shard.heads
         try:
             for head in heads:
@@ -476,7 +479,6 @@ class Engine:
             if SENTINEL not in got:
                 raise self._fail(shard, patient, f"fact {number} was not evaluated to the end (the sentinel rule did not fire)")
             got.discard(SENTINEL)
-        return fired
 
     @staticmethod
     def _head(shard: _Shard, head: str) -> tuple[int, str]:
