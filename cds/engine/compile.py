@@ -105,12 +105,24 @@ def rule_scopes(rule: Rule) -> tuple[str, ...]:
     return tuple(sorted({s for s in map(fact_scope, rule_facts(rule)) if s is not None}))
 
 
-def rule_definition(rule: Rule, pri: int, names: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The durable-rules definition of one rule (see the module docstring), facts renamed by `names` if given."""
+def scope_values(rules: Iterable[Rule]) -> dict[str, str]:
+    """scope (a profile field, `fact_scope`) -> the short ``cds_scope`` value it has in the compiled rules and the
+    asserted variants ("0", "1", ... in sorted order), per rule set: the field names run to 45 characters, and
+    every scoped variant's fact, and every action message for it, carried one. Distinct strings, as the names
+    were: the alpha network is the same (`cds.engine.capacity` counts equality tests by type)."""
+    return {s: str(k) for k, s in enumerate(sorted({s for r in rules for s in rule_scopes(r)}))}
+
+
+def rule_definition(
+    rule: Rule, pri: int, names: Mapping[str, str] | None = None, scope_names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The durable-rules definition of one rule (see the module docstring), facts renamed by `names` and
+    scopes by `scope_names` if given."""
     scopes = rule_scopes(rule)
     scope: dict[str, Any] = {"cds_scope": ALL}
     if scopes:
-        scope = {"$or": [{"cds_scope": ALL}] + [{"cds_scope": s} for s in scopes]}
+        values = [scope_names[s] for s in scopes] if scope_names is not None else scopes
+        scope = {"$or": [{"cds_scope": ALL}] + [{"cds_scope": s} for s in values]}
     parts: list[dict[str, Any]] = [{"t": PATIENT}, scope]
     if rule.condition is not None:
         parts.append(compile_condition(rule.condition, names))

@@ -100,6 +100,7 @@ from cds.engine.compile import (
     rule_definition,
     rule_facts,
     rule_scopes,
+    scope_values,
     sentinel_definition,
 )
 from cds.errors import EngineError, RuleSetError
@@ -224,7 +225,8 @@ def plan_rules(rules: Sequence[Rule], max_pending: int = capacity.MAX_PENDING) -
     (`cds.usercache.cached`: owner and mode, header key, only cds classes).
     """
     names = property_names(set().union(*(rule_facts(r) for r in rules)))
-    definitions = {rule.id: rule_definition(rule, pri, names) for pri, rule in enumerate(rules)}
+    scopes = scope_values(rules)
+    definitions = {rule.id: rule_definition(rule, pri, names, scopes) for pri, rule in enumerate(rules)}
     items, sentinel = list(definitions.items()), _sentinel(rules)
     inputs = json.dumps([items, sentinel, BOOKKEEPING, max_pending], sort_keys=True, ensure_ascii=False)
     plan = cached(
@@ -297,6 +299,8 @@ class Engine:
         self._scope_of = {f: scope for f in self.used_facts if (scope := fact_scope(f)) is not None}
         #: fact -> '"<its short property name>":' (`property_names`: the names plan_rules compiles with)
         self._prefixes = {f: f"{_encode_string(name)}:" for f, name in property_names(self.used_facts).items()}
+        #: scope -> its short cds_scope value (`scope_values`: the values plan_rules compiles with)
+        self._scope_values = scope_values(ruleset.rules)
 
         self.plan, definitions = plan_rules(ruleset.rules, max_pending)
         if self.plan.problems:
@@ -382,7 +386,7 @@ class Engine:
                 sid = self._session(shard)
                 facts = [_fact_text(0, [encoded[k] for k in shard.facts if k in encoded], ALL, sid)]
                 numbers = [0]
-                scope_facts = shard.scope_facts
+                scope_facts, short_scope = shard.scope_facts, self._scope_values
                 for i, (scope, assignment) in enumerate(variants, 1):
                     keys = scope_facts.get(scope)
                     if keys is None:
@@ -392,7 +396,7 @@ class Engine:
                     own = changed[i - 1]
                     items = [own.get(k) or encoded[k] for k in keys if k in encoded]
                     items += [own[k] for k in assignment if k in keys and k not in encoded]
-                    facts.append(_fact_text(i, items, scope, sid))
+                    facts.append(_fact_text(i, items, short_scope[scope], sid))
                     numbers.append(i)
                 self._fire(shard, sid, facts, numbers, fired, patient)
         out = [frozenset(fired[0])]
