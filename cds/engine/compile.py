@@ -6,10 +6,12 @@ Every rule becomes ``{"all": [{"m": {"$and": [type, scope, condition]}}], "pri":
   fact (shared/notes pitfall 5);
 - the scope: ``{"cds_scope": "*"}``, or, for a deciding rule (`Rule.decides`) reading facts that can
   be unknown, ``{"$or": [{"cds_scope": "*"}, {"cds_scope": <field>}, ...]}`` over the profile fields
-  those facts come from (the scoped counterfactual variants of `cds.engine.durable`);
+  those facts come from (the scoped counterfactual variants of `cds.engine.durable`; each field as its
+  short value, `scope_values`);
 - the condition, if any: ``==`` is ``{fact: v}``, ``!=`` ``$neq``, ``< <= > >=`` ``$lt $lte $gt
   $gte``, ``in`` an ``$or`` of equalities, ``is known`` ``$ex``, ``is unknown`` ``$nex``,
-  ``all``/``any`` ``$and``/``$or``.
+  ``all``/``any`` ``$and``/``$or``; the engine compiles each fact under its short property name
+  (`property_names`).
 
 The sentinel rule (lowest priority, no condition) fires for every asserted fact.
 """

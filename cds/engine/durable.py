@@ -63,7 +63,8 @@ Scoped variants. A counterfactual variant differs from the patient's own fact on
 one unknown profile field (e.g. ``cytogenetics``). A rule that names none of that field's facts sees
 the same values in both and fires (or not) exactly as for the patient. Each rule therefore also
 matches a ``cds_scope`` discriminator: ``"*"`` (every rule) or the field names the rule's facts come
-from; a variant asserted with ``cds_scope: <field>`` is matched only by the rules that read that
+from (each field as its short value, `cds.engine.compile.scope_values`); a variant asserted with
+``cds_scope: <that field's value>`` is matched only by the rules that read that
 field (and only in the shards holding such rules), and its fired set is completed from the
 patient's (`Engine.run_counterfactuals`, which takes each variant as the patient's fact plus an
 assignment and refuses an assignment outside its field). A variant is only ever decided (the
