@@ -57,12 +57,21 @@ def over_limit(limit: int, what: str) -> str:
     return f"larger than {size_text(limit)}, the limit for {what}"
 
 
+# While a rule folder loads (cds.knowledge.ruleset.load_ruleset): path -> the bytes the rule-set hash was computed
+# from, read once, so that the rules validated are exactly the ones the hash stamps even if the files change meanwhile.
+_SNAPSHOT: dict[str, bytes] | None = None
+
+
 def read_capped(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
     """The bytes of `path`, at most `limit` of them (a pipe or a device is read up to the limit, never to its end).
 
     Raises ReadError: no such file, is a directory, cannot be read (reason), or larger than the limit.
     `what` names the kind of file in the last message ("a patient profile").
     """
+    if _SNAPSHOT is not None:  # a rule folder loading: its files as they were when its hash was computed
+        known = _SNAPSHOT.get(os.fspath(path))
+        if known is not None and len(known) <= limit:
+            return known
     try:
         with open(path, "rb") as fh:
             data = fh.read(limit + 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cds.errors import RuleSetError
 from cds.knowledge import validate as validate_module
 from cds.knowledge.ruleset import load_ruleset, ruleset_digest
 from cds.resources import packaged_rules_dir
@@ -88,7 +89,7 @@ def test_a_folder_edited_while_it_loads_is_stamped_with_what_was_loaded(
     monkeypatch.setenv("CDS_CACHE_DIR", str(cache))
     before = ruleset_digest(folder)
     real = validate_module.product_problems
-    edited = []
+    edited: list[bool] = []
 
     def check_then_edit(*args: object) -> list[str]:
         if not edited:  # every rule file is read by now: edit one on disk before the load ends
@@ -97,15 +98,10 @@ def test_a_folder_edited_while_it_loads_is_stamped_with_what_was_loaded(
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(validate_module, "product_problems", check_then_edit)
-    try:
-        loaded = load_ruleset(folder)
-    except Exception as exc:  # a load may refuse a folder that changed under it; it must not mislabel it
-        assert "changed while" in str(exc)
-        loaded = None
+    loaded = load_ruleset(folder)
     assert edited
-    if loaded is not None:
-        title = loaded.rule("MON-CART-002").title
-        assert (title, loaded.digest) in ((OLD_TITLE, before), (NEW_TITLE, ruleset_digest(folder)))
+    # what was read first is what is validated and stamped: the old title, under the old content's hash
+    assert (loaded.rule("MON-CART-002").title, loaded.digest) == (OLD_TITLE, before)
     monkeypatch.setattr(validate_module, "product_problems", real)
     after = _load_in_process(folder, cache)  # the next process, the folder as it is now
     assert after["title"] == NEW_TITLE and after["digest"] == ruleset_digest(folder)
@@ -128,3 +124,18 @@ def test_a_symlink_loop_in_the_rule_folder_is_not_followed_forever(tmp_path: Pat
     folder = _copy(tmp_path)
     (folder / "catalog" / "loop").symlink_to(folder / "catalog")
     assert ruleset_digest(folder)  # terminates
+
+
+def test_a_file_added_while_the_folder_loads_is_refused(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _copy(tmp_path)
+    monkeypatch.setenv("CDS_CACHE_DIR", str(cache))
+    real = validate_module.product_problems
+
+    def check_then_add(*args: object) -> list[str]:
+        shutil.copy(folder / "monitoring.yaml", folder / "catalog" / "extra.yaml")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(validate_module, "product_problems", check_then_add)
+    with pytest.raises(RuleSetError, match="added or removed while the rule folder loaded"):
+        load_ruleset(folder)
+    assert not list((cache / "ruleset").glob("*.pickle"))  # nothing kept

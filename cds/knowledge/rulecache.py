@@ -33,6 +33,12 @@ could have written the file (`cds.usercache.read_pickle`: owner and mode), and t
 unpickler that builds nothing but the classes of cds's own modules and pathlib's paths; anything
 else, a file that does not load, or anything but a `RuleSet` means "validate", never an error.
 A JSON form validated on reading would cost what the validation costs.
+
+The rule set kept is exactly the content its key names: `load_ruleset` reads every file of the
+folder once, first (`cds.knowledge.ruleset.rule_folder_snapshot`), validates those bytes and stamps
+their hash, and `store_ruleset` keys the file by that hash (`RuleSet.digest`), not by the folder
+hashed again (it may have been edited meanwhile). The hash covers files and folders reached through
+symbolic links (a linked evidence folder is read by the load, so it counts).
 """
 
 from __future__ import annotations
@@ -132,26 +138,29 @@ def documents(directory: Path) -> Iterator[Documents]:
 # --------------------------------------------------------------------------- the validated rule set
 
 
-def ruleset_key(directory: Path) -> str:
-    """The name of the rule-set cache file for `directory`: everything a validated rule set depends on."""
+def ruleset_key(directory: Path, digest: str | None = None) -> str:
+    """The name of the rule-set cache file for `directory`: everything a validated rule set depends on.
+
+    `digest`: the rule-set hash of the bytes the rule set was validated from (`RuleSet.digest`), when
+    storing it: never the folder hashed again afterwards, which may have changed since (a checkout)."""
     h = hashlib.sha256()
     for part in (
         RULESET_FORMAT,
         code_fingerprint(),  # every cds source file; PyYAML's, pydantic's, pydantic-core's and Python's versions
         str(directory),  # the RuleSet names its folder as it was given
-        ruleset_digest(directory),
+        ruleset_digest(directory) if digest is None else digest,
     ):
         h.update(part.encode("utf-8", "surrogateescape") + b"\0")
     h.update((packaged_rules_dir() / "catalog" / "cytogenetics.yaml").read_bytes())
     return h.hexdigest()
 
 
-def _ruleset_file(directory: Path) -> tuple[Path, str] | None:
+def _ruleset_file(directory: Path, digest: str | None = None) -> tuple[Path, str] | None:
     folder = cache_dir("ruleset")
     if folder is None:
         return None
     try:
-        key = ruleset_key(directory)
+        key = ruleset_key(directory, digest)
     except (OSError, RuleSetError):  # a file that cannot be read (or is too large): the load reports it
         return None
     return folder / f"{key}.pickle", key
@@ -187,7 +196,7 @@ def cached_ruleset(directory: Path) -> RuleSet | None:
 
 def store_ruleset(directory: Path, ruleset: RuleSet) -> None:
     """Keep the rule set a load of `directory` (without fixtures) found no problem in."""
-    where = _ruleset_file(directory)
+    where = _ruleset_file(directory, ruleset.digest)  # the hash of what was validated (load_ruleset's snapshot)
     if where is None:
         return
     path, key = where

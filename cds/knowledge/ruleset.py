@@ -47,6 +47,7 @@ Page-1 data on a rule (never read by the ranking):
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -400,20 +401,49 @@ class RuleSet:
         return tuple(o.id for o in self.options)
 
 
+def rule_folder_files(directory: Path) -> list[Path]:
+    """Every YAML file of the rule folder but the fixtures (``tests/``), sorted: what `ruleset_digest` covers.
+
+    Symbolic links are followed, to files and to folders (a catalogue or evidence folder linked from
+    elsewhere is read by the load, so it counts), each folder once (a link loop ends)."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for top, dirs, names in os.walk(directory, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        here = Path(top)
+        if here == directory:
+            dirs[:] = [d for d in dirs if d != "tests"]
+        found.extend(here / n for n in names if n.endswith(".yaml"))
+    return sorted(found)
+
+
 def ruleset_digest(directory: Path) -> str:
     """sha256 over every YAML file of the rule folder (relative path + bytes), sorted; the fixtures
     (``tests/``) are test data, not what decides, so editing one does not change the hash."""
     h = hashlib.sha256()
-    for path in sorted(directory.rglob("*.yaml")):
+    for path in rule_folder_files(directory):
         rel = path.relative_to(directory).as_posix()
-        if rel.startswith("tests/"):
-            continue
         try:
             data = read_capped(path, RULE_FILE_LIMIT, "a rule-folder file")
         except ReadError as exc:
             raise RuleSetError([f"{rel}: {exc.problem}"]) from None
         h.update(rel.encode() + b"\0" + data + b"\0")
     return h.hexdigest()
+
+
+def rule_folder_snapshot(directory: Path) -> dict[str, bytes]:
+    """The bytes of every file `ruleset_digest` covers, by path, read once (`load_ruleset`)."""
+    out: dict[str, bytes] = {}
+    for path in rule_folder_files(directory):
+        try:
+            out[os.fspath(path)] = read_capped(path, RULE_FILE_LIMIT, "a rule-folder file")
+        except ReadError as exc:
+            raise RuleSetError([f"{path.relative_to(directory).as_posix()}: {exc.problem}"]) from None
+    return out
 
 
 def read_rule_yaml(path: Path, label: str) -> object:
@@ -471,13 +501,23 @@ def load_ruleset(directory: Path, fixtures: bool = False) -> RuleSet:
         known = rulecache.cached_ruleset(directory)
         if known is not None:
             return known
+    from cds import datafile
     from cds.knowledge.validate import validate
 
-    with rulecache.documents(directory) as cached:  # the YAML documents parsed already, if this user has them
-        ruleset, problems = validate(directory, fixtures=fixtures)
-        if problems:
-            raise RuleSetError(problems)
-        cached.store()
+    # every file read once, first: what is validated is exactly what the rule-set hash covers, even if the
+    # folder changes during the load (a checkout meanwhile); a file added or removed meanwhile is refused
+    snapshot = rule_folder_snapshot(Path(directory)) if Path(directory).is_dir() else None
+    datafile._SNAPSHOT = snapshot
+    try:
+        with rulecache.documents(directory) as cached:  # the YAML documents parsed already, if this user has them
+            ruleset, problems = validate(directory, fixtures=fixtures)
+            if problems:
+                raise RuleSetError(problems)
+            if snapshot is not None and {os.fspath(p) for p in rule_folder_files(Path(directory))} != set(snapshot):
+                raise RuleSetError([f"{directory}: files were added or removed while the rule folder loaded; load it again"])
+            cached.store()
+    finally:
+        datafile._SNAPSHOT = None
     assert ruleset is not None  # no problem: the vocabulary loaded
     if not fixtures:
         rulecache.store_ruleset(directory, ruleset)
