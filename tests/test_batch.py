@@ -490,3 +490,22 @@ def test_a_line_longer_than_the_limit_is_one_invalid_record(tmp_path, jobs):
     assert len(huge) + 1 > PROFILE_LIMIT
     assert rows[1]["field"] == "(line)"
     assert rows[1]["problem"] == f"{len(huge) + 1:,} bytes: larger than 1 MiB, the limit for one line (a patient profile)"
+
+
+def test_line_writer_gives_the_bytes_of_the_compact_record():
+    """The batch line of an evaluated record (fragments encoded once per rule set) is exactly the JSON of
+    `compact`'s record, for every case and 300 generated profiles, for a line and for a file name that
+    needs escaping (a quote, a non-ASCII letter, U+2028)."""
+    from cds.cohort import batch as cohort
+
+    evaluator = cohort.evaluator_for(str(RULES))
+    at = "2026-01-01T00:00:00Z"
+    writer = cohort._writer(evaluator.ruleset)
+    profiles = [load_case(n) for n in case_names()] + list(_bench_profiles().generate(300, seed=11))
+    checked = 0
+    for i, data in enumerate(profiles):
+        ev = evaluator.evaluate(evaluator.parse(data), at)
+        for key in (("line", i + 1), ("file", f'a"\u00e9\u2028{i}.json')):
+            assert writer.line(ev, key, at) == cohort.json_line({key[0]: key[1], **cohort.compact(ev, at)})
+            checked += 1
+    assert checked == 2 * len(profiles)

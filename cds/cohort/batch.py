@@ -45,12 +45,13 @@ from typing_extensions import TypedDict
 
 from cds.cohort.pool import WorkerPool
 from cds.datafile import PROFILE_LIMIT, over_limit
-from cds.decide.decision import exclusions
+from cds.decide.decision import exclusions, rules_by_option
 from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError, printable
 
 if TYPE_CHECKING:  # imported where used: a worker or the parent loads them only when it needs them
     from cds.cohort.reports import ReportOptions
     from cds.decide.pipeline import Evaluation, Evaluator
+    from cds.knowledge.ruleset import RuleSet
     from cds.model.profile import PatientProfile
 
 FORMAT_VERSION = "cds-batch/1"
@@ -300,6 +301,96 @@ def compact(ev: Evaluation, evaluated_at: str) -> dict[str, Any]:
     }
 
 
+class _LineWriter:
+    """The JSON line of an evaluated record without options: exactly `json_line({**where, **compact(ev, at)})`,
+    from the rule and option IDs encoded once per rule set instead of a dict per record and the encoder walking it.
+    Only the patient's own strings (patient ID, file name, unknown-fact labels, dates) are encoded per record."""
+
+    def __init__(self, ruleset: RuleSet):
+        self.ruleset = ruleset
+        ids = [*(r.id for r in ruleset.rules), *(o.id for o in ruleset.options)]
+        self.quoted = {i: _ENCODE(i) for i in ids}
+        self.rank_head = {o.id: '{"id":' + _ENCODE(o.id) + ',"rank":' for o in ruleset.options}
+        self.excluded_head = {o.id: '{"id":' + _ENCODE(o.id) + ',"rules":[' for o in ruleset.options}
+        self.groups = {g.option.id: g for g in rules_by_option(ruleset)}
+        self.tails: dict[tuple[str, str, str], str] = {}
+
+    def line(self, ev: Evaluation, key: tuple[str, Any], evaluated_at: str) -> str:
+        try:
+            return self._line(ev, key, evaluated_at)
+        except KeyError:  # an ID outside the rule set's (none is known): the record as compact() has it
+            return json_line({key[0]: key[1], **compact(ev, evaluated_at)})
+
+    def _line(self, ev: Evaluation, key: tuple[str, Any], evaluated_at: str) -> str:
+        d = ev.decision
+        quoted, groups, fired = self.quoted, self.groups, d.fired
+        kind, where = key
+        head = f'{{"line":{where},' if kind == "line" and type(where) is int else _ENCODE({kind: where})[:-1] + ","
+        top = d.top
+        rank_head = self.rank_head
+        ranking = ",".join([f'{rank_head[o]}{n},"score":{s}}}' for n, (o, s) in enumerate(zip(d.order, d.scores), 1)])
+        excluded_head = self.excluded_head
+        excluded = ",".join(
+            [excluded_head[oid] + ",".join([quoted[r.id] for r in groups[oid].excluding(fired)]) + "]}" for oid in d.excluded]
+        )
+        tail_key = (ev.ruleset.digest, ev.engine_version, evaluated_at)
+        tail = self.tails.get(tail_key)
+        if tail is None:
+            tail = self.tails[tail_key] = (
+                f',"ruleset_hash":{_ENCODE(tail_key[0])},"engine_version":{_ENCODE(tail_key[1])},'
+                f'"evaluated_at":{_ENCODE(evaluated_at)},"evaluation_date":{{"date":'
+            )
+        unknown = ev.unknown_facts
+        text = "".join(
+            (
+                head,
+                '"status":"evaluated","patient_id":',
+                _ENCODE(ev.profile.patient_id),
+                ',"top_option":',
+                "null" if top is None else quoted[top],
+                ',"ranking":[',
+                ranking,
+                '],"excluded":[',
+                excluded,
+                '],"fired_rules":[',
+                ",".join(map(quoted.__getitem__, sorted(ev.fired))),
+                '],"unknown_facts_that_matter":',
+                _ENCODE(
+                    [
+                        {"field": u.field, "effects": [{"if_value": e.label, "top_option": e.top} for e in u.effects]}
+                        for u in unknown
+                        if u.changes_top
+                    ]
+                )
+                if unknown
+                else "[]",
+                ',"unknown_facts_affecting_ranking":',
+                _ENCODE([u.field for u in unknown if not u.changes_top]) if unknown else "[]",
+                ',"input_hash":',
+                _ENCODE(ev.input_hash),
+                tail,
+                "null" if ev.evaluation_date is None else _ENCODE(ev.evaluation_date),
+                ',"source":',
+                _ENCODE(ev.evaluation_date_source),
+                "}}",
+            )
+        )
+        if "\u2028" in text or "\u2029" in text or "\x85" in text:
+            text = text.translate(_LINE_BREAKS)
+        return text
+
+
+_WRITERS: dict[int, _LineWriter] = {}
+
+
+def _writer(ruleset: RuleSet) -> _LineWriter:
+    """The line writer of a rule set (built on its first record in this process)."""
+    writer = _WRITERS.get(id(ruleset))
+    if writer is None or writer.ruleset is not ruleset:
+        writer = _WRITERS[id(ruleset)] = _LineWriter(ruleset)
+    return writer
+
+
 def _error_record(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, ProfileError):
         # exactly what `cds evaluate` prints after "error: "
@@ -377,13 +468,18 @@ def evaluate_chunk(task: tuple[Any, ...]) -> tuple[str, ChunkStats]:
     stats = ChunkStats()
     out: list[str] = []
     dumps = json_line
+    writer = _writer(evaluator.ruleset)
     for _, key, payload in records:
         where = {key[0]: key[1]}
         try:
             ev = evaluator.evaluate(_load(evaluator, key, payload, evaluated_at), evaluated_at)
+            if opts is None:
+                out.append(writer.line(ev, key, evaluated_at))
+                stats.evaluated += 1
+                stats.tops[ev.decision.top] += 1
+                continue
             record = {**where, **compact(ev, evaluated_at)}
-            if opts is not None:
-                _with_options(record, ev, key, evaluated_at, opts, stats)
+            _with_options(record, ev, key, evaluated_at, opts, stats)
             stats.evaluated += 1
             stats.tops[record["top_option"]] += 1
         except Exception as exc:
