@@ -92,28 +92,31 @@ class Decider:
     def __init__(self, ruleset: RuleSet):
         self.ruleset = ruleset
         self.groups = rules_by_option(ruleset)
-        # per option in catalogue order: (exclude rule IDs, require rule IDs, (rule ID, signed weight) of weighted rules)
-        self._tests = tuple(
-            (
-                frozenset(r.id for r in g.excludes),
-                frozenset(r.id for r in g.requires),
-                tuple((r.id, r.signed_weight) for r in g.scored if r.signed_weight),
+        # per option in catalogue order: (exclude rule IDs, require rule IDs, weighted rule IDs, rule ID -> its
+        # signed weight (summed over rules of one ID, as the sum over the rules in `_score` counts them))
+        tests = []
+        for g in self.groups:
+            weight: dict[str, int] = {}
+            for r in g.scored:
+                if r.signed_weight:
+                    weight[r.id] = weight.get(r.id, 0) + r.signed_weight
+            tests.append(
+                (frozenset(r.id for r in g.excludes), frozenset(r.id for r in g.requires), frozenset(weight), weight.__getitem__)
             )
-            for g in self.groups
-        )
+        self._tests = tuple(tests)
         self._ids = tuple(g.option.id for g in self.groups)
         # rule ID -> the positions of the options whose decision it takes part in
         self._options_of: dict[str, tuple[int, ...]] = {}
-        for index, (excl, req, weights) in enumerate(self._tests):
-            for rid in {*excl, *req, *(r for r, _ in weights)}:
+        for index, (excl, req, weighted, _) in enumerate(self._tests):
+            for rid in excl | req | weighted:
                 self._options_of[rid] = (*self._options_of.get(rid, ()), index)
 
     def _score(self, index: int, fired: frozenset[str]) -> int | None:
         """An option's score, or None when it is excluded."""
-        excl, req, weights = self._tests[index]
+        excl, req, weighted, weight = self._tests[index]
         if not excl.isdisjoint(fired) or not req <= fired:
             return None
-        return sum([w for r, w in weights if r in fired])
+        return sum(map(weight, weighted & fired))
 
     def decide(self, fired: frozenset[str], base: Decision | None = None) -> Decision:
         """The decision for the rules that fired.
@@ -122,19 +125,34 @@ class Decider:
         fired differently from the base's are decided again: the unknown-fact
         analysis decides many variants that differ from the patient's in a few rules.
         """
+        by_option: list[int | None]
         if base is not None:
-            by_option = list(base.by_option)
             options_of = self._options_of
-            for index in {i for r in fired.symmetric_difference(base.fired) for i in options_of.get(r, ())}:
-                by_option[index] = self._score(index, fired)
+            before = base.fired
+            # the rules fired only here and only in the base (two differences: cheaper than the symmetric one)
+            changed = {i for r in fired - before for i in options_of.get(r, ())}
+            changed.update([i for r in before - fired for i in options_of.get(r, ())])
+            by_option = list(base.by_option)
+            moved = False
+            for index in changed:
+                score = self._score(index, fired)
+                if score != by_option[index]:
+                    by_option[index] = score
+                    moved = True
+            if not moved:  # every option scored as in the base: its ranking
+                return Decision(base.order, base.scores, base.excluded, fired, base.by_option)
         else:
-            by_option = [self._score(i, fired) for i in range(len(self._tests))]
+            # `_score` inline, over every option
+            by_option = [
+                sum(map(weight, weighted & fired)) if excl.isdisjoint(fired) and req <= fired else None
+                for excl, req, weighted, weight in self._tests
+            ]
         ids = self._ids
-        ranked = sorted((-score, index) for index, score in enumerate(by_option) if score is not None)
+        ranked = sorted([(-score, index) for index, score in enumerate(by_option) if score is not None])
         return Decision(
-            order=tuple(ids[i] for _, i in ranked),
-            scores=tuple(-s for s, _ in ranked),
-            excluded=tuple(ids[i] for i, score in enumerate(by_option) if score is None),
+            order=tuple([ids[i] for _, i in ranked]),
+            scores=tuple([-s for s, _ in ranked]),
+            excluded=tuple([ids[i] for i, score in enumerate(by_option) if score is None]),
             fired=fired,
             by_option=tuple(by_option),
         )
