@@ -24,8 +24,8 @@ from cds.engine.matcher import Matcher
 from cds.errors import ProfileError
 from cds.knowledge.ruleset import RuleSet, load_ruleset
 from cds.model.clock import FROM_EVALUATION_TIME, FROM_PROFILE, NOT_GIVEN, evaluation_day, evaluation_time
-from cds.model.facts import REFRACTORY_FIELD, FactValue, derive, engine_facts
-from cds.model.profile import PatientProfile, dates_after, evaluation_time_phrase, load_profile, parse_profile
+from cds.model.facts import FactValue, derive, engine_facts
+from cds.model.profile import LINE_DATES, PatientProfile, dates_after, evaluation_time_phrase, load_profile, parse_profile
 from cds.model.vocabulary import Vocabulary
 from cds.resources import rules_dir
 
@@ -69,9 +69,28 @@ def _dump(profile: PatientProfile) -> dict[str, Any]:
     return profile.model_dump(exclude_none=True)
 
 
+#: what `json.dumps(dumped, sort_keys=True, separators=(",", ":"))` encodes with, built once (json.dumps builds
+#: one per call); check_circular off: a dump is a tree (no cycle to find), and it changes no output
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False).encode
+
+
 def _hash_of(dumped: dict[str, Any]) -> str:
-    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL(dumped).encode()).hexdigest()
+
+
+#: evaluation_time(stamp) per stamp given (a batch gives every record the same one); bounded
+_STAMPS: dict[str, str] = {}
+
+
+def _stamp(evaluated_at: str) -> str:
+    """`evaluation_time(evaluated_at)`, read once per stamp (a stamp it refuses raises every time)."""
+    stamp = _STAMPS.get(evaluated_at)
+    if stamp is None:
+        stamp = evaluation_time(evaluated_at)
+        if len(_STAMPS) > 64:
+            _STAMPS.clear()
+        _STAMPS[evaluated_at] = stamp
+    return stamp
 
 
 class Evaluator:
@@ -117,20 +136,16 @@ class Evaluator:
         either, the date-relative facts are unknown. A profile date after the evaluation time is a
         ProfileError naming every such field (as one after the profile's evaluation_date is)."""
         if evaluated_at is not None:
-            evaluated_at = evaluation_time(evaluated_at)  # the report's stamp, to the second in UTC
-        dumped = _dump(profile)  # once, for the date check and the input hash (neither changes it)
-        on, source = evaluation_date_for(profile, evaluated_at, dumped)
+            evaluated_at = _stamp(evaluated_at)  # the report's stamp, to the second in UTC
+        on, source = evaluation_date_for(profile, evaluated_at)
         facts = derive(profile, self.vocabulary, on, lazy=True)  # explanations written if a report reads them
         base_facts = engine_facts(facts)
-        variants = self.planner.variants(facts, profile) if self.analyze_unknowns else []
         # each variant is the patient's facts with one unknown field set (scoped: see cds.engine.durable);
-        # a line's possible refractoriness records are matched unscoped, against every rule
-        scoped = [v for v in variants if v.field != REFRACTORY_FIELD]
-        whole = [v for v in variants if v.field == REFRACTORY_FIELD]
-        variants = scoped + whole
-        fired_all = self.engine.run_counterfactuals(
-            base_facts, [(v.field, dict(v.assignment)) for v in scoped], patient=profile.patient_id
-        )
+        # a line's possible refractoriness records (the variants after the scoped ones) are matched
+        # unscoped, against every rule
+        variants, scoped = self.planner.plan(facts, profile) if self.analyze_unknowns else ([], [])
+        whole = variants[len(scoped) :]
+        fired_all = self.engine.run_counterfactuals(base_facts, scoped, patient=profile.patient_id)
         for start in range(0, len(whole), 64):
             batch = [{**base_facts, **dict(v.assignment)} for v in whole[start : start + 64]]
             fired_all += self.engine.run(batch, patient=profile.patient_id)
@@ -144,7 +159,7 @@ class Evaluator:
             unknown, without = summarize(variants, decisions, base, facts)
         return Evaluation(
             profile=profile,
-            input_hash=_hash_of(dumped),
+            input_hash=_hash_of(_dump(profile)),
             facts=facts,
             fired=fired_all[0],
             unknown_facts=tuple(unknown),
@@ -169,10 +184,32 @@ def evaluation_date_for(
     if evaluated_at is None:
         return None, NOT_GIVEN
     on = evaluation_day(evaluated_at)
-    late = dates_after(_dump(profile) if dumped is None else dumped, on, evaluation_time_phrase(on))
-    if late:
-        raise ProfileError.many(late)
+    if _any_after(profile, on):  # the problems as dates_after words them, from the dump it reads
+        raise ProfileError.many(dates_after(_dump(profile) if dumped is None else dumped, on, evaluation_time_phrase(on)))
     return on, FROM_EVALUATION_TIME
+
+
+#: (date as written, evaluation date) -> whether `dates_after` finds the date after it; bounded
+_AFTER: dict[tuple[str, str], bool] = {}
+
+
+def _any_after(profile: PatientProfile, on: str) -> bool:
+    """Whether `dates_after(_dump(profile), on, ...)` finds a date: the dump's line dates are the lines' date
+    attributes that are not None (each date string tested once per evaluation date)."""
+    after = _AFTER
+    for line in profile.prior_lines:
+        for k in LINE_DATES:
+            v = getattr(line, k)
+            if v is None:
+                continue
+            late = after.get((v, on))
+            if late is None:
+                if len(after) > 10_000:
+                    after.clear()
+                late = after[v, on] = bool(dates_after({"prior_lines": [{k: v}]}, on, ""))
+            if late:
+                return True
+    return False
 
 
 @functools.lru_cache(maxsize=4)

@@ -14,7 +14,9 @@ exclusions below the top.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from cds.decide.decision import Decision
 from cds.knowledge.ruleset import DECIDING_KINDS, Leaf, RuleSet, leaves
@@ -120,10 +122,20 @@ class VariantPlanner:
                     continue  # only tested with is known/is unknown: nothing to vary but presence
                 plan = [(label, ((name, v),)) for label, v in _numeric_representatives(thresholds, spec.minimum or 0.0)]
             self._plans[field] = plan
+        # per field: (the fact it probes, its variants, each as the engine's (scope, assignment), the same
+        # two without "dialysis: true" (see `variants`)); made once: a Variant is immutable, an assignment read-only
+        self._field_variants: list[
+            tuple[str, tuple[Variant, ...], tuple[Scoped, ...], tuple[Variant, ...], tuple[Scoped, ...]]
+        ] = []
+        for field, plan in self._plans.items():
+            every = tuple(Variant(field, label, assignment) for label, assignment in plan)
+            kept = tuple(v for v in every if v.assignment != _DIALYSIS)
+            self._field_variants.append((plan[0][1][0][0], every, _scoped(every), kept, _scoped(kept)))
         self._refractory_used = any(FACTS[f].input_field == REFRACTORY_FIELD for f in used)
         self._vocabulary = ruleset.vocabulary
         self._cyto_used = tuple(f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used)
         self._cyto_plans: dict[frozenset[str], list[tuple[str, Assignment]]] = {}
+        self._cyto_variants: dict[frozenset[str], tuple[tuple[Variant, ...], tuple[Scoped, ...]]] = {}
         severe = ruleset.settings.get(SEVERE_RENAL_SETTING)
         self._severe_crcl: float | None = None if severe is None else float(severe.value)
 
@@ -159,25 +171,59 @@ class VariantPlanner:
     def variants(self, facts: dict[str, FactValue], profile: PatientProfile | None = None) -> list[Variant]:
         """The counterfactual variants of every unknown field a deciding rule reads (with `profile`,
         also the possible refractoriness records of lines that do not record it)."""
+        return self.plan(facts, profile)[0]
+
+    def plan(self, facts: dict[str, FactValue], profile: PatientProfile | None = None) -> tuple[list[Variant], list[Scoped]]:
+        """`variants(facts, profile)`, and each variant but the refractoriness records (those come last) as the
+        engine's ``(scope, assignment)`` (`Matcher.run_counterfactuals`)."""
         out: list[Variant] = []
+        scoped: list[Scoped] = []
         crcl = facts["creatinine_clearance_ml_min"].value
         # a measured CrCl at or above the severe-renal threshold makes dialysis implausible: not tried
         # (review R12-15: "On dialysis" was a fact to obtain at CrCl 95 mL/min); tried when CrCl is unknown
         no_dialysis = self._severe_crcl is not None and isinstance(crcl, (int, float)) and crcl >= self._severe_crcl
-        for field, plan in self._plans.items():
-            probe = plan[0][1][0][0]
-            if facts[probe].known or not facts[probe].applies:
+        for probe, every, every_scoped, kept, kept_scoped in self._field_variants:
+            fact = facts[probe]
+            if fact.value is not None or not fact.applies:
                 continue
-            out.extend(
-                Variant(field, label, assignment)
-                for label, assignment in plan
-                if not (no_dialysis and assignment == (("dialysis", True),))
-            )
-        out.extend(Variant("cytogenetics", label, assignment) for label, assignment in self._cytogenetics_plan(facts))
+            if no_dialysis:
+                out += kept
+                scoped += kept_scoped
+            else:
+                out += every
+                scoped += every_scoped
+        cyto = self._cytogenetics_variants(facts)
+        if cyto is not None:
+            out += cyto[0]
+            scoped += cyto[1]
         if profile is not None and self._refractory_used:
             for label, assignment in refractoriness_alternatives(profile, self._vocabulary, self.used_facts):
                 out.append(Variant(REFRACTORY_FIELD, label, tuple(assignment.items())))
-        return out
+        return out, scoped
+
+    def _cytogenetics_variants(self, facts: dict[str, FactValue]) -> tuple[tuple[Variant, ...], tuple[Scoped, ...]] | None:
+        """`_cytogenetics_plan(facts)` as variants and the engine's (scope, assignment), made once per plan."""
+        if not self._cyto_used:
+            return None
+        unknown = frozenset(abn for abn, fact in CYTO_FACT.items() if facts[fact].value is None)
+        if not unknown:
+            return None
+        known_found = frozenset(f"+{abn}" for abn, fact in CYTO_FACT.items() if facts[fact].value is True)
+        key = unknown | known_found  # the key of `_cytogenetics_plan`
+        made = self._cyto_variants.get(key)
+        if made is None:
+            every = tuple(Variant("cytogenetics", label, assignment) for label, assignment in self._cytogenetics_plan(facts))
+            made = self._cyto_variants[key] = (every, _scoped(every))
+        return made
+
+
+#: an engine variant: (the profile field its facts come from, the facts it sets; read-only)
+Scoped = tuple[str, Mapping[str, Value]]
+_DIALYSIS: Assignment = (("dialysis", True),)
+
+
+def _scoped(variants: tuple[Variant, ...]) -> tuple[Scoped, ...]:
+    return tuple((v.field, MappingProxyType(dict(v.assignment))) for v in variants)
 
 
 #: (fact, the profile field it comes from) for every fact that has one (what `summarize` lists as unknown)

@@ -1,0 +1,125 @@
+"""The batch worker loop's shortcuts give what the plain code paths give (cds.decide.pipeline, cds.decide.unknowns).
+
+Each shortcut is checked against the straightforward computation it replaces, on every case profile and
+hundreds of generated ones (bench/profiles.py, tests/strategies.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import random
+
+import pytest
+from conftest import ROOT, case_names, load_case
+from strategies import random_profiles
+
+from cds.decide import pipeline
+from cds.decide.unknowns import Variant
+from cds.errors import InputError, ProfileError
+from cds.model.clock import evaluation_day, evaluation_time
+from cds.model.facts import REFRACTORY_FIELD, derive
+from cds.model.profile import dates_after, evaluation_time_phrase
+
+
+def _bench_profiles(n: int, seed: int) -> list[dict]:
+    spec = importlib.util.spec_from_file_location("bench_profiles", ROOT / "bench" / "profiles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return list(mod.generate(n, seed=seed))
+
+
+def _profiles(evaluator, n: int = 300):
+    out = []
+    for data in [load_case(name) for name in case_names()] + _bench_profiles(n, 31) + random_profiles(n, seed=32):
+        with contextlib.suppress(ProfileError):
+            out.append(evaluator.parse(data))
+    assert len(out) > 2 * n
+    return out
+
+
+def test_the_stamp_is_read_once_per_stamp_as_evaluation_time_reads_it():
+    for stamp in ["2026-01-01T00:00:00Z", "2024-03-01T12:00:00+01:00", "2025-06-30 23:59:59.5", " 2026-01-01T00:00 "]:
+        assert pipeline._stamp(stamp) == pipeline._stamp(stamp) == evaluation_time(stamp)
+    for _ in range(2):  # refused every time, never kept
+        with pytest.raises(InputError):
+            pipeline._stamp("yesterday")
+
+
+def _old_date_for(profile, evaluated_at):
+    """evaluation_date_for as it was: dates_after on the profile's dump."""
+    if profile.evaluation_date is not None:
+        return profile.evaluation_date, "profile"
+    if evaluated_at is None:
+        return None, "not_given"
+    on = evaluation_day(evaluated_at)
+    late = dates_after(pipeline._dump(profile), on, evaluation_time_phrase(on))
+    if late:
+        raise ProfileError.many(late)
+    return on, "evaluation_time"
+
+
+def _outcome(f, *args):
+    try:
+        return f(*args)
+    except ProfileError as exc:
+        return ("error", exc.field, exc.problem, str(exc))
+
+
+def test_the_date_check_finds_what_dates_after_finds_on_the_dump(evaluator):
+    """A profile date after the defaulted evaluation date: the same ProfileError (every field, in order) as
+    dates_after on the dump gives, for evaluation dates before, on and after the profiles' dates."""
+    rng = random.Random(5)
+    raised = 0
+    for profile in _profiles(evaluator, 200):
+        if profile.evaluation_date is not None and rng.random() < 0.8:
+            profile = profile.model_copy(update={"evaluation_date": None})
+        for stamp in ["2018-05-01T00:00:00Z", "2021-07-15T10:00:00Z", "2023-02-28T00:00:00Z", "2026-01-01T00:00:00Z", None]:
+            new, old = _outcome(pipeline.evaluation_date_for, profile, stamp), _outcome(_old_date_for, profile, stamp)
+            assert new == old
+            raised += new[0] == "error"
+    assert raised > 50
+
+
+def _old_variants(planner, facts, profile):
+    """VariantPlanner.variants as it was: a new Variant per plan entry."""
+    from cds.model.facts import refractoriness_alternatives
+
+    out = []
+    crcl = facts["creatinine_clearance_ml_min"].value
+    no_dialysis = planner._severe_crcl is not None and isinstance(crcl, (int, float)) and crcl >= planner._severe_crcl
+    for field, plan in planner._plans.items():
+        probe = plan[0][1][0][0]
+        if facts[probe].known or not facts[probe].applies:
+            continue
+        out.extend(
+            Variant(field, label, assignment)
+            for label, assignment in plan
+            if not (no_dialysis and assignment == (("dialysis", True),))
+        )
+    out.extend(Variant("cytogenetics", label, assignment) for label, assignment in planner._cytogenetics_plan(facts))
+    if profile is not None and planner._refractory_used:
+        for label, assignment in refractoriness_alternatives(profile, planner._vocabulary, planner.used_facts):
+            out.append(Variant(REFRACTORY_FIELD, label, tuple(assignment.items())))
+    return out
+
+
+def test_the_planned_variants_are_those_built_one_by_one(evaluator):
+    """plan(): the variants as built fresh per profile, the scoped ones first, each as the engine's
+    (scope, assignment); the refractoriness records last, unscoped."""
+    planner = evaluator.planner
+    refractory = 0
+    for profile in _profiles(evaluator):
+        facts = derive(profile, evaluator.vocabulary, "2026-01-01", lazy=True)
+        for given in (profile, None):
+            variants, scoped = planner.plan(facts, given)
+            assert variants == _old_variants(planner, facts, given) == planner.variants(facts, given)
+            assert [(s, dict(a)) for s, a in scoped] == [
+                (v.field, dict(v.assignment)) for v in variants if v.field != REFRACTORY_FIELD
+            ]
+            assert all(v.field == REFRACTORY_FIELD for v in variants[len(scoped) :])
+            refractory += len(variants) - len(scoped)
+        for _, assignment in scoped[:1]:
+            with pytest.raises(TypeError):
+                assignment["age"] = 1  # type: ignore[index]  # shared by every profile: read-only
+    assert refractory > 100
