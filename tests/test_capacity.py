@@ -2,7 +2,8 @@
 
 - the model's numbers against what durable-rules 2.0.28 does at its limits (tests/durable_probe.py,
   in a subprocess: at 65 pending alpha nodes error 303, at 64 none; the largest safe tables work);
-- the shard plan of the real rules: every shard within every bound, all rules placed once, in order;
+- the shard plan of the real rules: every shard within every bound, all rules placed once, in plan order
+  (each scope's rules in one shard, so that a counterfactual variant is one fact to match);
 - a folder built to overflow one ruleset: unsharded, every evaluation is error 303 reported as an
   EngineError (shard, patient, code), never a crash; sharded, it evaluates like the reference;
 - a rule too large even alone fails `cds rules check` and the engine refuses it.
@@ -24,8 +25,8 @@ from strategies import random_profiles
 import cds
 from cds.api import Evaluator, load_ruleset
 from cds.engine import capacity
-from cds.engine.compile import BOOKKEEPING, property_names
-from cds.engine.durable import Engine, plan_rules
+from cds.engine.compile import BOOKKEEPING, property_names, rule_scopes
+from cds.engine.durable import Engine, plan_order, plan_rules
 from cds.engine.reference import fired_rules
 from cds.errors import EngineError, RuleSetError
 from cds.model.facts import FACTS, derive, engine_facts
@@ -120,7 +121,7 @@ def test_real_rules_need_shards_and_each_shard_is_within_every_bound(ruleset):
         whole.add(d)
     assert whole.pending() > capacity.MAX_PENDING, "the rules would fit one ruleset: this test no longer tests sharding"
     assert not plan.problems
-    assert [r for s in plan.shards for r in s.rule_ids] == [r.id for r in ruleset.rules]  # each once, in order
+    assert [r for s in plan.shards for r in s.rule_ids] == [r.id for r in plan_order(ruleset.rules)]  # each once, in order
     for shard in plan.shards:
         assert shard.pending <= capacity.MAX_PENDING
         t = shard.tables
@@ -231,3 +232,15 @@ def test_a_plan_made_before_comes_from_the_cache_and_equals_a_fresh_one(ruleset,
     (tmp_path / "cache" / "shard-plan").chmod(0o777)  # a folder others could write: not used
     plan_rules(ruleset.rules)
     assert len(made) == 4
+
+
+def test_plan_order_groups_the_scoped_rules_so_each_variant_is_matched_in_one_shard(ruleset):
+    order = plan_order(ruleset.rules)
+    assert sorted(r.id for r in order) == sorted(r.id for r in ruleset.rules)
+    scoped = [bool(rule_scopes(r)) for r in order]
+    assert scoped == sorted(scoped, reverse=True), "the scoped rules first"
+    assert [r.id for r in order if not rule_scopes(r)] == [r.id for r in ruleset.rules if not rule_scopes(r)]
+    engine = Engine(ruleset)
+    for scope in {s for r in ruleset.rules for s in rule_scopes(r)}:
+        holding = [s.number for s in engine._shards if scope in s.scope_facts]
+        assert len(holding) == 1, f"{scope}: its rules are in shards {holding}"
