@@ -97,7 +97,8 @@ def _old_variants(planner, facts, profile):
             for label, assignment in plan
             if not (no_dialysis and assignment == (("dialysis", True),))
         )
-    out.extend(Variant("cytogenetics", label, assignment) for label, assignment in planner._cytogenetics_plan(facts))
+    values = {name: fv.value for name, fv in facts.items()}
+    out.extend(Variant("cytogenetics", label, assignment) for label, assignment in planner._cytogenetics_plan(values))
     if profile is not None and planner._refractory_used:
         for label, assignment in refractoriness_alternatives(profile, planner._vocabulary, planner.used_facts):
             out.append(Variant(REFRACTORY_FIELD, label, tuple(assignment.items())))
@@ -112,7 +113,7 @@ def test_the_planned_variants_are_those_built_one_by_one(evaluator):
     for profile in _profiles(evaluator):
         facts = derive(profile, evaluator.vocabulary, "2026-01-01", lazy=True)
         for given in (profile, None):
-            variants, scoped = planner.plan(facts, given)
+            variants, scoped = planner.plan(*_values(facts), given)
             assert variants == _old_variants(planner, facts, given) == planner.variants(facts, given)
             assert [(s, dict(a)) for s, a in scoped] == [
                 (v.field, dict(v.assignment)) for v in variants if v.field != REFRACTORY_FIELD
@@ -123,3 +124,40 @@ def test_the_planned_variants_are_those_built_one_by_one(evaluator):
             with pytest.raises(TypeError):
                 assignment["age"] = 1  # type: ignore[index]  # shared by every profile: read-only
     assert refractory > 100
+
+
+def _values(facts):
+    return {name: fv.value for name, fv in facts.items()}, {name for name, fv in facts.items() if not fv.applies}
+
+
+def test_the_derived_values_are_the_facts_derive_gives(evaluator):
+    """derive_values: the values, applicability and engine facts (in FACTS order) of derive, lazy or not;
+    an evaluation's facts are derive's, explanations included."""
+    from cds.model.facts import derive_values, engine_facts
+
+    vocabulary = evaluator.vocabulary
+    for profile in _profiles(evaluator, 150):
+        for on in (None, "2026-01-01"):
+            derived = derive_values(profile, vocabulary, on)
+            full = derive(profile, vocabulary, on)
+            lazy = derived.facts()
+            assert list(derived.known().items()) == list(engine_facts(full).items())
+            assert derived.values == {name: fv.value for name, fv in full.items()}
+            assert derived.not_applying == {name for name, fv in full.items() if not fv.applies}
+            assert [(n, fv.name, fv.value, fv.applies) for n, fv in lazy.items()] == [
+                (n, fv.name, fv.value, fv.applies) for n, fv in full.items()
+            ]
+            assert [fv.explanation for fv in lazy.values()] == [fv.explanation for fv in full.values()]
+        try:
+            ev = evaluator.evaluate(profile, "2026-01-01T00:00:00Z")
+        except ProfileError:
+            continue  # a date after the evaluation time
+        full = derive(profile, vocabulary, ev.evaluation_date)
+        assert [(n, fv.value, fv.applies, fv.explanation) for n, fv in ev.facts.items()] == [
+            (n, fv.value, fv.applies, fv.explanation) for n, fv in full.items()
+        ]
+        # the unknown fields without effect: every field of an unknown fact that applies, but those with one
+        from cds.decide.unknowns import _INPUT_FIELDS
+
+        unknown = {field for name, field in _INPUT_FIELDS if not ev.facts[name].known and ev.facts[name].applies}
+        assert ev.unknown_without_effect == tuple(sorted(unknown - {u.field for u in ev.unknown_facts}))

@@ -24,7 +24,7 @@ from cds.engine.matcher import Matcher
 from cds.errors import ProfileError
 from cds.knowledge.ruleset import RuleSet, load_ruleset
 from cds.model.clock import FROM_EVALUATION_TIME, FROM_PROFILE, NOT_GIVEN, evaluation_day, evaluation_time
-from cds.model.facts import FactValue, derive, engine_facts
+from cds.model.facts import Derived, FactValue, derive_values
 from cds.model.profile import LINE_DATES, PatientProfile, dates_after, evaluation_time_phrase, load_profile, parse_profile
 from cds.model.vocabulary import Vocabulary
 from cds.resources import rules_dir
@@ -34,7 +34,7 @@ from cds.resources import rules_dir
 class Evaluation:
     profile: PatientProfile
     input_hash: str
-    facts: dict[str, FactValue]
+    derived: Derived  # the facts' values (`facts`: each with how it was obtained, made on first use)
     fired: frozenset[str]
     unknown_facts: tuple[UnknownFact, ...]
     unknown_without_effect: tuple[str, ...]
@@ -45,6 +45,12 @@ class Evaluation:
     evaluated_at: str | None = None
     evaluation_date: str | None = None
     evaluation_date_source: str = NOT_GIVEN
+
+    @functools.cached_property
+    def facts(self) -> dict[str, FactValue]:
+        """Every fact of the profile with how it was obtained (`cds.model.facts.derive`, lazy), made on first use
+        (a batch record reads none)."""
+        return self.derived.facts()
 
     @functools.cached_property
     def ranking(self) -> Ranking:
@@ -127,8 +133,8 @@ class Evaluator:
         return load_profile(path, self.vocabulary)
 
     def fired_rules(self, profile: PatientProfile, evaluated_at: str | None = None) -> frozenset[str]:
-        facts = derive(profile, self.vocabulary, evaluation_date_for(profile, evaluated_at)[0], lazy=True)
-        return self.engine.run([engine_facts(facts)], patient=profile.patient_id)[0]
+        derived = derive_values(profile, self.vocabulary, evaluation_date_for(profile, evaluated_at)[0])
+        return self.engine.run([derived.known()], patient=profile.patient_id)[0]
 
     def evaluate(self, profile: PatientProfile, evaluated_at: str | None = None) -> Evaluation:
         """One patient, evaluated at `evaluated_at` (an `evaluation_time` stamp: the instant the report is
@@ -138,12 +144,13 @@ class Evaluator:
         if evaluated_at is not None:
             evaluated_at = _stamp(evaluated_at)  # the report's stamp, to the second in UTC
         on, source = evaluation_date_for(profile, evaluated_at)
-        facts = derive(profile, self.vocabulary, on, lazy=True)  # explanations written if a report reads them
-        base_facts = engine_facts(facts)
+        derived = derive_values(profile, self.vocabulary, on)  # FactValues and explanations if a report reads them
+        base_facts = derived.known()
         # each variant is the patient's facts with one unknown field set (scoped: see cds.engine.durable);
         # a line's possible refractoriness records (the variants after the scoped ones) are matched
         # unscoped, against every rule
-        variants, scoped = self.planner.plan(facts, profile) if self.analyze_unknowns else ([], [])
+        values, not_applying = derived.values, derived.not_applying
+        variants, scoped = self.planner.plan(values, not_applying, profile) if self.analyze_unknowns else ([], [])
         whole = variants[len(scoped) :]
         fired_all = self.engine.run_counterfactuals(base_facts, scoped, patient=profile.patient_id)
         for start in range(0, len(whole), 64):
@@ -156,11 +163,11 @@ class Evaluator:
             # many variants fire the same rules: decide each fired set once, from the patient's decision
             seen: dict[frozenset[str], Decision] = {fired_all[0]: base}
             decisions = [seen.get(f) or seen.setdefault(f, self.decider.decide(f, base=base)) for f in fired_all[1:]]
-            unknown, without = summarize(variants, decisions, base, facts)
+            unknown, without = summarize(variants, decisions, base, values, not_applying)
         return Evaluation(
             profile=profile,
             input_hash=_hash_of(_dump(profile)),
-            facts=facts,
+            derived=derived,
             fired=fired_all[0],
             unknown_facts=tuple(unknown),
             unknown_without_effect=tuple(without),

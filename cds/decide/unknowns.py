@@ -14,7 +14,7 @@ exclusions below the top.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -139,14 +139,14 @@ class VariantPlanner:
         severe = ruleset.settings.get(SEVERE_RENAL_SETTING)
         self._severe_crcl: float | None = None if severe is None else float(severe.value)
 
-    def _cytogenetics_plan(self, facts: dict[str, FactValue]) -> list[tuple[str, Assignment]]:
+    def _cytogenetics_plan(self, values: Mapping[str, Value | None]) -> list[tuple[str, Assignment]]:
         """Every distinguishable completion of the abnormalities the profile leaves unknown (all of them
         when cytogenetics were not tested; those outside the tested panel of a partial one), keeping the
         known results; `high_risk_cytogenetics` follows (left unknown where the sources do not classify)."""
-        unknown = tuple(abn for abn, fact in CYTO_FACT.items() if not facts[fact].known)
+        unknown = tuple(abn for abn, fact in CYTO_FACT.items() if values[fact] is None)
         if not self._cyto_used or not unknown:
             return []
-        known_found = frozenset(abn for abn, fact in CYTO_FACT.items() if facts[fact].value is True)
+        known_found = frozenset(abn for abn, fact in CYTO_FACT.items() if values[fact] is True)
         cache_key = frozenset(unknown) | frozenset(f"+{a}" for a in known_found)
         if cache_key in self._cyto_plans:
             return self._cyto_plans[cache_key]
@@ -158,7 +158,7 @@ class VariantPlanner:
                 found = known_found | set(combo)
                 full: dict[str, Value | None] = {CYTO_FACT[abn]: abn in found for abn in unknown}
                 full["high_risk_cytogenetics"] = cytogenetic_risk(set(found), everything, self._vocabulary)[0]
-                key = tuple(full.get(f, facts[f].value) for f in self._cyto_used)
+                key = tuple(full.get(f, values[f]) for f in self._cyto_used)
                 if key not in seen:
                     if combo:
                         label = ", ".join(combo)
@@ -171,20 +171,23 @@ class VariantPlanner:
     def variants(self, facts: dict[str, FactValue], profile: PatientProfile | None = None) -> list[Variant]:
         """The counterfactual variants of every unknown field a deciding rule reads (with `profile`,
         also the possible refractoriness records of lines that do not record it)."""
-        return self.plan(facts, profile)[0]
+        values = {name: fv.value for name, fv in facts.items()}
+        return self.plan(values, {name for name, fv in facts.items() if not fv.applies}, profile)[0]
 
-    def plan(self, facts: dict[str, FactValue], profile: PatientProfile | None = None) -> tuple[list[Variant], list[Scoped]]:
-        """`variants(facts, profile)`, and each variant but the refractoriness records (those come last) as the
+    def plan(
+        self, values: Mapping[str, Value | None], not_applying: Collection[str], profile: PatientProfile | None = None
+    ) -> tuple[list[Variant], list[Scoped]]:
+        """`variants` of the facts whose `values` these are (`cds.model.facts.Derived`: `not_applying` the
+        facts that do not apply), and each variant but the refractoriness records (those come last) as the
         engine's ``(scope, assignment)`` (`Matcher.run_counterfactuals`)."""
         out: list[Variant] = []
         scoped: list[Scoped] = []
-        crcl = facts["creatinine_clearance_ml_min"].value
+        crcl = values["creatinine_clearance_ml_min"]
         # a measured CrCl at or above the severe-renal threshold makes dialysis implausible: not tried
         # (review R12-15: "On dialysis" was a fact to obtain at CrCl 95 mL/min); tried when CrCl is unknown
         no_dialysis = self._severe_crcl is not None and isinstance(crcl, (int, float)) and crcl >= self._severe_crcl
         for probe, every, every_scoped, kept, kept_scoped in self._field_variants:
-            fact = facts[probe]
-            if fact.value is not None or not fact.applies:
+            if values[probe] is not None or probe in not_applying:
                 continue
             if no_dialysis:
                 out += kept
@@ -192,7 +195,7 @@ class VariantPlanner:
             else:
                 out += every
                 scoped += every_scoped
-        cyto = self._cytogenetics_variants(facts)
+        cyto = self._cytogenetics_variants(values)
         if cyto is not None:
             out += cyto[0]
             scoped += cyto[1]
@@ -201,18 +204,18 @@ class VariantPlanner:
                 out.append(Variant(REFRACTORY_FIELD, label, tuple(assignment.items())))
         return out, scoped
 
-    def _cytogenetics_variants(self, facts: dict[str, FactValue]) -> tuple[tuple[Variant, ...], tuple[Scoped, ...]] | None:
-        """`_cytogenetics_plan(facts)` as variants and the engine's (scope, assignment), made once per plan."""
+    def _cytogenetics_variants(self, values: Mapping[str, Value | None]) -> tuple[tuple[Variant, ...], tuple[Scoped, ...]] | None:
+        """`_cytogenetics_plan(values)` as variants and the engine's (scope, assignment), made once per plan."""
         if not self._cyto_used:
             return None
-        unknown = frozenset(abn for abn, fact in CYTO_FACT.items() if facts[fact].value is None)
+        unknown = frozenset(abn for abn, fact in CYTO_FACT.items() if values[fact] is None)
         if not unknown:
             return None
-        known_found = frozenset(f"+{abn}" for abn, fact in CYTO_FACT.items() if facts[fact].value is True)
+        known_found = frozenset(f"+{abn}" for abn, fact in CYTO_FACT.items() if values[fact] is True)
         key = unknown | known_found  # the key of `_cytogenetics_plan`
         made = self._cyto_variants.get(key)
         if made is None:
-            every = tuple(Variant("cytogenetics", label, assignment) for label, assignment in self._cytogenetics_plan(facts))
+            every = tuple(Variant("cytogenetics", label, assignment) for label, assignment in self._cytogenetics_plan(values))
             made = self._cyto_variants[key] = (every, _scoped(every))
         return made
 
@@ -234,7 +237,8 @@ def summarize(
     variants: list[Variant],
     decisions: list[Decision],  # aligned with variants
     base: Decision,
-    facts: dict[str, FactValue],
+    values: Mapping[str, Value | None],  # every fact's value (`cds.model.facts.Derived.values`)
+    not_applying: Collection[str],  # the facts that do not apply
 ) -> tuple[list[UnknownFact], list[str]]:
     """Group the variants' decisions by field. Returns (facts with an effect, unknown fields without one)."""
     by_field: dict[str, list[Effect]] = {}
@@ -265,6 +269,6 @@ def summarize(
         if flags[field][1]
     ]
     result.sort(key=lambda u: (not u.changes_top, u.field))
-    unknown_fields = sorted({field for name, field in _INPUT_FIELDS if (fv := facts[name]).value is None and fv.applies})
+    unknown_fields = sorted({field for name, field in _INPUT_FIELDS if values[name] is None and name not in not_applying})
     without = [f for f in unknown_fields if f not in {u.field for u in result}]
     return result, without

@@ -428,8 +428,50 @@ def derive(
     first read (`Explainer`): the helpers below write the values, and the explanations only when
     given a `texts` dict to write them in.
     """
+    if lazy:
+        return derive_values(profile, vocabulary, default_evaluation_date).facts()
+    texts: dict[str, str] = {"age": "from the profile", "ecog": "from the profile"}
+    values, not_applying = _derive(profile, vocabulary, default_evaluation_date, texts)
+    return _facts_of(values, not_applying, map(texts.__getitem__, _NAMES))
+
+
+class Derived:
+    """The values of `derive(profile, vocabulary, default_evaluation_date, lazy=True)` before they are made
+    `FactValue`s (`facts()`): what an evaluation reads of them (`values`: every fact of `FACTS`, None when
+    unknown or when it does not apply; `not_applying`: the facts that do not apply) costs no FactValue."""
+
+    __slots__ = ("_args", "not_applying", "values")
+
+    def __init__(self, profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None):
+        self._args = (profile, vocabulary, default_evaluation_date)
+        self.values, self.not_applying = _derive(profile, vocabulary, default_evaluation_date, None)
+
+    def facts(self) -> dict[str, FactValue]:
+        """`derive(..., lazy=True)`: the explanations written on first use (`Explainer`)."""
+        return _facts_of(self.values, self.not_applying, repeat(Explainer(*self._args)))
+
+    def known(self) -> dict[str, Value]:
+        """`engine_facts(self.facts())`: the known facts, in `FACTS` order."""
+        values = self.values
+        return {name: v for name in _NAMES if (v := values[name]) is not None}
+
+
+def derive_values(profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None = None) -> Derived:
+    """`derive(profile, vocabulary, default_evaluation_date, lazy=True)`, its FactValues made on demand."""
+    return Derived(profile, vocabulary, default_evaluation_date)
+
+
+def _facts_of(values: dict[str, Value | None], not_applying: set[str], how: Iterable[str | Explainer]) -> dict[str, FactValue]:
+    applies: Iterable[bool] = repeat(True) if not not_applying else [name not in not_applying for name in _NAMES]
+    # FactValue(...) of each fact in FACTS order, without its Python-level __new__
+    return dict(zip(_NAMES, map(_make_fact, repeat(FactValue), zip(_NAMES, map(values.__getitem__, _NAMES), how, applies))))
+
+
+def _derive(
+    profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None, texts: dict[str, str] | None
+) -> tuple[dict[str, Value | None], set[str]]:
+    """(every fact's value, the facts that do not apply); the explanations into `texts` when given."""
     values: dict[str, Value | None] = {"age": profile.age, "ecog": profile.ecog}
-    texts: dict[str, str] | None = None if lazy else {"age": "from the profile", "ecog": "from the profile"}
     stated = _stated_of(profile)
     values.update(zip(_STATED, stated))
     labs = profile.labs
@@ -453,14 +495,9 @@ def derive(
     drugs = [line_drugs(line, vocabulary) for line in profile.prior_lines]  # once, for both helpers
     _derive_lines(profile, vocabulary, drugs, values, texts)
     not_applying = _derive_course(profile, vocabulary, drugs, default_evaluation_date, values, texts)
-    # every fact once (a name outside FACTS, or one left out, fails here or in values.__getitem__ below)
+    # every fact once (a name outside FACTS, or one left out, fails here or in values.__getitem__ of _facts_of)
     assert len(values) == len(FACTS), sorted(set(values) ^ set(FACTS))
-    how: Iterable[str | Explainer] = (
-        repeat(Explainer(profile, vocabulary, default_evaluation_date)) if texts is None else map(texts.__getitem__, _NAMES)
-    )
-    applies: Iterable[bool] = repeat(True) if not not_applying else [name not in not_applying for name in _NAMES]
-    # FactValue(...) of each fact in FACTS order, without its Python-level __new__
-    return dict(zip(_NAMES, map(_make_fact, repeat(FactValue), zip(_NAMES, map(values.__getitem__, _NAMES), how, applies))))
+    return values, not_applying
 
 
 #: the groups of drugs `_derive_lines` and `_derive_course` ask about, per drug (`_groups_of`): by name,
