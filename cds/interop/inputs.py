@@ -30,14 +30,22 @@ def is_fhir(data: Any) -> bool:
     return isinstance(data, dict) and "resourceType" in data
 
 
-def parse_input(data: Any, vocabulary: Vocabulary, evaluation_date: str | None = None, default_date: str | None = None) -> Loaded:
+def parse_input(
+    data: Any,
+    vocabulary: Vocabulary,
+    evaluation_date: str | None = None,
+    default_date: str | None = None,
+    *,
+    text: str | None = None,
+) -> Loaded:
     """A decoded profile or Bundle -> a validated profile (ProfileError / BundleError: exit 2).
 
     `default_date` is the evaluation time's date: a profile without evaluation_date is evaluated on it
     (none of its dates may be after it: checked with every other problem); a Bundle's evaluation date
-    is `evaluation_date`, else its timestamp, else `default_date`."""
+    is `evaluation_date`, else its timestamp, else `default_date`. `text`: the JSON text `data` was
+    decoded from, when there is one."""
     if not is_fhir(data):
-        return Loaded(parse_profile(data, vocabulary, default_date), None)
+        return Loaded(parse_profile(data, vocabulary, default_date, text=text), None)
     from cds.interop.fhir import import_bundle
 
     result = import_bundle(data, vocabulary, evaluation_date, default_date)
@@ -61,7 +69,7 @@ def validate_imported(result: ImportResult, vocabulary: Vocabulary) -> PatientPr
 def load_input_text(
     text: str, vocabulary: Vocabulary, evaluation_date: str | None = None, default_date: str | None = None
 ) -> Loaded:
-    return parse_input(decode_json(text), vocabulary, evaluation_date, default_date)
+    return parse_input(decode_json(text), vocabulary, evaluation_date, default_date, text=text)
 
 
 def load_input(path: Path, vocabulary: Vocabulary, evaluation_date: str | None = None, default_date: str | None = None) -> Loaded:

@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import calendar
 import difflib
+import functools
 import itertools
 import json
 import math
 import re
 import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from cds.datafile import PROFILE_LIMIT, read_capped
@@ -122,12 +124,10 @@ class PriorLine(Strict):
     best_response: BestResponse | None = None
     stop_reason: StopReason | None = None
 
-    _agents_from_regimen: bool = PrivateAttr(default=False)
-
     @property
     def agents_from_regimen(self) -> bool:
-        """True when `agents` was left out and filled in from the regimen label."""
-        return self._agents_from_regimen
+        """True when `agents` was left out and filled in from the regimen label (a `RegimenLine`)."""
+        return False
 
     @property
     def agent_list(self) -> list[Agent]:
@@ -137,6 +137,17 @@ class PriorLine(Strict):
     @property
     def refractoriness_recorded(self) -> bool:
         return self.refractory_to is not None
+
+
+class RegimenLine(PriorLine):
+    """A line whose `agents` were left out and are its regimen label's (made by `parse_profile`, never validated).
+
+    A class rather than a private attribute: a model with one sets it up on every line validated, which
+    cost as much as validating the line."""
+
+    @property
+    def agents_from_regimen(self) -> bool:
+        return True
 
 
 class PatientProfile(Strict):
@@ -212,7 +223,11 @@ def line_drugs(line: PriorLine, vocabulary: Vocabulary) -> list[Resolution]:
 
 def _named(name: str, drugs: list[Resolution], vocabulary: Vocabulary) -> Drug | None:
     """The drug of the line that `name` (an entry of refractory_to / intolerant_to) refers to."""
-    found = vocabulary.resolve(name)
+    return _named_as(name, vocabulary.resolve(name), drugs)
+
+
+def _named_as(name: str, found: Resolution | None, drugs: list[Resolution]) -> Drug | None:
+    """`_named`, with `found` the vocabulary's resolution of `name`."""
     for r in drugs:
         if found is not None and r.drug.name == found.drug.name:
             return r.drug
@@ -436,12 +451,28 @@ def _name_structure_problem(value: Any) -> None:
 MAX_ITEMS = 100  # items in any list or object of a profile (the longest list the contract allows has 40)
 
 
-def _check_sizes(data: dict[str, Any]) -> None:
+def _check_sizes(data: dict[str, Any], text: str | None = None) -> None:
     """Refuse a list or object with more than MAX_ITEMS items, naming the field, before any validation.
 
     A profile under the size limit can still hold 100,000 list items, each of which the
     validators would check (and suggest corrections for) one by one: one problem instead.
+    `text`, when known, is the JSON text `data` was decoded from: a list or object of more
+    than MAX_ITEMS items has at least MAX_ITEMS commas between them, so a text with fewer
+    commas needs no walk. A cheap pass without paths runs otherwise; the field is named only
+    when there is a problem.
     """
+    if text is not None and text.count(",") < MAX_ITEMS:
+        return
+    stack: list[Any] = [data]
+    while stack:
+        node = stack.pop()
+        if len(node) > MAX_ITEMS:
+            _name_size_problem(data)
+        stack.extend([v for v in (node.values() if isinstance(node, dict) else node) if isinstance(v, (dict, list))])
+
+
+def _name_size_problem(data: dict[str, Any]) -> None:
+    """The ProfileError for the first list or object of more than MAX_ITEMS items (walked depth first, last item first)."""
     stack: list[tuple[Any, str]] = [(data, "")]
     while stack:
         node, path = stack.pop()
@@ -458,6 +489,7 @@ def _check_sizes(data: dict[str, Any]) -> None:
         for k, v in items:
             if isinstance(v, (dict, list)):
                 stack.append((v, f"{path}[{k}]" if isinstance(k, int) else f"{path}.{printable(k)}" if path else printable(k)))
+    raise AssertionError("no list or object is too long")  # only called when one is
 
 
 class _DuplicateKey(ValueError):
@@ -467,12 +499,14 @@ class _DuplicateKey(ValueError):
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json object_pairs_hook: a key given twice is an error, not 'the last one wins'."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
+    """json object_pairs_hook: a key given twice is an error (the first key met again), not 'the last one wins'."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
     return out
 
 
@@ -480,9 +514,11 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 Problem = tuple[str, str]
+#: a regimen label as `_label_regimen` reads it
+Known = tuple[str, tuple[str, ...]] | None
 
 
-def _label_regimen(label: object, vocabulary: Vocabulary) -> tuple[str, tuple[str, ...]] | None:
+def _label_regimen(label: object, vocabulary: Vocabulary) -> Known:
     """(label, generic agents) when a line's regimen label is a known regimen or a single drug name."""
     if not isinstance(label, str) or not label.strip():
         return None
@@ -523,13 +559,21 @@ def _not_a_drug(name: str, key: str, trial: set[str], vocabulary: Vocabulary) ->
     return None  # perhaps an investigational agent of the line: checked against the line's agents
 
 
-def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
+def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary, labels: dict[str, Known]) -> list[Problem]:
+    """The content problems of line `i`. `labels`: `_label_regimen` of the labels met before (`_memo`)."""
     out: list[Problem] = []
     where = f"prior_lines[{i}]"
     label = line.get("regimen")
-    known = _label_regimen(label, vocabulary)
+    if isinstance(label, str):
+        try:
+            known = labels[label]
+        except KeyError:
+            known = labels[label] = _label_regimen(label, vocabulary)
+    else:
+        known = None
     agents = line.get("agents")
     drugs: list[Resolution] = []
+    trial: set[str] = set()  # the line's investigational agents as written, lower case
     if agents is None:
         if known is None:
             if isinstance(label, str) and label.strip():
@@ -551,11 +595,12 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
             drugs = [Resolution(a, vocabulary.lookup(a) or Drug(a, "", ())) for a in known[1]]
     elif isinstance(agents, list):
         seen: dict[str, str] = {}
+        resolve = vocabulary.resolve
         for j, agent in enumerate(agents):
-            field = f"{where}.agents[{j}]"
             if isinstance(agent, str) and agent.strip():
-                found = vocabulary.resolve(agent)
+                found = resolve(agent)
                 if found is None:
+                    field = f"{where}.agents[{j}]"
                     reg = vocabulary.regimen(agent)
                     if reg is not None:
                         out.append(
@@ -576,11 +621,13 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                             )
                         )
                     continue
+                written = agent
             elif isinstance(agent, dict) and isinstance(agent.get("investigational"), str):
                 cls = agent.get("class")
-                name = agent["investigational"]
-                if vocabulary.resolve(name) is not None:
-                    out.append((f"{field}.investigational", f"{quoted(name)} is a known drug: write it as a name"))
+                name = written = agent["investigational"]
+                trial.add(name.strip().lower())
+                if resolve(name) is not None:
+                    out.append((f"{where}.agents[{j}].investigational", f"{quoted(name)} is a known drug: write it as a name"))
                     continue
                 if not isinstance(cls, str) or cls not in vocabulary.classes:
                     if isinstance(cls, str):
@@ -588,7 +635,7 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                         hint = f"; did you mean {' or '.join(close)}?" if close else ""
                         out.append(
                             (
-                                f"{field}.class",
+                                f"{where}.agents[{j}].class",
                                 f"unknown class {quoted(cls)}{hint} (one of {', '.join(sorted(vocabulary.classes))})",
                             )
                         )
@@ -598,17 +645,19 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                 )
             else:
                 continue  # the structure check reports it
-            written = agent if isinstance(agent, str) else agent["investigational"]
-            if found.drug.name in seen:
+            generic = found.drug.name
+            if generic in seen:
                 out.append(
-                    (field, f"{quoted(written)} is listed twice in this line (same drug as {quoted(seen[found.drug.name])})")
+                    (
+                        f"{where}.agents[{j}]",
+                        f"{quoted(written)} is listed twice in this line (same drug as {quoted(seen[generic])})",
+                    )
                 )
                 continue
-            seen[found.drug.name] = written
+            seen[generic] = written
             drugs.append(found)
         if known is not None and len(drugs) == len(agents):
-            given = {d.drug.name for d in drugs}
-            missing = [a for a in known[1] if a not in given]
+            missing = [a for a in known[1] if a not in seen]  # seen: the generic names of `drugs`
             if missing:
                 out.append(
                     (
@@ -617,12 +666,7 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                         "label (more is fine) or leave 'agents' out",
                     )
                 )
-    broken = agents is not None and (not isinstance(agents, list) or len(drugs) != len(agents))
-    trial = {
-        a["investigational"].strip().lower()
-        for a in (agents if isinstance(agents, list) else ())
-        if isinstance(a, dict) and isinstance(a.get("investigational"), str)
-    }
+    complete = agents is None or (isinstance(agents, list) and len(drugs) == len(agents))
     for key in ("refractory_to", "intolerant_to"):
         names = line.get(key)
         if not isinstance(names, list):
@@ -631,24 +675,25 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
         for j, name in enumerate(names):
             if not isinstance(name, str):
                 continue
-            field = f"{where}.{key}[{j}]"
-            wrong = _not_a_drug(name, key, trial, vocabulary)
-            if wrong is not None:
-                out.append((field, wrong))
-                continue
-            if broken:
+            found = vocabulary.resolve(name)
+            if found is None:
+                wrong = _not_a_drug(name, key, trial, vocabulary)
+                if wrong is not None:
+                    out.append((f"{where}.{key}[{j}]", wrong))
+                    continue
+            if not complete:
                 continue  # which agents the line has is not known yet: the agents list's own problems are reported
-            d = _named(name, drugs, vocabulary)
+            d = _named_as(name, found, drugs)
             if d is None:
                 listed = ", ".join(printable(r.written) for r in drugs)
                 out.append(
                     (
-                        field,
+                        f"{where}.{key}[{j}]",
                         f"{quoted(name)} is not one of this line's agents ({listed}); {key} must name agents of the same line",
                     )
                 )
             elif d.name in taken:
-                out.append((field, f"{quoted(name)} is listed twice"))
+                out.append((f"{where}.{key}[{j}]", f"{quoted(name)} is listed twice"))
             else:
                 taken.add(d.name)
     if line.get("refractory_to") == [] and line.get("best_response") in NON_RESPONSE:
@@ -659,7 +704,6 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                 "list the agents, or leave refractory_to out if it is not known",
             )
         )
-    complete = agents is None or (isinstance(agents, list) and len(drugs) == len(agents))
     if line.get("infusion_date") is not None and complete and drugs and not any(_car_t(r.drug) for r in drugs):
         out.append(
             (
@@ -674,12 +718,12 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                 "is the date of the line's autologous transplant: give it with autologous_transplant: true",
             )
         )
-    dates = {k: line.get(k) for k in LINE_DATES}
-    parsed = {k: Day.parse(v) for k, v in dates.items() if isinstance(v, str) and _date_ok(v)}
-    if "start_date" in parsed:
+    start = line.get("start_date")
+    if isinstance(start, str) and (start_days := _valid_days(start)) is not None:
         for k in ("infusion_date", "transplant_date", "end_date", "progression_date"):
-            if k in parsed and parsed[k].surely_before(parsed["start_date"]):
-                out.append((f"{where}.{k}", f"{dates[k]} is before the line's start_date {dates['start_date']}"))
+            v = line.get(k)
+            if isinstance(v, str) and (days := _valid_days(v)) is not None and days[1] < start_days[0]:
+                out.append((f"{where}.{k}", f"{v} is before the line's start_date {start}"))
     return out
 
 
@@ -723,13 +767,36 @@ def _check_tested(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]
     return out
 
 
+class _Memo:
+    """What the content checks work out once per vocabulary: the catalogue's abnormalities, and how the
+    regimen labels met so far read (`_label_regimen`; at most 10,000, as `Vocabulary.resolve` keeps)."""
+
+    def __init__(self, vocabulary: Vocabulary):
+        self.cytogenetics = frozenset(vocabulary.cytogenetic_names)
+        self.labels: dict[str, Known] = {}
+
+
+_MEMOS: weakref.WeakKeyDictionary[Vocabulary, _Memo] = weakref.WeakKeyDictionary()
+
+
+def _memo(vocabulary: Vocabulary) -> _Memo:
+    try:
+        memo = _MEMOS[vocabulary]
+    except KeyError:
+        memo = _MEMOS[vocabulary] = _Memo(vocabulary)
+    if len(memo.labels) > 10_000:  # bounded: arbitrary input cannot grow it without limit
+        memo.labels.clear()
+    return memo
+
+
 def check_content(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
     """Every content problem of a decoded profile, leniently (whatever its structure problems are)."""
     out: list[Problem] = []
+    memo = _memo(vocabulary)
     cyto = data.get("cytogenetics")
     if isinstance(cyto, list):
         for j, abn in enumerate(cyto):
-            if isinstance(abn, str) and abn not in vocabulary.cytogenetic_names:
+            if isinstance(abn, str) and abn not in memo.cytogenetics:
                 sugg = vocabulary.cytogenetic_suggestions(abn)
                 hint = f"; did you mean {' or '.join(sugg)}?" if sugg else ""
                 out.append(
@@ -741,11 +808,13 @@ def check_content(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]
                 )
     elif isinstance(cyto, str):
         out.append(("cytogenetics", f"expected a list, got str {_describe(cyto)}{_unknown_hint(cyto, 'cytogenetics')}"))
-        return out + _check_tested(data, vocabulary) + _check_lines(data, vocabulary)
-    return out + _check_tested(data, vocabulary) + _check_lines(data, vocabulary)
+    if "cytogenetics_tested" in data:
+        out.extend(_check_tested(data, vocabulary))
+    out.extend(_check_lines(data, vocabulary, memo.labels))
+    return out
 
 
-def _check_lines(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
+def _check_lines(data: dict[str, Any], vocabulary: Vocabulary, labels: dict[str, Known]) -> list[Problem]:
     out: list[Problem] = []
     lines = data.get("prior_lines")
     if isinstance(lines, list) and not lines:
@@ -758,15 +827,15 @@ def _check_lines(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
         )
     if not isinstance(lines, list):
         return out
-    starts: list[tuple[int, Day, str]] = []
+    starts: list[tuple[int, tuple[int, int], str]] = []
     for i, line in enumerate(lines):
         if isinstance(line, dict):
-            out.extend(_check_line(i, line, vocabulary))
+            out.extend(_check_line(i, line, vocabulary, labels))
             s = line.get("start_date")
-            if isinstance(s, str) and _date_ok(s):
-                starts.append((i, Day.parse(s), s))
+            if isinstance(s, str) and (days := _valid_days(s)) is not None:
+                starts.append((i, days, s))
     for (i, a, ta), (j, b, tb) in itertools.pairwise(starts):
-        if b.surely_before(a):
+        if b[1] < a[0]:  # Day.surely_before
             out.append(
                 (
                     f"prior_lines[{j}].start_date",
@@ -786,7 +855,7 @@ def evaluation_time_phrase(on: str) -> str:
 
 def dates_after(data: dict[str, Any], on: str, what: str) -> list[Problem]:
     """Every date of the profile (`data`, decoded JSON) surely after the evaluation date `on`, described as `what`."""
-    at = Day.parse(on)
+    _day(on)  # AssertionError: not a date
     out: list[Problem] = []
     lines = data.get("prior_lines")
     for i, line in enumerate(lines if isinstance(lines, list) else ()):
@@ -794,36 +863,57 @@ def dates_after(data: dict[str, Any], on: str, what: str) -> list[Problem]:
             continue
         for k in LINE_DATES:
             v = line.get(k)
-            if isinstance(v, str) and _date_ok(v) and at.surely_before(Day.parse(v)):
+            if isinstance(v, str) and (days := _valid_days(v)) is not None and _days(on)[1] < days[0]:  # Day.surely_before
                 out.append((f"prior_lines[{i}].{k}", f"{v} is after {what}"))
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _day(text: str) -> Day:
+    """``Day.parse(text)`` (kept: the evaluation dates of a cohort are few)."""
+    return Day.parse(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _days(text: str) -> tuple[int, int]:
+    """``Day.parse(text).bounds()``."""
+    return _day(text).bounds()
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_days(text: str) -> tuple[int, int] | None:
+    """``Day.parse(text).bounds()`` of a valid date (`_date_ok`), else None."""
+    return Day.parse(text).bounds() if _date_ok(text) else None
 
 
 def _expand(profile: PatientProfile, vocabulary: Vocabulary) -> PatientProfile:
     """The profile with every line's agents filled in from a known regimen label where they were left out."""
     if all(line.agents is not None for line in profile.prior_lines):
         return profile
-    lines = []
+    lines: list[PriorLine] = []
     for line in profile.prior_lines:
         if line.agents is None:
             known = _label_regimen(line.regimen, vocabulary)
             assert known is not None  # checked
-            new = line.model_copy(update={"agents": list(known[1])})
-            new._agents_from_regimen = True
-            lines.append(new)
+            # what line.model_copy(update={"agents": ...}) gives, as a RegimenLine
+            fields = {**line.__dict__, "agents": list(known[1])}
+            lines.append(RegimenLine.model_construct(line.model_fields_set | {"agents"}, **fields))
         else:
             lines.append(line)
     return profile.model_copy(update={"prior_lines": lines})
 
 
-def parse_profile(data: Any, vocabulary: Vocabulary, default_evaluation_date: str | None = None) -> PatientProfile:
+def parse_profile(
+    data: Any, vocabulary: Vocabulary, default_evaluation_date: str | None = None, *, text: str | None = None
+) -> PatientProfile:
     """Validate an already-decoded JSON value. Raises ProfileError with every problem found.
 
     `default_evaluation_date` (the evaluation time's date, ``YYYY-MM-DD``): a profile without
-    `evaluation_date` is evaluated on it, so none of its dates may be after it either."""
+    `evaluation_date` is evaluated on it, so none of its dates may be after it either.
+    `text`: the JSON text `data` was decoded from (`decode_json`), when there is one (a shortcut)."""
     if not isinstance(data, dict):
         raise ProfileError("(profile)", f"the profile must be a JSON object, got {type(data).__name__}")
-    _check_sizes(data)
+    _check_sizes(data, text)
     problems: list[Problem] = []
     profile = None
     try:
@@ -875,6 +965,17 @@ def _not_finite(text: str) -> float:  # json's NaN, Infinity, -Infinity
     raise _NotFinite
 
 
+def _decode(decoder: json.JSONDecoder, text: str) -> Any:
+    """``json.loads(text, **hooks)`` with the decoder made once with those hooks (`json.loads` makes one per call)."""
+    if text.startswith("\ufeff"):  # what json.loads refuses before decoding
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return decoder.decode(text)
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_unique_object, parse_float=_finite_float, parse_constant=_not_finite)
+_PYTHON = json.JSONDecoder(object_pairs_hook=_unique_object)  # NaN and Infinity decoded, as Python's json does
+
+
 def decode_json(text: str) -> Any:
     """Strict JSON decoding of an input file's text (a key given twice, NaN, absurd nesting are errors).
 
@@ -885,14 +986,14 @@ def decode_json(text: str) -> Any:
     (otherwise it cannot nest that deep); when the parser meets a non-finite number, the
     text is parsed again as Python would, and the walk names the field."""
     text = strip_comment_lines(text)
-    if not text.strip():
+    if not text or text.isspace():  # not text.strip()
         raise ProfileError("(file)", "the file holds only comments")
     try:
         try:
-            data = json.loads(text, object_pairs_hook=_unique_object, parse_float=_finite_float, parse_constant=_not_finite)
+            data = _decode(_STRICT, text)
             finite = True
         except _NotFinite:
-            data = json.loads(text, object_pairs_hook=_unique_object)
+            data = _decode(_PYTHON, text)
             finite = False
     except _DuplicateKey as exc:
         raise ProfileError(
