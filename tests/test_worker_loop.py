@@ -161,3 +161,56 @@ def test_the_derived_values_are_the_facts_derive_gives(evaluator):
 
         unknown = {field for name, field in _INPUT_FIELDS if not ev.facts[name].known and ev.facts[name].applies}
         assert ev.unknown_without_effect == tuple(sorted(unknown - {u.field for u in ev.unknown_facts}))
+
+
+def _mutated(data: dict, rng: random.Random) -> dict:
+    """A profile with unusual strings and numbers: unicode and line separators in its ID, notes and
+    investigational agents (named in refractoriness labels), -0.0 and exponent-form floats, regimen-only lines."""
+    import json
+
+    data = json.loads(json.dumps(data))
+    data["patient_id"] = rng.choice(["P\u00e9\u2028x", "\U0001f600id", '"q\\', "\u2029\x85", "plain"])
+    data["notes"] = rng.choice(["caf\u00e9 \u2029", "x" * 50, "tab\t"])
+    data["labs"] = data.get("labs") or {}
+    data["labs"]["ferritin_ng_ml"] = rng.choice([-0.0, 0, 1e-05, 2.5e-7, 123.456, 1e6])
+    data["creatinine_clearance_ml_min"] = rng.choice([-0.0, 30, 29.999, 1e-05, 60.0])
+    lines = data.get("prior_lines") or []
+    if lines and rng.random() < 0.5:
+        line = lines[0]
+        line["agents"] = [
+            *line.get("agents", ["lenalidomide"]),
+            {
+                "investigational": rng.choice(["X\u00fc-1", "ber\u2028"]),
+                "class": rng.choice(["bcma_car_t", "gprc5d_bispecific", "imid"]),
+            },
+        ]
+        line.pop("refractory_to", None)
+    if lines and rng.random() < 0.4:
+        line = lines[-1]
+        line.pop("agents", None)
+        line["regimen"] = rng.choice(["VRd", "DRd", "KPd", "Kd"])
+        line.pop("refractory_to", None)
+        line.pop("intolerant_to", None)
+    return data
+
+
+def test_the_line_writer_gives_the_compact_record_for_unusual_strings():
+    """The batch line (cds.cohort.batch._LineWriter) is the JSON of `compact`'s record for profiles whose
+    strings need escaping, including the unknown-fact labels written from them."""
+    from cds.cohort import batch as cohort
+
+    evaluator = cohort.evaluator_for(None)
+    at = "2026-01-01T00:00:00Z"
+    writer = cohort._writer(evaluator.ruleset)
+    rng = random.Random(9)
+    checked = mattering = 0
+    for i, data in enumerate(_bench_profiles(300, 41) + random_profiles(200, seed=42)):
+        try:
+            ev = evaluator.evaluate(evaluator.parse(_mutated(data, rng)), at)
+        except ProfileError:
+            continue
+        for key in (("line", i + 1), ("file", f'a"\u00e9\u2028{i}.json')):
+            assert writer.line(ev, key, at) == cohort.json_line({key[0]: key[1], **cohort.compact(ev, at)})
+        checked += 1
+        mattering += any(u.changes_top for u in ev.unknown_facts)
+    assert checked > 300 and mattering > 50

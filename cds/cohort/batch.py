@@ -51,6 +51,7 @@ from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputErr
 if TYPE_CHECKING:  # imported where used: a worker or the parent loads them only when it needs them
     from cds.cohort.reports import ReportOptions
     from cds.decide.pipeline import Evaluation, Evaluator
+    from cds.decide.unknowns import UnknownFact
     from cds.knowledge.ruleset import RuleSet
     from cds.model.profile import PatientProfile
 
@@ -137,6 +138,7 @@ def check_input(source: Path) -> None:
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ENCODE_STRING = json.encoder.encode_basestring  # what _ENCODE writes a string with (ensure_ascii=False)
 # characters JSON leaves raw that Python's str.splitlines() (and JavaScript) take for a line break
 _LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
@@ -313,6 +315,18 @@ class _LineWriter:
         self.rank_head = {o.id: '{"id":' + _ENCODE(o.id) + ',"rank":' for o in ruleset.options}
         self.excluded_head = {o.id: '{"id":' + _ENCODE(o.id) + ',"rules":[' for o in ruleset.options}
         self.groups = {g.option.id: g for g in rules_by_option(ruleset)}
+        # per option: its excluded record's head, and (ID, encoded ID) of its exclude and of its require rules,
+        # in rule order (`OptionRules.excluding`: the fired exclude rules, then the require rules that did not fire)
+        self.exclusion = {
+            oid: (
+                self.excluded_head[oid],
+                [(r.id, self.quoted[r.id]) for r in g.excludes],
+                [(r.id, self.quoted[r.id]) for r in g.requires],
+            )
+            for oid, g in self.groups.items()
+        }
+        self.rankings: dict[tuple[tuple[str, ...], tuple[int, ...]], str] = {}  # (order, scores) -> the ranking's items
+        self.strings: dict[str, str] = {}  # a field name or an effect's label -> encoded (bounded)
         self.tails: dict[tuple[str, str, str], str] = {}
 
     def line(self, ev: Evaluation, key: tuple[str, Any], evaluated_at: str) -> str:
@@ -323,16 +337,25 @@ class _LineWriter:
 
     def _line(self, ev: Evaluation, key: tuple[str, Any], evaluated_at: str) -> str:
         d = ev.decision
-        quoted, groups, fired = self.quoted, self.groups, d.fired
+        quoted, fired = self.quoted, d.fired
         kind, where = key
         head = f'{{"line":{where},' if kind == "line" and type(where) is int else _ENCODE({kind: where})[:-1] + ","
         top = d.top
-        rank_head = self.rank_head
-        ranking = ",".join([f'{rank_head[o]}{n},"score":{s}}}' for n, (o, s) in enumerate(zip(d.order, d.scores), 1)])
-        excluded_head = self.excluded_head
-        excluded = ",".join(
-            [excluded_head[oid] + ",".join([quoted[r.id] for r in groups[oid].excluding(fired)]) + "]}" for oid in d.excluded]
-        )
+        ranking = self.rankings.get((d.order, d.scores))
+        if ranking is None:
+            rank_head = self.rank_head
+            ranking = ",".join([f'{rank_head[o]}{n},"score":{s}}}' for n, (o, s) in enumerate(zip(d.order, d.scores), 1)])
+            if len(self.rankings) > 4096:
+                self.rankings.clear()
+            self.rankings[d.order, d.scores] = ranking
+        exclusion = self.exclusion
+        parts = []
+        for oid in d.excluded:
+            opening, excludes, requires = exclusion[oid]
+            parts.append(
+                opening + ",".join([q for r, q in excludes if r in fired] + [q for r, q in requires if r not in fired]) + "]}"
+            )
+        excluded = ",".join(parts)
         tail_key = (ev.ruleset.digest, ev.engine_version, evaluated_at)
         tail = self.tails.get(tail_key)
         if tail is None:
@@ -354,18 +377,11 @@ class _LineWriter:
                 excluded,
                 '],"fired_rules":[',
                 ",".join(map(quoted.__getitem__, sorted(ev.fired))),
-                '],"unknown_facts_that_matter":',
-                _ENCODE(
-                    [
-                        {"field": u.field, "effects": [{"if_value": e.label, "top_option": e.top} for e in u.effects]}
-                        for u in unknown
-                        if u.changes_top
-                    ]
-                )
-                if unknown
-                else "[]",
-                ',"unknown_facts_affecting_ranking":',
-                _ENCODE([u.field for u in unknown if not u.changes_top]) if unknown else "[]",
+                '],"unknown_facts_that_matter":[',
+                self._mattering(unknown) if unknown else "",
+                '],"unknown_facts_affecting_ranking":[',
+                ",".join([self._string(u.field) for u in unknown if not u.changes_top]) if unknown else "",
+                "]",
                 ',"input_hash":',
                 _ENCODE(ev.input_hash),
                 tail,
@@ -378,6 +394,36 @@ class _LineWriter:
         if "\u2028" in text or "\u2029" in text or "\x85" in text:
             text = text.translate(_LINE_BREAKS)
         return text
+
+    def _string(self, text: str) -> str:
+        """`_ENCODE(text)` of a field name or an effect's label (the same few recur), kept (bounded)."""
+        encoded = self.strings.get(text)
+        if encoded is None:
+            if len(self.strings) > 4096:
+                self.strings.clear()
+            encoded = self.strings[text] = _ENCODE_STRING(text)
+        return encoded
+
+    def _mattering(self, unknown: tuple[UnknownFact, ...]) -> str:
+        """The items of `_ENCODE([{"field": ..., "effects": [{"if_value": ..., "top_option": ...}, ...]}, ...])` of
+        the unknown facts that change the top option, as `compact` lists them."""
+        string, quoted = self._string, self.quoted
+        return ",".join(
+            [
+                '{"field":'
+                + string(u.field)
+                + ',"effects":['
+                + ",".join(
+                    [
+                        '{"if_value":' + string(e.label) + ',"top_option":' + ("null" if e.top is None else quoted[e.top]) + "}"
+                        for e in u.effects
+                    ]
+                )
+                + "]}"
+                for u in unknown
+                if u.changes_top
+            ]
+        )
 
 
 _WRITERS: dict[int, _LineWriter] = {}
