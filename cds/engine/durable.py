@@ -193,8 +193,16 @@ def _value(value: Any) -> str:
 def _encoded(values: Mapping[str, Any], prefixes: Mapping[str, str], patient: str | None) -> dict[str, str]:
     """``"<property>":value`` of each item of `values` some rule reads (`prefixes`: fact -> ``"<property>":``);
     a value JSON cannot hold is an EngineError."""
+    out: dict[str, str] = {}
+    get = prefixes.get
     try:
-        return {k: p + _value(v) for k, v in values.items() if (p := prefixes.get(k)) is not None}
+        for k, v in values.items():
+            p = get(k)
+            if p is None:
+                continue
+            t = type(v)  # the fact types first (`_value` does the same), without a call per item
+            out[k] = p + ("true" if v else "false") if t is bool else p + _encode_string(v) if t is str else p + _value(v)
+        return out
     except ValueError as exc:
         raise EngineError(f"a fact of {patient or 'a patient'} cannot be sent to the engine: {exc}") from None
 
@@ -409,7 +417,7 @@ class Engine:
                 facts = [_fact_text(0, [encoded[k] for k in shard.facts if k in encoded], ALL, sid)]
                 numbers = [0]
                 scope_facts, short_scope = shard.scope_facts, self._scope_values
-                for i, (scope, assignment) in enumerate(variants, 1):
+                for i, (scope, assignment) in enumerate(variants if scope_facts else (), 1):
                     keys = scope_facts.get(scope)
                     if keys is None:
                         continue  # no rule of this shard reads that field: it fires as for the base fact
