@@ -24,7 +24,7 @@ from strategies import random_profiles
 
 from cds.api import Evaluator
 from cds.errors import ProfileError
-from cds.interop.inputs import load_input_text
+from cds.interop.inputs import load_input_profile, load_input_text
 from cds.model import profile as pm
 from cds.model.profile import PatientProfile, PriorLine, RegimenLine
 
@@ -202,6 +202,8 @@ def _texts(seed: int) -> list[str]:
         elif op < 0.55:
             at = rng.randint(0, len(text))
             text = text[:at] + rng.choice(["\\", '"', "}", ",", " ", "\x00", "\u2028", '\\":', '":']) + text[at:]
+        elif op < 0.57:
+            text += rng.choice(["\n", " \t\r\n", "\n\n x", "\u3000", " {}", "\n// end\n"])
         elif op < 0.6:
             text = rng.choice(["", " ", "\n\t ", "\u3000", "\x1c", "\x85", "//x\n", "//x\n \n"]) + rng.choice(["", text])
         out.append(text)
@@ -222,6 +224,10 @@ def test_blank_text_as_before() -> None:
         assert (not text or text.isspace()) == (not text.strip())
 
 
+def _profile_of_text(text: str, vocabulary: Any, day: str) -> PatientProfile:
+    return load_input_text(text, vocabulary, default_date=day).profile
+
+
 def test_load_input_text_as_before(vocabulary: Any) -> None:
     """The whole text path (`cds batch` and `cds evaluate`): decode, then parse with the text known."""
     for text in _texts(5):
@@ -229,11 +235,12 @@ def test_load_input_text_as_before(vocabulary: Any) -> None:
             old = ("ok", ref.parse_profile(ref.decode_json(text), vocabulary, "2026-01-01"))
         except ProfileError as exc:
             old = ("error", exc.problems)
-        try:
-            new: Any = ("ok", _expanded(load_input_text(text, vocabulary, default_date="2026-01-01").profile))
-        except ProfileError as exc:
-            new = ("error", exc.problems)
-        assert new == old, text
+        for load in (_profile_of_text, load_input_profile):
+            try:
+                new: Any = ("ok", _expanded(load(text, vocabulary, "2026-01-01")))
+            except ProfileError as exc:
+                new = ("error", exc.problems)
+            assert new == old, text
 
 
 def test_regimen_line(vocabulary: Any) -> None:

@@ -47,6 +47,8 @@ from cds.cohort.pool import WorkerPool
 from cds.datafile import PROFILE_LIMIT, over_limit
 from cds.decide.decision import exclusions, rules_by_option
 from cds.errors import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, CdsError, InputError, ProfileError, printable
+from cds.interop.inputs import load_input, load_input_profile  # light: the profile model is imported already
+from cds.model.clock import evaluation_day
 
 if TYPE_CHECKING:  # imported where used: a worker or the parent loads them only when it needs them
     from cds.cohort.reports import ReportOptions
@@ -159,7 +161,7 @@ def _line_text(raw: bytes | LongLine, line_no: int) -> str:
     except UnicodeDecodeError as exc:
         raise ProfileError("(line)", f"not UTF-8 text (byte {exc.start})") from None
     text = text.rstrip("\r\n")
-    if not text.strip():
+    if not text or text.isspace():  # not text.strip()
         raise ProfileError("(line)", "blank line: every line must hold one profile (JSON object)")
     return text
 
@@ -194,15 +196,12 @@ def _check_profile_file(path: str) -> None:
 def _load(evaluator: Evaluator, key: tuple[str, Any], payload: Any, evaluated_at: str | None = None) -> PatientProfile:
     """A record's profile; a FHIR Bundle (a file, or one JSONL line) is imported (cds.interop), on the
     evaluation time's date when it has no timestamp."""
-    from cds.interop.inputs import load_input, load_input_text
-    from cds.model.clock import evaluation_day
-
     day = evaluation_day(evaluated_at) if evaluated_at is not None else None
     if key[0] == "file":
         _check_profile_file(payload)
         return load_input(Path(payload), evaluator.vocabulary, default_date=day).profile
     try:
-        return load_input_text(_line_text(payload, key[1]), evaluator.vocabulary, default_date=day).profile
+        return load_input_profile(_line_text(payload, key[1]), evaluator.vocabulary, day)
     except ProfileError as exc:
         if exc.field != "(file)":
             raise

@@ -34,6 +34,7 @@ import math
 import re
 import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -965,15 +966,40 @@ def _not_finite(text: str) -> float:  # json's NaN, Infinity, -Infinity
     raise _NotFinite
 
 
-def _decode(decoder: json.JSONDecoder, text: str) -> Any:
-    """``json.loads(text, **hooks)`` with the decoder made once with those hooks (`json.loads` makes one per call)."""
+Scan = Callable[[str, int], tuple[Any, int]]
+
+
+def _scanner(**hooks: Any) -> Scan:
+    """The `scan_once` of ``json.JSONDecoder(**hooks)`` (set by its __init__; typeshed does not declare it)."""
+    scan: Scan = vars(json.JSONDecoder(**hooks))["scan_once"]
+    return scan
+
+
+def _after_space(text: str, at: int) -> int:
+    """Where the JSON whitespace (json.decoder.WHITESPACE: space, tab, LF, CR) at `at` in `text` ends."""
+    return len(text) - len(text[at:].lstrip(" \t\n\r"))
+
+
+def _decode(scan: Scan, text: str) -> Any:
+    """``json.loads(text, **hooks)`` with `scan` the `scan_once` of a decoder made once with those hooks
+    (`json.loads` makes one per call), and its `decode` inlined: the same errors, and no whitespace match
+    where there is none."""
     if text.startswith("\ufeff"):  # what json.loads refuses before decoding
         raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-    return decoder.decode(text)
+    start = _after_space(text, 0) if text[:1] in " \t\n\r" else 0  # "" too
+    try:
+        value, end = scan(text, start)
+    except StopIteration as err:
+        raise json.JSONDecodeError("Expecting value", text, err.value) from None
+    if end != len(text):
+        end = _after_space(text, end)
+        if end != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
+    return value
 
 
-_STRICT = json.JSONDecoder(object_pairs_hook=_unique_object, parse_float=_finite_float, parse_constant=_not_finite)
-_PYTHON = json.JSONDecoder(object_pairs_hook=_unique_object)  # NaN and Infinity decoded, as Python's json does
+_STRICT = _scanner(object_pairs_hook=_unique_object, parse_float=_finite_float, parse_constant=_not_finite)
+_PYTHON = _scanner(object_pairs_hook=_unique_object)  # NaN and Infinity decoded, as Python's json does
 
 
 def decode_json(text: str) -> Any:
