@@ -163,7 +163,7 @@ class Evaluator:
             # many variants fire the same rules: decide each fired set once, from the patient's decision
             seen: dict[frozenset[str], Decision] = {fired_all[0]: base}
             decisions = [seen.get(f) or seen.setdefault(f, self.decider.decide(f, base=base)) for f in fired_all[1:]]
-            unknown, without = summarize(variants, decisions, base, values, not_applying)
+            unknown, without = summarize(variants, decisions, base, base_facts, not_applying)
         return Evaluation(
             profile=profile,
             input_hash=_hash_of(_dump(profile)),

@@ -231,44 +231,52 @@ def _scoped(variants: tuple[Variant, ...]) -> tuple[Scoped, ...]:
 
 #: (fact, the profile field it comes from) for every fact that has one (what `summarize` lists as unknown)
 _INPUT_FIELDS = tuple((spec.name, spec.input_field) for spec in FACTS.values() if spec.input_field)
+_FIELD_OF = dict(_INPUT_FIELDS)
+_INPUT_FACTS = frozenset(_FIELD_OF)
+_DESCRIPTIONS: dict[str, str] = {}  # field_description per field (the fields of the plans: a few dozen)
 
 
 def summarize(
     variants: list[Variant],
     decisions: list[Decision],  # aligned with variants
     base: Decision,
-    values: Mapping[str, Value | None],  # every fact's value (`cds.model.facts.Derived.values`)
+    known: Mapping[str, Value],  # the known facts' values (`cds.model.facts.Derived.known`): every other is unknown
     not_applying: Collection[str],  # the facts that do not apply
 ) -> tuple[list[UnknownFact], list[str]]:
     """Group the variants' decisions by field. Returns (facts with an effect, unknown fields without one)."""
     by_field: dict[str, list[Effect]] = {}
-    flags: dict[str, list[bool]] = {}
+    tops: set[str] = set()  # the fields some value of which changes the top option
     base_top, base_order, base_excluded = base.top, base.order, base.excluded
+    before: set[str] | None = None
     for variant, decision in zip(variants, decisions):
-        top_changed = decision.top != base_top
+        order, excluded = decision.order, decision.excluded
+        if order is base_order and excluded is base_excluded:
+            continue  # the base's ranking (Decider.decide(..., base=) reuses its tuples): no change
+        top = order[0] if order else None
         # `excluded` is in catalogue order, so comparing the tuples compares the sets
-        changed = top_changed or decision.order != base_order or decision.excluded != base_excluded
-        f = flags.setdefault(variant.field, [False, False])
-        by_field.setdefault(variant.field, [])
-        if changed:
-            f[0] = f[0] or top_changed
-            f[1] = True
-            excluded, before = set(decision.excluded), set(base_excluded)
-            by_field[variant.field].append(
-                Effect(
-                    label=variant.label,
-                    top=decision.top,
-                    order=decision.order,
-                    newly_excluded=tuple(sorted(excluded - before)),
-                    newly_offered=tuple(sorted(before - excluded)),
-                )
-            )
-    result = [
-        UnknownFact(field, field_description(field), flags[field][0], flags[field][1], tuple(by_field[field]))
-        for field in by_field
-        if flags[field][1]
-    ]
+        if top == base_top and order == base_order and excluded == base_excluded:
+            continue
+        if top != base_top:
+            tops.add(variant.field)
+        if before is None:
+            before = set(base_excluded)
+        now = set(excluded)
+        effect = Effect(variant.label, top, order, tuple(sorted(now - before)), tuple(sorted(before - now)))
+        effects = by_field.get(variant.field)
+        if effects is None:
+            by_field[variant.field] = [effect]
+        else:
+            effects.append(effect)
+    result = [UnknownFact(field, _description(field), field in tops, True, tuple(effects)) for field, effects in by_field.items()]
     result.sort(key=lambda u: (not u.changes_top, u.field))
-    unknown_fields = sorted({field for name, field in _INPUT_FIELDS if values[name] is None and name not in not_applying})
-    without = [f for f in unknown_fields if f not in {u.field for u in result}]
-    return result, without
+    unknown_fields = {_FIELD_OF[name] for name in _INPUT_FACTS.difference(known) if name not in not_applying}
+    return result, sorted(unknown_fields.difference(by_field))
+
+
+def _description(field: str) -> str:
+    description = _DESCRIPTIONS.get(field)
+    if description is None:
+        if len(_DESCRIPTIONS) > 1000:
+            _DESCRIPTIONS.clear()
+        description = _DESCRIPTIONS[field] = field_description(field)
+    return description

@@ -493,8 +493,8 @@ def _derive(
     else:
         _derive_cytogenetics(profile.cytogenetics, profile.cytogenetics_tested, vocabulary, values, texts)
     drugs = [line_drugs(line, vocabulary) for line in profile.prior_lines]  # once, for both helpers
-    _derive_lines(profile, vocabulary, drugs, values, texts)
-    not_applying = _derive_course(profile, vocabulary, drugs, default_evaluation_date, values, texts)
+    line_groups = _derive_lines(profile, vocabulary, drugs, values, texts)
+    not_applying = _derive_course(profile, vocabulary, drugs, default_evaluation_date, values, texts, line_groups)
     # every fact once (a name outside FACTS, or one left out, fails here or in values.__getitem__ of _facts_of)
     assert len(values) == len(FACTS), sorted(set(values) ^ set(FACTS))
     return values, not_applying
@@ -601,12 +601,22 @@ _PENTA: tuple[tuple[str, str], ...] = (
 
 
 def _kleene_and(states: list[Value | None]) -> bool | None:
-    """True when every part is true, false when one is false, else unknown."""
-    if all(v is True for v in states):
+    """True when every part is true, false when one is false, else unknown (the parts: True, False or None)."""
+    if None not in states and False not in states:
         return True
-    if any(v is False for v in states):
+    if False in states:
         return False
     return None
+
+
+# the tables above as the value loops of `_derive_lines` read them
+_EXPOSURE_FACTS = tuple(fact for fact, _, _ in _EXPOSURE)
+_EXPOSURE_GROUPS = tuple(group for _, group, _ in _EXPOSURE)
+_REFRACTORINESS_GROUPS = tuple((fact, group) for fact, group, _ in _REFRACTORINESS)
+_PARTNER_FACTS = tuple((fact, tuple("refractory_" + d for d in pair)) for fact, pair, _ in _PARTNERS)
+_TRIPLE_EXPOSED = tuple("exposed_" + c for c, _ in _TRIPLE)
+_TRIPLE_REFRACTORY = tuple("refractory_" + c for c, _ in _TRIPLE)
+_PENTA_FACTS = tuple(f for f, _ in _PENTA)
 
 
 def _derive_lines(
@@ -615,9 +625,10 @@ def _derive_lines(
     drugs: list[list[Resolution]],
     values: dict[str, Value | None],
     texts: dict[str, str] | None,
-) -> None:
+) -> list[frozenset[str]]:
     """Exposure (always known) and refractoriness (three-valued) from the prior lines (`drugs`: each line's
-    `line_drugs`); the explanations only when given `texts`."""
+    `line_drugs`); the explanations only when given `texts`. Returns the groups (`_groups_of`) of each line's
+    drugs."""
     lines = profile.prior_lines
     values["prior_line_count"] = len(lines)
     values["prior_autologous_transplant"] = any(line.autologous_transplant for line in lines)
@@ -630,39 +641,39 @@ def _derive_lines(
     inferred: dict[int, str] = {}  # line number -> why it is not refractory (refractory_to not recorded)
     # with texts: every exposure (generic name, line number, refractory: True, False or None) by group
     groups: dict[str, list[tuple[str, int, bool | None]]] | None = None if texts is None else defaultdict(list)
+    line_groups: list[frozenset[str]] = []  # per line, the groups of its drugs
     for n, (line, found) in enumerate(zip(lines, drugs), 1):
         refractory_to: set[str] | None = None
         if line.refractory_to is not None:
             refractory_to = _named_in(line.refractory_to, found, vocabulary)
         elif (why := not_refractory_by_dates(line)) is not None:
             refractory_to, inferred[n] = set(), why
-        for r in found:
-            drug = r.drug
-            keys = _groups_of(drug)
-            exposed |= keys
-            if refractory_to is None:
-                state = None
-                unrecorded |= keys
-            elif drug.name in refractory_to:
-                state = True
-                refractory |= keys
-            else:
-                state = False
-            if groups is not None:
-                hit = (drug.name, n, state)
+        keys_of = [_groups_of(r.drug) for r in found]
+        every = frozenset().union(*keys_of)
+        line_groups.append(every)
+        exposed |= every
+        if refractory_to is None:
+            unrecorded |= every
+        elif refractory_to:
+            for r, keys in zip(found, keys_of):
+                if r.drug.name in refractory_to:
+                    refractory |= keys
+        if groups is not None:
+            for r, keys in zip(found, keys_of):
+                # refractory to the drug: True, False, or None when the line does not record it
+                hit = (r.drug.name, n, None if refractory_to is None else r.drug.name in refractory_to)
                 for k in keys:
                     groups[k].append(hit)
 
-    for fact, group, _ in _EXPOSURE:
-        values[fact] = group in exposed
-    for fact, group, _ in _REFRACTORINESS:
+    values.update(zip(_EXPOSURE_FACTS, map(exposed.__contains__, _EXPOSURE_GROUPS)))
+    for fact, group in _REFRACTORINESS_GROUPS:
         values[fact] = True if group in refractory else None if group in unrecorded else False
-    for fact, pair, _ in _PARTNERS:
-        states = [values["refractory_" + d] for d in pair]
-        values[fact] = True if any(v is False for v in states) else None if any(v is None for v in states) else False
-    values["triple_class_exposed"] = all(values["exposed_" + c] for c, _ in _TRIPLE)
-    values["triple_class_refractory"] = _kleene_and([values["refractory_" + c] for c, _ in _TRIPLE])
-    values["penta_refractory"] = _kleene_and([values[f] for f, _ in _PENTA])
+    for fact, pair in _PARTNER_FACTS:
+        states = [values[f] for f in pair]
+        values[fact] = True if False in states else None if None in states else False
+    values["triple_class_exposed"] = all(map(values.__getitem__, _TRIPLE_EXPOSED))
+    values["triple_class_refractory"] = _kleene_and(list(map(values.__getitem__, _TRIPLE_REFRACTORY)))
+    values["penta_refractory"] = _kleene_and(list(map(values.__getitem__, _PENTA_FACTS)))
     last = lines[-1]
     count = len(lines)
     if count in inferred:
@@ -672,7 +683,7 @@ def _derive_lines(
     else:
         values["refractory_to_last_line"] = bool(last.refractory_to)
     if texts is None or groups is None:
-        return
+        return line_groups
 
     # --- the explanations
     asct = [n for n, line in enumerate(lines, 1) if line.autologous_transplant]
@@ -744,6 +755,7 @@ def _derive_lines(
         texts["refractory_to_last_line"] = f"line {count} (most recent): refractory to {', '.join(last.refractory_to)}"
     else:
         texts["refractory_to_last_line"] = f"line {count} (most recent) lists no refractoriness"
+    return line_groups
 
 
 #: The agents of the salvage chemotherapy the option names ("cyclophosphamide- or anthracycline-containing
@@ -837,6 +849,7 @@ def _derive_course(
     default_evaluation_date: str | None,
     values: dict[str, Value | None],
     texts: dict[str, str] | None,
+    line_groups: list[frozenset[str]] | None = None,
 ) -> set[str]:
     """Facts from the dates, best responses, stop reasons and intolerances of the prior lines (profile v2)
     (`drugs`: each line's `line_drugs`); the explanations only when given `texts`. Returns the facts
@@ -856,8 +869,9 @@ def _derive_course(
         if not explain or profile.evaluation_date or evaluation is None
         else f"; {evaluation} is the evaluation time (no evaluation_date in the profile)"
     )
-    # the groups (`_groups_of`) of each line's drugs
-    line_groups = [frozenset().union(*[_groups_of(r.drug) for r in found]) for found in drugs]
+    # the groups (`_groups_of`) of each line's drugs (`_derive_lines` returns them)
+    if line_groups is None:
+        line_groups = [frozenset().union(*[_groups_of(r.drug) for r in found]) for found in drugs]
 
     def put(fact: str, value: Value | None, explanation: str) -> None:
         values[fact] = value
