@@ -5,6 +5,7 @@ that in a private attribute; `_expand` is not repeated here)."""
 
 from __future__ import annotations
 
+import calendar
 import difflib
 import itertools
 import json
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from cds.errors import ProfileError, printable, quoted
 from cds.model.profile import (
+    _DATE_RE,
     LINE_DATES,
     MAX_DEPTH,
     MAX_ITEMS,
@@ -29,6 +31,7 @@ from cds.model.profile import (
     _DuplicateKey,
     _error_message,
     _finite_float,
+    _json_quoted,
     _labels_inside,
     _not_a_drug,
     _not_finite,
@@ -39,6 +42,18 @@ from cds.model.profile import (
     strip_comment_lines,
 )
 from cds.model.vocabulary import Drug, Resolution, Vocabulary
+
+
+def _valid_date(value: str) -> str:
+    m = _DATE_RE.match(value)
+    if not m:
+        raise ValueError(f"{_json_quoted(value)} is not a date: write YYYY-MM-DD or YYYY-MM (e.g. 2024-03-15 or 2024-03)")
+    year, month, day = int(m.group(1)), int(m.group(2)), m.group(3)
+    if not 1900 <= year <= 2200 or not 1 <= month <= 12:
+        raise ValueError(f"{_json_quoted(value)} is not a valid month")
+    if day is not None and not 1 <= int(day) <= calendar.monthrange(year, month)[1]:
+        raise ValueError(f"{_json_quoted(value)} is not a valid day of that month")
+    return value
 
 
 def _named(name: str, drugs: list[Resolution], vocabulary: Vocabulary) -> Drug | None:

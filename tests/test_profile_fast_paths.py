@@ -243,6 +243,27 @@ def test_load_input_text_as_before(vocabulary: Any) -> None:
             assert new == old, text
 
 
+def test_date_check_as_before() -> None:
+    """`_valid_date` (every date field's validator) keeps the dates it passed: same answer, first time or not."""
+    rng = random.Random(6)
+    digits = "0123456789"
+    made = [
+        f"{rng.choice(['19', '20', '21', '22', '00', '18'])}{rng.choice(digits)}{rng.choice(digits)}-"
+        f"{rng.randint(0, 13):02d}" + rng.choice(["", f"-{rng.randint(0, 32):02d}", "-1", "-31", "-29", "-30"])
+        for _ in range(3000)
+    ]
+    for text in [*DATES, "2200-12-31", "2201-01-01", "1900-01", "0000-01", "2024-00", "2024-12-32", *made] * 2:
+        assert _outcome_of(pm._valid_date, text) == _outcome_of(ref._valid_date, text), text
+        assert pm._date_ok(text) == (_outcome_of(ref._valid_date, text)[0] == "ok")
+
+
+def _outcome_of(f: Any, text: str) -> tuple[str, str]:
+    try:
+        return "ok", f(text)
+    except ValueError as exc:
+        return "error", str(exc)
+
+
 def test_regimen_line(vocabulary: Any) -> None:
     """A line whose agents came from its label is a RegimenLine: same fields, dump and schema as a PriorLine,
     unequal to the same line with the agents given (as before, when a private attribute told them apart)."""

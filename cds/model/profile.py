@@ -62,7 +62,12 @@ def _json_quoted(value: str) -> str:
     return printable(json.dumps(value[: MESSAGE_VALUE_LIMIT + 1], ensure_ascii=False))
 
 
+_VALID_DATES: set[str] = set()  # the dates _valid_date passed (a cohort's are few; at most 4,096 kept)
+
+
 def _valid_date(value: str) -> str:
+    if type(value) is str and value in _VALID_DATES:
+        return value
     m = _DATE_RE.match(value)
     if not m:
         raise ValueError(f"{_json_quoted(value)} is not a date: write YYYY-MM-DD or YYYY-MM (e.g. 2024-03-15 or 2024-03)")
@@ -71,6 +76,10 @@ def _valid_date(value: str) -> str:
         raise ValueError(f"{_json_quoted(value)} is not a valid month")
     if day is not None and not 1 <= int(day) <= calendar.monthrange(year, month)[1]:
         raise ValueError(f"{_json_quoted(value)} is not a valid day of that month")
+    if type(value) is str:
+        if len(_VALID_DATES) >= 4096:
+            _VALID_DATES.clear()
+        _VALID_DATES.add(value)
     return value
 
 
@@ -901,9 +910,9 @@ def _expand(profile: PatientProfile, vocabulary: Vocabulary) -> PatientProfile:
         if line.agents is None:
             known = _label_regimen(line.regimen, vocabulary)
             assert known is not None  # checked
-            # what line.model_copy(update={"agents": ...}) gives, as a RegimenLine
-            fields = {**line.__dict__, "agents": list(known[1])}
-            lines.append(RegimenLine.model_construct(line.model_fields_set | {"agents"}, **fields))
+            new = line.model_copy(update={"agents": list(known[1])})
+            object.__setattr__(new, "__class__", RegimenLine)  # the same fields and layout (model_construct: 2x slower)
+            lines.append(new)
         else:
             lines.append(line)
     return profile.model_copy(update={"prior_lines": lines})
