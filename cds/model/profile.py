@@ -571,16 +571,93 @@ def _not_a_drug(name: str, key: str, trial: set[str], vocabulary: Vocabulary) ->
     return None  # perhaps an investigational agent of the line: checked against the line's agents
 
 
-def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary, labels: dict[str, _Label]) -> list[Problem]:
-    """The content problems of line `i`. `labels`: the labels met before (`_memo`)."""
+def _check_agents(
+    i: int, agents: list[Any], vocabulary: Vocabulary, out: list[Problem], trial: set[str], memo: _Memo
+) -> tuple[list[Resolution], dict[str, str]]:
+    """The drugs of line `i`'s `agents` list, each once, and {generic name: as written}; their problems go to
+    `out`, the investigational agents' names (lower case) to `trial`. A list of names without a problem is
+    kept in `memo` (the same names give the same drugs)."""
+    drugs: list[Resolution] = []
+    seen: dict[str, str] = {}
+    resolve = vocabulary.resolve
+    problems = len(out)
+    for j, agent in enumerate(agents):
+        if isinstance(agent, str) and agent.strip():
+            found = resolve(agent)
+            if found is None:
+                field = f"prior_lines[{i}].agents[{j}]"
+                reg = vocabulary.regimen(agent)
+                if reg is not None:
+                    out.append(
+                        (
+                            field,
+                            f"{quoted(agent)} is a regimen label, not an agent: put it in 'regimen' and list its agents "
+                            f"({', '.join(reg.agents)}) or leave 'agents' out",
+                        )
+                    )
+                else:
+                    sugg = vocabulary.suggestions(agent)
+                    hint = f"; did you mean {', '.join(sugg)}?" if sugg else ""
+                    out.append(
+                        (
+                            field,
+                            f"unknown drug {quoted(agent)}{hint} (a trial agent can be entered as "
+                            '{"investigational": "<name>", "class": "<class>"})',
+                        )
+                    )
+                continue
+            written = agent
+        elif isinstance(agent, dict) and isinstance(agent.get("investigational"), str):
+            cls = agent.get("class")
+            name = written = agent["investigational"]
+            trial.add(name.strip().lower())
+            if resolve(name) is not None:
+                out.append(
+                    (f"prior_lines[{i}].agents[{j}].investigational", f"{quoted(name)} is a known drug: write it as a name")
+                )
+                continue
+            if not isinstance(cls, str) or cls not in vocabulary.classes:
+                if isinstance(cls, str):
+                    close = difflib.get_close_matches(cls, list(vocabulary.classes), n=2, cutoff=0.5)
+                    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                    out.append(
+                        (
+                            f"prior_lines[{i}].agents[{j}].class",
+                            f"unknown class {quoted(cls)}{hint} (one of {', '.join(sorted(vocabulary.classes))})",
+                        )
+                    )
+                continue
+            found = Resolution(name, vocabulary.investigational(name, cls, (agent["target"],) if agent.get("target") else None))
+        else:
+            continue  # the structure check reports it
+        generic = found.drug.name
+        if generic in seen:
+            out.append(
+                (
+                    f"prior_lines[{i}].agents[{j}]",
+                    f"{quoted(written)} is listed twice in this line (same drug as {quoted(seen[generic])})",
+                )
+            )
+            continue
+        seen[generic] = written
+        drugs.append(found)
+    if len(out) == problems and all(type(a) is str for a in agents):  # no problem to repeat, no trial agent
+        if len(memo.agents) > 10_000:  # bounded, as the labels
+            memo.agents.clear()
+        memo.agents[tuple(agents)] = (drugs, seen)
+    return drugs, seen
+
+
+def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary, memo: _Memo) -> list[Problem]:
+    """The content problems of line `i`."""
     out: list[Problem] = []
     label = line.get("regimen")
     if isinstance(label, str):
         try:
-            known = labels[label]
+            known = memo.labels[label]
         except KeyError:
             read = _label_regimen(label, vocabulary)
-            known = labels[label] = (*read, frozenset(read[1])) if read is not None else None
+            known = memo.labels[label] = (*read, frozenset(read[1])) if read is not None else None
     else:
         known = None
     agents = line.get("agents")
@@ -606,70 +683,10 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary, labels: di
         else:
             drugs = [Resolution(a, vocabulary.lookup(a) or Drug(a, "", ())) for a in known[1]]
     elif isinstance(agents, list):
-        seen: dict[str, str] = {}
-        resolve = vocabulary.resolve
-        for j, agent in enumerate(agents):
-            if isinstance(agent, str) and agent.strip():
-                found = resolve(agent)
-                if found is None:
-                    field = f"prior_lines[{i}].agents[{j}]"
-                    reg = vocabulary.regimen(agent)
-                    if reg is not None:
-                        out.append(
-                            (
-                                field,
-                                f"{quoted(agent)} is a regimen label, not an agent: put it in 'regimen' and list its agents "
-                                f"({', '.join(reg.agents)}) or leave 'agents' out",
-                            )
-                        )
-                    else:
-                        sugg = vocabulary.suggestions(agent)
-                        hint = f"; did you mean {', '.join(sugg)}?" if sugg else ""
-                        out.append(
-                            (
-                                field,
-                                f"unknown drug {quoted(agent)}{hint} (a trial agent can be entered as "
-                                '{"investigational": "<name>", "class": "<class>"})',
-                            )
-                        )
-                    continue
-                written = agent
-            elif isinstance(agent, dict) and isinstance(agent.get("investigational"), str):
-                cls = agent.get("class")
-                name = written = agent["investigational"]
-                trial.add(name.strip().lower())
-                if resolve(name) is not None:
-                    out.append(
-                        (f"prior_lines[{i}].agents[{j}].investigational", f"{quoted(name)} is a known drug: write it as a name")
-                    )
-                    continue
-                if not isinstance(cls, str) or cls not in vocabulary.classes:
-                    if isinstance(cls, str):
-                        close = difflib.get_close_matches(cls, list(vocabulary.classes), n=2, cutoff=0.5)
-                        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-                        out.append(
-                            (
-                                f"prior_lines[{i}].agents[{j}].class",
-                                f"unknown class {quoted(cls)}{hint} (one of {', '.join(sorted(vocabulary.classes))})",
-                            )
-                        )
-                    continue
-                found = Resolution(
-                    name, vocabulary.investigational(name, cls, (agent["target"],) if agent.get("target") else None)
-                )
-            else:
-                continue  # the structure check reports it
-            generic = found.drug.name
-            if generic in seen:
-                out.append(
-                    (
-                        f"prior_lines[{i}].agents[{j}]",
-                        f"{quoted(written)} is listed twice in this line (same drug as {quoted(seen[generic])})",
-                    )
-                )
-                continue
-            seen[generic] = written
-            drugs.append(found)
+        try:
+            drugs, seen = memo.agents[tuple(agents)]
+        except (KeyError, TypeError):  # not met yet, or not all names (unhashable)
+            drugs, seen = _check_agents(i, agents, vocabulary, out, trial, memo)
         if known is not None and len(drugs) == len(agents) and not seen.keys() >= known[2]:
             missing = [a for a in known[1] if a not in seen]  # seen: the generic names of `drugs`
             if missing:
@@ -782,13 +799,14 @@ def _check_tested(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]
 
 
 class _Memo:
-    """What the content checks work out once per vocabulary: the catalogue's abnormalities, and how the
-    regimen labels met so far read (`_label_regimen`, and the agents as a set; at most 10,000, as
-    `Vocabulary.resolve` keeps)."""
+    """What the content checks work out once per vocabulary: the catalogue's abnormalities, how the regimen
+    labels met so far read (`_label_regimen`, and the agents as a set) and the lists of agent names met so
+    far without a problem (`_check_agents`); at most 10,000 of each, as `Vocabulary.resolve` keeps."""
 
     def __init__(self, vocabulary: Vocabulary):
         self.cytogenetics = frozenset(vocabulary.cytogenetic_names)
         self.labels: dict[str, _Label] = {}
+        self.agents: dict[tuple[str, ...], tuple[list[Resolution], dict[str, str]]] = {}
 
 
 _MEMOS: weakref.WeakKeyDictionary[Vocabulary, _Memo] = weakref.WeakKeyDictionary()
@@ -825,11 +843,11 @@ def check_content(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]
         out.append(("cytogenetics", f"expected a list, got str {_describe(cyto)}{_unknown_hint(cyto, 'cytogenetics')}"))
     if "cytogenetics_tested" in data:
         out.extend(_check_tested(data, vocabulary))
-    out.extend(_check_lines(data, vocabulary, memo.labels))
+    out.extend(_check_lines(data, vocabulary, memo))
     return out
 
 
-def _check_lines(data: dict[str, Any], vocabulary: Vocabulary, labels: dict[str, _Label]) -> list[Problem]:
+def _check_lines(data: dict[str, Any], vocabulary: Vocabulary, memo: _Memo) -> list[Problem]:
     out: list[Problem] = []
     lines = data.get("prior_lines")
     if isinstance(lines, list) and not lines:
@@ -845,7 +863,7 @@ def _check_lines(data: dict[str, Any], vocabulary: Vocabulary, labels: dict[str,
     starts: list[tuple[int, tuple[int, int], str]] = []
     for i, line in enumerate(lines):
         if isinstance(line, dict):
-            out.extend(_check_line(i, line, vocabulary, labels))
+            out.extend(_check_line(i, line, vocabulary, memo))
             s = line.get("start_date")
             if isinstance(s, str) and (days := _valid_days(s)) is not None:
                 starts.append((i, days, s))
