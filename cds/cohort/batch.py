@@ -140,7 +140,8 @@ def check_input(source: Path) -> None:
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-_ENCODE_STRING = json.encoder.encode_basestring  # what _ENCODE writes a string with (ensure_ascii=False)
+#: what _ENCODE writes a string with (ensure_ascii=False), without the encoder's Python-level encode() around it
+_ENCODE_STRING = json.encoder.encode_basestring
 # characters JSON leaves raw that Python's str.splitlines() (and JavaScript) take for a line break
 _LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
@@ -367,7 +368,7 @@ class _LineWriter:
             (
                 head,
                 '"status":"evaluated","patient_id":',
-                _ENCODE(ev.profile.patient_id),
+                _ENCODE_STRING(ev.profile.patient_id),
                 ',"top_option":',
                 "null" if top is None else quoted[top],
                 ',"ranking":[',
@@ -382,11 +383,11 @@ class _LineWriter:
                 ",".join([self._string(u.field) for u in unknown if not u.changes_top]) if unknown else "",
                 "]",
                 ',"input_hash":',
-                _ENCODE(ev.input_hash),
+                _ENCODE_STRING(ev.input_hash),
                 tail,
-                "null" if ev.evaluation_date is None else _ENCODE(ev.evaluation_date),
+                "null" if ev.evaluation_date is None else _ENCODE_STRING(ev.evaluation_date),
                 ',"source":',
-                _ENCODE(ev.evaluation_date_source),
+                self._string(ev.evaluation_date_source),
                 "}}",
             )
         )
@@ -514,15 +515,16 @@ def evaluate_chunk(task: tuple[Any, ...]) -> tuple[str, ChunkStats]:
     out: list[str] = []
     dumps = json_line
     writer = _writer(evaluator.ruleset)
+    evaluate, line, tops = evaluator.evaluate, writer.line, stats.tops
     for _, key, payload in records:
-        where = {key[0]: key[1]}
         try:
-            ev = evaluator.evaluate(_load(evaluator, key, payload, evaluated_at), evaluated_at)
+            ev = evaluate(_load(evaluator, key, payload, evaluated_at), evaluated_at)
             if opts is None:
-                out.append(writer.line(ev, key, evaluated_at))
+                out.append(line(ev, key, evaluated_at))
                 stats.evaluated += 1
-                stats.tops[ev.decision.top] += 1
+                tops[ev.decision.top] += 1
                 continue
+            where = {key[0]: key[1]}
             record = {**where, **compact(ev, evaluated_at)}
             _with_options(record, ev, key, evaluated_at, opts, stats)
             stats.evaluated += 1
@@ -530,6 +532,7 @@ def evaluate_chunk(task: tuple[Any, ...]) -> tuple[str, ChunkStats]:
         except Exception as exc:
             if os.environ.get("CDS_DEBUG") and not isinstance(exc, CdsError):
                 raise
+            where = {key[0]: key[1]}
             record = {**where, **_error_record(exc)}
             if record["status"] == "invalid":
                 stats.invalid += 1
