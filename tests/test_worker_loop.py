@@ -18,7 +18,7 @@ from cds.decide import pipeline
 from cds.decide.unknowns import Variant
 from cds.errors import InputError, ProfileError
 from cds.model.clock import evaluation_day, evaluation_time
-from cds.model.facts import REFRACTORY_FIELD, derive
+from cds.model.facts import REFRACTORY_FIELD, derive, derive_values
 from cds.model.profile import dates_after, evaluation_time_phrase
 
 
@@ -214,3 +214,23 @@ def test_the_line_writer_gives_the_compact_record_for_unusual_strings():
         checked += 1
         mattering += any(u.changes_top for u in ev.unknown_facts)
     assert checked > 300 and mattering > 50
+
+
+def test_a_kept_ranking_is_the_one_decided_afresh(evaluator):
+    """Decider keeps the ranking of each by_option it has seen: a decision from a warm decider (many profiles'
+    variants decided before) equals one from a new decider, by_option and fired included."""
+    from cds.decide.decision import Decider
+
+    warm = Decider(evaluator.ruleset)
+    checked = 0
+    for profile in _profiles(evaluator, 150):
+        derived = derive_values(profile, evaluator.vocabulary, "2026-01-01")
+        _, scoped = evaluator.planner.plan(derived.values, derived.not_applying, profile)
+        fired = evaluator.engine.run_counterfactuals(derived.known(), scoped)
+        base = warm.decide(fired[0])
+        for f in fired:
+            for a in (warm.decide(f), warm.decide(f, base=base)):
+                b = Decider(evaluator.ruleset).decide(f)
+                assert (a, a.by_option, a.fired) == (b, b.by_option, b.fired)
+                checked += 1
+    assert checked > 1000 and len(warm._rankings) > 10

@@ -105,6 +105,8 @@ class Decider:
             )
         self._tests = tuple(tests)
         self._ids = tuple(g.option.id for g in self.groups)
+        # the ranking of each by_option seen (order, scores, excluded: a function of by_option alone), kept
+        self._rankings: dict[tuple[int | None, ...], tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]] = {}
         # rule ID -> the positions of the options whose decision it takes part in
         self._options_of: dict[str, tuple[int, ...]] = {}
         for index, (excl, req, weighted, _) in enumerate(self._tests):
@@ -147,15 +149,20 @@ class Decider:
                 sum(map(weight, weighted & fired)) if excl.isdisjoint(fired) and req <= fired else None
                 for excl, req, weighted, weight in self._tests
             ]
-        ids = self._ids
-        ranked = sorted([(-score, index) for index, score in enumerate(by_option) if score is not None])
-        return Decision(
-            order=tuple([ids[i] for _, i in ranked]),
-            scores=tuple([-s for s, _ in ranked]),
-            excluded=tuple([ids[i] for i, score in enumerate(by_option) if score is None]),
-            fired=fired,
-            by_option=tuple(by_option),
-        )
+        key = tuple(by_option)
+        made = self._rankings.get(key)
+        if made is None:
+            ids = self._ids
+            ranked = sorted([(-score, index) for index, score in enumerate(by_option) if score is not None])
+            made = (
+                tuple([ids[i] for _, i in ranked]),
+                tuple([-s for s, _ in ranked]),
+                tuple([ids[i] for i, score in enumerate(by_option) if score is None]),
+            )
+            if len(self._rankings) > 4096:  # bounded
+                self._rankings.clear()
+            self._rankings[key] = made
+        return Decision(order=made[0], scores=made[1], excluded=made[2], fired=fired, by_option=key)
 
 
 _BY_ID: dict[int, tuple[RuleSet, dict[str, OptionRules]]] = {}
