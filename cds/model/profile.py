@@ -921,8 +921,11 @@ def _valid_days(text: str) -> tuple[int, int] | None:
 
 def _expand(profile: PatientProfile, vocabulary: Vocabulary) -> PatientProfile:
     """The profile with every line's agents filled in from a known regimen label where they were left out."""
-    if all(line.agents is not None for line in profile.prior_lines):
-        return profile
+    for line in profile.prior_lines:
+        if line.agents is None:
+            break
+    else:
+        return profile  # (a loop: all() of a generator costs more than the check)
     lines: list[PriorLine] = []
     for line in profile.prior_lines:
         if line.agents is None:
