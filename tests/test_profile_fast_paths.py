@@ -34,7 +34,7 @@ DATES = ["2024-13-01", "2024-02-30", "2024-02-29", "2023-02-29", "2023-05", "189
          "24-01-01", "２０２４-01-01", "2024-01-01\n", " 2024-01-01"]  # fmt: skip
 AGENTS = ["dara", "daratumumab", "Darzalex", "lenalidomide 25 mg", "teclistamab-cqyv", "Revlimid", "velcade", "dex",
           "lenalidomid", "KRd", "DRd", "cilta-cel", "ide-cel", "talquetamab", "belantamab mafodotin", "pom", "x", " ",
-          "ciltacabtagene autoleucel", "elranatamab", "selinexor", "iberdomide",
+          "ciltacabtagene autoleucel", "elranatamab", "selinexor", "iberdomide", "abc-123", " XYZ", "q-1", "Q-1 ",
           {"investigational": "ABC-123", "class": "bcma_bispecific"}, {"investigational": "XYZ", "class": "bcma_car_t"},
           {"investigational": "ABC-123", "class": "bcma_bispecfic"}, {"investigational": "dara", "class": "x"},
           {"investigational": "Q-1", "class": "gprc5d_bispecific", "target": "GPRC5D"},

@@ -34,7 +34,7 @@ import math
 import re
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -698,6 +698,10 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary, memo: _Mem
                     )
                 )
     complete = agents is None or (isinstance(agents, list) and len(drugs) == len(agents))
+    # without an investigational agent, the drug a name refers to (_named_as) is the line's drug of that generic name
+    generics: Collection[str] | None = None
+    if not trial:
+        generics = seen if isinstance(agents, list) else {r.drug.name for r in drugs}
     for key in ("refractory_to", "intolerant_to"):
         names = line.get(key)
         if not isinstance(names, list):
@@ -714,8 +718,12 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary, memo: _Mem
                     continue
             if not complete:
                 continue  # which agents the line has is not known yet: the agents list's own problems are reported
-            d = _named_as(name, found, drugs)
-            if d is None:
+            if generics is not None:
+                named = found.drug.name if found is not None and found.drug.name in generics else None
+            else:
+                d = _named_as(name, found, drugs)
+                named = d.name if d is not None else None
+            if named is None:
                 listed = ", ".join(printable(r.written) for r in drugs)
                 out.append(
                     (
@@ -723,10 +731,10 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary, memo: _Mem
                         f"{quoted(name)} is not one of this line's agents ({listed}); {key} must name agents of the same line",
                     )
                 )
-            elif d.name in taken:
+            elif named in taken:
                 out.append((f"prior_lines[{i}].{key}[{j}]", f"{quoted(name)} is listed twice"))
             else:
-                taken.add(d.name)
+                taken.add(named)
     if line.get("refractory_to") == [] and line.get("best_response") in NON_RESPONSE:
         out.append(
             (
