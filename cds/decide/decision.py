@@ -136,8 +136,10 @@ class Decider:
             changed.update([i for r in before - fired for i in options_of.get(r, ())])
             by_option = list(base.by_option)
             moved = False
+            tests = self._tests
             for index in changed:
-                score = self._score(index, fired)
+                excl, req, weighted, weight = tests[index]  # `_score`, inline
+                score = sum(map(weight, weighted & fired)) if excl.isdisjoint(fired) and req <= fired else None
                 if score != by_option[index]:
                     by_option[index] = score
                     moved = True

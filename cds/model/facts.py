@@ -1046,7 +1046,8 @@ def _derive_course(
         listed = line.intolerant_to
         if listed:
             for d in _named_in(listed, found, vocabulary):
-                intolerant_keys |= {d, class_of[d]}
+                intolerant_keys.add(d)
+                intolerant_keys.add(class_of[d])
         elif listed is None:
             stopped_agent = None  # the one agent besides steroids of a line stopped for toxicity
             if line.stop_reason == "toxicity":
@@ -1057,7 +1058,8 @@ def _derive_course(
             for r in found:
                 name = r.drug.name
                 if name != stopped_agent:
-                    unknown_keys |= {name, class_of[name]}
+                    unknown_keys.add(name)
+                    unknown_keys.add(class_of[name])
     for fact, key, _ in _INTOLERANCE:
         values[fact] = True if key in intolerant_keys else None if key in unknown_keys else False
     if texts is not None:
