@@ -345,7 +345,7 @@ class _LineWriter:
         if ranking is None:
             rank_head = self.rank_head
             ranking = ",".join([f'{rank_head[o]}{n},"score":{s}}}' for n, (o, s) in enumerate(zip(d.order, d.scores), 1)])
-            if len(self.rankings) > 4096:
+            if len(self.rankings) > 1024:
                 self.rankings.clear()
             self.rankings[d.order, d.scores] = ranking
         exclusion = self.exclusion

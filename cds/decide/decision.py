@@ -161,7 +161,7 @@ class Decider:
                 tuple([-s for s, _ in ranked]),
                 tuple([ids[i] for i, score in enumerate(by_option) if score is None]),
             )
-            if len(self._rankings) > 4096:  # bounded
+            if len(self._rankings) > 1024:  # bounded
                 self._rankings.clear()
             self._rankings[key] = made
         return Decision(order=made[0], scores=made[1], excluded=made[2], fired=fired, by_option=key)
