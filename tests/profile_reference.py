@@ -1,7 +1,9 @@
 """The profile input checks as they were before they were made fast (cds 2026-12, commit d55d017), verbatim:
 the reference the fast ones are compared with (tests/test_profile_fast_paths.py). Only `parse_profile` differs:
 it returns the validated profile and which lines' agents came from the regimen label (PriorLine then kept
-that in a private attribute; `_expand` is not repeated here)."""
+that in a private attribute; `_expand` is not repeated here). One change on purpose since: an agent name or an
+investigational agent's name of spaces only is a problem ("is blank"), as in cds.model.profile (it was accepted
+and the evaluation failed with an internal error)."""
 
 from __future__ import annotations
 
@@ -167,10 +169,16 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                             )
                         )
                     continue
+            elif isinstance(agent, str) and agent:
+                out.append((field, f"{_describe(agent)} is blank: write the drug's name"))
+                continue
             elif isinstance(agent, dict) and isinstance(agent.get("investigational"), str):
                 cls = agent.get("class")
                 name = agent["investigational"]
-                if vocabulary.resolve(name) is not None:
+                blank = bool(name) and not name.strip()
+                if blank:
+                    out.append((f"{field}.investigational", f"{_describe(name)} is blank: write the trial agent's name or code"))
+                if not blank and vocabulary.resolve(name) is not None:
                     out.append((f"{field}.investigational", f"{quoted(name)} is a known drug: write it as a name"))
                     continue
                 if not isinstance(cls, str) or cls not in vocabulary.classes:
@@ -183,6 +191,8 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
                                 f"unknown class {quoted(cls)}{hint} (one of {', '.join(sorted(vocabulary.classes))})",
                             )
                         )
+                    continue
+                if blank:
                     continue
                 found = Resolution(
                     name, vocabulary.investigational(name, cls, (agent["target"],) if agent.get("target") else None)
@@ -212,7 +222,9 @@ def _check_line(i: int, line: dict[str, Any], vocabulary: Vocabulary) -> list[Pr
     trial = {
         a["investigational"].strip().lower()
         for a in (agents if isinstance(agents, list) else ())
-        if isinstance(a, dict) and isinstance(a.get("investigational"), str)
+        if isinstance(a, dict)
+        and isinstance(a.get("investigational"), str)
+        and not (a["investigational"] and not a["investigational"].strip())
     }
     for key in ("refractory_to", "intolerant_to"):
         names = line.get(key)

@@ -69,6 +69,16 @@ CASES = {
         "prior_lines[1].refractory_to[2]",
         "not one of this line's agents",
     ),
+    "blank agent": (
+        mutate(lambda d: d["prior_lines"][0]["agents"].__setitem__(1, "  ")),
+        "prior_lines[0].agents[1]",
+        "is blank: write the drug's name",
+    ),
+    "blank investigational agent": (
+        mutate(lambda d: d["prior_lines"][0]["agents"].append({"investigational": "\u3000", "class": "imid"})),
+        "prior_lines[0].agents[4].investigational",
+        "is blank: write the trial agent's name or code",
+    ),
     "empty prior_lines": (mutate(lambda d: d.update(prior_lines=[])), "prior_lines", "out of scope"),
     "NaN lab": (
         '{"patient_id": "x", "age": 60, "ecog": 1, "labs": {"crp_mg_l": NaN}, "prior_lines": []}',

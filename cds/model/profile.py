@@ -610,8 +610,17 @@ def _check_agents(
         elif isinstance(agent, dict) and isinstance(agent.get("investigational"), str):
             cls = agent.get("class")
             name = written = agent["investigational"]
-            trial.add(name.strip().lower())
-            if resolve(name) is not None:
+            blank = bool(name) and not name.strip()  # only spaces ("" is the model's: too short)
+            if blank:
+                out.append(
+                    (
+                        f"prior_lines[{i}].agents[{j}].investigational",
+                        f"{_describe(name)} is blank: write the trial agent's name or code",
+                    )
+                )
+            else:
+                trial.add(name.strip().lower())
+            if not blank and resolve(name) is not None:
                 out.append(
                     (f"prior_lines[{i}].agents[{j}].investigational", f"{quoted(name)} is a known drug: write it as a name")
                 )
@@ -627,7 +636,12 @@ def _check_agents(
                         )
                     )
                 continue
+            if blank:
+                continue
             found = Resolution(name, vocabulary.investigational(name, cls, (agent["target"],) if agent.get("target") else None))
+        elif isinstance(agent, str) and agent:  # only spaces: no drug (the model's length check passes it; "" it does not)
+            out.append((f"prior_lines[{i}].agents[{j}]", f"{_describe(agent)} is blank: write the drug's name"))
+            continue
         else:
             continue  # the structure check reports it
         generic = found.drug.name
