@@ -509,3 +509,22 @@ def test_line_writer_gives_the_bytes_of_the_compact_record():
             assert writer.line(ev, key, at) == cohort.json_line({key[0]: key[1], **cohort.compact(ev, at)})
             checked += 1
     assert checked == 2 * len(profiles)
+
+
+def test_folder_entries_whose_names_are_not_utf8_are_named_with_escapes(tmp_path):
+    # a name the file system holds as bytes that are not UTF-8 (Python: lone surrogates) must not make
+    # the output lines unwritable (it did: UnicodeEncodeError, exit 3, no output)
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    good = os.fsencode(folder) + b"/good\xff.json"
+    shutil.copy(PROFILES / f"{case_names()[0]}.json", os.fsdecode(good))
+    os.symlink(tmp_path / "gone.json", os.fsdecode(os.fsencode(folder) + b"/link\xfe.json"))
+    out = tmp_path / "r.jsonl"
+    result = batch(str(folder), "-o", str(out))
+    assert result.exit_code == 1, result.output
+    text = out.read_bytes().decode("utf-8")  # every line UTF-8
+    rows = {r["file"]: r for r in map(json.loads, text.splitlines())}
+    assert list(rows) == ["good\\xff.json", "link\\xfe.json"]
+    assert rows["good\\xff.json"]["status"] == "evaluated"
+    assert rows["link\\xfe.json"]["status"] == "invalid" and "broken symbolic link" in rows["link\\xfe.json"]["problem"]
+    assert f"{folder}/link\\xfe.json" in rows["link\\xfe.json"]["problem"]

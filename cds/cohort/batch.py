@@ -82,6 +82,16 @@ def count_records(source: Path) -> int | None:
     return n + (last != b"\n")
 
 
+def shown_name(name: str) -> str:
+    """A folder entry's name as the output names it: a name that is not UTF-8 (bytes Python keeps as lone
+    surrogates) with ``\\xNN`` for each byte that is not, so that every output line is UTF-8 text."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
+
+
 def _profile_files(folder: Path) -> list[str]:
     """Every entry named *.json (any case), whatever it is: one that is not a profile file is an invalid record."""
     with os.scandir(folder) as entries:
@@ -113,7 +123,7 @@ def read_records(source: Path) -> Iterator[Record]:
     """Lazily yield the records of a JSONL file or a folder of JSON files, in order."""
     if source.is_dir():
         for i, name in enumerate(_profile_files(source)):
-            yield i, ("file", name), str(source / name)
+            yield i, ("file", shown_name(name)), str(source / name)
         return
     with source.open("rb") as fh:
         for i, raw in enumerate(_jsonl_lines(fh)):
@@ -177,21 +187,22 @@ _KINDS = (
 
 def _check_profile_file(path: str) -> None:
     """A folder entry named *.json must be a regular file (never open a FIFO: it would block)."""
+    shown = shown_name(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.islink(path):
             raise ProfileError(
-                "(file)", f"{path}: broken symbolic link (its target {os.readlink(path)} does not exist)"
+                "(file)", f"{shown}: broken symbolic link (its target {shown_name(os.readlink(path))} does not exist)"
             ) from None
-        raise ProfileError("(file)", f"{path}: no such file") from None
+        raise ProfileError("(file)", f"{shown}: no such file") from None
     except OSError as exc:
-        raise ProfileError("(file)", f"{path}: cannot be read ({exc.strerror})") from None
+        raise ProfileError("(file)", f"{shown}: cannot be read ({exc.strerror})") from None
     if stat.S_ISDIR(mode):
-        raise ProfileError("(file)", f"{path}: is a directory, not a profile file")
+        raise ProfileError("(file)", f"{shown}: is a directory, not a profile file")
     if not stat.S_ISREG(mode):
         kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-        raise ProfileError("(file)", f"{path}: is {kind}, not a profile file")
+        raise ProfileError("(file)", f"{shown}: is {kind}, not a profile file")
 
 
 def _load(evaluator: Evaluator, key: tuple[str, Any], payload: Any, evaluated_at: str | None = None) -> PatientProfile:
@@ -664,7 +675,7 @@ def run_batch(
     options: RecordOptions | None = None,
 ) -> Summary:
     """Evaluate every record; with `options`, availability at a site and a report file per record."""
-    summary = Summary(input=str(source))
+    summary = Summary(input=shown_name(str(source)))
     tasks = ((rules, evaluated_at, chunk, *((options,) if options else ())) for chunk in _chunks(read_records(source), CHUNK))
     reports = options.reports if options is not None else None
     with contextlib.ExitStack() as stack:
