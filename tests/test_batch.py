@@ -265,6 +265,26 @@ def test_scoped_counterfactuals_equal_full_engine_runs(evaluator):
     assert checked > 1000 and differ > 0
 
 
+def test_counterfactuals_past_the_prewritten_variant_numbers(evaluator):
+    """Variant numbers past those whose fact id and retraction texts are written ahead (`durable._MAX_ID`) and
+    past the head memo (64) give what the same variants give one by one; every result is a frozenset."""
+    from cds.engine import durable
+
+    engine, planner = evaluator.engine, evaluator.planner
+    for p in _bench_profiles().generate(20, seed=5):
+        facts = derive(evaluator.parse(p), evaluator.vocabulary)
+        base = engine_facts(facts)
+        pairs = [(v.field, dict(v.assignment)) for v in planner.variants(facts)]
+        if not pairs:
+            continue
+        many = (pairs * (durable._MAX_ID // len(pairs) + 2))[: durable._MAX_ID + 6]
+        got = engine.run_counterfactuals(base, many)
+        assert all(type(f) is frozenset for f in got)
+        one_by_one = [engine.run_counterfactuals(base, [pair]) for pair in many]
+        assert got == [one_by_one[0][0]] + [r[1] for r in one_by_one]
+        assert got[: len(pairs) + 1] == engine.run_counterfactuals(base, pairs)
+
+
 def test_a_decision_from_the_patients_equals_one_from_scratch(evaluator):
     """The unknown-fact analysis decides each variant incrementally from the patient's decision
     (only the options whose rules fired differently): that must equal deciding it from scratch."""

@@ -214,6 +214,18 @@ def _fact_text(number: int, items: list[str], scope: str, sid: str) -> str:
     return f'{{"id":"v{number}",{",".join(items)},{tail}}}' if items else f'{{"id":"v{number}",{tail}}}'
 
 
+_MAX_ID = 65  # the variant numbers whose fact id and retraction are written ahead (`_IDS`, `Engine._session_texts`)
+_IDS = tuple(f'{{"id":"v{n}"' for n in range(_MAX_ID))  # how `_fact_text` starts fact n
+_ONLY_BASE = (0,)
+_EMPTY: frozenset[str] = frozenset()
+
+
+def _tail(tails: dict[str, str], scope: str, sid: str) -> str:
+    """The end of a fact's text as `_fact_text` writes it (what follows its items and their comma), remembered in `tails`."""
+    text = tails[scope] = f'"t":{_PATIENT_JSON},"cds_scope":{_encode_string(scope)},"sid":{_encode_string(sid)}}}'
+    return text
+
+
 def _payload(facts: list[str]) -> str:
     """The facts' texts as one JSON array (their numbers are written as durable-rules reads them: `_value`)."""
     return f"[{','.join(facts)}]"
@@ -315,6 +327,8 @@ class Engine:
         self._lock = threading.Lock()  # the C core is not re-entrant; one evaluation at a time
         self._sids = itertools.count()
         self._live: dict[int, str] = {}  # shard number -> its open session, empty between evaluations
+        #: session -> its texts (`_session_texts`): the retraction of fact 0, retraction items, fact tails
+        self._texts: dict[str, tuple[str, list[str], dict[str, str]]] = {}
         self.rule_ids = frozenset(r.id for r in ruleset.rules) | {SENTINEL}
         by_id = {r.id: r for r in ruleset.rules}
         in_scope: dict[str, set[str]] = {}
@@ -409,15 +423,27 @@ class Engine:
                 if name in used and scope_of.get(name) != scope:
                     raise EngineError(f"a variant scoped to {scope!r} also changes {name!r}")
         fired: list[set[str]] = [set() for _ in range(len(variants) + 1)]
-        encoded = _encoded(base, self._prefixes, patient)
-        changed = [_encoded(assignment, self._prefixes, patient) for _, assignment in variants]
+        prefixes = self._prefixes
+        encoded = _encoded(base, prefixes, patient)
+        changed = [_encoded(assignment, prefixes, patient) for _, assignment in variants]
+        ids, short_scope = _IDS, self._scope_values
         with self._lock:
             for shard in self._shards:
                 sid = self._session(shard)
-                facts = [_fact_text(0, [encoded[k] for k in shard.facts if k in encoded], ALL, sid)]
+                texts = self._texts.get(sid) or self._session_texts(sid)
+                tails = texts[2]
+                # each fact's text as `_fact_text` writes it: its id, its items, then its tail (per session)
+                facts = [
+                    ",".join(
+                        [ids[0], *[encoded[k] for k in shard.facts if k in encoded], tails.get(ALL) or _tail(tails, ALL, sid)]
+                    )
+                ]
+                scope_facts = shard.scope_facts
+                if not scope_facts:
+                    self._fire(shard, sid, facts, _ONLY_BASE, fired, patient)
+                    continue
                 numbers = [0]
-                scope_facts, short_scope = shard.scope_facts, self._scope_values
-                for i, (scope, assignment) in enumerate(variants if scope_facts else (), 1):
+                for i, (scope, assignment) in enumerate(variants, 1):
                     keys = scope_facts.get(scope)
                     if keys is None:
                         continue  # no rule of this shard reads that field: it fires as for the base fact
@@ -426,19 +452,32 @@ class Engine:
                     own = changed[i - 1]
                     items = [own.get(k) or encoded[k] for k in keys if k in encoded]
                     items += [own[k] for k in assignment if k in keys and k not in encoded]
-                    facts.append(_fact_text(i, items, short_scope[scope], sid))
+                    short = short_scope[scope]
+                    tail = tails.get(short) or _tail(tails, short, sid)
+                    facts.append(",".join([ids[i], *items, tail]) if i < _MAX_ID else _fact_text(i, items, short, sid))
                     numbers.append(i)
                 self._fire(shard, sid, facts, numbers, fired, patient)
-        out = [frozenset(fired[0])]
+        base_fired = frozenset(fired[0])
+        out = [base_fired]
         outside: dict[str, frozenset[str]] = {}  # scope -> the base's fired rules outside it
+        in_scope = self.rules_in_scope
         for (scope, _), got in zip(variants, fired[1:]):
             # the rules outside the scope see the same values as the base fact
             rest = outside.get(scope)
             if rest is None:
-                rest = outside[scope] = out[0] - self.rules_in_scope.get(scope, frozenset())
-            got |= rest
-            out.append(frozenset(got))
+                rest = outside[scope] = base_fired - in_scope.get(scope, _EMPTY)
+            out.append(rest | got)  # a frozenset
         return out
+
+    def _session_texts(self, sid: str) -> tuple[str, list[str], dict[str, str]]:
+        """Per session: the retraction of fact 0 alone, each fact's retraction item by number, and the facts'
+        tails by scope value (`_tail`); made once per session (a new one only after a failure)."""
+        if len(self._texts) >= 64:  # sessions of earlier failures
+            self._texts.clear()
+        sid_text = _encode_string(sid)
+        pieces = [f'{{"id":"v{n}","sid":{sid_text}}}' for n in range(_MAX_ID)]
+        texts = self._texts[sid] = (f"[{pieces[0]}]", pieces, {})
+        return texts
 
     def _fail(self, shard: _Shard, patient: str | None, what: str) -> EngineError:
         who = f"patient {patient}" if patient else "a fact without patient ID"
@@ -464,8 +503,15 @@ class Engine:
         payload = _payload(facts)
         # retract_facts finds a fact by its id and session alone (events.c handleMessageCore: getMessage(sid
         # state, mid) then handleDeleteMessage; the rest of the object is parsed and never read)
-        sid_text = _encode_string(sid)
-        retraction = "[" + ",".join(f'{{"id":"v{n}","sid":{sid_text}}}' for n in numbers) + "]"
+        single = len(numbers) == 1
+        retract_one, pieces, _ = self._texts.get(sid) or self._session_texts(sid)
+        if single and numbers[0] == 0:
+            retraction = retract_one
+        else:
+            sid_text = _encode_string(sid)
+            retraction = (
+                "[" + ",".join([pieces[n] if n < _MAX_ID else f'{{"id":"v{n}","sid":{sid_text}}}' for n in numbers]) + "]"
+            )
         heads: list[str] = []
         state_offset = None
         emptied = False
@@ -499,13 +545,27 @@ class Engine:
                 self._live.pop(shard.number, None)
                 with contextlib.suppress(BaseException):  # nothing more to clean
                     _core.delete_state(h, sid)
-        fired: dict[int, set[str]] = {n: into[n] for n in numbers}  # a number not asserted here: KeyError
         known = shard.heads
+        if single:  # most shards get the base fact alone: no dict of sets to fill
+            number = numbers[0]
+            got = into[number]
+            add = got.add
+            try:
+                for head in heads:
+                    hit = known.get(head) or self._head(shard, head)
+                    if hit[0] != number:
+                        raise KeyError(hit[0])  # a number not asserted here
+                    add(hit[1])
+            except (KeyError, ValueError):
+                raise self._fail(shard, patient, f"unexpected action message {head[:80]!r}") from None
+            if SENTINEL not in got:
+                raise self._fail(shard, patient, f"fact {number} was not evaluated to the end (the sentinel rule did not fire)")
+            got.discard(SENTINEL)
+            return
+        fired: dict[int, set[str]] = {n: into[n] for n in numbers}  # a number not asserted here: KeyError
         try:
             for head in heads:
-                hit = known.get(head)
-                if hit is None:
-                    hit = self._head(shard, head)
+                hit = known.get(head) or self._head(shard, head)
                 fired[hit[0]].add(hit[1])
         except (KeyError, ValueError):
             raise self._fail(shard, patient, f"unexpected action message {head[:80]!r}") from None
