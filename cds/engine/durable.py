@@ -190,18 +190,25 @@ def _value(value: Any) -> str:
     return _dumps(value)
 
 
-def _encoded(values: Mapping[str, Any], prefixes: Mapping[str, str], patient: str | None) -> dict[str, str]:
-    """``"<property>":value`` of each item of `values` some rule reads (`prefixes`: fact -> ``"<property>":``);
-    a value JSON cannot hold is an EngineError."""
+def _encoded(
+    values: Mapping[str, Any], prefixes: Mapping[str, str], booleans: Mapping[str, tuple[str, str]], patient: str | None
+) -> dict[str, str]:
+    """``"<property>":value`` of each item of `values` some rule reads (`prefixes`: fact -> ``"<property>":``;
+    `booleans`: fact -> its two texts for false and true, written ahead); a value JSON cannot hold is an EngineError."""
     out: dict[str, str] = {}
-    get = prefixes.get
+    get, get_bool = prefixes.get, booleans.get
     try:
         for k, v in values.items():
+            t = type(v)  # the fact types first (`_value` does the same), without a call per item
+            if t is bool:  # most facts: no text to build
+                b = get_bool(k)
+                if b is not None:
+                    out[k] = b[v]
+                continue
             p = get(k)
             if p is None:
                 continue
-            t = type(v)  # the fact types first (`_value` does the same), without a call per item
-            out[k] = p + ("true" if v else "false") if t is bool else p + _encode_string(v) if t is str else p + _value(v)
+            out[k] = p + _encode_string(v) if t is str else p + _value(v)
         return out
     except ValueError as exc:
         raise EngineError(f"a fact of {patient or 'a patient'} cannot be sent to the engine: {exc}") from None
@@ -343,6 +350,8 @@ class Engine:
         self._scope_of = {f: scope for f in self.used_facts if (scope := fact_scope(f)) is not None}
         #: fact -> '"<its short property name>":' (`property_names`: the names plan_rules compiles with)
         self._prefixes = {f: f"{_encode_string(name)}:" for f, name in property_names(self.used_facts).items()}
+        #: fact -> its '"<property>":false' and '"<property>":true' (`_encoded`)
+        self._booleans = {f: (f"{p}false", f"{p}true") for f, p in self._prefixes.items()}
         #: scope -> its short cds_scope value (`scope_values`: the values plan_rules compiles with)
         self._scope_values = scope_values(ruleset.rules)
 
@@ -397,7 +406,7 @@ class Engine:
         if not variants:
             return []
         fired: list[set[str]] = [set() for _ in variants]
-        encoded = [_encoded(v, self._prefixes, patient) for v in variants]
+        encoded = [_encoded(v, self._prefixes, self._booleans, patient) for v in variants]
         with self._lock:
             for shard in self._shards:
                 sid = self._session(shard)
@@ -423,20 +432,19 @@ class Engine:
                 if name in used and scope_of.get(name) != scope:
                     raise EngineError(f"a variant scoped to {scope!r} also changes {name!r}")
         fired: list[set[str]] = [set() for _ in range(len(variants) + 1)]
-        prefixes = self._prefixes
-        encoded = _encoded(base, prefixes, patient)
-        changed = [_encoded(assignment, prefixes, patient) for _, assignment in variants]
+        prefixes, booleans = self._prefixes, self._booleans
+        encoded = _encoded(base, prefixes, booleans, patient)
+        changed = [_encoded(assignment, prefixes, booleans, patient) for _, assignment in variants]
         ids, short_scope = _IDS, self._scope_values
         with self._lock:
             for shard in self._shards:
                 sid = self._session(shard)
                 texts = self._texts.get(sid) or self._session_texts(sid)
                 tails = texts[2]
-                # each fact's text as `_fact_text` writes it: its id, its items, then its tail (per session)
+                # each fact's text as `_fact_text` writes it: its id, its items (never empty texts: map/filter drop
+                # only the facts the patient lacks), then its tail (per session)
                 facts = [
-                    ",".join(
-                        [ids[0], *[encoded[k] for k in shard.facts if k in encoded], tails.get(ALL) or _tail(tails, ALL, sid)]
-                    )
+                    ",".join([ids[0], *filter(None, map(encoded.get, shard.facts)), tails.get(ALL) or _tail(tails, ALL, sid)])
                 ]
                 scope_facts = shard.scope_facts
                 if not scope_facts:
