@@ -85,7 +85,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import durable_rules_engine as _core  # durable-rules' C core (what durable.engine.Ruleset wraps)
 
@@ -316,6 +316,8 @@ class _Shard:
     prefixes: Mapping[str, str]  # '{"<action name>":{"m":{"id":"v' -> rule ID (incl. the sentinel)
     # '{"<action name>":{"m":{"id":"v<i>"' -> (i, rule ID), filled as action messages are read
     heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # the same for the heads of fact 0: head -> rule ID (`Engine._fire` reads a lone base fact's messages by it)
+    base_heads: dict[str, str] = field(default_factory=dict)
 
 
 _names = itertools.count()
@@ -557,6 +559,14 @@ class Engine:
         if single:  # most shards get the base fact alone: no dict of sets to fill
             number = numbers[0]
             got = into[number]
+            if number == 0:
+                # the heads seen before, in C; None marks one not seen before (or not of fact 0): read them all below
+                pending = cast("set[str | None]", got)  # None in it only until the check below
+                pending.update(map(shard.base_heads.get, heads))
+                if None in pending:
+                    pending.discard(None)
+                else:
+                    heads = []
             add = got.add
             try:
                 for head in heads:
@@ -591,6 +601,8 @@ class Engine:
         hit = int(variant), shard.prefixes[start + mark]
         if hit[0] < 64:
             shard.heads[head] = hit
+            if hit[0] == 0:
+                shard.base_heads[head] = hit[1]
         return hit
 
     @staticmethod
