@@ -234,3 +234,28 @@ def test_a_kept_ranking_is_the_one_decided_afresh(evaluator):
                 assert (a, a.by_option, a.fired) == (b, b.by_option, b.fired)
                 checked += 1
     assert checked > 1000 and len(warm._rankings) > 10
+
+
+def test_decisions_and_evaluations_built_without_init_are_the_dataclasses_own(evaluator):
+    """decide builds its Decision by setting the slots, evaluate its Evaluation by filling the instance dict:
+    each is the object the dataclass's __init__ builds from the same fields (every field set, in field order)."""
+    import dataclasses
+
+    from cds.decide.decision import Decision
+
+    names = [f.name for f in dataclasses.fields(pipeline.Evaluation)]
+    checked = 0
+    for profile in _profiles(evaluator, 60):
+        try:
+            ev = evaluator.evaluate(profile, "2026-01-01T00:00:00Z")
+        except ProfileError:  # a date after the evaluation time
+            continue
+        assert list(vars(ev)) == names
+        again = pipeline.Evaluation(**{n: getattr(ev, n) for n in names})
+        assert again == ev and vars(again) == vars(ev)
+        d = ev.decision
+        fields = {f.name: getattr(d, f.name) for f in dataclasses.fields(Decision)}
+        built = Decision(**fields)
+        assert built == d and all(getattr(built, n) is v for n, v in fields.items())
+        checked += 1
+    assert checked > 100

@@ -326,13 +326,15 @@ class _LineWriter:
         self.rank_head = {o.id: '{"id":' + _ENCODE(o.id) + ',"rank":' for o in ruleset.options}
         self.excluded_head = {o.id: '{"id":' + _ENCODE(o.id) + ',"rules":[' for o in ruleset.options}
         self.groups = {g.option.id: g for g in rules_by_option(ruleset)}
-        # per option: its excluded record's head, and (ID, encoded ID) of its exclude and of its require rules,
-        # in rule order (`OptionRules.excluding`: the fired exclude rules, then the require rules that did not fire)
+        # per option: its excluded record's head, and (ID, encoded ID, whether it excludes when fired) of its exclude
+        # rules (True) then of its require rules (False), in rule order (`OptionRules.excluding`: the fired
+        # exclude rules, then the require rules that did not fire)
         self.exclusion = {
             oid: (
                 self.excluded_head[oid],
-                [(r.id, self.quoted[r.id]) for r in g.excludes],
-                [(r.id, self.quoted[r.id]) for r in g.requires],
+                tuple(
+                    [(r.id, self.quoted[r.id], True) for r in g.excludes] + [(r.id, self.quoted[r.id], False) for r in g.requires]
+                ),
             )
             for oid, g in self.groups.items()
         }
@@ -362,10 +364,12 @@ class _LineWriter:
         exclusion = self.exclusion
         parts = []
         for oid in d.excluded:
-            opening, excludes, requires = exclusion[oid]
-            parts.append(
-                opening + ",".join([q for r, q in excludes if r in fired] + [q for r, q in requires if r not in fired]) + "]}"
-            )
+            opening, checks = exclusion[oid]
+            rules = []  # a plain loop: two comprehensions would build two function objects per excluded option
+            for r, q, when_fired in checks:
+                if (r in fired) is when_fired:
+                    rules.append(q)
+            parts.append(opening + ",".join(rules) + "]}")
         excluded = ",".join(parts)
         tail_key = (ev.ruleset.digest, ev.engine_version, evaluated_at)
         tail = self.tails.get(tail_key)
