@@ -259,3 +259,14 @@ def test_decisions_and_evaluations_built_without_init_are_the_dataclasses_own(ev
         assert built == d and all(getattr(built, n) is v for n, v in fields.items())
         checked += 1
     assert checked > 100
+
+
+def test_the_dump_is_model_dump(evaluator):
+    """_dump calls the profile's serializer as model_dump(exclude_none=True) does: the same data, keys in the same order."""
+    import json
+
+    checked = 0
+    for profile in _profiles(evaluator, 150):
+        assert json.dumps(pipeline._dump(profile)) == json.dumps(profile.model_dump(exclude_none=True))
+        checked += 1
+    assert checked > 300
