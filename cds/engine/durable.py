@@ -217,20 +217,23 @@ def _encoded(
 def _fact_text(number: int, items: list[str], scope: str, sid: str) -> str:
     """One fact as `_ENCODE` writes ``{"id": f"v{number}", **items, "t": PATIENT, "cds_scope": scope, "sid": sid}``:
     the id, which carries the variant number, first (the action messages are read by it)."""
-    tail = f'"t":{_PATIENT_JSON},"cds_scope":{_encode_string(scope)},"sid":{_encode_string(sid)}'
-    return f'{{"id":"v{number}",{",".join(items)},{tail}}}' if items else f'{{"id":"v{number}",{tail}}}'
+    return ",".join([f'{{"id":"v{number}"', *items, _tail(scope, _encode_string(sid))])
+
+
+def _tail(scope: str, sid_text: str) -> str:
+    """The end of a fact's text (what follows its items and their comma); `sid_text`: the session ID in JSON."""
+    return f'"t":{_PATIENT_JSON},"cds_scope":{_encode_string(scope)},"sid":{sid_text}}}'
+
+
+def _retracted(number: int, sid_text: str) -> str:
+    """What `retract_facts` is given for fact `number` of a session (`sid_text`: its ID in JSON)."""
+    return f'{{"id":"v{number}","sid":{sid_text}}}'
 
 
 _MAX_ID = 65  # the variant numbers whose fact id and retraction are written ahead (`_IDS`, `Engine._session_texts`)
 _IDS = tuple(f'{{"id":"v{n}"' for n in range(_MAX_ID))  # how `_fact_text` starts fact n
 _ONLY_BASE = (0,)
 _EMPTY: frozenset[str] = frozenset()
-
-
-def _tail(tails: dict[str, str], scope: str, sid: str) -> str:
-    """The end of a fact's text as `_fact_text` writes it (what follows its items and their comma), remembered in `tails`."""
-    text = tails[scope] = f'"t":{_PATIENT_JSON},"cds_scope":{_encode_string(scope)},"sid":{_encode_string(sid)}}}'
-    return text
 
 
 def _payload(facts: list[str]) -> str:
@@ -441,13 +444,10 @@ class Engine:
         with self._lock:
             for shard in self._shards:
                 sid = self._session(shard)
-                texts = self._texts.get(sid) or self._session_texts(sid)
-                tails = texts[2]
+                tails = (self._texts.get(sid) or self._session_texts(sid))[2]
                 # each fact's text as `_fact_text` writes it: its id, its items (never empty texts: map/filter drop
                 # only the facts the patient lacks), then its tail (per session)
-                facts = [
-                    ",".join([ids[0], *filter(None, map(encoded.get, shard.facts)), tails.get(ALL) or _tail(tails, ALL, sid)])
-                ]
+                facts = [",".join([ids[0], *filter(None, map(encoded.get, shard.facts)), tails[ALL]])]
                 scope_facts = shard.scope_facts
                 if not scope_facts:
                     self._fire(shard, sid, facts, _ONLY_BASE, fired, patient)
@@ -463,8 +463,7 @@ class Engine:
                     items = [own.get(k) or encoded[k] for k in keys if k in encoded]
                     items += [own[k] for k in assignment if k in keys and k not in encoded]
                     short = short_scope[scope]
-                    tail = tails.get(short) or _tail(tails, short, sid)
-                    facts.append(",".join([ids[i], *items, tail]) if i < _MAX_ID else _fact_text(i, items, short, sid))
+                    facts.append(",".join([ids[i], *items, tails[short]]) if i < _MAX_ID else _fact_text(i, items, short, sid))
                     numbers.append(i)
                 self._fire(shard, sid, facts, numbers, fired, patient)
         base_fired = frozenset(fired[0])
@@ -480,13 +479,15 @@ class Engine:
         return out
 
     def _session_texts(self, sid: str) -> tuple[str, list[str], dict[str, str]]:
-        """Per session: the retraction of fact 0 alone, each fact's retraction item by number, and the facts'
-        tails by scope value (`_tail`); made once per session (a new one only after a failure)."""
+        """Per session: the retraction of fact 0 alone, each fact's retraction item by number (`_retracted`), and
+        the facts' tails by scope value, ALL included (`_tail`); made once per session (a new one only after a
+        failure)."""
         if len(self._texts) >= 64:  # sessions of earlier failures
             self._texts.clear()
         sid_text = _encode_string(sid)
-        pieces = [f'{{"id":"v{n}","sid":{sid_text}}}' for n in range(_MAX_ID)]
-        texts = self._texts[sid] = (f"[{pieces[0]}]", pieces, {})
+        pieces = [_retracted(n, sid_text) for n in range(_MAX_ID)]
+        tails = {scope: _tail(scope, sid_text) for scope in (ALL, *self._scope_values.values())}
+        texts = self._texts[sid] = (f"[{pieces[0]}]", pieces, tails)
         return texts
 
     def _fail(self, shard: _Shard, patient: str | None, what: str) -> EngineError:
@@ -519,9 +520,7 @@ class Engine:
             retraction = retract_one
         else:
             sid_text = _encode_string(sid)
-            retraction = (
-                "[" + ",".join([pieces[n] if n < _MAX_ID else f'{{"id":"v{n}","sid":{sid_text}}}' for n in numbers]) + "]"
-            )
+            retraction = "[" + ",".join([pieces[n] if n < _MAX_ID else _retracted(n, sid_text) for n in numbers]) + "]"
         heads: list[str] = []
         state_offset = None
         emptied = False
@@ -556,30 +555,14 @@ class Engine:
                 with contextlib.suppress(BaseException):  # nothing more to clean
                     _core.delete_state(h, sid)
         known = shard.heads
-        if single:  # most shards get the base fact alone: no dict of sets to fill
-            number = numbers[0]
-            got = into[number]
-            if number == 0:
-                # the heads seen before, in C; None marks one not seen before (or not of fact 0): read them all below
-                pending = cast("set[str | None]", got)  # None in it only until the check below
-                pending.update(map(shard.base_heads.get, heads))
-                if None in pending:
-                    pending.discard(None)
-                else:
-                    heads = []
-            add = got.add
-            try:
-                for head in heads:
-                    hit = known.get(head) or self._head(shard, head)
-                    if hit[0] != number:
-                        raise KeyError(hit[0])  # a number not asserted here
-                    add(hit[1])
-            except (KeyError, ValueError):
-                raise self._fail(shard, patient, f"unexpected action message {head[:80]!r}") from None
-            if SENTINEL not in got:
-                raise self._fail(shard, patient, f"fact {number} was not evaluated to the end (the sentinel rule did not fire)")
-            got.discard(SENTINEL)
-            return
+        if single and numbers[0] == 0:  # most shards get the base fact alone
+            # the heads seen before, in C; None marks one not seen before (or not of fact 0): read them all below
+            pending = cast("set[str | None]", into[0])  # None in it only until the check below
+            pending.update(map(shard.base_heads.get, heads))
+            if None in pending:
+                pending.discard(None)
+            else:
+                heads = []
         fired: dict[int, set[str]] = {n: into[n] for n in numbers}  # a number not asserted here: KeyError
         try:
             for head in heads:
