@@ -95,7 +95,8 @@ class Decider:
         self.ruleset = ruleset
         self.groups = rules_by_option(ruleset)
         # per option in catalogue order: (exclude rule IDs, require rule IDs, weighted rule IDs, rule ID -> its
-        # signed weight (summed over rules of one ID, as the sum over the rules in `_score` counts them))
+        # signed weight (summed over rules of one ID)); an option's score is None when an exclude rule fired or a require
+        # rule did not, else the sum of the weights of its weighted rules that fired (written out where decide reads it)
         tests = []
         for g in self.groups:
             weight: dict[str, int] = {}
@@ -114,13 +115,6 @@ class Decider:
         for index, (excl, req, weighted, _) in enumerate(self._tests):
             for rid in excl | req | weighted:
                 self._options_of[rid] = (*self._options_of.get(rid, ()), index)
-
-    def _score(self, index: int, fired: frozenset[str]) -> int | None:
-        """An option's score, or None when it is excluded."""
-        excl, req, weighted, weight = self._tests[index]
-        if not excl.isdisjoint(fired) or not req <= fired:
-            return None
-        return sum(map(weight, weighted & fired))
 
     def decide(self, fired: frozenset[str], base: Decision | None = None) -> Decision:
         """The decision for the rules that fired.
@@ -144,7 +138,7 @@ class Decider:
             by_option = []
             tests = self._tests
             for index in changed:
-                excl, req, weighted, weight = tests[index]  # `_score`, inline
+                excl, req, weighted, weight = tests[index]  # the option's score (see __init__)
                 score = sum(map(weight, weighted & fired)) if excl.isdisjoint(fired) and req <= fired else None
                 if score != old[index]:
                     if not by_option:
@@ -153,7 +147,7 @@ class Decider:
             if not by_option:  # every option scored as in the base: its ranking
                 return _decision(base.order, base.scores, base.excluded, fired, old)
         else:
-            # `_score` inline, over every option
+            # every option's score (see __init__)
             by_option = [
                 sum(map(weight, weighted & fired)) if excl.isdisjoint(fired) and req <= fired else None
                 for excl, req, weighted, weight in self._tests

@@ -196,20 +196,17 @@ class Evaluator:
 _new = object.__new__
 
 
-def evaluation_date_for(
-    profile: PatientProfile, evaluated_at: str | None, dumped: dict[str, Any] | None = None
-) -> tuple[str | None, str]:
+def evaluation_date_for(profile: PatientProfile, evaluated_at: str | None) -> tuple[str | None, str]:
     """(the evaluation date, where it came from): the profile's `evaluation_date`, else the date of
     `evaluated_at`, else none. A profile date after a defaulted evaluation date is a ProfileError: a date
-    in the future is almost surely a typing error, and counting months to it would be wrong. `dumped`:
-    the profile's `_dump`, when the caller has it already."""
+    in the future is almost surely a typing error, and counting months to it would be wrong."""
     if profile.evaluation_date is not None:
         return profile.evaluation_date, FROM_PROFILE
     if evaluated_at is None:
         return None, NOT_GIVEN
     on = evaluation_day(evaluated_at)
     if _any_after(profile, on):  # the problems as dates_after words them, from the dump it reads
-        raise ProfileError.many(dates_after(_dump(profile) if dumped is None else dumped, on, evaluation_time_phrase(on)))
+        raise ProfileError.many(dates_after(_dump(profile), on, evaluation_time_phrase(on)))
     return on, FROM_EVALUATION_TIME
 
 

@@ -849,11 +849,11 @@ def _derive_course(
     default_evaluation_date: str | None,
     values: dict[str, Value | None],
     texts: dict[str, str] | None,
-    line_groups: list[frozenset[str]] | None = None,
+    line_groups: list[frozenset[str]],
 ) -> set[str]:
     """Facts from the dates, best responses, stop reasons and intolerances of the prior lines (profile v2)
-    (`drugs`: each line's `line_drugs`); the explanations only when given `texts`. Returns the facts
-    that do not apply.
+    (`drugs`: each line's `line_drugs`; `line_groups`: the groups of each line's drugs, as `_derive_lines`
+    returns them); the explanations only when given `texts`. Returns the facts that do not apply.
 
     A date-derived fact is unknown when a date it needs is missing (or when the dates' precision
     leaves the 12-month boundary open), never false; a fact about a therapy the patient never had
@@ -869,9 +869,6 @@ def _derive_course(
         if not explain or profile.evaluation_date or evaluation is None
         else f"; {evaluation} is the evaluation time (no evaluation_date in the profile)"
     )
-    # the groups (`_groups_of`) of each line's drugs (`_derive_lines` returns them)
-    if line_groups is None:
-        line_groups = [frozenset().union(*[_groups_of(r.drug) for r in found]) for found in drugs]
 
     def put(fact: str, value: Value | None, explanation: str) -> None:
         values[fact] = value
