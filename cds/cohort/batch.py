@@ -324,19 +324,17 @@ class _LineWriter:
         ids = [*(r.id for r in ruleset.rules), *(o.id for o in ruleset.options)]
         self.quoted = {i: _ENCODE(i) for i in ids}
         self.rank_head = {o.id: '{"id":' + _ENCODE(o.id) + ',"rank":' for o in ruleset.options}
-        self.excluded_head = {o.id: '{"id":' + _ENCODE(o.id) + ',"rules":[' for o in ruleset.options}
-        self.groups = {g.option.id: g for g in rules_by_option(ruleset)}
         # per option: its excluded record's head, and (ID, encoded ID, whether it excludes when fired) of its exclude
         # rules (True) then of its require rules (False), in rule order (`OptionRules.excluding`: the fired
         # exclude rules, then the require rules that did not fire)
         self.exclusion = {
-            oid: (
-                self.excluded_head[oid],
+            g.option.id: (
+                '{"id":' + _ENCODE(g.option.id) + ',"rules":[',
                 tuple(
                     [(r.id, self.quoted[r.id], True) for r in g.excludes] + [(r.id, self.quoted[r.id], False) for r in g.requires]
                 ),
             )
-            for oid, g in self.groups.items()
+            for g in rules_by_option(ruleset)
         }
         self.rankings: dict[tuple[tuple[str, ...], tuple[int, ...]], str] = {}  # (order, scores) -> the ranking's items
         self.strings: dict[str, str] = {}  # a field name or an effect's label -> encoded (bounded)

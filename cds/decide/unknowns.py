@@ -134,7 +134,6 @@ class VariantPlanner:
         self._refractory_used = any(FACTS[f].input_field == REFRACTORY_FIELD for f in used)
         self._vocabulary = ruleset.vocabulary
         self._cyto_used = tuple(f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used)
-        self._cyto_plans: dict[frozenset[str], list[tuple[str, Assignment]]] = {}
         self._cyto_variants: dict[frozenset[str], tuple[tuple[Variant, ...], tuple[Scoped, ...]]] = {}
         severe = ruleset.settings.get(SEVERE_RENAL_SETTING)
         self._severe_crcl: float | None = None if severe is None else float(severe.value)
@@ -147,9 +146,6 @@ class VariantPlanner:
         if not self._cyto_used or not unknown:
             return []
         known_found = frozenset(abn for abn, fact in CYTO_FACT.items() if values[fact] is True)
-        cache_key = frozenset(unknown) | frozenset(f"+{a}" for a in known_found)
-        if cache_key in self._cyto_plans:
-            return self._cyto_plans[cache_key]
         seen: dict[tuple[Value | None, ...], tuple[str, Assignment]] = {}
         everything = frozenset(CYTO_FACT)
         partial = len(unknown) < len(CYTO_FACT)
@@ -165,8 +161,7 @@ class VariantPlanner:
                     else:
                         label = "none of the untested abnormalities" if partial else "tested, no abnormality"
                     seen[key] = (label, tuple((f, v) for f, v in full.items() if v is not None))
-        plan = self._cyto_plans[cache_key] = list(seen.values())
-        return plan
+        return list(seen.values())
 
     def variants(self, facts: dict[str, FactValue], profile: PatientProfile | None = None) -> list[Variant]:
         """The counterfactual variants of every unknown field a deciding rule reads (with `profile`,
@@ -205,14 +200,15 @@ class VariantPlanner:
         return out, scoped
 
     def _cytogenetics_variants(self, values: Mapping[str, Value | None]) -> tuple[tuple[Variant, ...], tuple[Scoped, ...]] | None:
-        """`_cytogenetics_plan(values)` as variants and the engine's (scope, assignment), made once per plan."""
+        """`_cytogenetics_plan(values)` as variants and the engine's (scope, assignment), made once per plan: the
+        plan is a function of the unknown abnormalities and the ones found (its key here)."""
         if not self._cyto_used:
             return None
         unknown = frozenset(abn for abn, fact in CYTO_FACT.items() if values[fact] is None)
         if not unknown:
             return None
         known_found = frozenset(f"+{abn}" for abn, fact in CYTO_FACT.items() if values[fact] is True)
-        key = unknown | known_found  # the key of `_cytogenetics_plan`
+        key = unknown | known_found
         made = self._cyto_variants.get(key)
         if made is None:
             every = tuple(Variant("cytogenetics", label, assignment) for label, assignment in self._cytogenetics_plan(values))

@@ -74,10 +74,7 @@ def load_input_text(
 
 def load_input_profile(text: str, vocabulary: Vocabulary, default_date: str | None = None) -> PatientProfile:
     """``load_input_text(text, vocabulary, default_date=default_date).profile`` (the `cds batch` line path)."""
-    data = decode_json(text)
-    if not is_fhir(data):
-        return parse_profile(data, vocabulary, default_date, text=text)
-    return parse_input(data, vocabulary, None, default_date, text=text).profile
+    return parse_input(decode_json(text), vocabulary, None, default_date, text=text).profile
 
 
 def load_input(path: Path, vocabulary: Vocabulary, evaluation_date: str | None = None, default_date: str | None = None) -> Loaded:
