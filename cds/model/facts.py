@@ -492,6 +492,11 @@ def _derive(
             texts.update(dict.fromkeys(_CYTO_FACTS, "cytogenetics not tested/not given: unknown"))
     else:
         _derive_cytogenetics(profile.cytogenetics, profile.cytogenetics_tested, vocabulary, values, texts)
+    if texts is None:
+        not_applying_ = _derive_from_entries(profile, vocabulary, default_evaluation_date, values)
+        if not_applying_ is not None:
+            assert len(values) == len(FACTS), sorted(set(values) ^ set(FACTS))
+            return values, not_applying_
     drugs = [line_drugs(line, vocabulary) for line in profile.prior_lines]  # once, for both helpers
     line_groups = _derive_lines(profile, vocabulary, drugs, values, texts)
     not_applying = _derive_course(profile, vocabulary, drugs, default_evaluation_date, values, texts, line_groups)
@@ -1148,6 +1153,282 @@ def _intolerance_texts(
             texts[fact] = f"no line gave {label}"
         else:
             texts[fact] = f"no line records intolerance to {label}"
+
+
+# --------------------------------------------------------------------------- the values without explanations
+# What `_derive_lines` and `_derive_course` work out of the prior lines, when no explanation is asked for:
+# each line's drugs read once per distinct line (`_LINES`: its agents, refractory_to, intolerant_to and
+# stop_reason as written), as bit masks of the groups and intolerance keys the values test, and the values
+# of a profile's masks made once per distinct masks (`_GROUP_VALUES`, `_INTOLERANCE_VALUES`). The same
+# formulas: the value tables below are `_derive_lines`' and `_derive_course`'s, and tests/test_facts_values.py
+# compares every value with theirs.
+
+#: the groups (`_groups_of`) the values read, each a bit
+_GROUP_BIT: dict[str, int] = {
+    g: 1 << i
+    for i, g in enumerate(
+        dict.fromkeys(
+            (*_EXPOSURE_GROUPS, *(g for _, g in _REFRACTORINESS_GROUPS), "bcma", "gprc5d", "car_t", "bcma_car_t", "bispecific")
+        )
+    )
+}
+_BCMA, _GPRC5D, _CAR_T, _BCMA_CAR_T, _BISPECIFIC = (
+    _GROUP_BIT[g] for g in ("bcma", "gprc5d", "car_t", "bcma_car_t", "bispecific")
+)
+_COURSE_BITS = _BCMA | _GPRC5D | _CAR_T | _BCMA_CAR_T | _BISPECIFIC
+#: the intolerance keys (a drug's name or class), each a bit
+_INTOLERANCE_BIT: dict[str, int] = {key: 1 << i for i, (key, _) in enumerate(INTOLERANCE_GROUPS)}
+
+
+def _group_mask(groups: Iterable[str]) -> int:
+    mask = 0
+    for g in groups:
+        mask |= _GROUP_BIT.get(g, 0)
+    return mask
+
+
+def _intolerance_mask(keys: Iterable[str]) -> int:
+    mask = 0
+    for k in keys:
+        mask |= _INTOLERANCE_BIT.get(k, 0)
+    return mask
+
+
+#: (the vocabulary it was read with, the groups of its drugs, whether it records refractory_to, the groups of
+#: the drugs it is refractory to, the intolerance keys it makes true, those it leaves unknown) of a line
+_LineEntry = tuple[Vocabulary, int, bool, int, int, int]
+#: per (agents, refractory_to, intolerant_to, stop_reason) of a line, as tuples; bounded
+_LINES: dict[tuple[object, ...], _LineEntry] = {}
+
+
+def _line_entry(line: PriorLine, vocabulary: Vocabulary) -> _LineEntry | None:
+    """What the values read of one line (None for a line with an investigational agent: a drug's class is then
+    that of the last drug of its name in the whole profile, which one line cannot tell)."""
+    found = line_drugs(line, vocabulary)
+    if any(r.drug.investigational for r in found):
+        return None
+    keys_of = [_groups_of(r.drug) for r in found]
+    every = frozenset[str]().union(*keys_of)
+    refractory: set[str] = set()
+    if line.refractory_to:
+        refractory_to = _named_in(line.refractory_to, found, vocabulary)
+        for r, keys in zip(found, keys_of):
+            if r.drug.name in refractory_to:
+                refractory |= keys
+    # as `_derive_course`: a drug's class is its own (a vocabulary drug's name has one class)
+    class_of = {r.drug.name: r.drug.drug_class for r in found}
+    intolerant_keys: set[str] = set()
+    unknown_keys: set[str] = set()
+    listed = line.intolerant_to
+    if listed:
+        for d in _named_in(listed, found, vocabulary):
+            intolerant_keys.add(d)
+            intolerant_keys.add(class_of[d])
+    elif listed is None:
+        stopped_agent = None
+        if line.stop_reason == "toxicity":
+            treatment = [r.drug.name for r in found if r.drug.drug_class != "steroid"]
+            if len(treatment) == 1:
+                stopped_agent = treatment[0]
+                intolerant_keys |= {stopped_agent, class_of[stopped_agent]}
+        for r in found:
+            name = r.drug.name
+            if name != stopped_agent:
+                unknown_keys.add(name)
+                unknown_keys.add(class_of[name])
+    return (
+        vocabulary,
+        _group_mask(every),
+        line.refractory_to is not None,
+        _group_mask(refractory),
+        _intolerance_mask(intolerant_keys),
+        _intolerance_mask(unknown_keys),
+    )
+
+
+def _groups_in(mask: int) -> set[str]:
+    return {g for g, bit in _GROUP_BIT.items() if mask & bit}
+
+
+#: the exposure and refractoriness values per (exposed, refractory, unrecorded) group masks; bounded
+_GROUP_VALUES: dict[tuple[int, int, int], dict[str, Value | None]] = {}
+
+
+def _group_values(exposed_mask: int, refractory_mask: int, unrecorded_mask: int) -> dict[str, Value | None]:
+    """The exposure and refractoriness facts of `_derive_lines` (the same formulas) from the groups some line's
+    drug is in, those of a drug some line is refractory to, and those of a line not recording refractoriness."""
+    key = (exposed_mask, refractory_mask, unrecorded_mask)
+    made = _GROUP_VALUES.get(key)
+    if made is not None:
+        return made
+    exposed, refractory, unrecorded = _groups_in(exposed_mask), _groups_in(refractory_mask), _groups_in(unrecorded_mask)
+    values: dict[str, Value | None] = dict(zip(_EXPOSURE_FACTS, map(exposed.__contains__, _EXPOSURE_GROUPS)))
+    for fact, group in _REFRACTORINESS_GROUPS:
+        values[fact] = True if group in refractory else None if group in unrecorded else False
+    for fact, pair in _PARTNER_FACTS:
+        states = [values[f] for f in pair]
+        values[fact] = True if False in states else None if None in states else False
+    values["triple_class_exposed"] = all(map(values.__getitem__, _TRIPLE_EXPOSED))
+    values["triple_class_refractory"] = _kleene_and(list(map(values.__getitem__, _TRIPLE_REFRACTORY)))
+    values["penta_refractory"] = _kleene_and(list(map(values.__getitem__, _PENTA_FACTS)))
+    if len(_GROUP_VALUES) >= 4096:
+        _GROUP_VALUES.clear()
+    _GROUP_VALUES[key] = values
+    return values
+
+
+#: the intolerance values per (intolerant, unknown) key masks; bounded
+_INTOLERANCE_VALUES: dict[tuple[int, int], dict[str, Value | None]] = {}
+
+
+def _intolerance_values(intolerant_mask: int, unknown_mask: int) -> dict[str, Value | None]:
+    """The intolerance facts of `_derive_course` (the same formula) from the keys' masks."""
+    key = (intolerant_mask, unknown_mask)
+    made = _INTOLERANCE_VALUES.get(key)
+    if made is not None:
+        return made
+    values: dict[str, Value | None] = {}
+    for fact, k, _ in _INTOLERANCE:
+        bit = _INTOLERANCE_BIT[k]
+        values[fact] = True if intolerant_mask & bit else None if unknown_mask & bit else False
+    if len(_INTOLERANCE_VALUES) >= 4096:
+        _INTOLERANCE_VALUES.clear()
+    _INTOLERANCE_VALUES[key] = values
+    return values
+
+
+def _interval_to_progression(line: PriorLine, infusion: bool, transplant: bool) -> tuple[float, float] | None:
+    """The interval of `_derive_course`'s to_progression (without its explanation)."""
+    prog, _ = _progression(line)
+    if infusion and line.infusion_date is not None:
+        origin = line.infusion_date
+    elif transplant and line.transplant_date is not None:
+        origin = line.transplant_date
+    elif line.start_date is None:
+        return None
+    else:
+        origin = line.start_date
+    if prog is None:
+        return None
+    lo, hi = _months(origin, prog)
+    if hi < 0:
+        return None
+    return lo, hi
+
+
+def _relapse_within_12_months(lines: list[PriorLine], numbers: list[int], asct: bool) -> bool | None:
+    """The value of `_derive_course`'s within_12_months: a BCMA CAR-T relapse (from the infusion), or with
+    `asct` an early relapse after the autologous transplant (from it, and its after_the_transplant)."""
+    if not numbers:
+        return False
+    results = []
+    for n in numbers:
+        line = lines[n - 1]
+        interval = _interval_to_progression(line, not asct, asct)
+        result = None if interval is None else _within(interval, EARLY_MONTHS)
+        if result is False and asct and line.transplant_date is None:  # after_the_transplant
+            result = None
+            prog, _ = _progression(line)
+            if line.end_date is not None and prog is not None and _months(line.end_date, prog)[0] > EARLY_MONTHS:
+                result = False
+        results.append(result)
+    if True in results:
+        return True
+    if all(r is False for r in results):
+        return False
+    return None
+
+
+def _derive_from_entries(
+    profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None, values: dict[str, Value | None]
+) -> set[str] | None:
+    """The values `_derive_lines` and `_derive_course` write without `texts`, and the facts that do not apply;
+    None (nothing written) for a profile with an investigational agent."""
+    lines = profile.prior_lines
+    count = len(lines)
+    cache = _LINES
+    exposed = refractory = unrecorded = intolerant = unknown = 0
+    last_bcma = last_gprc5d = last_car_t = 0  # the last line (number) of each, 0 for none
+    bcma_car_t: list[int] = []
+    asct: list[int] = []
+    last_inferred = stopped_in_response = stopped_unknown = False
+    for n, line in enumerate(lines, 1):
+        agents, refractory_to, intolerant_to, stop_reason = line.agents, line.refractory_to, line.intolerant_to, line.stop_reason
+        key = (
+            tuple(agents) if agents else (),
+            None if refractory_to is None else tuple(refractory_to),
+            None if intolerant_to is None else tuple(intolerant_to),
+            stop_reason,
+        )
+        entry = cache.get(key)
+        if entry is None or entry[0] is not vocabulary:
+            entry = _line_entry(line, vocabulary)
+            if entry is None:
+                return None
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[key] = entry
+        _, every, recorded, refractory_of, intolerant_of, unknown_of = entry
+        exposed |= every
+        if recorded:
+            refractory |= refractory_of
+        elif not_refractory_by_dates(line) is None:
+            unrecorded |= every
+        elif n == count:
+            last_inferred = True
+        intolerant |= intolerant_of
+        unknown |= unknown_of
+        if every & _COURSE_BITS:
+            if every & _BCMA:
+                last_bcma = n
+            if every & _GPRC5D:
+                last_gprc5d = n
+            if every & _CAR_T:
+                last_car_t = n
+            if every & _BCMA_CAR_T:
+                bcma_car_t.append(n)
+            if every & _BISPECIFIC and stop_reason == "toxicity":
+                if line.best_response in RESPONSE:
+                    stopped_in_response = True
+                elif line.best_response is None:
+                    stopped_unknown = True
+        if line.autologous_transplant:
+            asct.append(n)
+
+    # as _derive_lines
+    values["prior_line_count"] = count
+    values["prior_autologous_transplant"] = bool(asct)
+    values.update(_group_values(exposed, refractory, unrecorded))
+    last = lines[-1]
+    if last_inferred:
+        values["refractory_to_last_line"] = False
+    elif last.refractory_to is None:
+        values["refractory_to_last_line"] = None
+    else:
+        values["refractory_to_last_line"] = bool(last.refractory_to)
+
+    # as _derive_course
+    not_applying: set[str] = set()
+    evaluation = profile.evaluation_date or default_evaluation_date
+    for fact, hit in (("months_since_bcma_therapy", last_bcma), ("months_since_gprc5d_therapy", last_gprc5d)):
+        if not hit:
+            values[fact] = None
+            not_applying.add(fact)
+            continue
+        end = lines[hit - 1].end_date
+        values[fact] = None if end is None or evaluation is None else _months_value(*_months(end, evaluation))
+    if not last_car_t:
+        values["months_car_t_to_progression"] = None
+        not_applying.add("months_car_t_to_progression")
+    else:
+        interval = _interval_to_progression(lines[last_car_t - 1], True, False)
+        values["months_car_t_to_progression"] = None if interval is None else _months_value(*interval)
+    values["bcma_car_t_relapse_within_12_months"] = _relapse_within_12_months(lines, bcma_car_t, False)
+    values["early_relapse_after_asct"] = _relapse_within_12_months(lines, asct, True)
+    values.update(_intolerance_values(intolerant, unknown))
+    values["last_line_best_response"] = last.best_response
+    values["bispecific_stopped_for_toxicity_in_response"] = True if stopped_in_response else None if stopped_unknown else False
+    return not_applying
 
 
 #: the facts that depend on refractoriness records (unknown when a line does not record it)
