@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 
 import pytest
 from conftest import PROFILES, ROOT, RULES, case_names, load_case
@@ -465,6 +466,28 @@ def test_forked_workers_exit_by_themselves_at_the_end_of_their_tasks():
         for w in workers.workers:
             w.process.join(5)
         assert [w.process.exitcode for w in workers.workers] == [0, 0]  # exited, not still waiting (None) or killed
+    finally:
+        workers.close()
+
+
+def _big(x: int) -> bytes:
+    return bytes([x % 256]) * (3 << 20)  # more than any pipe holds: written and read in parts
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
+def test_the_pipes_hold_a_whole_chunk_on_linux_and_larger_messages_still_arrive():
+    """A task of 128 profiles is ~130 KB: through a default 64 KiB pipe it went in several writes, each
+    waking the worker (and each result blocked the worker until the parent had read part of it)."""
+    import fcntl
+
+    from cds.cohort import pool
+
+    workers = pool.WorkerPool(_big, 2, method="fork")
+    try:
+        for w in workers.workers:
+            assert fcntl.fcntl(w.tasks.fileno(), fcntl.F_GETPIPE_SZ) == pool.PIPE_BYTES
+            assert fcntl.fcntl(w.results.fileno(), fcntl.F_GETPIPE_SZ) == pool.PIPE_BYTES
+        assert list(workers.map_ordered(range(5))) == [bytes([i]) * (3 << 20) for i in range(5)]
     finally:
         workers.close()
 
