@@ -363,6 +363,44 @@ def test_numbers_in_exponent_form_reach_the_engine_safely(evaluator, value):
     assert scoped == _as_counterfactuals([fired_rules(evaluator.ruleset, f) for f in (base, facts)], deciding)
 
 
+def test_a_boolean_no_rule_can_match_is_left_out_of_the_fact_and_fires_the_same(evaluator):
+    """The engine asserts a boolean fact without a value no test of any rule can match (`_unmatchable`): every rule
+    must then give, by the reference interpreter, the same answer with the fact at that value as without it."""
+    from cds.engine.reference import fired_rules
+
+    engine = evaluator.engine
+    left_out = [(f, v) for f, texts in engine._booleans.items() for v, text in zip((False, True), texts) if text == ""]
+    assert len(left_out) >= 10  # 17 false and 4 true values of 58 facts with the packaged rules
+    profiles = [load_case(n) for n in case_names()] + list(_bench_profiles().generate(200, seed=9))
+    for p in profiles:
+        facts = engine_facts(derive(evaluator.parse(p), evaluator.vocabulary))
+        for f, v in left_out:
+            at = fired_rules(evaluator.ruleset, {**facts, f: v})
+            without = fired_rules(evaluator.ruleset, {k: x for k, x in facts.items() if k != f})
+            assert at == without, (f, v)
+        assert evaluator.engine.run([facts]) == [fired_rules(evaluator.ruleset, facts)]
+
+
+def test_only_tests_false_at_a_value_and_on_a_missing_fact_leave_it_out():
+    from types import SimpleNamespace
+
+    from cds.engine.durable import _unmatchable
+    from cds.knowledge.ruleset import Group, Leaf
+
+    def unmatchable(*conds):
+        return _unmatchable([SimpleNamespace(condition=c) for c in conds])
+
+    x_true, x_false = Leaf("x", "==", True), Leaf("x", "==", False)
+    assert unmatchable(x_true, Group("any", (Leaf("y", ">", 1), Leaf("x", "in", (True,))))) == {("x", False)}
+    assert unmatchable(Leaf("x", "!=", True)) == {("x", True)}  # a missing fact matches no !=
+    assert unmatchable(x_true, x_false) == set()
+    assert unmatchable(x_true, Leaf("x", "unknown")) == set()  # matched by a missing fact
+    assert unmatchable(x_true, Leaf("x", "known")) == set()
+    assert unmatchable(Leaf("x", "!=", False)) == {("x", False)}
+    assert unmatchable(Leaf("x", "==", 0)) == set()  # durable-rules' loose typing (0 equals false): left in
+    assert unmatchable(x_true, None) == {("x", False)}
+
+
 # --------------------------------------------------------------------------- folder entries, empty input, JSONL fields
 
 

@@ -54,7 +54,10 @@ because creating one (``createStateNode``: it clears the frame tables of every b
 about a quarter of a patient's evaluation, more than the matching. Only the facts some
 rule of the shard names are asserted into it (the others cannot change what fires), under the
 short property names the rules are compiled with (`cds.engine.compile.property_names`: the C core
-hashes every name it parses and copies the whole fact into every action message), each item
+hashes every name it parses and copies the whole fact into every action message), without a
+boolean value no rule can match (`_unmatchable`: every test on it is false at that value, as it is
+on a missing fact; 17 of a bench profile's 98 properties; the alpha walk reads every property of the
+fact at every node it reaches, events.c handleAlpha), each item
 encoded once per evaluation and joined per shard and variant into the text `json` would write, and numbers in
 exponent form are written with a decimal point (``1.0e-05``): durable-rules' JSON reader crashes the
 process on ``1e-05``.
@@ -105,7 +108,7 @@ from cds.engine.compile import (
     sentinel_definition,
 )
 from cds.errors import EngineError, RuleSetError
-from cds.knowledge.ruleset import Rule, RuleSet
+from cds.knowledge.ruleset import Leaf, Rule, RuleSet, leaves
 from cds.model.facts import Value
 from cds.usercache import cached
 
@@ -212,6 +215,29 @@ def _encoded(
         return out
     except ValueError as exc:
         raise EngineError(f"a fact of {patient or 'a patient'} cannot be sent to the engine: {exc}") from None
+
+
+def _unmatchable(rules: Sequence[Rule]) -> set[tuple[str, bool]]:
+    """(fact, value) for each boolean value every test of `rules` on the fact is false at, as it is when the fact
+    is missing: each test is ``== not value``, ``in`` a list without `value`, or ``!= value`` (a missing fact
+    matches none of these, shared/notes pitfall 4), and none is ``is unknown`` (which a missing fact matches);
+    facts the rules do not test are not named."""
+    tests: dict[str, list[Leaf]] = {}
+    for rule in rules:
+        for leaf in leaves(rule.condition):
+            tests.setdefault(leaf.fact, []).append(leaf)
+
+    def false_at(leaf: Leaf, value: bool) -> bool:
+        v = leaf.value
+        if leaf.op == "==":
+            return type(v) is bool and v is not value
+        if leaf.op == "!=":
+            return type(v) is bool and v is value
+        if leaf.op == "in":
+            return isinstance(v, tuple) and all(type(x) is bool and x is not value for x in v)
+        return False
+
+    return {(f, value) for f, found in tests.items() for value in (False, True) if all(false_at(t, value) for t in found)}
 
 
 def _fact_text(number: int, items: list[str], scope: str, sid: str) -> str:
@@ -355,8 +381,13 @@ class Engine:
         self._scope_of = {f: scope for f in self.used_facts if (scope := fact_scope(f)) is not None}
         #: fact -> '"<its short property name>":' (`property_names`: the names plan_rules compiles with)
         self._prefixes = {f: f"{_encode_string(name)}:" for f, name in property_names(self.used_facts).items()}
-        #: fact -> its '"<property>":false' and '"<property>":true' (`_encoded`)
-        self._booleans = {f: (f"{p}false", f"{p}true") for f, p in self._prefixes.items()}
+        #: fact -> its '"<property>":false' and '"<property>":true' (`_encoded`), "" for a value no rule can
+        #: match (`_unmatchable`): the fact is then asserted without it, as durable-rules would match it
+        unmatchable = _unmatchable(ruleset.rules)
+        self._booleans = {
+            f: ("" if (f, False) in unmatchable else f"{p}false", "" if (f, True) in unmatchable else f"{p}true")
+            for f, p in self._prefixes.items()
+        }
         #: scope -> its short cds_scope value (`scope_values`: the values plan_rules compiles with)
         self._scope_values = scope_values(ruleset.rules)
 
@@ -416,7 +447,7 @@ class Engine:
             for shard in self._shards:
                 sid = self._session(shard)
                 keys = shard.facts
-                facts = [_fact_text(i, [e[k] for k in keys if k in e], ALL, sid) for i, e in enumerate(encoded)]
+                facts = [_fact_text(i, [t for k in keys if (t := e.get(k))], ALL, sid) for i, e in enumerate(encoded)]
                 self._fire(shard, sid, facts, range(len(facts)), fired, patient)
         return [frozenset(f) for f in fired]
 
@@ -460,8 +491,8 @@ class Engine:
                     # only what this shard's rules of the scope read (the only ones matched against it): the
                     # base's items in the shard's order with the assignment's values, then the assignment's others
                     own = changed[i - 1]
-                    items = [own.get(k) or encoded[k] for k in keys if k in encoded]
-                    items += [own[k] for k in assignment if k in keys and k not in encoded]
+                    items = [t for k in keys if k in encoded and (t := own[k] if k in own else encoded[k])]
+                    items += [t for k in assignment if k in keys and k not in encoded and (t := own[k])]
                     short = short_scope[scope]
                     facts.append(",".join([ids[i], *items, tails[short]]) if i < _MAX_ID else _fact_text(i, items, short, sid))
                     numbers.append(i)
