@@ -270,3 +270,108 @@ def test_the_dump_is_model_dump(evaluator):
         assert json.dumps(pipeline._dump(profile)) == json.dumps(profile.model_dump(exclude_none=True))
         checked += 1
     assert checked > 300
+
+
+def _old_summarize(variants, decisions, base, known, not_applying):
+    """unknowns.summarize as it was (9c52332): the dataclasses' own __init__, a set comprehension of the fields."""
+    from cds.decide.unknowns import _FIELD_OF, _INPUT_FACTS, Effect, UnknownFact, field_description
+
+    by_field: dict = {}
+    tops: set = set()
+    base_top, base_order, base_excluded = base.top, base.order, base.excluded
+    before = None
+    for variant, decision in zip(variants, decisions):
+        order, excluded = decision.order, decision.excluded
+        top = order[0] if order else None
+        if top == base_top and order == base_order and excluded == base_excluded:
+            continue
+        if top != base_top:
+            tops.add(variant.field)
+        if before is None:
+            before = set(base_excluded)
+        now = set(excluded)
+        effect = Effect(variant.label, top, order, tuple(sorted(now - before)), tuple(sorted(before - now)))
+        by_field.setdefault(variant.field, []).append(effect)
+    result = [UnknownFact(f, field_description(f), f in tops, True, tuple(e)) for f, e in by_field.items()]
+    result.sort(key=lambda u: (not u.changes_top, u.field))
+    unknown_fields = {_FIELD_OF[name] for name in _INPUT_FACTS.difference(known) if name not in not_applying}
+    return result, sorted(unknown_fields.difference(by_field))
+
+
+def test_the_summary_is_the_one_built_with_the_dataclasses(evaluator):
+    """summarize: the same unknown facts and fields as built with Effect(...)/UnknownFact(...) (equal, and the
+    same instance dicts in field order), for the variants' decisions and for decisions with changed rankings."""
+    import dataclasses
+
+    from cds.decide.unknowns import Effect, UnknownFact, summarize
+
+    rng = random.Random(11)
+    decider, planner = evaluator.decider, evaluator.planner
+    effects = several = 0
+    for profile in _profiles(evaluator, 200):
+        derived = derive_values(profile, evaluator.vocabulary, "2026-01-01")
+        variants, scoped = planner.plan(derived.values, derived.not_applying, profile)
+        fired = evaluator.engine.run_counterfactuals(derived.known(), scoped)
+        fired += evaluator.engine.run([{**derived.known(), **dict(v.assignment)} for v in variants[len(scoped) :]])
+        base = decider.decide(fired[0])
+        decisions = [decider.decide(f, base=base) for f in fired[1:]]
+        # and the variants decided on other rules: other tops, orders and exclusions
+        mixed = [
+            decider.decide(frozenset(rng.sample(sorted(f), len(f) // 2))) if rng.random() < 0.3 else d
+            for f, d in zip(fired[1:], decisions)
+        ]
+        for ds in (decisions, mixed):
+            new = summarize(variants, ds, base, derived.known(), derived.not_applying)
+            old = _old_summarize(variants, ds, base, derived.known(), derived.not_applying)
+            assert new == old
+            for u_new, u_old in zip(new[0], old[0]):
+                assert vars(u_new) == vars(u_old) and list(vars(u_new)) == [f.name for f in dataclasses.fields(UnknownFact)]
+                for e_new, e_old in zip(u_new.effects, u_old.effects):
+                    assert vars(e_new) == vars(e_old) and list(vars(e_new)) == [f.name for f in dataclasses.fields(Effect)]
+                    assert hash(e_new) == hash(e_old)
+                    effects += 1
+            several += len(new[0]) > 1
+    assert effects > 300 and several > 20
+
+
+def test_the_input_hash_is_sha256_of_the_canonical_json(evaluator):
+    """_hash_of: sha256 of json.dumps(dump, sort_keys=True, separators=(",", ":")) (ASCII escapes, floats as repr),
+    for profiles with unusual strings and numbers."""
+    import hashlib
+    import json
+
+    rng = random.Random(13)
+    checked = 0
+    for data in _bench_profiles(150, 43) + random_profiles(150, seed=44):
+        try:
+            profile = evaluator.parse(_mutated(data, rng))
+        except ProfileError:
+            continue
+        dumped = pipeline._dump(profile)
+        text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+        assert pipeline._hash_of(dumped) == hashlib.sha256(text.encode()).hexdigest() == pipeline.input_hash(profile)
+        checked += 1
+    odd = {"b": [1.5, -0.0, 1e16, 2.5e-7, float("inf"), float("nan")], "a": {"\u00e9": '\u2028\x00"\\', "Z": None, "y": True}}
+    assert pipeline._hash_of(odd) == hashlib.sha256(json.dumps(odd, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert checked > 250
+
+
+def test_the_line_writer_writes_fired_rules_as_their_encoded_ids():
+    """The fired rules joined as written IDs (plain rule IDs) are those encoded one by one (the other path)."""
+    from cds.cohort import batch as cohort
+
+    evaluator = cohort.evaluator_for(None)
+    at = "2026-01-01T00:00:00Z"
+    writer = cohort._writer(evaluator.ruleset)
+    assert writer.plain_rules
+    other = cohort._LineWriter(evaluator.ruleset)
+    other.plain_rules = False
+    checked = 0
+    for i, data in enumerate(_bench_profiles(100, 45)):
+        try:
+            ev = evaluator.evaluate(evaluator.parse(data), at)
+        except ProfileError:
+            continue
+        assert writer.line(ev, ("line", i), at) == other.line(ev, ("line", i), at)
+        checked += 1
+    assert checked > 80

@@ -338,7 +338,10 @@ class _LineWriter:
         }
         self.rankings: dict[tuple[tuple[str, ...], tuple[int, ...]], str] = {}  # (order, scores) -> the ranking's items
         self.strings: dict[str, str] = {}  # a field name or an effect's label -> encoded (bounded)
-        self.tails: dict[tuple[str, str, str], str] = {}
+        self.tails: dict[tuple[str, str], str] = {}  # (rule set digest, evaluated_at) -> the text after input_hash
+        # rule IDs are plain (RULE_ID: capitals, digits, hyphens): their JSON strings are '"' + ID + '"', so the
+        # fired rules are written as one join of the sorted IDs (checked here; else by their encoded strings)
+        self.plain_rules = all(self.quoted[r.id] == f'"{r.id}"' for r in ruleset.rules)
 
     def line(self, ev: Evaluation, key: tuple[str, Any], evaluated_at: str) -> str:
         try:
@@ -369,13 +372,21 @@ class _LineWriter:
                     rules.append(q)
             parts.append(opening + ",".join(rules) + "]}")
         excluded = ",".join(parts)
-        tail_key = (ev.ruleset.digest, ev.engine_version, evaluated_at)
+        # the engine version is the same for every evaluation of the process (cds and durable-rules' versions)
+        tail_key = (ev.ruleset.digest, evaluated_at)
         tail = self.tails.get(tail_key)
         if tail is None:
+            if len(self.tails) > 64:  # bounded (a batch has one evaluated_at)
+                self.tails.clear()
             tail = self.tails[tail_key] = (
-                f',"ruleset_hash":{_ENCODE(tail_key[0])},"engine_version":{_ENCODE(tail_key[1])},'
+                f',"ruleset_hash":{_ENCODE(tail_key[0])},"engine_version":{_ENCODE(ev.engine_version)},'
                 f'"evaluated_at":{_ENCODE(evaluated_at)},"evaluation_date":{{"date":'
             )
+        if self.plain_rules and fired:
+            # the fired rules are the rule set's (the engine reports no other rule): each ID written as it is
+            fired_text = '"' + '","'.join(sorted(fired)) + '"'
+        else:
+            fired_text = ",".join(map(quoted.__getitem__, sorted(fired)))
         unknown = ev.unknown_facts
         text = "".join(
             (
@@ -389,7 +400,7 @@ class _LineWriter:
                 '],"excluded":[',
                 excluded,
                 '],"fired_rules":[',
-                ",".join(map(quoted.__getitem__, sorted(ev.fired))),
+                fired_text,
                 '],"unknown_facts_that_matter":[',
                 self._mattering(unknown) if unknown else "",
                 '],"unknown_facts_affecting_ranking":[',

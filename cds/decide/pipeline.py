@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,11 +80,20 @@ def _dump(profile: PatientProfile) -> dict[str, Any]:
 
 #: what `json.dumps(dumped, sort_keys=True, separators=(",", ":"))` encodes with, built once (json.dumps builds
 #: one per call); check_circular off: a dump is a tree (no cycle to find), and it changes no output
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False).encode
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
+#: `_CANONICAL.encode(dumped)` as chunks to join: the C encoder its encode() builds on each call (iterencode's
+#: _one_shot path for a non-string without indent: the same arguments, no markers), made once; else encode()
+_CHUNKS: Callable[[object, int], list[str]]
+try:
+    from _json import make_encoder
+except ImportError:  # pragma: no cover - CPython has it
+    _CHUNKS = lambda dumped, _: [_CANONICAL.encode(dumped)]  # noqa: E731
+else:
+    _CHUNKS = make_encoder(None, _CANONICAL.default, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True)
 
 
 def _hash_of(dumped: dict[str, Any]) -> str:
-    return hashlib.sha256(_CANONICAL(dumped).encode()).hexdigest()
+    return hashlib.sha256("".join(_CHUNKS(dumped, 0)).encode()).hexdigest()
 
 
 #: evaluation_time(stamp) per stamp given (a batch gives every record the same one); bounded
@@ -219,8 +229,10 @@ def _any_after(profile: PatientProfile, on: str) -> bool:
     attributes that are not None (each date string tested once per evaluation date)."""
     after = _AFTER
     for line in profile.prior_lines:
-        for k in LINE_DATES:
-            v = getattr(line, k)
+        dates = _LINE_DATES_OF(line)  # one C call for the five attributes; most lines have none
+        if dates == _NO_DATES:
+            continue
+        for k, v in zip(LINE_DATES, dates):
             if v is None:
                 continue
             late = after.get((v, on))
@@ -231,6 +243,12 @@ def _any_after(profile: PatientProfile, on: str) -> bool:
             if late:
                 return True
     return False
+
+
+#: a line's LINE_DATES attributes as a tuple (attrgetter of several names), and that tuple for a line without dates
+_LINE_DATES_OF = operator.attrgetter(*LINE_DATES)
+_NO_DATES = (None,) * len(LINE_DATES)
+assert len(LINE_DATES) > 1  # attrgetter of one name would give the value, not a tuple
 
 
 @functools.lru_cache(maxsize=4)

@@ -134,7 +134,7 @@ class VariantPlanner:
         self._refractory_used = any(FACTS[f].input_field == REFRACTORY_FIELD for f in used)
         self._vocabulary = ruleset.vocabulary
         self._cyto_used = tuple(f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used)
-        self._cyto_variants: dict[frozenset[str], tuple[tuple[Variant, ...], tuple[Scoped, ...]]] = {}
+        self._cyto_variants: dict[tuple[Value | None, ...], tuple[tuple[Variant, ...], tuple[Scoped, ...]] | None] = {}
         severe = ruleset.settings.get(SEVERE_RENAL_SETTING)
         self._severe_crcl: float | None = None if severe is None else float(severe.value)
 
@@ -200,21 +200,27 @@ class VariantPlanner:
         return out, scoped
 
     def _cytogenetics_variants(self, values: Mapping[str, Value | None]) -> tuple[tuple[Variant, ...], tuple[Scoped, ...]] | None:
-        """`_cytogenetics_plan(values)` as variants and the engine's (scope, assignment), made once per plan: the
-        plan is a function of the unknown abnormalities and the ones found (its key here)."""
+        """`_cytogenetics_plan(values)` as variants and the engine's (scope, assignment), made once per plan (None
+        when no abnormality is unknown): the plan is a function of the abnormalities' values (its key here: the
+        unknown ones and the ones found, read as one tuple)."""
         if not self._cyto_used:
             return None
-        unknown = frozenset(abn for abn, fact in CYTO_FACT.items() if values[fact] is None)
-        if not unknown:
-            return None
-        known_found = frozenset(f"+{abn}" for abn, fact in CYTO_FACT.items() if values[fact] is True)
-        key = unknown | known_found
-        made = self._cyto_variants.get(key)
-        if made is None:
+        key = tuple(map(values.__getitem__, _CYTO_FACTS))  # bool facts: True, False or None (unknown)
+        try:
+            return self._cyto_variants[key]
+        except KeyError:
+            pass
+        made = None
+        if None in key:  # some abnormality unknown (`in` on a tuple: identity first, so only None matches None)
             every = tuple(Variant("cytogenetics", label, assignment) for label, assignment in self._cytogenetics_plan(values))
-            made = self._cyto_variants[key] = (every, _scoped(every))
+            made = (every, _scoped(every))
+        if len(self._cyto_variants) > 4096:  # bounded (3 values per abnormality: a few hundred keys in practice)
+            self._cyto_variants.clear()
+        self._cyto_variants[key] = made
         return made
 
+
+_CYTO_FACTS = tuple(CYTO_FACT.values())  # the abnormalities' facts, in CYTO_FACT order
 
 #: an engine variant: (the profile field its facts come from, the facts it sets; read-only)
 Scoped = tuple[str, Mapping[str, Value]]
@@ -242,7 +248,8 @@ def summarize(
     """Group the variants' decisions by field. Returns (facts with an effect, unknown fields without one)."""
     by_field: dict[str, list[Effect]] = {}
     tops: set[str] = set()  # the fields some value of which changes the top option
-    base_top, base_order, base_excluded = base.top, base.order, base.excluded
+    base_order, base_excluded = base.order, base.excluded
+    base_top = base_order[0] if base_order else None
     before: set[str] | None = None
     for variant, decision in zip(variants, decisions):
         order, excluded = decision.order, decision.excluded
@@ -257,16 +264,51 @@ def summarize(
         if before is None:
             before = set(base_excluded)
         now = set(excluded)
-        effect = Effect(variant.label, top, order, tuple(sorted(now - before)), tuple(sorted(before - now)))
+        effect = _effect(variant.label, top, order, tuple(sorted(now - before)), tuple(sorted(before - now)))
         effects = by_field.get(variant.field)
         if effects is None:
             by_field[variant.field] = [effect]
         else:
             effects.append(effect)
-    result = [UnknownFact(field, _description(field), field in tops, True, tuple(effects)) for field, effects in by_field.items()]
-    result.sort(key=lambda u: (not u.changes_top, u.field))
-    unknown_fields = {_FIELD_OF[name] for name in _INPUT_FACTS.difference(known) if name not in not_applying}
+    # the unknown input facts that apply (known: a dict, read as its keys), by their fields
+    unknown_fields = set(map(_FIELD_OF.__getitem__, _INPUT_FACTS.difference(known, not_applying)))
+    if not by_field:  # most profiles: no unknown fact changes anything
+        return [], sorted(unknown_fields)
+    result = [
+        _unknown_fact(field, _description(field), field in tops, True, tuple(effects)) for field, effects in by_field.items()
+    ]
+    if len(result) > 1:
+        result.sort(key=_by_changes_top)
     return result, sorted(unknown_fields.difference(by_field))
+
+
+def _by_changes_top(u: UnknownFact) -> tuple[bool, str]:
+    """The order of summarize's facts: those that change the top option first, then by field."""
+    return (not u.changes_top, u.field)
+
+
+_new = object.__new__
+
+
+def _effect(
+    label: str, top: str | None, order: tuple[str, ...], newly_excluded: tuple[str, ...], newly_offered: tuple[str, ...]
+) -> Effect:
+    """`Effect(label, top, order, newly_excluded, newly_offered)` without the frozen dataclass's __init__ (an
+    object.__setattr__ per field): its instance dict filled directly, in field order (the same object)."""
+    e: Effect = _new(Effect)
+    e.__dict__.update(label=label, top=top, order=order, newly_excluded=newly_excluded, newly_offered=newly_offered)
+    return e
+
+
+def _unknown_fact(
+    field: str, description: str, changes_top: bool, changes_ranking: bool, effects: tuple[Effect, ...]
+) -> UnknownFact:
+    """`UnknownFact(...)` of these fields, built as `_effect` builds an Effect."""
+    u: UnknownFact = _new(UnknownFact)
+    u.__dict__.update(
+        field=field, description=description, changes_top=changes_top, changes_ranking=changes_ranking, effects=effects
+    )
+    return u
 
 
 def _description(field: str) -> str:
