@@ -95,8 +95,10 @@ def test_the_values_are_those_of_derive_with_explanations(evaluator):
     for cold in (True, False):  # every line entry and value table made afresh, then read from the caches
         if cold:
             facts._LINES.clear()
-            facts._GROUP_VALUES.clear()
+            facts._EXPOSURE_VALUES.clear()
+            facts._REFRACTORINESS_VALUES.clear()
             facts._INTOLERANCE_VALUES.clear()
+            facts._CYTO_VALUES.clear()
         for profile in profiles:
             for on in ON:
                 derived = derive_values(profile, vocabulary, on)

@@ -414,6 +414,11 @@ _labs_of = attrgetter(*_LAB_FACTS)
 _NO_LABS: tuple[None, ...] = (None,) * len(_LAB_FACTS)
 _CYTO_FACTS: tuple[str, ...] = (*CYTO_FACT.values(), "high_risk_cytogenetics")
 _NAMES: tuple[str, ...] = tuple(FACTS)
+#: the cytogenetics values (`_derive_cytogenetics`) per (cytogenetics, cytogenetics_tested) as tuples, with the
+#: vocabulary they were read with; bounded
+_CYTO_VALUES: dict[tuple[tuple[str, ...], tuple[str, ...] | None], tuple[Vocabulary, dict[str, Value | None]]] = {}
+#: every fact unknown, in FACTS order: what `_derive` writes the values of a `Derived` in
+_UNKNOWN: dict[str, Value | None] = dict.fromkeys(_NAMES)
 _make_fact = cast(Callable[[type[FactValue], tuple[str, Value | None, "str | Explainer", bool]], FactValue], tuple.__new__)
 
 
@@ -451,9 +456,8 @@ class Derived:
         return _facts_of(self.values, self.not_applying, repeat(Explainer(*self._args)))
 
     def known(self) -> dict[str, Value]:
-        """`engine_facts(self.facts())`: the known facts, in `FACTS` order."""
-        values = self.values
-        return {name: v for name in _NAMES if (v := values[name]) is not None}
+        """`engine_facts(self.facts())`: the known facts, in `FACTS` order (that of `values`)."""
+        return {name: v for name, v in self.values.items() if v is not None}
 
 
 def derive_values(profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None = None) -> Derived:
@@ -471,7 +475,11 @@ def _derive(
     profile: PatientProfile, vocabulary: Vocabulary, default_evaluation_date: str | None, texts: dict[str, str] | None
 ) -> tuple[dict[str, Value | None], set[str]]:
     """(every fact's value, the facts that do not apply); the explanations into `texts` when given."""
-    values: dict[str, Value | None] = {"age": profile.age, "ecog": profile.ecog}
+    # without texts (`Derived`): every fact's key in FACTS order from the start (written in place, the order
+    # kept), so that `Derived.known` reads the values in order
+    values: dict[str, Value | None] = {} if texts is not None else _UNKNOWN.copy()
+    values["age"] = profile.age
+    values["ecog"] = profile.ecog
     stated = _stated_of(profile)
     values.update(zip(_STATED, stated))
     labs = profile.labs
@@ -490,17 +498,28 @@ def _derive(
         values.update(dict.fromkeys(_CYTO_FACTS))
         if texts is not None:
             texts.update(dict.fromkeys(_CYTO_FACTS, "cytogenetics not tested/not given: unknown"))
+    elif texts is None:  # the values once per distinct result (as written) and vocabulary
+        tested = profile.cytogenetics_tested
+        key = (tuple(profile.cytogenetics), None if tested is None else tuple(tested))
+        made = _CYTO_VALUES.get(key)
+        if made is None or made[0] is not vocabulary:
+            cyto: dict[str, Value | None] = {}
+            _derive_cytogenetics(profile.cytogenetics, tested, vocabulary, cyto, None)
+            if len(_CYTO_VALUES) >= 4096:
+                _CYTO_VALUES.clear()
+            made = _CYTO_VALUES[key] = (vocabulary, cyto)
+        values.update(made[1])
     else:
         _derive_cytogenetics(profile.cytogenetics, profile.cytogenetics_tested, vocabulary, values, texts)
     if texts is None:
         not_applying_ = _derive_from_entries(profile, vocabulary, default_evaluation_date, values)
         if not_applying_ is not None:
-            assert len(values) == len(FACTS), sorted(set(values) ^ set(FACTS))
+            assert len(values) == len(FACTS), sorted(set(values) ^ set(FACTS))  # no name outside FACTS
             return values, not_applying_
     drugs = [line_drugs(line, vocabulary) for line in profile.prior_lines]  # once, for both helpers
     line_groups = _derive_lines(profile, vocabulary, drugs, values, texts)
     not_applying = _derive_course(profile, vocabulary, drugs, default_evaluation_date, values, texts, line_groups)
-    # every fact once (a name outside FACTS, or one left out, fails here or in values.__getitem__ of _facts_of)
+    # every fact once (a name outside FACTS fails here; with texts, one left out too, else in _facts_of)
     assert len(values) == len(FACTS), sorted(set(values) ^ set(FACTS))
     return values, not_applying
 
@@ -1159,9 +1178,9 @@ def _intolerance_texts(
 # What `_derive_lines` and `_derive_course` work out of the prior lines, when no explanation is asked for:
 # each line's drugs read once per distinct line (`_LINES`: its agents, refractory_to, intolerant_to and
 # stop_reason as written), as bit masks of the groups and intolerance keys the values test, and the values
-# of a profile's masks made once per distinct masks (`_GROUP_VALUES`, `_INTOLERANCE_VALUES`). The same
-# formulas: the value tables below are `_derive_lines`' and `_derive_course`'s, and tests/test_facts_values.py
-# compares every value with theirs.
+# of a profile's masks made once per distinct masks (`_EXPOSURE_VALUES`, `_REFRACTORINESS_VALUES`,
+# `_INTOLERANCE_VALUES`). The same formulas: the value tables below are `_derive_lines`' and `_derive_course`'s,
+# and tests/test_facts_values.py compares every value with theirs.
 
 #: the groups (`_groups_of`) the values read, each a bit
 _GROUP_BIT: dict[str, int] = {
@@ -1246,34 +1265,48 @@ def _line_entry(line: PriorLine, vocabulary: Vocabulary) -> _LineEntry | None:
     )
 
 
-def _groups_in(mask: int) -> set[str]:
-    return {g for g, bit in _GROUP_BIT.items() if mask & bit}
+_EXPOSURE_BITS = _group_mask(_EXPOSURE_GROUPS)
+_REFRACTORINESS_BITS = _group_mask(g for _, g in _REFRACTORINESS_GROUPS)
+_EXPOSURE_FACT_BITS = tuple(zip(_EXPOSURE_FACTS, map(_GROUP_BIT.__getitem__, _EXPOSURE_GROUPS)))
+_REFRACTORINESS_FACT_BITS = tuple((fact, _GROUP_BIT[g]) for fact, g in _REFRACTORINESS_GROUPS)
+#: the exposure values per mask of the exposure groups some line's drug is in; bounded
+_EXPOSURE_VALUES: dict[int, dict[str, Value | None]] = {}
+#: the refractoriness values per (refractory, unrecorded) masks of the refractoriness groups; bounded
+_REFRACTORINESS_VALUES: dict[tuple[int, int], dict[str, Value | None]] = {}
 
 
-#: the exposure and refractoriness values per (exposed, refractory, unrecorded) group masks; bounded
-_GROUP_VALUES: dict[tuple[int, int, int], dict[str, Value | None]] = {}
-
-
-def _group_values(exposed_mask: int, refractory_mask: int, unrecorded_mask: int) -> dict[str, Value | None]:
-    """The exposure and refractoriness facts of `_derive_lines` (the same formulas) from the groups some line's
-    drug is in, those of a drug some line is refractory to, and those of a line not recording refractoriness."""
-    key = (exposed_mask, refractory_mask, unrecorded_mask)
-    made = _GROUP_VALUES.get(key)
+def _exposure_values(exposed: int) -> dict[str, Value | None]:
+    """The exposure facts of `_derive_lines` (the same formulas) from the mask of the exposure groups some
+    line's drug is in."""
+    made = _EXPOSURE_VALUES.get(exposed)
     if made is not None:
         return made
-    exposed, refractory, unrecorded = _groups_in(exposed_mask), _groups_in(refractory_mask), _groups_in(unrecorded_mask)
-    values: dict[str, Value | None] = dict(zip(_EXPOSURE_FACTS, map(exposed.__contains__, _EXPOSURE_GROUPS)))
-    for fact, group in _REFRACTORINESS_GROUPS:
-        values[fact] = True if group in refractory else None if group in unrecorded else False
+    values: dict[str, Value | None] = {fact: (exposed & bit) != 0 for fact, bit in _EXPOSURE_FACT_BITS}
+    values["triple_class_exposed"] = all(map(values.__getitem__, _TRIPLE_EXPOSED))
+    if len(_EXPOSURE_VALUES) >= 4096:
+        _EXPOSURE_VALUES.clear()
+    _EXPOSURE_VALUES[exposed] = values
+    return values
+
+
+def _refractoriness_values(refractory: int, unrecorded: int) -> dict[str, Value | None]:
+    """The refractoriness facts of `_derive_lines` (the same formulas) from the masks of the refractoriness
+    groups of a drug some line is refractory to and of those of a line not recording refractoriness."""
+    key = (refractory, unrecorded)
+    made = _REFRACTORINESS_VALUES.get(key)
+    if made is not None:
+        return made
+    values: dict[str, Value | None] = {}
+    for fact, bit in _REFRACTORINESS_FACT_BITS:
+        values[fact] = True if refractory & bit else None if unrecorded & bit else False
     for fact, pair in _PARTNER_FACTS:
         states = [values[f] for f in pair]
         values[fact] = True if False in states else None if None in states else False
-    values["triple_class_exposed"] = all(map(values.__getitem__, _TRIPLE_EXPOSED))
     values["triple_class_refractory"] = _kleene_and(list(map(values.__getitem__, _TRIPLE_REFRACTORY)))
     values["penta_refractory"] = _kleene_and(list(map(values.__getitem__, _PENTA_FACTS)))
-    if len(_GROUP_VALUES) >= 4096:
-        _GROUP_VALUES.clear()
-    _GROUP_VALUES[key] = values
+    if len(_REFRACTORINESS_VALUES) >= 4096:
+        _REFRACTORINESS_VALUES.clear()
+    _REFRACTORINESS_VALUES[key] = values
     return values
 
 
@@ -1398,7 +1431,8 @@ def _derive_from_entries(
     # as _derive_lines
     values["prior_line_count"] = count
     values["prior_autologous_transplant"] = bool(asct)
-    values.update(_group_values(exposed, refractory, unrecorded))
+    values.update(_exposure_values(exposed & _EXPOSURE_BITS))
+    values.update(_refractoriness_values(refractory & _REFRACTORINESS_BITS, unrecorded & _REFRACTORINESS_BITS))
     last = lines[-1]
     if last_inferred:
         values["refractory_to_last_line"] = False
@@ -1423,8 +1457,8 @@ def _derive_from_entries(
     else:
         interval = _interval_to_progression(lines[last_car_t - 1], True, False)
         values["months_car_t_to_progression"] = None if interval is None else _months_value(*interval)
-    values["bcma_car_t_relapse_within_12_months"] = _relapse_within_12_months(lines, bcma_car_t, False)
-    values["early_relapse_after_asct"] = _relapse_within_12_months(lines, asct, True)
+    values["bcma_car_t_relapse_within_12_months"] = _relapse_within_12_months(lines, bcma_car_t, False) if bcma_car_t else False
+    values["early_relapse_after_asct"] = _relapse_within_12_months(lines, asct, True) if asct else False
     values.update(_intolerance_values(intolerant, unknown))
     values["last_line_best_response"] = last.best_response
     values["bispecific_stopped_for_toxicity_in_response"] = True if stopped_in_response else None if stopped_unknown else False
