@@ -282,3 +282,161 @@ def test_regimen_line(vocabulary: Any) -> None:
     assert line.model_copy(update={"regimen": "x"}).agents_from_regimen
     assert list(RegimenLine.model_fields) == list(PriorLine.model_fields) and not PriorLine.__private_attributes__
     assert "RegimenLine" not in json.dumps(PatientProfile.model_json_schema())  # the schema: tests/test_schemas.py
+
+
+# the values a prior line's field may hold that Python finds equal (1 == 1.0 == True, 0 == -0.0 == False) or alike
+LINE_VALUES: dict[str, list[Any]] = {
+    "regimen": ["KRd", "DRd", "unknown regimen", None, 1, True, ["KRd"], ""],
+    "agents": [["carfilzomib", "lenalidomide", "dexamethasone"], ["dara", "lenalidomide", "dexamethasone"], ["dara"],
+               ["dara", "dara"], [1], [True], [1.0], [None], [["dara"]], "dara", [], None, [{"investigational": "X-1",
+               "class": "bcma_car_t"}], ["KRd"], [" "]],
+    "refractory_to": [["lenalidomide"], ["dara"], [], None, [1], [True], ["lenalidomide", "Revlimid"], "dara"],
+    "intolerant_to": [[], ["dex"], None, [0], [False], [0.0]],
+    "autologous_transplant": [True, False, 1, 0, 1.0, 0.0, -0.0, None, "true", [True]],
+    "transplant_date": ["2020-01", "2020-01-15", "2031-01", "2020-13", 2020, None],
+    "start_date": ["2019-06", "2019-06-15", "2025-12-31", "2026-01-02", "2026-01", "2019-02-30", None, 2019],
+    "end_date": ["2020-01", "2030-01-01", None, True, 1],
+    "best_response": ["PD", "CR", None, 1, True, "pd"],
+    "infusion_date": ["2019-07-01", None, 0, False],
+}  # fmt: skip
+
+
+VALID_LINE_VALUES: dict[str, list[Any]] = {
+    "refractory_to": [["lenalidomide"], [], None],
+    "intolerant_to": [[], ["dex"], None],
+    "autologous_transplant": [True, False, None],
+    "start_date": ["2019-06", "2019-06-15", "2025-12-31", "2026-01-02"],
+    "end_date": ["2020-01", "2030-01-01", None],
+    "best_response": ["CR", None, "PD"],
+}
+VALID_AGENTS = [("KRd", ["carfilzomib", "lenalidomide", "dexamethasone"]), ("DRd", ["dara", "Revlimid", "dex"]),
+                ("KRd", None), ("Rd", ["lenalidomide", "dexamethasone"]), (None, ["lenalidomide", "dex"])]  # fmt: skip
+
+
+def _lines(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """Prior lines with fields from LINE_VALUES (in random order, some left out)."""
+    out = []
+    for _ in range(n):
+        keys = rng.sample(list(LINE_VALUES), rng.randint(1, 6))
+        if rng.random() < 0.7:
+            keys = ["regimen", "agents", *(k for k in keys if k not in ("regimen", "agents"))]
+        line = {k: copy.deepcopy(rng.choice(LINE_VALUES[k])) for k in keys}
+        if rng.random() < 0.6:  # a valid line (more or less)
+            line = {k: copy.deepcopy(rng.choice(VALID_LINE_VALUES[k])) for k in keys if k in VALID_LINE_VALUES}
+            line["regimen"], line["agents"] = copy.deepcopy(rng.choice(VALID_AGENTS))
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_seen_lines_as_before(vocabulary: Any, seed: int) -> None:
+    """The prior lines met before (`_seen_lines`: their problems, start and latest dates, and model) give what
+    checking them again gives, whatever was met first: profiles made of a few lines, equal in Python (1 and
+    true, 0 and -0.0 and false) and not as JSON, through the JSON text path, in three orders."""
+    rng = random.Random(seed)
+    pool = _lines(rng, 60)
+    profiles = []
+    for _ in range(1500):
+        data: dict[str, Any] = {"patient_id": "p", "age": 60, "ecog": 1}
+        if rng.random() < 0.3:
+            data["evaluation_date"] = rng.choice(["2026-01-01", "2020-01", "2019-06-20", "2026-13-01"])
+        data["prior_lines"] = [copy.deepcopy(rng.choice(pool)) for _ in range(rng.randint(0, 4))]
+        profiles.append(json.dumps(data))
+    olds = {}
+    for text in profiles:
+        olds[text] = _outcome(ref.parse_profile, json.loads(text), vocabulary, "2026-01-01")
+    outcomes = {"ok": 0, "error": 0}
+    for order in (profiles, profiles[::-1], rng.sample(profiles, len(profiles))):
+        pm._MEMOS.clear()
+        for text in order:
+            new = _outcome(pm.parse_profile, pm.decode_json(text), vocabulary, "2026-01-01", text=text)
+            if new[0] == "ok":
+                new = ("ok", _expanded(new[1]))
+            assert new == olds[text], text
+            outcomes[new[0]] += 1
+    assert outcomes["ok"] > 300 and outcomes["error"] > 1000, outcomes
+
+
+def test_seen_lines_bounded(vocabulary: Any) -> None:
+    memo = pm._memo(vocabulary)
+    for i in range(pm.MAX_SEEN_LINES + 10):
+        text = json.dumps({"patient_id": "p", "age": 60, "ecog": 1, "prior_lines": [{"regimen": "KRd", "notes": str(i)}]})
+        with pytest.raises(ProfileError):
+            pm.parse_profile(pm.decode_json(text), vocabulary, text=text)
+        assert len(memo.lines) <= pm.MAX_SEEN_LINES
+
+
+def _plain_texts(seed: int) -> list[str]:
+    """Profile texts the duplicate-key test by counts (`_decode_plain`) must not be fooled by: colons and braces in
+    strings (as written or escaped) beside keys given twice, objects in unusual places, deep lists."""
+    rng = random.Random(seed)
+    out = []
+    for data in _inputs(800, seed=seed):
+        text = json.dumps(data, separators=rng.choice([(",", ":"), (", ", ": ")]))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.choice([i for i, c in enumerate(text) if c in "{,"] or [0])
+            op = rng.random()
+            if op < 0.4:  # a key given twice
+                key = rng.choice(['"age"', '"regimen"', '"x"', '"agents"', '"labs"', '"prior_lines"'])
+                value = rng.choice(["1", "[]", "{}", "[{}]", '{"a":1}'])
+                text = text[: at + 1] + key + ":" + value + "," + text[at + 1 :]
+            elif op < 0.7:  # a string with a colon or a brace (perhaps escaped)
+                s = rng.choice(['"a:b"', '"{"', '"}"', '"\\u003a"', '"\\u007b"', '"::"', '"{:"', '"\\":"'])
+                key = rng.choice(['"x"', '"notes"', '"patient_id"'])
+                text = text[: at + 1] + key + ":" + s + "," + text[at + 1 :]
+            elif op < 0.85:  # an object elsewhere
+                text = text[: at + 1] + '"y":[{}, [{"a":1}]],' + text[at + 1 :]
+            else:  # lists in lists
+                n = rng.choice([5, 31, 32, 33, 40])
+                text = text[: at + 1] + '"z":' + "[" * n + "]" * n + "," + text[at + 1 :]
+        out.append(text)
+    return out
+
+
+def test_decode_plain_as_before() -> None:
+    plain = 0
+    for text in _plain_texts(7) + _texts(8):
+        old = _outcome(ref.decode_json, text)
+        new = _outcome(pm.decode_json, text)
+        assert new[0] == old[0] and json.dumps(new[1:]) == json.dumps(old[1:]), text
+        data = pm._decode_plain(pm.strip_comment_lines(text))
+        if data is not pm._NOT_PLAIN:
+            plain += 1
+            assert old == ("ok", data) and json.dumps(data) == json.dumps(old[1]), text  # same key order too
+    assert plain > 500, plain
+
+
+def _alike(value: Any) -> list[Any]:
+    """Values equal to `value` in Python and not as JSON."""
+    if value is True:
+        return [1, 1.0]
+    if value is False:
+        return [0, 0.0, -0.0]
+    if isinstance(value, list):
+        return [[*value[:i], alt, *value[i + 1 :]] for i, v in enumerate(value) for alt in _alike(v)]
+    return []
+
+
+def test_seen_lines_equal_in_python(vocabulary: Any) -> None:
+    """A line met before and a line equal to it in Python (true and 1, false and 0 and -0.0), either first."""
+    bases = [
+        {"regimen": "KRd", "agents": ["carfilzomib", "lenalidomide", "dexamethasone"], "autologous_transplant": True,
+         "transplant_date": "2020-01", "refractory_to": ["lenalidomide"]},
+        {"regimen": "KRd", "autologous_transplant": False, "refractory_to": []},
+        {"agents": ["dara", "dex"], "autologous_transplant": False, "start_date": "2019-06", "intolerant_to": ["dex"]},
+    ]  # fmt: skip
+    pairs = []
+    for base in bases:
+        for key, value in base.items():
+            pairs += [(base, {**base, key: alt}) for alt in _alike(value)]
+        pairs.append((base, {**base, "autologous_transplant": [base.get("autologous_transplant")]}))
+    assert len(pairs) > 8
+    for pair in pairs:
+        for first, then in (pair, pair[::-1]):
+            pm._MEMOS.clear()
+            for line in (first, then, first):
+                text = json.dumps({"patient_id": "p", "age": 60, "ecog": 1, "prior_lines": [line, line]})
+                new = _outcome(pm.parse_profile, pm.decode_json(text), vocabulary, "2026-01-01", text=text)
+                if new[0] == "ok":
+                    new = ("ok", _expanded(new[1]))
+                assert new == _outcome(ref.parse_profile, json.loads(text), vocabulary, "2026-01-01"), text

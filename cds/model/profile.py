@@ -823,12 +823,76 @@ def _check_tested(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]
 class _Memo:
     """What the content checks work out once per vocabulary: the catalogue's abnormalities, how the regimen
     labels met so far read (`_label_regimen`, and the agents as a set) and the lists of agent names met so
-    far without a problem (`_check_agents`); at most 10,000 of each, as `Vocabulary.resolve` keeps."""
+    far without a problem (`_check_agents`); at most 10,000 of each, as `Vocabulary.resolve` keeps. And the
+    prior lines of decoded JSON met so far (`_seen_lines`), at most `MAX_SEEN_LINES`."""
 
     def __init__(self, vocabulary: Vocabulary):
         self.cytogenetics = frozenset(vocabulary.cytogenetic_names)
         self.labels: dict[str, _Label] = {}
         self.agents: dict[tuple[str, ...], tuple[list[Resolution], dict[str, str]]] = {}
+        self.lines: dict[tuple[Any, ...], _Seen] = {}
+
+
+class _Seen:
+    """What is known of a prior line (a JSON object) met before: `model`, the `PriorLine` it validated to
+    (None: not known yet), and `clean`, when `_check_line` found no problem in it, the bounds of its
+    start_date (`_valid_days`, None: no valid one) and the latest earliest day of its dates (None: no
+    valid date), else None. Lines equal as JSON give the same (the checks read nothing but the line)."""
+
+    __slots__ = ("clean", "model")
+
+    def __init__(self) -> None:
+        self.model: PriorLine | None = None
+        self.clean: tuple[tuple[int, int] | None, int | None] | None = None
+
+
+MAX_SEEN_LINES = 1024  # distinct prior lines kept (~2.5 kB each; the benchmark cohort's 100,000 profiles have 152)
+
+
+def _seen_lines(lines: object, memo: _Memo) -> list[_Seen] | None:
+    """The `_Seen` of every prior line of decoded JSON (`decode_json`), or None when a line is not an object
+    or holds one (an investigational agent: not kept).
+
+    A line's key is its keys and its values, a list as a tuple, a value other than a string or a list
+    with its type (true is not 1 in a profile; in a list, 1 and true are alike: the checks skip both, and
+    a line that validates holds strings only). The JSON decoder makes nothing but dicts, lists, strings,
+    numbers, booleans and None: a line's key is equal to another's only when the lines are the same JSON."""
+    if type(lines) is not list:
+        return None
+    table = memo.lines
+    out = []
+    for line in lines:
+        if type(line) is not dict:
+            return None
+        key = (*line, *[tuple(v) if (t := type(v)) is list else v if t is str else (t, v) for v in line.values()])
+        try:
+            seen = table[key]
+        except KeyError:
+            if len(table) >= MAX_SEEN_LINES:  # bounded: arbitrary input cannot grow it without limit
+                table.clear()
+            seen = table[key] = _Seen()
+        except TypeError:  # a list in a list, an object: unhashable
+            return None
+        out.append(seen)
+    return out
+
+
+def _latest(line: dict[str, Any]) -> int | None:
+    """The latest earliest day (`_valid_days`) of a line's valid dates, None when it has none."""
+    days = [d[0] for k in LINE_DATES if isinstance(v := line.get(k), str) and (d := _valid_days(v)) is not None]
+    return max(days) if days else None
+
+
+def _none_after(seen: list[_Seen], on: str) -> bool:
+    """True when `dates_after` finds no date of these lines after `on` (every one clean), False when not known."""
+    last = _days(on)[1]  # AssertionError: not a date, as dates_after
+    for s in seen:
+        clean = s.clean
+        if clean is None or (clean[1] is not None and last < clean[1]):
+            break
+    else:
+        return True
+    return False
 
 
 _MEMOS: weakref.WeakKeyDictionary[Vocabulary, _Memo] = weakref.WeakKeyDictionary()
@@ -846,8 +910,12 @@ def _memo(vocabulary: Vocabulary) -> _Memo:
 
 def check_content(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]:
     """Every content problem of a decoded profile, leniently (whatever its structure problems are)."""
+    return _check_content(data, vocabulary, _memo(vocabulary), None)
+
+
+def _check_content(data: dict[str, Any], vocabulary: Vocabulary, memo: _Memo, seen: list[_Seen] | None) -> list[Problem]:
+    """`check_content`; `seen`: the `_seen_lines` of the profile's prior lines, when known."""
     out: list[Problem] = []
-    memo = _memo(vocabulary)
     cyto = data.get("cytogenetics")
     if isinstance(cyto, list):
         for j, abn in enumerate(cyto):
@@ -865,11 +933,11 @@ def check_content(data: dict[str, Any], vocabulary: Vocabulary) -> list[Problem]
         out.append(("cytogenetics", f"expected a list, got str {_describe(cyto)}{_unknown_hint(cyto, 'cytogenetics')}"))
     if "cytogenetics_tested" in data:
         out.extend(_check_tested(data, vocabulary))
-    out.extend(_check_lines(data, vocabulary, memo))
+    out.extend(_check_lines(data, vocabulary, memo, seen))
     return out
 
 
-def _check_lines(data: dict[str, Any], vocabulary: Vocabulary, memo: _Memo) -> list[Problem]:
+def _check_lines(data: dict[str, Any], vocabulary: Vocabulary, memo: _Memo, seen: list[_Seen] | None) -> list[Problem]:
     out: list[Problem] = []
     lines = data.get("prior_lines")
     if isinstance(lines, list) and not lines:
@@ -885,10 +953,20 @@ def _check_lines(data: dict[str, Any], vocabulary: Vocabulary, memo: _Memo) -> l
     starts: list[tuple[int, tuple[int, int], str]] = []
     for i, line in enumerate(lines):
         if isinstance(line, dict):
-            out.extend(_check_line(i, line, vocabulary, memo))
+            known = seen[i] if seen is not None else None
+            if known is not None and known.clean is not None:  # a line met before, without a problem
+                if (days := known.clean[0]) is not None:
+                    starts.append((i, days, line["start_date"]))
+                continue
+            problems = _check_line(i, line, vocabulary, memo)
             s = line.get("start_date")
+            days = None
             if isinstance(s, str) and (days := _valid_days(s)) is not None:
                 starts.append((i, days, s))
+            if problems:
+                out.extend(problems)
+            elif known is not None:
+                known.clean = (days, _latest(line))
     for (i, a, ta), (j, b, tb) in itertools.pairwise(starts):
         if b[1] < a[0]:  # Day.surely_before
             out.append(
@@ -898,7 +976,7 @@ def _check_lines(data: dict[str, Any], vocabulary: Vocabulary, memo: _Memo) -> l
                 )
             )
     ev = data.get("evaluation_date")
-    if isinstance(ev, str) and _date_ok(ev):
+    if isinstance(ev, str) and _date_ok(ev) and (seen is None or not _none_after(seen, ev)):
         out.extend(dates_after(data, ev, f"the evaluation_date {ev}"))
     return out
 
@@ -972,15 +1050,33 @@ def parse_profile(
     if not isinstance(data, dict):
         raise ProfileError("(profile)", f"the profile must be a JSON object, got {type(data).__name__}")
     _check_sizes(data, text)
+    memo = _memo(vocabulary)
+    # the prior lines met before (only for decoded JSON: a key tells JSON values apart, not any Python value)
+    seen = _seen_lines(data.get("prior_lines"), memo) if text is not None else None
+    valid = data
+    if seen:
+        models = [s.model if s.model is not None else line for s, line in zip(seen, data["prior_lines"])]
+        if any(s.model is not None for s in seen):
+            # a line validated before, given as its model: validating it again would give the same (the model
+            # is frozen and validated alone; an instance of a model is taken as it is)
+            valid = {**data, "prior_lines": models}
     problems: list[Problem] = []
     profile = None
     try:
         # what PatientProfile.model_validate(data) calls (without its Python wrapper: 0.4 us of 7)
-        profile = PatientProfile.__pydantic_validator__.validate_python(data)
+        profile = PatientProfile.__pydantic_validator__.validate_python(valid)
     except ValidationError as exc:
         problems.extend(m for e in exc.errors() if (m := _error_message(e)) is not None)
-    problems.extend(check_content(data, vocabulary))
-    if default_evaluation_date is not None and data.get("evaluation_date") is None:
+    else:
+        if seen:
+            for s, model in zip(seen, profile.prior_lines):
+                s.model = model
+    problems.extend(_check_content(data, vocabulary, memo, seen))
+    if (
+        default_evaluation_date is not None
+        and data.get("evaluation_date") is None
+        and (seen is None or not _none_after(seen, default_evaluation_date))
+    ):
         problems.extend(dates_after(data, default_evaluation_date, evaluation_time_phrase(default_evaluation_date)))
     if problems:
         # one message per field and problem, in the order of the fields in the profile
@@ -1058,6 +1154,46 @@ def _decode(scan: Scan, text: str) -> Any:
 
 _STRICT = _scanner(object_pairs_hook=_unique_object, parse_float=_finite_float, parse_constant=_not_finite)
 _PYTHON = _scanner(object_pairs_hook=_unique_object)  # NaN and Infinity decoded, as Python's json does
+_PLAIN = _scanner(parse_float=_finite_float, parse_constant=_not_finite)  # objects made by the parser (in C)
+
+_NOT_PLAIN = object()  # what _decode_plain gives for a text it leaves to the checking decoders
+
+
+def _decode_plain(text: str) -> Any:
+    """`decode_json`'s value of a profile's text without a key given twice, a colon or a brace in a string,
+    an object outside the profile, its labs and its lines, or anything wrong: decoded without the
+    duplicate-key hook (a Python call per object); else `_NOT_PLAIN`.
+
+    Each key of the text is followed by a colon, which is in no string: with `n` colons, the objects
+    decoded hold `n` keys in all only when no key was given twice (a duplicate's value replaces the
+    first) and no string holds a colon. The objects counted are all the text has when they are as many
+    as its opening braces (a string may hold one)."""
+    try:
+        data = _decode(_PLAIN, text)
+    except Exception:  # noqa: BLE001 - any error: the checking decoders give it (an exception or a message)
+        return _NOT_PLAIN
+    if type(data) is not dict:
+        return _NOT_PLAIN
+    objects, keys = 1, len(data)
+    labs = data.get("labs")
+    if type(labs) is dict:
+        objects += 1
+        keys += len(labs)
+    lines = data.get("prior_lines")
+    if type(lines) is list:
+        for line in lines:
+            if type(line) is dict:
+                objects += 1
+                keys += len(line)
+    braces = text.count("{")
+    if objects != braces or keys != text.count(":"):
+        return _NOT_PLAIN
+    if text.count("[") + braces > MAX_DEPTH:  # it can nest that deep: the walk (a problem: the checking decoders)
+        try:
+            _check_structure(data)
+        except ProfileError:
+            return _NOT_PLAIN
+    return data
 
 
 def decode_json(text: str) -> Any:
@@ -1065,13 +1201,18 @@ def decode_json(text: str) -> Any:
 
     Whole-line ``//`` comments are allowed (the `cds new-profile` template has them).
 
-    The parser itself refuses non-finite numbers, so the walk over the decoded value
+    A profile's text is first decoded without the duplicate-key hook (`_decode_plain`), when
+    that is sure to give what the checking decoders would; otherwise the parser itself refuses
+    a key given twice and non-finite numbers, so the walk over the decoded value
     (`_check_structure`) runs only when the text has more brackets than `MAX_DEPTH`
     (otherwise it cannot nest that deep); when the parser meets a non-finite number, the
     text is parsed again as Python would, and the walk names the field."""
     text = strip_comment_lines(text)
     if not text or text.isspace():  # not text.strip()
         raise ProfileError("(file)", "the file holds only comments")
+    data = _decode_plain(text)
+    if data is not _NOT_PLAIN:
+        return data
     try:
         try:
             data = _decode(_STRICT, text)
