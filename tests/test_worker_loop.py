@@ -375,3 +375,40 @@ def test_the_line_writer_writes_fired_rules_as_their_encoded_ids():
         assert writer.line(ev, ("line", i), at) == other.line(ev, ("line", i), at)
         checked += 1
     assert checked > 80
+
+
+def test_a_variant_is_decided_from_the_rules_reading_its_facts_as_from_every_rule(evaluator):
+    """evaluate decides a scoped variant from the rules reading the facts its field sets (Decider.rules_reading of
+    VariantPlanner.varied_facts): on durable-rules and on the reference interpreter every variant's fired set
+    differs from the patient's only there (or in rules outside the decision), and the decision is the one compared
+    over every rule; a fired set that differs elsewhere is decided over every rule (the sizes disagree)."""
+    from cds.decide.decision import Decider
+    from cds.engine.reference import for_ruleset
+
+    decider, planner = evaluator.decider, evaluator.planner
+    among = evaluator._among
+    assert set(among) == set(planner.varied_facts()) and REFRACTORY_FIELD not in among
+    deciding = frozenset(decider._options_of)
+    matchers = [evaluator.engine, for_ruleset(evaluator.ruleset)]
+    rng = random.Random(17)
+    checked = changed = forged = 0
+    for n, profile in enumerate(_profiles(evaluator, 150)):
+        derived = derive_values(profile, evaluator.vocabulary, "2026-01-01")
+        variants, scoped = planner.plan(derived.values, derived.not_applying, profile)
+        for matcher in matchers[: 1 + (n % 3 == 0)]:
+            fired = matcher.run_counterfactuals(derived.known(), scoped)
+            base = decider.decide(fired[0])
+            for f, variant in zip(fired[1:], variants):
+                rules = among[variant.field]
+                assert ((f ^ fired[0]) & deciding) <= set(rules)
+                a, b = decider.decide(f, base, rules), Decider(evaluator.ruleset).decide(f, base)
+                assert (a, a.by_option, a.fired) == (b, b.by_option, b.fired)
+                checked += 1
+                changed += a.by_option is not base.by_option
+                # another deciding rule fired (or not) as well: not among the rules, so decided over every rule
+                other = rng.choice(sorted(deciding - set(rules)))
+                g = f ^ {other}
+                a, b = decider.decide(g, base, rules), Decider(evaluator.ruleset).decide(g, base)
+                assert (a, a.by_option, a.fired) == (b, b.by_option, b.fired)
+                forged += a.by_option != decider.decide(f, base, rules).by_option
+    assert checked > 1000 and changed > 100 and forged > 100

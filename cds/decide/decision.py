@@ -16,11 +16,11 @@ disagree on what is ranked where.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds.knowledge.ruleset import OptionSpec, Rule, RuleSet
+from cds.knowledge.ruleset import OptionSpec, Rule, RuleSet, leaves
 
 
 @dataclass(frozen=True)
@@ -116,24 +116,48 @@ class Decider:
             for rid in excl | req | weighted:
                 self._options_of[rid] = (*self._options_of.get(rid, ()), index)
 
-    def decide(self, fired: frozenset[str], base: Decision | None = None) -> Decision:
+    def rules_reading(self, facts: Collection[str]) -> tuple[str, ...]:
+        """The rules of the decision (deciding rules with an option to act on) whose condition reads one of `facts`,
+        in rule order: of two fact sets that differ only in `facts`, only these can fire differently."""
+        return tuple(
+            r.id
+            for r in self.ruleset.rules
+            if r.id in self._options_of and any(leaf.fact in facts for leaf in leaves(r.condition))
+        )
+
+    def decide(self, fired: frozenset[str], base: Decision | None = None, among: tuple[str, ...] | None = None) -> Decision:
         """The decision for the rules that fired.
 
         With `base` (a decision of the same decider), only the options whose rules
         fired differently from the base's are decided again: the unknown-fact
         analysis decides many variants that differ from the patient's in a few rules.
+        With `among` as well (`rules_reading` of the facts `fired`'s fact set has
+        different from the base's), only those rules are compared.
         """
         by_option: list[int | None]
         if base is not None:
             options_of = self._options_of
             before = base.fired
-            # the options of the rules fired only here and only in the base (two differences: cheaper than the
-            # symmetric one; plain loops: a comprehension would build a function object per call)
+            # the options of the rules fired only here and only in the base
             changed: set[int] = set()
-            for r in fired - before:
-                changed.update(options_of.get(r, ()))
-            for r in before - fired:
-                changed.update(options_of.get(r, ()))
+            if among is not None:
+                # a rule reading none of the changed facts fires as for the base (checked: the sizes must agree)
+                grown = 0
+                for r in among:
+                    now = r in fired
+                    if now is not (r in before):
+                        changed.update(options_of[r])
+                        grown += 1 if now else -1
+                if len(fired) - len(before) != grown:
+                    among = None
+                    changed.clear()
+            if among is None:
+                # two differences: cheaper than the symmetric one; plain loops: a comprehension would build a
+                # function object per call
+                for r in fired - before:
+                    changed.update(options_of.get(r, ()))
+                for r in before - fired:
+                    changed.update(options_of.get(r, ()))
             old = base.by_option
             by_option = []
             tests = self._tests

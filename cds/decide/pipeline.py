@@ -132,6 +132,9 @@ class Evaluator:
         self.engine: Matcher = matcher(self.ruleset)
         self.decider = Decider(self.ruleset)
         self.planner = VariantPlanner(self.ruleset)
+        # per field of the scoped variants: the rules of the decision such a variant can fire differently from the
+        # patient's facts (those reading a fact it sets; `Decider.decide(..., among=)`)
+        self._among = {field: self.decider.rules_reading(facts) for field, facts in self.planner.varied_facts().items()}
         self.analyze_unknowns = analyze_unknowns
 
     @property
@@ -178,10 +181,11 @@ class Evaluator:
             # many variants fire the same rules: decide each fired set once, from the patient's decision
             seen: dict[frozenset[str], Decision] = {fired: base}
             decisions = []
-            for f in fired_all[1:]:
+            among = self._among.get  # the variant's field -> the rules it can change (None: the refractoriness records)
+            for f, variant in zip(fired_all[1:], variants):
                 made = seen.get(f)
                 if made is None:
-                    made = seen[f] = decide(f, base=base)
+                    made = seen[f] = decide(f, base, among(variant.field))
                 decisions.append(made)
             unknown, without = summarize(variants, decisions, base, base_facts, not_applying)
         # `Evaluation(...)` with every field, without the frozen dataclass's __init__ (an object.__setattr__ per

@@ -138,6 +138,14 @@ class VariantPlanner:
         severe = ruleset.settings.get(SEVERE_RENAL_SETTING)
         self._severe_crcl: float | None = None if severe is None else float(severe.value)
 
+    def varied_facts(self) -> dict[str, frozenset[str]]:
+        """Per field whose variants `plan` scopes (all but the refractoriness records), every fact those variants
+        may set: each variant's fact set differs from the patient's in these facts only."""
+        out = {field: frozenset(name for _, assignment in plan for name, _ in assignment) for field, plan in self._plans.items()}
+        if self._cyto_used:  # `_cytogenetics_plan`: the unknown abnormalities' facts and the risk it gives
+            out["cytogenetics"] = frozenset((*CYTO_FACT.values(), "high_risk_cytogenetics"))
+        return out
+
     def _cytogenetics_plan(self, values: Mapping[str, Value | None]) -> list[tuple[str, Assignment]]:
         """Every distinguishable completion of the abnormalities the profile leaves unknown (all of them
         when cytogenetics were not tested; those outside the tested panel of a partial one), keeping the
