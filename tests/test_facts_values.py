@@ -127,3 +127,19 @@ def test_a_line_entry_is_read_with_the_vocabulary_it_was_made_with(evaluator):
     for key in list(facts._LINES):
         facts._LINES[key] = (object(), 0, True, 0, 0, 0)  # type: ignore[assignment]  # as if read by another vocabulary
     assert derive_values(profile, vocabulary, "2026-01-01").values == expected
+
+
+def test_a_line_of_many_names_is_read_without_being_kept(evaluator):
+    """A line naming more than 16 agents and refractoriness entries is read afresh every time (not kept), with
+    the values of derive's full path."""
+    vocabulary = evaluator.vocabulary
+    agents = [d.name for d in vocabulary.drugs if d.drug_class in ("imid", "pi", "anti_cd38", "chemotherapy", "steroid")]
+    assert len(agents) >= 12
+    data = {"patient_id": "MANY", "age": 70, "ecog": 1, "prior_lines": [{"agents": agents[:12], "refractory_to": agents[:6]}]}
+    profile = evaluator.parse(data)
+    facts._LINES.clear()
+    for _ in range(2):
+        derived = derive_values(profile, vocabulary, "2026-01-01")
+        full = derive(profile, vocabulary, "2026-01-01")
+        assert _typed(derived.values) == _typed({name: fv.value for name, fv in full.items()})
+        assert not facts._LINES

@@ -415,7 +415,7 @@ _NO_LABS: tuple[None, ...] = (None,) * len(_LAB_FACTS)
 _CYTO_FACTS: tuple[str, ...] = (*CYTO_FACT.values(), "high_risk_cytogenetics")
 _NAMES: tuple[str, ...] = tuple(FACTS)
 #: the cytogenetics values (`_derive_cytogenetics`) per (cytogenetics, cytogenetics_tested) as tuples, with the
-#: vocabulary they were read with; bounded
+#: vocabulary they were read with; bounded (2,048)
 _CYTO_VALUES: dict[tuple[tuple[str, ...], tuple[str, ...] | None], tuple[Vocabulary, dict[str, Value | None]]] = {}
 #: every fact unknown, in FACTS order: what `_derive` writes the values of a `Derived` in
 _UNKNOWN: dict[str, Value | None] = dict.fromkeys(_NAMES)
@@ -505,7 +505,7 @@ def _derive(
         if made is None or made[0] is not vocabulary:
             cyto: dict[str, Value | None] = {}
             _derive_cytogenetics(profile.cytogenetics, tested, vocabulary, cyto, None)
-            if len(_CYTO_VALUES) >= 4096:
+            if len(_CYTO_VALUES) >= 2048:
                 _CYTO_VALUES.clear()
             made = _CYTO_VALUES[key] = (vocabulary, cyto)
         values.update(made[1])
@@ -1216,7 +1216,8 @@ def _intolerance_mask(keys: Iterable[str]) -> int:
 #: (the vocabulary it was read with, the groups of its drugs, whether it records refractory_to, the groups of
 #: the drugs it is refractory to, the intolerance keys it makes true, those it leaves unknown) of a line
 _LineEntry = tuple[Vocabulary, int, bool, int, int, int]
-#: per (agents, refractory_to, intolerant_to, stop_reason) of a line, as tuples; bounded
+#: per (agents, refractory_to, intolerant_to, stop_reason) of a line, as tuples (None for a field not given);
+#: bounded: 2,048 lines of at most 16 names
 _LINES: dict[tuple[object, ...], _LineEntry] = {}
 
 
@@ -1269,9 +1270,9 @@ _EXPOSURE_BITS = _group_mask(_EXPOSURE_GROUPS)
 _REFRACTORINESS_BITS = _group_mask(g for _, g in _REFRACTORINESS_GROUPS)
 _EXPOSURE_FACT_BITS = tuple(zip(_EXPOSURE_FACTS, map(_GROUP_BIT.__getitem__, _EXPOSURE_GROUPS)))
 _REFRACTORINESS_FACT_BITS = tuple((fact, _GROUP_BIT[g]) for fact, g in _REFRACTORINESS_GROUPS)
-#: the exposure values per mask of the exposure groups some line's drug is in; bounded
+#: the exposure values per mask of the exposure groups some line's drug is in; bounded (2,048 dicts of 13)
 _EXPOSURE_VALUES: dict[int, dict[str, Value | None]] = {}
-#: the refractoriness values per (refractory, unrecorded) masks of the refractoriness groups; bounded
+#: the refractoriness values per (refractory, unrecorded) masks of the refractoriness groups; bounded (2,048 dicts of 19)
 _REFRACTORINESS_VALUES: dict[tuple[int, int], dict[str, Value | None]] = {}
 
 
@@ -1283,7 +1284,7 @@ def _exposure_values(exposed: int) -> dict[str, Value | None]:
         return made
     values: dict[str, Value | None] = {fact: (exposed & bit) != 0 for fact, bit in _EXPOSURE_FACT_BITS}
     values["triple_class_exposed"] = all(map(values.__getitem__, _TRIPLE_EXPOSED))
-    if len(_EXPOSURE_VALUES) >= 4096:
+    if len(_EXPOSURE_VALUES) >= 2048:
         _EXPOSURE_VALUES.clear()
     _EXPOSURE_VALUES[exposed] = values
     return values
@@ -1304,13 +1305,13 @@ def _refractoriness_values(refractory: int, unrecorded: int) -> dict[str, Value 
         values[fact] = True if False in states else None if None in states else False
     values["triple_class_refractory"] = _kleene_and(list(map(values.__getitem__, _TRIPLE_REFRACTORY)))
     values["penta_refractory"] = _kleene_and(list(map(values.__getitem__, _PENTA_FACTS)))
-    if len(_REFRACTORINESS_VALUES) >= 4096:
+    if len(_REFRACTORINESS_VALUES) >= 2048:
         _REFRACTORINESS_VALUES.clear()
     _REFRACTORINESS_VALUES[key] = values
     return values
 
 
-#: the intolerance values per (intolerant, unknown) key masks; bounded
+#: the intolerance values per (intolerant, unknown) key masks; bounded (2,048 dicts of 9)
 _INTOLERANCE_VALUES: dict[tuple[int, int], dict[str, Value | None]] = {}
 
 
@@ -1324,7 +1325,7 @@ def _intolerance_values(intolerant_mask: int, unknown_mask: int) -> dict[str, Va
     for fact, k, _ in _INTOLERANCE:
         bit = _INTOLERANCE_BIT[k]
         values[fact] = True if intolerant_mask & bit else None if unknown_mask & bit else False
-    if len(_INTOLERANCE_VALUES) >= 4096:
+    if len(_INTOLERANCE_VALUES) >= 2048:
         _INTOLERANCE_VALUES.clear()
     _INTOLERANCE_VALUES[key] = values
     return values
@@ -1398,9 +1399,10 @@ def _derive_from_entries(
             entry = _line_entry(line, vocabulary)
             if entry is None:
                 return None
-            if len(cache) >= 4096:
-                cache.clear()
-            cache[key] = entry
+            if len(agents or ()) + len(refractory_to or ()) + len(intolerant_to or ()) <= 16:  # kept: up to 16 names
+                if len(cache) >= 2048:
+                    cache.clear()
+                cache[key] = entry
         _, every, recorded, refractory_of, intolerant_of, unknown_of = entry
         exposed |= every
         if recorded:
