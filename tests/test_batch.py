@@ -609,3 +609,42 @@ def test_folder_entries_whose_names_are_not_utf8_are_named_with_escapes(tmp_path
     assert rows["good\\xff.json"]["status"] == "evaluated"
     assert rows["link\\xfe.json"]["status"] == "invalid" and "broken symbolic link" in rows["link\\xfe.json"]["problem"]
     assert f"{folder}/link\\xfe.json" in rows["link\\xfe.json"]["problem"]
+
+
+def test_counterfactuals_share_the_base_result_and_handle_assignments_over_known_facts(evaluator):
+    """A variant that fires as the patient does is reported as the patient's own frozenset (found by identity in
+    Evaluator.evaluate's dedup); an assignment that changes a fact the patient has (the planner never makes one)
+    still gives what full runs give; the errors come in the order the checks one at a time raise them."""
+    import math
+
+    from cds.errors import EngineError
+
+    engine, planner = evaluator.engine, evaluator.planner
+    deciding = frozenset(r.id for r in evaluator.ruleset.rules if r.decides)
+    shared = overlapping = 0
+    for p in _bench_profiles().generate(150, seed=23):
+        facts = derive(evaluator.parse(p), evaluator.vocabulary)
+        base = engine_facts(facts)
+        pairs = [(v.field, dict(v.assignment)) for v in planner.variants(facts)]
+        # a known fact of a scope set to another value, alone and with the planner's variants of that scope
+        for fact, other in (("frailty", {"fit": "frail", "frail": "intermediate", "intermediate": "fit"}),):
+            if fact in base:
+                pairs += [("frailty", {fact: other[base[fact]]}), ("frailty", {fact: base[fact]})]
+                overlapping += 1
+        got = engine.run_counterfactuals(base, pairs)
+        full = engine.run([base] + [{**base, **a} for _, a in pairs])
+        assert got == _as_counterfactuals(full, deciding)
+        for f in got[1:]:
+            assert (f is got[0]) == (f == got[0])
+            shared += f is got[0]
+    assert shared > 100 and overlapping > 20
+
+    base = {"age": 70, "ecog": 1, "prior_line_count": 2}
+    nan = ("frailty", {"frailty": math.nan})
+    with pytest.raises(EngineError, match="cannot be sent to the engine"):
+        engine.run_counterfactuals(base, [nan])
+    with pytest.raises(EngineError, match="cannot be sent to the engine"):
+        engine.run_counterfactuals({**base, "age": math.inf}, [("frailty", {"frailty": "fit"})])
+    for variants in ([nan, ("frailty", {"age": 71})], [("frailty", {"age": 71}), nan]):
+        with pytest.raises(EngineError, match="a variant scoped to 'frailty' also changes 'age'"):
+            engine.run_counterfactuals({**base, "ecog": math.nan}, variants)

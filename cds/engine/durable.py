@@ -88,7 +88,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import durable_rules_engine as _core  # durable-rules' C core (what durable.engine.Ruleset wraps)
 
@@ -342,6 +342,7 @@ class _Shard:
     label: str  # 'ruleset 2 of 3 (CARTM-SBCMA-001 .. SEQ-CD38-004, 36 rules)'
     facts: tuple[str, ...]  # the facts its rules read: the only ones asserted into it
     scope_facts: Mapping[str, tuple[str, ...]]  # scope -> facts read by its rules of that scope
+    scope_keys: Mapping[str, frozenset[str]]  # the same as sets
     prefixes: Mapping[str, str]  # '{"<action name>":{"m":{"id":"v' -> rule ID (incl. the sentinel)
     # '{"<action name>":{"m":{"id":"v<i>"' -> (i, rule ID), filled as action messages are read
     heads: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -377,8 +378,8 @@ class Engine:
         self.used_facts = frozenset().union(*(rule_facts(r) for r in ruleset.rules))
         #: scope -> the rules that read a fact of that scope
         self.rules_in_scope = {s: frozenset(ids) for s, ids in in_scope.items()}
-        #: fact -> its scope, for the facts rules read that can be unknown
-        self._scope_of = {f: scope for f in self.used_facts if (scope := fact_scope(f)) is not None}
+        #: fact -> its scope (None: none), for every fact rules read (`run_counterfactuals` checks assignments by it)
+        self._scope_used = {f: fact_scope(f) for f in self.used_facts}
         #: fact -> '"<its short property name>":' (`property_names`: the names plan_rules compiles with)
         self._prefixes = {f: f"{_encode_string(name)}:" for f, name in property_names(self.used_facts).items()}
         #: fact -> its '"<property>":false' and '"<property>":true' (`_encoded`), "" for a value no rule can
@@ -419,6 +420,7 @@ class Engine:
                     label=label,
                     facts=tuple(sorted(set().union(*(rule_facts(r) for r in rules)))),
                     scope_facts={s: tuple(sorted(f)) for s, f in scope_facts.items()},
+                    scope_keys={s: frozenset(f) for s, f in scope_facts.items()},
                     prefixes={f'{{"{a}{_HEAD}': rid for a, rid in actions.items()},
                 )
                 shards.append(shard)
@@ -462,15 +464,31 @@ class Engine:
         are reported as they fired for `base` (see the module docstring). Returns
         ``[fired(base), fired(variant 1), ...]``.
         """
-        scope_of, used = self._scope_of, self.used_facts
-        for scope, assignment in variants:
-            for name in assignment:
-                if name in used and scope_of.get(name) != scope:
-                    raise EngineError(f"a variant scoped to {scope!r} also changes {name!r}")
-        fired: list[set[str]] = [set() for _ in range(len(variants) + 1)]
-        prefixes, booleans = self._prefixes, self._booleans
+        prefixes, booleans, scope_used = self._prefixes, self._booleans, self._scope_used
+        changed: list[dict[str, str]] = []  # each assignment's items as `_encoded` writes them
+        refused = False
+        try:
+            # one pass per assignment: its scope checked (a used fact outside it: EngineError), its items encoded
+            for scope, assignment in variants:
+                own: dict[str, str] = {}
+                for k, v in assignment.items():
+                    if scope_used.get(k, scope) != scope:  # a fact no rule reads is outside every scope
+                        raise EngineError(f"a variant scoped to {scope!r} also changes {k!r}")
+                    if type(v) is bool:
+                        b = booleans.get(k)
+                        if b is not None:
+                            own[k] = b[v]
+                        continue
+                    p = prefixes.get(k)
+                    if p is not None:
+                        own[k] = p + _encode_string(v) if type(v) is str else p + _value(v)
+                changed.append(own)
+        except Exception:  # noqa: BLE001 - replayed below, in the order the checks one at a time raise
+            refused = True
+        if refused:
+            self._refuse(base, variants, patient)  # the EngineError the checks one at a time raise first
         encoded = _encoded(base, prefixes, booleans, patient)
-        changed = [_encoded(assignment, prefixes, booleans, patient) for _, assignment in variants]
+        fired: list[set[str]] = [set() for _ in range(len(variants) + 1)]
         ids, short_scope = _IDS, self._scope_values
         with self._lock:
             for shard in self._shards:
@@ -484,30 +502,56 @@ class Engine:
                     self._fire(shard, sid, facts, _ONLY_BASE, fired, patient)
                     continue
                 numbers = [0]
+                common: dict[str, list[str]] = {}  # scope -> the base's items its rules here read
                 for i, (scope, assignment) in enumerate(variants, 1):
                     keys = scope_facts.get(scope)
                     if keys is None:
                         continue  # no rule of this shard reads that field: it fires as for the base fact
                     # only what this shard's rules of the scope read (the only ones matched against it): the
                     # base's items in the shard's order with the assignment's values, then the assignment's others
-                    own = changed[i - 1]
-                    items = [t for k in keys if k in encoded and (t := own[k] if k in own else encoded[k])]
-                    items += [t for k in assignment if k in keys and k not in encoded and (t := own[k])]
+                    own, key_set = changed[i - 1], shard.scope_keys[scope]
+                    # (an empty text: a value no rule can match, left out, `_unmatchable`)
+                    if own.keys().isdisjoint(encoded):  # what a variant of unknown facts is: the base's items as they are
+                        same = common.get(scope)
+                        if same is None:
+                            same = common[scope] = list(filter(None, map(encoded.get, keys)))
+                        items = [*same, *[t for k in assignment if k in key_set and (t := own[k])]]
+                    else:
+                        items = [t for k in keys if k in encoded and (t := own[k] if k in own else encoded[k])]
+                        items += [t for k in assignment if k in key_set and k not in encoded and (t := own[k])]
                     short = short_scope[scope]
                     facts.append(",".join([ids[i], *items, tails[short]]) if i < _MAX_ID else _fact_text(i, items, short, sid))
                     numbers.append(i)
                 self._fire(shard, sid, facts, numbers, fired, patient)
         base_fired = frozenset(fired[0])
         out = [base_fired]
-        outside: dict[str, frozenset[str]] = {}  # scope -> the base's fired rules outside it
+        # scope -> (the base's fired rules in it, those outside it); a variant sees the base's values outside its scope
+        parts: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         in_scope = self.rules_in_scope
         for (scope, _), got in zip(variants, fired[1:]):
-            # the rules outside the scope see the same values as the base fact
-            rest = outside.get(scope)
-            if rest is None:
-                rest = outside[scope] = base_fired - in_scope.get(scope, _EMPTY)
-            out.append(rest | got)  # a frozenset
+            known = parts.get(scope)
+            if known is None:
+                rules = in_scope.get(scope, _EMPTY)
+                known = parts[scope] = (base_fired & rules, base_fired - rules)
+            # the base's own frozenset when the variant fires as the base does (most do): equal, and found by
+            # identity where results are compared (Evaluator.evaluate decides each distinct fired set once)
+            out.append(base_fired if got == known[0] else known[1] | got)  # a frozenset
         return out
+
+    def _refuse(
+        self, base: Mapping[str, Value], variants: Sequence[tuple[str, Mapping[str, Value]]], patient: str | None
+    ) -> NoReturn:
+        """Raise the EngineError the checks one at a time raise first: every variant's scope, then the base's
+        facts, then each assignment's (`run_counterfactuals` checks and encodes in one pass)."""
+        scope_used = self._scope_used
+        for scope, assignment in variants:
+            for name in assignment:
+                if scope_used.get(name, scope) != scope:
+                    raise EngineError(f"a variant scoped to {scope!r} also changes {name!r}")
+        prefixes, booleans = self._prefixes, self._booleans
+        for values in (base, *(assignment for _, assignment in variants)):
+            _encoded(values, prefixes, booleans, patient)
+        raise AssertionError("no fact to refuse")  # unreachable: these encode every item the pass did
 
     def _session_texts(self, sid: str) -> tuple[str, list[str], dict[str, str]]:
         """Per session: the retraction of fact 0 alone, each fact's retraction item by number (`_retracted`), and
