@@ -45,8 +45,10 @@ through a ``Closure``: ``json.loads`` of the state and of the whole matched fact
 + ``update_state`` of an unchanged state, about 20 us per fired rule. Our actions have no side
 effect on the session, so `Engine.run` drives the same C functions directly (``assert_facts``,
 ``start_action_for_state``, ``complete_and_start_action``, ``retract_facts``, ``abandon_action``,
-``delete_state``), reads the rule name and the variant number from the action message (each
-message head seen once is remembered), and never writes the state back. Matching, conflict
+``delete_state``), reads the rule name and the variant number from the action message's head (each
+head seen once is remembered; a shard's action names and the fact ids below 100 are written with one
+number of digits each, so that a head is a message's first characters, cut in C), and never writes
+the state back. Matching, conflict
 resolution and firing order are still durable-rules' own; every safety check stays (result codes,
 sentinel rule, unknown rule or malformed message -> EngineError, a rule firing on retraction ->
 EngineError, ``abandon_action`` and ``delete_state`` on failure), in every shard. Sessions are kept
@@ -84,9 +86,10 @@ import contextlib
 import itertools
 import json
 import math
+import operator
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
@@ -243,7 +246,7 @@ def _unmatchable(rules: Sequence[Rule]) -> set[tuple[str, bool]]:
 def _fact_text(number: int, items: list[str], scope: str, sid: str) -> str:
     """One fact as `_ENCODE` writes ``{"id": f"v{number}", **items, "t": PATIENT, "cds_scope": scope, "sid": sid}``:
     the id, which carries the variant number, first (the action messages are read by it)."""
-    return ",".join([f'{{"id":"v{number}"', *items, _tail(scope, _encode_string(sid))])
+    return ",".join([f'{{"id":"v{number:02d}"', *items, _tail(scope, _encode_string(sid))])
 
 
 def _tail(scope: str, sid_text: str) -> str:
@@ -253,11 +256,11 @@ def _tail(scope: str, sid_text: str) -> str:
 
 def _retracted(number: int, sid_text: str) -> str:
     """What `retract_facts` is given for fact `number` of a session (`sid_text`: its ID in JSON)."""
-    return f'{{"id":"v{number}","sid":{sid_text}}}'
+    return f'{{"id":"v{number:02d}","sid":{sid_text}}}'
 
 
 _MAX_ID = 65  # the variant numbers whose fact id and retraction are written ahead (`_IDS`, `Engine._session_texts`)
-_IDS = tuple(f'{{"id":"v{n}"' for n in range(_MAX_ID))  # how `_fact_text` starts fact n
+_IDS = tuple(f'{{"id":"v{n:02d}"' for n in range(_MAX_ID))  # how `_fact_text` starts fact n
 _ONLY_BASE = (0,)
 _EMPTY: frozenset[str] = frozenset()
 
@@ -348,6 +351,9 @@ class _Shard:
     heads: dict[str, tuple[int, str]] = field(default_factory=dict)
     # the same for the heads of fact 0: head -> rule ID (`Engine._fire` reads a lone base fact's messages by it)
     base_heads: dict[str, str] = field(default_factory=dict)
+    # an action message -> its first characters: its head when the fact's number is below 100 (two digits, `_IDS`),
+    # else a text no head is (it ends in a digit, a head in '"'), so not in `heads` (read the old way, `_fire`)
+    cut: Callable[[str], str] = operator.itemgetter(slice(0, 0))
 
 
 _names = itertools.count()
@@ -404,7 +410,9 @@ class Engine:
                 rules = [by_id[rid] for rid in part.rule_ids]
                 label = f"ruleset {number} of {total} ({part.rule_ids[0]} .. {part.rule_ids[-1]}, {len(rules)} rules)"
                 # each rule compiled under a short action name ("r<k>": every action message starts with it)
-                actions = {f"r{k}": rid for k, rid in enumerate((*part.rule_ids, SENTINEL))}
+                # (as many digits for each: every message head of a fact numbered below 100 has one length, `_Shard.cut`)
+                named = (*part.rule_ids, SENTINEL)
+                actions = {f"r{k:0{len(str(len(named) - 1))}d}": rid for k, rid in enumerate(named)}
                 definition = {a: definitions[rid] if rid != SENTINEL else sentinel for a, rid in actions.items()}
                 try:
                     handle = _core.create_ruleset(f"{base}_{number}", _dumps(definition))
@@ -422,6 +430,7 @@ class Engine:
                     scope_facts={s: tuple(sorted(f)) for s, f in scope_facts.items()},
                     scope_keys={s: frozenset(f) for s, f in scope_facts.items()},
                     prefixes={f'{{"{a}{_HEAD}': rid for a, rid in actions.items()},
+                    cut=operator.itemgetter(slice(0, len(f'{{"{next(iter(actions))}{_HEAD}00"'))),
                 )
                 shards.append(shard)
                 self._prime(shard)
@@ -596,7 +605,7 @@ class Engine:
         else:
             sid_text = _encode_string(sid)
             retraction = "[" + ",".join([pieces[n] if n < _MAX_ID else _retracted(n, sid_text) for n in numbers]) + "]"
-        heads: list[str] = []
+        messages: list[str] = []
         state_offset = None
         emptied = False
         try:
@@ -606,11 +615,10 @@ class Engine:
             started = _core.start_action_for_state(h, state_offset)
             message = started[1] if started else None
             # Each action message is {"r<k>":{"m":{"id":"v<i>", ...the fact...}}} (the C core keeps
-            # the fact's key order and action names hold no comma): keep the
-            # text up to the first comma, parsed and checked below once the session is done.
-            append, complete = heads.append, _core.complete_and_start_action
+            # the fact's key order and action names hold no comma): read below once the session is done.
+            append, complete = messages.append, _core.complete_and_start_action
             while message is not None:
-                append(message[: message.find(",")])
+                append(message)
                 message = complete(h, state_offset)
             code, _ = _core.retract_facts(h, retraction)
             if code != 0:
@@ -629,22 +637,32 @@ class Engine:
                 self._live.pop(shard.number, None)
                 with contextlib.suppress(BaseException):  # nothing more to clean
                     _core.delete_state(h, sid)
-        known = shard.heads
-        if single and numbers[0] == 0:  # most shards get the base fact alone
-            # the heads seen before, in C; None marks one not seen before (or not of fact 0): read them all below
-            pending = cast("set[str | None]", into[0])  # None in it only until the check below
-            pending.update(map(shard.base_heads.get, heads))
-            if None in pending:
-                pending.discard(None)
-            else:
-                heads = []
         fired: dict[int, set[str]] = {n: into[n] for n in numbers}  # a number not asserted here: KeyError
-        try:
-            for head in heads:
-                hit = known.get(head) or self._head(shard, head)
-                fired[hit[0]].add(hit[1])
-        except (KeyError, ValueError):
-            raise self._fail(shard, patient, f"unexpected action message {head[:80]!r}") from None
+        # the heads seen before (`_Shard.cut`, in C); None marks one not seen before: all read the old way below
+        if single and numbers[0] == 0:  # most shards get the base fact alone
+            pending = cast("set[str | None]", into[0])  # None in it only until the check below
+            pending.update(map(shard.base_heads.get, map(shard.cut, messages)))
+            if None not in pending:
+                messages = []
+            pending.discard(None)
+        else:
+            hits = list(map(shard.heads.get, map(shard.cut, messages)))
+            if None not in hits:
+                try:
+                    for number, rule in cast("list[tuple[int, str]]", hits):
+                        fired[number].add(rule)
+                    messages = []
+                except KeyError:  # a fact not asserted here: reported below
+                    pass
+        if messages:
+            # each message's text up to its first comma: '{"r<k>":{"m":{"id":"v<i>"', parsed and checked
+            known = shard.heads
+            try:
+                for head in [m[: m.find(",")] for m in messages]:
+                    hit = known.get(head) or self._head(shard, head)
+                    fired[hit[0]].add(hit[1])
+            except (KeyError, ValueError):
+                raise self._fail(shard, patient, f"unexpected action message {head[:80]!r}") from None
         for number, got in fired.items():
             if SENTINEL not in got:
                 raise self._fail(shard, patient, f"fact {number} was not evaluated to the end (the sentinel rule did not fire)")
