@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
@@ -1064,23 +1064,7 @@ def _derive_course(
     intolerant_keys: set[str] = set()
     unknown_keys: set[str] = set()
     for line, found in zip(lines, drugs):
-        listed = line.intolerant_to
-        if listed:
-            for d in _named_in(listed, found, vocabulary):
-                intolerant_keys.add(d)
-                intolerant_keys.add(class_of[d])
-        elif listed is None:
-            stopped_agent = None  # the one agent besides steroids of a line stopped for toxicity
-            if line.stop_reason == "toxicity":
-                treatment = [r.drug.name for r in found if r.drug.drug_class != "steroid"]
-                if len(treatment) == 1:
-                    stopped_agent = treatment[0]
-                    intolerant_keys |= {stopped_agent, class_of[stopped_agent]}
-            for r in found:
-                name = r.drug.name
-                if name != stopped_agent:
-                    unknown_keys.add(name)
-                    unknown_keys.add(class_of[name])
+        _line_intolerance(line, found, vocabulary, class_of, intolerant_keys, unknown_keys)
     for fact, key, _ in _INTOLERANCE:
         values[fact] = True if key in intolerant_keys else None if key in unknown_keys else False
     if texts is not None:
@@ -1199,6 +1183,37 @@ _COURSE_BITS = _BCMA | _GPRC5D | _CAR_T | _BCMA_CAR_T | _BISPECIFIC
 _INTOLERANCE_BIT: dict[str, int] = {key: 1 << i for i, (key, _) in enumerate(INTOLERANCE_GROUPS)}
 
 
+def _line_intolerance(
+    line: PriorLine,
+    found: list[Resolution],
+    vocabulary: Vocabulary,
+    class_of: Mapping[str, str],
+    intolerant_keys: set[str],
+    unknown_keys: set[str],
+) -> None:
+    """Add one line's intolerance keys (a drug's name and its class, `class_of`) to `intolerant_keys` and to
+    `unknown_keys`: what `intolerant_to` names is not tolerated; a line that does not record it leaves its agents'
+    tolerance unknown, except the one agent besides steroids of a line stopped for toxicity, which was not
+    tolerated. `_derive_course` (every line of a profile) and `_line_entry` (one line, cached) both read it."""
+    listed = line.intolerant_to
+    if listed:
+        for d in _named_in(listed, found, vocabulary):
+            intolerant_keys.add(d)
+            intolerant_keys.add(class_of[d])
+    elif listed is None:
+        stopped_agent = None  # the one agent besides steroids of a line stopped for toxicity
+        if line.stop_reason == "toxicity":
+            treatment = [r.drug.name for r in found if r.drug.drug_class != "steroid"]
+            if len(treatment) == 1:
+                stopped_agent = treatment[0]
+                intolerant_keys |= {stopped_agent, class_of[stopped_agent]}
+        for r in found:
+            name = r.drug.name
+            if name != stopped_agent:
+                unknown_keys.add(name)
+                unknown_keys.add(class_of[name])
+
+
 def _group_mask(groups: Iterable[str]) -> int:
     mask = 0
     for g in groups:
@@ -1239,23 +1254,7 @@ def _line_entry(line: PriorLine, vocabulary: Vocabulary) -> _LineEntry | None:
     class_of = {r.drug.name: r.drug.drug_class for r in found}
     intolerant_keys: set[str] = set()
     unknown_keys: set[str] = set()
-    listed = line.intolerant_to
-    if listed:
-        for d in _named_in(listed, found, vocabulary):
-            intolerant_keys.add(d)
-            intolerant_keys.add(class_of[d])
-    elif listed is None:
-        stopped_agent = None
-        if line.stop_reason == "toxicity":
-            treatment = [r.drug.name for r in found if r.drug.drug_class != "steroid"]
-            if len(treatment) == 1:
-                stopped_agent = treatment[0]
-                intolerant_keys |= {stopped_agent, class_of[stopped_agent]}
-        for r in found:
-            name = r.drug.name
-            if name != stopped_agent:
-                unknown_keys.add(name)
-                unknown_keys.add(class_of[name])
+    _line_intolerance(line, found, vocabulary, class_of, intolerant_keys, unknown_keys)
     return (
         vocabulary,
         _group_mask(every),
