@@ -7,7 +7,9 @@ hundreds of generated ones (bench/profiles.py, tests/strategies.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
+import json
 import random
 
 import pytest
@@ -166,7 +168,6 @@ def test_the_derived_values_are_the_facts_derive_gives(evaluator):
 def _mutated(data: dict, rng: random.Random) -> dict:
     """A profile with unusual strings and numbers: unicode and line separators in its ID, notes and
     investigational agents (named in refractoriness labels), -0.0 and exponent-form floats, regimen-only lines."""
-    import json
 
     data = json.loads(json.dumps(data))
     data["patient_id"] = rng.choice(["P\u00e9\u2028x", "\U0001f600id", '"q\\', "\u2029\x85", "plain"])
@@ -263,7 +264,6 @@ def test_decisions_and_evaluations_built_without_init_are_the_dataclasses_own(ev
 
 def test_the_dump_is_model_dump(evaluator):
     """_dump calls the profile's serializer as model_dump(exclude_none=True) does: the same data, keys in the same order."""
-    import json
 
     checked = 0
     for profile in _profiles(evaluator, 150):
@@ -338,7 +338,6 @@ def test_the_input_hash_is_sha256_of_the_canonical_json(evaluator):
     """_hash_of: sha256 of json.dumps(dump, sort_keys=True, separators=(",", ":")) (ASCII escapes, floats as repr),
     for profiles with unusual strings and numbers."""
     import hashlib
-    import json
 
     rng = random.Random(13)
     checked = 0
@@ -375,6 +374,13 @@ def test_the_line_writer_writes_fired_rules_as_their_encoded_ids():
         assert writer.line(ev, ("line", i), at) == other.line(ev, ("line", i), at)
         checked += 1
     assert checked > 80
+    # a fired ID outside the rule set (none of cds's matchers reports one, the Matcher protocol does not forbid it)
+    # is written as JSON encodes it, never joined as it is
+    odd = frozenset({*ev.fired, 'X"Y\\Z'})
+    strange = dataclasses.replace(ev, fired=odd, decision=dataclasses.replace(ev.decision, fired=odd))
+    text = writer.line(strange, ("line", 1), at)
+    assert text == cohort.json_line({"line": 1, **cohort.compact(strange, at)})
+    assert 'X"Y\\Z' in json.loads(text)["fired_rules"]
 
 
 def test_a_variant_is_decided_from_the_rules_reading_its_facts_as_from_every_rule(evaluator):

@@ -342,6 +342,7 @@ class _LineWriter:
         # rule IDs are plain (RULE_ID: capitals, digits, hyphens): their JSON strings are '"' + ID + '"', so the
         # fired rules are written as one join of the sorted IDs (checked here; else by their encoded strings)
         self.plain_rules = all(self.quoted[r.id] == f'"{r.id}"' for r in ruleset.rules)
+        self.rule_ids = frozenset(r.id for r in ruleset.rules)  # a fired set within it is written by the join
 
     def line(self, ev: Evaluation, key: tuple[str, Any], evaluated_at: str) -> str:
         try:
@@ -382,8 +383,9 @@ class _LineWriter:
                 f',"ruleset_hash":{_ENCODE(tail_key[0])},"engine_version":{_ENCODE(ev.engine_version)},'
                 f'"evaluated_at":{_ENCODE(evaluated_at)},"evaluation_date":{{"date":'
             )
-        if self.plain_rules and fired:
-            # the fired rules are the rule set's (the engine reports no other rule): each ID written as it is
+        if self.plain_rules and fired and fired <= self.rule_ids:
+            # the fired rules are the rule set's (checked: 0.3 us): each ID written as it is; another ID (no matcher
+            # reports one) goes through `quoted` below, whose KeyError writes the record as `compact` has it
             fired_text = '"' + '","'.join(sorted(fired)) + '"'
         else:
             fired_text = ",".join(map(quoted.__getitem__, sorted(fired)))
