@@ -355,6 +355,28 @@ def test_the_input_hash_is_sha256_of_the_canonical_json(evaluator):
     assert checked > 250
 
 
+def test_the_input_hash_from_kept_line_texts_is_the_dumps_hash(evaluator):
+    """evaluate's input hash (_input_hash: each prior line's text kept per line object, spliced into the text of
+    the rest of the dump) is input_hash's, for unusual strings, regimen-only lines, notes holding the mark's text,
+    lines met again (kept texts) and after the table of kept texts was emptied."""
+    rng = random.Random(17)
+    checked = 0
+    datas = _bench_profiles(150, 45) + random_profiles(150, seed=46)
+    for data in datas + datas:  # the second round finds the lines' texts kept (the parser shares the line models)
+        data = _mutated(data, rng)
+        if rng.random() < 0.2:
+            data["notes"] = rng.choice(['"prior_lines":"\x00"', "\x00", '"prior_lines":[]'])
+        try:
+            profile = evaluator.parse(data)
+        except ProfileError:
+            continue
+        assert pipeline._input_hash(profile) == pipeline.input_hash(profile)
+        assert pipeline._canonical(profile) == json.dumps(pipeline._dump(profile), sort_keys=True, separators=(",", ":"))
+        checked += 1
+    assert checked > 500 and 0 < len(pipeline._LINE_TEXTS) <= 1024
+    assert set(pipeline._LINE_TEXTS) == {id(line) for line in pipeline._LINES}
+
+
 def test_the_line_writer_writes_fired_rules_as_their_encoded_ids():
     """The fired rules joined as written IDs (plain rule IDs) are those encoded one by one (the other path)."""
     from cds.cohort import batch as cohort

@@ -14,7 +14,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cds import __version__
 from cds.decide.decision import Decider, Decision
@@ -26,7 +26,15 @@ from cds.errors import ProfileError
 from cds.knowledge.ruleset import RuleSet, load_ruleset
 from cds.model.clock import FROM_EVALUATION_TIME, FROM_PROFILE, NOT_GIVEN, evaluation_day, evaluation_time
 from cds.model.facts import Derived, FactValue, derive_values
-from cds.model.profile import LINE_DATES, PatientProfile, dates_after, evaluation_time_phrase, load_profile, parse_profile
+from cds.model.profile import (
+    LINE_DATES,
+    PatientProfile,
+    PriorLine,
+    dates_after,
+    evaluation_time_phrase,
+    load_profile,
+    parse_profile,
+)
 from cds.model.vocabulary import Vocabulary
 from cds.resources import rules_dir
 
@@ -94,6 +102,51 @@ else:
 
 def _hash_of(dumped: dict[str, Any]) -> str:
     return hashlib.sha256("".join(_CHUNKS(dumped, 0)).encode()).hexdigest()
+
+
+def _input_hash(profile: PatientProfile) -> str:
+    """`input_hash(profile)`, from each prior line's canonical text kept (`_line_text`): the prior lines of a
+    cohort are a few hundred objects shared by its profiles (cds.model.profile's `_seen_lines`)."""
+    return hashlib.sha256(_canonical(profile).encode()).hexdigest()
+
+
+def _canonical(profile: PatientProfile) -> str:
+    """`"".join(_CHUNKS(_dump(profile), 0))`: the dump without the prior lines encoded with a mark for them, the
+    mark replaced by the lines' texts. Exact: a dict's value is encoded in its key's place whatever the other
+    values are, a list as "[" + its items' texts joined by "," + "]", and a line's dump in the profile's is the
+    line's own (the same serializer, exclude_none passed on). The mark's text is found once: a quote inside an
+    encoded string is escaped, so `"prior_lines":"` is the key's own text (else the plain path, to be sure)."""
+    top: dict[str, Any] = profile.__pydantic_serializer__.to_python(profile, exclude_none=True, exclude=_LINES_FIELD)
+    top["prior_lines"] = "\x00"
+    text = "".join(_CHUNKS(top, 0))
+    if text.count(_MARK) != 1:  # pragma: no cover - see above
+        return "".join(_CHUNKS(_dump(profile), 0))
+    lines = profile.prior_lines
+    kept = list(map(_LINE_TEXTS.get, map(id, lines)))  # every line's text when each is kept (most records)
+    texts = ",".join(cast("list[str]", kept) if None not in kept else map(_line_text, lines))
+    return text.replace(_MARK, '"prior_lines":[' + texts + "]")
+
+
+_LINES_FIELD = {"prior_lines"}  # (pydantic reads a set fast, a frozenset at twice the cost of the dump)
+_MARK = '"prior_lines":"\\u0000"'  # how `_CHUNKS` writes the mark
+_LINE_SERIALIZER = PriorLine.__pydantic_serializer__
+#: id(line) -> the canonical text of the line's dump, for the lines held in _LINES (so that an id kept is the id of
+#: the line it was kept for: no other object can have it while that one lives); bounded
+_LINE_TEXTS: dict[int, str] = {}
+_LINES: list[PriorLine] = []
+
+
+def _line_text(line: PriorLine) -> str:
+    """`"".join(_CHUNKS(dump, 0))` of a prior line's dump (exclude_none), kept per line object (a model is frozen)."""
+    text = _LINE_TEXTS.get(id(line))
+    if text is None:
+        text = "".join(_CHUNKS(_LINE_SERIALIZER.to_python(line, exclude_none=True), 0))
+        if len(_LINES) >= 1024:  # bounded (as the profile parser's table of lines met before)
+            _LINE_TEXTS.clear()
+            _LINES.clear()
+        _LINES.append(line)
+        _LINE_TEXTS[id(line)] = text
+    return text
 
 
 #: evaluation_time(stamp) per stamp given (a batch gives every record the same one); bounded
@@ -193,7 +246,7 @@ class Evaluator:
         ev: Evaluation = _new(Evaluation)
         ev.__dict__.update(
             profile=profile,
-            input_hash=_hash_of(_dump(profile)),
+            input_hash=_input_hash(profile),
             derived=derived,
             fired=fired,
             unknown_facts=tuple(unknown),
