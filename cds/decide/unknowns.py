@@ -14,6 +14,7 @@ exclusions below the top.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -202,7 +203,8 @@ class VariantPlanner:
         if cyto is not None:
             out += cyto[0]
             scoped += cyto[1]
-        if profile is not None and self._refractory_used:
+        # only a line without refractory_to can have records to try (`None in`: a list is never equal to None)
+        if profile is not None and self._refractory_used and None in map(_REFRACTORY_TO, profile.prior_lines):
             for label, assignment in refractoriness_alternatives(profile, self._vocabulary, self.used_facts):
                 out.append(Variant(REFRACTORY_FIELD, label, tuple(assignment.items())))
         return out, scoped
@@ -228,6 +230,7 @@ class VariantPlanner:
         return made
 
 
+_REFRACTORY_TO = operator.attrgetter("refractory_to")
 _CYTO_FACTS = tuple(CYTO_FACT.values())  # the abnormalities' facts, in CYTO_FACT order
 
 #: an engine variant: (the profile field its facts come from, the facts it sets; read-only)
