@@ -21,7 +21,7 @@ from cds.decide.unknowns import Variant
 from cds.errors import InputError, ProfileError
 from cds.model.clock import evaluation_day, evaluation_time
 from cds.model.facts import REFRACTORY_FIELD, derive, derive_values
-from cds.model.profile import dates_after, evaluation_time_phrase
+from cds.model.profile import PriorLine, dates_after, evaluation_time_phrase
 
 
 def _bench_profiles(n: int, seed: int) -> list[dict]:
@@ -360,7 +360,7 @@ def test_the_input_hash_from_kept_line_texts_is_the_dumps_hash(evaluator):
     the rest of the dump) is input_hash's, for unusual strings, regimen-only lines, notes holding the mark's text,
     lines met again (kept texts) and after the table of kept texts was emptied."""
     rng = random.Random(17)
-    checked = 0
+    checked = regimen = 0
     datas = _bench_profiles(150, 45) + random_profiles(150, seed=46)
     for data in datas + datas:  # the second round finds the lines' texts kept (the parser shares the line models)
         data = _mutated(data, rng)
@@ -371,10 +371,12 @@ def test_the_input_hash_from_kept_line_texts_is_the_dumps_hash(evaluator):
         except ProfileError:
             continue
         assert pipeline._input_hash(profile) == pipeline.input_hash(profile)
+        regimen += sum(line.agents_from_regimen for line in profile.prior_lines)
         assert pipeline._canonical(profile) == json.dumps(pipeline._dump(profile), sort_keys=True, separators=(",", ":"))
         checked += 1
     assert checked > 500 and 0 < len(pipeline._LINE_TEXTS) <= 1024
     assert set(pipeline._LINE_TEXTS) == {id(line) for line in pipeline._LINES}
+    assert all(type(line) is PriorLine for line in pipeline._LINES) and regimen > 50  # a RegimenLine is not kept
 
 
 def test_the_line_writer_writes_fired_rules_as_their_encoded_ids():

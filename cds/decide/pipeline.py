@@ -141,6 +141,8 @@ def _line_text(line: PriorLine) -> str:
     text = _LINE_TEXTS.get(id(line))
     if text is None:
         text = "".join(_CHUNKS(_LINE_SERIALIZER.to_python(line, exclude_none=True), 0))
+        if type(line) is not PriorLine:  # a RegimenLine is made for its profile alone (parse_profile): not kept
+            return text
         if len(_LINES) >= 1024:  # bounded (as the profile parser's table of lines met before)
             _LINE_TEXTS.clear()
             _LINES.clear()
