@@ -440,3 +440,64 @@ def test_seen_lines_equal_in_python(vocabulary: Any) -> None:
                 if new[0] == "ok":
                     new = ("ok", _expanded(new[1]))
                 assert new == _outcome(ref.parse_profile, json.loads(text), vocabulary, "2026-01-01"), text
+
+
+def _shaped(text: str, vocabulary: Any, default: str | None) -> Any:
+    """`parse_profile` as `load_input_profile` calls it: with the `Shape` `decode_profile_json` proved."""
+    data, shape = pm.decode_profile_json(text)
+    return pm.parse_profile(data, vocabulary, default, text=text, shape=shape)
+
+
+def _line_texts_hold(text: str) -> bool:
+    """`Shape.lines` of a text are its lines: each (closed as written) decodes to the line; False when not known."""
+    try:
+        data, shape = pm.decode_profile_json(text)
+    except ProfileError:
+        return False
+    if shape is None or shape.lines is None:
+        return False
+    lines = data["prior_lines"]
+    assert len(shape.lines) == len(lines)
+    for i, (written, line) in enumerate(zip(shape.lines, lines)):
+        closed = "{" + (written + "}" if i == len(lines) - 1 else written.rstrip(" \t\r\n,"))
+        assert json.dumps(json.loads(closed)) == json.dumps(line), text
+    return True
+
+
+def _moved(rng: random.Random, data: dict[str, Any]) -> str:
+    """`data` as JSON with its keys in another order (the labs before or after the lines), perhaps indented."""
+    items = list(data.items())
+    rng.shuffle(items)
+    return json.dumps(dict(items), indent=rng.choice([None, None, 1, "\t"]), separators=rng.choice([None, (",", ":")]))
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_shape_as_before(vocabulary: Any, seed: int) -> None:
+    """Through the `Shape` (the lines known by their texts, the commas counted): the outcome of the reference,
+    on texts with braces and colons in strings, keys given twice, objects in lines, labs before and after the
+    lines, whitespace; the lines met before in three orders. A line's text is the line."""
+    rng = random.Random(seed)
+    texts = _plain_texts(seed) + _texts(seed)[:600]
+    pool = _lines(rng, 60)
+    for data in _inputs(300, seed=seed) + [{"patient_id": "p", "age": 60, "ecog": 1} for _ in range(900)]:
+        if isinstance(data, dict):
+            data = copy.deepcopy(data)
+            if rng.random() < 0.7:
+                data["prior_lines"] = [copy.deepcopy(rng.choice(pool)) for _ in range(rng.randint(0, 4))]
+            if rng.random() < 0.5:
+                data["labs"] = {"crp_mg_l": rng.choice([1.5, 0, -1, "x"]), "ferritin_ng_ml": 300.0}
+            if rng.random() < 0.1:
+                data["notes"] = rng.choice(["}", "{", "a: b", "}{", '"prior_lines":[{'])
+        texts.append(_moved(rng, data) if isinstance(data, dict) else json.dumps(data))
+    olds = {}
+    for text in texts:
+        olds[text] = _outcome(lambda t: ref.parse_profile(ref.decode_json(t), vocabulary, "2026-01-01"), text)
+    known = sum(_line_texts_hold(text) for text in texts)
+    assert known > 700, known
+    for order in (texts, texts[::-1], rng.sample(texts, len(texts))):
+        pm._MEMOS.clear()
+        for text in order:
+            new = _outcome(_shaped, text, vocabulary, "2026-01-01")
+            if new[0] == "ok":
+                new = ("ok", _expanded(new[1]))
+            assert new == olds[text], text

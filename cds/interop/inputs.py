@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cds.errors import ProfileError
-from cds.model.profile import PatientProfile, decode_json, parse_profile, read_input_file
+from cds.model.profile import PatientProfile, Shape, decode_profile_json, parse_profile, read_input_file
 from cds.model.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
@@ -37,15 +37,16 @@ def parse_input(
     default_date: str | None = None,
     *,
     text: str | None = None,
+    shape: Shape | None = None,
 ) -> Loaded:
     """A decoded profile or Bundle -> a validated profile (ProfileError / BundleError: exit 2).
 
     `default_date` is the evaluation time's date: a profile without evaluation_date is evaluated on it
     (none of its dates may be after it: checked with every other problem); a Bundle's evaluation date
     is `evaluation_date`, else its timestamp, else `default_date`. `text`: the JSON text `data` was
-    decoded from, when there is one."""
+    decoded from, when there is one; `shape`: what `decode_profile_json` proved of it."""
     if not is_fhir(data):
-        return Loaded(parse_profile(data, vocabulary, default_date, text=text), None)
+        return Loaded(parse_profile(data, vocabulary, default_date, text=text, shape=shape), None)
     from cds.interop.fhir import import_bundle
 
     result = import_bundle(data, vocabulary, evaluation_date, default_date)
@@ -69,12 +70,16 @@ def validate_imported(result: ImportResult, vocabulary: Vocabulary) -> PatientPr
 def load_input_text(
     text: str, vocabulary: Vocabulary, evaluation_date: str | None = None, default_date: str | None = None
 ) -> Loaded:
-    return parse_input(decode_json(text), vocabulary, evaluation_date, default_date, text=text)
+    data, shape = decode_profile_json(text)
+    return parse_input(data, vocabulary, evaluation_date, default_date, text=text, shape=shape)
 
 
 def load_input_profile(text: str, vocabulary: Vocabulary, default_date: str | None = None) -> PatientProfile:
     """``load_input_text(text, vocabulary, default_date=default_date).profile`` (the `cds batch` line path)."""
-    return parse_input(decode_json(text), vocabulary, None, default_date, text=text).profile
+    data, shape = decode_profile_json(text)
+    if not is_fhir(data):  # (parse_input without its Loaded)
+        return parse_profile(data, vocabulary, default_date, text=text, shape=shape)
+    return parse_input(data, vocabulary, None, default_date, text=text, shape=shape).profile
 
 
 def load_input(path: Path, vocabulary: Vocabulary, evaluation_date: str | None = None, default_date: str | None = None) -> Loaded:

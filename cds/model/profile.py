@@ -37,7 +37,7 @@ import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -461,7 +461,7 @@ def _name_structure_problem(value: Any) -> None:
 MAX_ITEMS = 100  # items in any list or object of a profile (the longest list the contract allows has 40)
 
 
-def _check_sizes(data: dict[str, Any], text: str | None = None) -> None:
+def _check_sizes(data: dict[str, Any], text: str | None = None, shape: Shape | None = None) -> None:
     """Refuse a list or object with more than MAX_ITEMS items, naming the field, before any validation.
 
     A profile under the size limit can still hold 100,000 list items, each of which the
@@ -469,9 +469,12 @@ def _check_sizes(data: dict[str, Any], text: str | None = None) -> None:
     `text`, when known, is the JSON text `data` was decoded from: a list or object of more
     than MAX_ITEMS items has at least MAX_ITEMS commas between them, so a text with fewer
     commas needs no walk. A cheap pass without paths runs otherwise; the field is named only
-    when there is a problem.
+    when there is a problem. `shape`: what `decode_profile_json` counted in that text (its commas).
     """
-    if text is not None and text.count(",") < MAX_ITEMS:
+    if shape is not None:
+        if shape.commas < MAX_ITEMS:
+            return
+    elif text is not None and text.count(",") < MAX_ITEMS:
         return
     stack: list[Any] = [data]
     while stack:
@@ -830,7 +833,7 @@ class _Memo:
         self.cytogenetics = frozenset(vocabulary.cytogenetic_names)
         self.labels: dict[str, _Label] = {}
         self.agents: dict[tuple[str, ...], tuple[list[Resolution], dict[str, str]]] = {}
-        self.lines: dict[tuple[Any, ...], _Seen] = {}
+        self.lines: dict[tuple[Any, ...] | str, _Seen] = {}  # keyed by `_seen_lines` or by text (`_seen_texts`)
 
 
 class _Seen:
@@ -873,6 +876,21 @@ def _seen_lines(lines: object, memo: _Memo) -> list[_Seen] | None:
             seen = table[key] = _Seen()
         except TypeError:  # a list in a list, an object: unhashable
             return None
+        out.append(seen)
+    return out
+
+
+def _seen_texts(texts: list[str], memo: _Memo) -> list[_Seen]:
+    """`_seen_lines`, of prior lines known by their JSON texts (`Shape.lines`): lines written alike are the
+    same JSON (a string is never equal to a `_seen_lines` key, a tuple)."""
+    table = memo.lines
+    out = []
+    for text in texts:
+        seen = table.get(text)
+        if seen is None:
+            if len(table) >= MAX_SEEN_LINES:  # bounded: arbitrary input cannot grow it without limit
+                table.clear()
+            seen = table[text] = _Seen()
         out.append(seen)
     return out
 
@@ -1040,19 +1058,29 @@ def _expand(profile: PatientProfile, vocabulary: Vocabulary) -> PatientProfile:
 
 
 def parse_profile(
-    data: Any, vocabulary: Vocabulary, default_evaluation_date: str | None = None, *, text: str | None = None
+    data: Any,
+    vocabulary: Vocabulary,
+    default_evaluation_date: str | None = None,
+    *,
+    text: str | None = None,
+    shape: Shape | None = None,
 ) -> PatientProfile:
     """Validate an already-decoded JSON value. Raises ProfileError with every problem found.
 
     `default_evaluation_date` (the evaluation time's date, ``YYYY-MM-DD``): a profile without
     `evaluation_date` is evaluated on it, so none of its dates may be after it either.
-    `text`: the JSON text `data` was decoded from (`decode_json`), when there is one (a shortcut)."""
+    `text`: the JSON text `data` was decoded from (`decode_json`), when there is one (a shortcut);
+    `shape`: what `decode_profile_json` proved of it, when `data` is its value (a shortcut)."""
     if not isinstance(data, dict):
         raise ProfileError("(profile)", f"the profile must be a JSON object, got {type(data).__name__}")
-    _check_sizes(data, text)
+    _check_sizes(data, text, shape)
     memo = _memo(vocabulary)
     # the prior lines met before (only for decoded JSON: a key tells JSON values apart, not any Python value)
-    seen = _seen_lines(data.get("prior_lines"), memo) if text is not None else None
+    seen: list[_Seen] | None
+    if shape is not None and shape.lines is not None:
+        seen = _seen_texts(shape.lines, memo)
+    else:
+        seen = _seen_lines(data.get("prior_lines"), memo) if text is not None or shape is not None else None
     valid = data
     if seen:
         models = [s.model if s.model is not None else line for s, line in zip(seen, data["prior_lines"])]
@@ -1158,42 +1186,81 @@ _PLAIN = _scanner(parse_float=_finite_float, parse_constant=_not_finite)  # obje
 
 _NOT_PLAIN = object()  # what _decode_plain gives for a text it leaves to the checking decoders
 
+#: every byte but the ones `_decode_plain` counts: ``text.encode().translate(None, _UNCOUNTED)`` keeps
+#: those alone, in one pass (a non-ASCII character's UTF-8 bytes are all >= 0x80: never one of them)
+_UNCOUNTED = bytes(b for b in range(256) if b not in b"{}:[,")
+
+
+class Shape(NamedTuple):
+    """What `decode_profile_json` proved of a profile's JSON text by counting (a shortcut for `parse_profile`)."""
+
+    commas: int  # the text's commas (fewer than MAX_ITEMS: no list or object can have more items)
+    #: the text of each prior line (an object) after its ``{``, up to the next ``{`` (the last line's to its ``}``),
+    #: when every brace of the text is an object's (None: not known)
+    lines: list[str] | None
+
 
 def _decode_plain(text: str) -> Any:
     """`decode_json`'s value of a profile's text without a key given twice, a colon or a brace in a string,
     an object outside the profile, its labs and its lines, or anything wrong: decoded without the
-    duplicate-key hook (a Python call per object); else `_NOT_PLAIN`.
+    duplicate-key hook (a Python call per object); else `_NOT_PLAIN`."""
+    found = _plain(text)
+    return _NOT_PLAIN if found is None else found[0]
+
+
+def _plain(text: str) -> tuple[Any, Shape] | None:
+    """`_decode_plain`'s value and its text's `Shape`, or None (`_NOT_PLAIN`).
 
     Each key of the text is followed by a colon, which is in no string: with `n` colons, the objects
     decoded hold `n` keys in all only when no key was given twice (a duplicate's value replaces the
     first) and no string holds a colon. The objects counted are all the text has when they are as many
-    as its opening braces (a string may hold one)."""
+    as its opening braces (a string may hold one).
+
+    The lines' texts (`Shape.lines`): when the closing braces are as many too, no string holds a brace,
+    so every ``{`` opens an object and every ``}`` closes one, in text order: the profile's first, then
+    its labs and its lines, the lines one after the other (in their list), the labs before or after
+    all of them (as their keys come in the profile: a dict keeps the text's order). A line holds no
+    object (it would be one more), so what follows its ``{`` up to the next ``{`` is all of it and then
+    (but for the last line) a comma between two lines, and for the last line, up to the first ``}``.
+    Lines written alike are the same JSON (a key of the prior-line memo, `_seen_texts`)."""
     try:
         data = _decode(_PLAIN, text)
     except Exception:  # noqa: BLE001 - any error: the checking decoders give it (an exception or a message)
-        return _NOT_PLAIN
+        return None
     if type(data) is not dict:
-        return _NOT_PLAIN
+        return None
     objects, keys = 1, len(data)
     labs = data.get("labs")
     if type(labs) is dict:
         objects += 1
         keys += len(labs)
     lines = data.get("prior_lines")
+    dict_lines = 0
     if type(lines) is list:
         for line in lines:
             if type(line) is dict:
-                objects += 1
+                dict_lines += 1
                 keys += len(line)
-    braces = text.count("{")
-    if objects != braces or keys != text.count(":"):
-        return _NOT_PLAIN
-    if text.count("[") + braces > MAX_DEPTH:  # it can nest that deep: the walk (a problem: the checking decoders)
+        objects += dict_lines
+    # the counted characters alone, in one pass (str.count: one pass each)
+    marks = text.encode("utf-8", "surrogatepass").translate(None, _UNCOUNTED)
+    braces = marks.count(b"{")
+    if objects != braces or keys != marks.count(b":"):
+        return None
+    if marks.count(b"[") + braces > MAX_DEPTH:  # it can nest that deep: the walk (a problem: the checking decoders)
         try:
             _check_structure(data)
         except ProfileError:
-            return _NOT_PLAIN
-    return data
+            return None
+    texts = None
+    if type(lines) is list and lines and dict_lines == len(lines) and marks.count(b"}") == braces:
+        # what follows each brace up to the next one: [0] is before the profile's, [1] the profile's, then
+        # the labs' when they come first
+        names = list(data)
+        first = 3 if type(labs) is dict and names.index("labs") < names.index("prior_lines") else 2
+        texts = text.split("{", first + len(lines) - 1)[first:]  # (each line's text, and what follows it)
+        texts[-1] = texts[-1].partition("}")[0]  # the last line's (what follows it is not the line's)
+    return data, Shape(marks.count(b","), texts)
 
 
 def decode_json(text: str) -> Any:
@@ -1207,12 +1274,17 @@ def decode_json(text: str) -> Any:
     (`_check_structure`) runs only when the text has more brackets than `MAX_DEPTH`
     (otherwise it cannot nest that deep); when the parser meets a non-finite number, the
     text is parsed again as Python would, and the walk names the field."""
+    return decode_profile_json(text)[0]
+
+
+def decode_profile_json(text: str) -> tuple[Any, Shape | None]:
+    """`decode_json`'s value, and what was proved of the text (`Shape`, for `parse_profile`; None: nothing)."""
     text = strip_comment_lines(text)
     if not text or text.isspace():  # not text.strip()
         raise ProfileError("(file)", "the file holds only comments")
-    data = _decode_plain(text)
-    if data is not _NOT_PLAIN:
-        return data
+    found = _plain(text)
+    if found is not None:
+        return found
     try:
         try:
             data = _decode(_STRICT, text)
@@ -1230,7 +1302,7 @@ def decode_json(text: str) -> Any:
         raise ProfileError("(file)", f"not valid JSON: {json_problem(exc)}") from None
     if not finite or text.count("[") + text.count("{") > MAX_DEPTH:
         _check_structure(data)
-    return data
+    return data, None
 
 
 def load_profile_text(text: str, vocabulary: Vocabulary) -> PatientProfile:
