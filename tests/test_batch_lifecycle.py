@@ -235,6 +235,39 @@ def test_a_closed_stdout_pipe_is_exit_2(cohort):
     assert one_line(err) == f"error: standard output: cannot write ({os.strerror(32)})"
 
 
+def test_a_successful_run_ends_at_once_with_every_line_out(tmp_path):
+    """`cds batch` exits without the interpreter's teardown on success (cli._run(leave=True)): whatever was
+    written is out first, to stdout (a pipe, flushed) and to --output / --summary (committed), exit 0."""
+    spec = importlib.util.spec_from_file_location("bench_profiles", ROOT / "bench" / "profiles.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps(p) + "\n" for p in mod.generate(300, seed=5)), encoding="utf-8")
+    base = [
+        sys.executable,
+        "-m",
+        "cds",
+        "batch",
+        str(small),
+        "--rules",
+        str(RULES),
+        "-j",
+        str(JOBS),
+        "--timestamp",
+        "2026-01-01T00:00:00Z",
+    ]
+    piped = subprocess.run([*base, "-q"], cwd=ROOT, capture_output=True, timeout=HANG)
+    assert piped.returncode == 0, piped.stderr
+    lines = piped.stdout.decode().splitlines()
+    assert len(lines) == 300 and all(json.loads(line)["status"] == "evaluated" for line in lines)
+    out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
+    filed = subprocess.run([*base, "-o", str(out), "--summary", str(summary)], cwd=ROOT, capture_output=True, timeout=HANG)
+    assert filed.returncode == 0, filed.stderr
+    assert out.read_bytes() == piped.stdout
+    assert json.loads(summary.read_text())["evaluated"] == 300
+    assert filed.stderr.decode().startswith("300 record(s): 300 evaluated, 0 invalid")
+
+
 # --------------------------------------------------------------------------- memory on hostile input
 
 

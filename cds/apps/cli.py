@@ -215,13 +215,15 @@ class _Start:
     exit_at_once = False
 
 
-def _run(fn: Callable[[], _T], signals: bool = True, *, single: bool = False) -> _T:
+def _run(fn: Callable[[], _T], signals: bool = True, *, single: bool = False, leave: bool = False) -> _T:
     """Map every error to one message and an exit code; never show a traceback.
 
     With `signals` (every command but `cds serve`, whose server handles them itself), SIGTERM,
     SIGINT and SIGHUP stop the command cleanly: exit 128 + signal. `single`: one short piece of
     work that leaves nothing open once it returns (`cds evaluate`): started from `main`, it runs
     without garbage collection and, on success, exits without the interpreter's teardown (`_leave`).
+    `leave`: a command that collects as usual but also leaves nothing open once it returns (`cds
+    batch`: its output committed, its workers reaped) exits that way too on success.
     """
     if _Start.gc_paused and not single:  # a command that may run long (a batch, a server) collects as usual
         gc.enable()
@@ -230,7 +232,7 @@ def _run(fn: Callable[[], _T], signals: bool = True, *, single: bool = False) ->
         with _signals_stop() if signals else contextlib.nullcontext():
             result = fn()
             flush_stdout()
-            _Start.exit_at_once = single
+            _Start.exit_at_once = single or leave
             return result
     except typer.Exit:
         raise
@@ -885,7 +887,9 @@ def batch(
         if result.exit_code:
             raise typer.Exit(result.exit_code)
 
-    _run(go)
+    # on success nothing is open once go() returns (the output committed, the workers reaped): the process
+    # ends without the interpreter's teardown, about 65M instructions (20 ms) after the run
+    _run(go, leave=True)
 
 
 @app.command()
