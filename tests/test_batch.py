@@ -530,6 +530,23 @@ def test_the_pipes_hold_a_whole_chunk_on_linux_and_larger_messages_still_arrive(
         workers.close()
 
 
+def _size(x: bytes) -> tuple[int, int]:
+    return len(x), x[:1][0] if x else -1
+
+
+def test_tasks_larger_than_a_pipe_and_small_ones_between_go_whole_and_in_order():
+    """A task the pipe cannot take in one write goes partly by the direct write (`_send`) and the rest from the
+    outbox when the pipe has room; the small tasks sent after it wait behind it, so every worker reads whole tasks."""
+    from cds.cohort import pool
+
+    tasks = [bytes([i]) * ((3 << 20) if i % 3 == 0 else 10 + i) for i in range(12)]
+    workers = pool.WorkerPool(_size, 2, method="fork")
+    try:
+        assert list(workers.map_ordered(tasks)) == [(len(t), t[0]) for t in tasks]
+    finally:
+        workers.close()
+
+
 def _boom(x: int) -> int:
     if x == 7:
         raise ValueError("seven")

@@ -168,8 +168,11 @@ class _Worker:
     def __init__(self, process: Any, tasks: Any, results: Any):
         self.process = process
         self.tasks, self.results = tasks, results  # the parent's ends (multiprocessing Connections)
-        self.outbox = bytearray()
-        self.inbox = bytearray()
+        self.outbox = bytearray()  # what a full task pipe did not take yet
+        # the result being read: its header, then its body, each read into place (no copy, no 1 MiB read buffer)
+        self.header = bytearray(_HEADER.size)
+        self.body: bytearray | None = None
+        self.got = 0  # bytes of the header, or of the body, read so far
         self.assigned: deque[int] = deque()
 
     def __repr__(self) -> str:
@@ -285,8 +288,24 @@ class WorkerPool:
 
     def _send(self, worker: _Worker, seq: int, task: Any) -> None:
         data = pickle.dumps((seq, task), pickle.HIGHEST_PROTOCOL)
-        worker.outbox += _HEADER.pack(len(data)) + data
+        header = _HEADER.pack(len(data))
         worker.assigned.append(seq)
+        if not worker.outbox:  # the pipe has room (usually): header and task go in one write, without a copy
+            try:
+                sent = os.writev(worker.tasks.fileno(), [header, data])
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the worker is gone (EPIPE): its exit is reported by the selector
+                return
+            if sent == len(header) + len(data):
+                return
+            if sent < len(header):
+                worker.outbox += header[sent:]
+                sent = len(header)
+            worker.outbox += memoryview(data)[sent - len(header) :]
+        else:
+            worker.outbox += header
+            worker.outbox += data
         self._flush(worker)
 
     def _flush(self, worker: _Worker) -> None:
@@ -321,28 +340,30 @@ class WorkerPool:
             raise self._lost(worker)
 
     def _receive(self, worker: _Worker, done: dict[int, Any]) -> None:
+        """Read what the worker's result pipe holds: each message's header, then its body, into place."""
         fd = worker.results.fileno()
         while True:
+            target = worker.header if worker.body is None else worker.body
             try:
-                chunk = os.read(fd, 1 << 20)
+                n = os.readv(fd, [memoryview(target)[worker.got :]])
             except BlockingIOError:
-                break
+                return
             except OSError:
-                chunk = b""
-            if not chunk:
+                n = 0
+            if not n:
                 raise self._lost(worker)
-            worker.inbox += chunk
-            if len(chunk) < 1 << 20:
-                break
-        box = worker.inbox
-        while len(box) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(box)
-            if size > MAX_MESSAGE:
-                raise self._lost(worker)
-            if len(box) < _HEADER.size + size:
-                break
-            seq, ok, value = pickle.loads(bytes(box[_HEADER.size : _HEADER.size + size]))  # noqa: S301 - our worker
-            del box[: _HEADER.size + size]
+            worker.got += n
+            if worker.got < len(target):
+                continue
+            worker.got = 0
+            if worker.body is None:
+                (size,) = _HEADER.unpack(target)
+                if not 0 < size <= MAX_MESSAGE:
+                    raise self._lost(worker)
+                worker.body = bytearray(size)
+                continue
+            worker.body = None
+            seq, ok, value = pickle.loads(target)  # noqa: S301 - our worker
             worker.assigned.remove(seq)
             if not ok:
                 raise value
