@@ -77,8 +77,6 @@ def load_input_text(
 def load_input_profile(text: str, vocabulary: Vocabulary, default_date: str | None = None) -> PatientProfile:
     """``load_input_text(text, vocabulary, default_date=default_date).profile`` (the `cds batch` line path)."""
     data, shape = decode_profile_json(text)
-    if not is_fhir(data):  # (parse_input without its Loaded)
-        return parse_profile(data, vocabulary, default_date, text=text, shape=shape)
     return parse_input(data, vocabulary, None, default_date, text=text, shape=shape).profile
 
 

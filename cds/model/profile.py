@@ -869,30 +869,27 @@ def _seen_lines(lines: object, memo: _Memo) -> list[_Seen] | None:
             return None
         key = (*line, *[tuple(v) if (t := type(v)) is list else v if t is str else (t, v) for v in line.values()])
         try:
-            seen = table[key]
-        except KeyError:
-            if len(table) >= MAX_SEEN_LINES:  # bounded: arbitrary input cannot grow it without limit
-                table.clear()
-            seen = table[key] = _Seen()
+            out.append(_seen(table, key))
         except TypeError:  # a list in a list, an object: unhashable
             return None
-        out.append(seen)
     return out
+
+
+def _seen(table: dict[tuple[Any, ...] | str, _Seen], key: tuple[Any, ...] | str) -> _Seen:
+    """The `_Seen` of a prior line's key in the memo's table, a new one for a key not met before (bounded)."""
+    seen = table.get(key)
+    if seen is None:
+        if len(table) >= MAX_SEEN_LINES:  # bounded: arbitrary input cannot grow it without limit
+            table.clear()
+        seen = table[key] = _Seen()
+    return seen
 
 
 def _seen_texts(texts: list[str], memo: _Memo) -> list[_Seen]:
     """`_seen_lines`, of prior lines known by their JSON texts (`Shape.lines`): lines written alike are the
     same JSON (a string is never equal to a `_seen_lines` key, a tuple)."""
     table = memo.lines
-    out = []
-    for text in texts:
-        seen = table.get(text)
-        if seen is None:
-            if len(table) >= MAX_SEEN_LINES:  # bounded: arbitrary input cannot grow it without limit
-                table.clear()
-            seen = table[text] = _Seen()
-        out.append(seen)
-    return out
+    return [_seen(table, text) for text in texts]
 
 
 def _latest(line: dict[str, Any]) -> int | None:
