@@ -83,6 +83,7 @@ checks scoped against unscoped runs, on the deciding rules, on many generated pr
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -616,10 +617,11 @@ class Engine:
             message = started[1] if started else None
             # Each action message is {"r<k>":{"m":{"id":"v<i>", ...the fact...}}} (the C core keeps
             # the fact's key order and action names hold no comma): read below once the session is done.
-            append, complete = messages.append, _core.complete_and_start_action
-            while message is not None:
-                append(message)
-                message = complete(h, state_offset)
+            if message is not None:
+                # the others until complete_and_start_action returns None, called from C (iter with a sentinel):
+                # the same calls in the same order as a Python loop, without its ~90 iterations per patient
+                messages.append(message)
+                messages.extend(iter(functools.partial(_core.complete_and_start_action, h, state_offset), None))
             code, _ = _core.retract_facts(h, retraction)
             if code != 0:
                 raise self._fail(shard, patient, f"retract_facts returned code {code} ({CODES.get(code, '?')})")
