@@ -523,9 +523,51 @@ def test_the_pipes_hold_a_whole_chunk_on_linux_and_larger_messages_still_arrive(
     workers = pool.WorkerPool(_big, 2, method="fork")
     try:
         for w in workers.workers:
-            assert fcntl.fcntl(w.tasks.fileno(), fcntl.F_GETPIPE_SZ) == pool.PIPE_BYTES
+            assert fcntl.fcntl(w.tasks.fileno(), fcntl.F_GETPIPE_SZ) == pool.pipe_size_for(2) == pool.PIPE_BYTES
             assert fcntl.fcntl(w.results.fileno(), fcntl.F_GETPIPE_SZ) == pool.PIPE_BYTES
         assert list(workers.map_ordered(range(5))) == [bytes([i]) * (3 << 20) for i in range(5)]
+    finally:
+        workers.close()
+
+
+def test_the_pipes_fit_in_a_quarter_of_the_users_pipe_budget():
+    """Every pipe buffer counts against the user's budget (pipe-user-pages-soft: 16,384 pages, 64 MiB, by
+    default): 1 MiB pipes, two per worker, used all of it at -j 32, and then every new pipe of the user (any
+    process's) got 4 KiB instead of 64 KiB (review rev4 R1)."""
+    from cds.cohort.pool import PIPE_BYTES, pipe_bytes
+
+    page, default_max, default_soft = 4096, 1 << 20, 16384
+    assert pipe_bytes(2, default_max, default_soft, page) == PIPE_BYTES
+    assert pipe_bytes(8, default_max, default_soft, page) == PIPE_BYTES  # 16 pipes of 1 MiB: a quarter of 64 MiB
+    assert pipe_bytes(9, default_max, default_soft, page) == 512 << 10  # rounded down to a power of two
+    assert pipe_bytes(32, default_max, default_soft, page) == 256 << 10
+    assert pipe_bytes(64, default_max, default_soft, page) == 128 << 10
+    assert pipe_bytes(65, default_max, default_soft, page) == 0  # 64 KiB or less: the default, not asked for
+    assert pipe_bytes(1, default_max, 1, page) == 0  # a budget too small for any widening
+    for jobs in range(1, 300):
+        size = pipe_bytes(jobs, default_max, default_soft, page)
+        assert size == 0 or 2 * jobs * size <= default_soft * page // 4
+    assert pipe_bytes(2, 300_000, default_soft, page) == 256 << 10  # at most pipe-max-size
+    assert pipe_bytes(2, 64 << 10, default_soft, page) == 0
+    assert pipe_bytes(500, default_max, 0, page) == PIPE_BYTES  # 0: no budget
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
+def test_a_pool_of_many_workers_asks_for_smaller_pipes():
+    import fcntl
+
+    from cds.cohort import pool
+
+    limits = pool._pipe_limits()
+    assert limits is not None
+    expected = pool.pipe_bytes(20, *limits)
+    if limits == (1 << 20, 16384, 4096):  # Linux's defaults
+        assert expected == 256 << 10
+    workers = pool.WorkerPool(_size, 20, method="fork")
+    try:
+        sizes = {fcntl.fcntl(p.fileno(), fcntl.F_GETPIPE_SZ) for w in workers.workers for p in (w.tasks, w.results)}
+        assert sizes == {expected or 64 << 10}
+        assert list(workers.map_ordered([_big(i) for i in range(3)])) == [(3 << 20, i) for i in range(3)]
     finally:
         workers.close()
 

@@ -44,6 +44,7 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from cds.errors import EXIT_OK, WorkerFailed, WorkerLost
@@ -57,7 +58,9 @@ MAX_MESSAGE = 1 << 30  # a result larger than this is a broken worker, not a res
 _HEADER = struct.Struct("<Q")
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-PIPE_BYTES = 1 << 20  # each pipe's buffer on Linux (F_SETPIPE_SZ; /proc/sys/fs/pipe-max-size is 1 MiB by default)
+PIPE_BYTES = 1 << 20  # the widest pipe buffer asked for on Linux (F_SETPIPE_SZ; pipe-max-size is 1 MiB by default)
+PIPE_BUDGET_SHARE = 4  # a pool's pipes take at most this fraction (1/4) of the user's pipe budget
+DEFAULT_PIPE_PAGES = 16  # a new pipe's buffer (64 KiB with 4 KiB pages)
 
 
 def start_method() -> str:
@@ -65,17 +68,51 @@ def start_method() -> str:
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
-def _widen(fd: int) -> None:
-    """Give a pipe a 1 MiB buffer where Linux allows it (best effort: the default 64 KiB works, only slower).
+def pipe_bytes(jobs: int, max_size: int, soft_pages: int, page: int) -> int:
+    """The buffer to give each of a pool's ``2 * jobs`` pipes: PIPE_BYTES, or less so that it is at most
+    `max_size` (/proc/sys/fs/pipe-max-size) and all of them fit in 1/PIPE_BUDGET_SHARE of the user's budget
+    (`soft_pages`, /proc/sys/fs/pipe-user-pages-soft; 0: no budget); 0 to leave the default.
+
+    Past the budget, every new pipe of the user, in any process (a shell pipeline, another run), gets one page
+    instead of 16 and F_SETPIPE_SZ fails; above pipe-max-size it fails for a user without CAP_SYS_RESOURCE.
+    A power of two: the kernel rounds a size up to one, so what is counted here is what the pipes take."""
+    size = min(PIPE_BYTES, max_size)
+    if soft_pages:
+        size = min(size, soft_pages * page // PIPE_BUDGET_SHARE // (2 * max(jobs, 1)))
+    size = 1 << (size.bit_length() - 1) if size > 0 else 0
+    return size if size > DEFAULT_PIPE_PAGES * page else 0
+
+
+def _pipe_limits() -> tuple[int, int, int] | None:
+    """(pipe-max-size, pipe-user-pages-soft, the page size) of this Linux system, None where they cannot be read."""
+    try:
+        max_size = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        soft = int(Path("/proc/sys/fs/pipe-user-pages-soft").read_text())
+        return max_size, soft, os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def pipe_size_for(jobs: int) -> int:
+    """`pipe_bytes` for a pool of `jobs` workers on this system (0, the default size, off Linux or without /proc)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    limits = _pipe_limits()
+    return pipe_bytes(jobs, *limits) if limits is not None else 0
+
+
+def _widen(fd: int, size: int) -> None:
+    """Give a pipe a buffer of `size` bytes (`pipe_size_for`; 0: leave it), best effort: the default 64 KiB works,
+    only slower.
 
     A task of 128 profiles is about 130 KB and its result about 80 KB: through a 64 KiB pipe each went in
     three or more writes, each waking the other side, and the worker blocked on its result until the
     parent had read the first part."""
-    if sys.platform.startswith("linux"):
+    if size:
         import fcntl
 
         with contextlib.suppress(OSError, AttributeError):
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
 
 
 # --------------------------------------------------------------------------- in the worker
@@ -203,11 +240,12 @@ class WorkerPool:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             inherited: list[int] = []
+            pipe_size = pipe_size_for(jobs)
             for i in range(jobs):
                 task_r, task_w = ctx.Pipe(duplex=False)
                 result_r, result_w = ctx.Pipe(duplex=False)
-                _widen(task_w.fileno())
-                _widen(result_w.fileno())
+                _widen(task_w.fileno(), pipe_size)
+                _widen(result_w.fileno(), pipe_size)
                 # a forked worker closes the parent's ends of every pipe, its own included: holding the
                 # write end of its own task pipe, it would never see the end of its tasks (and would be
                 # killed after STOP_TIMEOUT instead of exiting)
