@@ -143,3 +143,20 @@ def test_a_line_of_many_names_is_read_without_being_kept(evaluator):
         full = derive(profile, vocabulary, "2026-01-01")
         assert _typed(derived.values) == _typed({name: fv.value for name, fv in full.items()})
         assert not facts._LINES
+
+
+def test_every_fact_is_written_on_the_path_without_explanations(evaluator, monkeypatch):
+    """Without explanations `_derive` starts from every fact unknown (`_UNKNOWN`, so that the values keep FACTS
+    order) and its length check cannot see a fact the fast path forgot to write: that fact would be silently
+    unknown (review rev4 R2). Started from a marker instead of None, every value must have been written."""
+    marker = object()
+    monkeypatch.setattr(facts, "_UNKNOWN", dict.fromkeys(FACTS, marker))
+    vocabulary = evaluator.vocabulary
+    written = 0
+    for profile in _profiles(evaluator, 100):
+        for on in ON:
+            values = derive_values(profile, vocabulary, on).values
+            assert [name for name, v in values.items() if v is marker] == []
+            assert list(values) == list(FACTS)
+            written += 1
+    assert written > 2000
