@@ -442,3 +442,24 @@ def test_a_variant_is_decided_from_the_rules_reading_its_facts_as_from_every_rul
                 assert (a, a.by_option, a.fired) == (b, b.by_option, b.fired)
                 forged += a.by_option != decider.decide(f, base, rules).by_option
     assert checked > 1000 and changed > 100 and forged > 100
+
+
+def test_a_plan_that_sets_a_fact_outside_varied_facts_is_refused(evaluator, monkeypatch):
+    """The decision of a scoped variant compares only the rules reading the facts `varied_facts` names for its
+    field (review rev4 R3): a plan that set another fact (here, the cytogenetics plan setting `dialysis` too)
+    would leave rules reading it undecided, so making such a plan is an error, not a silent miss."""
+    from cds.decide.unknowns import VariantPlanner
+
+    planner = VariantPlanner(evaluator.ruleset)
+    untested = next(p for p in _profiles(evaluator, 50) if p.cytogenetics is None)
+    derived = derive_values(untested, evaluator.vocabulary, "2026-01-01")
+    assert any(field == "cytogenetics" for field, _ in planner.plan(derived.values, derived.not_applying)[1])
+    made = VariantPlanner._cytogenetics_plan
+    monkeypatch.setattr(
+        VariantPlanner,
+        "_cytogenetics_plan",
+        lambda self, values: [(label, (*assignment, ("dialysis", True))) for label, assignment in made(self, values)],
+    )
+    fresh = VariantPlanner(evaluator.ruleset)
+    with pytest.raises(AssertionError, match="a variant of cytogenetics sets facts outside varied_facts"):
+        fresh.plan(derived.values, derived.not_applying)

@@ -128,13 +128,16 @@ class VariantPlanner:
         self._field_variants: list[
             tuple[str, tuple[Variant, ...], tuple[Scoped, ...], tuple[Variant, ...], tuple[Scoped, ...]]
         ] = []
+        self._cyto_used = tuple(f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used)
+        self._varied = self.varied_facts()
         for field, plan in self._plans.items():
             every = tuple(Variant(field, label, assignment) for label, assignment in plan)
             kept = tuple(v for v in every if v.assignment != _DIALYSIS)
-            self._field_variants.append((plan[0][1][0][0], every, _scoped(every), kept, _scoped(kept)))
+            self._field_variants.append(
+                (plan[0][1][0][0], every, _scoped(every, self._varied), kept, _scoped(kept, self._varied))
+            )
         self._refractory_used = any(FACTS[f].input_field == REFRACTORY_FIELD for f in used)
         self._vocabulary = ruleset.vocabulary
-        self._cyto_used = tuple(f for f in (*CYTO_FACT.values(), "high_risk_cytogenetics") if f in used)
         self._cyto_variants: dict[tuple[Value | None, ...], tuple[tuple[Variant, ...], tuple[Scoped, ...]] | None] = {}
         severe = ruleset.settings.get(SEVERE_RENAL_SETTING)
         self._severe_crcl: float | None = None if severe is None else float(severe.value)
@@ -223,7 +226,7 @@ class VariantPlanner:
         made = None
         if None in key:  # some abnormality unknown (`in` on a tuple: identity first, so only None matches None)
             every = tuple(Variant("cytogenetics", label, assignment) for label, assignment in self._cytogenetics_plan(values))
-            made = (every, _scoped(every))
+            made = (every, _scoped(every, self._varied))
         if len(self._cyto_variants) > 4096:  # bounded (3 values per abnormality: a few hundred keys in practice)
             self._cyto_variants.clear()
         self._cyto_variants[key] = made
@@ -238,7 +241,12 @@ Scoped = tuple[str, Mapping[str, Value]]
 _DIALYSIS: Assignment = (("dialysis", True),)
 
 
-def _scoped(variants: tuple[Variant, ...]) -> tuple[Scoped, ...]:
+def _scoped(variants: tuple[Variant, ...], varied: Mapping[str, frozenset[str]]) -> tuple[Scoped, ...]:
+    """The engine's (scope, assignment) of each variant, checked once per plan made: a variant sets only facts
+    `varied_facts` names for its field (the decision of a variant compares only the rules reading those)."""
+    for v in variants:
+        if not {name for name, _ in v.assignment} <= varied.get(v.field, frozenset()):
+            raise AssertionError(f"a variant of {v.field} sets facts outside varied_facts: {v.assignment}")
     return tuple((v.field, MappingProxyType(dict(v.assignment))) for v in variants)
 
 

@@ -27,5 +27,10 @@ class Matcher(Protocol):
         """The rules fired for `base`, then for each ``base | assignment`` (``(scope, assignment)``: the
         profile field the assignment's facts come from; see `cds.engine.durable.fact_scope`). For a variant
         only the deciding rules (`cds.knowledge.ruleset.DECIDING_KINDS`) are matched: every other rule is
-        reported as it fired for `base` (a variant is only ever decided)."""
+        reported as it fired for `base` (a variant is only ever decided).
+
+        A variant's fired set must differ from the base's only in rules that read a fact of its assignment:
+        `Decider.decide(..., among=)` compares only those (`Evaluator._among`), and a rule outside them that
+        fired differently, with another that cancelled it out in number, would not be decided again
+        (tests/test_worker_loop.py checks both matchers on this)."""
         ...
