@@ -35,6 +35,7 @@ def one_usage_line(stderr: str, command: str) -> str:
         (["evaluate", CASE, "--format", "docx"], "cds evaluate", "'docx' is not one of 'markdown', 'html', 'json', 'pdf'"),
         (["batch", CASE, "--jobs", "0"], "cds batch", "'--jobs'"),
         (["batch", CASE, "--jobs", "many"], "cds batch", "'--jobs'"),
+        (["batch", CASE, "--jobs", "257"], "cds batch", "Input should be less than or equal to 256"),
         (["diff-rules", "a", "b"], "cds diff-rules", "Missing argument"),
         (["evaluate", CASE, "--no-such-option"], "cds evaluate", "No such option: --no-such-option"),
         (["no-such-command"], "cds", "No such command 'no-such-command'"),

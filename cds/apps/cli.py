@@ -727,12 +727,17 @@ def _progress(total_of: Callable[[], int | None], quiet: bool) -> "tuple[Progres
     return bar, total_of()
 
 
+#: the most worker processes `--jobs` takes: each is a forked process with two pipes (`cds.cohort.pool`)
+MAX_JOBS = 256
+
+
 def default_jobs() -> int:
-    """The CPU cores this process may run on (its affinity mask; e.g. a container's CPU set)."""
+    """The CPU cores this process may run on (its affinity mask; e.g. a container's CPU set), at most MAX_JOBS."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        cores = len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return min(cores, MAX_JOBS)
 
 
 def _jobs_option() -> Any:
@@ -740,7 +745,8 @@ def _jobs_option() -> Any:
         "--jobs",
         "-j",
         min=1,
-        help="Worker processes, at least 1 (default: one per CPU core this process may use).",
+        max=MAX_JOBS,
+        help=f"Worker processes, 1 to {MAX_JOBS} (default: one per CPU core this process may use).",
         show_default=False,
     )
 
