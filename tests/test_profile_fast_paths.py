@@ -367,7 +367,7 @@ def test_seen_lines_bounded(vocabulary: Any) -> None:
 
 
 def _plain_texts(seed: int) -> list[str]:
-    """Profile texts the duplicate-key test by counts (`_decode_plain`) must not be fooled by: colons and braces in
+    """Profile texts the duplicate-key test by counts (`_plain`) must not be fooled by: colons and braces in
     strings (as written or escaped) beside keys given twice, objects in unusual places, deep lists."""
     rng = random.Random(seed)
     out = []
@@ -393,14 +393,15 @@ def _plain_texts(seed: int) -> list[str]:
     return out
 
 
-def test_decode_plain_as_before() -> None:
+def test_the_plain_decoding_as_before() -> None:
     plain = 0
     for text in _plain_texts(7) + _texts(8):
         old = _outcome(ref.decode_json, text)
         new = _outcome(pm.decode_json, text)
         assert new[0] == old[0] and json.dumps(new[1:]) == json.dumps(old[1:]), text
-        data = pm._decode_plain(pm.strip_comment_lines(text))
-        if data is not pm._NOT_PLAIN:
+        found = pm._plain(pm.strip_comment_lines(text))
+        if found is not None:
+            data = found[0]
             plain += 1
             assert old == ("ok", data) and json.dumps(data) == json.dumps(old[1]), text  # same key order too
     assert plain > 500, plain

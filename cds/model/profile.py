@@ -1181,9 +1181,7 @@ _STRICT = _scanner(object_pairs_hook=_unique_object, parse_float=_finite_float, 
 _PYTHON = _scanner(object_pairs_hook=_unique_object)  # NaN and Infinity decoded, as Python's json does
 _PLAIN = _scanner(parse_float=_finite_float, parse_constant=_not_finite)  # objects made by the parser (in C)
 
-_NOT_PLAIN = object()  # what _decode_plain gives for a text it leaves to the checking decoders
-
-#: every byte but the ones `_decode_plain` counts: ``text.encode().translate(None, _UNCOUNTED)`` keeps
+#: every byte but the ones `_plain` counts: ``text.encode().translate(None, _UNCOUNTED)`` keeps
 #: those alone, in one pass (a non-ASCII character's UTF-8 bytes are all >= 0x80: never one of them)
 _UNCOUNTED = bytes(b for b in range(256) if b not in b"{}:[,")
 
@@ -1197,16 +1195,10 @@ class Shape(NamedTuple):
     lines: list[str] | None
 
 
-def _decode_plain(text: str) -> Any:
-    """`decode_json`'s value of a profile's text without a key given twice, a colon or a brace in a string,
-    an object outside the profile, its labs and its lines, or anything wrong: decoded without the
-    duplicate-key hook (a Python call per object); else `_NOT_PLAIN`."""
-    found = _plain(text)
-    return _NOT_PLAIN if found is None else found[0]
-
-
 def _plain(text: str) -> tuple[Any, Shape] | None:
-    """`_decode_plain`'s value and its text's `Shape`, or None (`_NOT_PLAIN`).
+    """`decode_json`'s value of a profile's text and the text's `Shape`, when the text has no key given twice,
+    no colon or brace in a string, no object outside the profile, its labs and its lines, and nothing wrong:
+    decoded without the duplicate-key hook (a Python call per object); else None (the checking decoders).
 
     Each key of the text is followed by a colon, which is in no string: with `n` colons, the objects
     decoded hold `n` keys in all only when no key was given twice (a duplicate's value replaces the
@@ -1265,7 +1257,7 @@ def decode_json(text: str) -> Any:
 
     Whole-line ``//`` comments are allowed (the `cds new-profile` template has them).
 
-    A profile's text is first decoded without the duplicate-key hook (`_decode_plain`), when
+    A profile's text is first decoded without the duplicate-key hook (`_plain`), when
     that is sure to give what the checking decoders would; otherwise the parser itself refuses
     a key given twice and non-finite numbers, so the walk over the decoded value
     (`_check_structure`) runs only when the text has more brackets than `MAX_DEPTH`
