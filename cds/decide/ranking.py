@@ -69,8 +69,8 @@ def _reason(rule: Rule, text: str | None = None, unknown: tuple[str, ...] = ()) 
     )
 
 
-def _unmet_requirement(rule: Rule, facts: dict[str, FactValue]) -> Reason:
-    unknown = tuple(f for f in rule.facts_used() if f in facts and not facts[f].known)
+def _unmet_requirement(rule: Rule, unknown: tuple[str, ...]) -> Reason:
+    """The reason a `require` rule that did not fire gives, `unknown` the facts it reads that are unknown."""
     text = f"Requirement not met: {rule.title}. {rule.rationale}"
     if unknown:
         names = ", ".join(FACTS[f].description.lower() for f in unknown)
@@ -81,22 +81,43 @@ def _unmet_requirement(rule: Rule, facts: dict[str, FactValue]) -> Reason:
     return _reason(rule, text, unknown)
 
 
-_REASONS: dict[int, tuple[RuleSet, dict[str, Reason]]] = {}
+class _Texts:
+    """A rule set's reasons, made once: the reason each active rule gives when it fires, the facts each rule
+    reads, and the reasons of unmet requirements by (rule ID, its unknown facts), bounded."""
+
+    def __init__(self, ruleset: RuleSet):
+        self.ruleset = ruleset
+        self.fired = {r.id: _reason(r, f"{r.title}. {r.rationale}" if r.kind == "exclude" else None) for r in ruleset.rules}
+        self.reads = {r.id: r.facts_used() for r in ruleset.rules}
+        self.unmet: dict[tuple[str, tuple[str, ...]], Reason] = {}
+
+    def unmet_requirement(self, rule: Rule, facts: dict[str, FactValue]) -> Reason:
+        unknown = tuple(f for f in self.reads[rule.id] if f in facts and not facts[f].known)
+        key = (rule.id, unknown)
+        made = self.unmet.get(key)
+        if made is None:
+            if len(self.unmet) >= 1024:
+                self.unmet.clear()
+            made = self.unmet[key] = _unmet_requirement(rule, unknown)
+        return made
 
 
-def _reasons(ruleset: RuleSet) -> dict[str, Reason]:
-    """Per active rule, the reason it gives when it fires (built once per rule set)."""
-    cached = _REASONS.get(id(ruleset))
-    if cached is not None and cached[0] is ruleset:
-        return cached[1]
-    reasons = {r.id: _reason(r, f"{r.title}. {r.rationale}" if r.kind == "exclude" else None) for r in ruleset.rules}
-    _REASONS[id(ruleset)] = (ruleset, reasons)
-    return reasons
+_TEXTS: dict[int, _Texts] = {}
+
+
+def _texts(ruleset: RuleSet) -> _Texts:
+    """`_Texts` of a rule set (one per rule set object: a cache keyed by id, checked by identity)."""
+    cached = _TEXTS.get(id(ruleset))
+    if cached is not None and cached.ruleset is ruleset:
+        return cached
+    made = _TEXTS[id(ruleset)] = _Texts(ruleset)
+    return made
 
 
 def rank(ruleset: RuleSet, decision: Decision, facts: dict[str, FactValue]) -> Ranking:
     """The decision with its reasons: what fired for each ranked option, why each other one is excluded."""
-    reasons = _reasons(ruleset)
+    texts = _texts(ruleset)
+    reasons = texts.fired
     groups = {g.option.id: g for g in rules_by_option(ruleset)}
     fired = decision.fired
     options = []
@@ -117,6 +138,6 @@ def rank(ruleset: RuleSet, decision: Decision, facts: dict[str, FactValue]) -> R
     excluded = []
     for oid in decision.excluded:
         g = groups[oid]
-        why = tuple(reasons[r.id] if r.kind == "exclude" else _unmet_requirement(r, facts) for r in g.excluding(fired))
+        why = tuple(reasons[r.id] if r.kind == "exclude" else texts.unmet_requirement(r, facts) for r in g.excluding(fired))
         excluded.append(ExcludedOption(oid, g.option.title, why))
     return Ranking(decision=decision, options=tuple(options), excluded=tuple(excluded))
