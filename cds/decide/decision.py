@@ -218,10 +218,15 @@ def _decision(
 _BY_ID: dict[int, tuple[RuleSet, dict[str, OptionRules]]] = {}
 
 
-def exclusions(ruleset: RuleSet, decision: Decision) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """Per excluded option (catalogue order), the IDs of the rules that exclude it, in the order of the report's reasons."""
+def option_rules(ruleset: RuleSet) -> dict[str, OptionRules]:
+    """`rules_by_option` by option ID (computed once per rule set)."""
     cached = _BY_ID.get(id(ruleset))
     if cached is None or cached[0] is not ruleset:
         cached = _BY_ID[id(ruleset)] = (ruleset, {g.option.id: g for g in rules_by_option(ruleset)})
-    groups = cached[1]
+    return cached[1]
+
+
+def exclusions(ruleset: RuleSet, decision: Decision) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Per excluded option (catalogue order), the IDs of the rules that exclude it, in the order of the report's reasons."""
+    groups = option_rules(ruleset)
     return tuple((oid, tuple(r.id for r in groups[oid].excluding(decision.fired))) for oid in decision.excluded)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cds.decide.decision import Decision, rules_by_option
+from cds.decide.decision import Decision, option_rules
 from cds.knowledge.ruleset import Rule, RuleSet
 from cds.model.facts import FACTS, FactValue
 
@@ -118,7 +118,7 @@ def rank(ruleset: RuleSet, decision: Decision, facts: dict[str, FactValue]) -> R
     """The decision with its reasons: what fired for each ranked option, why each other one is excluded."""
     texts = _texts(ruleset)
     reasons = texts.fired
-    groups = {g.option.id: g for g in rules_by_option(ruleset)}
+    groups = option_rules(ruleset)
     fired = decision.fired
     options = []
     for n, (oid, score) in enumerate(decision.ranked(), 1):
