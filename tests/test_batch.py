@@ -523,8 +523,11 @@ def test_the_pipes_hold_a_whole_chunk_on_linux_and_larger_messages_still_arrive(
     workers = pool.WorkerPool(_big, 2, method="fork")
     try:
         for w in workers.workers:
-            assert fcntl.fcntl(w.tasks.fileno(), fcntl.F_GETPIPE_SZ) == pool.pipe_size_for(2) == pool.PIPE_BYTES
+            # 1 MiB: widened with 4 KiB pages, the default with 64 KiB pages (16 pages hold 1 MiB already)
+            assert fcntl.fcntl(w.tasks.fileno(), fcntl.F_GETPIPE_SZ) == pool.PIPE_BYTES
             assert fcntl.fcntl(w.results.fileno(), fcntl.F_GETPIPE_SZ) == pool.PIPE_BYTES
+        page = os.sysconf("SC_PAGE_SIZE")
+        assert pool.pipe_size_for(2) == (pool.PIPE_BYTES if pool.DEFAULT_PIPE_PAGES * page < pool.PIPE_BYTES else 0)
         assert list(workers.map_ordered(range(5))) == [bytes([i]) * (3 << 20) for i in range(5)]
     finally:
         workers.close()
@@ -533,7 +536,7 @@ def test_the_pipes_hold_a_whole_chunk_on_linux_and_larger_messages_still_arrive(
 def test_the_pipes_fit_in_a_quarter_of_the_users_pipe_budget():
     """Every pipe buffer counts against the user's budget (pipe-user-pages-soft: 16,384 pages, 64 MiB, by
     default): 1 MiB pipes, two per worker, used all of it at -j 32, and then every new pipe of the user (any
-    process's) got 4 KiB instead of 64 KiB (review rev4 R1)."""
+    process's) got a page or two instead of 16 (review rev4 R1)."""
     from cds.cohort.pool import PIPE_BYTES, pipe_bytes
 
     page, default_max, default_soft = 4096, 1 << 20, 16384
@@ -550,6 +553,7 @@ def test_the_pipes_fit_in_a_quarter_of_the_users_pipe_budget():
     assert pipe_bytes(2, 300_000, default_soft, page) == 256 << 10  # at most pipe-max-size
     assert pipe_bytes(2, 64 << 10, default_soft, page) == 0
     assert pipe_bytes(500, default_max, 0, page) == PIPE_BYTES  # 0: no budget
+    assert pipe_bytes(2, default_max, default_soft, 64 << 10) == 0  # 64 KiB pages: the default 16 pages are 1 MiB
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
@@ -566,7 +570,7 @@ def test_a_pool_of_many_workers_asks_for_smaller_pipes():
     workers = pool.WorkerPool(_size, 20, method="fork")
     try:
         sizes = {fcntl.fcntl(p.fileno(), fcntl.F_GETPIPE_SZ) for w in workers.workers for p in (w.tasks, w.results)}
-        assert sizes == {expected or 64 << 10}
+        assert sizes == {expected or pool.DEFAULT_PIPE_PAGES * limits[2]}
         assert list(workers.map_ordered([_big(i) for i in range(3)])) == [(3 << 20, i) for i in range(3)]
     finally:
         workers.close()

@@ -59,7 +59,7 @@ _HEADER = struct.Struct("<Q")
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PIPE_BYTES = 1 << 20  # the widest pipe buffer asked for on Linux (F_SETPIPE_SZ; pipe-max-size is 1 MiB by default)
-PIPE_BUDGET_SHARE = 4  # a pool's pipes take at most this fraction (1/4) of the user's pipe budget
+PIPE_BUDGET_SHARE = 4  # a pool's pipes are widened only while all of them fit in this fraction (1/4) of the user's pipe budget
 DEFAULT_PIPE_PAGES = 16  # a new pipe's buffer (64 KiB with 4 KiB pages)
 
 
@@ -71,10 +71,13 @@ def start_method() -> str:
 def pipe_bytes(jobs: int, max_size: int, soft_pages: int, page: int) -> int:
     """The buffer to give each of a pool's ``2 * jobs`` pipes: PIPE_BYTES, or less so that it is at most
     `max_size` (/proc/sys/fs/pipe-max-size) and all of them fit in 1/PIPE_BUDGET_SHARE of the user's budget
-    (`soft_pages`, /proc/sys/fs/pipe-user-pages-soft; 0: no budget); 0 to leave the default.
+    (`soft_pages`, /proc/sys/fs/pipe-user-pages-soft; 0: no budget); 0 to leave the default (DEFAULT_PIPE_PAGES
+    pages: so many pipes that even the default takes more than that share, from ``-j 129`` at Linux's defaults,
+    keep it, and the share is then exceeded by the default pipes alone).
 
-    Past the budget, every new pipe of the user, in any process (a shell pipeline, another run), gets one page
-    instead of 16 and F_SETPIPE_SZ fails; above pipe-max-size it fails for a user without CAP_SYS_RESOURCE.
+    Past the budget, every new pipe of the user, in any process (a shell pipeline, another run), gets a page or
+    two (kernel-dependent) instead of 16 and F_SETPIPE_SZ fails; above pipe-max-size it fails for a user without
+    CAP_SYS_RESOURCE.
     A power of two: the kernel rounds a size up to one, so what is counted here is what the pipes take."""
     size = min(PIPE_BYTES, max_size)
     if soft_pages:
